@@ -1,0 +1,56 @@
+from datetime import datetime
+from typing import Any, Literal
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel
+
+from loupe.api.deps import WorkspaceDep
+from loupe.errors import NotFound
+
+router = APIRouter(tags=["jobs"])
+
+
+class Progress(BaseModel):
+    done: float
+    total: float | None
+    message: str
+
+
+class JobOut(BaseModel):
+    id: int
+    kind: str
+    name: str
+    status: Literal["queued", "running", "done", "failed"]
+    progress: Progress
+    params: dict[str, Any]
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    error: str | None
+    artifacts: dict[str, Any]
+
+
+class JobList(BaseModel):
+    jobs: list[JobOut]
+
+
+def job_out(j) -> JobOut:
+    return JobOut(
+        id=j.id, kind=j.kind, name=j.name, status=j.status,
+        progress=Progress(done=j.progress_done, total=j.progress_total, message=j.message or ""),
+        params=j.params or {}, created_at=j.created_at, started_at=j.started_at, finished_at=j.finished_at,
+        error=j.error, artifacts=j.artifacts or {},
+    )
+
+
+@router.get("/jobs", response_model=JobList)
+def list_jobs(ws: WorkspaceDep, kind: str | None = None, limit: int = Query(200, ge=1, le=1000)) -> JobList:
+    return JobList(jobs=[job_out(j) for j in ws.jobs.list(limit=limit, kind=kind)])
+
+
+@router.get("/jobs/{job_id}", response_model=JobOut)
+def get_job(job_id: int, ws: WorkspaceDep) -> JobOut:
+    job = ws.jobs.get(job_id)
+    if job is None:
+        raise NotFound(f"no job with id {job_id}")
+    return job_out(job)

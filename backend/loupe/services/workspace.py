@@ -1,0 +1,37 @@
+"""The workspace: settings + database + artifact directories, opened once per process."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from loupe.settings import Settings
+from loupe.storage.artifacts import clean_scratch
+from loupe.storage.db import Database
+from loupe.storage.repositories import EvalRepository, JobRepository, ModelRepository
+
+
+@dataclass
+class Workspace:
+    settings: Settings
+    db: Database
+    jobs: JobRepository
+    models: ModelRepository
+    evals: EvalRepository
+
+    @classmethod
+    def open(cls, settings: Settings) -> "Workspace":
+        settings.workspace.mkdir(parents=True, exist_ok=True)
+        settings.artifacts_dir.mkdir(parents=True, exist_ok=True)
+        db = Database(settings.resolved_database_url)
+        db.migrate()
+        ws = cls(settings, db, JobRepository(db), ModelRepository(db), EvalRepository(db))
+        clean_scratch(settings.artifacts_dir)
+        ws.jobs.fail_orphans()
+        return ws
+
+    def artifact(self, *parts: str) -> Path:
+        return self.settings.artifacts_dir.joinpath(*parts)
+
+    def close(self) -> None:
+        self.db.dispose()

@@ -1,0 +1,49 @@
+"""The one Settings object. Every knob is an environment variable with the LOUPE_ prefix."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LOUPE_", env_file=".env", extra="ignore")
+
+    workspace: Path = Field(Path("workspace"), description="Directory holding the database and artifacts.")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default: SQLite inside the workspace."
+    )
+    host: str = "127.0.0.1"
+    port: int = 8000
+    device: str = "cpu"
+    threads: int = Field(0, description="torch intra-op threads; 0 = all cores.")
+    world: Literal["demo", "micro"] = Field(
+        "demo", description="Which built-in world `loupe build` makes: the demo world or a seconds-long micro world (tests)."
+    )
+    model: str | None = Field(
+        None,
+        description="A Hugging Face causal LM directory (or hub name) to analyse instead of the demo model.",
+    )
+    seed: int = 0
+    max_new_tokens: int = Field(256, description="Upper bound on max_new_tokens per generate request.")
+    max_prompt_chars: int = Field(20_000, description="Prompts longer than this are rejected before tokenizing.")
+    frontend_dist: Path | None = Field(None, description="Built frontend; default: frontend/dist beside the package.")
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.workspace / 'loupe.db').resolve()}"
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.workspace / "artifacts"
+
+    def resolved_frontend_dist(self) -> Path:
+        if self.frontend_dist is not None:
+            return self.frontend_dist
+        return Path(__file__).resolve().parents[2] / "frontend" / "dist"
