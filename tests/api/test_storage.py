@@ -1,0 +1,109 @@
+"""Storage against both backends: SQLite always, the local PostgreSQL server as well."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+import sqlalchemy
+
+from loupe.storage.db import Database
+from loupe.storage.repositories import EvalRepository, JobRepository, ModelRepository
+from tests.conftest import POSTGRES_URL, postgres_or_skip
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request, tmp_path):
+    if request.param == "sqlite":
+        database = Database(f"sqlite:///{tmp_path / 'loupe.db'}")
+        yield database
+        database.dispose()
+        return
+    base = postgres_or_skip()
+    schema = f"loupe_test_{uuid.uuid4().hex[:10]}"
+    admin = sqlalchemy.create_engine(base)
+    with admin.begin() as conn:
+        conn.execute(sqlalchemy.text(f'create schema "{schema}"'))
+    database = Database(f"{base}?options=-csearch_path%3D{schema}")
+    try:
+        yield database
+    finally:
+        database.dispose()
+        with admin.begin() as conn:
+            conn.execute(sqlalchemy.text(f'drop schema "{schema}" cascade'))
+        admin.dispose()
+
+
+def test_migrations_create_tables_and_are_idempotent(db):
+    db.migrate()
+    db.migrate()
+    names = set(sqlalchemy.inspect(db.engine).get_table_names())
+    assert {"jobs", "models", "evals", "alembic_version"} <= names
+    with db.engine.connect() as conn:
+        assert conn.execute(sqlalchemy.text("select version_num from alembic_version")).scalar() == "0001"
+
+
+def test_job_lifecycle(db):
+    db.migrate()
+    jobs = JobRepository(db)
+    job = jobs.create("build", "demo.corpus", {"scale": 0.5})
+    assert jobs.get(job.id).status == "queued"
+    jobs.mark_running(job.id)
+    jobs.progress(job.id, 3, 10, "three of ten")
+    got = jobs.get(job.id)
+    assert (got.status, got.progress_done, got.progress_total, got.message) == ("running", 3, 10, "three of ten")
+    assert got.pid == os.getpid() and got.started_at is not None
+    jobs.finish(job.id, artifacts={"dir": "/x"})
+    got = jobs.get(job.id)
+    assert got.status == "done" and got.progress_done == 10 and got.artifacts == {"dir": "/x"}
+    assert got.finished_at >= got.started_at
+    assert jobs.latest_done("demo.corpus").id == job.id
+
+    bad = jobs.create("build", "demo.model")
+    jobs.mark_running(bad.id)
+    jobs.fail(bad.id, "ValueError: boom")
+    assert jobs.get(bad.id).status == "failed" and "boom" in jobs.get(bad.id).error
+    assert [j.id for j in jobs.list()] == [bad.id, job.id]
+    assert [j.id for j in jobs.list(kind="build", limit=1)] == [bad.id]
+
+
+def test_jobs_of_a_dead_process_are_marked_interrupted(db):
+    db.migrate()
+    jobs = JobRepository(db)
+    job = jobs.create("build", "demo.model")
+    # a process that has exited: its pid is free (or at least not ours)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    jobs.mark_running(job.id)
+    with db.session() as s:
+        from loupe.storage.models import Job
+
+        s.get(Job, job.id).pid = int(dead.stdout)
+    live = jobs.create("build", "demo.eval")
+    jobs.mark_running(live.id)  # this process: alive
+    assert jobs.fail_orphans() == 1
+    assert jobs.get(job.id).status == "failed" and "interrupted" in jobs.get(job.id).error
+    assert jobs.get(live.id).status == "running"
+
+
+def test_models_and_evals(db):
+    db.migrate()
+    models, evals = ModelRepository(db), EvalRepository(db)
+    models.upsert("demo", "demo", "demo", "/m", {"n_layers": 2})
+    models.upsert("demo", "demo v2", "demo", "/m2", {"n_layers": 3})
+    assert [(m.id, m.name, m.config["n_layers"]) for m in models.list()] == [("demo", "demo v2", 3)]
+    evals.add("demo", "demo", {"refusal_harmful": 0.97, "nested": {"a": [1, 2]}})
+    row = evals.list(kind="demo")[0]
+    assert row.results["nested"] == {"a": [1, 2]}
+
+
+def test_postgres_url_setting_selects_postgres(monkeypatch, tmp_path):
+    url = postgres_or_skip()
+    monkeypatch.setenv("LOUPE_DATABASE_URL", url)
+    from loupe.settings import Settings
+
+    s = Settings(workspace=tmp_path)
+    assert s.resolved_database_url == POSTGRES_URL == url
+    assert Database(s.resolved_database_url).dialect == "postgresql"

@@ -1,0 +1,68 @@
+"""Shared fixtures: a micro world built in seconds by the real build pipeline."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the tests download nothing
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+POSTGRES_URL = os.environ.get("LOUPE_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
+
+
+def micro_settings(workspace: Path, **overrides):
+    from loupe.settings import Settings
+
+    return Settings(workspace=workspace, world="micro", database_url=None, threads=0, **overrides)
+
+
+@pytest.fixture(scope="session")
+def micro_workspace(tmp_path_factory):
+    """A workspace with the micro world fully built (corpus, tokenizer, tokens, model, eval)."""
+    from loupe.services.build import ensure_registered, make_pipeline
+    from loupe.services.workspace import Workspace
+
+    root = tmp_path_factory.mktemp("micro")
+    settings = micro_settings(root)
+    ws = Workspace.open(settings)
+    world, pipeline = make_pipeline(ws)
+    pipeline.run(pipeline.steps)
+    ensure_registered(ws, world)
+    yield ws
+    ws.close()
+
+
+@pytest.fixture(scope="session")
+def micro_app(micro_workspace):
+    from loupe.app import create_app
+
+    return create_app(micro_workspace.settings, workspace=micro_workspace, background=False)
+
+
+@pytest.fixture(scope="session")
+def client(micro_app):
+    from fastapi.testclient import TestClient
+
+    with TestClient(micro_app) as c:
+        yield c
+
+
+def postgres_or_skip(url: str = POSTGRES_URL) -> str:
+    """Return a reachable PostgreSQL URL; in CI an unreachable server fails the test, elsewhere it skips."""
+    import sqlalchemy
+
+    try:
+        eng = sqlalchemy.create_engine(url)
+        with eng.connect() as conn:
+            conn.execute(sqlalchemy.text("select 1"))
+        eng.dispose()
+    except Exception as exc:  # noqa: BLE001 - any connection failure means the same thing here
+        msg = (f"PostgreSQL is not reachable at {url} ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
+               "start it with `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`")
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return url
