@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     threads: int = Field(0, description="torch intra-op threads; 0 = all cores.")
     world: Literal["demo", "micro"] = Field(
         "demo", description="Which built-in world `loupe build` makes: the demo world or a seconds-long micro world (tests)."
+    )
+    world_overrides: dict[str, Any] = Field(
+        default_factory=dict, description='JSON overrides of the world preset, e.g. {"train_steps": 2000}.'
     )
     model: str | None = Field(
         None,

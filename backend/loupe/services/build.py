@@ -38,7 +38,7 @@ class DemoWorld:
 
     def __init__(self, ws: Workspace, cfg: WorldConfig | None = None):
         self.ws = ws
-        self.cfg = cfg or world_config(ws.settings.world, seed=ws.settings.seed)
+        self.cfg = cfg or world_config(ws.settings.world, **{"seed": ws.settings.seed, **ws.settings.world_overrides})
         a = ws.artifact
         self.corpus_dir, self.tokenizer_dir, self.tokens_dir = a("corpus"), a("tokenizer"), a("tokens")
         self.model_dir, self.train_dir, self.eval_dir = a("model"), a("training"), a("evals", "demo")

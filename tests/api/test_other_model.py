@@ -1,0 +1,49 @@
+"""Another Hugging Face causal LM (here a GPT-2, not GPT-NeoX) goes through the same code path."""
+
+from __future__ import annotations
+
+import torch
+
+
+def test_a_second_model_directory_registers_and_generates(client, micro_workspace, tmp_path):
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    tok = AutoTokenizer.from_pretrained(micro_workspace.artifact("tokenizer"))
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=48, n_embd=24, n_layer=3, n_head=2,
+                                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id))
+    path = tmp_path / "gpt2-tiny"
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+
+    rec = client.app.state.models.register("gpt2-tiny", str(path), "hf-dir")
+    assert rec.config["n_layers"] == 3 and rec.config["n_ctx"] == 48
+
+    listed = {m["id"]: m for m in client.get("/api/models").json()["models"]}
+    assert "blocks.2.hook_resid_post" in listed["gpt2-tiny"]["hook_names"]
+
+    body = client.post("/api/generate", json={"prompt": "User: hi\nAssistant:", "max_new_tokens": 6,
+                                              "model_id": "gpt2-tiny"}).json()
+    assert body["model_id"] == "gpt2-tiny"
+    ids = torch.tensor([[tok.bos_token_id] + tok("User: hi\nAssistant:", add_special_tokens=False)["input_ids"]])
+    expect = model.eval().generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=6,
+                                   do_sample=False, pad_token_id=tok.eos_token_id,
+                                   eos_token_id=tok.eos_token_id)[0, ids.shape[1]:].tolist()
+    if tok.eos_token_id in expect:
+        expect = expect[: expect.index(tok.eos_token_id)]
+    assert body["default"]["completion"] == tok.decode(expect)
+
+    over = client.post("/api/generate", json={"prompt": "User: " + "word " * 60, "max_new_tokens": 4,
+                                              "model_id": "gpt2-tiny"})
+    assert over.status_code == 422 and "48" in over.json()["detail"]
+
+
+def test_registering_a_missing_directory_is_a_4xx(client, tmp_path):
+    from loupe.errors import Unprocessable
+
+    try:
+        client.app.state.models.register("x", str(tmp_path / "nope"), "hf-dir")
+    except Unprocessable as exc:
+        assert "not a directory" in exc.message
+    else:
+        raise AssertionError("expected Unprocessable")
