@@ -1,0 +1,154 @@
+import { Fragment, useState } from "react";
+import type { Job, JobStatus } from "../api/client";
+import { formatAgo, formatCount, formatDuration, formatTimestamp, parseTime } from "../format";
+import { Badge, type Tone } from "./ui";
+
+const STATUS_TONE: Record<JobStatus, Tone> = {
+  queued: "neutral",
+  running: "info",
+  done: "good",
+  failed: "bad",
+};
+
+export function isActive(job: Job): boolean {
+  return job.status === "queued" || job.status === "running";
+}
+
+/** Fraction complete in [0, 1], or null when unknown (no total yet). */
+export function jobFraction(job: Job): number | null {
+  if (job.status === "done") return 1;
+  const { done, total } = job.progress;
+  if (typeof total === "number" && total > 0) return Math.min(1, Math.max(0, done / total));
+  return null;
+}
+
+function ProgressBar({ job }: { job: Job }) {
+  const frac = jobFraction(job);
+  const { done, total, message } = job.progress;
+  const indeterminate = frac === null && job.status === "running";
+  const pct = frac === null ? 0 : frac * 100;
+  const counts =
+    typeof total === "number" ? `${formatCount(done)} / ${formatCount(total)}` : done > 0 ? formatCount(done) : "";
+  return (
+    <div className="progress-cell">
+      <div
+        className={`progress progress-${job.status}${indeterminate ? " progress-indeterminate" : ""}`}
+        role="progressbar"
+        aria-valuemin={0}
+        aria-valuemax={100}
+        aria-valuenow={frac === null ? undefined : Math.round(pct)}
+        data-testid="job-progress"
+        data-value={frac === null ? "" : frac.toFixed(4)}
+      >
+        <div className="progress-fill" style={{ width: indeterminate ? undefined : `${pct}%` }} />
+      </div>
+      <div className="progress-text">
+        {frac !== null && job.status !== "done" && <span className="mono">{Math.floor(pct)}%</span>}
+        {counts && <span className="mono muted nowrap">{counts}</span>}
+        {message && <span className="progress-message" title={message}>{message}</span>}
+      </div>
+    </div>
+  );
+}
+
+function duration(job: Job, now: number): string {
+  const start = parseTime(job.started_at);
+  if (!start) return job.status === "queued" ? "waiting" : "—";
+  const end = parseTime(job.finished_at);
+  const ms = (end ? end.getTime() : now) - start.getTime();
+  return formatDuration(ms);
+}
+
+export function JobsTable({ jobs, now }: { jobs: Job[]; now: number }) {
+  const [open, setOpen] = useState<Set<number>>(() => new Set());
+  const toggle = (id: number) =>
+    setOpen((prev) => {
+      const next = new Set(prev);
+      if (next.has(id)) next.delete(id);
+      else next.add(id);
+      return next;
+    });
+  const sorted = [...jobs].sort((a, b) => b.id - a.id);
+
+  return (
+    <table className="table jobs-table" data-testid="jobs-table">
+      <thead>
+        <tr>
+          <th className="num">#</th>
+          <th>Job</th>
+          <th>Status</th>
+          <th className="progress-col">Progress</th>
+          <th>Created</th>
+          <th className="num">Duration</th>
+          <th>Artifacts</th>
+        </tr>
+      </thead>
+      <tbody>
+        {sorted.length === 0 && (
+          <tr>
+            <td colSpan={7} className="muted empty-row">
+              No jobs yet. Jobs appear here when you run <span className="mono">loupe build</span> or start an analysis.
+            </td>
+          </tr>
+        )}
+        {sorted.map((job) => {
+          const created = parseTime(job.created_at);
+          const artifacts = job.artifacts && typeof job.artifacts === "object" ? job.artifacts : {};
+          const nArtifacts = Object.keys(artifacts).length;
+          const isOpen = open.has(job.id);
+          return (
+            <Fragment key={job.id}>
+              <tr data-testid="job-row" data-job-id={job.id} data-status={job.status} className={`job-row job-${job.status}`}>
+                <td className="num mono muted">{job.id}</td>
+                <td className="job-name-cell">
+                  <div className="job-name">{job.name || job.kind}</div>
+                  <div className="job-kind mono">{job.kind}</div>
+                  {job.status === "failed" && job.error && (
+                    <div className="job-error mono" data-testid="job-error">
+                      {job.error}
+                    </div>
+                  )}
+                </td>
+                <td>
+                  <Badge tone={STATUS_TONE[job.status] ?? "neutral"} testId="job-status">
+                    {job.status}
+                  </Badge>
+                </td>
+                <td className="progress-col">
+                  <ProgressBar job={job} />
+                </td>
+                <td className="nowrap" title={job.created_at}>
+                  <div>{formatTimestamp(created)}</div>
+                  <div className="muted small">{formatAgo(created, now)}</div>
+                </td>
+                <td className="num mono nowrap" data-testid="job-duration">
+                  {duration(job, now)}
+                </td>
+                <td>
+                  <button
+                    type="button"
+                    className="btn btn-small btn-ghost"
+                    onClick={() => toggle(job.id)}
+                    disabled={nArtifacts === 0}
+                    aria-expanded={isOpen}
+                    data-testid="job-artifacts-toggle"
+                  >
+                    {nArtifacts === 0 ? "none" : `${isOpen ? "▾" : "▸"} ${nArtifacts} item${nArtifacts === 1 ? "" : "s"}`}
+                  </button>
+                </td>
+              </tr>
+              {isOpen && nArtifacts > 0 && (
+                <tr className="artifacts-row" data-testid="job-artifacts">
+                  <td />
+                  <td colSpan={6}>
+                    <pre className="json">{JSON.stringify(artifacts, null, 2)}</pre>
+                  </td>
+                </tr>
+              )}
+            </Fragment>
+          );
+        })}
+      </tbody>
+    </table>
+  );
+}
