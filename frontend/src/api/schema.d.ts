@@ -4,57 +4,6 @@
  */
 
 export interface paths {
-    "/api/health": {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        /** Health */
-        get: operations["health"];
-        put?: never;
-        post?: never;
-        delete?: never;
-        options?: never;
-        head?: never;
-        patch?: never;
-        trace?: never;
-    };
-    "/api/models": {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        /** List Models */
-        get: operations["list_models"];
-        put?: never;
-        post?: never;
-        delete?: never;
-        options?: never;
-        head?: never;
-        patch?: never;
-        trace?: never;
-    };
-    "/api/jobs": {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        /** List Jobs */
-        get: operations["list_jobs"];
-        put?: never;
-        post?: never;
-        delete?: never;
-        options?: never;
-        head?: never;
-        patch?: never;
-        trace?: never;
-    };
     "/api/evals": {
         parameters: {
             query?: never;
@@ -63,7 +12,7 @@ export interface paths {
             cookie?: never;
         };
         /** List Evals */
-        get: operations["list_evals"];
+        get: operations["list_evals_api_evals_get"];
         put?: never;
         post?: never;
         delete?: never;
@@ -82,7 +31,92 @@ export interface paths {
         get?: never;
         put?: never;
         /** Generate */
-        post: operations["generate"];
+        post: operations["generate_api_generate_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/health": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Health */
+        get: operations["health_api_health_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/jobs": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List Jobs */
+        get: operations["list_jobs_api_jobs_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/jobs/{job_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Get Job */
+        get: operations["get_job_api_jobs__job_id__get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/models": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List Models */
+        get: operations["list_models_api_models_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/models/{model_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Get Model */
+        get: operations["get_model_api_models__model_id__get"];
+        put?: never;
+        post?: never;
         delete?: never;
         options?: never;
         head?: never;
@@ -93,174 +127,194 @@ export interface paths {
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
-        /** HealthResponse */
-        HealthResponse: {
-            /**
-             * Status
-             * @default ok
-             */
-            status: string;
-            /** Version */
-            version: string;
-            /** Workspace */
-            workspace: string;
-            /**
-             * Database
-             * @enum {string}
-             */
-            database: "sqlite" | "postgresql";
-            /** Model Ready */
-            model_ready: boolean;
-        };
-        /** ModelInfo */
-        ModelInfo: {
-            /** Id */
-            id: string;
-            /** Name */
-            name: string;
-            /**
-             * Source
-             * @enum {string}
-             */
-            source: "demo" | "hf-dir" | "hub";
-            /** Path */
-            path: string;
-            /** N Layers */
-            n_layers: number;
-            /** D Model */
-            d_model: number;
-            /** D Mlp */
-            d_mlp: number;
-            /** N Ctx */
-            n_ctx: number;
-            /** D Vocab */
-            d_vocab: number;
-            /** N Params */
-            n_params: number;
-            /** Hook Names */
-            hook_names: string[];
-            /** Loaded */
-            loaded: boolean;
-        };
-        /** ModelsResponse */
-        ModelsResponse: {
-            /** Models */
-            models: components["schemas"]["ModelInfo"][];
-        };
-        /** JobProgress */
-        JobProgress: {
-            /** Done */
-            done: number;
-            /** Total */
-            total: number | null;
-            /** Message */
-            message: string;
-        };
-        /** JobOut */
-        JobOut: {
-            /** Id */
-            id: number;
-            /** Kind */
-            kind: string;
-            /** Name */
-            name: string;
-            /**
-             * Status
-             * @enum {string}
-             */
-            status: "queued" | "running" | "done" | "failed";
-            progress: components["schemas"]["JobProgress"];
-            /**
-             * Created At
-             * Format: date-time
-             */
-            created_at: string;
-            /** Started At */
-            started_at: string | null;
-            /** Finished At */
-            finished_at: string | null;
-            /** Error */
-            error: string | null;
-            /** Artifacts */
-            artifacts: {
-                [key: string]: unknown;
-            };
-        };
-        /** JobsResponse */
-        JobsResponse: {
-            /** Jobs */
-            jobs: components["schemas"]["JobOut"][];
-        };
-        /** EvalOut */
-        EvalOut: {
-            /** Id */
-            id: number;
-            /** Kind */
-            kind: string;
-            /** Model Id */
-            model_id: string;
-            /**
-             * Created At
-             * Format: date-time
-             */
-            created_at: string;
-            /** Results */
-            results: {
-                [key: string]: unknown;
-            };
-        };
-        /** EvalsResponse */
-        EvalsResponse: {
-            /** Evals */
-            evals: components["schemas"]["EvalOut"][];
-        };
-        /** GenerateRequest */
-        GenerateRequest: {
-            /** Prompt */
-            prompt: string;
-            /**
-             * Max New Tokens
-             * @default 48
-             */
-            max_new_tokens: number;
-            /**
-             * Temperature
-             * @default 0
-             */
-            temperature: number;
-            /** Seed */
-            seed?: number | null;
-            /** Model Id */
-            model_id?: string | null;
-            /** Interventions */
-            interventions?: {
-                [key: string]: unknown;
-            }[] | null;
-        };
-        /** Generation */
-        Generation: {
+        /** CompletionOut */
+        CompletionOut: {
             /** Completion */
             completion: string;
             /** Tokens */
             tokens: string[];
         };
+        /** EvalList */
+        EvalList: {
+            /** Evals */
+            evals: components["schemas"]["EvalOut"][];
+        };
+        /** EvalOut */
+        EvalOut: {
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Id */
+            id: number;
+            /** Kind */
+            kind: string;
+            /** Model Id */
+            model_id: string;
+            /** Results */
+            results: {
+                [key: string]: unknown;
+            };
+        };
+        /** GenerateRequest */
+        GenerateRequest: {
+            /**
+             * Interventions
+             * @description Hook plan for the steered completion.
+             */
+            interventions?: {
+                [key: string]: unknown;
+            }[] | null;
+            /**
+             * Max New Tokens
+             * @description Tokens to generate; bounded by the server's limit and the context.
+             * @default 48
+             */
+            max_new_tokens: number;
+            /**
+             * Model Id
+             * @description Default: the workspace's model.
+             */
+            model_id?: string | null;
+            /**
+             * Prompt
+             * @description Raw text; the demo chat format is `User: ...\nAssistant:`.
+             */
+            prompt: string;
+            /**
+             * Seed
+             * @description Sampling seed; same seed, same completion.
+             */
+            seed?: number | null;
+            /**
+             * Temperature
+             * @description 0 = greedy; > 0 = sampling with `seed`.
+             * @default 0
+             */
+            temperature: number;
+        };
         /** GenerateResponse */
         GenerateResponse: {
-            default: components["schemas"]["Generation"];
-            steered: components["schemas"]["Generation"] | null;
+            default: components["schemas"]["CompletionOut"];
             /** Model Id */
             model_id: string;
             /** Prompt Tokens */
             prompt_tokens: number;
+            steered: components["schemas"]["CompletionOut"] | null;
         };
-        /** ErrorResponse */
-        ErrorResponse: {
+        /** HTTPValidationError */
+        HTTPValidationError: {
             /** Detail */
-            detail: string;
-            /** Errors */
-            errors?: {
+            detail?: components["schemas"]["ValidationError"][];
+        };
+        /** Health */
+        Health: {
+            /** Database */
+            database: string;
+            /** Model Ready */
+            model_ready: boolean;
+            /** Status */
+            status: string;
+            /** Version */
+            version: string;
+            /** Workspace */
+            workspace: string;
+        };
+        /** JobList */
+        JobList: {
+            /** Jobs */
+            jobs: components["schemas"]["JobOut"][];
+        };
+        /** JobOut */
+        JobOut: {
+            /** Artifacts */
+            artifacts: {
                 [key: string]: unknown;
-            }[];
+            };
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Error */
+            error: string | null;
+            /** Finished At */
+            finished_at: string | null;
+            /** Id */
+            id: number;
+            /** Kind */
+            kind: string;
+            /** Name */
+            name: string;
+            /** Params */
+            params: {
+                [key: string]: unknown;
+            };
+            progress: components["schemas"]["Progress"];
+            /** Started At */
+            started_at: string | null;
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "queued" | "running" | "done" | "failed";
+        };
+        /** ModelInfo */
+        ModelInfo: {
+            /** D Mlp */
+            d_mlp: number;
+            /** D Model */
+            d_model: number;
+            /** D Vocab */
+            d_vocab: number;
+            /** Hook Names */
+            hook_names: string[];
+            /** Id */
+            id: string;
+            /** Loaded */
+            loaded: boolean;
+            /** N Ctx */
+            n_ctx: number;
+            /** N Heads */
+            n_heads: number;
+            /** N Layers */
+            n_layers: number;
+            /** N Params */
+            n_params: number;
+            /** Name */
+            name: string;
+            /** Path */
+            path: string;
+            /** Source */
+            source: string;
+        };
+        /** ModelList */
+        ModelList: {
+            /** Models */
+            models: components["schemas"]["ModelInfo"][];
+        };
+        /** Progress */
+        Progress: {
+            /** Done */
+            done: number;
+            /** Message */
+            message: string;
+            /** Total */
+            total: number | null;
+        };
+        /** ValidationError */
+        ValidationError: {
+            /** Context */
+            ctx?: Record<string, never>;
+            /** Input */
+            input?: unknown;
+            /** Location */
+            loc: (string | number)[];
+            /** Message */
+            msg: string;
+            /** Error Type */
+            type: string;
         };
     };
     responses: never;
@@ -271,9 +325,12 @@ export interface components {
 }
 export type $defs = Record<string, never>;
 export interface operations {
-    health: {
+    list_evals_api_evals_get: {
         parameters: {
-            query?: never;
+            query?: {
+                kind?: string | null;
+                limit?: number;
+            };
             header?: never;
             path?: never;
             cookie?: never;
@@ -286,72 +343,21 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["HealthResponse"];
+                    "application/json": components["schemas"]["EvalList"];
                 };
             };
-        };
-    };
-    list_models: {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        requestBody?: never;
-        responses: {
-            /** @description Successful Response */
-            200: {
+            /** @description Validation Error */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ModelsResponse"];
+                    "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
         };
     };
-    list_jobs: {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        requestBody?: never;
-        responses: {
-            /** @description Successful Response */
-            200: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["JobsResponse"];
-                };
-            };
-        };
-    };
-    list_evals: {
-        parameters: {
-            query?: never;
-            header?: never;
-            path?: never;
-            cookie?: never;
-        };
-        requestBody?: never;
-        responses: {
-            /** @description Successful Response */
-            200: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/json": components["schemas"]["EvalsResponse"];
-                };
-            };
-        };
-    };
-    generate: {
+    generate_api_generate_post: {
         parameters: {
             query?: never;
             header?: never;
@@ -373,13 +379,56 @@ export interface operations {
                     "application/json": components["schemas"]["GenerateResponse"];
                 };
             };
-            /** @description Error */
-            404: {
+            /** @description Validation Error */
+            422: {
                 headers: {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorResponse"];
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    health_api_health_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Health"];
+                };
+            };
+        };
+    };
+    list_jobs_api_jobs_get: {
+        parameters: {
+            query?: {
+                kind?: string | null;
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["JobList"];
                 };
             };
             /** @description Validation Error */
@@ -388,7 +437,89 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["ErrorResponse"];
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    get_job_api_jobs__job_id__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                job_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["JobOut"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    list_models_api_models_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ModelList"];
+                };
+            };
+        };
+    };
+    get_model_api_models__model_id__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                model_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ModelInfo"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
         };
