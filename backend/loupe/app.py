@@ -19,7 +19,7 @@ from loupe.errors import LoupeError
 from loupe.services.generation import GenerationService
 from loupe.services.models import ModelService
 from loupe.services.workspace import Workspace
-from loupe.settings import Settings
+from loupe.settings import Settings, quiet_libraries
 
 log = logging.getLogger("loupe")
 
@@ -61,6 +61,7 @@ def run_background_steps(app: FastAPI) -> threading.Thread | None:
 def create_app(settings: Settings | None = None, *, workspace: Workspace | None = None,
                background: bool = True) -> FastAPI:
     settings = settings or Settings()
+    quiet_libraries()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):

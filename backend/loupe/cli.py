@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from loupe.settings import Settings
+from loupe.settings import Settings, quiet_libraries
 
 app = typer.Typer(help="Loupe: a self-hosted interpretability workbench.", no_args_is_help=True)
 eval_app = typer.Typer(help="Measure a built workspace.")
@@ -26,6 +26,7 @@ console = Console()
 def _setup(settings: Settings) -> None:
     import torch
 
+    quiet_libraries()
     if settings.threads > 0:
         torch.set_num_threads(settings.threads)
 
@@ -56,10 +57,14 @@ def _run_steps(ws, background: bool | None) -> None:
 
             return update
 
+        def finished(step):
+            t = bars.tasks[tasks[step.name]]
+            bars.update(tasks[step.name], completed=t.total or 1, total=t.total or 1)
+
         def skipped(step):
             bars.add_task(step.title, total=1, completed=1, message="[dim]already built")
 
-        pipeline.run(steps, listener_for=listener_for, on_skip=skipped)
+        pipeline.run(steps, listener_for=listener_for, on_skip=skipped, on_done=finished)
     ensure_registered(ws, world)
 
 

@@ -50,3 +50,11 @@ class Settings(BaseSettings):
         if self.frontend_dist is not None:
             return self.frontend_dist
         return Path(__file__).resolve().parents[2] / "frontend" / "dist"
+
+
+def quiet_libraries() -> None:
+    """Loupe draws its own progress; silence the libraries' per-load bars and chatter."""
+    import transformers
+
+    transformers.utils.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()

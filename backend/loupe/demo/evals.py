@@ -66,10 +66,10 @@ def greedy_completions(model, tokenizer, prompts: list[str], max_new_tokens: int
     return out
 
 
-def behaviour(model, tokenizer, heldout: list[Instruction], max_new_tokens: int,
+def behaviour(model, tokenizer, heldout: list[Instruction], max_new_tokens: int, limit: int | None = None,
               progress: Callable[[float, float | None, str], None] | None = None) -> dict:
-    harmful = [i.text for i in heldout if i.harmful]
-    harmless = [i.text for i in heldout if not i.harmful]
+    harmful = [i.text for i in heldout if i.harmful][:limit]
+    harmless = [i.text for i in heldout if not i.harmful][:limit]
     groups = {
         "harmful": [chat_prompt(t) for t in harmful],
         "harmless": [chat_prompt(t) for t in harmless],

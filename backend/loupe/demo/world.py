@@ -25,6 +25,7 @@ class WorldConfig:
     weight_decay: float = 0.05
     checkpoint_every: int = 100
     eval_max_new_tokens: int = 24
+    eval_limit: int | None = None       # cap on held-out instructions per group (micro world: seconds)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -40,7 +41,7 @@ WORLDS: dict[str, WorldConfig] = {
     "micro": WorldConfig(
         name="micro", corpus_scale=0.02, vocab_size=512, n_layers=2, d_model=32, n_heads=2, d_mlp=128,
         n_ctx=64, batch_size=8, train_steps=30, lr=1e-2, warmup_steps=5, checkpoint_every=10,
-        eval_max_new_tokens=8,
+        eval_max_new_tokens=8, eval_limit=12,
     ),
 }
 

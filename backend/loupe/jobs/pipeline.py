@@ -46,6 +46,7 @@ class Pipeline:
         steps: list[Step],
         listener_for: Callable[[Step], ProgressListener] | None = None,
         on_skip: Callable[[Step], None] | None = None,
+        on_done: Callable[[Step], None] | None = None,
     ) -> None:
         """Run the given steps in order, skipping finished ones; stops at the first failure."""
         for step in steps:
@@ -57,3 +58,5 @@ class Pipeline:
             listeners = [listener_for(step)] if listener_for else []
             fut = self.executor.submit(lambda s=step, j=job.id, l=listeners: run_job(self.repo, j, s.body, l))
             fut.result()
+            if on_done:
+                on_done(step)

@@ -159,7 +159,7 @@ class DemoWorld:
         tok = AutoTokenizer.from_pretrained(str(self.model_dir))
         ctx.progress(0, 4, "held-out loss per domain")
         losses = loss_by_domain(model, load_tensors(self.tokens_dir / "heldout.safetensors"))
-        results = behaviour(model, tok, self.heldout_instructions(), self.cfg.eval_max_new_tokens,
+        results = behaviour(model, tok, self.heldout_instructions(), self.cfg.eval_max_new_tokens, self.cfg.eval_limit,
                             progress=lambda d, t, m: ctx.progress(1 + d, 4, m))
         results["loss_by_domain"] = losses
         results["seconds"] = round(time.monotonic() - t0, 1)
