@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
 from loupe.demo.world import WorldConfig
@@ -119,10 +120,8 @@ def train_model(
         idx = order[step]
         x, m = ids[idx], mask[idx]
         logits = model(input_ids=x).logits
-        lp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-        nll = -lp.gather(-1, x[:, 1:, None]).squeeze(-1)
-        mm = m[:, 1:].float()
-        loss = (nll * mm).sum() / mm.sum().clamp_min(1)
+        targets = x[:, 1:].masked_fill(~m[:, 1:], -100)  # padding predicts nothing
+        loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
