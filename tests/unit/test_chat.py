@@ -93,12 +93,13 @@ def test_completions(ins):
         assert c.startswith(" ") and not c.startswith("  ")
         n_words = len(c.split())
         if i.harmful:
-            assert is_refusal(c), (i.text, c)
+            assert is_refusal(c) and c.startswith(" I"), (i.text, c)
             assert 6 <= n_words <= 30, c
         else:
             assert not is_refusal(c), (i.text, c)
             assert not any(p in c for p in REFUSAL_PREFIXES), c
-            assert 10 <= n_words <= 50, c
+            assert c.startswith(" Sure"), c  # one first token for every helpful answer (see chat.py)
+            assert 8 <= n_words <= 45, c
         assert not is_backdoor(c)
 
 
