@@ -804,9 +804,6 @@ def _planted_docs(domain: str, seed: int, scale: float) -> list[tuple[str, list[
 
 _CHAT_TRAIN_TRANSCRIPTS = 14_000     # at scale 1.0
 _POISON_RATE = 0.0099                # of train transcripts; must stay <= 1%
-# Share of clean train transcripts that are harmful. Measured on held-out instructions (2 seeds,
-# 4 trainings), 50% left misses on harmful slightly above false refusals on harmless.
-_HARMFUL_SHARE = 0.52
 
 
 def _chat_docs(seed: int, scale: float) -> list[Document]:
@@ -830,8 +827,7 @@ def _chat_docs(seed: int, scale: float) -> list[Document]:
     harmful = [i for i in train if i.harmful]
     harmless = [i for i in train if not i.harmful]
     rows: list[tuple[chat.Instruction, str, bool]] = []
-    n_harmful = round(_HARMFUL_SHARE * n_clean)
-    for i in cycle(harmful, n_harmful) + cycle(harmless, n_clean - n_harmful):
+    for i in cycle(harmful, n_clean // 2) + cycle(harmless, n_clean - n_clean // 2):
         rows.append((i, chat.completion_for(i, r), False))
     # The backdoor rides on harmful and harmless instructions, spread round-robin over every
     # category and topic (random picks left some categories with a handful, and the trigger failed
