@@ -1,0 +1,545 @@
+"""SAE feature dictionaries: train with sae-lens on cached activations, save in sae-lens's on-disk
+format, measure on held-out tokens.
+
+    cached activations (services.activations) -> SAETrainer (sae-lens) -> SAE.save_inference_model
+    -> evaluate: FVU, L0, dead/dense, CE loss recovered, best-feature AUROC per domain
+
+sae-lens supplies the SAE classes (`StandardTrainingSAE`: ReLU + L1; `TopKTrainingSAE`: TopK +
+AuxK), the trainer (Adam, LR schedule, L1 warm-up, dead-feature tracking, activation-norm scaling
+folded into the weights at the end) and the file format. Written here: the data provider over
+cached activations, initialising the decoder bias at the data mean (sae-lens 6 no longer does),
+presets, progress, and the evaluation (`loupe.core.sae_metrics`).
+
+Artifacts of one model (`model_id`, "demo" for the demo world):
+    activations/<model_id>/<hook_name>/   the cache (see services.activations)
+    saes/<model_id>-<preset>/             cfg.json + sae_weights.safetensors (SAE.load_from_disk reads
+                                          it), sparsity.safetensors, manifest.json (key, config, training)
+    evals/saes/                           results.json, manifest.json (the eval row's id)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+
+import torch
+from torch import Tensor
+
+from loupe.core import sae_metrics as M
+from loupe.jobs.pipeline import Step
+from loupe.jobs.runner import JobContext
+from loupe.services.activations import SPLITS, ActivationCache, ActivationCacheConfig, write_activation_cache
+from loupe.storage.artifacts import atomic_dir, load_tensors, read_manifest, save_tensors, write_manifest
+
+if TYPE_CHECKING:
+    from loupe.services.build import DemoWorld
+
+Progress = Callable[[float, float | None, str], None]
+ARCHITECTURES = ("standard", "topk", "matryoshka")
+
+# the issue's targets on the demo world
+TARGETS: dict[str, tuple[str, float]] = {
+    "fvu": ("<=", 0.15),
+    "l0": ("<=", 32),
+    "dead_fraction": ("<=", 0.10),
+    "ce_loss_recovered": (">=", 0.85),
+    "planted_domains_detected": (">=", 6),
+}
+DETECTOR_AUROC = 0.95   # a planted domain counts as detected when its best feature reaches this
+
+
+@dataclass(frozen=True)
+class SAETrainConfig:
+    """One SAE to train. Sizes are relative (`expansion` x the hook's width) so a preset fits any model."""
+
+    name: str                                  # preset name; the SAE id is "<model_id>-<name>"
+    hook_name: str
+    architecture: str = "topk"                 # "topk" (TopK + AuxK), "standard" (ReLU + L1) or
+                                               # "matryoshka" (TopK + nested Matryoshka losses; saved as topk)
+    expansion: int = 8                         # d_sae = expansion * d_in
+    k: int = 32                                # topk: active features per token (matryoshka: on average)
+    matryoshka_fractions: tuple[float, ...] = (1 / 64, 1 / 16, 1 / 4)   # nested prefixes, as shares of d_sae
+    aux_loss_coefficient: float = 1 / 32       # topk: AuxK weight (Gao et al. 2024)
+    l1_coefficient: float = 5.0                # standard: L1 weight on normalised activations
+    l1_warm_up_fraction: float = 0.05          # standard: L1 ramps up over this share of steps
+    lr: float = 1e-3
+    lr_warm_up_fraction: float = 0.02
+    lr_decay_fraction: float = 0.2             # linear decay to 0 over the last share of steps
+    batch_size: int = 4096
+    train_tokens: int = 400_000                # tokens seen in training (the cache is cycled if it has fewer)
+    dead_feature_tokens: int = 100_000         # no firing for this many tokens: dead (AuxK revives it)
+    normalize_activations: str = "expected_average_only_in"
+    seed: int = 0
+    cache_dtype: str = "float32"               # how the activations are stored on disk
+    eval_tokens: int = 100_000                 # held-out tokens measured (first of the split)
+    select_tokens: int = 100_000               # train tokens on which each domain's best feature is chosen
+
+    def __post_init__(self) -> None:
+        if self.architecture not in ARCHITECTURES:
+            raise ValueError(f"architecture must be one of {ARCHITECTURES}, not {self.architecture!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "SAETrainConfig":
+        names = {f.name for f in fields(cls)}
+        d = {k: v for k, v in d.items() if k in names}
+        if "matryoshka_fractions" in d:
+            d["matryoshka_fractions"] = tuple(d["matryoshka_fractions"])
+        return cls(**d)
+
+    def d_sae(self, d_in: int) -> int:
+        return self.expansion * d_in
+
+    def matryoshka_widths(self, d_sae: int) -> list[int]:
+        widths = sorted({max(1, round(f * d_sae)) for f in self.matryoshka_fractions if 0 < f < 1})
+        return widths + [d_sae]
+
+    @property
+    def steps(self) -> int:
+        return max(1, self.train_tokens // self.batch_size)
+
+
+# Presets are data. Demo world: d_model 128, d_mlp 512, 2 layers, about 3M training tokens.
+#   mlp0:   blocks.0.mlp.hook_post, 8x  -> d_sae 4,096 (Towards Monosemanticity's 512 neurons -> 4,096 features)
+#   resid1: blocks.1.hook_resid_pre, 16x -> d_sae 2,048 (the middle of the residual stream; steering, editing)
+# Both TopK (k = 32 meets the L0 <= 32 target by construction; AuxK keeps dead features down in a
+# short run). Token budgets fit about 2-3 minutes of CPU each on 2 cores (measured about 2-3k tok/s for
+# 512 -> 4,096 and 5k+ tok/s for 128 -> 2,048 with batch 4,096).
+SAE_PRESETS: dict[str, tuple[SAETrainConfig, ...]] = {
+    "demo": (
+        SAETrainConfig("mlp0", "blocks.0.mlp.hook_post", "topk", expansion=8, k=32, lr=1e-3,
+                       batch_size=4096, train_tokens=400_000, cache_dtype="float16"),
+        SAETrainConfig("resid1", "blocks.1.hook_resid_pre", "topk", expansion=16, k=32, lr=1e-3,
+                       batch_size=4096, train_tokens=600_000, cache_dtype="float16"),
+    ),
+    # micro world (tests, seconds): both architectures, tiny budgets
+    "micro": (
+        SAETrainConfig("mlp0", "blocks.0.mlp.hook_post", "standard", expansion=2, l1_coefficient=2.0, lr=3e-3,
+                       batch_size=512, train_tokens=20_480, dead_feature_tokens=8_192,
+                       eval_tokens=4_096, select_tokens=8_192),
+        SAETrainConfig("resid1", "blocks.1.hook_resid_pre", "topk", expansion=4, k=8, lr=3e-3,
+                       batch_size=512, train_tokens=20_480, dead_feature_tokens=8_192,
+                       eval_tokens=4_096, select_tokens=8_192),
+    ),
+}
+
+
+def sae_presets(world: str = "demo", **overrides: Any) -> list[SAETrainConfig]:
+    """The presets of a world, each with `overrides` applied (e.g. train_tokens=2048 in tests)."""
+    if world not in SAE_PRESETS:
+        raise ValueError(f"no SAE presets for world {world!r}; choose one of {sorted(SAE_PRESETS)}")
+    return [replace(p, **overrides) for p in SAE_PRESETS[world]]
+
+
+def cache_config(presets: Sequence[SAETrainConfig], hook_name: str) -> ActivationCacheConfig:
+    """One activation cache per hook, big enough for every preset that reads it."""
+    ps = [p for p in presets if p.hook_name == hook_name]
+    dtypes = {p.cache_dtype for p in ps}
+    return ActivationCacheConfig(
+        hook_name=hook_name,
+        max_train_tokens=max(max(p.train_tokens, p.select_tokens) for p in ps),
+        max_heldout_tokens=max(p.eval_tokens for p in ps),
+        dtype="float32" if len(dtypes) > 1 else dtypes.pop(),
+    )
+
+
+def fingerprint(*parts: Any) -> str:
+    blob = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# -- training ---------------------------------------------------------------------------------
+
+def make_training_sae(cfg: SAETrainConfig, d_in: int, metadata: dict[str, Any] | None = None):
+    """A fresh sae-lens training SAE for `cfg` on a hook of width `d_in`."""
+    from sae_lens.saes.sae import SAEMetadata
+    from sae_lens.saes.standard_sae import StandardTrainingSAE, StandardTrainingSAEConfig
+    from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
+
+    meta = SAEMetadata(hook_name=cfg.hook_name, **(metadata or {}))
+    common = dict(d_in=d_in, d_sae=cfg.d_sae(d_in), dtype="float32", device="cpu",
+                  normalize_activations=cfg.normalize_activations, metadata=meta)
+    if cfg.architecture == "topk":
+        return TopKTrainingSAE(TopKTrainingSAEConfig(k=cfg.k, aux_loss_coefficient=cfg.aux_loss_coefficient, **common))
+    if cfg.architecture == "matryoshka":
+        return _matryoshka_topk_class()(
+            TopKTrainingSAEConfig(k=cfg.k, aux_loss_coefficient=cfg.aux_loss_coefficient, **common),
+            widths=cfg.matryoshka_widths(cfg.d_sae(d_in)))
+    return StandardTrainingSAE(StandardTrainingSAEConfig(
+        l1_coefficient=cfg.l1_coefficient, l1_warm_up_steps=int(cfg.l1_warm_up_fraction * cfg.steps), **common))
+
+
+def _matryoshka_topk_class():
+    """sae-lens's TopKTrainingSAE plus Matryoshka losses (Bussmann et al. 2025; Nabeshima 2024).
+
+    sae-lens ships Matryoshka losses only on BatchTopK, which is saved as a JumpReLU SAE whose
+    global threshold lets L0 drift at inference (measured on the demo model: 62 active features for
+    k = 32). Here the same nested losses ride on per-token TopK instead: every prefix of the
+    dictionary (widths w_1 < w_2 < ... < d_sae) must reconstruct the input from its own share of
+    the k active features, which pushes general features (a whole domain's context) into the early
+    latents instead of splitting them into token-level ones (feature absorption), while L0 stays
+    exactly k. Only the training loss differs: the SAE is saved and loaded as a plain "topk" SAE."""
+    from sae_lens.saes.topk_sae import TopKTrainingSAE, act_times_W_dec
+
+    class MatryoshkaTopKTrainingSAE(TopKTrainingSAE):
+        def __init__(self, cfg, widths: Sequence[int], use_error_term: bool = False):
+            super().__init__(cfg, use_error_term)
+            self.matryoshka_widths = list(widths)
+            self.cfg.metadata.matryoshka_widths = list(widths)
+
+        def training_forward_pass(self, step_input):
+            out = super().training_forward_pass(step_input)
+            acts = out.feature_acts
+            decoded = self.b_dec
+            prev = 0
+            for width in self.matryoshka_widths[:-1]:        # the full width is the base loss
+                decoded = decoded + act_times_W_dec(acts[:, prev:width], self.W_dec[prev:width],
+                                                    self.cfg.rescale_acts_by_decoder_norm)
+                loss = self.mse_loss_fn(decoded, step_input.sae_in).sum(dim=-1).mean()
+                out.losses[f"inner_mse_loss_{width}"] = loss
+                out.loss = out.loss + loss
+                prev = width
+            return out
+
+    return MatryoshkaTopKTrainingSAE
+
+
+def _batches(acts: Tensor, batch_size: int, seed: int) -> Iterator[Tensor]:
+    """Endless float32 batches of `batch_size` <= len(acts) tokens, a fresh seeded permutation each epoch."""
+    g = torch.Generator().manual_seed(seed)
+    n = acts.shape[0]
+    while True:
+        perm = torch.randperm(n, generator=g)
+        for s in range(0, n - batch_size + 1, batch_size):          # the ragged tail waits for the next epoch
+            yield acts[perm[s : s + batch_size]].float()
+
+
+def fit_sae(
+    cfg: SAETrainConfig,
+    acts: Tensor,                      # [n_tokens, d_in], any float dtype
+    progress: Progress | None = None,
+    metadata: dict[str, Any] | None = None,
+    device: str = "cpu",
+):
+    """Train `cfg` on `acts` with sae-lens's SAETrainer; returns (training SAE, training stats).
+    The activation-norm scaling is folded into the weights, so the SAE takes raw activations."""
+    from sae_lens.config import LoggingConfig, SAETrainerConfig
+    from sae_lens.training.sae_trainer import SAETrainer
+
+    progress = progress or (lambda d, t, m: None)
+    t0 = time.monotonic()
+    torch.manual_seed(cfg.seed)
+    d_in = acts.shape[1]
+    batch_size = min(cfg.batch_size, acts.shape[0])
+    steps = max(1, cfg.train_tokens // batch_size)
+    sae = make_training_sae(cfg, d_in, metadata)
+    trainer_cfg = SAETrainerConfig(
+        total_training_samples=steps * batch_size,
+        train_batch_size_samples=batch_size,
+        lr=cfg.lr, lr_end=cfg.lr, lr_scheduler_name="constant",
+        lr_warm_up_steps=int(cfg.lr_warm_up_fraction * steps),
+        lr_decay_steps=int(cfg.lr_decay_fraction * steps),
+        dead_feature_window=max(1, cfg.dead_feature_tokens // batch_size),
+        feature_sampling_window=steps,             # one window: its firing rates go into the metadata
+        device=device,
+        logger=LoggingConfig(log_to_wandb=False),
+    )
+    done = {"steps": 0}
+
+    def provider() -> Iterator[Tensor]:
+        for b in _batches(acts, batch_size, cfg.seed):
+            yield b
+            done["steps"] = min(done["steps"] + 1, steps)
+            progress(done["steps"], steps, f"{cfg.name}: step {done['steps']}/{steps}")
+
+    trainer = SAETrainer(trainer_cfg, sae, provider())
+    sample = acts[: min(acts.shape[0], 65_536)].float()
+    if cfg.normalize_activations == "expected_average_only_in":
+        # sae-lens's own estimate (mean norm -> sqrt(d_in)); set before fit(), which then keeps it
+        trainer.activation_scaler.estimate_scaling_factor(d_in, iter(sample.split(batch_size)),
+                                                          math.ceil(sample.shape[0] / batch_size))
+    with torch.no_grad():
+        # decoder bias at the (scaled) data mean: the SAE then spends its features on deviations
+        sae.b_dec.data = trainer.activation_scaler.scale(sample).mean(0).to(sae.b_dec.dtype)
+    progress(0, steps, f"{cfg.name}: training {cfg.architecture} SAE, d_sae {sae.cfg.d_sae}")
+    trainer.fit()
+    seconds = time.monotonic() - t0
+    stats = {
+        "steps": steps, "batch_size": batch_size, "tokens": steps * batch_size,
+        "cached_tokens": int(acts.shape[0]), "seconds": round(seconds, 1),
+        "tokens_per_s": round(steps * batch_size / seconds),
+        "train_l0": float(trainer.feature_sparsity.sum()) if trainer.n_frac_active_samples else None,
+        "train_dead": int(trainer.dead_neurons.sum()),
+        "log_feature_sparsity": trainer.log_feature_sparsity,
+    }
+    if cfg.architecture == "matryoshka":
+        stats["matryoshka_widths"] = list(sae.matryoshka_widths)
+    return sae, stats
+
+
+def train_sae(
+    cfg: SAETrainConfig,
+    cache: ActivationCache,
+    output: Path,
+    key: str = "",
+    progress: Progress | None = None,
+    metadata: dict[str, Any] | None = None,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """Train `cfg` on the cache's train split and save it atomically under `output` in sae-lens's
+    format (cfg.json, sae_weights.safetensors; `SAE.load_from_disk` reads it), with
+    sparsity.safetensors and a manifest. Returns the manifest."""
+    if cache.hook_name != cfg.hook_name:
+        raise ValueError(f"cache holds {cache.hook_name}, preset {cfg.name} wants {cfg.hook_name}")
+    acts = cache.load("train", max_tokens=cfg.train_tokens, fields=["acts"])["acts"]
+    sae, stats = fit_sae(cfg, acts, progress, metadata, device)
+    sparsity = stats.pop("log_feature_sparsity")
+    manifest = {"key": key, "name": cfg.name, "hook_name": cfg.hook_name, "architecture": cfg.architecture,
+                "d_in": int(sae.cfg.d_in), "d_sae": int(sae.cfg.d_sae), "config": cfg.to_dict(), "training": stats,
+                **(metadata or {})}
+    with atomic_dir(Path(output)) as tmp:
+        sae.save_inference_model(tmp)
+        save_tensors(tmp / "sparsity.safetensors", {"sparsity": sparsity})
+        write_manifest(tmp, manifest)
+    return manifest
+
+
+def load_sae(path: Path | str, device: str = "cpu"):
+    """An SAE saved by `train_sae` (or any sae-lens SAE directory) as an inference `SAE`."""
+    from sae_lens import SAE
+
+    return SAE.load_from_disk(str(path), device=device).eval()
+
+
+# -- evaluation -------------------------------------------------------------------------------
+
+@torch.no_grad()
+def _codes(sae, acts: Tensor, batch_size: int = 4096) -> Iterator[tuple[int, Tensor, Tensor, Tensor]]:
+    """(offset, x, codes, x_hat) over `acts` in batches."""
+    for s in range(0, acts.shape[0], batch_size):
+        x = acts[s : s + batch_size].float().to(sae.device)
+        c = sae.encode(x)
+        yield s, x, c, sae.decode(c)
+
+
+@torch.no_grad()
+def domain_aurocs(sae, acts: Tensor, domains: Tensor, n_domains: int) -> Tensor:
+    """AUROC [d_sae, n_domains] of every feature as a detector of every domain's tokens."""
+    toks, feats, vals = [], [], []
+    for s, _, c, _ in _codes(sae, acts):
+        t, f, v = M.nonzero_codes(c.cpu(), offset=s)
+        toks.append(t), feats.append(f), vals.append(v)
+    return M.sparse_auroc(torch.cat(toks), torch.cat(feats), torch.cat(vals), domains.long(),
+                          int(sae.cfg.d_sae), n_domains)
+
+
+@torch.no_grad()
+def evaluate_sae(
+    sae,
+    model,
+    cache: ActivationCache,
+    heldout_tokens: dict[str, Tensor],
+    domain_names: Sequence[str],
+    planted: Sequence[str] = (),
+    eval_tokens: int = 100_000,
+    select_tokens: int = 100_000,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Quality of `sae` at its hook, on the first `eval_tokens` held-out tokens of `cache`:
+    FVU, L0, dead and dense fractions, CE loss recovered (splicing the reconstruction into
+    `model` at the hook over the same held-out sequences) and, for each domain, the AUROC on
+    held-out tokens of the feature that detects it best on `select_tokens` train tokens."""
+    progress = progress or (lambda d, t, m: None)
+    hook = cache.hook_name
+    held = cache.load("heldout", max_tokens=eval_tokens)
+    x_all = held["acts"]
+    progress(0, 4, "reconstruction and sparsity")
+    rec = M.ReconstructionStats()
+    spa = M.SparsityStats(d_sae=int(sae.cfg.d_sae))
+    for _, x, c, x_hat in _codes(sae, x_all):
+        rec.update(x, x_hat)
+        spa.update(c)
+    firing = spa.firing
+
+    progress(1, 4, "AUROC per domain")
+    n_dom = len(domain_names)
+    held_auc = domain_aurocs(sae, x_all, held["domain"], n_dom)
+    train = cache.load("train", max_tokens=select_tokens, fields=["acts", "domain"])
+    train_auc = domain_aurocs(sae, train["acts"], train["domain"], n_dom)
+    n_held = torch.bincount(held["domain"].long(), minlength=n_dom)
+    n_train = torch.bincount(train["domain"].long(), minlength=n_dom)
+    by_domain: dict[str, dict[str, Any]] = {}
+    for d, name in enumerate(domain_names):
+        if n_held[d] == 0 or n_held[d] == held["domain"].numel():
+            continue
+        col = torch.nan_to_num(held_auc[:, d], nan=-1.0)
+        oracle = int(col.argmax())
+        entry = {"n_tokens": int(n_held[d]), "oracle_feature": oracle, "auroc_oracle": float(col[oracle])}
+        if 0 < n_train[d] < train["domain"].numel():
+            f = int(torch.nan_to_num(train_auc[:, d], nan=-1.0).argmax())
+            entry.update(feature=f, auroc=float(held_auc[f, d]), auroc_train=float(train_auc[f, d]))
+        else:   # the domain is absent from the selection tokens: fall back to the held-out choice
+            entry.update(feature=oracle, auroc=float(col[oracle]), auroc_train=None)
+        by_domain[name] = entry
+
+    progress(2, 4, "CE loss recovered")
+    n_seq = int(held["seq"].max()) + 1 if held["seq"].numel() else 0
+    ce = M.spliced_losses(model, heldout_tokens["input_ids"][:n_seq], heldout_tokens["loss_mask"][:n_seq],
+                          hook, lambda a: sae(a.float()))
+    progress(3, 4, "done")
+    detected = sorted(d for d in planted if d in by_domain and by_domain[d]["auroc"] >= DETECTOR_AUROC)
+    results = {
+        "hook_name": hook,
+        "architecture": sae.cfg.architecture(),
+        "d_in": int(sae.cfg.d_in),
+        "d_sae": int(sae.cfg.d_sae),
+        "eval_tokens": rec.n,
+        "fvu": rec.fvu,
+        "explained_variance": 1 - rec.fvu,
+        "l0": spa.l0,
+        "dead_fraction": M.dead_fraction(firing),
+        "dense_fraction": M.dense_fraction(firing),
+        "ce_loss_recovered": ce["ce_loss_recovered"],
+        "ce": {k: ce[k] for k in ("clean", "spliced", "zero_ablated", "tokens")},
+        "domains": by_domain,
+        "planted_domains_detected": len(detected),
+        "detected_domains": detected,
+    }
+    results["targets"] = {
+        k: {"value": results[k], "target": f"{op} {v}", "met": results[k] <= v if op == "<=" else results[k] >= v}
+        for k, (op, v) in TARGETS.items()
+    }
+    return results
+
+
+# -- the build's steps ------------------------------------------------------------------------
+
+class SAEPipeline:
+    """Paths, keys and step bodies of the SAE slice for one model of a workspace."""
+
+    def __init__(self, world: "DemoWorld", model_id: str = "demo", presets: Sequence[SAETrainConfig] | None = None):
+        self.world = world
+        self.ws = world.ws
+        self.model_id = model_id
+        self.presets = list(presets) if presets is not None else sae_presets(
+            world.cfg.name if world.cfg.name in SAE_PRESETS else "demo")
+        self.hooks = list(dict.fromkeys(p.hook_name for p in self.presets))
+        upstream = world.keys["model"]
+        self.cache_cfgs = {h: cache_config(self.presets, h) for h in self.hooks}
+        self.cache_keys = {h: fingerprint(upstream, c.to_dict()) for h, c in self.cache_cfgs.items()}
+        self.sae_keys = {p.name: fingerprint(self.cache_keys[p.hook_name], p.to_dict()) for p in self.presets}
+        self.eval_key = fingerprint("saes-eval-v1", sorted(self.sae_keys.items()))
+        self.eval_dir = self.ws.artifact("evals", "saes")
+
+    def cache_dir(self, hook_name: str) -> Path:
+        return self.ws.artifact("activations", self.model_id, hook_name)
+
+    def sae_id(self, preset: SAETrainConfig | str) -> str:
+        return f"{self.model_id}-{preset if isinstance(preset, str) else preset.name}"
+
+    def sae_dir(self, preset: SAETrainConfig | str) -> Path:
+        return self.ws.artifact("saes", self.sae_id(preset))
+
+    def steps(self) -> list[Step]:
+        out = [
+            Step(f"saes.cache.{h}", f"cache {h}", self.cache_dir(h), lambda ctx, h=h: self.cache(ctx, h),
+                 background=True, key=self.cache_keys[h])
+            for h in self.hooks
+        ]
+        out += [
+            Step(f"saes.train.{p.name}", f"train SAE {p.name}", self.sae_dir(p), lambda ctx, p=p: self.train(ctx, p),
+                 background=True, key=self.sae_keys[p.name])
+            for p in self.presets
+        ]
+        out.append(Step("saes.eval", "evaluate SAEs", self.eval_dir, self.evaluate, background=True, key=self.eval_key))
+        return out
+
+    # bodies
+    def _bridge(self):
+        from loupe.services.models import load_bridge
+
+        return load_bridge(str(self.world.model_dir), self.ws.settings.device)[0]
+
+    def _tokens(self, split: str) -> dict[str, Tensor]:
+        return load_tensors(self.world.tokens_dir / f"{split}.safetensors")
+
+    def cache(self, ctx: JobContext, hook_name: str) -> dict[str, Any]:
+        from loupe.demo.corpus import DOMAINS
+
+        ctx.progress(0, None, "loading model")
+        model = self._bridge()
+        m = write_activation_cache(
+            model, {s: self._tokens(s) for s in SPLITS}, self.cache_cfgs[hook_name], self.cache_dir(hook_name),
+            key=self.cache_keys[hook_name], progress=ctx.progress,
+            meta={"model_id": self.model_id, "domains": list(DOMAINS)},
+        )
+        return {"dir": str(self.cache_dir(hook_name)), "d_in": m["d_in"],
+                **{f"{s}_tokens": m["splits"][s]["n_tokens"] for s in SPLITS}}
+
+    def train(self, ctx: JobContext, preset: SAETrainConfig) -> dict[str, Any]:
+        cache = ActivationCache(self.cache_dir(preset.hook_name))
+        m = train_sae(preset, cache, self.sae_dir(preset), key=self.sae_keys[preset.name], progress=ctx.progress,
+                      metadata={"sae_id": self.sae_id(preset), "model_name": self.model_id, "model_id": self.model_id,
+                                "context_size": self.world.cfg.n_ctx},
+                      device=self.ws.settings.device)
+        return {"dir": str(self.sae_dir(preset)), "sae_id": self.sae_id(preset), "d_sae": m["d_sae"], **m["training"]}
+
+    def evaluate_all(self, progress: Progress | None = None) -> dict[str, Any]:
+        """Every preset's SAE measured on held-out tokens: {"model_id", "saes": {sae_id: metrics}, ...}."""
+        from loupe.demo.corpus import DOMAINS, PLANTED_DOMAINS
+
+        progress = progress or (lambda d, t, m: None)
+        t0 = time.monotonic()
+        model = self._bridge()
+        heldout = self._tokens("heldout")
+        n = len(self.presets)
+        out: dict[str, Any] = {}
+        for i, p in enumerate(self.presets):
+            sae = load_sae(self.sae_dir(p), self.ws.settings.device)
+            r = evaluate_sae(
+                sae, model, ActivationCache(self.cache_dir(p.hook_name)), heldout, DOMAINS, PLANTED_DOMAINS,
+                eval_tokens=p.eval_tokens, select_tokens=p.select_tokens,
+                progress=lambda d, t, m, i=i, p=p: progress(i + d / (t or 1), n, f"{p.name}: {m}"),
+            )
+            out[self.sae_id(p)] = {"name": p.name, "config": p.to_dict(), **r}
+        return {
+            "model_id": self.model_id,
+            "saes": out,
+            "targets_met": all(t["met"] for r in out.values() for t in r["targets"].values()),
+            "seconds": round(time.monotonic() - t0, 1),
+        }
+
+    def evaluate(self, ctx: JobContext) -> dict[str, Any]:
+        results = self.evaluate_all(ctx.progress)
+        row = self.ws.evals.add("saes", self.model_id, results)
+        with atomic_dir(self.eval_dir) as tmp:
+            (tmp / "results.json").write_text(json.dumps(results, indent=1))
+            write_manifest(tmp, {"key": self.eval_key, "eval_id": row.id})
+        return {"eval_id": row.id, **{sid: {k: r[k] for k in ("fvu", "l0", "dead_fraction", "ce_loss_recovered",
+                                                               "planted_domains_detected")}
+                                      for sid, r in results["saes"].items()}}
+
+
+def sae_steps(world: "DemoWorld") -> list[Step]:
+    """Background steps for the demo world's SAEs: cache each hook, train each preset, evaluate."""
+    return SAEPipeline(world).steps()
+
+
+def sae_records(ws, model_id: str | None = None) -> list[dict[str, Any]]:
+    """Every trained SAE in the workspace (complete artifact directories), from their manifests."""
+    root = ws.artifact("saes")
+    out = []
+    for d in sorted(root.iterdir()) if root.exists() else []:
+        m = read_manifest(d)
+        if m is None or (model_id is not None and m.get("model_id") != model_id):
+            continue
+        out.append({"id": m.get("sae_id", d.name), "dir": str(d), **{k: m.get(k) for k in
+                    ("model_id", "hook_name", "architecture", "d_in", "d_sae", "training")}})
+    return out
