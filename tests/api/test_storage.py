@@ -10,7 +10,9 @@ import uuid
 import pytest
 import sqlalchemy
 
-from loupe.storage.db import Database
+from alembic.script import ScriptDirectory
+
+from loupe.storage.db import Database, alembic_config
 from loupe.storage.repositories import EvalRepository, JobRepository, ModelRepository
 from tests.conftest import POSTGRES_URL, postgres_or_skip
 
@@ -41,9 +43,10 @@ def test_migrations_create_tables_and_are_idempotent(db):
     db.migrate()
     db.migrate()
     names = set(sqlalchemy.inspect(db.engine).get_table_names())
-    assert {"jobs", "models", "evals", "alembic_version"} <= names
+    assert {"jobs", "models", "evals", "saes", "sae_features", "feature_labels", "alembic_version"} <= names
+    head = ScriptDirectory.from_config(alembic_config(db.url)).get_current_head()
     with db.engine.connect() as conn:
-        assert conn.execute(sqlalchemy.text("select version_num from alembic_version")).scalar() == "0001"
+        assert conn.execute(sqlalchemy.text("select version_num from alembic_version")).scalar() == head
 
 
 def test_job_lifecycle(db):

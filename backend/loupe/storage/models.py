@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Float, Integer, String, Text
+from sqlalchemy import JSON, DateTime, Float, Index, Integer, String, Text
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -59,3 +59,50 @@ class EvalResult(Base):
     model_id: Mapped[str] = mapped_column(String(100), index=True)
     results: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SAERecord(Base):
+    """A registered SAE: trained here (source "demo"), read from disk ("disk") or sae-lens's registry."""
+
+    __tablename__ = "saes"
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    model_id: Mapped[str] = mapped_column(String(100), index=True)
+    hook_name: Mapped[str] = mapped_column(String(200))
+    architecture: Mapped[str] = mapped_column(String(64))
+    d_in: Mapped[int] = mapped_column(Integer)
+    d_sae: Mapped[int] = mapped_column(Integer)
+    source: Mapped[str] = mapped_column(String(32))
+    path: Mapped[str] = mapped_column(Text)
+    metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    dashboards: Mapped[dict[str, Any]] = mapped_column(default=dict)   # {"status", "dir", "key", ...}
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SAEFeature(Base):
+    """One feature's dashboard summary; per-token example arrays live in the dashboard's files."""
+
+    __tablename__ = "sae_features"
+    __table_args__ = (Index("ix_sae_features_density", "sae_id", "density"),)
+
+    sae_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    density: Mapped[float] = mapped_column(Float)
+    max_activation: Mapped[float] = mapped_column(Float)
+    mean_activation: Mapped[float] = mapped_column(Float)
+    capacity: Mapped[float] = mapped_column(Float)
+    auto_label: Mapped[str] = mapped_column(Text)
+    top_domain: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    top_domain_share: Mapped[float | None] = mapped_column(Float, nullable=True)
+    summary: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class FeatureLabel(Base):
+    """A person's label for a feature; kept apart from SAEFeature so rebuilding dashboards keeps it."""
+
+    __tablename__ = "feature_labels"
+
+    sae_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    index: Mapped[int] = mapped_column(Integer, primary_key=True)
+    label: Mapped[str] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
