@@ -1,0 +1,273 @@
+"""Steering in pure torch: refusal directions by difference of means, and the hook functions that
+ablate, add, clamp or edit activations inside a TransformerLens `model.hooks(...)` context.
+
+References
+- Arditi, Obeso, Syed, Paleka, Panickssery, Gurnee, Nanda 2024, "Refusal in Language Models Is
+  Mediated by a Single Direction": difference-of-means directions r = mu+ - mu- for every
+  (layer, post-instruction position) candidate; directional ablation h' = h - (h . r^) r^ at every
+  residual write; activation addition h' = h + r; selection by bypass score, induce score,
+  KL <= 0.1 under ablation and layer < 0.8 L; refusal score = log-odds of refusal first tokens.
+- Marshall, Scherlis, Belrose 2024, "Refusal in LLMs is an Affine Function": affine concept
+  editing (ACE) h' = h - ((h - mu-) . r^) r^ + alpha r, which puts the projection on r^ at
+  mu- . r^ + alpha ||r|| whatever the input was.
+- SAE feature steering (Templeton et al. 2024, "Scaling Monosemanticity"): add c W_dec[i], or clamp
+  feature i to c keeping the SAE's reconstruction error, h' = h + (c - f_i(h)) W_dec[i].
+
+A hook function has the TransformerLens signature fn(activation, hook) -> activation. Every
+function here returns a new tensor (never edits in place) in the activation's dtype; the
+arithmetic is done in float64 so that closed-form properties hold to float32 rounding.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Literal, Sequence
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+HookFn = Callable[[Tensor, Any], Tensor]
+HookPlan = list[tuple[str, HookFn]]
+Positions = Sequence[int] | None          # None: every position
+EditOp = Literal["set", "scale", "zero"]
+
+
+# -- difference of means ------------------------------------------------------------------------
+
+@dataclass
+class MeanAccumulator:
+    """Running mean of activations in float64 (sums of many float32 rows lose digits otherwise)."""
+
+    total: Tensor | None = None
+    count: int = 0
+
+    def update(self, x: Float[Tensor, "n *shape"]) -> None:
+        s = x.detach().to(torch.float64).sum(0)
+        self.total = s if self.total is None else self.total + s
+        self.count += int(x.shape[0])
+
+    @property
+    def mean(self) -> Tensor:
+        if self.total is None or self.count == 0:
+            raise ValueError("no rows were accumulated")
+        return self.total / self.count
+
+
+def diff_of_means(pos: Float[Tensor, "n *shape"], neg: Float[Tensor, "m *shape"]) -> tuple[Tensor, Tensor, Tensor]:
+    """(r, mu_plus, mu_minus) with r = mean(pos) - mean(neg), all float64 (Arditi et al. 2024, eq. 1)."""
+    a, b = MeanAccumulator(), MeanAccumulator()
+    a.update(pos)
+    b.update(neg)
+    return a.mean - b.mean, a.mean, b.mean
+
+
+@torch.no_grad()
+def last_position_means(
+    forward_with_cache: Callable[[Tensor], dict[str, Tensor]],
+    batches: Iterable[Tensor],
+    hook_names: Sequence[str],
+    n_positions: int,
+) -> dict[str, Float[Tensor, "n_positions d"]]:
+    """Mean activation (float64) at each hook over the last `n_positions` tokens of every sequence.
+    `forward_with_cache(ids)` returns {hook_name: [batch, pos, d]}; batches are equal-length rows
+    so the last positions line up (the post-instruction tokens of a chat prompt)."""
+    acc = {h: MeanAccumulator() for h in hook_names}
+    for ids in batches:
+        cache = forward_with_cache(ids)
+        for h in hook_names:
+            acc[h].update(cache[h][:, -n_positions:])
+    return {h: a.mean for h, a in acc.items()}
+
+
+# -- scores -------------------------------------------------------------------------------------
+
+def refusal_score(logits: Float[Tensor, "batch d_vocab"], refusal_ids: Sequence[int]) -> Float[Tensor, "batch"]:
+    """log P(refusal) - log(1 - P(refusal)) of the next token, P summed over refusal first tokens
+    (Arditi et al. 2024, sec. 3: the refusal metric)."""
+    p = torch.softmax(logits.to(torch.float64), -1)[:, list(refusal_ids)].sum(-1)
+    eps = 1e-12
+    return torch.log(p.clamp_min(eps)) - torch.log((1 - p).clamp_min(eps))
+
+
+def kl_divergence(base_logits: Float[Tensor, "batch d_vocab"], other_logits: Float[Tensor, "batch d_vocab"]) -> Float[Tensor, "batch"]:
+    """KL(P_base || P_other) of next-token distributions, in nats, per row."""
+    lp = torch.log_softmax(base_logits.to(torch.float64), -1)
+    lq = torch.log_softmax(other_logits.to(torch.float64), -1)
+    return (lp.exp() * (lp - lq)).sum(-1)
+
+
+@dataclass
+class Candidate:
+    """One (hook, layer, position) difference-of-means direction and its selection scores."""
+
+    hook: str
+    layer: float                 # depth in layers: resid_pre of block l is l, resid_post of block l is l + 1
+    position: int                # negative: counted from the end of the prompt
+    norm: float
+    bypass_score: float | None = None     # mean refusal score on harmful prompts under ablation (lower is better)
+    induce_score: float | None = None     # mean refusal score on harmless prompts under addition (must be > 0)
+    kl: float | None = None               # mean KL on harmless prompts under ablation
+    reasons: list[str] = field(default_factory=list)   # why it was filtered out
+    selected: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("hook", "layer", "position", "norm", "bypass_score", "induce_score",
+                                               "kl", "reasons", "selected")}
+
+
+def select_direction(cands: list[Candidate], n_layers: int, max_kl: float = 0.1, max_depth: float = 0.8) -> Candidate | None:
+    """Arditi et al. 2024, sec. 2.4 / appendix C: drop candidates with KL > max_kl, layer >= max_depth * L
+    or a non-positive induce score; of the rest, the lowest bypass score wins. Marks the table."""
+    best = None
+    for c in cands:
+        c.reasons = []
+        c.selected = False
+        if c.layer >= max_depth * n_layers:
+            c.reasons.append(f"layer >= {max_depth:g} of depth")
+        if c.kl is None or not math.isfinite(c.kl) or c.kl > max_kl:
+            c.reasons.append(f"KL > {max_kl:g}")
+        if c.induce_score is None or not c.induce_score > 0:
+            c.reasons.append("induce score <= 0")
+        if c.norm == 0:
+            c.reasons.append("zero direction")
+        if c.bypass_score is None or not math.isfinite(c.bypass_score):
+            c.reasons.append("no bypass score")
+        if not c.reasons and (best is None or c.bypass_score < best.bypass_score):
+            best = c
+    if best is not None:
+        best.selected = True
+    return best
+
+
+# -- hook functions -----------------------------------------------------------------------------
+
+def unit(r: Tensor) -> Tensor:
+    r = r.to(torch.float64)
+    n = r.norm()
+    if not n > 0:
+        raise ValueError("the direction is zero")
+    return r / n
+
+
+def _select(positions: Positions):
+    return slice(None) if positions is None else list(positions)
+
+
+def _apply(act: Tensor, positions: Positions, f: Callable[[Tensor], Tensor]) -> Tensor:
+    """act[..., positions, :] <- f(act[..., positions, :]) in float64; returns a new tensor."""
+    out = act.clone()
+    sel = _select(positions)
+    out[:, sel] = f(act[:, sel].to(torch.float64)).to(act.dtype)
+    return out
+
+
+def ablate(h: Tensor, r_hat: Tensor) -> Tensor:
+    """h - (h . r^) r^ (r^ unit, float64)."""
+    r_hat = r_hat.to(h.device, torch.float64)
+    return h - (h.to(torch.float64) @ r_hat)[..., None] * r_hat
+
+
+def ablation_hook(r: Tensor, positions: Positions = None) -> HookFn:
+    r_hat = unit(r)
+    return lambda act, hook=None: _apply(act, positions, lambda h: ablate(h, r_hat))
+
+
+def addition_hook(vec: Tensor, alpha: float = 1.0, positions: Positions = None) -> HookFn:
+    """h + alpha r (activation addition; Turner et al. 2023, Arditi et al. 2024)."""
+    v = alpha * vec.to(torch.float64)
+    return lambda act, hook=None: _apply(act, positions, lambda h: h + v.to(h.device))
+
+
+def ace_hook(r: Tensor, mu_minus: Tensor, alpha: float, positions: Positions = None) -> HookFn:
+    """h - ((h - mu-) . r^) r^ + alpha r (Marshall, Scherlis, Belrose 2024): the component along r^
+    becomes mu- . r^ + alpha ||r||, the orthogonal component is kept."""
+    r64, mu = r.to(torch.float64), mu_minus.to(torch.float64)
+    r_hat = unit(r64)
+
+    def f(h: Tensor) -> Tensor:
+        d = h.device
+        return h - ((h - mu.to(d)) @ r_hat.to(d))[..., None] * r_hat.to(d) + alpha * r64.to(d)
+
+    return lambda act, hook=None: _apply(act, positions, f)
+
+
+def ablation_hook_names(n_layers: int) -> list[str]:
+    """Every write into the residual stream (Arditi et al. 2024, sec. 2.3): the embedding (block 0's
+    resid_pre), and each block's resid_pre, attention output and MLP output."""
+    names = []
+    for layer in range(n_layers):
+        names += [f"blocks.{layer}.hook_resid_pre", f"blocks.{layer}.hook_attn_out", f"blocks.{layer}.hook_mlp_out"]
+    return names
+
+
+def ablation_plan(r: Tensor, n_layers: int) -> HookPlan:
+    fn = ablation_hook(r)
+    return [(name, fn) for name in ablation_hook_names(n_layers)]
+
+
+# SAE interventions: `encode(x) -> codes` and `w_dec_i` (the decoder row) come from an sae-lens SAE.
+
+def sae_add_hook(w_dec_i: Tensor, value: float, positions: Positions = None) -> HookFn:
+    """h + c W_dec[i]."""
+    return addition_hook(w_dec_i, value, positions)
+
+
+def sae_clamp_hook(encode: Callable[[Tensor], Tensor], w_dec_i: Tensor, feature: int, value: float,
+                   positions: Positions = None) -> HookFn:
+    """h + (c - f_i(h)) W_dec[i]: feature i set to c, the rest of h (the other features and the
+    SAE's reconstruction error) unchanged."""
+    w = w_dec_i.to(torch.float64)
+
+    def f(h: Tensor) -> Tensor:
+        fi = encode(h.to(torch.float32))[..., feature].to(torch.float64)
+        return h + (value - fi)[..., None] * w.to(h.device)
+
+    return lambda act, hook=None: _apply(act, positions, f)
+
+
+def _op(x: Tensor, op: EditOp, value: float) -> Tensor:
+    if op == "set":
+        return torch.full_like(x, value)
+    if op == "scale":
+        return x * value
+    if op == "zero":
+        return torch.zeros_like(x)
+    raise ValueError(f"unknown edit op {op!r}")
+
+
+def neuron_edit_hook(index: int, position: int | None, op: EditOp, value: float = 0.0) -> HookFn:
+    """Set, scale or zero activation[..., position, index] (position None: every position)."""
+
+    def fn(act: Tensor, hook=None) -> Tensor:
+        out = act.clone()
+        sel = slice(None) if position is None else position
+        out[:, sel, index] = _op(act[:, sel, index].to(torch.float64), op, value).to(act.dtype)
+        return out
+
+    return fn
+
+
+def sae_feature_edit_hook(encode: Callable[[Tensor], Tensor], w_dec_i: Tensor, feature: int, position: int | None,
+                          op: EditOp, value: float = 0.0) -> HookFn:
+    """Set, scale or zero SAE feature i at one position, keeping the reconstruction error:
+    h + (f_i' - f_i) W_dec[i] with f_i' = value, f_i * value or 0."""
+    w = w_dec_i.to(torch.float64)
+
+    def f(h: Tensor) -> Tensor:
+        fi = encode(h.to(torch.float32))[..., feature].to(torch.float64)
+        return h + (_op(fi, op, value) - fi)[..., None] * w.to(h.device)
+
+    return lambda act, hook=None: _apply(act, None if position is None else [position], f)
+
+
+def compose(fns: Sequence[HookFn]) -> HookFn:
+    """Several hook functions at one hook point, applied in order."""
+
+    def fn(act: Tensor, hook=None) -> Tensor:
+        for f in fns:
+            act = f(act, hook)
+        return act
+
+    return fn
