@@ -1,0 +1,111 @@
+"""Dashboard statistics against dense, hand-computed answers."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from loupe.core import sae_dashboards as D
+
+
+def _codes(dense: torch.Tensor, batch: int = 3) -> D.SparseCodes:
+    return D.encode_sparse(lambda x: x, dense.split(batch), dense.shape[1])
+
+
+def _random_dense(n=40, f=6, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(n, f, generator=g)
+    return torch.where(torch.rand(n, f, generator=g) < 0.4, x, torch.zeros_like(x))
+
+
+def test_stats_and_top_k_match_dense():
+    dense = _random_dense()
+    codes = _codes(dense)
+    s = D.feature_stats(codes)
+    fires = dense > 0
+    assert torch.equal(s["count"], fires.sum(0))
+    assert torch.allclose(s["density"].float(), fires.float().mean(0))
+    assert torch.allclose(s["max"], dense.max(0).values)
+    mean = dense.sum(0) / fires.sum(0).clamp(min=1)
+    assert torch.allclose(s["mean"], mean, atol=1e-6)
+    rows, vals = D.top_k(codes, 4)
+    tv, ti = dense.T.topk(4, dim=1)
+    for f in range(dense.shape[1]):
+        n = int(fires[:, f].sum())
+        assert torch.allclose(vals[f, : min(n, 4)], tv[f, : min(n, 4)])
+        assert torch.equal(dense[rows[f, : min(n, 4)], f], vals[f, : min(n, 4)])
+        assert (rows[f, min(n, 4):] == -1).all()
+
+
+def test_histogram_intervals_and_lookup():
+    dense = torch.zeros(10, 2)
+    dense[:, 0] = torch.tensor([0.0, 0.1, 0.2, 0.35, 0.5, 0.55, 0.9, 1.0, 0.0, 0.05])
+    dense[3, 1] = 2.0
+    codes = _codes(dense)
+    mx = D.feature_stats(codes)["max"]
+    h = D.histograms(codes, mx, 4)
+    # feature 0, bins of width 0.25 over (0, 1]: {0.1, 0.2, 0.05}, {}, {0.5, 0.55}, {0.9, 1.0}  (0.35 -> bin 1)
+    assert h[0].tolist() == [3, 1, 2, 2]
+    assert h[1].tolist() == [0, 0, 0, 1]
+    rows, shares = D.interval_samples(codes, mx, 4, per_bin=5, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(shares[0], torch.tensor([3, 1, 2, 2]) / 8)
+    for b in range(4):
+        got = sorted(r for r in rows[0, b].tolist() if r >= 0)
+        want = sorted(int(i) for i in torch.nonzero((dense[:, 0] > 0) & ((dense[:, 0] * 4).long().clamp(max=3) == b)))
+        assert got == want
+    feats = torch.tensor([[0, 0, 1], [1, 0, 1]])
+    rws = torch.tensor([[4, 8, 3], [2, -1, 9]])
+    got = D.lookup(codes, feats, rws)
+    assert got.tolist() == [[0.5, 0.0, 2.0], [0.0, 0.0, 0.0]]
+
+
+def test_context_windows():
+    input_ids = torch.arange(20).view(2, 10)
+    # cache rows: sequence 0 positions 0..9 -> rows 0..9, sequence 1 positions 0..4 -> rows 10..14
+    row_seq = torch.tensor([0] * 10 + [1] * 5)
+    row_pos = torch.tensor(list(range(10)) + list(range(5)))
+    row_index = torch.full((2, 10), -1)
+    row_index[0] = torch.arange(10)
+    row_index[1, :5] = torch.arange(10, 15)
+    toks, wrows = D.context_windows(torch.tensor([1, 13, -1]), row_seq, row_pos, row_index, input_ids, 2, 2)
+    assert toks[0].tolist() == [-1, 0, 1, 2, 3]
+    assert wrows[0].tolist() == [-1, 0, 1, 2, 3]
+    assert toks[1].tolist() == [11, 12, 13, 14, 15]
+    assert wrows[1].tolist() == [11, 12, 13, 14, -1]      # position 5 of sequence 1 is not cached
+    assert (toks[2] == -1).all() and (wrows[2] == -1).all()
+
+
+def test_enrichment_and_shares():
+    labels = torch.tensor([0, 0, 0, 0, 1, 1, 2, 2, 2, 3])
+    dense = torch.zeros(10, 2)
+    dense[[6, 7, 8], 0] = 1.0              # feature 0 fires only on label 2 (base rate 0.3)
+    dense[[0, 1, 4], 1] = torch.tensor([1.0, 1.0, 2.0])   # feature 1: mass 2 on label 0, 2 on label 1
+    codes = _codes(dense)
+    lab, p, lift = D.enrichment(codes, labels, 4, k=2, min_count=1)
+    assert lab[0].tolist() == [2, -1] and math.isclose(p[0, 0].item(), 1.0) and math.isclose(lift[0, 0].item(), 1 / 0.3, rel_tol=1e-5)
+    # label 1: p 0.5, base 0.2 -> 0.5 log 2.5 beats label 0: p 0.5, base 0.4 -> 0.5 log 1.25
+    assert lab[1].tolist() == [1, 0]
+    sh = D.label_shares(codes, labels, 4)
+    assert torch.allclose(sh[1], torch.tensor([0.5, 0.5, 0.0, 0.0]))
+
+
+def test_capacity_closed_forms():
+    assert torch.allclose(D.capacity(torch.eye(3)), torch.ones(3))
+    W = torch.tensor([[1.0, 0, 0], [1.0, 0, 0], [0, 0, 2.0]])
+    assert torch.allclose(D.capacity(W), torch.tensor([0.5, 0.5, 1.0]))
+    th = 0.7                                 # two unit vectors at angle th: C = 1 / (1 + cos^2 th)
+    W = torch.tensor([[1.0, 0.0], [math.cos(th), math.sin(th)]])
+    assert torch.allclose(D.capacity(W), torch.full((2,), 1 / (1 + math.cos(th) ** 2)))
+
+
+def test_participation_ratio_and_neighbours():
+    loads = torch.tensor([[1.0, 1.0, 0.0], [0.0, 1.0, 0.0], [0.0, 1.0, 0.0]])
+    assert torch.allclose(D.participation_ratio(loads), torch.tensor([1.0, 3.0, 0.0]))
+    W = torch.randn(50, 8, generator=torch.Generator().manual_seed(1))
+    idx, cos = D.nearest_by_cosine(W, 3, block=16)
+    Wn = torch.nn.functional.normalize(W, dim=1)
+    C = Wn @ Wn.T
+    C.fill_diagonal_(-2)
+    v, i = C.topk(3, dim=1)
+    assert torch.equal(idx, i) and torch.allclose(cos, v, atol=1e-6)
