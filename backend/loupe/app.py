@@ -14,10 +14,11 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from loupe import __version__
-from loupe.api import evals, generate, health, jobs, models
+from loupe.api import evals, generate, health, jobs, models, saes
 from loupe.errors import LoupeError
 from loupe.services.generation import GenerationService
 from loupe.services.models import ModelService
+from loupe.services.sae_service import SAEService
 from loupe.services.workspace import Workspace
 from loupe.settings import Settings, quiet_libraries
 
@@ -75,6 +76,7 @@ def create_app(settings: Settings | None = None, *, workspace: Workspace | None 
     app.state.workspace = ws
     app.state.models = ModelService(ws)
     app.state.generation = GenerationService(app.state.models, settings.max_new_tokens)
+    app.state.saes = SAEService(ws, app.state.models)
 
     @app.exception_handler(LoupeError)
     async def _loupe_error(_: Request, exc: LoupeError):
@@ -89,7 +91,7 @@ def create_app(settings: Settings | None = None, *, workspace: Workspace | None 
     async def _http(_: Request, exc: StarletteHTTPException):
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
 
-    for r in (health.router, models.router, jobs.router, generate.router, evals.router):
+    for r in (health.router, models.router, jobs.router, generate.router, evals.router, saes.router):
         app.include_router(r, prefix="/api")
 
     dist = settings.resolved_frontend_dist()

@@ -58,7 +58,13 @@ class DemoWorld:
             Step("demo.tokens", "tokens", self.tokens_dir, self.build_tokens, key=self.keys["tokens"]),
             Step("demo.model", "train model", self.model_dir, self.train, key=self.keys["model"]),
             Step("demo.eval", "evaluate behaviour", self.eval_dir, self.evaluate, background=True, key=self.keys["eval"]),
+            *self._sae_steps(),
         ]
+
+    def _sae_steps(self) -> list[Step]:
+        from loupe.services.saes import sae_steps
+
+        return sae_steps(self)
 
     # -- steps -----------------------------------------------------------------------------
     def build_corpus(self, ctx: JobContext) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,8 @@ class LoadedModel:
     bridge: Any            # transformer_lens.model_bridge.TransformerBridge
     tokenizer: Any         # transformers PreTrainedTokenizerBase
     info: dict[str, Any]
+    # one forward at a time per model: hook contexts (model.hooks) are per module, not per thread
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
 
     @property
     def n_ctx(self) -> int:

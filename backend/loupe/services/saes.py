@@ -34,6 +34,7 @@ from loupe.core import sae_metrics as M
 from loupe.jobs.pipeline import Step
 from loupe.jobs.runner import JobContext
 from loupe.services.activations import SPLITS, ActivationCache, ActivationCacheConfig, write_activation_cache
+from loupe.services.sae_features import DashboardConfig, build_dashboards, write_dashboards
 from loupe.storage.artifacts import atomic_dir, load_tensors, read_manifest, save_tensors, write_manifest
 
 if TYPE_CHECKING:
@@ -141,6 +142,12 @@ SAE_PRESETS: dict[str, tuple[SAETrainConfig, ...]] = {
                        matryoshka_fractions=(1 / 16,), batch_size=512, train_tokens=20_480,
                        dead_feature_tokens=8_192, aux_loss_coefficient=1.0, eval_tokens=4_096, select_tokens=8_192),
     ),
+}
+
+
+DASHBOARD_PRESETS: dict[str, DashboardConfig] = {
+    "demo": DashboardConfig(),
+    "micro": DashboardConfig(max_tokens=8_192, top_k=5, n_intervals=4, per_interval=1, left=8, right=3, batch_size=1024),
 }
 
 
@@ -452,6 +459,9 @@ class SAEPipeline:
         self.sae_keys = {p.name: fingerprint(self.cache_keys[p.hook_name], p.to_dict()) for p in self.presets}
         self.eval_key = fingerprint("saes-eval-v1", sorted(self.sae_keys.items()))
         self.eval_dir = self.ws.artifact("evals", "saes")
+        self.dashboard_cfg = DASHBOARD_PRESETS.get(world.cfg.name, DashboardConfig())
+        self.dash_keys = {p.name: fingerprint("dashboards-v1", self.sae_keys[p.name], self.dashboard_cfg.to_dict())
+                          for p in self.presets}
 
     def cache_dir(self, hook_name: str) -> Path:
         return self.ws.artifact("activations", self.model_id, hook_name)
@@ -461,6 +471,9 @@ class SAEPipeline:
 
     def sae_dir(self, preset: SAETrainConfig | str) -> Path:
         return self.ws.artifact("saes", self.sae_id(preset))
+
+    def dashboard_dir(self, preset: SAETrainConfig | str) -> Path:
+        return dashboard_dir(self.ws, self.sae_id(preset))
 
     def steps(self) -> list[Step]:
         out = [
@@ -474,6 +487,11 @@ class SAEPipeline:
             for p in self.presets
         ]
         out.append(Step("saes.eval", "evaluate SAEs", self.eval_dir, self.evaluate, background=True, key=self.eval_key))
+        out += [
+            Step(f"saes.dashboards.{p.name}", f"dashboards {p.name}", self.dashboard_dir(p),
+                 lambda ctx, p=p: self.dashboards(ctx, p), background=True, key=self.dash_keys[p.name])
+            for p in self.presets
+        ]
         return out
 
     # bodies
@@ -504,7 +522,33 @@ class SAEPipeline:
                       metadata={"sae_id": self.sae_id(preset), "model_name": self.model_id, "model_id": self.model_id,
                                 "context_size": self.world.cfg.n_ctx},
                       device=self.ws.settings.device)
+        self.register(preset)
         return {"dir": str(self.sae_dir(preset)), "sae_id": self.sae_id(preset), "d_sae": m["d_sae"], **m["training"]}
+
+    def register(self, preset: SAETrainConfig) -> None:
+        """The trained SAE's registry row (kept when it exists: metrics and dashboards stay)."""
+        m = read_manifest(self.sae_dir(preset)) or {}
+        sid = self.sae_id(preset)
+        fields = dict(model_id=self.model_id, hook_name=preset.hook_name, architecture=m.get("architecture", preset.architecture),
+                      d_in=int(m.get("d_in", 0)), d_sae=int(m.get("d_sae", 0)), source="demo", path=str(self.sae_dir(preset)))
+        self.ws.saes.upsert(sid, **fields)
+
+    def dashboards(self, ctx: JobContext, preset: SAETrainConfig) -> dict[str, Any]:
+        from loupe.demo.corpus import DOMAINS
+
+        sid = self.sae_id(preset)
+        self.register(preset)
+        ctx.progress(0, None, "loading model and SAE")
+        info = compute_dashboards(
+            self.ws, sid, load_sae(self.sae_dir(preset), self.ws.settings.device), self._bridge(), self._tokenizer(),
+            ActivationCache(self.cache_dir(preset.hook_name)), self._tokens("train")["input_ids"], DOMAINS,
+            self.dashboard_cfg, self.dashboard_dir(preset), self.dash_keys[preset.name], ctx.progress)
+        return {"sae_id": sid, "dir": str(self.dashboard_dir(preset)), **info}
+
+    def _tokenizer(self):
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(str(self.world.model_dir))
 
     def evaluate_all(self, progress: Progress | None = None) -> dict[str, Any]:
         """Every preset's SAE measured on held-out tokens: {"model_id", "saes": {sae_id: metrics}, ...}."""
@@ -534,12 +578,40 @@ class SAEPipeline:
     def evaluate(self, ctx: JobContext) -> dict[str, Any]:
         results = self.evaluate_all(ctx.progress)
         row = self.ws.evals.add("saes", self.model_id, results)
+        for p in self.presets:
+            self.register(p)
+            self.ws.saes.update(self.sae_id(p), metrics=_metric_summary(results["saes"][self.sae_id(p)]))
         with atomic_dir(self.eval_dir) as tmp:
             (tmp / "results.json").write_text(json.dumps(results, indent=1))
             write_manifest(tmp, {"key": self.eval_key, "eval_id": row.id})
         return {"eval_id": row.id, **{sid: {k: r[k] for k in ("fvu", "l0", "dead_fraction", "ce_loss_recovered",
                                                                "planted_domains_detected")}
                                       for sid, r in results["saes"].items()}}
+
+
+def _metric_summary(r: dict[str, Any]) -> dict[str, Any]:
+    keys = ("fvu", "explained_variance", "l0", "dead_fraction", "dense_fraction", "ce_loss_recovered",
+            "planted_domains_detected", "detected_domains", "eval_tokens", "targets")
+    out = {k: r[k] for k in keys if k in r}
+    out["domains"] = {d: {k: v[k] for k in ("feature", "auroc") if k in v} for d, v in r.get("domains", {}).items()}
+    return out
+
+
+def dashboard_dir(ws, sae_id: str) -> Path:
+    return ws.artifact("dashboards", sae_id)
+
+
+def compute_dashboards(ws, sae_id: str, sae, model, tokenizer, cache: ActivationCache, input_ids: Tensor,
+                       domain_names: Sequence[str], cfg: DashboardConfig, output: Path, key: str,
+                       progress: Progress | None = None) -> dict[str, Any]:
+    """Dashboards of one SAE: one pass over `cache`, rows into the database, arrays into `output`."""
+    if cache.hook_name != sae.cfg.metadata.hook_name:
+        raise ValueError(f"the cache holds {cache.hook_name}, the SAE reads {sae.cfg.metadata.hook_name}")
+    arrays, rows, info = build_dashboards(sae, model, tokenizer, cache, input_ids, domain_names, cfg, progress)
+    write_dashboards(ws, sae_id, output, arrays, rows,
+                     {"key": key, "sae_id": sae_id, "hook_name": cache.hook_name, "config": cfg.to_dict(), **info})
+    ws.saes.update(sae_id, dashboards={"dir": str(output), "key": key, **info})
+    return info
 
 
 def sae_steps(world: "DemoWorld") -> list[Step]:

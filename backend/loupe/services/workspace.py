@@ -8,7 +8,7 @@ from pathlib import Path
 from loupe.settings import Settings
 from loupe.storage.artifacts import clean_scratch
 from loupe.storage.db import Database
-from loupe.storage.repositories import EvalRepository, JobRepository, ModelRepository
+from loupe.storage.repositories import EvalRepository, JobRepository, ModelRepository, SAERepository
 
 
 @dataclass
@@ -18,6 +18,7 @@ class Workspace:
     jobs: JobRepository
     models: ModelRepository
     evals: EvalRepository
+    saes: SAERepository
 
     @classmethod
     def open(cls, settings: Settings) -> "Workspace":
@@ -25,7 +26,7 @@ class Workspace:
         settings.artifacts_dir.mkdir(parents=True, exist_ok=True)
         db = Database(settings.resolved_database_url)
         db.migrate()
-        ws = cls(settings, db, JobRepository(db), ModelRepository(db), EvalRepository(db))
+        ws = cls(settings, db, JobRepository(db), ModelRepository(db), EvalRepository(db), SAERepository(db))
         clean_scratch(settings.artifacts_dir)
         ws.jobs.fail_orphans()
         return ws

@@ -6,10 +6,10 @@ import os
 import socket
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, func, insert, select
 
 from .db import Database
-from .models import EvalResult, Job, ModelRecord, utcnow
+from .models import EvalResult, FeatureLabel, Job, ModelRecord, SAEFeature, SAERecord, utcnow
 
 
 class JobRepository:
@@ -150,3 +150,106 @@ class EvalRepository:
             if kind:
                 q = q.where(EvalResult.kind == kind)
             return list(s.scalars(q))
+
+
+class SAERepository:
+    """Registered SAEs, their features' dashboard rows and people's labels."""
+
+    def __init__(self, db: Database):
+        self.db = db
+
+    def upsert(self, id: str, **fields: Any) -> SAERecord:
+        with self.db.session() as s:
+            rec = s.get(SAERecord, id)
+            if rec is None:
+                rec = SAERecord(id=id, metrics={}, dashboards={}, **fields)
+                s.add(rec)
+            else:
+                for k, v in fields.items():
+                    setattr(rec, k, v)
+            s.flush()
+            return rec
+
+    def update(self, id: str, **fields: Any) -> None:
+        with self.db.session() as s:
+            rec = s.get(SAERecord, id)
+            if rec is not None:
+                for k, v in fields.items():
+                    setattr(rec, k, v)
+
+    def get(self, id: str) -> SAERecord | None:
+        with self.db.session() as s:
+            return s.get(SAERecord, id)
+
+    def list(self, model_id: str | None = None) -> list[SAERecord]:
+        with self.db.session() as s:
+            q = select(SAERecord).order_by(SAERecord.created_at, SAERecord.id)
+            if model_id:
+                q = q.where(SAERecord.model_id == model_id)
+            return list(s.scalars(q))
+
+    def replace_features(self, sae_id: str, rows: list[dict[str, Any]]) -> None:
+        """All feature rows of an SAE, swapped in one transaction (readers see old or new, never half)."""
+        with self.db.session() as s:
+            s.execute(delete(SAEFeature).where(SAEFeature.sae_id == sae_id))
+            s.execute(insert(SAEFeature), [{"sae_id": sae_id, **r} for r in rows])
+
+    def count_features(self, sae_id: str) -> int:
+        with self.db.session() as s:
+            return int(s.scalar(select(func.count()).select_from(SAEFeature).where(SAEFeature.sae_id == sae_id)) or 0)
+
+    def feature(self, sae_id: str, index: int) -> SAEFeature | None:
+        with self.db.session() as s:
+            return s.get(SAEFeature, (sae_id, index))
+
+    def features(self, sae_id: str, sort: str = "index", descending: bool = False, offset: int = 0,
+                 limit: int = 50, query: str | None = None, domain: str | None = None,
+                 min_density: float | None = None, max_density: float | None = None
+                 ) -> tuple[int, list[tuple[SAEFeature, str | None]]]:
+        """(total matching, page of (feature row, user label)) sorted by a column."""
+        col = {"index": SAEFeature.index, "density": SAEFeature.density, "max_activation": SAEFeature.max_activation,
+               "capacity": SAEFeature.capacity, "top_domain_share": SAEFeature.top_domain_share}[sort]
+        q = (select(SAEFeature, FeatureLabel.label)
+             .outerjoin(FeatureLabel, (FeatureLabel.sae_id == SAEFeature.sae_id) & (FeatureLabel.index == SAEFeature.index))
+             .where(SAEFeature.sae_id == sae_id))
+        if query:
+            like = f"%{query.lower()}%"
+            q = q.where(func.lower(SAEFeature.auto_label).like(like) | func.lower(func.coalesce(FeatureLabel.label, "")).like(like))
+        if domain:
+            q = q.where(SAEFeature.top_domain == domain)
+        if min_density is not None:
+            q = q.where(SAEFeature.density >= min_density)
+        if max_density is not None:
+            q = q.where(SAEFeature.density <= max_density)
+        with self.db.session() as s:
+            total = int(s.scalar(select(func.count()).select_from(q.subquery())) or 0)
+            order = col.desc() if descending else col.asc()
+            rows = s.execute(q.order_by(order, SAEFeature.index).offset(offset).limit(limit)).all()
+            return total, [(r[0], r[1]) for r in rows]
+
+    def display_labels(self, sae_id: str, indices: list[int]) -> dict[int, str]:
+        """{index: the person's label, else the automatic one} for the given features."""
+        if not indices:
+            return {}
+        with self.db.session() as s:
+            q = (select(SAEFeature.index, SAEFeature.auto_label, FeatureLabel.label)
+                 .outerjoin(FeatureLabel, (FeatureLabel.sae_id == SAEFeature.sae_id) & (FeatureLabel.index == SAEFeature.index))
+                 .where(SAEFeature.sae_id == sae_id, SAEFeature.index.in_(indices)))
+            return {int(i): (lab or auto) for i, auto, lab in s.execute(q)}
+
+    def label(self, sae_id: str, index: int) -> str | None:
+        with self.db.session() as s:
+            row = s.get(FeatureLabel, (sae_id, index))
+            return row.label if row else None
+
+    def set_label(self, sae_id: str, index: int, label: str) -> None:
+        with self.db.session() as s:
+            row = s.get(FeatureLabel, (sae_id, index))
+            if not label:
+                if row is not None:
+                    s.delete(row)
+                return
+            if row is None:
+                s.add(FeatureLabel(sae_id=sae_id, index=index, label=label, updated_at=utcnow()))
+            else:
+                row.label, row.updated_at = label, utcnow()

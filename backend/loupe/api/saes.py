@@ -1,0 +1,189 @@
+"""SAEs: the registry with quality metrics, feature lists, dashboards, labels, activations on text."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, Field
+
+from loupe.services.sae_service import SAEService
+
+router = APIRouter(tags=["saes"])
+
+
+def _saes(request: Request) -> SAEService:
+    return request.app.state.saes
+
+
+SAEsDep = Annotated[SAEService, Depends(_saes)]
+
+
+class DashboardStatus(BaseModel):
+    state: Literal["ready", "pending", "building", "failed"]
+    job_id: int | None = None
+    progress: float | None = None
+    message: str | None = None
+
+
+class SAEOut(BaseModel):
+    id: str
+    model_id: str
+    hook_name: str
+    architecture: str
+    d_in: int
+    d_sae: int
+    source: str
+    path: str
+    metrics: dict[str, Any] = Field(description="held-out quality: fvu, l0, dead_fraction, dense_fraction, "
+                                                "ce_loss_recovered, per-domain best-feature AUROC, targets")
+    dashboards: DashboardStatus
+
+
+class SAEList(BaseModel):
+    saes: list[SAEOut]
+
+
+class FeatureRow(BaseModel):
+    index: int
+    density: float
+    max_activation: float
+    mean_activation: float
+    capacity: float
+    auto_label: str
+    label: str | None
+    top_domain: str | None
+    top_domain_share: float | None
+
+
+class FeaturePage(BaseModel):
+    sae_id: str
+    total: int
+    offset: int
+    features: list[FeatureRow]
+
+
+class ExampleToken(BaseModel):
+    token: str
+    id: int
+    activation: float
+
+
+class Example(BaseModel):
+    seq: int = Field(description="row of the training token file")
+    pos: int
+    activation: float
+    center: int = Field(description="index in `tokens` of the example's token")
+    tokens: list[ExampleToken]
+
+
+class Interval(BaseModel):
+    bin: int
+    low: float
+    high: float
+    share: float = Field(description="share of the feature's nonzero activations that fall in this bin")
+    examples: list[Example]
+
+
+class Histogram(BaseModel):
+    counts: list[int]
+    max: float
+    figure: dict[str, Any] = Field(description="plotly figure JSON")
+
+
+class Dashboard(FeatureRow):
+    sae_id: str
+    hook_name: str
+    d_sae: int
+    summary: dict[str, Any] = Field(description="tokens and domains the feature is enriched in, logit effects, "
+                                                "nearest features by decoder cosine, neurons it reads from / writes to")
+    top_examples: list[Example]
+    intervals: list[Interval]
+    histogram: Histogram
+
+
+class LabelIn(BaseModel):
+    label: str = Field(max_length=200, description="empty to remove the label")
+
+
+class LabelOut(BaseModel):
+    sae_id: str
+    index: int
+    label: str | None
+
+
+class ActivationsIn(BaseModel):
+    text: str = Field(min_length=1, max_length=20_000)
+    top_k: int = Field(5, ge=1, le=64)
+
+
+class TokenFeature(BaseModel):
+    index: int
+    activation: float
+
+
+class TokenActivations(BaseModel):
+    token: str
+    id: int
+    position: int
+    features: list[TokenFeature]
+
+
+class ActivationsOut(BaseModel):
+    sae_id: str
+    hook_name: str
+    tokens: list[TokenActivations]
+    max_activation: float
+    labels: dict[str, str] = Field(description="label (a person's, else the automatic one) of every feature listed")
+
+
+class NeuronsOut(BaseModel):
+    sae_id: str
+    units: str | None
+    polysemanticity: list[float] = Field(description="per neuron: participation ratio of live features' unit "
+                                                     "decoder loads, the effective number of features on it")
+    most_polysemantic: list[list[float]]
+    mean: float
+
+
+@router.get("/saes", response_model=SAEList)
+def list_saes(saes: SAEsDep, model_id: str | None = None) -> SAEList:
+    return SAEList(saes=saes.list(model_id))
+
+
+@router.get("/saes/{sae_id}", response_model=SAEOut)
+def get_sae(sae_id: str, saes: SAEsDep) -> Any:
+    return saes.describe(saes.record(sae_id))
+
+
+@router.get("/saes/{sae_id}/features", response_model=FeaturePage)
+def list_features(
+    sae_id: str, saes: SAEsDep,
+    sort: str = Query("index", description="index | density | max_activation | capacity | top_domain_share"),
+    order: str = Query("asc", description="asc | desc"),
+    offset: int = Query(0, ge=0), limit: int = Query(50, ge=1, le=500),
+    q: str | None = Query(None, max_length=200, description="search automatic and people's labels"),
+    domain: str | None = None,
+    min_density: float | None = Query(None, ge=0, le=1), max_density: float | None = Query(None, ge=0, le=1),
+) -> Any:
+    return saes.features(sae_id, sort, order, offset, limit, q, domain, min_density, max_density)
+
+
+@router.get("/saes/{sae_id}/features/{index}", response_model=Dashboard)
+def feature_dashboard(sae_id: str, index: int, saes: SAEsDep) -> Any:
+    return saes.dashboard(sae_id, index)
+
+
+@router.put("/saes/{sae_id}/features/{index}/label", response_model=LabelOut)
+def set_label(sae_id: str, index: int, body: LabelIn, saes: SAEsDep) -> Any:
+    return saes.set_label(sae_id, index, body.label)
+
+
+@router.get("/saes/{sae_id}/neurons", response_model=NeuronsOut)
+def neurons(sae_id: str, saes: SAEsDep) -> Any:
+    return saes.neurons(sae_id)
+
+
+@router.post("/saes/{sae_id}/activations", response_model=ActivationsOut)
+def activations(sae_id: str, body: ActivationsIn, saes: SAEsDep) -> Any:
+    return saes.activations(sae_id, body.text, body.top_k)

@@ -1,0 +1,266 @@
+"""Feature dashboards for an SAE: computed in one streaming pass over a hook's activation cache,
+stored as database rows (one per feature: the summary a list or a search needs) plus one array
+file (histograms, example windows with per-token activations, interval shares).
+
+    dashboards/<sae_id>/features.safetensors   arrays below, manifest.json (key, config, timings)
+    sae_features table                          density, max/mean activation, capacity, auto label,
+                                                top domain, summary JSON (tokens, domains, logits,
+                                                neighbours, neurons)
+    feature_labels table                        people's labels (kept when dashboards are rebuilt)
+
+Rows are swapped in one transaction before the array directory is renamed into place; the step
+counts as done only when the manifest exists, so a crash in between redoes both.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from loupe.core import sae_dashboards as D
+from loupe.services.activations import ActivationCache
+from loupe.storage.artifacts import atomic_dir, save_tensors, write_manifest
+
+Progress = Callable[[float, float | None, str], None]
+_HOOK_LAYER = re.compile(r"^blocks\.(\d+)\.(.+)$")
+
+
+@dataclass(frozen=True)
+class DashboardConfig:
+    max_tokens: int = 300_000      # train-split tokens passed through the SAE
+    top_k: int = 20                # top activating examples per feature
+    n_intervals: int = 10          # interval samples: equal bins of (0, max activation]
+    per_interval: int = 2          # examples drawn per bin
+    hist_bins: int = 40
+    left: int = 16                 # context window: tokens before and after the example token
+    right: int = 6
+    n_logits: int = 10
+    n_neighbours: int = 10
+    n_neurons: int = 8
+    n_tokens: int = 8              # enriched tokens kept per feature
+    batch_size: int = 4096
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "DashboardConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    @property
+    def n_examples(self) -> int:
+        return self.top_k + self.n_intervals * self.per_interval
+
+
+def hook_layer(hook_name: str) -> tuple[int | None, str]:
+    m = _HOOK_LAYER.match(hook_name)
+    return (int(m.group(1)), m.group(2)) if m else (None, hook_name)
+
+
+def residual_directions(W_dec: Tensor, hook_name: str, model) -> Tensor | None:
+    """Each feature's decoder direction as written to the residual stream (None where the hook is
+    not in or directly into the residual stream)."""
+    layer, site = hook_layer(hook_name)
+    if site in ("hook_resid_pre", "hook_resid_mid", "hook_resid_post") or hook_name == "hook_embed":
+        return W_dec
+    if layer is not None and site in ("mlp.hook_post",):
+        return W_dec @ model.W_out[layer].detach().float()
+    if layer is not None and site in ("hook_mlp_out", "hook_attn_out"):
+        return W_dec
+    return None
+
+
+def neuron_loads(sae, hook_name: str, model) -> dict[str, Any] | None:
+    """How features connect to MLP neurons: (reads [d_sae, n], writes [d_sae, n], the layer and what
+    the units are). MLP-neuron SAEs read and write neurons directly; residual SAEs read from the
+    previous layer's neurons (W_out . W_enc) and write to the same layer's MLP neurons (W_dec . W_in),
+    the direct path ignoring LayerNorm."""
+    layer, site = hook_layer(hook_name)
+    W_enc = sae.W_enc.detach().float()          # [d_in, d_sae]
+    W_dec = sae.W_dec.detach().float()          # [d_sae, d_in]
+    if layer is not None and site == "mlp.hook_post":
+        return {"reads": W_enc.T, "writes": W_dec, "units": f"blocks.{layer}.mlp.hook_post", "layer": layer}
+    if layer is not None and site in ("hook_resid_pre", "hook_resid_mid"):
+        n_layers = int(model.cfg.n_layers)
+        writes = W_dec @ model.W_in[layer].detach().float() if layer < n_layers else None
+        reads = (model.W_out[layer - 1].detach().float() @ W_enc).T if layer > 0 else None
+        return {"reads": reads, "writes": writes, "units": f"blocks.{layer}.mlp neurons (writes) / "
+                f"blocks.{layer - 1}.mlp neurons (reads)", "layer": layer}
+    return None
+
+
+def _round_pairs(idx: Tensor, vals: Tensor, digits: int = 4) -> list[list[float]]:
+    return [[int(i), round(float(v), digits)] for i, v in zip(idx.tolist(), vals.tolist())]
+
+
+@torch.no_grad()
+def build_dashboards(
+    sae,
+    model,
+    tokenizer,
+    cache: ActivationCache,
+    input_ids: Tensor,                     # the cache's train split token file: [n_seq, n_ctx]
+    domain_names: Sequence[str],
+    cfg: DashboardConfig = DashboardConfig(),
+    progress: Progress | None = None,
+) -> tuple[dict[str, Tensor], list[dict[str, Any]], dict[str, Any]]:
+    """(arrays, feature rows, SAE-level stats) for every feature of `sae` at the cache's hook."""
+    progress = progress or (lambda d, t, m: None)
+    t0 = time.monotonic()
+    d_sae = int(sae.cfg.d_sae)
+    n_total = min(cache.n_tokens("train"), cfg.max_tokens)
+    meta_parts: dict[str, list[Tensor]] = {k: [] for k in ("seq", "pos", "domain", "token")}
+
+    def batches():
+        n = 0
+        for shard in cache.iter_shards("train"):
+            take = min(shard["acts"].shape[0], n_total - n)
+            if take <= 0:
+                return
+            for k in meta_parts:
+                meta_parts[k].append(shard[k][:take])
+            for s in range(0, take, cfg.batch_size):
+                yield shard["acts"][s : min(s + cfg.batch_size, take)].float()
+            n += take
+
+    codes = D.encode_sparse(lambda x: sae.encode(x.to(sae.device)).cpu(), batches(), d_sae,
+                            progress=lambda n: progress(n, n_total, f"encoding {n:,}/{n_total:,} tokens"))
+    meta = {k: torch.cat(v) for k, v in meta_parts.items()}
+    progress(n_total, n_total, f"statistics over {codes.values.numel():,} nonzero codes")
+
+    stats = D.feature_stats(codes)
+    mx = stats["max"]
+    hist = D.histograms(codes, mx, cfg.hist_bins)
+    top_rows, _ = D.top_k(codes, cfg.top_k)
+    g = torch.Generator().manual_seed(cfg.seed)
+    iv_rows, iv_shares = D.interval_samples(codes, mx, cfg.n_intervals, cfg.per_interval, g)
+    ex_rows = torch.cat([top_rows, iv_rows.flatten(1)], dim=1)                 # [d_sae, E]
+
+    n_seq, n_ctx = int(meta["seq"].max()) + 1 if meta["seq"].numel() else 0, input_ids.shape[1]
+    row_index = torch.full((n_seq, n_ctx), -1, dtype=torch.long)
+    row_index[meta["seq"].long(), meta["pos"].long()] = torch.arange(meta["seq"].numel())
+    win_tokens, win_rows = D.context_windows(ex_rows, meta["seq"], meta["pos"], row_index,
+                                             input_ids[:n_seq], cfg.left, cfg.right)
+    feat_idx = torch.arange(d_sae)[:, None, None].expand_as(win_rows)
+    win_acts = D.lookup(codes, feat_idx, win_rows)
+    ex_values = D.lookup(codes, torch.arange(d_sae)[:, None].expand_as(ex_rows), ex_rows)
+    valid = ex_rows >= 0
+    ex_seq = torch.where(valid, meta["seq"][ex_rows.clamp(min=0)].long(), -1)
+    ex_pos = torch.where(valid, meta["pos"][ex_rows.clamp(min=0)].long(), -1)
+
+    progress(n_total, n_total, "enrichment, logits, neighbours, capacity")
+    vocab = int(max(int(meta["token"].max()) + 1 if meta["token"].numel() else 1, len(tokenizer)))
+    tok_ids, tok_p, tok_lift = D.enrichment(codes, meta["token"], vocab, cfg.n_tokens)
+    n_dom = len(domain_names)
+    dom_share = D.label_shares(codes, meta["domain"], n_dom)
+    dom_base = torch.bincount(meta["domain"].long(), minlength=n_dom).float() / max(meta["domain"].numel(), 1)
+
+    W_dec = sae.W_dec.detach().float().cpu()
+    cap = D.capacity(W_dec)
+    nb_idx, nb_cos = D.nearest_by_cosine(W_dec, cfg.n_neighbours)
+    resid = residual_directions(W_dec, cache.hook_name, model)
+    logits = None
+    if resid is not None:
+        logits = D.top_bottom(resid @ model.W_U.detach().float().cpu(), cfg.n_logits)
+    loads = neuron_loads(sae, cache.hook_name, model)
+    neuron_stats: dict[str, Any] = {}
+    reads = writes = None
+    if loads is not None:
+        if loads["writes"] is not None:
+            writes = D.top_bottom(loads["writes"], cfg.n_neurons)
+            live = stats["count"] > 0
+            unit = torch.nn.functional.normalize(loads["writes"][live], dim=1)
+            neuron_stats = {"units": loads["units"], "layer": loads["layer"],
+                            "polysemanticity": D.participation_ratio(unit)}
+        if loads["reads"] is not None:
+            reads = D.top_bottom(loads["reads"], cfg.n_neurons)
+
+    def token_str(i: int) -> str:
+        return tokenizer.decode([i]) if i >= 0 else ""
+
+    rows: list[dict[str, Any]] = []
+    dead = stats["count"] == 0
+    for f in range(d_sae):
+        toks = [{"id": int(t), "token": token_str(int(t)), "share": round(float(p), 4), "lift": round(float(l), 2)}
+                for t, p, l in zip(tok_ids[f].tolist(), tok_p[f].tolist(), tok_lift[f].tolist()) if t >= 0]
+        shares = dom_share[f]
+        order = torch.argsort(shares, descending=True)[:3]
+        doms = [{"name": domain_names[int(d)], "share": round(float(shares[d]), 4),
+                 "lift": round(float(shares[d] / dom_base[d].clamp(min=1e-9)), 2)}
+                for d in order.tolist() if shares[d] > 0]
+        top_dom = doms[0] if doms else None
+        summary: dict[str, Any] = {
+            "tokens": toks, "domains": doms,
+            "neighbours": _round_pairs(nb_idx[f], nb_cos[f]),
+        }
+        if logits is not None:
+            summary["logits"] = {
+                "top": [[int(i), token_str(int(i)), round(float(v), 4)] for i, v in zip(logits[0][f].tolist(), logits[1][f].tolist())],
+                "bottom": [[int(i), token_str(int(i)), round(float(v), 4)] for i, v in zip(logits[2][f].tolist(), logits[3][f].tolist())],
+            }
+        if writes is not None:
+            summary["neurons_writes"] = {"top": _round_pairs(writes[0][f], writes[1][f]),
+                                         "bottom": _round_pairs(writes[2][f], writes[3][f])}
+        if reads is not None:
+            summary["neurons_reads"] = {"top": _round_pairs(reads[0][f], reads[1][f]),
+                                        "bottom": _round_pairs(reads[2][f], reads[3][f])}
+        rows.append({
+            "index": f,
+            "density": float(stats["density"][f]),
+            "max_activation": float(mx[f]),
+            "mean_activation": float(stats["mean"][f]),
+            "capacity": float(cap[f]),
+            "auto_label": "dead" if bool(dead[f]) else auto_label(toks, top_dom),
+            "top_domain": top_dom["name"] if top_dom else None,
+            "top_domain_share": top_dom["share"] if top_dom else None,
+            "summary": summary,
+        })
+
+    arrays = {
+        "hist": hist.int(),
+        "max": mx.float(),
+        "interval_shares": iv_shares.float(),
+        "ex_values": ex_values.float(),
+        "ex_seq": ex_seq.int(),
+        "ex_pos": ex_pos.int(),
+        "ex_tokens": win_tokens.int(),
+        "ex_acts": win_acts.half(),
+    }
+    if neuron_stats:
+        arrays["neuron_polysemanticity"] = neuron_stats["polysemanticity"].float()
+    info = {
+        "tokens": int(codes.n_rows), "nonzero": int(codes.values.numel()),
+        "dead": int(dead.sum()), "seconds": round(time.monotonic() - t0, 1),
+        "neurons": {k: v for k, v in neuron_stats.items() if k != "polysemanticity"},
+    }
+    return arrays, rows, info
+
+
+def auto_label(tokens: list[dict[str, Any]], top_domain: dict[str, Any] | None) -> str:
+    """A label from the most enriched tokens, prefixed by a domain that holds most of the
+    feature's activation mass and is over-represented (no language model involved)."""
+    words = []
+    for t in tokens[:3]:
+        s = t["token"].replace("\n", "\\n")
+        words.append(repr(s) if s.strip() != s or not s else s)
+    label = " ".join(words) if words else "(no enriched tokens)"
+    if top_domain and top_domain["share"] >= 0.5 and top_domain["lift"] >= 2:
+        return f"{top_domain['name']}: {label}"
+    return label
+
+
+def write_dashboards(ws, sae_id: str, output: Path, arrays: dict[str, Tensor], rows: list[dict[str, Any]],
+                     manifest: dict[str, Any]) -> None:
+    """Rows first (one transaction), then the arrays directory renamed into place with its manifest."""
+    ws.saes.replace_features(sae_id, rows)
+    with atomic_dir(Path(output)) as tmp:
+        save_tensors(tmp / "features.safetensors", arrays)
+        write_manifest(tmp, manifest)

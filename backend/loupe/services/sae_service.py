@@ -1,0 +1,210 @@
+"""What the API asks of SAEs: the registry, feature lists, one feature's dashboard, labels,
+feature activations on new text, and registering an SAE from disk or sae-lens's registry."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+
+from loupe.errors import Conflict, NotFound, Unprocessable
+from loupe.services.models import LoadedModel, ModelService
+from loupe.services.workspace import Workspace
+from loupe.storage.artifacts import read_manifest
+from loupe.storage.models import SAEFeature, SAERecord
+
+SORTS = ("index", "density", "max_activation", "capacity", "top_domain_share")
+
+
+def histogram_figure(counts: list[int], max_act: float, density: float) -> dict[str, Any]:
+    """Plotly figure JSON: the feature's nonzero activations over equal bins of (0, max]."""
+    n = len(counts)
+    width = max_act / n if n else 0.0
+    centers = [(i + 0.5) * width for i in range(n)]
+    return {
+        "data": [{"type": "bar", "x": centers, "y": counts, "width": [width] * n, "marker": {"color": "#4f6bed"},
+                  "hovertemplate": "activation %{x:.3f}<br>%{y} tokens<extra></extra>"}],
+        "layout": {"title": {"text": f"Activation density {density:.3%}", "font": {"size": 12}},
+                   "xaxis": {"title": {"text": "activation"}}, "yaxis": {"title": {"text": "tokens"}},
+                   "bargap": 0.05, "showlegend": False},
+    }
+
+
+class SAEService:
+    def __init__(self, ws: Workspace, models: ModelService):
+        self.ws = ws
+        self.models = models
+        self._saes: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    # -- registry --------------------------------------------------------------------------
+    def record(self, sae_id: str) -> SAERecord:
+        rec = self.ws.saes.get(sae_id)
+        if rec is None:
+            known = ", ".join(r.id for r in self.ws.saes.list()) or "none yet (the build trains them in the background; see /api/jobs)"
+            raise NotFound(f"unknown SAE {sae_id!r}; registered SAEs: {known}")
+        return rec
+
+    def dashboards_ready(self, rec: SAERecord) -> bool:
+        d = (rec.dashboards or {}).get("dir")
+        m = read_manifest(Path(d)) if d else None
+        return m is not None and m.get("key") == rec.dashboards.get("key")
+
+    def status(self, rec: SAERecord) -> dict[str, Any]:
+        """Whether dashboards exist, else the progress of the job building them."""
+        if self.dashboards_ready(rec):
+            return {"state": "ready"}
+        name = f"saes.dashboards.{rec.id.split('-', 1)[-1]}" if rec.source == "demo" else f"saes.dashboards.{rec.id}"
+        job = self.ws.jobs.latest(name)
+        if job is None:
+            return {"state": "pending", "message": "dashboards are queued behind the SAE's training and evaluation"}
+        return {"state": "failed" if job.status == "failed" else "building", "job_id": job.id,
+                "progress": None if not job.progress_total else job.progress_done / job.progress_total,
+                "message": job.error.splitlines()[0] if job.status == "failed" and job.error else job.message}
+
+    def describe(self, rec: SAERecord) -> dict[str, Any]:
+        return {
+            "id": rec.id, "model_id": rec.model_id, "hook_name": rec.hook_name, "architecture": rec.architecture,
+            "d_in": rec.d_in, "d_sae": rec.d_sae, "source": rec.source, "path": rec.path,
+            "metrics": rec.metrics or {}, "dashboards": self.status(rec),
+        }
+
+    def list(self, model_id: str | None = None) -> list[dict[str, Any]]:
+        return [self.describe(r) for r in self.ws.saes.list(model_id)]
+
+    def _require_dashboards(self, rec: SAERecord) -> None:
+        if not self.dashboards_ready(rec):
+            st = self.status(rec)
+            raise Conflict(f"the dashboards of {rec.id} are not built yet ({st['state']}: {st.get('message', '')}); "
+                           "see /api/jobs for progress")
+
+    # -- features --------------------------------------------------------------------------
+    def features(self, sae_id: str, sort: str = "index", order: str = "asc", offset: int = 0, limit: int = 50,
+                 q: str | None = None, domain: str | None = None, min_density: float | None = None,
+                 max_density: float | None = None) -> dict[str, Any]:
+        if sort not in SORTS:
+            raise Unprocessable(f"sort must be one of {', '.join(SORTS)}, not {sort!r}")
+        if order not in ("asc", "desc"):
+            raise Unprocessable(f"order must be asc or desc, not {order!r}")
+        rec = self.record(sae_id)
+        self._require_dashboards(rec)
+        total, rows = self.ws.saes.features(sae_id, sort, order == "desc", offset, limit, q, domain,
+                                            min_density, max_density)
+        return {"sae_id": sae_id, "total": total, "offset": offset,
+                "features": [self._row(f, label) for f, label in rows]}
+
+    @staticmethod
+    def _row(f: SAEFeature, label: str | None) -> dict[str, Any]:
+        return {"index": f.index, "density": f.density, "max_activation": f.max_activation,
+                "mean_activation": f.mean_activation, "capacity": f.capacity, "auto_label": f.auto_label,
+                "label": label, "top_domain": f.top_domain, "top_domain_share": f.top_domain_share}
+
+    def dashboard(self, sae_id: str, index: int) -> dict[str, Any]:
+        rec = self.record(sae_id)
+        if not 0 <= index < rec.d_sae:
+            raise NotFound(f"{sae_id} has features 0..{rec.d_sae - 1}; there is no feature {index}")
+        self._require_dashboards(rec)
+        f = self.ws.saes.feature(sae_id, index)
+        if f is None:
+            raise NotFound(f"no dashboard row for feature {index} of {sae_id}")
+        man = read_manifest(Path(rec.dashboards["dir"])) or {}
+        cfg = man.get("config", {})
+        with safe_open(str(Path(rec.dashboards["dir"]) / "features.safetensors"), "pt") as fh:
+            arr = {k: fh.get_slice(k)[index : index + 1][0] for k in
+                   ("hist", "interval_shares", "ex_values", "ex_seq", "ex_pos", "ex_tokens", "ex_acts")}
+        tok = self.models.get(rec.model_id).tokenizer
+        top_k, n_iv, per = cfg.get("top_k", 0), cfg.get("n_intervals", 0), cfg.get("per_interval", 0)
+        left = cfg.get("left", 0)
+        mx = f.max_activation
+
+        def example(e: int) -> dict[str, Any] | None:
+            if int(arr["ex_seq"][e]) < 0:
+                return None
+            ids = arr["ex_tokens"][e].tolist()
+            acts = arr["ex_acts"][e].float().tolist()
+            toks = [{"token": tok.decode([t]), "id": t, "activation": round(a, 4)}
+                    for t, a in zip(ids, acts) if t >= 0]
+            first = next(i for i, t in enumerate(ids) if t >= 0)
+            return {"seq": int(arr["ex_seq"][e]), "pos": int(arr["ex_pos"][e]),
+                    "activation": round(float(arr["ex_values"][e]), 4), "center": left - first, "tokens": toks}
+
+        top = [x for x in (example(e) for e in range(top_k)) if x is not None]
+        intervals = []
+        width = mx / n_iv if n_iv else 0.0
+        for b in range(n_iv - 1, -1, -1):                          # highest bin first, as Neuronpedia
+            exs = [x for x in (example(top_k + b * per + j) for j in range(per)) if x is not None]
+            intervals.append({"bin": b, "low": round(b * width, 4), "high": round((b + 1) * width, 4),
+                              "share": round(float(arr["interval_shares"][b]), 4), "examples": exs})
+        counts = arr["hist"].tolist()
+        return {
+            **self._row(f, self.ws.saes.label(sae_id, index)),
+            "sae_id": sae_id, "hook_name": rec.hook_name, "d_sae": rec.d_sae,
+            "summary": f.summary, "top_examples": top, "intervals": intervals,
+            "histogram": {"counts": counts, "max": mx, "figure": histogram_figure(counts, mx, f.density)},
+        }
+
+    def set_label(self, sae_id: str, index: int, label: str) -> dict[str, Any]:
+        rec = self.record(sae_id)
+        if not 0 <= index < rec.d_sae:
+            raise NotFound(f"{sae_id} has features 0..{rec.d_sae - 1}; there is no feature {index}")
+        label = label.strip()
+        if len(label) > 200:
+            raise Unprocessable(f"a label is at most 200 characters; this one is {len(label)}")
+        self.ws.saes.set_label(sae_id, index, label)
+        return {"sae_id": sae_id, "index": index, "label": label or None}
+
+    def neurons(self, sae_id: str) -> dict[str, Any]:
+        rec = self.record(sae_id)
+        self._require_dashboards(rec)
+        path = Path(rec.dashboards["dir"]) / "features.safetensors"
+        with safe_open(str(path), "pt") as fh:
+            if "neuron_polysemanticity" not in fh.keys():
+                raise NotFound(f"{sae_id} reads {rec.hook_name}, which has no MLP neurons to relate features to")
+            pr = fh.get_tensor("neuron_polysemanticity")
+        info = (rec.dashboards or {}).get("neurons", {})
+        order = torch.argsort(pr, descending=True)
+        return {"sae_id": sae_id, "units": info.get("units"), "polysemanticity": [round(float(v), 3) for v in pr],
+                "most_polysemantic": [[int(i), round(float(pr[i]), 3)] for i in order[:20]],
+                "mean": round(float(pr.mean()), 3)}
+
+    # -- activations on text ---------------------------------------------------------------
+    def sae(self, rec: SAERecord):
+        with self._lock:
+            if rec.id not in self._saes:
+                from loupe.services.saes import load_sae
+
+                self._saes[rec.id] = load_sae(rec.path, self.ws.settings.device)
+            return self._saes[rec.id]
+
+    def activations(self, sae_id: str, text: str, top_k: int) -> dict[str, Any]:
+        from loupe.core.activations import cache_activations
+
+        rec = self.record(sae_id)
+        if not text:
+            raise Unprocessable("text is empty; give some text to run the model on")
+        lm: LoadedModel = self.models.get(rec.model_id)
+        ids = lm.encode_prompt(text)
+        if len(ids) > lm.n_ctx:
+            raise Unprocessable(f"the text is {len(ids)} tokens; the model's context is {lm.n_ctx}: shorten it")
+        sae = self.sae(rec)
+        with lm.lock, torch.no_grad():
+            acts = cache_activations(lm.bridge, torch.tensor([ids]), [rec.hook_name])[rec.hook_name][0]
+            codes = sae.encode(acts.float().to(sae.device)).cpu()
+        k = min(top_k, codes.shape[1])
+        vals, idx = codes.topk(k, dim=1)
+        labels = {}
+        tokens = []
+        for p, t in enumerate(ids):
+            feats = [{"index": int(i), "activation": round(float(v), 4)} for v, i in zip(vals[p], idx[p]) if v > 0]
+            for x in feats:
+                labels.setdefault(x["index"], None)
+            tokens.append({"token": lm.tokenizer.decode([t]), "id": t, "position": p, "features": feats})
+        return {"sae_id": sae_id, "hook_name": rec.hook_name, "tokens": tokens,
+                "max_activation": round(float(codes.max()), 4) if codes.numel() else 0.0,
+                "labels": self._labels(sae_id, list(labels))}
+
+    def _labels(self, sae_id: str, indices: list[int]) -> dict[str, str]:
+        return {str(i): lab for i, lab in self.ws.saes.display_labels(sae_id, indices).items()}
