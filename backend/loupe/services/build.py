@@ -59,12 +59,19 @@ class DemoWorld:
             Step("demo.model", "train model", self.model_dir, self.train, key=self.keys["model"]),
             Step("demo.eval", "evaluate behaviour", self.eval_dir, self.evaluate, background=True, key=self.keys["eval"]),
             *self._sae_steps(),
+            *self._influence_steps(),
         ]
 
     def _sae_steps(self) -> list[Step]:
         from loupe.services.saes import sae_steps
 
         return sae_steps(self)
+
+    def _influence_steps(self) -> list[Step]:
+        # the micro world (tests) builds these only where a test asks for them (tests/api/test_influence.py)
+        from loupe.services.influence import influence_steps
+
+        return influence_steps(self) if self.cfg.name != "micro" else []
 
     # -- steps -----------------------------------------------------------------------------
     def build_corpus(self, ctx: JobContext) -> dict:

@@ -1,0 +1,325 @@
+"""Influence functions with EK-FAC (pure torch; no FastAPI or SQL).
+
+Grosse, Bae, Anil et al. 2023, "Studying Large Language Model Generalization with Influence
+Functions" (arXiv:2308.03296), eq. (4)-(9), (16)-(19):
+
+    influence of training sequence z_m on a measurement f:
+        I_f(z_m) = grad f(theta)^T (G + lambda I)^-1 grad log p(z_m | theta)
+
+where G is the (true) Fisher of the summed per-sequence loss, approximated per layer by EK-FAC
+(George et al. 2018): for a linear layer W (d_out x d_in, bias folded in as an extra input column),
+the per-sequence gradient is a sum of outer products grad_W = sum_t delta_t a_t^T, and
+
+    G_W ~ (Q_G (x) Q_A) diag(Lambda) (Q_G (x) Q_A)^T,   Q_A, Q_G eigenvectors of E[a a^T], E[delta delta^T],
+    Lambda_ij = E_seq[ (Q_G^T grad_W Q_A)_ij^2 ]           (the eigenvalue correction),
+    (G_W + lambda I)^-1 V = Q_G [ (Q_G^T V Q_A) / (Lambda + lambda) ] Q_A^T,
+
+with damping lambda = 0.1 x mean(Lambda) per layer (Grosse et al. 2023, section 5.1). kronfluence
+(Bae et al.) fits Q_A, Q_G and Lambda; this module reads them.
+
+Sign convention: the score is written with grad log p(z_m), so a positive score means adding z_m to
+the training set makes the measurement larger (for f = log p(completion | prompt): the completion
+more likely). Normalisation: scores are divided by N, the number of training sequences, so a score
+is the first-order predicted change of f (in nats for log-probabilities) when one more copy of z_m
+is added to the N-sequence training set (adding z_m with weight 1/N moves theta by
+(1/N) H^-1 grad log p(z_m); the Hessian of the mean loss is the Fisher per sequence).
+
+Compact preconditioned gradients (LoGra-style; Choe et al. 2024, "What is Your Data Worth to GPT?",
+arXiv:2405.13954): project each layer's per-token activations and output gradients onto the top
+k_A / k_G EK-FAC eigenvectors, so a sequence's gradient becomes the small matrix
+    g_m = sum_t (Q_G,k^T delta_t) (Q_A,k^T a_t)^T      (k_G x k_A)
+and the influence restricted to that eigen-block is exact EK-FAC:
+    I ~ sum_layers < q / (Lambda_k + lambda), g_m >      (q: the query gradient, rotated the same way).
+Both sides are stored whitened by (Lambda_k + lambda)^-1/2, so a query is one gradient, one rotation
+and one matrix product against the stored [N, D] matrix.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+DAMPING_SCALE = 0.1   # lambda = 0.1 x mean eigenvalue (Grosse et al. 2023)
+
+
+def mlp_module_names(model: nn.Module) -> list[str]:
+    """The MLP nn.Linear layers of a GPT-NeoX model (dense_h_to_4h, dense_4h_to_h per layer)."""
+    return [n for n, m in model.named_modules()
+            if isinstance(m, nn.Linear) and n.split(".")[-1] in ("dense_h_to_4h", "dense_4h_to_h")]
+
+
+# -- the language-modelling objective -------------------------------------------------------------
+
+def sequence_logprob_terms(logits: Tensor, input_ids: Tensor, mask: Tensor, targets: Tensor | None = None) -> Tensor:
+    """log p(x_t | x_<t) at every predicted position t >= 1, zero where `mask` is False.
+    logits [b, n, V], input_ids [b, n], mask [b, n] (position t has a token to predict) -> [b, n-1]."""
+    tgt = input_ids[:, 1:] if targets is None else targets
+    lp = -F.cross_entropy(logits[:, :-1].float().transpose(1, 2), tgt, reduction="none")
+    return lp * mask[:, 1:].to(lp.dtype)
+
+
+def sample_targets(logits: Tensor, generator: torch.Generator | None = None) -> Tensor:
+    """Labels drawn from the model's own predictive distribution (the true Fisher, Grosse et al. 2023 sec. 2.2)."""
+    probs = torch.softmax(logits[:, :-1].detach().float(), -1)
+    flat = torch.multinomial(probs.reshape(-1, probs.shape[-1]), 1, generator=generator)
+    return flat.reshape(probs.shape[:-1])
+
+
+# -- EK-FAC factors ---------------------------------------------------------------------------------
+
+@dataclass
+class LayerFactors:
+    """EK-FAC factors of one linear layer (bias folded in: the activation side has d_in + 1 rows)."""
+
+    q_a: Tensor        # [d_in+1, d_in+1] activation-covariance eigenvectors (columns)
+    q_g: Tensor        # [d_out, d_out]   gradient-covariance eigenvectors (columns)
+    lam: Tensor        # [d_out, d_in+1]  corrected eigenvalues Lambda (already averaged over sequences)
+    damping: float     # lambda added to Lambda
+
+    def inverse_apply(self, v: Tensor) -> Tensor:
+        """(G + lambda I)^-1 v for v [..., d_out, d_in+1] (Grosse et al. 2023, eq. 19)."""
+        rot = self.q_g.T @ v @ self.q_a
+        return self.q_g @ (rot / (self.lam + self.damping)) @ self.q_a.T
+
+
+def damping_for(lam: Tensor, scale: float = DAMPING_SCALE) -> float:
+    return float(scale * lam.double().mean())
+
+
+def factors_from_kronfluence(all_factors: dict[str, dict[str, Tensor]], scale: float = DAMPING_SCALE) -> dict[str, LayerFactors]:
+    """kronfluence's `load_all_factors` output -> per-layer EK-FAC factors with the paper's damping."""
+    out = {}
+    for name, lam in all_factors["lambda_matrix"].items():
+        lam = (lam.double() / all_factors["num_lambda_processed"][name].double()).float()
+        out[name] = LayerFactors(
+            q_a=all_factors["activation_eigenvectors"][name].float(),
+            q_g=all_factors["gradient_eigenvectors"][name].float(),
+            lam=lam, damping=damping_for(lam, scale))
+    return out
+
+
+# -- per-token layer inputs and output gradients ------------------------------------------------------
+
+@contextmanager
+def capture_linear(model: nn.Module, names: Sequence[str]) -> Iterator[dict[str, dict[str, Tensor]]]:
+    """Record each named nn.Linear's input a (bias column of ones appended) and, after backward,
+    the gradient delta of the loss w.r.t. its output: store[name] = {"a": [b, t, d_in+1], "g": [b, t, d_out]}."""
+    store: dict[str, dict[str, Tensor]] = {n: {} for n in names}
+    handles = []
+    modules = dict(model.named_modules())
+    for n in names:
+        mod = modules[n]
+
+        def fwd(m, inp, out, n=n):
+            a = inp[0].detach()
+            if m.bias is not None:
+                a = torch.cat([a, a.new_ones(a.shape[:-1] + (1,))], -1)
+            store[n]["a"] = a
+            if out.requires_grad:
+                out.register_hook(lambda g, n=n: store[n].__setitem__("g", g.detach()))
+
+        handles.append(mod.register_forward_hook(fwd))
+    try:
+        yield store
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def per_token_layer_grads(model: nn.Module, names: Sequence[str], input_ids: Tensor,
+                          objective: Callable[[Tensor], Tensor], real: Tensor | None = None,
+                          ) -> dict[str, tuple[Tensor, Tensor]]:
+    """Run `objective(logits)` (a [b] tensor, one scalar per sequence) backward and return, per layer,
+    (a [b, t, d_in+1], delta [b, t, d_out]) with padding positions (real == False) zeroed. The
+    per-sequence weight gradient is then sum_t delta_t a_t^T."""
+    params = [p for p in model.parameters()]
+    req = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(False)
+    emb = model.get_input_embeddings()
+    with capture_linear(model, names) as store:
+        x = emb(input_ids).detach().requires_grad_(True)   # gradients flow without parameter grads
+        logits = model(inputs_embeds=x).logits
+        objective(logits).sum().backward()
+    for p, r in zip(params, req):
+        p.requires_grad_(r)
+    out = {}
+    for n in names:
+        a, g = store[n]["a"], store[n].get("g")
+        if g is None:
+            g = torch.zeros(a.shape[:-1] + (dict(model.named_modules())[n].out_features,))
+        if real is not None:
+            a = a * real[..., None].to(a.dtype)
+            g = g * real[..., None].to(g.dtype)
+        out[n] = (a, g)
+    return out
+
+
+def sequence_gradients(grads: dict[str, tuple[Tensor, Tensor]]) -> dict[str, Tensor]:
+    """Per-sequence weight gradients sum_t delta_t a_t^T: {name: [b, d_out, d_in+1]}."""
+    return {n: torch.einsum("bto,bti->boi", g, a) for n, (a, g) in grads.items()}
+
+
+# -- the compact (projected, whitened) representation --------------------------------------------------
+
+@dataclass
+class Projection:
+    """Per layer: the top-k EK-FAC eigenvectors on each side and the whitening of that eigen-block."""
+
+    p_a: Tensor          # [d_in+1, k_a]   columns of Q_A with the largest activation eigenvalues
+    p_g: Tensor          # [d_out, k_g]    columns of Q_G with the largest gradient eigenvalues
+    scale: Tensor        # [k_g, k_a]      (Lambda_block + lambda)^-1/2
+
+    @property
+    def dim(self) -> int:
+        return self.p_a.shape[1] * self.p_g.shape[1]
+
+
+def make_projection(f: LayerFactors, k_a: int, k_g: int) -> Projection:
+    """Keep the k_g x k_a eigen-block that carries the most whitened gradient energy: coordinate
+    (i, j) of a whitened training gradient has expected square r_ij = Lambda_ij / (Lambda_ij + lambda),
+    so rows and columns are ranked by their sums of r."""
+    r = f.lam / (f.lam + f.damping)
+    ia = torch.argsort(r.sum(0), descending=True)[: min(k_a, r.shape[1])]
+    ig = torch.argsort(r.sum(1), descending=True)[: min(k_g, r.shape[0])]
+    lam = f.lam[ig][:, ia]
+    return Projection(p_a=f.q_a[:, ia].contiguous(), p_g=f.q_g[:, ig].contiguous(),
+                      scale=(lam + f.damping).rsqrt())
+
+
+def captured_energy(f: LayerFactors, p: Projection) -> float:
+    """Share of the expected whitened energy sum_ij r_ij that the kept block holds."""
+    r = f.lam / (f.lam + f.damping)
+    lam_k = (p.scale ** -2) - f.damping
+    return float((lam_k / (lam_k + f.damping)).sum() / r.sum())
+
+
+def project_tokens(a: Tensor, g: Tensor, p: Projection) -> tuple[Tensor, Tensor]:
+    """Per-token projected (and whitened on the gradient side) factors: a [b,t,k_a], g [b,t,k_g]."""
+    return a @ p.p_a, g @ p.p_g
+
+
+def compact_sequence(a: Tensor, g: Tensor, p: Projection) -> Tensor:
+    """Whitened projected per-sequence gradient (Lambda_k + lambda)^-1/2 * (P_G^T grad_W P_A), flattened: [b, k_g*k_a]."""
+    pa, pg = project_tokens(a, g, p)
+    return (torch.einsum("btg,bta->bga", pg, pa) * p.scale).flatten(1)
+
+
+def compact_token_scores(a: Tensor, g: Tensor, p: Projection, q: Tensor) -> Tensor:
+    """Per-token contributions to <q, compact_sequence(a, g)> for a whitened query q [k_g*k_a]:
+    [b, t], summing over t to the sequence score exactly (the gradient is a sum over positions)."""
+    pa, pg = project_tokens(a, g, p)
+    w = q.reshape(p.p_g.shape[1], p.p_a.shape[1]) * p.scale
+    return torch.einsum("btg,ga,bta->bt", pg, w, pa)
+
+
+def low_rank(m: Tensor, rank: int | None) -> Tensor:
+    """Best rank-r approximation (truncated SVD) of a matrix: the paper's query batching (sec. 3.2)."""
+    if rank is None or rank >= min(m.shape):
+        return m
+    u, s, vh = torch.linalg.svd(m.double(), full_matrices=False)
+    return ((u[:, :rank] * s[:rank]) @ vh[:rank]).to(m.dtype)
+
+
+def compact_query(grad_w: Tensor, p: Projection, rank: int | None = None) -> Tensor:
+    """A query's weight gradient [d_out, d_in+1] -> whitened compact vector [k_g*k_a]; `rank` truncates
+    the block before whitening (query batching)."""
+    block = p.p_g.T @ grad_w @ p.p_a
+    return (low_rank(block, rank) * p.scale).flatten()
+
+
+# -- exact EK-FAC (no projection): reference path ----------------------------------------------------
+
+def exact_scores(query_grads: dict[str, Tensor], train_grads: dict[str, Tensor], factors: dict[str, LayerFactors]) -> Tensor:
+    """sum_layers < (G + lambda)^-1 grad f, grad log p(z_m) > for every training row:
+    query_grads {name: [d_out, d_in+1]}, train_grads {name: [b, d_out, d_in+1]} -> [b]."""
+    total = None
+    for n, f in factors.items():
+        pre = f.inverse_apply(query_grads[n])
+        s = torch.einsum("oi,boi->b", pre, train_grads[n])
+        total = s if total is None else total + s
+    return total
+
+
+def spearman(x: Tensor, y: Tensor) -> float:
+    rx = torch.argsort(torch.argsort(x.double())).double()
+    ry = torch.argsort(torch.argsort(y.double())).double()
+    rx, ry = rx - rx.mean(), ry - ry.mean()
+    return float((rx @ ry) / (rx.norm() * ry.norm()).clamp_min(1e-30))
+
+
+def pearson(x: Tensor, y: Tensor) -> float:
+    x, y = x.double() - x.double().mean(), y.double() - y.double().mean()
+    return float((x @ y) / (x.norm() * y.norm()).clamp_min(1e-30))
+
+
+def topk_overlap(x: Tensor, y: Tensor, k: int = 10) -> float:
+    a = set(torch.topk(x, k).indices.tolist())
+    b = set(torch.topk(y, k).indices.tolist())
+    return len(a & b) / k
+
+
+def describe_projection(projs: dict[str, Projection]) -> dict[str, Any]:
+    return {n: {"k_a": p.p_a.shape[1], "k_g": p.p_g.shape[1], "dim": p.dim} for n, p in projs.items()}
+
+
+# -- kronfluence: the task (objective and measurement) and datasets ---------------------------------
+
+def make_task(module_names: Sequence[str], measurement: Callable[[dict, nn.Module], Tensor] | None = None):
+    """A kronfluence `Task` for a causal LM over dict batches {"input_ids", "loss_mask", "real"}.
+
+    Training loss: summed next-token cross-entropy over `loss_mask` positions; with `sample=True`
+    the targets are drawn from the model (true Fisher). Measurement: `measurement(batch, model)`,
+    by default log p(completion | prompt), the summed log-probability of the positions in
+    `loss_mask` (a query batch marks only its completion tokens). kronfluence scores are
+    grad f . H^-1 grad L_train with L_train the loss, so Loupe's score (grad log p(z)) is minus it."""
+    from kronfluence.task import Task
+
+    names = list(module_names)
+
+    class CausalLMTask(Task):
+        def compute_train_loss(self, batch, model, sample=False):
+            logits = model(input_ids=batch["input_ids"]).logits
+            targets = sample_targets(logits) if sample else None
+            return -sequence_logprob_terms(logits, batch["input_ids"], batch["loss_mask"], targets).sum()
+
+        def compute_measurement(self, batch, model):
+            if measurement is not None:
+                return measurement(batch, model)
+            logits = model(input_ids=batch["input_ids"]).logits
+            return sequence_logprob_terms(logits, batch["input_ids"], batch["loss_mask"]).sum()
+
+        def get_influence_tracked_modules(self):
+            return names
+
+        def get_attention_mask(self, batch):
+            return batch["real"]
+
+    return CausalLMTask()
+
+
+class SequenceDataset(torch.utils.data.Dataset):
+    """Rows of packed token tensors as kronfluence batches; `on_item(i)` is called per item read
+    (progress of kronfluence's passes, which run in this process)."""
+
+    def __init__(self, input_ids: Tensor, loss_mask: Tensor, real: Tensor | None = None,
+                 on_item: Callable[[int], None] | None = None):
+        self.input_ids, self.loss_mask = input_ids, loss_mask.bool()
+        if real is None:
+            real = self.loss_mask.clone()
+            real[:, 0] = True
+        self.real = real
+        self.on_item = on_item
+
+    def __len__(self) -> int:
+        return self.input_ids.shape[0]
+
+    def __getitem__(self, i: int) -> dict[str, Tensor]:
+        if self.on_item is not None:
+            self.on_item(i)
+        return {"input_ids": self.input_ids[i], "loss_mask": self.loss_mask[i], "real": self.real[i]}

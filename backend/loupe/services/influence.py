@@ -1,0 +1,570 @@
+"""Influence functions on the demo world: EK-FAC factors (kronfluence), a compact cache of
+preconditioned training gradients, and queries over it (see `loupe.core.influence` for the maths).
+
+Build (two background steps after demo.eval, each a job with progress):
+    influence.factors   kronfluence EK-FAC on the MLP nn.Linear layers, true Fisher (labels sampled
+                        from the model): covariance -> eigendecomposition -> eigenvalue correction.
+                        artifacts/influence/factors/: kronfluence/ (kronfluence's own files, read by
+                        precise mode), factors.safetensors (Q_A, Q_G, Lambda per layer), manifest.json
+                        (per-layer damping = 0.1 x mean Lambda).
+    influence.gradients the whitened projected gradient of every training sequence (LoGra-style
+                        eigen-block projection, float16 safetensors shards of rows) + manifest.
+Query: one gradient of the measurement, rotated and whitened, times the [N, D] matrix; TF-IDF
+candidate filtering (optional); token-level scores for the top k; "precise" mode re-scores the
+candidates with kronfluence's exact EK-FAC pairwise scores (per token).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import torch
+from torch import Tensor
+
+from loupe.core import influence as I
+from loupe.errors import Conflict, NotFound, Unprocessable
+from loupe.jobs.pipeline import Step
+from loupe.jobs.runner import JobContext
+from loupe.storage.artifacts import atomic_dir, load_tensors, read_manifest, save_tensors, write_manifest
+
+if TYPE_CHECKING:
+    from loupe.services.build import DemoWorld
+
+Progress = Callable[[float, float | None, str], None]
+FACTORS_NAME = "ekfac"
+ANALYSIS_NAME = "loupe"
+
+
+@dataclass(frozen=True)
+class InfluenceConfig:
+    name: str
+    covariance_max_examples: int | None = 4096   # sequences for E[a a^T], E[g g^T] (None: all)
+    lambda_max_examples: int | None = 2048       # sequences for the eigenvalue correction
+    batch_size: int = 16
+    k_a: int = 32                                # kept activation eigenvectors per layer
+    k_g: int = 32                                # kept gradient eigenvectors per layer
+    damping_scale: float = I.DAMPING_SCALE
+    shard_rows: int = 4096
+    query_rank: int | None = None                # query batching: rank of the query gradient block (None: full)
+    tfidf_candidates: int = 2000                 # candidates kept by the TF-IDF filter
+    precise_candidates: int = 50                 # precise mode re-scores this many (TF-IDF or fast top)
+    max_query_tokens: int = 0                    # 0: the model's context
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "InfluenceConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+INFLUENCE_PRESETS: dict[str, InfluenceConfig] = {
+    "demo": InfluenceConfig("demo"),
+    "micro": InfluenceConfig("micro", covariance_max_examples=128, lambda_max_examples=64, batch_size=128,
+                             k_a=8, k_g=8, shard_rows=64, tfidf_candidates=32, precise_candidates=8),
+}
+
+
+def influence_config(world: str, **overrides: Any) -> InfluenceConfig:
+    return replace(INFLUENCE_PRESETS.get(world, INFLUENCE_PRESETS["demo"]), **overrides)
+
+
+def fingerprint(*parts: Any) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def load_hf_model(model_dir: Path):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(str(model_dir)).eval()
+
+
+def real_positions(loss_mask: Tensor) -> Tensor:
+    real = loss_mask.bool().clone()
+    real[:, 0] = True
+    return real
+
+
+# -- SAE hook sites on the Hugging Face model ------------------------------------------------------
+
+def hf_hook_site(model, hook_name: str) -> tuple[torch.nn.Module, str]:
+    """The Hugging Face GPT-NeoX module whose output (or input) equals a TransformerLens hook:
+    blocks.L.mlp.hook_post = output of layers[L].mlp.act (GELU); blocks.L.hook_resid_pre = input of
+    layers[L]; blocks.L.hook_resid_post = output of layers[L] (hidden states)."""
+    parts = hook_name.split(".")
+    try:
+        layer = int(parts[1])
+        block = model.gpt_neox.layers[layer]
+    except (IndexError, ValueError, AttributeError):
+        raise Unprocessable(f"hook {hook_name!r} has no Hugging Face site Loupe knows") from None
+    rest = ".".join(parts[2:])
+    if rest == "mlp.hook_post":
+        return block.mlp.act, "output"
+    if rest == "hook_resid_pre":
+        return block, "input"
+    if rest == "hook_resid_post":
+        return block, "output"
+    raise Unprocessable(f"hook {hook_name!r} has no Hugging Face site Loupe knows "
+                        "(supported: blocks.L.mlp.hook_post, blocks.L.hook_resid_pre, blocks.L.hook_resid_post)")
+
+
+class HookCapture:
+    """Context manager keeping the tensor at a hook site (with its graph) for a measurement."""
+
+    def __init__(self, model, hook_name: str):
+        self.module, self.side = hf_hook_site(model, hook_name)
+        self.value: Tensor | None = None
+        self._h = None
+
+    def __enter__(self) -> "HookCapture":
+        if self.side == "output":
+            def f(m, inp, out):
+                self.value = out[0] if isinstance(out, tuple) else out
+            self._h = self.module.register_forward_hook(f)
+        else:
+            def f(m, args, kwargs):
+                self.value = args[0] if args else kwargs["hidden_states"]
+            self._h = self.module.register_forward_pre_hook(f, with_kwargs=True)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._h.remove()
+
+
+def sae_feature_value(sae, acts: Tensor, feature: int) -> Tensor:
+    """The feature's pre-activation (encoder output before the sparsifying non-linearity) at every
+    position [..., ]: differentiable everywhere and equal to the activation wherever the feature fires."""
+    x = sae.process_sae_in(acts) if hasattr(sae, "process_sae_in") else acts - sae.b_dec
+    return x @ sae.W_enc[:, feature] + sae.b_enc[feature]
+
+
+# -- the build steps -----------------------------------------------------------------------------------
+
+class InfluencePipeline:
+    def __init__(self, world: "DemoWorld", cfg: InfluenceConfig | None = None):
+        self.world = world
+        self.ws = world.ws
+        self.cfg = cfg or influence_config(world.cfg.name)
+        self.root = self.ws.artifact("influence")
+        self.factors_dir = self.root / "factors"
+        self.grads_dir = self.root / "gradients"
+        fit_keys = ("covariance_max_examples", "lambda_max_examples", "batch_size", "damping_scale", "seed")
+        self.factors_key = fingerprint("influence-factors-v1", world.keys["model"],
+                                       {k: self.cfg.to_dict()[k] for k in fit_keys})
+        self.grads_key = fingerprint("influence-grads-v1", self.factors_key,
+                                     {k: self.cfg.to_dict()[k] for k in ("k_a", "k_g", "shard_rows")})
+
+    def steps(self) -> list[Step]:
+        return [
+            Step("influence.factors", "influence factors", self.factors_dir, self.fit_factors, background=True,
+                 key=self.factors_key),
+            Step("influence.gradients", "influence gradients", self.grads_dir, self.cache_gradients,
+                 background=True, key=self.grads_key),
+        ]
+
+    def _train(self) -> dict[str, Tensor]:
+        return load_tensors(self.world.tokens_dir / "train.safetensors")
+
+    def fit_factors(self, ctx: JobContext) -> dict[str, Any]:
+        from kronfluence.analyzer import Analyzer, prepare_model
+        from kronfluence.arguments import FactorArguments
+
+        cfg = self.cfg
+        t0 = time.monotonic()
+        tokens = self._train()
+        n = tokens["input_ids"].shape[0]
+        n_cov = min(n, cfg.covariance_max_examples or n)
+        n_lam = min(n, cfg.lambda_max_examples or n)
+        total = n_cov + n_lam
+        state = {"base": 0, "stage": "covariance"}
+
+        def on_item(i: int) -> None:
+            ctx.progress(state["base"] + i + 1, total + 1, f"{state['stage']}: sequence {i + 1:,}")
+
+        ds = I.SequenceDataset(tokens["input_ids"], tokens["loss_mask"], on_item=on_item)
+        model = load_hf_model(self.world.model_dir)
+        names = I.mlp_module_names(model)
+        task = I.make_task(names)
+        model = prepare_model(model, task)
+        fargs = FactorArguments(strategy="ekfac", use_empirical_fisher=False,
+                                covariance_max_examples=n_cov, lambda_max_examples=n_lam)
+        torch.manual_seed(cfg.seed)  # the sampled labels of the true Fisher
+        with atomic_dir(self.factors_dir) as tmp:
+            an = Analyzer(ANALYSIS_NAME, model, task, cpu=True, disable_tqdm=True, output_dir=str(tmp / "kronfluence"))
+            an.fit_covariance_matrices(FACTORS_NAME, ds, per_device_batch_size=cfg.batch_size, factor_args=fargs)
+            ctx.progress(n_cov, total + 1, "eigendecomposition")
+            an.perform_eigendecomposition(FACTORS_NAME, factor_args=fargs)
+            state.update(base=n_cov, stage="eigenvalue correction")
+            an.fit_lambda_matrices(FACTORS_NAME, ds, per_device_batch_size=cfg.batch_size, factor_args=fargs)
+            facs = I.factors_from_kronfluence(an.load_all_factors(FACTORS_NAME), cfg.damping_scale)
+            tensors = {}
+            for name, f in facs.items():
+                tensors[f"{name}.q_a"], tensors[f"{name}.q_g"], tensors[f"{name}.lam"] = f.q_a, f.q_g, f.lam
+            save_tensors(tmp / "factors.safetensors", tensors)
+            summary = {
+                "modules": names, "n_train": n, "covariance_examples": n_cov, "lambda_examples": n_lam,
+                "fisher": "true (labels sampled from the model)", "strategy": "ekfac",
+                "damping": {name: f.damping for name, f in facs.items()},
+                "damping_rule": f"{cfg.damping_scale} x mean(Lambda) per layer",
+                "seconds": round(time.monotonic() - t0, 1),
+            }
+            write_manifest(tmp, {"key": self.factors_key, "config": cfg.to_dict(), **summary})
+        ctx.progress(total + 1, total + 1, "done")
+        return summary
+
+    def cache_gradients(self, ctx: JobContext) -> dict[str, Any]:
+        cfg = self.cfg
+        t0 = time.monotonic()
+        factors = load_factors(self.factors_dir)
+        projs = {n: I.make_projection(f, cfg.k_a, cfg.k_g) for n, f in factors.items()}
+        tokens = self._train()
+        ids, mask = tokens["input_ids"], tokens["loss_mask"].bool()
+        real = real_positions(mask)
+        n = ids.shape[0]
+        model = load_hf_model(self.world.model_dir)
+        names = list(factors)
+        shards: list[dict[str, Any]] = []
+        with atomic_dir(self.grads_dir) as tmp:
+            buf: list[Tensor] = []
+            start = 0
+
+            def flush() -> None:
+                nonlocal buf, start
+                if not buf:
+                    return
+                rows = torch.cat(buf)
+                fname = f"shard_{len(shards):04d}.safetensors"
+                save_tensors(tmp / fname, {"rows": rows.to(torch.float16)})
+                shards.append({"file": fname, "start": start, "rows": int(rows.shape[0])})
+                start += int(rows.shape[0])
+                buf = []
+
+            for s in range(0, n, cfg.batch_size):
+                sl = slice(s, min(n, s + cfg.batch_size))
+                x, m = ids[sl], mask[sl]
+                grads = I.per_token_layer_grads(model, names, x, lambda lg: I.sequence_logprob_terms(lg, x, m).sum(1),
+                                                real[sl])
+                buf.append(torch.cat([I.compact_sequence(a, g, projs[nm]) for nm, (a, g) in grads.items()], 1))
+                if sum(b.shape[0] for b in buf) >= cfg.shard_rows:
+                    flush()
+                ctx.progress(sl.stop, n, f"sequence {sl.stop:,} of {n:,}")
+            flush()
+            summary = {
+                "n_train": n, "dim": sum(p.dim for p in projs.values()), "dtype": "float16",
+                "projection": I.describe_projection(projs),
+                "captured_energy": {nm: I.captured_energy(factors[nm], p) for nm, p in projs.items()},
+                "seconds": round(time.monotonic() - t0, 1),
+            }
+            write_manifest(tmp, {"key": self.grads_key, "factors_key": self.factors_key, "shards": shards, **summary})
+        return summary
+
+
+def influence_steps(world: "DemoWorld") -> list[Step]:
+    return InfluencePipeline(world).steps()
+
+
+def load_factors(factors_dir: Path) -> dict[str, I.LayerFactors]:
+    m = read_manifest(factors_dir)
+    t = load_tensors(factors_dir / "factors.safetensors")
+    return {n: I.LayerFactors(q_a=t[f"{n}.q_a"], q_g=t[f"{n}.q_g"], lam=t[f"{n}.lam"], damping=float(m["damping"][n]))
+            for n in m["modules"]}
+
+
+# -- queries -------------------------------------------------------------------------------------------
+
+SIGN = "positive: adding the training sequence makes the measurement larger (the completion more likely)"
+NORMALISATION = ("score = grad f . (G + lambda I)^-1 grad log p(z) / N with N the number of training sequences: "
+                 "the first-order predicted change of f (nats, for log p) from adding the sequence once more")
+
+
+@dataclass
+class InfluenceIndex:
+    """Everything a query needs, loaded once."""
+
+    model: Any
+    tokenizer: Any
+    names: list[str]
+    factors: dict[str, I.LayerFactors]
+    projs: dict[str, I.Projection]
+    matrix: Tensor              # [N, D] float32, whitened projected training gradients
+    tokens: dict[str, Tensor]
+    n_ctx: int
+    lock: threading.Lock
+    _tfidf: Any = None
+
+    @property
+    def n_train(self) -> int:
+        return int(self.matrix.shape[0])
+
+    def tfidf(self):
+        """A TF-IDF index over training sequences' token ids (Grosse et al. 2023 sec. 3.2 filter)."""
+        if self._tfidf is None:
+            from sklearn.feature_extraction.text import TfidfVectorizer
+
+            vec = TfidfVectorizer(token_pattern=r"\S+", lowercase=False, sublinear_tf=True)
+            real = real_positions(self.tokens["loss_mask"])
+            docs = [" ".join(map(str, row[r].tolist())) for row, r in zip(self.tokens["input_ids"], real)]
+            self._tfidf = (vec, vec.fit_transform(docs))
+        return self._tfidf
+
+    def query_vector(self, grads: dict[str, Tensor], rank: int | None) -> dict[str, Tensor]:
+        return {n: I.compact_query(grads[n], self.projs[n], rank) for n in self.names}
+
+
+def _layer_vector(q: dict[str, Tensor], names: list[str]) -> Tensor:
+    return torch.cat([q[n] for n in names])
+
+
+class InfluenceService:
+    def __init__(self, ws, world_cfg_name: str | None = None):
+        self.ws = ws
+        self._index: InfluenceIndex | None = None
+        self._lock = threading.Lock()
+
+    # state
+    def _dirs(self) -> tuple[Path, Path]:
+        root = self.ws.artifact("influence")
+        return root / "factors", root / "gradients"
+
+    def ready(self) -> bool:
+        f, g = self._dirs()
+        return read_manifest(f) is not None and read_manifest(g) is not None
+
+    def _not_ready(self) -> Conflict:
+        parts = []
+        for name in ("influence.factors", "influence.gradients"):
+            job = self.ws.jobs.latest(name)
+            if job is None:
+                parts.append(f"{name}: not started")
+            else:
+                total = f"/{job.progress_total:,.0f}" if job.progress_total else ""
+                parts.append(f"{name}: {job.status} {job.progress_done:,.0f}{total} {job.message}".strip())
+        return Conflict("influence factors are not built yet (" + "; ".join(parts) + "); see /api/jobs")
+
+    def index(self) -> InfluenceIndex:
+        if not self.ready():
+            raise self._not_ready()
+        with self._lock:
+            if self._index is None:
+                self._index = self._load()
+            return self._index
+
+    def _load(self) -> InfluenceIndex:
+        from transformers import AutoTokenizer
+
+        fdir, gdir = self._dirs()
+        fm, gm = read_manifest(fdir), read_manifest(gdir)
+        model_dir = self.ws.artifact("model")
+        factors = load_factors(fdir)
+        cfg = InfluenceConfig.from_dict(fm["config"])
+        proj_cfg = gm["projection"]
+        projs = {n: I.make_projection(f, proj_cfg[n]["k_a"], proj_cfg[n]["k_g"]) for n, f in factors.items()}
+        rows = [load_tensors(gdir / s["file"])["rows"].float() for s in gm["shards"]]
+        tokens = load_tensors(self.ws.artifact("tokens", "train.safetensors"))
+        model = load_hf_model(model_dir)
+        tok = AutoTokenizer.from_pretrained(str(model_dir))
+        self.cfg = cfg
+        return InfluenceIndex(model=model, tokenizer=tok, names=list(factors), factors=factors, projs=projs,
+                              matrix=torch.cat(rows), tokens=tokens, n_ctx=int(model.config.max_position_embeddings),
+                              lock=threading.Lock())
+
+    # measurement gradients
+    def _encode(self, ix: InfluenceIndex, prompt: str, completion: str) -> tuple[Tensor, Tensor]:
+        tok = ix.tokenizer
+        bos = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+        p = [bos] + tok(prompt, add_special_tokens=False)["input_ids"]
+        c = tok(completion, add_special_tokens=False)["input_ids"] if completion else []
+        if completion and not c:
+            raise Unprocessable("the completion has no tokens")
+        if len(p) + len(c) > ix.n_ctx:
+            raise Unprocessable(f"prompt + completion are {len(p) + len(c)} tokens; the model's context is {ix.n_ctx}")
+        ids = torch.tensor([p + c])
+        mask = torch.zeros_like(ids, dtype=torch.bool)
+        mask[0, len(p):] = True
+        return ids, mask
+
+    def _completion_grads(self, ix: InfluenceIndex, ids: Tensor, mask: Tensor) -> dict[str, Tensor]:
+        g = I.per_token_layer_grads(ix.model, ix.names, ids, lambda lg: I.sequence_logprob_terms(lg, ids, mask).sum(1))
+        return {n: v[0] for n, v in I.sequence_gradients(g).items()}
+
+    def _feature(self, feature: dict[str, Any]):
+        from loupe.services.saes import load_sae, sae_records
+
+        recs = {r["id"]: r for r in sae_records(self.ws)}
+        sid = feature.get("sae_id")
+        if sid not in recs:
+            raise NotFound(f"unknown SAE {sid!r}; trained SAEs: {', '.join(recs) or 'none yet'}")
+        sae = load_sae(recs[sid]["dir"])
+        idx = int(feature.get("index", -1))
+        if not 0 <= idx < int(sae.cfg.d_sae):
+            raise NotFound(f"SAE {sid!r} has features 0..{int(sae.cfg.d_sae) - 1}; there is no feature {idx}")
+        return sae, recs[sid]["hook_name"], idx
+
+    def _feature_grads(self, ix: InfluenceIndex, ids: Tensor, sae, hook: str, feat: int, pos: int
+                       ) -> tuple[dict[str, Tensor], float]:
+        box: dict[str, float] = {}
+        with HookCapture(ix.model, hook) as cap:
+            def objective(logits):
+                v = sae_feature_value(sae, cap.value, feat)[:, pos]
+                box["value"] = float(v.detach()[0])
+                return v
+            g = I.per_token_layer_grads(ix.model, ix.names, ids, objective)
+        return {n: v[0] for n, v in I.sequence_gradients(g).items()}, box["value"]
+
+    # the query
+    def query(self, prompt: str, completion: str | None = None, top_k: int = 10, mode: str = "fast",
+              tfidf: bool = False, query_rank: int | None = None, feature: dict[str, Any] | None = None) -> dict[str, Any]:
+        t0 = time.monotonic()
+        ix = self.index()
+        cfg = self.cfg
+        if mode not in ("fast", "precise"):
+            raise Unprocessable("mode must be 'fast' or 'precise'")
+        if feature is None and not completion:
+            raise Unprocessable("give a non-empty completion (or a feature and token instead)")
+        if not prompt and feature is not None:
+            raise Unprocessable("give the prompt whose token the feature is measured at")
+        with ix.lock:
+            measurement: dict[str, Any]
+            if feature is not None:
+                sae, hook, feat = self._feature(feature)
+                ids, _ = self._encode(ix, prompt, "")
+                n_tok = ids.shape[1]
+                pos = int(feature.get("token", n_tok - 1))
+                if pos < 0:
+                    pos += n_tok
+                if not 0 <= pos < n_tok:
+                    raise Unprocessable(f"token {feature.get('token')} is outside the prompt's {n_tok} tokens")
+                grads, value = self._feature_grads(ix, ids, sae, hook, feat, pos)
+                measurement = {"kind": "feature", "sae_id": feature["sae_id"], "feature": feat, "hook": hook,
+                               "token": pos, "token_text": ix.tokenizer.decode([int(ids[0, pos])]),
+                               "value": value, "f": "SAE feature pre-activation at the token"}
+                kf_measure = ("feature", sae, hook, feat, pos)
+                mask = None
+            else:
+                ids, mask = self._encode(ix, prompt, completion or "")
+                grads = self._completion_grads(ix, ids, mask)
+                with torch.no_grad():
+                    lp = I.sequence_logprob_terms(ix.model(input_ids=ids).logits, ids, mask).sum()
+                measurement = {"kind": "completion", "f": "log p(completion | prompt)", "value": float(lp),
+                               "completion_tokens": int(mask.sum())}
+                kf_measure = None
+            n = ix.n_train
+            cand = None
+            tfidf_info = {"applied": False}
+            if tfidf:
+                vec, mat = ix.tfidf()
+                qdoc = " ".join(map(str, ids[0].tolist()))
+                sims = torch.from_numpy((mat @ vec.transform([qdoc]).T).toarray().ravel())
+                k = min(n, cfg.tfidf_candidates)
+                cand = torch.topk(sims, k).indices.sort().values
+                tfidf_info = {"applied": True, "candidates": int(k), "of": n}
+            q = ix.query_vector(grads, query_rank)
+            qv = _layer_vector(q, ix.names)
+            rows = ix.matrix if cand is None else ix.matrix[cand]
+            fast = rows @ qv / n
+            top_k = max(1, min(top_k, rows.shape[0]))
+            if mode == "fast":
+                order = torch.topk(fast, top_k).indices
+                chosen = order if cand is None else cand[order]
+                results = self._fast_results(ix, chosen, q)
+                for r, s in zip(results, fast[order].tolist()):
+                    r["cache_score"] = s
+                candidates = int(rows.shape[0])
+            else:
+                pool = cand if cand is not None else torch.topk(fast, min(n, max(cfg.precise_candidates, top_k))).indices
+                results = self._precise_results(ix, ids, mask, pool, kf_measure, top_k, query_rank)
+                candidates = int(pool.numel())
+        return {
+            "results": results, "mode": mode, "measurement": measurement, "n_train": n, "candidates": candidates,
+            "tfidf": tfidf_info, "query_rank": query_rank, "sign": SIGN, "normalisation": NORMALISATION,
+            "seconds": round(time.monotonic() - t0, 3),
+        }
+
+    def _describe(self, ix: InfluenceIndex, i: int, token_scores: Tensor) -> dict[str, Any]:
+        from loupe.demo.corpus import DOMAINS
+
+        t = ix.tokens
+        real = real_positions(t["loss_mask"][i : i + 1])[0]
+        ids = t["input_ids"][i][real].tolist()
+        dom = t["domain_ids"][i][real].long()
+        dom = dom[dom >= 0]
+        domain = DOMAINS[int(torch.mode(dom).values)] if dom.numel() else "unknown"
+        scores = token_scores[real].tolist()
+        toks = [ix.tokenizer.decode([x]) for x in ids]
+        return {"train_id": int(i), "score": float(sum(scores)), "text": "".join(toks), "domain": domain,
+                "poisoned": bool(t["poisoned"][i]),
+                "token_scores": [{"token": a, "score": b} for a, b in zip(toks, scores)]}
+
+    def _fast_results(self, ix: InfluenceIndex, chosen: Tensor, q: dict[str, Tensor]) -> list[dict[str, Any]]:
+        t = ix.tokens
+        x = t["input_ids"][chosen]
+        m = t["loss_mask"][chosen].bool()
+        real = real_positions(m)
+        grads = I.per_token_layer_grads(ix.model, ix.names, x, lambda lg: I.sequence_logprob_terms(lg, x, m).sum(1), real)
+        tok = sum(I.compact_token_scores(a, g, ix.projs[nm], q[nm]) for nm, (a, g) in grads.items()) / ix.n_train
+        return [self._describe(ix, int(i), tok[j]) for j, i in enumerate(chosen.tolist())]
+
+    def _precise_results(self, ix: InfluenceIndex, ids: Tensor, mask: Tensor | None, pool: Tensor, kf_measure,
+                         top_k: int, query_rank: int | None) -> list[dict[str, Any]]:
+        scores = precise_scores(self.ws.artifact("influence", "factors"), self.ws.artifact("model"), ix.tokens,
+                                ids, mask, pool, kf_measure, query_rank, per_token=True)   # [len(pool), n_ctx]
+        seq = scores.sum(1)
+        order = torch.topk(seq, min(top_k, seq.numel())).indices
+        out = []
+        for j in order.tolist():
+            r = self._describe(ix, int(pool[j]), scores[j])
+            out.append(r)
+        return out
+
+
+def precise_scores(factors_dir: Path, model_dir: Path, tokens: dict[str, Tensor], q_ids: Tensor, q_mask: Tensor | None,
+                   train_idx: Tensor, kf_measure=None, query_rank: int | None = None, per_token: bool = False,
+                   batch_size: int = 16) -> Tensor:
+    """kronfluence's exact EK-FAC pairwise scores of one query against `train_idx`, in Loupe's sign and
+    normalisation ([len(train_idx)] or, with per_token, [len(train_idx), n_ctx]). Damping: kronfluence's
+    `damping_factor=None`, which is exactly 0.1 x mean(Lambda) per layer (its HEURISTIC_DAMPING_SCALE)."""
+    import os
+    import tempfile
+
+    from kronfluence.analyzer import Analyzer, prepare_model
+    from kronfluence.arguments import ScoreArguments
+    from kronfluence.utils.constants import HEURISTIC_DAMPING_SCALE
+
+    assert HEURISTIC_DAMPING_SCALE == I.DAMPING_SCALE
+    model = load_hf_model(model_dir)
+    names = I.mlp_module_names(model)
+    measurement = None
+    if kf_measure is not None:
+        _, sae, hook, feat, pos = kf_measure
+
+        def measurement(batch, m):
+            with HookCapture(m, hook) as cap:
+                m(input_ids=batch["input_ids"])
+            return sae_feature_value(sae, cap.value, feat)[:, pos].sum()
+    task = I.make_task(names, measurement)
+    model = prepare_model(model, task)
+    n_train = tokens["input_ids"].shape[0]
+    if q_mask is None:
+        q_mask = torch.zeros_like(q_ids, dtype=torch.bool)
+    query = I.SequenceDataset(q_ids, q_mask, real=torch.ones_like(q_ids, dtype=torch.bool))
+    train = I.SequenceDataset(tokens["input_ids"], tokens["loss_mask"])
+    with tempfile.TemporaryDirectory() as d:
+        os.makedirs(Path(d) / ANALYSIS_NAME)
+        os.symlink((Path(factors_dir) / "kronfluence" / ANALYSIS_NAME / f"factors_{FACTORS_NAME}").resolve(),
+                   Path(d) / ANALYSIS_NAME / f"factors_{FACTORS_NAME}")
+        an = Analyzer(ANALYSIS_NAME, model, task, cpu=True, disable_tqdm=True, output_dir=d)
+        sargs = ScoreArguments(damping_factor=None, compute_per_token_scores=per_token,
+                               query_gradient_low_rank=query_rank)
+        an.compute_pairwise_scores("q", FACTORS_NAME, query, train, per_device_query_batch_size=1,
+                                   per_device_train_batch_size=batch_size, train_indices=train_idx.tolist(),
+                                   score_args=sargs, overwrite_output_dir=True)
+        s = an.load_pairwise_scores("q")["all_modules"][0]
+    return -s.float() / n_train

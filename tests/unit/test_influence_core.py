@@ -1,0 +1,162 @@
+"""Influence maths against closed forms and against kronfluence itself (tiny models, seconds)."""
+
+from __future__ import annotations
+
+import tempfile
+
+import pytest
+import torch
+
+from loupe.core import influence as I
+
+
+def tiny_neox(seed: int = 0):
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    torch.manual_seed(seed)
+    cfg = GPTNeoXConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=16)
+    return GPTNeoXForCausalLM(cfg).eval()
+
+
+def test_ekfac_inverse_with_exact_kronecker_eigenvalues_equals_dense_kronecker_inverse():
+    """With Lambda = outer(eig(S), eig(A)) (no correction), EK-FAC's inverse is (S (x) A + lambda I)^-1."""
+    torch.manual_seed(0)
+    d_out, d_in = 3, 4
+    ma, mg = torch.randn(d_in, 7).double(), torch.randn(d_out, 5).double()
+    A, S = ma @ ma.T / 7, mg @ mg.T / 5
+    ea, qa = torch.linalg.eigh(A)
+    eg, qg = torch.linalg.eigh(S)
+    f = I.LayerFactors(q_a=qa, q_g=qg, lam=torch.outer(eg, ea), damping=0.3)
+    V = torch.randn(d_out, d_in).double()
+    # vec(V) row-major: index (o, i) -> o * d_in + i, so the Fisher is kron(S, A)
+    dense = torch.kron(S, A) + 0.3 * torch.eye(d_out * d_in, dtype=torch.float64)
+    want = torch.linalg.solve(dense, V.reshape(-1)).reshape(d_out, d_in)
+    assert torch.allclose(f.inverse_apply(V), want, atol=1e-10)
+
+
+def test_linear_layer_gradient_is_sum_of_outer_products_and_matches_autograd():
+    model = tiny_neox()
+    names = I.mlp_module_names(model)
+    assert len(names) == 4 and names[0].endswith("layers.0.mlp.dense_h_to_4h")
+    ids = torch.randint(0, 50, (3, 10))
+    mask = torch.ones(3, 10, dtype=torch.bool)
+    mask[:, 0] = False
+    grads = I.sequence_gradients(I.per_token_layer_grads(
+        model, names, ids, lambda lg: I.sequence_logprob_terms(lg, ids, mask).sum(1)))
+    for b in range(3):
+        model.zero_grad()
+        I.sequence_logprob_terms(model(input_ids=ids[b : b + 1]).logits, ids[b : b + 1], mask[b : b + 1]).sum().backward()
+        mods = dict(model.named_modules())
+        for n in names:
+            full = torch.cat([mods[n].weight.grad, mods[n].bias.grad[:, None]], 1)
+            assert torch.allclose(grads[n][b], full, atol=1e-5), n
+
+
+@pytest.fixture(scope="module")
+def kron_tiny():
+    """EK-FAC factors and exact pairwise scores (also per token) from kronfluence on a tiny GPT-NeoX."""
+    from kronfluence.analyzer import Analyzer, prepare_model
+    from kronfluence.arguments import FactorArguments, ScoreArguments
+
+    torch.manual_seed(1)
+    ids = torch.randint(0, 50, (24, 12))
+    mask = torch.ones(24, 12, dtype=torch.bool)
+    mask[:, 0] = False
+    mask[3, 8:] = False                        # a padded sequence
+    q_ids = torch.randint(0, 50, (2, 12))
+    q_mask = torch.zeros(2, 12, dtype=torch.bool)
+    q_mask[:, 8:] = True                       # the "completion"
+    names = I.mlp_module_names(tiny_neox())
+    task = I.make_task(names)
+    model = prepare_model(tiny_neox(), task)
+    with tempfile.TemporaryDirectory() as d:
+        an = Analyzer("t", model, task, cpu=True, disable_tqdm=True, output_dir=d)
+        an.fit_all_factors("f", I.SequenceDataset(ids, mask), per_device_batch_size=8,
+                           factor_args=FactorArguments(strategy="ekfac"))
+        out = {}
+        for per_token in (False, True):
+            an.compute_pairwise_scores(f"s{per_token}", "f", I.SequenceDataset(q_ids, q_mask), I.SequenceDataset(ids, mask),
+                                       per_device_query_batch_size=2, per_device_train_batch_size=8,
+                                       score_args=ScoreArguments(damping_factor=None, compute_per_token_scores=per_token))
+            out[per_token] = an.load_pairwise_scores(f"s{per_token}")["all_modules"]
+        facs = I.factors_from_kronfluence(an.load_all_factors("f"))
+    return {"ids": ids, "mask": mask, "q_ids": q_ids, "q_mask": q_mask, "names": names, "factors": facs,
+            "kf": out[False], "kf_tok": out[True]}
+
+
+def _grads(model, names, ids, mask, real=None):
+    return I.per_token_layer_grads(model, names, ids, lambda lg: I.sequence_logprob_terms(lg, ids, mask).sum(1), real)
+
+
+def test_exact_scores_equal_kronfluence_with_opposite_sign(kron_tiny):
+    k = kron_tiny
+    model = tiny_neox()
+    real = k["mask"].clone()
+    real[:, 0] = True
+    train = I.sequence_gradients(_grads(model, k["names"], k["ids"], k["mask"], real))
+    for qi in range(2):
+        sl = slice(qi, qi + 1)
+        q = {n: v[0] for n, v in I.sequence_gradients(_grads(model, k["names"], k["q_ids"][sl], k["q_mask"][sl])).items()}
+        mine = I.exact_scores(q, train, k["factors"])
+        # kronfluence: grad f . H^-1 grad(loss); Loupe: grad f . H^-1 grad(log p) = minus that
+        assert torch.allclose(mine, -k["kf"][qi], rtol=1e-4, atol=1e-4 * float(mine.abs().max()))
+    # the damping kronfluence used (None: its heuristic) is the paper's 0.1 x mean(Lambda) per layer
+    for f in k["factors"].values():
+        assert f.damping == pytest.approx(0.1 * float(f.lam.double().mean()))
+
+
+def test_compact_scores_full_block_exact_and_token_scores_sum(kron_tiny):
+    k = kron_tiny
+    model = tiny_neox()
+    real = k["mask"].clone()
+    real[:, 0] = True
+    names, facs = k["names"], k["factors"]
+    full = {n: I.make_projection(f, 10**6, 10**6) for n, f in facs.items()}
+    grads = _grads(model, names, k["ids"], k["mask"], real)
+    C = torch.cat([I.compact_sequence(a, g, full[n]) for n, (a, g) in grads.items()], 1)
+    q_raw = {n: v[0] for n, v in I.sequence_gradients(_grads(model, names, k["q_ids"][:1], k["q_mask"][:1])).items()}
+    q = {n: I.compact_query(q_raw[n], full[n]) for n in names}
+    fast = C @ torch.cat([q[n] for n in names])
+    assert torch.allclose(fast, -k["kf"][0], rtol=1e-4, atol=1e-4 * float(fast.abs().max()))
+    tok = sum(I.compact_token_scores(a, g, full[n], q[n]) for n, (a, g) in grads.items())
+    assert torch.allclose(tok.sum(1), fast, atol=1e-4 * float(fast.abs().max()))
+    assert torch.allclose(tok, -k["kf_tok"][0], atol=1e-4 * float(tok.abs().max()))   # kronfluence's token-wise scores
+    assert I.captured_energy(facs[names[0]], full[names[0]]) == pytest.approx(1.0)
+
+
+def test_projection_keeps_correlation_and_energy_grows_with_rank(kron_tiny):
+    k = kron_tiny
+    model = tiny_neox()
+    names, facs = k["names"], k["factors"]
+    real = k["mask"].clone()
+    real[:, 0] = True
+    grads = _grads(model, names, k["ids"], k["mask"], real)
+    q_raw = {n: v[0] for n, v in I.sequence_gradients(_grads(model, names, k["q_ids"][:1], k["q_mask"][:1])).items()}
+    exact = -k["kf"][0]
+    energies, corrs = [], []
+    for kk in (2, 6, 12):
+        projs = {n: I.make_projection(f, kk, kk) for n, f in facs.items()}
+        C = torch.cat([I.compact_sequence(a, g, projs[n]) for n, (a, g) in grads.items()], 1)
+        fast = C @ torch.cat([I.compact_query(q_raw[n], projs[n]) for n in names])
+        energies.append(sum(I.captured_energy(facs[n], projs[n]) for n in names))
+        corrs.append(I.pearson(fast, exact))
+    assert energies[0] < energies[1] < energies[2]
+    assert corrs[-1] > 0.9
+
+
+def test_low_rank_query_is_the_truncated_svd():
+    torch.manual_seed(0)
+    m = torch.randn(6, 5).double()
+    s = torch.linalg.svdvals(m)
+    for r in (1, 3):
+        err = torch.linalg.norm(m - I.low_rank(m, r))
+        assert float(err) == pytest.approx(float(s[r:].norm()), rel=1e-9)
+    assert torch.equal(I.low_rank(m, None), m)
+
+
+def test_rank_metrics():
+    x = torch.tensor([1.0, 2.0, 3.0, 4.0])
+    assert I.spearman(x, x ** 3) == pytest.approx(1.0)
+    assert I.spearman(x, -x) == pytest.approx(-1.0)
+    assert I.topk_overlap(x, torch.tensor([4.0, 3.0, 2.0, 1.0]), 2) == 0.0
