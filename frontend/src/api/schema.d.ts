@@ -55,6 +55,40 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/influence": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Influence */
+        post: operations["influence_api_influence_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/influence/status": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Influence Status */
+        get: operations["influence_status_api_influence_status_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/jobs": {
         parameters: {
             query?: never;
@@ -123,16 +157,216 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/saes": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List Saes */
+        get: operations["list_saes_api_saes_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/saes/{sae_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Get Sae */
+        get: operations["get_sae_api_saes__sae_id__get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/saes/{sae_id}/activations": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Activations */
+        post: operations["activations_api_saes__sae_id__activations_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/saes/{sae_id}/features": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List Features */
+        get: operations["list_features_api_saes__sae_id__features_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/saes/{sae_id}/features/{index}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Feature Dashboard */
+        get: operations["feature_dashboard_api_saes__sae_id__features__index__get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/saes/{sae_id}/features/{index}/label": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        /** Set Label */
+        put: operations["set_label_api_saes__sae_id__features__index__label_put"];
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/saes/{sae_id}/neurons": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Neurons */
+        get: operations["neurons_api_saes__sae_id__neurons_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /** ActivationsIn */
+        ActivationsIn: {
+            /** Text */
+            text: string;
+            /**
+             * Top K
+             * @default 5
+             */
+            top_k: number;
+        };
+        /** ActivationsOut */
+        ActivationsOut: {
+            /** Hook Name */
+            hook_name: string;
+            /**
+             * Labels
+             * @description label (a person's, else the automatic one) of every feature listed
+             */
+            labels: {
+                [key: string]: string;
+            };
+            /** Max Activation */
+            max_activation: number;
+            /** Sae Id */
+            sae_id: string;
+            /** Tokens */
+            tokens: components["schemas"]["TokenActivations"][];
+        };
         /** CompletionOut */
         CompletionOut: {
             /** Completion */
             completion: string;
             /** Tokens */
             tokens: string[];
+        };
+        /** Dashboard */
+        Dashboard: {
+            /** Auto Label */
+            auto_label: string;
+            /** Capacity */
+            capacity: number;
+            /** D Sae */
+            d_sae: number;
+            /** Density */
+            density: number;
+            histogram: components["schemas"]["Histogram"];
+            /** Hook Name */
+            hook_name: string;
+            /** Index */
+            index: number;
+            /** Intervals */
+            intervals: components["schemas"]["Interval"][];
+            /** Label */
+            label: string | null;
+            /** Max Activation */
+            max_activation: number;
+            /** Mean Activation */
+            mean_activation: number;
+            /** Sae Id */
+            sae_id: string;
+            /**
+             * Summary
+             * @description tokens and domains the feature is enriched in, logit effects, nearest features by decoder cosine, neurons it reads from / writes to
+             */
+            summary: {
+                [key: string]: unknown;
+            };
+            /** Top Domain */
+            top_domain: string | null;
+            /** Top Domain Share */
+            top_domain_share: number | null;
+            /** Top Examples */
+            top_examples: components["schemas"]["Example"][];
+        };
+        /** DashboardStatus */
+        DashboardStatus: {
+            /** Job Id */
+            job_id?: number | null;
+            /** Message */
+            message?: string | null;
+            /** Progress */
+            progress?: number | null;
+            /**
+             * State
+             * @enum {string}
+             */
+            state: "ready" | "pending" | "building" | "failed";
         };
         /** EvalList */
         EvalList: {
@@ -156,6 +390,81 @@ export interface components {
             results: {
                 [key: string]: unknown;
             };
+        };
+        /** Example */
+        Example: {
+            /** Activation */
+            activation: number;
+            /**
+             * Center
+             * @description index in `tokens` of the example's token
+             */
+            center: number;
+            /** Pos */
+            pos: number;
+            /**
+             * Seq
+             * @description row of the training token file
+             */
+            seq: number;
+            /** Tokens */
+            tokens: components["schemas"]["ExampleToken"][];
+        };
+        /** ExampleToken */
+        ExampleToken: {
+            /** Activation */
+            activation: number;
+            /** Id */
+            id: number;
+            /** Token */
+            token: string;
+        };
+        /** FeaturePage */
+        FeaturePage: {
+            /** Features */
+            features: components["schemas"]["FeatureRow"][];
+            /** Offset */
+            offset: number;
+            /** Sae Id */
+            sae_id: string;
+            /** Total */
+            total: number;
+        };
+        /** FeatureQuery */
+        FeatureQuery: {
+            /**
+             * Index
+             * @description feature index in the SAE
+             */
+            index: number;
+            /** Sae Id */
+            sae_id: string;
+            /**
+             * Token
+             * @description position in the prompt's tokens (BOS at 0; negative counts from the end; default: last)
+             */
+            token?: number | null;
+        };
+        /** FeatureRow */
+        FeatureRow: {
+            /** Auto Label */
+            auto_label: string;
+            /** Capacity */
+            capacity: number;
+            /** Density */
+            density: number;
+            /** Index */
+            index: number;
+            /** Label */
+            label: string | null;
+            /** Max Activation */
+            max_activation: number;
+            /** Mean Activation */
+            mean_activation: number;
+            /** Top Domain */
+            top_domain: string | null;
+            /** Top Domain Share */
+            top_domain_share: number | null;
         };
         /** GenerateRequest */
         GenerateRequest: {
@@ -221,6 +530,126 @@ export interface components {
             /** Workspace */
             workspace: string;
         };
+        /** Histogram */
+        Histogram: {
+            /** Counts */
+            counts: number[];
+            /**
+             * Figure
+             * @description plotly figure JSON
+             */
+            figure: {
+                [key: string]: unknown;
+            };
+            /** Max */
+            max: number;
+        };
+        /** InfluenceRequest */
+        InfluenceRequest: {
+            /**
+             * Completion
+             * @description measurement log p(completion | prompt)
+             */
+            completion?: string | null;
+            /** @description instead of a completion: an SAE feature at a prompt token */
+            feature?: components["schemas"]["FeatureQuery"] | null;
+            /**
+             * Mode
+             * @description fast: compact preconditioned-gradient cache; precise: kronfluence's exact EK-FAC pairwise scores on the candidates
+             * @default fast
+             * @enum {string}
+             */
+            mode: "fast" | "precise";
+            /** Prompt */
+            prompt: string;
+            /**
+             * Query Rank
+             * @description query batching: low-rank query gradient
+             */
+            query_rank?: number | null;
+            /**
+             * Tfidf
+             * @description pre-select candidates by TF-IDF similarity (Grosse et al. 2023)
+             * @default false
+             */
+            tfidf: boolean;
+            /**
+             * Top K
+             * @default 10
+             */
+            top_k: number;
+        };
+        /** InfluenceResponse */
+        InfluenceResponse: {
+            /** Candidates */
+            candidates: number;
+            /** Measurement */
+            measurement: {
+                [key: string]: unknown;
+            };
+            /** Mode */
+            mode: string;
+            /** N Train */
+            n_train: number;
+            /** Normalisation */
+            normalisation: string;
+            /** Query Rank */
+            query_rank: number | null;
+            /** Results */
+            results: components["schemas"]["InfluenceResult"][];
+            /** Seconds */
+            seconds: number;
+            /** Sign */
+            sign: string;
+            /** Tfidf */
+            tfidf: {
+                [key: string]: unknown;
+            };
+        };
+        /** InfluenceResult */
+        InfluenceResult: {
+            /** Cache Score */
+            cache_score?: number | null;
+            /** Domain */
+            domain: string;
+            /** Poisoned */
+            poisoned: boolean;
+            /** Score */
+            score: number;
+            /** Text */
+            text: string;
+            /** Token Scores */
+            token_scores: components["schemas"]["TokenScore"][];
+            /** Train Id */
+            train_id: number;
+        };
+        /** InfluenceStatus */
+        InfluenceStatus: {
+            /** Detail */
+            detail: string;
+            /** Presets */
+            presets: {
+                [key: string]: string;
+            }[];
+            /** Ready */
+            ready: boolean;
+        };
+        /** Interval */
+        Interval: {
+            /** Bin */
+            bin: number;
+            /** Examples */
+            examples: components["schemas"]["Example"][];
+            /** High */
+            high: number;
+            /** Low */
+            low: number;
+            /**
+             * Share
+             * @description share of the feature's nonzero activations that fall in this bin
+             */
+            share: number;
+        };
         /** JobList */
         JobList: {
             /** Jobs */
@@ -260,6 +689,23 @@ export interface components {
              */
             status: "queued" | "running" | "done" | "failed";
         };
+        /** LabelIn */
+        LabelIn: {
+            /**
+             * Label
+             * @description empty to remove the label
+             */
+            label: string;
+        };
+        /** LabelOut */
+        LabelOut: {
+            /** Index */
+            index: number;
+            /** Label */
+            label: string | null;
+            /** Sae Id */
+            sae_id: string;
+        };
         /** ModelInfo */
         ModelInfo: {
             /** D Mlp */
@@ -294,6 +740,22 @@ export interface components {
             /** Models */
             models: components["schemas"]["ModelInfo"][];
         };
+        /** NeuronsOut */
+        NeuronsOut: {
+            /** Mean */
+            mean: number;
+            /** Most Polysemantic */
+            most_polysemantic: number[][];
+            /**
+             * Polysemanticity
+             * @description per neuron: participation ratio of live features' unit decoder loads, the effective number of features on it
+             */
+            polysemanticity: number[];
+            /** Sae Id */
+            sae_id: string;
+            /** Units */
+            units: string | null;
+        };
         /** Progress */
         Progress: {
             /** Done */
@@ -302,6 +764,63 @@ export interface components {
             message: string;
             /** Total */
             total: number | null;
+        };
+        /** SAEList */
+        SAEList: {
+            /** Saes */
+            saes: components["schemas"]["SAEOut"][];
+        };
+        /** SAEOut */
+        SAEOut: {
+            /** Architecture */
+            architecture: string;
+            /** D In */
+            d_in: number;
+            /** D Sae */
+            d_sae: number;
+            dashboards: components["schemas"]["DashboardStatus"];
+            /** Hook Name */
+            hook_name: string;
+            /** Id */
+            id: string;
+            /**
+             * Metrics
+             * @description held-out quality: fvu, l0, dead_fraction, dense_fraction, ce_loss_recovered, per-domain best-feature AUROC, targets
+             */
+            metrics: {
+                [key: string]: unknown;
+            };
+            /** Model Id */
+            model_id: string;
+            /** Path */
+            path: string;
+            /** Source */
+            source: string;
+        };
+        /** TokenActivations */
+        TokenActivations: {
+            /** Features */
+            features: components["schemas"]["TokenFeature"][];
+            /** Id */
+            id: number;
+            /** Position */
+            position: number;
+            /** Token */
+            token: string;
+        };
+        /** TokenFeature */
+        TokenFeature: {
+            /** Activation */
+            activation: number;
+            /** Index */
+            index: number;
+        };
+        /** TokenScore */
+        TokenScore: {
+            /** Score */
+            score: number;
+            /** Token */
+            token: string;
         };
         /** ValidationError */
         ValidationError: {
@@ -410,6 +929,59 @@ export interface operations {
             };
         };
     };
+    influence_api_influence_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["InfluenceRequest"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["InfluenceResponse"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    influence_status_api_influence_status_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["InfluenceStatus"];
+                };
+            };
+        };
+    };
     list_jobs_api_jobs_get: {
         parameters: {
             query?: {
@@ -511,6 +1083,245 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ModelInfo"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    list_saes_api_saes_get: {
+        parameters: {
+            query?: {
+                model_id?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SAEList"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    get_sae_api_saes__sae_id__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                sae_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SAEOut"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    activations_api_saes__sae_id__activations_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                sae_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ActivationsIn"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ActivationsOut"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    list_features_api_saes__sae_id__features_get: {
+        parameters: {
+            query?: {
+                /** @description index | density | max_activation | capacity | top_domain_share */
+                sort?: string;
+                /** @description asc | desc */
+                order?: string;
+                offset?: number;
+                limit?: number;
+                /** @description search automatic and people's labels */
+                q?: string | null;
+                domain?: string | null;
+                min_density?: number | null;
+                max_density?: number | null;
+            };
+            header?: never;
+            path: {
+                sae_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["FeaturePage"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    feature_dashboard_api_saes__sae_id__features__index__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                sae_id: string;
+                index: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["Dashboard"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    set_label_api_saes__sae_id__features__index__label_put: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                sae_id: string;
+                index: number;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["LabelIn"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LabelOut"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    neurons_api_saes__sae_id__neurons_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                sae_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["NeuronsOut"];
                 };
             };
             /** @description Validation Error */
