@@ -14,7 +14,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from loupe import __version__
-from loupe.api import evals, generate, health, jobs, models, saes
+from loupe.api import evals, generate, health, jobs, models, saes, steering
 from loupe.api import influence as influence_api
 from loupe.errors import LoupeError
 from loupe.services.generation import GenerationService
@@ -92,7 +92,7 @@ def create_app(settings: Settings | None = None, *, workspace: Workspace | None 
     async def _http(_: Request, exc: StarletteHTTPException):
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
 
-    for r in (health.router, models.router, jobs.router, generate.router, evals.router, saes.router, influence_api.router):
+    for r in (health.router, models.router, jobs.router, generate.router, evals.router, saes.router, influence_api.router, steering.router):
         app.include_router(r, prefix="/api")
 
     dist = settings.resolved_frontend_dist()

@@ -41,3 +41,20 @@ def test_low_temperature_sampling_approaches_greedy():
     g = torch.Generator().manual_seed(0)
     assert {next_token(logits, 0.01, g) for _ in range(50)} == {1}
     assert next_token(logits, 0.0, None) == 1
+
+
+def test_greedy_batch_of_ragged_prompts_equals_one_at_a_time():
+    # a causal 'model' whose next token depends on the whole prefix: (sum of ids + position) mod V
+    def causal(ids):
+        csum = ids.cumsum(-1) + torch.arange(ids.shape[1])
+        logits = torch.full((*ids.shape, V), -5.0)
+        logits.scatter_(-1, (csum % V)[..., None], 5.0)
+        return logits
+
+    from loupe.core.generation import greedy_batch
+
+    prompts = [[1, 2, 3], [4], [5, 6], [0, 0, 0, 0, 1]]
+    batched = greedy_batch(causal, prompts, 6, stop_id=3)
+    alone = [decode(causal, p, 6, stop_ids=(3,)) for p in prompts]
+    assert batched == alone
+    assert any(len(b) < 6 for b in batched)  # the stop token did cut some row short

@@ -1,12 +1,70 @@
-from typing import Any
+import json
+from typing import Annotated, Any, Literal, Union
 
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from loupe.api.deps import GenerationDep
 
 router = APIRouter(tags=["generate"])
+
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class AblateDirection(BaseModel):
+    """Directional ablation h - (h . r^) r^ at every residual write, every position (Arditi et al. 2024)."""
+    kind: Literal["ablate_direction"]
+    vector_id: str
+
+
+class AddDirection(BaseModel):
+    """Activation addition h + alpha r at one residual hook (default: the vector's), every position."""
+    kind: Literal["add_direction"]
+    vector_id: str
+    alpha: Finite = 1.0
+    hook: str | None = None
+
+
+class Ace(BaseModel):
+    """Affine concept editing h - ((h - mu-) . r^) r^ + alpha r at the vector's hook (Marshall et al. 2024)."""
+    kind: Literal["ace"]
+    vector_id: str
+    alpha: Finite = 1.0
+
+
+class SaeFeatureAdd(BaseModel):
+    """h + value * W_dec[feature] at the SAE's hook, every position."""
+    kind: Literal["sae_feature_add"]
+    sae_id: str
+    feature: int
+    value: Finite
+
+
+class SaeFeatureClamp(BaseModel):
+    """Feature set to value, the SAE's reconstruction error kept: h + (value - f(h)) W_dec[feature]."""
+    kind: Literal["sae_feature_clamp"]
+    sae_id: str
+    feature: int
+    value: Finite
+
+
+class Edit(BaseModel):
+    """Set, scale or zero one neuron (`hook`, `index`) or SAE feature (`sae_id`, `feature`) at one
+    token position (absolute, or negative from the prompt's end; omitted: every position)."""
+    kind: Literal["edit"]
+    hook: str | None = None
+    position: int | None = None
+    index: int | None = None
+    sae_id: str | None = None
+    feature: int | None = None
+    op: Literal["set", "scale", "zero"]
+    value: Finite = 0.0
+
+
+Intervention = Annotated[Union[AblateDirection, AddDirection, Ace, SaeFeatureAdd, SaeFeatureClamp, Edit],
+                         Field(discriminator="kind")]
 
 
 class GenerateRequest(BaseModel):
@@ -15,7 +73,11 @@ class GenerateRequest(BaseModel):
     temperature: float = Field(0.0, ge=0.0, allow_inf_nan=False, description="0 = greedy; > 0 = sampling with `seed`.")
     seed: int | None = Field(None, description="Sampling seed; same seed, same completion.")
     model_id: str | None = Field(None, description="Default: the workspace's model.")
-    interventions: list[dict[str, Any]] | None = Field(None, description="Hook plan for the steered completion.")
+    interventions: list[Intervention] | None = Field(
+        None, description="Hook plan for the steered completion, applied in order; none: `steered` is null.")
+
+    def plan(self) -> list[dict[str, Any]] | None:
+        return [i.model_dump() for i in self.interventions] if self.interventions else None
 
 
 class CompletionOut(BaseModel):
@@ -33,10 +95,26 @@ class GenerateResponse(BaseModel):
 @router.post("/generate", response_model=GenerateResponse)
 async def generate(req: GenerateRequest, gen: GenerationDep) -> GenerateResponse:
     lm, n_prompt, default, steered = await run_in_threadpool(
-        gen.generate, req.prompt, req.max_new_tokens, req.temperature, req.seed, req.model_id, req.interventions
+        gen.generate, req.prompt, req.max_new_tokens, req.temperature, req.seed, req.model_id, req.plan()
     )
     return GenerateResponse(
         default=CompletionOut(completion=default.completion, tokens=default.tokens),
         steered=None if steered is None else CompletionOut(completion=steered.completion, tokens=steered.tokens),
         model_id=lm.id, prompt_tokens=n_prompt,
     )
+
+
+@router.post("/generate/stream", responses={200: {"content": {"application/x-ndjson": {}},
+                                                  "description": "One JSON event per line."}})
+async def generate_stream(req: GenerateRequest, gen: GenerationDep) -> StreamingResponse:
+    """The same generation as POST /generate, as newline-delimited JSON events while tokens are made:
+    `{"event": "start", ...}`, `{"event": "token", "stream": "default"|"steered", "index", "token"}`...,
+    `{"event": "done", "default": {...}, "steered": {...}|null}`. Bad input is a 4xx before streaming."""
+    prepared = await run_in_threadpool(
+        gen.prepare, req.prompt, req.max_new_tokens, req.temperature, req.seed, req.model_id, req.plan())
+
+    def lines():
+        for ev in gen.stream(prepared):
+            yield json.dumps(ev) + "\n"
+
+    return StreamingResponse(lines(), media_type="application/x-ndjson")

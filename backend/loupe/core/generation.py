@@ -3,7 +3,7 @@ optionally inside hook contexts). Greedy at temperature 0, seeded sampling other
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from jaxtyping import Float, Int
@@ -21,7 +21,34 @@ def next_token(
     return int(torch.multinomial(probs, 1, generator=generator).item())
 
 
-@torch.no_grad()
+def decode_iter(
+    forward: Forward,
+    prompt_ids: list[int],
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    seed: int | None = None,
+    stop_ids: tuple[int, ...] = (),
+    n_ctx: int | None = None,
+) -> Iterator[int]:
+    """Yield generated token ids one at a time (the streaming form of `decode`). Each step
+    recomputes the full prefix (no KV cache): exact for any hook plan, including edits at one
+    prompt position, and cheap for the small models this runs on."""
+    generator = None
+    if temperature > 0:
+        generator = torch.Generator().manual_seed(0 if seed is None else int(seed))
+    ids = list(prompt_ids)
+    for _ in range(max_new_tokens):
+        if n_ctx is not None and len(ids) >= n_ctx:
+            break
+        with torch.no_grad():
+            logits = forward(torch.tensor([ids], dtype=torch.long))[0, -1]
+        tok = next_token(logits, temperature, generator)
+        if tok in stop_ids:
+            break
+        ids.append(tok)
+        yield tok
+
+
 def decode(
     forward: Forward,
     prompt_ids: list[int],
@@ -31,20 +58,45 @@ def decode(
     stop_ids: tuple[int, ...] = (),
     n_ctx: int | None = None,
 ) -> list[int]:
-    """Return the generated token ids (without the prompt). Recomputes the full prefix each step:
-    exact for any hook plan, and cheap for the small models this runs on."""
-    generator = None
-    if temperature > 0:
-        generator = torch.Generator().manual_seed(0 if seed is None else int(seed))
-    ids = list(prompt_ids)
-    out: list[int] = []
-    for _ in range(max_new_tokens):
-        if n_ctx is not None and len(ids) >= n_ctx:
+    """Return the generated token ids (without the prompt)."""
+    return list(decode_iter(forward, prompt_ids, max_new_tokens, temperature, seed, stop_ids, n_ctx))
+
+
+@torch.no_grad()
+def greedy_batch(
+    forward: Forward,
+    prompts: list[list[int]],
+    max_new_tokens: int,
+    stop_id: int | None = None,
+    n_ctx: int | None = None,
+    pad_id: int = 0,
+) -> list[list[int]]:
+    """Greedy decoding of prompts of any lengths in one batch, right-padded. With causal attention
+    a token never sees the positions after it, so row i's logits at its own last position are those
+    of the unpadded row (positions start at 0 for every row): the result equals decoding each
+    prompt alone. Each row's ids stop before its first `stop_id`."""
+    if not prompts:
+        return []
+    lengths = torch.tensor([len(p) for p in prompts])
+    longest = int(lengths.max())
+    steps = max_new_tokens if n_ctx is None else max(0, min(max_new_tokens, n_ctx - longest))
+    buf = torch.full((len(prompts), longest + steps), pad_id, dtype=torch.long)
+    for i, p in enumerate(prompts):
+        buf[i, : len(p)] = torch.tensor(p, dtype=torch.long)
+    rows = torch.arange(len(prompts))
+    new: list[list[int]] = [[] for _ in prompts]
+    done = torch.zeros(len(prompts), dtype=torch.bool)
+    for t in range(steps):
+        cur = lengths + t                                   # each row's length so far
+        logits = forward(buf[:, : int(cur.max())])
+        tok = logits[rows, cur - 1].argmax(-1)
+        buf[rows, cur] = tok
+        for i in range(len(prompts)):
+            if not done[i]:
+                if stop_id is not None and int(tok[i]) == stop_id:
+                    done[i] = True
+                else:
+                    new[i].append(int(tok[i]))
+        if bool(done.all()):
             break
-        logits = forward(torch.tensor([ids], dtype=torch.long))[0, -1]
-        tok = next_token(logits, temperature, generator)
-        if tok in stop_ids:
-            break
-        out.append(tok)
-        ids.append(tok)
-    return out
+    return new

@@ -66,18 +66,20 @@ def diff_of_means(pos: Float[Tensor, "n *shape"], neg: Float[Tensor, "m *shape"]
 @torch.no_grad()
 def last_position_means(
     forward_with_cache: Callable[[Tensor], dict[str, Tensor]],
-    batches: Iterable[Tensor],
+    batches: Iterable[tuple[Tensor, Tensor]],
     hook_names: Sequence[str],
     n_positions: int,
 ) -> dict[str, Float[Tensor, "n_positions d"]]:
-    """Mean activation (float64) at each hook over the last `n_positions` tokens of every sequence.
-    `forward_with_cache(ids)` returns {hook_name: [batch, pos, d]}; batches are equal-length rows
-    so the last positions line up (the post-instruction tokens of a chat prompt)."""
+    """Mean activation (float64) at each hook over the last `n_positions` tokens of every sequence
+    (the post-instruction tokens of a chat prompt). `batches` yields (ids [batch, pos] right-padded,
+    lengths [batch]); `forward_with_cache(ids)` returns {hook_name: [batch, pos, d]}."""
     acc = {h: MeanAccumulator() for h in hook_names}
-    for ids in batches:
+    for ids, lengths in batches:
         cache = forward_with_cache(ids)
+        idx = lengths[:, None] - n_positions + torch.arange(n_positions)[None, :]    # [batch, n_positions]
+        rows = torch.arange(ids.shape[0])[:, None]
         for h in hook_names:
-            acc[h].update(cache[h][:, -n_positions:])
+            acc[h].update(cache[h][rows, idx])
     return {h: a.mean for h, a in acc.items()}
 
 

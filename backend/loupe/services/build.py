@@ -58,9 +58,26 @@ class DemoWorld:
             Step("demo.tokens", "tokens", self.tokens_dir, self.build_tokens, key=self.keys["tokens"]),
             Step("demo.model", "train model", self.model_dir, self.train, key=self.keys["model"]),
             Step("demo.eval", "evaluate behaviour", self.eval_dir, self.evaluate, background=True, key=self.keys["eval"]),
+            *self._steering_steps(),
             *self._sae_steps(),
             *self._influence_steps(),
         ]
+
+    def _steering_steps(self) -> list[Step]:
+        from loupe.services.steering import refusal_vector_id, vector_dir
+
+        key = _key(self.cfg, *self.cfg.to_dict().keys()) + "-refusal-v1"
+        return [Step("steering.refusal", "refusal direction", vector_dir(self.ws, refusal_vector_id(DEMO_MODEL_ID)),
+                     lambda ctx: self.refusal_direction(ctx, key), background=True, key=key)]
+
+    def refusal_direction(self, ctx: JobContext, key: str) -> dict:
+        from loupe.services.models import LoadedModel, describe, load_bridge
+        from loupe.services.steering import build_refusal_direction
+
+        ctx.progress(0, None, "loading model")
+        bridge, tok = load_bridge(str(self.model_dir), self.ws.settings.device)
+        lm = LoadedModel(DEMO_MODEL_ID, bridge, tok, describe(bridge))
+        return build_refusal_direction(self, lm, ctx.progress, key=key)
 
     def _sae_steps(self) -> list[Step]:
         from loupe.services.saes import sae_steps

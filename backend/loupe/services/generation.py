@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Iterator
 
-from loupe.core.generation import decode
+from loupe.core.generation import decode, decode_iter
 from loupe.errors import Unprocessable
 from loupe.services.models import LoadedModel, ModelService
 
@@ -17,19 +18,32 @@ class Completion:
     token_ids: list[int]
 
 
+@dataclass
+class Prepared:
+    """A validated request: the model, the prompt's ids and the steered hook plan (None: no steering)."""
+
+    lm: LoadedModel
+    ids: list[int]
+    max_new_tokens: int
+    temperature: float
+    seed: int | None
+    plan: list | None
+
+
 class GenerationService:
     def __init__(self, models: ModelService, max_new_tokens_limit: int):
         self.models = models
         self.limit = max_new_tokens_limit
 
-    def generate(self, prompt: str, max_new_tokens: int, temperature: float, seed: int | None,
-                 model_id: str | None = None, interventions: list | None = None) -> tuple[LoadedModel, int, Completion, Completion | None]:
+    def prepare(self, prompt: str, max_new_tokens: int, temperature: float, seed: int | None,
+                model_id: str | None = None, interventions: list | None = None) -> Prepared:
+        """Check everything a generation needs before any token is produced (4xx, never a 500)."""
+        from loupe.services.steering import build_plan
+
         if not math.isfinite(temperature) or temperature < 0:
             raise Unprocessable(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature}")
         if max_new_tokens > self.limit:
             raise Unprocessable(f"max_new_tokens is {max_new_tokens}; the limit is {self.limit}")
-        if interventions:
-            raise Unprocessable("interventions are not available yet on this server; send none")
         lm = self.models.get(model_id)
         ids = lm.encode_prompt(prompt)
         if len(ids) + max_new_tokens > lm.n_ctx:
@@ -37,15 +51,55 @@ class GenerationService:
                 f"the prompt is {len(ids)} tokens and max_new_tokens is {max_new_tokens}: together more than "
                 f"the model's context of {lm.n_ctx} tokens; shorten the prompt or ask for fewer tokens"
             )
-        out = self.complete(lm, ids, max_new_tokens, temperature, seed)
-        return lm, len(ids), out, None
+        plan = build_plan(self.models.ws, lm, interventions, len(ids)) if interventions else None
+        return Prepared(lm, ids, max_new_tokens, temperature, seed, plan)
+
+    def generate(self, prompt: str, max_new_tokens: int, temperature: float, seed: int | None,
+                 model_id: str | None = None, interventions: list | None = None) -> tuple[LoadedModel, int, Completion, Completion | None]:
+        p = self.prepare(prompt, max_new_tokens, temperature, seed, model_id, interventions)
+        out = self.complete(p.lm, p.ids, p.max_new_tokens, p.temperature, p.seed)
+        steered = None if p.plan is None else self.complete(p.lm, p.ids, p.max_new_tokens, p.temperature, p.seed, p.plan)
+        return p.lm, len(p.ids), out, steered
+
+    def stream(self, p: Prepared) -> Iterator[dict]:
+        """Events as tokens are generated, default and steered interleaved step by step:
+        {"event": "start"}, {"event": "token", "stream", "index", "token"}..., {"event": "done", ...}.
+        Hooks are attached per forward pass, so a client that goes away leaves none behind."""
+        from loupe.services.steering import locked_forward
+
+        lm = p.lm
+        stop = tuple(t for t in (lm.tokenizer.eos_token_id,) if t is not None)
+        streams = {"default": decode_iter(locked_forward(lm), p.ids, p.max_new_tokens, p.temperature, p.seed,
+                                          stop_ids=stop, n_ctx=lm.n_ctx)}
+        if p.plan is not None:
+            streams["steered"] = decode_iter(locked_forward(lm, p.plan), p.ids, p.max_new_tokens, p.temperature,
+                                             p.seed, stop_ids=stop, n_ctx=lm.n_ctx)
+        got: dict[str, list[int]] = {k: [] for k in streams}
+        yield {"event": "start", "model_id": lm.id, "prompt_tokens": len(p.ids), "streams": list(streams)}
+        live = dict(streams)
+        while live:
+            for name in list(live):
+                tok = next(live[name], None)
+                if tok is None:
+                    del live[name]
+                    continue
+                got[name].append(tok)
+                yield {"event": "token", "stream": name, "index": len(got[name]) - 1, "token": lm.tokenizer.decode([tok])}
+        done = {k: self._completion(lm, v) for k, v in got.items()}
+        yield {"event": "done", "model_id": lm.id, "prompt_tokens": len(p.ids),
+               **{k: ({"completion": done[k].completion, "tokens": done[k].tokens} if k in done else None)
+                  for k in ("default", "steered")}}
 
     @staticmethod
-    def complete(lm: LoadedModel, ids: list[int], max_new_tokens: int, temperature: float, seed: int | None) -> Completion:
+    def _completion(lm: LoadedModel, new: list[int]) -> Completion:
+        return Completion(completion=lm.tokenizer.decode(new), tokens=[lm.tokenizer.decode([t]) for t in new], token_ids=new)
+
+    @staticmethod
+    def complete(lm: LoadedModel, ids: list[int], max_new_tokens: int, temperature: float, seed: int | None,
+                 plan: list | None = None) -> Completion:
+        """Decode through the model's lock; `plan`'s hooks are attached for each forward pass only."""
+        from loupe.services.steering import locked_forward
+
         stop = tuple(t for t in (lm.tokenizer.eos_token_id,) if t is not None)
-        new = decode(lm.bridge, ids, max_new_tokens, temperature, seed, stop_ids=stop, n_ctx=lm.n_ctx)
-        return Completion(
-            completion=lm.tokenizer.decode(new),
-            tokens=[lm.tokenizer.decode([t]) for t in new],
-            token_ids=new,
-        )
+        new = decode(locked_forward(lm, plan), ids, max_new_tokens, temperature, seed, stop_ids=stop, n_ctx=lm.n_ctx)
+        return GenerationService._completion(lm, new)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from loupe.settings import Settings
 from loupe.storage.artifacts import clean_scratch
 from loupe.storage.db import Database
-from loupe.storage.repositories import EvalRepository, JobRepository, ModelRepository, SAERepository
+from loupe.storage.repositories import EvalRepository, JobRepository, ModelRepository, SAERepository, VectorRepository
 
 
 @dataclass
@@ -30,6 +31,10 @@ class Workspace:
         clean_scratch(settings.artifacts_dir)
         ws.jobs.fail_orphans()
         return ws
+
+    @cached_property
+    def vectors(self) -> VectorRepository:
+        return VectorRepository(self.db)
 
     def artifact(self, *parts: str) -> Path:
         return self.settings.artifacts_dir.joinpath(*parts)

@@ -106,3 +106,23 @@ class FeatureLabel(Base):
     index: Mapped[int] = mapped_column(Integer, primary_key=True)
     label: Mapped[str] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class VectorRecord(Base):
+    """A steering direction (e.g. the refusal direction): metadata and its selection table; r, mu-
+    and mu+ live in the safetensors file at `path`."""
+
+    __tablename__ = "vectors"
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), index=True)
+    model_id: Mapped[str] = mapped_column(String(100), index=True)
+    hook: Mapped[str] = mapped_column(String(200))          # where it was read, and where addition/ACE apply
+    layer: Mapped[int] = mapped_column(Integer)
+    position: Mapped[int | None] = mapped_column(Integer, nullable=True)   # post-instruction position (negative)
+    d_model: Mapped[int] = mapped_column(Integer)
+    source: Mapped[str] = mapped_column(String(32))         # build | computed | import
+    path: Mapped[str] = mapped_column(Text)
+    scores: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    candidates: Mapped[dict[str, Any]] = mapped_column(default=dict)    # {"rows": [...], ...}
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -152,6 +152,50 @@ class EvalRepository:
             return list(s.scalars(q))
 
 
+class VectorRepository:
+    def __init__(self, db: Database):
+        self.db = db
+
+    def upsert(self, id: str, **fields: Any) -> "VectorRecord":
+        from .models import VectorRecord
+
+        with self.db.session() as s:
+            rec = s.get(VectorRecord, id)
+            if rec is None:
+                rec = VectorRecord(id=id, **fields)
+                s.add(rec)
+            else:
+                for k, v in fields.items():
+                    setattr(rec, k, v)
+            s.flush()
+            return rec
+
+    def get(self, id: str) -> "VectorRecord | None":
+        from .models import VectorRecord
+
+        with self.db.session() as s:
+            return s.get(VectorRecord, id)
+
+    def list(self, model_id: str | None = None) -> list["VectorRecord"]:
+        from .models import VectorRecord
+
+        with self.db.session() as s:
+            q = select(VectorRecord).order_by(VectorRecord.created_at)
+            if model_id:
+                q = q.where(VectorRecord.model_id == model_id)
+            return list(s.scalars(q))
+
+    def delete(self, id: str) -> bool:
+        from .models import VectorRecord
+
+        with self.db.session() as s:
+            rec = s.get(VectorRecord, id)
+            if rec is None:
+                return False
+            s.delete(rec)
+            return True
+
+
 class SAERepository:
     """Registered SAEs, their features' dashboard rows and people's labels."""
 

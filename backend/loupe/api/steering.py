@@ -1,0 +1,184 @@
+"""Vectors (steering directions: list, detail with the candidate table, compute, import, export)
+and the steering evaluation sweep."""
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
+from loupe.services.steering import DEFAULT_ALPHAS, SteeringService
+
+router = APIRouter(tags=["steering"])
+MAX_IMPORT_BYTES = 64 * 1024 * 1024
+
+
+def _steering(request: Request) -> SteeringService:
+    app = request.app
+    if getattr(app.state, "steering", None) is None:
+        app.state.steering = SteeringService(app.state.workspace, app.state.models)
+    return app.state.steering
+
+
+SteeringDep = Annotated[SteeringService, Depends(_steering)]
+
+
+class VectorOut(BaseModel):
+    id: str
+    name: str
+    model_id: str
+    hook: str
+    layer: int
+    position: int | None
+    d_model: int
+    source: str
+    scores: dict[str, Any]
+    created_at: datetime
+
+
+class CandidateRow(BaseModel):
+    hook: str
+    layer: float
+    position: int
+    norm: float
+    bypass_score: float | None
+    induce_score: float | None
+    kl: float | None
+    reasons: list[str]
+    selected: bool
+
+
+class CandidateTable(BaseModel):
+    rows: list[CandidateRow] = []
+    n_layers: int | None = None
+    post_instruction_tokens: list[str] = []
+    base_refusal_score: dict[str, float] = {}
+
+
+class VectorDetail(VectorOut):
+    candidates: CandidateTable
+
+
+class VectorList(BaseModel):
+    vectors: list[VectorOut]
+
+
+class JobStarted(BaseModel):
+    job_id: int
+    status: str
+    vector_id: str | None = None
+    eval_id: int | None = None
+
+
+class ComputeRequest(BaseModel):
+    name: str = Field(..., min_length=1, max_length=60)
+    harmful: list[str] = Field(..., min_length=2, description="Prompts (instructions) that elicit the behaviour.")
+    harmless: list[str] = Field(..., min_length=2, description="Prompts that do not.")
+    model_id: str | None = None
+
+
+class EvaluateRequest(BaseModel):
+    vector_id: str
+    methods: list[Literal["none", "ablation", "addition", "ace"]] = Field(
+        default_factory=lambda: ["none", "ablation", "addition", "ace"], min_length=1)
+    alphas: list[Annotated[float, Field(allow_inf_nan=False)]] = Field(
+        default_factory=lambda: list(DEFAULT_ALPHAS), min_length=1, max_length=21,
+        description="Used by addition and ACE; ablation and none have one point.")
+    harmful: list[str] | None = Field(None, description="Default: the demo world's held-out harmful instructions.")
+    harmless: list[str] | None = Field(None, description="Default: the held-out harmless instructions.")
+    limit: int | None = Field(64, ge=1, description="At most this many prompts per set (null: all).")
+    max_new_tokens: int = Field(12, ge=1, le=64)
+
+
+class EvalRow(BaseModel):
+    method: str
+    alpha: float
+    refusal_harmful: float
+    refusal_harmless: float
+    gap: float
+    kl_harmless: float
+    examples: dict[str, list[dict[str, str]]] = {}
+
+
+class EvaluationOut(BaseModel):
+    id: int
+    created_at: datetime
+    vector_id: str
+    model_id: str
+    hook: str
+    rows: list[EvalRow]
+    n_harmful: int
+    n_harmless: int
+    max_new_tokens: int
+    seconds: float
+    figure: dict[str, Any]
+    targets: dict[str, Any] = {}
+
+
+class EvaluationList(BaseModel):
+    evaluations: list[EvaluationOut]
+
+
+@router.get("/vectors", response_model=VectorList)
+def list_vectors(st: SteeringDep, model_id: str | None = None) -> VectorList:
+    return VectorList(vectors=[VectorOut(**v) for v in st.list(model_id)])
+
+
+@router.get("/vectors/{vector_id}", response_model=VectorDetail)
+def get_vector(vector_id: str, st: SteeringDep) -> VectorDetail:
+    return VectorDetail(**st.get(vector_id))
+
+
+@router.delete("/vectors/{vector_id}", status_code=204)
+def delete_vector(vector_id: str, st: SteeringDep) -> Response:
+    st.delete(vector_id)
+    return Response(status_code=204)
+
+
+@router.get("/vectors/{vector_id}/export", response_class=Response,
+            responses={200: {"content": {"application/octet-stream": {}}, "description": "safetensors: r, mu_minus, mu_plus"}})
+def export_vector(vector_id: str, st: SteeringDep) -> Response:
+    data = st.export(vector_id)
+    return Response(data, media_type="application/octet-stream",
+                    headers={"Content-Disposition": f'attachment; filename="{vector_id}.safetensors"'})
+
+
+@router.post("/vectors/import", response_model=VectorDetail, status_code=201,
+             openapi_extra={"requestBody": {"required": True, "content": {"application/octet-stream": {
+                 "schema": {"type": "string", "format": "binary"}}}}})
+async def import_vector(request: Request, st: SteeringDep, name: str = Query(..., min_length=1, max_length=60),
+                        model_id: str | None = None, hook: str | None = None, id: str | None = None) -> VectorDetail:
+    """The body is a safetensors file with `r` [d_model] (and optionally `mu_minus`, `mu_plus`)."""
+    from loupe.errors import Unprocessable
+
+    data = await request.body()
+    if len(data) > MAX_IMPORT_BYTES:
+        raise Unprocessable(f"the file is {len(data):,} bytes; the limit is {MAX_IMPORT_BYTES:,}")
+    out = await run_in_threadpool(st.import_, data, name, model_id, hook, id)
+    return VectorDetail(**out)
+
+
+@router.post("/vectors/compute", response_model=JobStarted, status_code=202)
+def compute_vector(req: ComputeRequest, st: SteeringDep) -> JobStarted:
+    """A difference-of-means direction from two prompt sets, selected as in Arditi et al. (a job)."""
+    return JobStarted(**st.compute(req.name, req.harmful, req.harmless, req.model_id))
+
+
+@router.post("/steering/evaluate", response_model=JobStarted, status_code=202)
+def evaluate(req: EvaluateRequest, st: SteeringDep) -> JobStarted:
+    """Refusal rates (harmful, harmless) and KL on harmless prompts for each method and alpha, as a
+    job; the result is at GET /api/steering/evaluations/{eval_id} (the job's artifacts name it)."""
+    return JobStarted(**st.evaluate(req.vector_id, list(req.methods), list(req.alphas), req.harmful, req.harmless,
+                                    req.limit, req.max_new_tokens))
+
+
+@router.get("/steering/evaluations", response_model=EvaluationList)
+def evaluations(st: SteeringDep, vector_id: str | None = None, limit: int = Query(20, ge=1, le=200)) -> EvaluationList:
+    return EvaluationList(evaluations=[EvaluationOut(**e) for e in st.evaluations(vector_id, limit)])
+
+
+@router.get("/steering/evaluations/{eval_id}", response_model=EvaluationOut)
+def evaluation(eval_id: int, st: SteeringDep) -> EvaluationOut:
+    return EvaluationOut(**st.evaluation(eval_id))
