@@ -2,14 +2,32 @@ import { useState } from "react";
 import { api } from "./api/client";
 import { Badge } from "./components/ui";
 import { usePolling } from "./hooks";
+import { FeaturePage } from "./pages/Feature";
+import { Features } from "./pages/Features";
 import { Generate, INITIAL_GENERATE_STATE, type GenerateState } from "./pages/Generate";
+import { Inspect } from "./pages/Inspect";
 import { Overview } from "./pages/Overview";
 import { Link, usePath } from "./router";
 
 const NAV = [
   { path: "/", label: "Overview", testId: "nav-overview" },
   { path: "/generate", label: "Generate", testId: "nav-generate" },
+  { path: "/features", label: "Features", testId: "nav-features" },
+  { path: "/inspect", label: "Inspect", testId: "nav-inspect" },
 ];
+
+/** A nav entry is active on its page and the pages under it (/features/x/1 -> Features). */
+function navActive(path: string, navPath: string): boolean {
+  return path === navPath || (navPath !== "/" && path.startsWith(`${navPath}/`));
+}
+
+function safeDecode(s: string): string {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return s;
+  }
+}
 
 function NotFound({ path }: { path: string }) {
   return (
@@ -31,9 +49,13 @@ export function App() {
   const models = usePolling(api.models, (_d, e) => (e ? 5000 : 30000));
   const [genState, setGenState] = useState<GenerateState>(INITIAL_GENERATE_STATE);
 
+  const featureMatch = /^\/features\/([^/]+)\/(\d+)$/.exec(path);
   let page;
   if (path === "/") page = <Overview health={health} models={models} />;
   else if (path === "/generate") page = <Generate state={genState} setState={setGenState} models={models.data?.models ?? []} />;
+  else if (path === "/features") page = <Features />;
+  else if (featureMatch) page = <FeaturePage saeId={safeDecode(featureMatch[1])} index={Number(featureMatch[2])} />;
+  else if (path === "/inspect") page = <Inspect />;
   else page = <NotFound path={path} />;
 
   const h = health.data;
@@ -52,8 +74,8 @@ export function App() {
             <Link
               key={n.path}
               to={n.path}
-              className={`nav-link${path === n.path ? " active" : ""}`}
-              aria-current={path === n.path ? "page" : undefined}
+              className={`nav-link${navActive(path, n.path) ? " active" : ""}`}
+              aria-current={navActive(path, n.path) ? "page" : undefined}
               data-testid={n.testId}
             >
               {n.label}

@@ -30,6 +30,21 @@ export function usePath(): string {
   return useSyncExternalStore(subscribe, currentPath, () => "/");
 }
 
+function currentSearch() {
+  return window.location.search;
+}
+
+/** The query string of the current URL ("" or "?a=b"); re-renders when it changes. */
+export function useSearch(): string {
+  return useSyncExternalStore(subscribe, currentSearch, () => "");
+}
+
+/** Change the URL without a new history entry (for state typed into a box). */
+export function replaceUrl(to: string) {
+  window.history.replaceState(null, "", to);
+  notify();
+}
+
 export function navigate(to: string) {
   if (normalizePath(to) === currentPath() && !to.includes("?") && !to.includes("#")) return;
   window.history.pushState(null, "", to);

@@ -100,6 +100,8 @@ class Dashboard(FeatureRow):
     top_examples: list[Example]
     intervals: list[Interval]
     histogram: Histogram
+    neighbour_labels: dict[str, str] = Field(
+        default_factory=dict, description="label (a person's, else the automatic one) of each nearest feature")
 
 
 class LabelIn(BaseModel):
@@ -115,6 +117,8 @@ class LabelOut(BaseModel):
 class ActivationsIn(BaseModel):
     text: str = Field(min_length=1, max_length=20_000)
     top_k: int = Field(5, ge=1, le=64)
+    features: list[int] = Field(default_factory=list, max_length=16,
+                                description="features whose activation on every token to return in feature_activations")
 
 
 class TokenFeature(BaseModel):
@@ -135,6 +139,8 @@ class ActivationsOut(BaseModel):
     tokens: list[TokenActivations]
     max_activation: float
     labels: dict[str, str] = Field(description="label (a person's, else the automatic one) of every feature listed")
+    feature_activations: dict[str, list[float]] = Field(
+        default_factory=dict, description="for each requested feature, its activation on every token")
 
 
 class NeuronsOut(BaseModel):
@@ -186,4 +192,4 @@ def neurons(sae_id: str, saes: SAEsDep) -> Any:
 
 @router.post("/saes/{sae_id}/activations", response_model=ActivationsOut)
 def activations(sae_id: str, body: ActivationsIn, saes: SAEsDep) -> Any:
-    return saes.activations(sae_id, body.text, body.top_k)
+    return saes.activations(sae_id, body.text, body.top_k, body.features)

@@ -144,6 +144,7 @@ class SAEService:
             "sae_id": sae_id, "hook_name": rec.hook_name, "d_sae": rec.d_sae,
             "summary": f.summary, "top_examples": top, "intervals": intervals,
             "histogram": {"counts": counts, "max": mx, "figure": histogram_figure(counts, mx, f.density)},
+            "neighbour_labels": self._labels(sae_id, [int(n[0]) for n in (f.summary or {}).get("neighbours", [])]),
         }
 
     def set_label(self, sae_id: str, index: int, label: str) -> dict[str, Any]:
@@ -179,10 +180,13 @@ class SAEService:
                 self._saes[rec.id] = load_sae(rec.path, self.ws.settings.device)
             return self._saes[rec.id]
 
-    def activations(self, sae_id: str, text: str, top_k: int) -> dict[str, Any]:
+    def activations(self, sae_id: str, text: str, top_k: int, features: list[int] | None = None) -> dict[str, Any]:
         from loupe.core.activations import cache_activations
 
         rec = self.record(sae_id)
+        bad = [i for i in features or [] if not 0 <= i < rec.d_sae]
+        if bad:
+            raise NotFound(f"{sae_id} has features 0..{rec.d_sae - 1}; there is no feature {bad[0]}")
         if not text:
             raise Unprocessable("text is empty; give some text to run the model on")
         lm: LoadedModel = self.models.get(rec.model_id)
@@ -202,9 +206,12 @@ class SAEService:
             for x in feats:
                 labels.setdefault(x["index"], None)
             tokens.append({"token": lm.tokenizer.decode([t]), "id": t, "position": p, "features": feats})
+        for i in features or []:
+            labels.setdefault(i, None)
         return {"sae_id": sae_id, "hook_name": rec.hook_name, "tokens": tokens,
                 "max_activation": round(float(codes.max()), 4) if codes.numel() else 0.0,
-                "labels": self._labels(sae_id, list(labels))}
+                "labels": self._labels(sae_id, list(labels)),
+                "feature_activations": {str(i): [round(float(v), 4) for v in codes[:, i]] for i in features or []}}
 
     def _labels(self, sae_id: str, indices: list[int]) -> dict[str, str]:
         return {str(i): lab for i, lab in self.ws.saes.display_labels(sae_id, indices).items()}

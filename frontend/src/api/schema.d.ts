@@ -38,6 +38,28 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/generate/stream": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Generate Stream
+         * @description The same generation as POST /generate, as newline-delimited JSON events while tokens are made:
+         *     `{"event": "start", ...}`, `{"event": "token", "stream": "default"|"steered", "index", "token"}`...,
+         *     `{"event": "done", "default": {...}, "steered": {...}|null}`. Bad input is a 4xx before streaming.
+         */
+        post: operations["generate_stream_api_generate_stream_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/health": {
         parameters: {
             query?: never;
@@ -81,6 +103,58 @@ export interface paths {
         };
         /** Influence Status */
         get: operations["influence_status_api_influence_status_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/jacobian/layer": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /** Layer */
+        post: operations["layer_api_jacobian_layer_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/jacobian/runs": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List Runs */
+        get: operations["list_runs_api_jacobian_runs_get"];
+        put?: never;
+        /** Start Run */
+        post: operations["start_run_api_jacobian_runs_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/jacobian/runs/{run_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Get Run */
+        get: operations["get_run_api_jacobian_runs__run_id__get"];
         put?: never;
         post?: never;
         delete?: never;
@@ -276,12 +350,195 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/steering/evaluate": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Evaluate
+         * @description Refusal rates (harmful, harmless) and KL on harmless prompts for each method and alpha, as a
+         *     job; the result is at GET /api/steering/evaluations/{eval_id} (the job's artifacts name it).
+         */
+        post: operations["evaluate_api_steering_evaluate_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/steering/evaluations": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Evaluations */
+        get: operations["evaluations_api_steering_evaluations_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/steering/evaluations/{eval_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Evaluation */
+        get: operations["evaluation_api_steering_evaluations__eval_id__get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/vectors": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List Vectors */
+        get: operations["list_vectors_api_vectors_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/vectors/compute": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Compute Vector
+         * @description A difference-of-means direction from two prompt sets, selected as in Arditi et al. (a job).
+         */
+        post: operations["compute_vector_api_vectors_compute_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/vectors/import": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Import Vector
+         * @description The body is a safetensors file with `r` [d_model] (and optionally `mu_minus`, `mu_plus`).
+         */
+        post: operations["import_vector_api_vectors_import_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/vectors/{vector_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Get Vector */
+        get: operations["get_vector_api_vectors__vector_id__get"];
+        put?: never;
+        post?: never;
+        /** Delete Vector */
+        delete: operations["delete_vector_api_vectors__vector_id__delete"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/vectors/{vector_id}/export": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Export Vector */
+        get: operations["export_vector_api_vectors__vector_id__export_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
 }
 export type webhooks = Record<string, never>;
 export interface components {
     schemas: {
+        /**
+         * AblateDirection
+         * @description Directional ablation h - (h . r^) r^ at every residual write, every position (Arditi et al. 2024).
+         */
+        AblateDirection: {
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            kind: "ablate_direction";
+            /** Vector Id */
+            vector_id: string;
+        };
+        /**
+         * Ace
+         * @description Affine concept editing h - ((h - mu-) . r^) r^ + alpha r at the vector's hook (Marshall et al. 2024).
+         */
+        Ace: {
+            /**
+             * Alpha
+             * @default 1
+             */
+            alpha: number;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            kind: "ace";
+            /** Vector Id */
+            vector_id: string;
+        };
         /** ActivationsIn */
         ActivationsIn: {
+            /**
+             * Features
+             * @description features whose activation on every token to return in feature_activations
+             */
+            features?: number[];
             /** Text */
             text: string;
             /**
@@ -292,6 +549,13 @@ export interface components {
         };
         /** ActivationsOut */
         ActivationsOut: {
+            /**
+             * Feature Activations
+             * @description for each requested feature, its activation on every token
+             */
+            feature_activations?: {
+                [key: string]: number[];
+            };
             /** Hook Name */
             hook_name: string;
             /**
@@ -308,12 +572,92 @@ export interface components {
             /** Tokens */
             tokens: components["schemas"]["TokenActivations"][];
         };
+        /**
+         * AddDirection
+         * @description Activation addition h + alpha r at one residual hook (default: the vector's), every position.
+         */
+        AddDirection: {
+            /**
+             * Alpha
+             * @default 1
+             */
+            alpha: number;
+            /** Hook */
+            hook?: string | null;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            kind: "add_direction";
+            /** Vector Id */
+            vector_id: string;
+        };
+        /** CandidateRow */
+        CandidateRow: {
+            /** Bypass Score */
+            bypass_score: number | null;
+            /** Hook */
+            hook: string;
+            /** Induce Score */
+            induce_score: number | null;
+            /** Kl */
+            kl: number | null;
+            /** Layer */
+            layer: number;
+            /** Norm */
+            norm: number;
+            /** Position */
+            position: number;
+            /** Reasons */
+            reasons: string[];
+            /** Selected */
+            selected: boolean;
+        };
+        /** CandidateTable */
+        CandidateTable: {
+            /**
+             * Base Refusal Score
+             * @default {}
+             */
+            base_refusal_score: {
+                [key: string]: number;
+            };
+            /** N Layers */
+            n_layers?: number | null;
+            /**
+             * Post Instruction Tokens
+             * @default []
+             */
+            post_instruction_tokens: string[];
+            /**
+             * Rows
+             * @default []
+             */
+            rows: components["schemas"]["CandidateRow"][];
+        };
         /** CompletionOut */
         CompletionOut: {
             /** Completion */
             completion: string;
             /** Tokens */
             tokens: string[];
+        };
+        /** ComputeRequest */
+        ComputeRequest: {
+            /**
+             * Harmful
+             * @description Prompts (instructions) that elicit the behaviour.
+             */
+            harmful: string[];
+            /**
+             * Harmless
+             * @description Prompts that do not.
+             */
+            harmless: string[];
+            /** Model Id */
+            model_id?: string | null;
+            /** Name */
+            name: string;
         };
         /** Dashboard */
         Dashboard: {
@@ -338,6 +682,13 @@ export interface components {
             max_activation: number;
             /** Mean Activation */
             mean_activation: number;
+            /**
+             * Neighbour Labels
+             * @description label (a person's, else the automatic one) of each nearest feature
+             */
+            neighbour_labels?: {
+                [key: string]: string;
+            };
             /** Sae Id */
             sae_id: string;
             /**
@@ -368,6 +719,38 @@ export interface components {
              */
             state: "ready" | "pending" | "building" | "failed";
         };
+        /**
+         * Edit
+         * @description Set, scale or zero one neuron (`hook`, `index`) or SAE feature (`sae_id`, `feature`) at one
+         *     token position (absolute, or negative from the prompt's end; omitted: every position).
+         */
+        Edit: {
+            /** Feature */
+            feature?: number | null;
+            /** Hook */
+            hook?: string | null;
+            /** Index */
+            index?: number | null;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            kind: "edit";
+            /**
+             * Op
+             * @enum {string}
+             */
+            op: "set" | "scale" | "zero";
+            /** Position */
+            position?: number | null;
+            /** Sae Id */
+            sae_id?: string | null;
+            /**
+             * Value
+             * @default 0
+             */
+            value: number;
+        };
         /** EvalList */
         EvalList: {
             /** Evals */
@@ -390,6 +773,105 @@ export interface components {
             results: {
                 [key: string]: unknown;
             };
+        };
+        /** EvalRow */
+        EvalRow: {
+            /** Alpha */
+            alpha: number;
+            /**
+             * Examples
+             * @default {}
+             */
+            examples: {
+                [key: string]: {
+                    [key: string]: string;
+                }[];
+            };
+            /** Gap */
+            gap: number;
+            /** Kl Harmless */
+            kl_harmless: number;
+            /** Method */
+            method: string;
+            /** Refusal Harmful */
+            refusal_harmful: number;
+            /** Refusal Harmless */
+            refusal_harmless: number;
+        };
+        /** EvaluateRequest */
+        EvaluateRequest: {
+            /**
+             * Alphas
+             * @description Used by addition and ACE; ablation and none have one point.
+             */
+            alphas?: number[];
+            /**
+             * Harmful
+             * @description Default: the demo world's held-out harmful instructions.
+             */
+            harmful?: string[] | null;
+            /**
+             * Harmless
+             * @description Default: the held-out harmless instructions.
+             */
+            harmless?: string[] | null;
+            /**
+             * Limit
+             * @description At most this many prompts per set (null: all).
+             * @default 64
+             */
+            limit: number | null;
+            /**
+             * Max New Tokens
+             * @default 12
+             */
+            max_new_tokens: number;
+            /** Methods */
+            methods?: ("none" | "ablation" | "addition" | "ace")[];
+            /** Vector Id */
+            vector_id: string;
+        };
+        /** EvaluationList */
+        EvaluationList: {
+            /** Evaluations */
+            evaluations: components["schemas"]["EvaluationOut"][];
+        };
+        /** EvaluationOut */
+        EvaluationOut: {
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Figure */
+            figure: {
+                [key: string]: unknown;
+            };
+            /** Hook */
+            hook: string;
+            /** Id */
+            id: number;
+            /** Max New Tokens */
+            max_new_tokens: number;
+            /** Model Id */
+            model_id: string;
+            /** N Harmful */
+            n_harmful: number;
+            /** N Harmless */
+            n_harmless: number;
+            /** Rows */
+            rows: components["schemas"]["EvalRow"][];
+            /** Seconds */
+            seconds: number;
+            /**
+             * Targets
+             * @default {}
+             */
+            targets: {
+                [key: string]: unknown;
+            };
+            /** Vector Id */
+            vector_id: string;
         };
         /** Example */
         Example: {
@@ -470,11 +952,9 @@ export interface components {
         GenerateRequest: {
             /**
              * Interventions
-             * @description Hook plan for the steered completion.
+             * @description Hook plan for the steered completion, applied in order; none: `steered` is null.
              */
-            interventions?: {
-                [key: string]: unknown;
-            }[] | null;
+            interventions?: (components["schemas"]["AblateDirection"] | components["schemas"]["AddDirection"] | components["schemas"]["Ace"] | components["schemas"]["SaeFeatureAdd"] | components["schemas"]["SaeFeatureClamp"] | components["schemas"]["Edit"])[] | null;
             /**
              * Max New Tokens
              * @description Tokens to generate; bounded by the server's limit and the context.
@@ -689,6 +1169,17 @@ export interface components {
              */
             status: "queued" | "running" | "done" | "failed";
         };
+        /** JobStarted */
+        JobStarted: {
+            /** Eval Id */
+            eval_id?: number | null;
+            /** Job Id */
+            job_id: number;
+            /** Status */
+            status: string;
+            /** Vector Id */
+            vector_id?: string | null;
+        };
         /** LabelIn */
         LabelIn: {
             /**
@@ -705,6 +1196,70 @@ export interface components {
             label: string | null;
             /** Sae Id */
             sae_id: string;
+        };
+        /** LayerOut */
+        LayerOut: {
+            /** Definition */
+            definition: string;
+            /** Directions */
+            directions: {
+                [key: string]: unknown;
+            }[];
+            /** Frobenius Norm */
+            frobenius_norm: number;
+            /** Hook In */
+            hook_in: string;
+            /** Hook Out */
+            hook_out: string;
+            /** Model Id */
+            model_id: string;
+            /** Position */
+            position: number;
+            /** Prompt Tokens */
+            prompt_tokens: string[];
+            /** Seconds */
+            seconds: number;
+            /** Shape */
+            shape: number[];
+            /** Singular Values */
+            singular_values: number[];
+            /** Token */
+            token: string;
+        };
+        /** LayerRequest */
+        LayerRequest: {
+            /**
+             * Hook In
+             * @description The earlier activation (TransformerLens hook name).
+             * @default blocks.0.hook_resid_pre
+             */
+            hook_in: string;
+            /**
+             * Hook Out
+             * @description The later activation.
+             * @default blocks.1.hook_resid_post
+             */
+            hook_out: string;
+            /** Model Id */
+            model_id?: string | null;
+            /**
+             * N Directions
+             * @default 5
+             */
+            n_directions: number;
+            /**
+             * Position
+             * @description Token position (negative counts from the end).
+             * @default -1
+             */
+            position: number;
+            /** Prompt */
+            prompt: string;
+            /**
+             * Top K
+             * @default 8
+             */
+            top_k: number;
         };
         /** ModelInfo */
         ModelInfo: {
@@ -765,6 +1320,157 @@ export interface components {
             /** Total */
             total: number | null;
         };
+        /** RunList */
+        RunList: {
+            /** Defaults */
+            defaults: {
+                [key: string]: unknown;
+            };
+            /** Max Params */
+            max_params: number;
+            /** Runs */
+            runs: components["schemas"]["RunListItem"][];
+        };
+        /** RunListItem */
+        RunListItem: {
+            /** Error */
+            error?: string | null;
+            /** Job Id */
+            job_id?: number | null;
+            /** Progress */
+            progress?: {
+                [key: string]: unknown;
+            } | null;
+            /** Run Id */
+            run_id: string;
+            /** Settings */
+            settings: {
+                [key: string]: unknown;
+            };
+            /** Status */
+            status: string;
+            /** Summary */
+            summary?: {
+                [key: string]: unknown;
+            } | null;
+        };
+        /** RunOut */
+        RunOut: {
+            /** Alignment */
+            alignment: number[];
+            /** Controls */
+            controls: string[];
+            /** Figures */
+            figures: {
+                [key: string]: unknown;
+            };
+            /** Metrics */
+            metrics: {
+                [key: string]: unknown;
+            };
+            /** N Params */
+            n_params: number;
+            /** Perturbation */
+            perturbation: {
+                [key: string]: unknown;
+            } | null;
+            /** Regions */
+            regions: {
+                [key: string]: unknown;
+            };
+            /** Run Id */
+            run_id: string;
+            /** Seconds */
+            seconds: {
+                [key: string]: unknown;
+            };
+            /** Seed Overlap */
+            seed_overlap: {
+                [key: string]: unknown;
+            }[];
+            /** Settings */
+            settings: {
+                [key: string]: unknown;
+            };
+            /** Singular Values */
+            singular_values: number[];
+            /** Summary */
+            summary: {
+                [key: string]: unknown;
+            };
+        };
+        /** RunSettingsIn */
+        RunSettingsIn: {
+            /**
+             * Batch Size
+             * @default 64
+             */
+            batch_size: number;
+            /**
+             * Control
+             * @default none
+             * @enum {string}
+             */
+            control: "none" | "white_noise" | "shuffled_labels";
+            /**
+             * Depth
+             * @description Hidden layers.
+             * @default 1
+             */
+            depth: number;
+            /**
+             * Dtype
+             * @default float64
+             * @enum {string}
+             */
+            dtype: "float64" | "float32";
+            /**
+             * Epochs
+             * @description Epochs of 25 batches (1,600 examples / 64).
+             * @default 25
+             */
+            epochs: number;
+            /**
+             * Experiments
+             * @description Also run the perturbation experiment.
+             * @default true
+             */
+            experiments: boolean;
+            /**
+             * Lr
+             * @description Peak learning rate, cosine-decayed to 0; must be > 0.
+             * @default 0.1
+             */
+            lr: number;
+            /**
+             * Momentum
+             * @default 0.9
+             */
+            momentum: number;
+            /**
+             * Seed
+             * @description Initialisation seed (data split and batch order stay fixed).
+             * @default 0
+             */
+            seed: number;
+            /**
+             * Width
+             * @description Hidden width; the paper's 64 gives 4,810 parameters.
+             * @default 64
+             */
+            width: number;
+        };
+        /** RunStarted */
+        RunStarted: {
+            /** Existing */
+            existing: boolean;
+            /** Job Id */
+            job_id: number | null;
+            /** Run Id */
+            run_id: string;
+            /** Status */
+            status: string;
+        };
         /** SAEList */
         SAEList: {
             /** Saes */
@@ -796,6 +1502,40 @@ export interface components {
             path: string;
             /** Source */
             source: string;
+        };
+        /**
+         * SaeFeatureAdd
+         * @description h + value * W_dec[feature] at the SAE's hook, every position.
+         */
+        SaeFeatureAdd: {
+            /** Feature */
+            feature: number;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            kind: "sae_feature_add";
+            /** Sae Id */
+            sae_id: string;
+            /** Value */
+            value: number;
+        };
+        /**
+         * SaeFeatureClamp
+         * @description Feature set to value, the SAE's reconstruction error kept: h + (value - f(h)) W_dec[feature].
+         */
+        SaeFeatureClamp: {
+            /** Feature */
+            feature: number;
+            /**
+             * @description discriminator enum property added by openapi-typescript
+             * @enum {string}
+             */
+            kind: "sae_feature_clamp";
+            /** Sae Id */
+            sae_id: string;
+            /** Value */
+            value: number;
         };
         /** TokenActivations */
         TokenActivations: {
@@ -834,6 +1574,68 @@ export interface components {
             msg: string;
             /** Error Type */
             type: string;
+        };
+        /** VectorDetail */
+        VectorDetail: {
+            candidates: components["schemas"]["CandidateTable"];
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** D Model */
+            d_model: number;
+            /** Hook */
+            hook: string;
+            /** Id */
+            id: string;
+            /** Layer */
+            layer: number;
+            /** Model Id */
+            model_id: string;
+            /** Name */
+            name: string;
+            /** Position */
+            position: number | null;
+            /** Scores */
+            scores: {
+                [key: string]: unknown;
+            };
+            /** Source */
+            source: string;
+        };
+        /** VectorList */
+        VectorList: {
+            /** Vectors */
+            vectors: components["schemas"]["VectorOut"][];
+        };
+        /** VectorOut */
+        VectorOut: {
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** D Model */
+            d_model: number;
+            /** Hook */
+            hook: string;
+            /** Id */
+            id: string;
+            /** Layer */
+            layer: number;
+            /** Model Id */
+            model_id: string;
+            /** Name */
+            name: string;
+            /** Position */
+            position: number | null;
+            /** Scores */
+            scores: {
+                [key: string]: unknown;
+            };
+            /** Source */
+            source: string;
         };
     };
     responses: never;
@@ -896,6 +1698,40 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["GenerateResponse"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    generate_stream_api_generate_stream_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["GenerateRequest"];
+            };
+        };
+        responses: {
+            /** @description One JSON event per line. */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": unknown;
+                    "application/x-ndjson": unknown;
                 };
             };
             /** @description Validation Error */
@@ -978,6 +1814,123 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["InfluenceStatus"];
+                };
+            };
+        };
+    };
+    layer_api_jacobian_layer_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["LayerRequest"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["LayerOut"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    list_runs_api_jacobian_runs_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RunList"];
+                };
+            };
+        };
+    };
+    start_run_api_jacobian_runs_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["RunSettingsIn"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RunStarted"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    get_run_api_jacobian_runs__run_id__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                run_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["RunOut"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
         };
@@ -1322,6 +2275,295 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["NeuronsOut"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    evaluate_api_steering_evaluate_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["EvaluateRequest"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["JobStarted"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    evaluations_api_steering_evaluations_get: {
+        parameters: {
+            query?: {
+                vector_id?: string | null;
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["EvaluationList"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    evaluation_api_steering_evaluations__eval_id__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                eval_id: number;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["EvaluationOut"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    list_vectors_api_vectors_get: {
+        parameters: {
+            query?: {
+                model_id?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["VectorList"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    compute_vector_api_vectors_compute_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ComputeRequest"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["JobStarted"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    import_vector_api_vectors_import_post: {
+        parameters: {
+            query: {
+                name: string;
+                model_id?: string | null;
+                hook?: string | null;
+                id?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/octet-stream": string;
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["VectorDetail"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    get_vector_api_vectors__vector_id__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                vector_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["VectorDetail"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    delete_vector_api_vectors__vector_id__delete: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                vector_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    export_vector_api_vectors__vector_id__export_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                vector_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description safetensors: r, mu_minus, mu_plus */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/octet-stream": unknown;
                 };
             };
             /** @description Validation Error */

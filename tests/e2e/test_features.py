@@ -1,0 +1,171 @@
+"""The SAE feature browser in Chromium against the live micro-world server: the SAE list with
+quality metrics, the feature table (sort, search, URL state), a feature page (histogram, shaded
+examples, label edit), and the prompt inspector."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.sync_api import expect
+
+pytestmark = pytest.mark.e2e
+
+
+def _fmt_fvu(x: float) -> str:
+    return f"{x:.3f}"
+
+
+def test_features_page_lists_both_saes_with_metrics(page, live_server, client):
+    saes = {s["id"]: s for s in client.get("/api/saes").json()["saes"]}
+    assert {"demo-mlp0", "demo-resid1"} <= set(saes)
+    page.goto(live_server + "/")
+    page.get_by_test_id("nav-features").click()
+    expect(page).to_have_url(re.compile(r"/features$"))
+    cards = page.get_by_test_id("sae-card")
+    expect(cards).to_have_count(len(saes))
+    for sid in ("demo-mlp0", "demo-resid1"):
+        card = page.locator(f'[data-testid="sae-card"][data-sae-id="{sid}"]')
+        expect(card).to_contain_text(saes[sid]["hook_name"])
+        expect(card).to_contain_text(str(saes[sid]["d_sae"]))
+        card.click()
+        expect(page).to_have_url(re.compile(rf"sae={sid}"))
+        m = saes[sid]["metrics"]
+        expect(page.get_by_test_id("sae-metric-fvu")).to_contain_text(_fmt_fvu(m["fvu"]))
+        expect(page.get_by_test_id("sae-metric-ce_loss_recovered")).to_contain_text(f"{m['ce_loss_recovered'] * 100:.1f}%")
+        quality = page.get_by_test_id("sae-quality")
+        met = sum(t["met"] for t in m["targets"].values())
+        expect(quality.get_by_test_id("target-met")).to_have_count(met)
+        expect(quality.get_by_test_id("target-unmet")).to_have_count(len(m["targets"]) - met)
+        rows = page.get_by_test_id("domain-auroc-row")
+        expect(rows).to_have_count(len(m["domains"]))
+        best = max(m["domains"].items(), key=lambda kv: kv[1]["auroc"])
+        # rows are sorted by AUROC, the best domain first, linking to its feature
+        expect(rows.first).to_have_attribute("data-domain", best[0])
+        expect(rows.first.get_by_test_id("domain-feature-link")).to_have_attribute(
+            "href", f"/features/{sid}/{best[1]['feature']}")
+        expect(page.get_by_test_id("feature-count")).to_contain_text(f"of {saes[sid]['d_sae']} features")
+
+
+def test_feature_table_sorts_searches_and_keeps_state_in_the_url(page, live_server, client):
+    page.goto(live_server + "/features?sae=demo-mlp0")
+    rows = page.get_by_test_id("feature-row")
+    expect(rows.first).to_have_attribute("data-index", "0")
+    page.get_by_test_id("sort-density").click()
+    expect(page).to_have_url(re.compile(r"sort=density&order=desc"))
+    want = client.get("/api/saes/demo-mlp0/features", params={"sort": "density", "order": "desc", "limit": 2}).json()
+    expect(rows.first).to_have_attribute("data-index", str(want["features"][0]["index"]))
+    d0 = float(rows.nth(0).get_by_test_id("feature-density").get_attribute("data-value"))
+    d1 = float(rows.nth(1).get_by_test_id("feature-density").get_attribute("data-value"))
+    assert d0 >= d1 and d0 == pytest.approx(want["features"][0]["density"])
+
+    # search: a token that occurs in some automatic labels, not all
+    labels = [f["auto_label"] for f in client.get("/api/saes/demo-mlp0/features", params={"limit": 500}).json()["features"]]
+    q = next(t for lab in labels for t in lab.split() if len(t) >= 2 and t.isalnum() and 0 < sum(t.lower() in x.lower() for x in labels) < 40)
+    hits = client.get("/api/saes/demo-mlp0/features", params={"q": q, "sort": "density", "order": "desc", "limit": 500}).json()
+    page.get_by_test_id("feature-search").fill(q)
+    expect(page.get_by_test_id("feature-count")).to_have_text(f"{hits['total']} of 256 features")
+    expect(rows).to_have_count(min(hits["total"], 50))
+    expect(rows.first).to_have_attribute("data-index", str(hits["features"][0]["index"]))
+    for i in range(min(hits["total"], 5)):
+        expect(rows.nth(i).get_by_test_id("feature-label")).to_contain_text(q, ignore_case=True)
+
+    # the state survives a reload, and a row click opens that feature
+    page.reload()
+    expect(page.get_by_test_id("feature-search")).to_have_value(q)
+    expect(page.get_by_test_id("feature-count")).to_have_text(f"{hits['total']} of 256 features")
+    expect(page.locator('th[aria-sort="descending"]')).to_contain_text("density")
+    first = hits["features"][0]["index"]
+    rows.first.click()
+    expect(page).to_have_url(re.compile(rf"/features/demo-mlp0/{first}$"))
+    expect(page.get_by_test_id("feature-page")).to_have_attribute("data-index", str(first))
+
+
+def test_feature_page_draws_examples_and_persists_a_label(page, live_server, client):
+    sae = client.get("/api/saes/demo-mlp0").json()
+    idx = sae["metrics"]["domains"]["dna"]["feature"]          # the best DNA detector fires often
+    d = client.get(f"/api/saes/demo-mlp0/features/{idx}").json()
+    assert d["top_examples"], "the DNA feature should have top examples"
+    page.goto(live_server + f"/features/demo-mlp0/{idx}")
+    expect(page.get_by_test_id("feature-title")).to_contain_text(f"#{idx}")
+    expect(page.get_by_test_id("feature-histogram")).to_have_attribute("data-drawn", "true", timeout=20_000)
+    examples = page.get_by_test_id("top-example")
+    expect(examples).to_have_count(len(d["top_examples"]))
+    first = examples.first
+    n_active = sum(t["activation"] > 0 for t in d["top_examples"][0]["tokens"])
+    expect(first.get_by_test_id("tok-active")).to_have_count(n_active)
+    # the example's own token is outlined, shaded at full intensity for the top example
+    center = first.locator(".tok-center")
+    expect(center).to_have_count(1)
+    assert center.get_attribute("data-tip").endswith(f"{d['top_examples'][0]['tokens'][d['top_examples'][0]['center']]['activation']:.3f}")
+    assert "rgba(255, 138, 20" in (center.get_attribute("style") or "")
+    expect(page.get_by_test_id("logits-positive").locator("li")).to_have_count(len(d["summary"]["logits"]["top"]))
+    expect(page.get_by_test_id("neighbour-link")).to_have_count(len(d["summary"]["neighbours"]))
+    expect(page.get_by_test_id("auto-label")).to_have_text(d["auto_label"])
+
+    label = f"DNA bases (e2e {idx})"
+    page.get_by_test_id("label-input").fill(label)
+    page.get_by_test_id("label-save").click()
+    expect(page.get_by_test_id("label-saved")).to_be_visible()
+    page.reload()
+    expect(page.get_by_test_id("label-input")).to_have_value(label)
+    expect(page.get_by_test_id("feature-display-label")).to_have_text(label)
+    assert client.get(f"/api/saes/demo-mlp0/features/{idx}").json()["label"] == label
+    # the table shows the person's label in bold
+    page.goto(live_server + "/features?sae=demo-mlp0&q=e2e")
+    expect(page.get_by_test_id("feature-row").locator("strong")).to_have_text(label)
+    page.get_by_test_id("feature-row").first.click()
+    page.get_by_test_id("next-feature").click()
+    expect(page).to_have_url(re.compile(rf"/features/demo-mlp0/{idx + 1}$"))
+    expect(page.get_by_test_id("feature-page")).to_have_attribute("data-index", str(idx + 1))
+    client.put(f"/api/saes/demo-mlp0/features/{idx}/label", json={"label": ""})
+
+
+def test_inspector_lists_a_tokens_features_and_links_to_dashboards(page, live_server, client):
+    page.goto(live_server + "/")
+    page.get_by_test_id("nav-inspect").click()
+    page.get_by_test_id("inspect-preset-chat").click()
+    text = page.get_by_test_id("inspect-input").input_value()
+    want = client.post("/api/saes/demo-mlp0/activations", json={"text": text, "top_k": 8}).json()
+    page.get_by_test_id("inspect-run").click()
+    chips = page.get_by_test_id("inspect-token")
+    expect(chips).to_have_count(len(want["tokens"]))
+    p = next(i for i, t in enumerate(want["tokens"]) if i > 0 and t["features"])
+    chips.nth(p).click()
+    feats = page.get_by_test_id("token-feature")
+    expect(feats).to_have_count(len(want["tokens"][p]["features"]))
+    top = want["tokens"][p]["features"][0]
+    expect(feats.first).to_have_attribute("data-index", str(top["index"]))
+    expect(feats.first).to_contain_text(want["labels"][str(top["index"])])
+    # shading by the token's top feature: every chip gets that feature's activation
+    feats.first.get_by_test_id("token-feature-shade").click()
+    expect(page.get_by_test_id("inspect-shaded-by")).to_contain_text(f"#{top['index']}")
+    expect(chips.nth(p)).to_have_attribute("data-activation", re.compile(r"^\d"))
+    assert float(chips.nth(p).get_attribute("data-activation")) == pytest.approx(top["activation"], abs=1e-3)
+    feats.first.get_by_test_id("token-feature-link").click()
+    expect(page).to_have_url(re.compile(rf"/features/demo-mlp0/{top['index']}$"))
+    expect(page.get_by_test_id("feature-histogram")).to_have_attribute("data-drawn", "true", timeout=20_000)
+
+
+def test_activations_return_chosen_features_on_every_token(client):
+    """The inspector's shading: `features` in the request -> that feature's activation on every
+    token, equal to the top-k values wherever it is in a token's top k."""
+    text = "ACGTTGCAAGCTTAG and some prose"
+    body = client.post("/api/saes/demo-mlp0/activations", json={"text": text, "top_k": 4}).json()
+    f = body["tokens"][1]["features"][0]["index"]
+    again = client.post("/api/saes/demo-mlp0/activations", json={"text": text, "top_k": 4, "features": [f]}).json()
+    acts = again["feature_activations"][str(f)]
+    assert len(acts) == len(body["tokens"]) and str(f) in again["labels"]
+    seen = 0
+    for p, t in enumerate(body["tokens"]):
+        for x in t["features"]:
+            if x["index"] == f:
+                assert acts[p] == pytest.approx(x["activation"], abs=1e-4)
+                seen += 1
+        if all(x["index"] != f for x in t["features"]) and len(t["features"]) == 4:
+            assert acts[p] <= t["features"][-1]["activation"] + 1e-4   # not in the top 4 -> not above the 4th
+    assert seen >= 1 and min(acts) >= 0
+    r = client.post("/api/saes/demo-mlp0/activations", json={"text": text, "features": [10_000]})
+    assert r.status_code == 404 and "no feature 10000" in r.json()["detail"]
+    d = client.get(f"/api/saes/demo-mlp0/features/{f}").json()
+    assert set(d["neighbour_labels"]) == {str(n) for n, _ in d["summary"]["neighbours"]}
