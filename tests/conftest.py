@@ -26,6 +26,11 @@ def micro_workspace(tmp_path_factory):
     from loupe.services.workspace import Workspace
 
     root = tmp_path_factory.mktemp("micro")
+    seed = os.environ.get("LOUPE_TEST_SEED_WORKSPACE")
+    if seed:  # development only: start from a copy of a built micro workspace; finished steps are skipped
+        import shutil
+
+        shutil.copytree(seed, root, dirs_exist_ok=True)
     settings = micro_settings(root)
     ws = Workspace.open(settings)
     world, pipeline = make_pipeline(ws)

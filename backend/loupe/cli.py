@@ -151,6 +151,47 @@ def print_demo_eval(results: dict) -> None:
     console.print(b)
 
 
+@eval_app.command("saes")
+def eval_saes() -> None:
+    """SAE quality on held-out tokens: FVU, L0, dead/dense fractions, CE loss recovered, planted-domain
+    AUROCs (printed and stored). Exit code 2 when a target is missed."""
+    from loupe.jobs.runner import run_job
+    from loupe.services.build import DemoWorld
+    from loupe.services.saes import SAEPipeline
+
+    settings = Settings()
+    ws = _open(settings)
+    sp = SAEPipeline(DemoWorld(ws))
+    missing = [p.name for p in sp.presets if not (sp.sae_dir(p) / "manifest.json").exists()]
+    if missing:
+        console.print(f"[red]SAEs not trained yet ({', '.join(missing)}): run `loupe build` (or `make run` and wait for the jobs)")
+        raise typer.Exit(1)
+    job = ws.jobs.create("eval", "eval.saes", {})
+    run_job(ws.jobs, job.id, sp.evaluate, [lambda d, t, m: console.print(f"  {m}")])
+    results = ws.evals.list(kind="saes", limit=1)[0].results
+    print_sae_eval(results)
+    if not results["targets_met"]:
+        raise typer.Exit(2)
+
+
+def print_sae_eval(results: dict) -> None:
+    for sid, r in results["saes"].items():
+        t = Table(title=f"{sid}: {r['architecture']} SAE on {r['hook_name']}, d_sae {r['d_sae']}, {r['eval_tokens']:,} held-out tokens")
+        for c in ("measure", "value", "target", "met"):
+            t.add_column(c)
+        for name, tgt in r["targets"].items():
+            v = tgt["value"]
+            t.add_row(name, f"{v:.3f}" if isinstance(v, float) else str(v), tgt["target"], "[green]yes" if tgt["met"] else "[red]no")
+        t.add_row("dense_fraction", f"{r['dense_fraction']:.3f}", "", "")
+        console.print(t)
+        d = Table(title=f"{sid}: best single feature per domain (chosen on train tokens, AUROC on held-out)")
+        for c in ("domain", "feature", "AUROC", "held-out oracle"):
+            d.add_column(c)
+        for name, e in r["domains"].items():
+            d.add_row(name, str(e["feature"]), f"{e['auroc']:.3f}", f"{e['auroc_oracle']:.3f}")
+        console.print(d)
+
+
 @app.command()
 def openapi(out: Path = typer.Option(None, help="Write here instead of stdout.")) -> None:
     """Print the OpenAPI schema (the contract the frontend's types are generated from)."""

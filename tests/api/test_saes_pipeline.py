@@ -37,7 +37,7 @@ def test_steps_are_background_jobs_and_a_second_run_skips_them(sp, micro_workspa
     assert all(s.background for s in steps)
     assert [s.name for s in steps] == [
         "saes.cache.blocks.0.mlp.hook_post", "saes.cache.blocks.1.hook_resid_pre",
-        "saes.train.mlp0", "saes.train.resid1", "saes.eval"]
+        "saes.train.mlp0", "saes.train.resid1", "saes.eval", "saes.dashboards.mlp0", "saes.dashboards.resid1"]
     pipeline = Pipeline(micro_workspace.jobs, steps)
     assert pipeline.pending() == []
     assert all(micro_workspace.jobs.latest_done(s.name) is not None for s in steps)

@@ -157,6 +157,20 @@ def list_saes(saes: SAEsDep, model_id: str | None = None) -> SAEList:
     return SAEList(saes=saes.list(model_id))
 
 
+class RegisterIn(BaseModel):
+    id: str = Field(description="the id to register it under (letters, digits, _ . -)")
+    model_id: str | None = Field(None, description="the model whose hook it reads; default: the default model")
+    path: str | None = Field(None, description="a sae-lens SAE directory on this machine (cfg.json + sae_weights.safetensors)")
+    release: str | None = Field(None, description="sae-lens pretrained release (needs the Hugging Face hub)")
+    hub_sae_id: str | None = Field(None, description="the SAE's id inside `release`")
+
+
+@router.post("/saes", response_model=SAEOut, status_code=202)
+def register_sae(body: RegisterIn, saes: SAEsDep) -> Any:
+    """Register an SAE; its dashboards build as background jobs (see `dashboards` and /api/jobs)."""
+    return saes.register(body.id, body.model_id, body.path, body.release, body.hub_sae_id)
+
+
 @router.get("/saes/{sae_id}", response_model=SAEOut)
 def get_sae(sae_id: str, saes: SAEsDep) -> Any:
     return saes.describe(saes.record(sae_id))

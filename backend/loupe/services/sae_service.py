@@ -75,6 +75,32 @@ class SAEService:
     def list(self, model_id: str | None = None) -> list[dict[str, Any]]:
         return [self.describe(r) for r in self.ws.saes.list(model_id)]
 
+    def register(self, sae_id: str, model_id: str | None, path: str | None = None, release: str | None = None,
+                 hub_sae_id: str | None = None, background: bool = True) -> dict[str, Any]:
+        """Register an SAE from disk or sae-lens's registry and start the job that builds its
+        dashboards (tokens for its model if needed, its hook's activation cache, the dashboard pass)."""
+        from loupe.jobs.pipeline import Pipeline
+        from loupe.services.saes import external_sae_steps, register_external_sae
+
+        model_id = model_id or self.models.default_id()
+        if model_id is None:
+            raise Conflict("no model is registered yet: wait for the build to train the demo model (see /api/jobs)")
+        rec = register_external_sae(self.ws, self.models, sae_id, model_id, path, release, hub_sae_id)
+        steps = external_sae_steps(self.ws, self.models, sae_id)
+        pipeline = Pipeline(self.ws.jobs, steps)
+        if background:
+            threading.Thread(target=self._run_quietly, args=(pipeline, steps), name=f"sae-{sae_id}", daemon=True).start()
+        else:
+            pipeline.run(steps)
+        return self.describe(self.record(rec.id))
+
+    @staticmethod
+    def _run_quietly(pipeline, steps) -> None:
+        try:
+            pipeline.run(steps)
+        except Exception:  # noqa: BLE001 - recorded on the job row, shown by the SAE's dashboard status
+            pass
+
     def _require_dashboards(self, rec: SAERecord) -> None:
         if not self.dashboards_ready(rec):
             st = self.status(rec)

@@ -630,3 +630,138 @@ def sae_records(ws, model_id: str | None = None) -> list[dict[str, Any]]:
         out.append({"id": m.get("sae_id", d.name), "dir": str(d), **{k: m.get(k) for k in
                     ("model_id", "hook_name", "architecture", "d_in", "d_sae", "training")}})
     return out
+
+
+# -- SAEs from elsewhere: a sae-lens directory on disk, or sae-lens's pretrained registry --------
+
+_SAE_ID = __import__("re").compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
+
+
+def register_external_sae(ws, models, sae_id: str, model_id: str, path: str | None = None,
+                          release: str | None = None, hub_sae_id: str | None = None) -> Any:
+    """Validate an SAE against a loaded model and register it (its files copied into the workspace).
+
+    Weights are read only from safetensors (sae-lens's format: cfg.json + sae_weights.safetensors);
+    nothing is unpickled. The SAE's hook must exist in the model and have the SAE's input width."""
+    import shutil
+
+    from loupe.core.activations import cache_activations
+    from loupe.errors import Conflict, Unprocessable
+
+    if not _SAE_ID.match(sae_id or ""):
+        raise Unprocessable("id must be 1-100 characters: letters, digits, '_', '.', '-' (starting with a letter or digit)")
+    if ws.saes.get(sae_id) is not None:
+        raise Conflict(f"an SAE with id {sae_id!r} is already registered; choose another id")
+    if (path is None) == (release is None):
+        raise Unprocessable("give either `path` (a sae-lens SAE directory) or `release` and `hub_sae_id` (sae-lens's registry)")
+    lm = models.get(model_id)
+    dest = ws.artifact("saes", sae_id)
+    if path is not None:
+        src = Path(path).expanduser()
+        if not src.is_dir():
+            raise Unprocessable(f"{path} is not a directory; give a sae-lens SAE directory (cfg.json + sae_weights.safetensors)")
+        missing = [f for f in ("cfg.json", "sae_weights.safetensors") if not (src / f).is_file()]
+        if missing:
+            raise Unprocessable(f"{path} lacks {', '.join(missing)}: Loupe reads SAEs only in sae-lens's safetensors format")
+        try:
+            sae = load_sae(src)
+        except Exception as exc:  # noqa: BLE001 - any failure to parse is the user's file, not our bug
+            raise Unprocessable(f"sae-lens could not load {path}: {type(exc).__name__}: {exc}") from exc
+        source = "disk"
+    else:
+        if not hub_sae_id:
+            raise Unprocessable("with `release`, give `hub_sae_id` too (the SAE's id inside the release)")
+        try:
+            from sae_lens import SAE
+
+            sae = SAE.from_pretrained(release, hub_sae_id, device="cpu")
+            sae = sae[0] if isinstance(sae, tuple) else sae
+        except Exception as exc:  # noqa: BLE001
+            raise Unprocessable(f"sae-lens could not fetch {release}/{hub_sae_id}: {type(exc).__name__}: {exc} "
+                                "(the pretrained registry needs the Hugging Face hub; from an offline machine, "
+                                "download the SAE elsewhere and register its directory with `path`)") from exc
+        source = "pretrained"
+    hook = sae.cfg.metadata.hook_name
+    if hook not in lm.bridge.hook_dict:
+        raise Unprocessable(f"the SAE reads {hook!r}, which model {model_id!r} does not have "
+                            f"(e.g. {', '.join(sorted(lm.bridge.hook_dict)[:3])})")
+    with lm.lock, torch.no_grad():
+        width = cache_activations(lm.bridge, torch.tensor([lm.encode_prompt("hello")]), [hook])[hook].shape[-1]
+    if width != sae.cfg.d_in:
+        raise Unprocessable(f"the SAE's d_in is {sae.cfg.d_in} but {hook} of model {model_id!r} has width {width}")
+    with atomic_dir(dest) as tmp:
+        if path is not None:
+            for f in Path(path).expanduser().iterdir():
+                if f.is_file() and (f.suffix in (".json", ".safetensors")):
+                    shutil.copy2(f, tmp / f.name)
+        else:
+            sae.save_inference_model(tmp)
+        write_manifest(tmp, {"key": "external", "sae_id": sae_id, "model_id": model_id, "hook_name": hook,
+                             "architecture": sae.cfg.architecture(), "d_in": int(sae.cfg.d_in),
+                             "d_sae": int(sae.cfg.d_sae), "source": source, "origin": path or f"{release}/{hub_sae_id}"})
+    return ws.saes.upsert(sae_id, model_id=model_id, hook_name=hook, architecture=sae.cfg.architecture(),
+                          d_in=int(sae.cfg.d_in), d_sae=int(sae.cfg.d_sae), source=source, path=str(dest))
+
+
+def external_sae_steps(ws, models, sae_id: str) -> list[Step]:
+    """Background steps that give a registered SAE its dashboards: the model's tokens (the demo
+    corpus packed with its tokenizer, unless it is the demo model), its hook's activation cache,
+    then the same dashboard pass as the demo SAEs."""
+    from loupe.demo.corpus import DOMAINS
+    from loupe.services.build import DemoWorld
+
+    rec = ws.saes.get(sae_id)
+    world = DemoWorld(ws)
+    cfg = DASHBOARD_PRESETS.get(world.cfg.name, DashboardConfig())
+    tokens_dir = world.tokens_dir if rec.model_id == "demo" else ws.artifact("tokens-models", rec.model_id)
+    tokens_key = world.keys["tokens"] if rec.model_id == "demo" else fingerprint("model-tokens", rec.model_id, world.keys["corpus"])
+    cache_cfg = ActivationCacheConfig(hook_name=rec.hook_name, max_train_tokens=cfg.max_tokens, max_heldout_tokens=0)
+    cache_dir = ws.artifact("activations", rec.model_id, rec.hook_name)
+    cache_key = fingerprint(tokens_key, rec.model_id, cache_cfg.to_dict())
+    existing = read_manifest(cache_dir)
+    if existing and existing.get("splits", {}).get("train", {}).get("n_tokens", 0) >= min(cfg.max_tokens, 1):
+        cache_key = existing["key"]        # a cache of this hook already exists (e.g. the demo SAEs'): reuse it
+    dash_key = fingerprint("dashboards-v1", sae_id, cache_key, cfg.to_dict())
+
+    def build_tokens(ctx: JobContext) -> dict[str, Any]:
+        from loupe.demo.data import pack
+
+        if not (world.corpus_dir / "manifest.json").exists():
+            raise RuntimeError("the demo corpus is not built; run `loupe build` once (it supplies the text SAEs are measured on)")
+        lm = models.get(rec.model_id)
+        docs = world.documents()
+        out = {}
+        with atomic_dir(tokens_dir) as tmp:
+            for n, split in enumerate(("train", "heldout")):
+                ctx.progress(n, 2, f"packing the demo corpus ({split}) with {rec.model_id}'s tokenizer")
+                packed = pack(lm.tokenizer, [d for d in docs if d.split == split], min(lm.n_ctx, 128), world.cfg.seed)
+                save_tensors(tmp / f"{split}.safetensors", packed.tensors())
+                out[split] = int(packed.input_ids.shape[0])
+            write_manifest(tmp, {"key": tokens_key, "model_id": rec.model_id, "sequences": out})
+        return out
+
+    def cache(ctx: JobContext) -> dict[str, Any]:
+        lm = models.get(rec.model_id)
+        toks = {s: load_tensors(tokens_dir / f"{s}.safetensors") for s in SPLITS}
+        with lm.lock:
+            m = write_activation_cache(lm.bridge, toks, cache_cfg, cache_dir, key=cache_key, progress=ctx.progress,
+                                       meta={"model_id": rec.model_id, "domains": list(DOMAINS)})
+        return {"dir": str(cache_dir), "train_tokens": m["splits"]["train"]["n_tokens"]}
+
+    def dashboards(ctx: JobContext) -> dict[str, Any]:
+        lm = models.get(rec.model_id)
+        input_ids = load_tensors(tokens_dir / "train.safetensors")["input_ids"]
+        with lm.lock:
+            return compute_dashboards(ws, sae_id, load_sae(rec.path, ws.settings.device), lm.bridge, lm.tokenizer,
+                                      ActivationCache(cache_dir), input_ids, DOMAINS, cfg,
+                                      dashboard_dir(ws, sae_id), dash_key, ctx.progress)
+
+    steps = []
+    if rec.model_id != "demo":
+        steps.append(Step(f"tokens.{rec.model_id}", f"tokens for {rec.model_id}", tokens_dir, build_tokens,
+                          background=True, key=tokens_key))
+    steps.append(Step(f"saes.cache.{rec.model_id}.{rec.hook_name}", f"cache {rec.hook_name}", cache_dir, cache,
+                      background=True, key=cache_key))
+    steps.append(Step(f"saes.dashboards.{sae_id}", f"dashboards {sae_id}", dashboard_dir(ws, sae_id), dashboards,
+                      background=True, key=dash_key))
+    return steps
