@@ -151,6 +151,67 @@ def print_demo_eval(results: dict) -> None:
     console.print(b)
 
 
+@eval_app.command("steering")
+def eval_steering(
+    limit: int = typer.Option(None, help="At most this many held-out instructions per side (default: all)."),
+    alphas: str = typer.Option("0,0.25,0.5,0.75,1", help="Comma-separated alphas for addition and ACE."),
+    vector: str = typer.Option("demo-refusal", help="Vector id."),
+    max_new_tokens: int = typer.Option(12, help="Greedy tokens per completion (refusal: a prefix in the first 64 chars)."),
+) -> None:
+    """Refusal steering on held-out instructions: ablation, addition and ACE against the issue's targets."""
+    from loupe.jobs.runner import run_job
+    from loupe.services.build import DemoWorld
+    from loupe.services.models import ModelService
+    from loupe.services.steering import SteeringService
+
+    settings = Settings()
+    ws = _open(settings)
+    world = DemoWorld(ws)
+    if not (world.model_dir / "manifest.json").exists():
+        console.print("[red]no trained demo model in this workspace: run `loupe build` first")
+        raise typer.Exit(1)
+    if ws.vectors.get(vector) is None:
+        step = next(s for s in world.steps() if s.name == "steering.refusal")
+        console.print("computing the refusal direction (build step steering.refusal)")
+        job = ws.jobs.create("build", step.name, {"output": str(step.output)})
+        run_job(ws.jobs, job.id, step.body)
+    st = SteeringService(ws, ModelService(ws))
+    alist = [float(a) for a in alphas.split(",") if a.strip()]
+    out = st.evaluate(vector, ["none", "ablation", "addition", "ace"], alist, limit=limit, max_new_tokens=max_new_tokens,
+                      wait=True)
+    res = st.evaluation(out["eval_id"])
+    print_steering_eval(res, ws.vectors.get(vector))
+    if not all(t["met"] for t in res["targets"].values()):
+        raise typer.Exit(2)
+
+
+def print_steering_eval(res: dict, rec) -> None:
+    sel = (rec.scores or {}) if rec is not None else {}
+    console.print(f"vector [bold]{res['vector_id']}[/] at {res['hook']} (position {rec.position if rec else '?'}); "
+                  f"selection: bypass {sel.get('bypass_score', float('nan')):.3f}, induce {sel.get('induce_score', float('nan')):.3f}, "
+                  f"KL {sel.get('kl', float('nan')):.3f}{' (fallback: no candidate passed every filter)' if sel.get('fallback') else ''}")
+    t = Table(title=f"steering sweep (greedy, {res['max_new_tokens']} tokens; {res['n_harmful']} harmful, "
+                    f"{res['n_harmless']} harmless held-out instructions; {res['seconds']:.0f}s)")
+    for c in ("method", "alpha", "refusal harmful", "refusal harmless", "gap", "KL harmless"):
+        t.add_column(c, justify="right" if c != "method" else "left")
+    for r in res["rows"]:
+        t.add_row(r["method"], f"{r['alpha']:g}", f"{r['refusal_harmful']:.1%}", f"{r['refusal_harmless']:.1%}",
+                  f"{r['gap']:.1%}", f"{r['kl_harmless']:.3f}")
+    console.print(t)
+    b = Table(title="targets")
+    for c in ("target", "value", "met"):
+        b.add_column(c)
+    for k, tgt in res["targets"].items():
+        if k == "ace_gap":
+            v = ", ".join(f"a={a}: {g['ace']:.1%} vs {g['addition']:.1%}" for a, g in tgt["value"].items())
+        elif "kl" in k:
+            v = f"{tgt['value']:.3f}"
+        else:
+            v = f"{tgt['value']:.1%}"
+        b.add_row(tgt["label"], v, "[green]yes" if tgt["met"] else "[red]no")
+    console.print(b)
+
+
 @eval_app.command("saes")
 def eval_saes() -> None:
     """SAE quality on held-out tokens: FVU, L0, dead/dense fractions, CE loss recovered, planted-domain
@@ -190,6 +251,47 @@ def print_sae_eval(results: dict) -> None:
         for name, e in r["domains"].items():
             d.add_row(name, str(e["feature"]), f"{e['auroc']:.3f}", f"{e['auroc_oracle']:.3f}")
         console.print(d)
+
+
+@eval_app.command("influence")
+def eval_influence(
+    n_dup: int = typer.Option(50, help="Near-duplicate queries."),
+    exact_random: int = typer.Option(400, help="Random sequences in each fast-vs-exact comparison (plus the fast top 50)."),
+) -> None:
+    """Influence quality: backdoor precision@10, near-duplicate recall@10, fast vs exact EK-FAC, query batching."""
+    from loupe.jobs.runner import run_job
+    from loupe.services.influence import InfluenceService, evaluate_influence
+    from loupe.storage.artifacts import atomic_dir, write_manifest
+
+    settings = Settings()
+    ws = _open(settings)
+    svc = InfluenceService(ws)
+    if not svc.ready():
+        console.print("[red]the influence factors and gradient cache are not built: run `loupe build` first")
+        raise typer.Exit(1)
+    job = ws.jobs.create("eval", "eval.influence", {})
+    box: dict = {}
+
+    def body(ctx):
+        box["r"] = evaluate_influence(svc, ctx.progress, n_dup=n_dup, exact_random=exact_random)
+        row = ws.evals.add("influence", "demo", box["r"])
+        with atomic_dir(ws.artifact("evals", "influence")) as tmp:
+            (tmp / "results.json").write_text(json.dumps(box["r"], indent=1))
+            write_manifest(tmp, {"eval_id": row.id})
+        return {"eval_id": row.id}
+
+    run_job(ws.jobs, job.id, body, [lambda d, t, m: console.print(f"  {m}") if int(d) % 10 == 0 else None])
+    r = box["r"]
+    t = Table(title=f"influence ({r['n_train']:,} training sequences, {r['poisoned_sequences']} poisoned)")
+    for c in ("measure", "value", "target", "met"):
+        t.add_column(c)
+    for name, tgt in r["targets"].items():
+        t.add_row(name, f"{tgt['value']:.3f}", tgt["target"], "[green]yes" if tgt["met"] else "[red]no")
+    console.print(t)
+    console.print(f"median query time {r['query_seconds_median']:.3f}s; query batching rank {r['query_rank_chosen']}: "
+                  f"{r['query_batching']}")
+    if not all(x["met"] for x in r["targets"].values()):
+        raise typer.Exit(2)
 
 
 @app.command()

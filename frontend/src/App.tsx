@@ -5,8 +5,10 @@ import { usePolling } from "./hooks";
 import { FeaturePage } from "./pages/Feature";
 import { Features } from "./pages/Features";
 import { Generate, INITIAL_GENERATE_STATE, type GenerateState } from "./pages/Generate";
+import { Influence } from "./pages/Influence";
 import { Inspect } from "./pages/Inspect";
 import { Overview } from "./pages/Overview";
+import { Steer } from "./pages/Steer";
 import { Link, usePath } from "./router";
 
 const NAV = [
@@ -14,6 +16,8 @@ const NAV = [
   { path: "/generate", label: "Generate", testId: "nav-generate" },
   { path: "/features", label: "Features", testId: "nav-features" },
   { path: "/inspect", label: "Inspect", testId: "nav-inspect" },
+  { path: "/steer", label: "Steer", testId: "nav-steer" },
+  { path: "/influence", label: "Influence", testId: "nav-influence" },
 ];
 
 /** A nav entry is active on its page and the pages under it (/features/x/1 -> Features). */
@@ -56,6 +60,8 @@ export function App() {
   else if (path === "/features") page = <Features />;
   else if (featureMatch) page = <FeaturePage saeId={safeDecode(featureMatch[1])} index={Number(featureMatch[2])} />;
   else if (path === "/inspect") page = <Inspect />;
+  else if (path === "/steer") page = <Steer />;
+  else if (path === "/influence") page = <Influence />;
   else page = <NotFound path={path} />;
 
   const h = health.data;
