@@ -1,0 +1,90 @@
+"""Feature dashboards: Loupe's one streaming pass against one pass per batch of features.
+
+The baseline is how batched dashboard builders work (SAEDashboard, the code behind Neuronpedia's
+pages, runs its data pass once per batch of features): for every batch of `--batch` features it
+streams the same cached activations again, encodes them (a TopK SAE has to compute every
+pre-activation to know which k survive, so each pass is a full encode), keeps that batch's columns
+dense, and computes the same top-k examples, histogram and interval bins from them. Both run on
+the same SAE, the same tokens, in the same process, one after the other; the ratio is the result.
+
+usage: python bench/dashboards.py --workspace DIR --sae demo-resid1 [--tokens 100000] [--batch 128]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+
+def baseline(sae, cache, n_tokens: int, batch: int, cfg) -> float:
+    """Seconds for per-feature-batch passes computing top-k, max, histogram and interval shares."""
+    d_sae = int(sae.cfg.d_sae)
+    t0 = time.perf_counter()
+    for f0 in range(0, d_sae, batch):
+        cols = slice(f0, min(f0 + batch, d_sae))
+        parts, n = [], 0
+        for shard in cache.iter_shards("train", ["acts"]):
+            x = shard["acts"][: max(0, n_tokens - n)].float()
+            if x.shape[0] == 0:
+                break
+            for s in range(0, x.shape[0], cfg.batch_size):
+                with torch.no_grad():
+                    parts.append(sae.encode(x[s : s + cfg.batch_size])[:, cols].clone())
+            n += x.shape[0]
+        acts = torch.cat(parts)                                   # [n_tokens, batch] dense
+        top_v, top_i = acts.topk(min(cfg.top_k, acts.shape[0]), dim=0)
+        mx = acts.max(0).values.clamp(min=1e-12)
+        bins = (acts / mx * cfg.hist_bins).long().clamp(max=cfg.hist_bins - 1)
+        fires = acts > 0
+        for j in range(acts.shape[1]):
+            torch.bincount(bins[fires[:, j], j], minlength=cfg.hist_bins)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--workspace", type=Path, required=True)
+    ap.add_argument("--sae", default="demo-resid1")
+    ap.add_argument("--tokens", type=int, default=100_000)
+    ap.add_argument("--batch", type=int, default=128)
+    args = ap.parse_args()
+
+    from dataclasses import replace
+
+    from transformers import AutoTokenizer
+
+    from loupe.demo.corpus import DOMAINS
+    from loupe.services.activations import ActivationCache
+    from loupe.services.models import load_bridge
+    from loupe.services.sae_features import DashboardConfig, build_dashboards
+    from loupe.services.saes import load_sae
+    from loupe.storage.artifacts import load_tensors, read_manifest
+
+    art = args.workspace / "artifacts"
+    sae = load_sae(art / "saes" / args.sae)
+    hook = sae.cfg.metadata.hook_name
+    model_id = (read_manifest(art / "saes" / args.sae) or {}).get("model_id", "demo")
+    cache = ActivationCache(art / "activations" / model_id / hook)
+    model = load_bridge(str(art / "model"))[0]
+    tok = AutoTokenizer.from_pretrained(str(art / "model"))
+    ids = load_tensors(art / "tokens" / "train.safetensors")["input_ids"]
+    cfg = replace(DashboardConfig(), max_tokens=args.tokens)
+    n = min(args.tokens, cache.n_tokens("train"))
+
+    t0 = time.perf_counter()
+    _, rows, info = build_dashboards(sae, model, tok, cache, ids, DOMAINS, cfg)
+    one = time.perf_counter() - t0
+    base = baseline(sae, cache, n, args.batch, cfg)
+    out = {"sae": args.sae, "hook": hook, "d_sae": int(sae.cfg.d_sae), "tokens": n, "feature_batch": args.batch,
+           "passes_baseline": -(-int(sae.cfg.d_sae) // args.batch), "one_pass_s": round(one, 2),
+           "baseline_s": round(base, 2), "speedup": round(base / one, 2), "nonzero_codes": info["nonzero"],
+           "torch_threads": torch.get_num_threads()}
+    print(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
