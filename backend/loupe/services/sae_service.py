@@ -48,9 +48,16 @@ class SAEService:
             raise NotFound(f"unknown SAE {sae_id!r}; registered SAEs: {known}")
         return rec
 
+    # Files are found from the workspace, not from paths stored in rows, so a workspace can move
+    # (another mount point, a copied volume) without breaking its SAEs.
+    def sae_dir(self, rec: SAERecord) -> Path:
+        return self.ws.artifact("saes", rec.id)
+
+    def dashboard_dir(self, rec: SAERecord) -> Path:
+        return self.ws.artifact("dashboards", rec.id)
+
     def dashboards_ready(self, rec: SAERecord) -> bool:
-        d = (rec.dashboards or {}).get("dir")
-        m = read_manifest(Path(d)) if d else None
+        m = read_manifest(self.dashboard_dir(rec))
         return m is not None and m.get("key") == rec.dashboards.get("key")
 
     def status(self, rec: SAERecord) -> dict[str, Any]:
@@ -68,7 +75,7 @@ class SAEService:
     def describe(self, rec: SAERecord) -> dict[str, Any]:
         return {
             "id": rec.id, "model_id": rec.model_id, "hook_name": rec.hook_name, "architecture": rec.architecture,
-            "d_in": rec.d_in, "d_sae": rec.d_sae, "source": rec.source, "path": rec.path,
+            "d_in": rec.d_in, "d_sae": rec.d_sae, "source": rec.source, "path": str(self.sae_dir(rec)),
             "metrics": rec.metrics or {}, "dashboards": self.status(rec),
         }
 
@@ -136,9 +143,9 @@ class SAEService:
         f = self.ws.saes.feature(sae_id, index)
         if f is None:
             raise NotFound(f"no dashboard row for feature {index} of {sae_id}")
-        man = read_manifest(Path(rec.dashboards["dir"])) or {}
+        man = read_manifest(self.dashboard_dir(rec)) or {}
         cfg = man.get("config", {})
-        with safe_open(str(Path(rec.dashboards["dir"]) / "features.safetensors"), "pt") as fh:
+        with safe_open(str(self.dashboard_dir(rec) / "features.safetensors"), "pt") as fh:
             arr = {k: fh.get_slice(k)[index : index + 1][0] for k in
                    ("hist", "interval_shares", "ex_values", "ex_seq", "ex_pos", "ex_tokens", "ex_acts")}
         tok = self.models.get(rec.model_id).tokenizer
@@ -186,7 +193,7 @@ class SAEService:
     def neurons(self, sae_id: str) -> dict[str, Any]:
         rec = self.record(sae_id)
         self._require_dashboards(rec)
-        path = Path(rec.dashboards["dir"]) / "features.safetensors"
+        path = self.dashboard_dir(rec) / "features.safetensors"
         with safe_open(str(path), "pt") as fh:
             if "neuron_polysemanticity" not in fh.keys():
                 raise NotFound(f"{sae_id} reads {rec.hook_name}, which has no MLP neurons to relate features to")
@@ -203,7 +210,7 @@ class SAEService:
             if rec.id not in self._saes:
                 from loupe.services.saes import load_sae
 
-                self._saes[rec.id] = load_sae(rec.path, self.ws.settings.device)
+                self._saes[rec.id] = load_sae(self.sae_dir(rec), self.ws.settings.device)
             return self._saes[rec.id]
 
     def activations(self, sae_id: str, text: str, top_k: int, features: list[int] | None = None) -> dict[str, Any]:

@@ -752,7 +752,7 @@ def external_sae_steps(ws, models, sae_id: str) -> list[Step]:
         lm = models.get(rec.model_id)
         input_ids = load_tensors(tokens_dir / "train.safetensors")["input_ids"]
         with lm.lock:
-            return compute_dashboards(ws, sae_id, load_sae(rec.path, ws.settings.device), lm.bridge, lm.tokenizer,
+            return compute_dashboards(ws, sae_id, load_sae(ws.artifact("saes", sae_id), ws.settings.device), lm.bridge, lm.tokenizer,
                                       ActivationCache(cache_dir), input_ids, DOMAINS, cfg,
                                       dashboard_dir(ws, sae_id), dash_key, ctx.progress)
 
