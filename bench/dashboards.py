@@ -20,9 +20,11 @@ from pathlib import Path
 import torch
 
 
-def baseline(sae, cache, n_tokens: int, batch: int, cfg) -> float:
-    """Seconds for per-feature-batch passes computing top-k, max, histogram and interval shares."""
+def baseline(sae, cache, n_tokens: int, batch: int, cfg) -> tuple[float, torch.Tensor, torch.Tensor]:
+    """Per-feature-batch passes computing top-k, max and histogram: (seconds, top values [d_sae, k],
+    top rows [d_sae, k])."""
     d_sae = int(sae.cfg.d_sae)
+    tops_v, tops_i = [], []
     t0 = time.perf_counter()
     for f0 in range(0, d_sae, batch):
         cols = slice(f0, min(f0 + batch, d_sae))
@@ -37,12 +39,14 @@ def baseline(sae, cache, n_tokens: int, batch: int, cfg) -> float:
             n += x.shape[0]
         acts = torch.cat(parts)                                   # [n_tokens, batch] dense
         top_v, top_i = acts.topk(min(cfg.top_k, acts.shape[0]), dim=0)
+        tops_v.append(top_v.T)
+        tops_i.append(top_i.T)
         mx = acts.max(0).values.clamp(min=1e-12)
         bins = (acts / mx * cfg.hist_bins).long().clamp(max=cfg.hist_bins - 1)
         fires = acts > 0
         for j in range(acts.shape[1]):
             torch.bincount(bins[fires[:, j], j], minlength=cfg.hist_bins)
-    return time.perf_counter() - t0
+    return time.perf_counter() - t0, torch.cat(tops_v), torch.cat(tops_i)
 
 
 def main() -> None:
@@ -76,12 +80,28 @@ def main() -> None:
     n = min(args.tokens, cache.n_tokens("train"))
 
     t0 = time.perf_counter()
-    _, rows, info = build_dashboards(sae, model, tok, cache, ids, DOMAINS, cfg)
+    arrays, rows, info = build_dashboards(sae, model, tok, cache, ids, DOMAINS, cfg)
     one = time.perf_counter() - t0
-    base = baseline(sae, cache, n, args.batch, cfg)
+    base, base_v, base_i = baseline(sae, cache, n, args.batch, cfg)
+    # identical top-k: same activation values, and the same tokens wherever values are not tied
+    # (the first position of every sequence is the same BOS token, so exact ties are common)
+    meta = cache.load("train", max_tokens=n, fields=["seq", "pos"])
+    ours_v = arrays["ex_values"][:, : cfg.top_k]
+    full = base_v[:, -1] > 0                                    # features that fired >= k times
+    same_values = torch.allclose(ours_v[full], base_v[full], atol=1e-5)
+    mismatched = 0
+    for f in torch.nonzero(full).flatten().tolist():
+        v = base_v[f]
+        distinct = torch.cat([v[:-1] != v[1:], torch.tensor([True])]) & torch.cat([torch.tensor([True]), v[1:] != v[:-1]])
+        distinct &= v > v[-1]          # a value tied with the k-th may lose its place to an equal one outside
+        want = {(int(meta["seq"][r]), int(meta["pos"][r])) for r, d in zip(base_i[f].tolist(), distinct.tolist()) if d}
+        got = {(int(a), int(b)) for a, b in zip(arrays["ex_seq"][f, : cfg.top_k].tolist(), arrays["ex_pos"][f, : cfg.top_k].tolist())}
+        mismatched += not want <= got
     out = {"sae": args.sae, "hook": hook, "d_sae": int(sae.cfg.d_sae), "tokens": n, "feature_batch": args.batch,
            "passes_baseline": -(-int(sae.cfg.d_sae) // args.batch), "one_pass_s": round(one, 2),
            "baseline_s": round(base, 2), "speedup": round(base / one, 2), "nonzero_codes": info["nonzero"],
+           "features_compared": int(full.sum()), "top_k_values_identical": bool(same_values),
+           "features_with_different_top_k_tokens": mismatched,
            "torch_threads": torch.get_num_threads()}
     print(json.dumps(out, indent=1))
 

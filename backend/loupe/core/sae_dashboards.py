@@ -46,11 +46,32 @@ class SparseCodes:
         c = self.counts
         return torch.cumsum(c, 0) - c
 
+    def by_row_key(self) -> tuple[Tensor, Tensor]:
+        """(sorted keys feature * n_rows + row, their values): what `lookup` searches, built once."""
+        if not hasattr(self, "_by_row"):
+            key = self.features * self.n_rows + self.rows
+            key_sorted, o = torch.sort(key)
+            self._by_row = (key_sorted, self.values[o])
+        return self._by_row
+
 
 def _sort_by_feature_then(features: Tensor, minor: Tensor, descending: bool) -> Tensor:
-    """Permutation sorting by feature, then by `minor` (two stable sorts: a lexsort)."""
-    o = torch.sort(minor, descending=descending, stable=True).indices
-    return o[torch.sort(features[o], stable=True).indices]
+    """Permutation sorting by feature, then by `minor`: one sort of the float64 key
+    feature + (minor rescaled into [0, 0.5)), instead of a two-pass lexsort (half the time on
+    millions of codes). Minor values closer than ~1e-12 of their range may come out in either order."""
+    if features.numel() == 0:
+        return torch.zeros(0, dtype=torch.long)
+    m = minor.double().clone()
+    fin = torch.isfinite(m)
+    if not fin.all():   # +inf just above, -inf and NaN just below the finite range (keeps its resolution)
+        lo_f, hi_f = (m[fin].min(), m[fin].max()) if fin.any() else (torch.tensor(0.0, dtype=torch.float64),) * 2
+        span = (hi_f - lo_f).clamp(min=1.0)
+        m = torch.where(fin, m, torch.where(m == float("inf"), hi_f + span, lo_f - span))
+    if descending:
+        m = -m
+    lo, hi = m.min(), m.max()
+    r = (m - lo) / (hi - lo) * 0.5 if hi > lo else torch.zeros_like(m)
+    return torch.sort(features.double() + r).indices
 
 
 @torch.no_grad()
@@ -139,14 +160,13 @@ def interval_samples(codes: SparseCodes, max_act: Tensor, n_bins: int, per_bin: 
 
 def lookup(codes: SparseCodes, features: Tensor, rows: Tensor) -> Tensor:
     """Activation of `features` at `rows` (same shape; 0 where the feature did not fire or row < 0)."""
-    key = codes.features * codes.n_rows + codes.rows
-    key_sorted, o = torch.sort(key)
+    key_sorted, vals_sorted = codes.by_row_key()
     q = features.long() * codes.n_rows + rows.long().clamp(min=0)
     pos = torch.searchsorted(key_sorted, q.flatten()).clamp(max=max(key_sorted.numel() - 1, 0))
     if key_sorted.numel() == 0:
         return torch.zeros(features.shape)
     hit = (key_sorted[pos] == q.flatten()) & (rows.flatten() >= 0)
-    vals = torch.where(hit, codes.values[o][pos], 0.0)
+    vals = torch.where(hit, vals_sorted[pos], 0.0)
     return vals.view(features.shape)
 
 
