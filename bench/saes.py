@@ -1,0 +1,120 @@
+"""SAE serving and caching benchmarks on a built workspace (ratios in one run, same machine):
+
+  caching   tokens/s of Loupe's activation cache (hook-only caching, forward stopped after the last
+            needed layer, written to sharded safetensors) against a plain TransformerLens
+            `run_with_cache(names_filter=hook)` loop over the same sequences, kept in memory
+  latency   feature-dashboard requests under 16 concurrent clients against the same server's
+            trivial JSON endpoint (/api/health): p50 / p99 in ms
+
+usage: python bench/saes.py --workspace DIR [--sae demo-mlp0] [--sequences 400] [--requests 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import shutil
+import socket
+import statistics
+import tempfile
+import threading
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import torch
+
+
+def bench_caching(ws: Path, hook: str, n_seq: int) -> dict:
+    from loupe.services.activations import ActivationCacheConfig, write_activation_cache
+    from loupe.services.models import load_bridge
+    from loupe.storage.artifacts import load_tensors
+
+    art = ws / "artifacts"
+    model = load_bridge(str(art / "model"))[0]
+    toks = load_tensors(art / "tokens" / "train.safetensors")
+    sub = {k: v[:n_seq] for k, v in toks.items()}
+    n_tokens = int(sub["input_ids"].numel())
+    tmp = Path(tempfile.mkdtemp())
+    try:
+        t0 = time.perf_counter()
+        write_activation_cache(model, {"train": sub}, ActivationCacheConfig(hook_name=hook), tmp / "cache")
+        ours = time.perf_counter() - t0
+    finally:
+        shutil.rmtree(tmp)
+    t0 = time.perf_counter()
+    kept = []
+    with torch.no_grad():
+        for s in range(0, n_seq, 32):
+            _, cache = model.run_with_cache(sub["input_ids"][s : s + 32], names_filter=[hook])
+            kept.append(cache[hook].clone())
+    plain = time.perf_counter() - t0
+    return {"hook": hook, "sequences": n_seq, "positions": n_tokens, "loupe_s": round(ours, 2),
+            "run_with_cache_s": round(plain, 2), "loupe_tokens_per_s": round(n_tokens / ours),
+            "run_with_cache_tokens_per_s": round(n_tokens / plain), "ratio": round(plain / ours, 2)}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _get(url: str) -> float:
+    t0 = time.perf_counter()
+    with urllib.request.urlopen(url, timeout=60) as r:
+        r.read()
+        assert r.status == 200
+    return (time.perf_counter() - t0) * 1000
+
+
+def _load(urls: list[str], clients: int) -> dict:
+    with ThreadPoolExecutor(clients) as ex:
+        ms = sorted(ex.map(_get, urls))
+    return {"requests": len(ms), "p50_ms": round(statistics.median(ms), 1),
+            "p99_ms": round(ms[min(len(ms) - 1, int(0.99 * len(ms)))], 1), "max_ms": round(ms[-1], 1)}
+
+
+def bench_latency(ws: Path, sae_id: str, clients: int, per_client: int) -> dict:
+    import uvicorn
+
+    from loupe.app import create_app
+    from loupe.settings import Settings
+
+    app = create_app(Settings(workspace=ws), background=False)
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    threading.Thread(target=server.run, daemon=True).start()
+    while not server.started:
+        time.sleep(0.05)
+    base = f"http://127.0.0.1:{port}"
+    d_sae = json.loads(urllib.request.urlopen(f"{base}/api/saes/{sae_id}").read())["d_sae"]
+    _get(f"{base}/api/saes/{sae_id}/features/0")             # warm: loads the tokenizer once
+    rng = random.Random(0)
+    n = clients * per_client
+    out = {"clients": clients,
+           "health": _load([f"{base}/api/health"] * n, clients),
+           "feature_page": _load([f"{base}/api/saes/{sae_id}/features/{rng.randrange(d_sae)}" for _ in range(n)], clients)}
+    server.should_exit = True
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--workspace", type=Path, required=True)
+    ap.add_argument("--sae", default="demo-mlp0")
+    ap.add_argument("--hook", default="blocks.0.mlp.hook_post")
+    ap.add_argument("--sequences", type=int, default=400)
+    ap.add_argument("--clients", type=int, default=16)
+    ap.add_argument("--requests", type=int, default=30, help="per client")
+    args = ap.parse_args()
+    res = {"threads": torch.get_num_threads(),
+           "caching": bench_caching(args.workspace, args.hook, args.sequences),
+           "latency": bench_latency(args.workspace, args.sae, args.clients, args.requests)}
+    print(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    main()
