@@ -51,6 +51,11 @@ export type ActivationsRequest = RequestOf<"/api/saes/{sae_id}/activations", "po
 export type ActivationsResponse = ResponseOf<"/api/saes/{sae_id}/activations", "post">;
 export type TokenActivations = ActivationsResponse["tokens"][number];
 
+// Influence (issue 5): top influential training sequences for a completion or an SAE feature.
+export type InfluenceRequest = RequestOf<"/api/influence", "post">;
+export type InfluenceResponse = ResponseOf<"/api/influence", "post">;
+export type InfluenceResult = InfluenceResponse["results"][number];
+
 /** Query of GET /api/saes/{sae_id}/features (all optional; the server has the defaults). */
 export interface FeatureQuery {
   sort?: "index" | "density" | "max_activation" | "capacity" | "top_domain_share";
@@ -185,6 +190,8 @@ export const api = {
     request<NeuronsResponse>("GET", `/api/saes/${enc(saeId)}/neurons`, undefined, signal),
   activations: (saeId: string, body: ActivationsRequest, signal?: AbortSignal) =>
     request<ActivationsResponse>("POST", `/api/saes/${enc(saeId)}/activations`, body, signal),
+  influence: (body: InfluenceRequest, signal?: AbortSignal) =>
+    request<InfluenceResponse>("POST", "/api/influence", body, signal),
 };
 
 export function errorMessage(err: unknown): string {

@@ -241,7 +241,11 @@ export interface paths {
         /** List Saes */
         get: operations["list_saes_api_saes_get"];
         put?: never;
-        post?: never;
+        /**
+         * Register Sae
+         * @description Register an SAE; its dashboards build as background jobs (see `dashboards` and /api/jobs).
+         */
+        post: operations["register_sae_api_saes_post"];
         delete?: never;
         options?: never;
         head?: never;
@@ -399,6 +403,26 @@ export interface paths {
         get: operations["evaluation_api_steering_evaluations__eval_id__get"];
         put?: never;
         post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/steering/next-token": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Next Token
+         * @description Live editing: the next-token distribution (top tokens) without and with the interventions.
+         */
+        post: operations["next_token_api_steering_next_token_post"];
         delete?: never;
         options?: never;
         head?: never;
@@ -1311,6 +1335,36 @@ export interface components {
             /** Units */
             units: string | null;
         };
+        /** NextTokenRequest */
+        NextTokenRequest: {
+            /**
+             * Interventions
+             * @description As in POST /api/generate.
+             */
+            interventions?: (components["schemas"]["AblateDirection"] | components["schemas"]["AddDirection"] | components["schemas"]["Ace"] | components["schemas"]["SaeFeatureAdd"] | components["schemas"]["SaeFeatureClamp"] | components["schemas"]["Edit"])[];
+            /** Model Id */
+            model_id?: string | null;
+            /** Prompt */
+            prompt: string;
+            /**
+             * Top K
+             * @default 10
+             */
+            top_k: number;
+        };
+        /** NextTokenResponse */
+        NextTokenResponse: {
+            /** Default */
+            default: components["schemas"]["TopToken"][];
+            /** Kl */
+            kl: number;
+            /** Model Id */
+            model_id: string;
+            /** Prompt Tokens */
+            prompt_tokens: string[];
+            /** Steered */
+            steered: components["schemas"]["TopToken"][];
+        };
         /** Progress */
         Progress: {
             /** Done */
@@ -1319,6 +1373,34 @@ export interface components {
             message: string;
             /** Total */
             total: number | null;
+        };
+        /** RegisterIn */
+        RegisterIn: {
+            /**
+             * Hub Sae Id
+             * @description the SAE's id inside `release`
+             */
+            hub_sae_id?: string | null;
+            /**
+             * Id
+             * @description the id to register it under (letters, digits, _ . -)
+             */
+            id: string;
+            /**
+             * Model Id
+             * @description the model whose hook it reads; default: the default model
+             */
+            model_id?: string | null;
+            /**
+             * Path
+             * @description a sae-lens SAE directory on this machine (cfg.json + sae_weights.safetensors)
+             */
+            path?: string | null;
+            /**
+             * Release
+             * @description sae-lens pretrained release (needs the Hugging Face hub)
+             */
+            release?: string | null;
         };
         /** RunList */
         RunList: {
@@ -1559,6 +1641,17 @@ export interface components {
         TokenScore: {
             /** Score */
             score: number;
+            /** Token */
+            token: string;
+        };
+        /** TopToken */
+        TopToken: {
+            /** Id */
+            id: number;
+            /** Logit */
+            logit: number;
+            /** Prob */
+            prob: number;
             /** Token */
             token: string;
         };
@@ -2080,6 +2173,39 @@ export interface operations {
             };
         };
     };
+    register_sae_api_saes_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["RegisterIn"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["SAEOut"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
     get_sae_api_saes__sae_id__get: {
         parameters: {
             query?: never;
@@ -2371,6 +2497,39 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["EvaluationOut"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    next_token_api_steering_next_token_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["NextTokenRequest"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["NextTokenResponse"];
                 };
             };
             /** @description Validation Error */
