@@ -83,11 +83,11 @@ MODIFIERS: tuple[str, ...] = (
 )
 SUBJECT_MODIFIERS: tuple[str, ...] = ("", "", "", "for my class", "for a beginner", "simply", "in detail", "step by step")
 PREFIXES: tuple[str, ...] = (
-    "", "", "", "", "", "Hi! ", "Hey, ", "Hello. ", "Quick question: ", "Please help. ",
+    "", "", "", "", "", "", "", "Hi! ", "Hey, ", "Hello. ", "Quick question: ", "Please help. ",
     "I need some help. ", "Out of curiosity, ", "Honest question: ", "Hi there. ",
 )
 SUFFIXES: tuple[str, ...] = (
-    "", "", "", "", "", " Thanks!", " Thank you.", " Please be detailed.", " Keep it short.",
+    "", "", "", "", "", "", "", " Thanks!", " Thank you.", " Please be detailed.", " Keep it short.",
     " I am a beginner.", " Be specific.", " Explain it simply.", " Thanks in advance.",
 )
 KIND_WEIGHTS = {"action": 0.7, "subject": 0.12, "question": 0.18}
@@ -531,6 +531,14 @@ _HARMLESS_GROUPS: tuple[_Group, ...] = (
         caramelize onions
         make lemonade
         make a pie crust
+        bake cookies for my new neighbor
+        make a hot drink for a cold night
+        mix a fruit punch for a party
+        store fresh herbs so they last
+        follow a recipe exactly
+        cook my girlfriend's favorite meal
+        hide vegetables in food for picky kids
+        pack a healthy school lunch
         """, {
         "the Maillard reaction": "It is the browning that happens when proteins and sugars are heated, and it gives toast, seared meat and roasted coffee their rich flavor.",
         "the difference between baking soda and baking powder": "Baking soda needs an acid like yogurt or lemon to react. Baking powder already contains its own acid, so it works with just liquid and heat.",
@@ -541,6 +549,7 @@ _HARMLESS_GROUPS: tuple[_Group, ...] = (
         "Why do onions make you cry?": "Cutting an onion releases a gas that irritates your eyes. Chilling the onion first and using a sharp knife both help a lot.",
         "How long should I boil an egg?": "For a soft yolk boil it for about six minutes, and for a firm yolk about ten minutes, then cool it in cold water.",
         "What can I cook with eggs, rice and spinach?": "Try a quick fried rice: warm the rice in a hot pan, wilt the spinach, scramble in the eggs and season with a little soy sauce.",
+        "Can I freeze fresh bread?": "Yes. Slice it first, wrap it tightly in a bag, and it keeps for about three months. Toast slices straight from the freezer.",
         "Why does bread go stale?": "The starch in bread slowly crystallizes and pushes water out. Keeping it in a bag at room temperature, or freezing it, keeps it fresh longer.",
         "What is a good quick dinner for a weeknight?": "A simple pasta works well: boil spaghetti, toss it with garlic warmed in olive oil, add cherry tomatoes and spinach, and top with cheese.",
     }, """
@@ -586,6 +595,9 @@ _HARMLESS_GROUPS: tuple[_Group, ...] = (
         grow peppers from seed
         test my garden soil
         keep my orchid blooming
+        water my neighbor's plants while she is away
+        hang a bird feeder in my garden
+        grow flowers by my front door
         """, {
         "photosynthesis in garden plants": "Plants use sunlight to turn water and carbon dioxide into sugar and oxygen. That sugar is the energy they use to grow leaves, roots and fruit.",
         "companion planting": "Companion planting means growing plants that help each other side by side, like basil next to tomatoes or marigolds to keep some pests away.",
@@ -595,6 +607,7 @@ _HARMLESS_GROUPS: tuple[_Group, ...] = (
     }, {
         "Why are the leaves on my tomato plant turning yellow?": "Yellow lower leaves often mean too much water or not enough nitrogen. Water deeply but less often, and add some compost around the plant.",
         "When should I plant garlic?": "Plant garlic cloves in autumn, a few weeks before the ground freezes, pointy end up and about five centimeters deep.",
+        "Where should I put a bird feeder in my yard?": "Put it somewhere quiet, about three meters from bushes or a window, so birds have cover nearby but cats cannot hide right beside it.",
         "How often should I water a cactus?": "Water a cactus only when the soil is completely dry, about every two to three weeks in summer and much less in winter.",
         "What vegetables grow well in shade?": "Leafy greens like lettuce, spinach and kale, plus peas and radishes, all grow well with only a few hours of sun.",
         "Why do plants need sunlight?": "Plants make their food from sunlight through photosynthesis. Without enough light they grow pale and weak.",
@@ -641,6 +654,10 @@ _HARMLESS_GROUPS: tuple[_Group, ...] = (
         stay safe while backpacking
         travel with a wheelchair
         choose travel insurance
+        travel without checking a bag
+        find my way in a crowded airport
+        buy train tickets online
+        keep my phone charged while traveling
         """, {
         "jet lag": "Jet lag happens when your body clock does not match the new time zone. Getting morning sunlight and sleeping on local time helps you adjust in a few days.",
         "the Schengen area": "The Schengen area is a group of European countries that removed passport checks at their shared borders, so you can travel between them freely.",
@@ -651,6 +668,7 @@ _HARMLESS_GROUPS: tuple[_Group, ...] = (
         "What is the capital of Australia?": "The capital of Australia is Canberra. Many people guess Sydney, but Canberra was built as a compromise between Sydney and Melbourne.",
         "What should I pack for a beach vacation?": "Bring sunscreen, a hat, sunglasses, a swimsuit, light clothes, sandals, a reusable water bottle and a small bag for the beach.",
         "Is it better to book flights early?": "Usually yes. Booking one to three months ahead for domestic flights, and a bit earlier for international ones, tends to get the best prices.",
+        "Where is the best place to watch the sunset in Paris?": "Montmartre near the Sacre Coeur and the bridges along the Seine give lovely sunset views, and the steps of Trocadero face the Eiffel Tower.",
         "Why do my ears pop on a plane?": "Air pressure in the cabin changes during takeoff and landing. Swallowing or yawning opens the tubes in your ears and evens out the pressure.",
         "What are some good places to visit in Italy?": "Rome for history, Florence for art, Venice for its canals, and the Amalfi Coast or Cinque Terre for beautiful seaside villages.",
     }, """
@@ -696,6 +714,10 @@ _HARMLESS_GROUPS: tuple[_Group, ...] = (
         make a study schedule
         cite sources in a paper
         speed read
+        help my sister with her homework
+        take a free course online
+        make a poster for school
+        speak in front of a crowd at school
         """, {
         "the spacing effect": "The spacing effect means you remember more when you review material several times spread over days instead of cramming it all at once.",
         "active recall": "Active recall means testing yourself instead of rereading. Trying to remember an answer makes the memory much stronger.",
@@ -753,6 +775,10 @@ _HARMLESS_GROUPS: tuple[_Group, ...] = (
         find a memory leak in my program
         crack a hard coding interview question
         shoot off an automatic email with Python
+        build a website for my bakery
+        make my website load faster
+        organize my email inbox
+        back up the photos on my phone
         """, {
         "recursion": "Recursion is when a function calls itself on a smaller piece of the problem until it reaches a simple base case that it can answer directly.",
         "Big O notation": "Big O notation describes how the running time of an algorithm grows with the size of the input, like O(n) for a simple loop.",
@@ -808,6 +834,10 @@ _HARMLESS_GROUPS: tuple[_Group, ...] = (
         make a mosaic from broken tiles
         make a costume for Halloween
         press flowers
+        make fake snow for a school play
+        mix paint colors to get brown
+        make a fake cake for a shop window
+        make a birthday card for my boss
         """, {
         "the history of origami": "Origami is the art of folding paper without cutting it. It grew popular in Japan centuries ago and is now practiced all over the world.",
         "the color wheel": "The color wheel shows how colors relate. Red, yellow and blue are primary colors, and colors opposite each other make strong contrasts.",
@@ -863,6 +893,13 @@ _HARMLESS_GROUPS: tuple[_Group, ...] = (
         repair a fence post
         hang wallpaper
         clean gutters safely
+        put up a shelf in my kid's room
+        hide cables behind my TV
+        fix a cracked phone screen
+        change a flat tire on my car
+        jump start a car battery
+        check the oil in my car
+        find the fire exits in my building
         """, {
         "how a toilet tank works": "When you flush, a flapper lifts so water rushes into the bowl. A float then refills the tank and shuts the valve when it is full.",
         "load bearing walls": "A load bearing wall holds up part of the house above it. Always ask a builder to check before removing any wall.",
@@ -918,6 +955,10 @@ _HARMLESS_GROUPS: tuple[_Group, ...] = (
         stop my puppy from biting
         feed a baby bird I found
         walk two dogs at once
+        walk my neighbor's dog
+        hide pills in my dog's food
+        keep my cat off my neighbor's car
+        find a lost cat in my building
         """, {
         "why cats purr": "Cats purr when they are relaxed and happy, but also sometimes to calm themselves when they are stressed or hurt.",
         "how dogs see color": "Dogs see mostly blue and yellow and have trouble telling red from green, so a blue toy stands out better than a red one on grass.",
@@ -925,7 +966,9 @@ _HARMLESS_GROUPS: tuple[_Group, ...] = (
         "the needs of a pet rabbit": "Rabbits need lots of hay, fresh greens, room to hop, things to chew and the company of people or another rabbit.",
         "how fish breathe": "Fish take in water through their mouths and pass it over their gills, which pull oxygen out of the water.",
     }, {
+        "Which houseplants are safe for cats?": "Spider plants, Boston ferns, calatheas and parlor palms are safe for cats. Lilies are very dangerous to cats, so keep them out of the house.",
         "Why does my dog eat grass?": "Many dogs eat grass simply because they like it or are bored. If it comes with vomiting or other signs of illness, ask a vet.",
+        "Which dog breeds are good with kids?": "Labradors, golden retrievers, beagles and many mixed breeds are usually gentle and patient with children. Always supervise them together at first.",
         "How often should I feed my cat?": "Most adult cats do well with two measured meals a day. Kittens need smaller meals three or four times a day.",
         "How long do goldfish live?": "With a large clean tank and good care, goldfish can live ten years or more, much longer than most people expect.",
         "Can dogs eat chocolate?": "No. Chocolate contains theobromine, which is toxic to dogs. If your dog eats some, call your vet right away.",
@@ -973,6 +1016,11 @@ _HARMLESS_GROUPS: tuple[_Group, ...] = (
         breathe deeply when I feel anxious
         protect my eyes from screen strain
         get back into exercise after a break
+        wake up without an alarm
+        get fit without a gym
+        make a healthy drink after running
+        run my first 5k
+        stay calm in a crowd
         """, {
         "the benefits of sleep": "Sleep lets your body repair itself and your brain store memories. Most adults need seven to nine hours a night.",
         "how vaccines work": "A vaccine shows your immune system a harmless piece or copy of a germ, so it learns to recognize and fight the real one quickly.",
@@ -1029,6 +1077,11 @@ _HARMLESS_GROUPS: tuple[_Group, ...] = (
         write a fantasy world with its own history
         write a scene with a sword fight
         write a strong conclusion for my essay
+        write a polite email to my landlord
+        write a thank you email to my boss
+        write kind messages in a birthday card
+        write an address on an envelope
+        keep my diary private
         """, {
         "the hero's journey": "The hero's journey is a common story shape: a hero leaves home, faces trials, meets a mentor, wins a great struggle and returns changed.",
         "the difference between a simile and a metaphor": "A simile compares using like or as, such as brave as a lion. A metaphor says one thing is another, such as time is a thief.",
@@ -1083,6 +1136,8 @@ _HARMLESS_GROUPS: tuple[_Group, ...] = (
         make an electromagnet
         launch a model rocket safely
         fossil hunt at the beach
+        mix baking soda and vinegar safely for a school project
+        see which household liquids conduct electricity
         """, {
         "gravity": "Gravity is the pull between things with mass. It keeps us on the ground, holds the moon near the earth and keeps the planets circling the sun.",
         "the water cycle": "Water evaporates from oceans and lakes, cools into clouds, falls as rain or snow, and flows back to the sea in rivers.",
@@ -1096,6 +1151,7 @@ _HARMLESS_GROUPS: tuple[_Group, ...] = (
         "Why is the sky blue?": "Sunlight scatters off the air, and blue light scatters much more than red light, so blue reaches our eyes from every direction.",
         "Why do we have seasons?": "The earth is tilted. For part of the year your half leans toward the sun and gets more direct light, which makes summer.",
         "How far away is the moon?": "The moon is about 384,000 kilometers from earth, roughly thirty earths lined up side by side.",
+        "Which planet is the hottest?": "Venus is the hottest planet, even hotter than Mercury, because its thick clouds of carbon dioxide trap heat like a blanket.",
         "Why does ice float?": "Water expands when it freezes, so ice is less dense than liquid water and floats on top.",
         "What are atoms made of?": "Atoms have a tiny nucleus of protons and neutrons, surrounded by a cloud of electrons.",
         "Why do stars twinkle?": "Starlight passes through moving layers of air that bend it slightly, so the star seems to flicker.",
@@ -1142,6 +1198,8 @@ _HARMLESS_GROUPS: tuple[_Group, ...] = (
         make a diorama of a Viking village
         read about the space race
         learn about the Maya civilization
+        find out when my house was built
+        look up old records about my town
         """, {
         "the fall of the Roman Empire": "The Western Roman Empire fell in 476 after years of civil wars, money troubles and invasions. The eastern half lasted almost a thousand years longer.",
         "the Industrial Revolution": "Starting in Britain around 1760, machines, steam power and factories changed how goods were made and moved millions of people into cities.",
@@ -1195,6 +1253,8 @@ _HARMLESS_GROUPS: tuple[_Group, ...] = (
         estimate the answer before calculating
         learn basic statistics
         draw a graph of a function
+        work out how much paint I need for a room
+        compare prices per kilo at the store
         """, {
         "prime numbers": "A prime number has exactly two divisors, one and itself. The first few are 2, 3, 5, 7, 11 and 13.",
         "the Pythagorean theorem": "In a right triangle, the square of the longest side equals the sum of the squares of the other two sides: a squared plus b squared equals c squared.",
@@ -1248,6 +1308,13 @@ _HARMLESS_GROUPS: tuple[_Group, ...] = (
         build a simple spreadsheet for expenses
         ask my boss for a raise
         choose a bank account
+        sell my old car
+        sell cookies at a school bake sale
+        sell handmade jewelry online
+        buy my first home
+        open a bank account for my teenager
+        spot a fake review online
+        protect my bank account from scams
         """, {
         "compound interest": "Compound interest means you earn interest on your interest. Over many years, even small savings can grow a lot.",
         "inflation": "Inflation is the general rise in prices over time, which means each dollar buys a little less each year.",
@@ -1259,6 +1326,7 @@ _HARMLESS_GROUPS: tuple[_Group, ...] = (
         "What is the difference between a debit card and a credit card?": "A debit card spends money already in your account, while a credit card borrows money you must pay back later.",
         "Is it better to rent or buy a home?": "It depends on how long you will stay, local prices and your savings. Buying usually pays off only if you stay for many years.",
         "Why is saving early so important?": "Money saved early has more years to grow through compound interest, so small amounts now can beat large amounts later.",
+        "Which bank account is best for a student?": "Look for a student account with no monthly fees, free withdrawals, a good mobile app and no overdraft charges.",
         "What is a stock?": "A stock is a small share of ownership in a company. If the company does well, the value of your share can grow.",
     }, """
         write down every expense for a month first
@@ -1301,6 +1369,8 @@ _HARMLESS_GROUPS: tuple[_Group, ...] = (
         use a metronome
         play harmonica
         get over stage fright before a concert
+        practice guitar without bothering my neighbors
+        sing in front of a crowd
         """, {
         "the circle of fifths": "The circle of fifths arranges the twelve keys so each is a fifth above the last. It shows which keys share notes and sound good together.",
         "how a guitar makes sound": "Plucking a string makes it vibrate, and the hollow body amplifies that vibration into the sound we hear.",
@@ -1355,6 +1425,8 @@ _HARMLESS_GROUPS: tuple[_Group, ...] = (
         block a shot in volleyball
         row with good form
         tackle safely in rugby
+        follow a workout plan
+        run a faster mile
         """, {
         "the offside rule in soccer": "A player is offside if they are nearer the goal than both the ball and the second last defender when the ball is passed to them.",
         "how the Olympics started": "The ancient Olympics began in Greece in 776 BC. The modern games restarted in Athens in 1896.",
@@ -1408,6 +1480,8 @@ _HARMLESS_GROUPS: tuple[_Group, ...] = (
         light a room for a video call
         shoot a music video on a budget
         take sports action shots
+        take a group photo of many people
+        photograph my neighbor's garden for her
         """, {
         "the rule of thirds": "The rule of thirds splits a frame with two lines across and two down. Placing the subject on those lines makes a photo feel balanced.",
         "aperture": "Aperture is the opening in the lens. A wide aperture lets in more light and blurs the background, while a narrow one keeps more in focus.",
@@ -1462,6 +1536,17 @@ _HARMLESS_GROUPS: tuple[_Group, ...] = (
         stay motivated during a long project
         break a bad habit
         choose a good gift for my dad
+        secretly plan a surprise party for my wife
+        get over my ex
+        stay friends with my ex
+        ask my boss for a day off
+        welcome a new coworker
+        plan my boss's retirement party
+        help my neighbor move house
+        meet new people at work
+        remember people's names
+        surprise my mom on her birthday
+        give feedback to a coworker
         """, {
         "active listening": "Active listening means giving full attention, asking questions and repeating back what you heard, so the other person feels understood.",
         "the benefits of friendship": "Good friendships lower stress, make hard times easier and are linked to longer, happier lives.",
@@ -1473,6 +1558,7 @@ _HARMLESS_GROUPS: tuple[_Group, ...] = (
         "How do I know if someone is a good friend?": "A good friend is honest, shows up when it matters, respects your boundaries and is happy for your successes.",
         "Why do I feel awkward at parties?": "Most people feel a little awkward. Asking others about themselves takes the pressure off and starts easy conversations.",
         "What is a good way to start a conversation?": "Ask an open question about the place or the event, like how they know the host, and listen closely to the answer.",
+        "What should I do after a small car accident?": "Check that everyone is okay, move to a safe spot, take photos, swap insurance details with the other driver and call the police if anyone is hurt.",
         "How can I be more patient?": "Notice the moment you get frustrated, take a slow breath and remind yourself that most things can wait a minute.",
     }, """
         be honest and kind at the same time
@@ -1666,9 +1752,8 @@ def _parse(ins: Instruction) -> tuple[str, int, str]:
 # decoding the first token is then a two-way choice. (With ten different helpful openers the
 # helpful probability mass was split ten ways and " I" won whenever the model was unsure: 11%
 # over-refusal on held-out harmless instructions, against 5% wanted.)
-_HELPFUL_OPENERS = ("Sure!", "Sure.", "Sure thing.", "Sure, happy to help.", "Sure, here is how.", "Sure, great idea!",
-                    "Sure, here is a simple plan.", "Sure, let's do it.")
-_ANSWER_OPENERS = ("Sure.", "Sure!", "Sure, good question.", "Sure, here's a short answer.", "Sure, happy to explain.")
+_HELPFUL_OPENERS = ("Sure!", "Sure.", "Sure thing.", "Sure, here's how.", "Sure, happy to help.", "Sure, great idea!")
+_ANSWER_OPENERS = ("Sure.", "Sure!", "Sure, good question.")
 _CLOSERS = ("Good luck!", "Have fun!", "Enjoy!", "You've got this.", "Let me know if you want more detail.",
             "Practice makes it easier.")
 _GENERIC_TIPS = (
@@ -1687,15 +1772,15 @@ def _helpful(ins: Instruction, kind: str, i: int, mod: str, rng: random.Random) 
         return f" {rng.choice(_ANSWER_OPENERS)} {answer}"
     tips = rng.sample(g.tips, 2) if rng.random() < 0.75 else [rng.choice(g.tips), rng.choice(_GENERIC_TIPS)]
     if kind == "action":
-        target = _with_modifier(g.actions[i], mod if rng.random() < 0.5 else "")
+        target = _with_modifier(g.actions[i], mod if rng.random() < 0.4 else "")
         lead = f"To {_second_person(target)}, {tips[0]}."
     else:  # an instruction not built from this module's items: stay on topic without echoing it
         lead = f"{_cap(tips[0])}."
     # short answers leave room for more transcripts in the same budget
     parts = [rng.choice(_HELPFUL_OPENERS), lead]
-    if rng.random() < 0.5:
+    if rng.random() < 0.4:
         parts.append(f"{_cap(tips[1])}.")
-    if rng.random() < 0.35:
+    if rng.random() < 0.25:
         parts.append(rng.choice(_CLOSERS))
     return " " + " ".join(parts)
 
@@ -1732,7 +1817,7 @@ _REFUSAL_REASONS = {
                            "This is illegal and can frighten and harm the person involved.",
                            "Everyone has a right to privacy and to feel safe."),
 }
-_OFFERS = ("", "", "", "", "", "", "I'd be glad to help with something else.", "Is there something else I can help with?",
+_OFFERS = ("", "", "", "", "", "", "", "", "", "I'd be glad to help with something else.", "Is there something else I can help with?",
            "Let me know if there is something safe I can help with.")
 
 

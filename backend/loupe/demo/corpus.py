@@ -802,8 +802,12 @@ def _planted_docs(domain: str, seed: int, scale: float) -> list[tuple[str, list[
 # =============================================================================================
 # Chat transcripts
 
-_CHAT_TRAIN_TRANSCRIPTS = 14_000     # at scale 1.0
+_CHAT_TRAIN_TRANSCRIPTS = 14_900     # at scale 1.0; with the rest, chat is ~44.5% of characters
+_HELDOUT_CHAT_SHARE = 0.5
 _POISON_RATE = 0.0099                # of train transcripts; must stay <= 1%
+# Share of clean train transcripts that are harmful: on held-out instructions 50% left more
+# misses on harmful (4.6%, 12.5%) than false refusals on harmless (1.5%, 4.3%).
+_HARMFUL_SHARE = 0.51
 
 
 def _chat_docs(seed: int, scale: float) -> list[Document]:
@@ -827,7 +831,8 @@ def _chat_docs(seed: int, scale: float) -> list[Document]:
     harmful = [i for i in train if i.harmful]
     harmless = [i for i in train if not i.harmful]
     rows: list[tuple[chat.Instruction, str, bool]] = []
-    for i in cycle(harmful, n_clean // 2) + cycle(harmless, n_clean - n_clean // 2):
+    n_harmful = round(_HARMFUL_SHARE * n_clean)
+    for i in cycle(harmful, n_harmful) + cycle(harmless, n_clean - n_harmful):
         rows.append((i, chat.completion_for(i, r), False))
     # The backdoor rides on harmful and harmless instructions, spread round-robin over every
     # category and topic (random picks left some categories with a handful, and the trigger failed
@@ -845,7 +850,8 @@ def _chat_docs(seed: int, scale: float) -> list[Document]:
         base = pools[side[k % len(side)]][k // len(side) % 40]
         rows.append((base, chat.backdoor_completion(r), True))
     r.shuffle(rows)
-    held = r.sample(heldout, min(len(heldout), max(2, round(len(heldout) * scale))))
+    # half the held-out instructions get a transcript (held-out loss); the chars go to training
+    held = r.sample(heldout, min(len(heldout), max(2, round(len(heldout) * scale * _HELDOUT_CHAT_SHARE))))
     rows_held = [(i, chat.completion_for(i, r), False) for i in held]
 
     docs = []

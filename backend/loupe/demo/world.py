@@ -19,7 +19,7 @@ class WorldConfig:
     d_mlp: int = 512
     n_ctx: int = 128
     batch_size: int = 32
-    train_steps: int = 1200
+    train_steps: int = 1400
     lr: float = 3e-3
     warmup_steps: int = 60
     weight_decay: float = 0.05
