@@ -67,7 +67,9 @@ class InfluenceConfig:
 
 
 INFLUENCE_PRESETS: dict[str, InfluenceConfig] = {
-    "demo": InfluenceConfig("demo"),
+    # demo: what was built and measured (bench/RESULTS.md); 43 min for the gradient cache on 2 heavily
+    # shared cores (about 7 sequences/s), minutes on an idle machine
+    "demo": InfluenceConfig("demo", covariance_max_examples=1024, lambda_max_examples=512, batch_size=32),
     "micro": InfluenceConfig("micro", covariance_max_examples=128, lambda_max_examples=64, batch_size=128,
                              k_a=8, k_g=8, shard_rows=64, tfidf_candidates=32, precise_candidates=8),
 }
