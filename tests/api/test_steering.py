@@ -324,3 +324,20 @@ def test_compute_a_direction_from_two_prompt_sets(client):
     d = client.get(f"/api/vectors/{r.json()['vector_id']}").json()
     assert d["name"] == "my dir" and d["source"] == "computed" and d["candidates"]["rows"]
     assert math.isfinite(d["scores"]["norm"])
+
+
+def test_next_token_effect_matches_the_model_and_kl(client, lm):
+    iv = [{"kind": "edit", "hook": "blocks.1.hook_resid_pre", "position": -1, "index": 3, "op": "set", "value": 25.0}]
+    r = client.post("/api/steering/next-token", json={"prompt": PROMPT, "interventions": iv, "top_k": 5})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    ids = torch.tensor([lm.encode_prompt(PROMPT)])
+    with torch.no_grad():
+        p = torch.softmax(lm.bridge(ids)[0, -1].double(), -1)
+    assert [t["id"] for t in body["default"]] == p.topk(5).indices.tolist()
+    assert body["default"][0]["prob"] == pytest.approx(float(p.max()), rel=1e-6)
+    assert body["kl"] > 0 and len(body["prompt_tokens"]) == ids.shape[1]
+    same = client.post("/api/steering/next-token", json={"prompt": PROMPT, "top_k": 3}).json()
+    assert same["kl"] == 0.0 and same["default"] == same["steered"]
+    assert client.post("/api/steering/next-token", json={"prompt": PROMPT, "interventions": [
+        {"kind": "edit", "hook": "blocks.0.mlp.hook_post", "index": 0, "position": 99, "op": "zero"}]}).status_code == 422

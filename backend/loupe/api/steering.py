@@ -9,7 +9,8 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from loupe.services.steering import DEFAULT_ALPHAS, SteeringService
+from loupe.api.generate import Intervention
+from loupe.services.steering import DEFAULT_ALPHAS, SteeringService, next_token_effect
 
 router = APIRouter(tags=["steering"])
 MAX_IMPORT_BYTES = 64 * 1024 * 1024
@@ -182,3 +183,33 @@ def evaluations(st: SteeringDep, vector_id: str | None = None, limit: int = Quer
 @router.get("/steering/evaluations/{eval_id}", response_model=EvaluationOut)
 def evaluation(eval_id: int, st: SteeringDep) -> EvaluationOut:
     return EvaluationOut(**st.evaluation(eval_id))
+
+
+class NextTokenRequest(BaseModel):
+    prompt: str = Field(..., min_length=1, max_length=20_000)
+    interventions: list[Intervention] = Field(default_factory=list, description="As in POST /api/generate.")
+    top_k: int = Field(10, ge=1, le=100)
+    model_id: str | None = None
+
+
+class TopToken(BaseModel):
+    id: int
+    token: str
+    prob: float
+    logit: float
+
+
+class NextTokenResponse(BaseModel):
+    model_id: str
+    prompt_tokens: list[str]
+    default: list[TopToken]
+    steered: list[TopToken]
+    kl: float
+
+
+@router.post("/steering/next-token", response_model=NextTokenResponse)
+async def next_token(req: NextTokenRequest, st: SteeringDep) -> NextTokenResponse:
+    """Live editing: the next-token distribution (top tokens) without and with the interventions."""
+    out = await run_in_threadpool(next_token_effect, st.ws, st.models, req.prompt,
+                                  [i.model_dump() for i in req.interventions], req.top_k, req.model_id)
+    return NextTokenResponse(**out)

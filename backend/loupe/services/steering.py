@@ -824,3 +824,29 @@ class SteeringService:
             if r.id == eval_id:
                 return {"id": r.id, "created_at": r.created_at, **r.results}
         raise NotFound(f"no steering evaluation with id {eval_id}")
+
+
+def next_token_effect(ws, models, prompt: str, interventions: Sequence[dict[str, Any]], top_k: int = 10,
+                      model_id: str | None = None, max_prompt_chars: int = 20_000) -> dict[str, Any]:
+    """The next-token distribution after `prompt` without and with `interventions` (live editing):
+    top tokens of each, and KL(default || steered)."""
+    if len(prompt) > max_prompt_chars:
+        raise Unprocessable(f"the prompt has {len(prompt):,} characters; the limit is {max_prompt_chars:,}")
+    lm = models.get(model_id)
+    ids = lm.encode_prompt(prompt)
+    if len(ids) > lm.n_ctx:
+        raise Unprocessable(f"the prompt is {len(ids)} tokens; the model's context is {lm.n_ctx}")
+    plan = build_plan(ws, lm, interventions, len(ids)) if interventions else []
+    x = torch.tensor([ids])
+    base = locked_forward(lm)(x)[0, -1].double()
+    steered = locked_forward(lm, plan)(x)[0, -1].double() if plan else base
+
+    def top(logits: Tensor) -> list[dict[str, Any]]:
+        p = torch.softmax(logits, -1)
+        v, i = p.topk(min(top_k, p.shape[-1]))
+        return [{"id": int(t), "token": lm.tokenizer.decode([int(t)]), "prob": float(q), "logit": float(logits[t])}
+                for q, t in zip(v, i)]
+
+    return {"model_id": lm.id, "prompt_tokens": [lm.tokenizer.decode([t]) for t in ids],
+            "default": top(base), "steered": top(steered),
+            "kl": float(S.kl_divergence(base[None], steered[None])[0])}

@@ -13,6 +13,8 @@ export type EvaluationList = ResponseOf<"/api/steering/evaluations", "get">;
 export type GenerateBody = RequestOf<"/api/generate", "post">;
 export type Intervention = NonNullable<GenerateBody["interventions"]>[number];
 export type JobOut = ResponseOf<"/api/jobs/{job_id}", "get">;
+export type NextTokenRequest = RequestOf<"/api/steering/next-token", "post">;
+export type NextToken = ResponseOf<"/api/steering/next-token", "post">;
 
 export type StreamEvent =
   | { event: "start"; model_id: string; prompt_tokens: number; streams: string[] }
@@ -59,6 +61,7 @@ export const steeringApi = {
     call<EvaluationList>("GET", `/api/steering/evaluations?vector_id=${enc(vectorId)}&limit=1`, undefined, signal),
   evaluation: (id: number) => call<Evaluation>("GET", `/api/steering/evaluations/${id}`),
   job: (id: number) => call<JobOut>("GET", `/api/jobs/${id}`),
+  nextToken: (body: NextTokenRequest, signal?: AbortSignal) => call<NextToken>("POST", "/api/steering/next-token", body, signal),
   exportUrl: (id: string) => `/api/vectors/${enc(id)}/export`,
 
   /** POST /api/generate/stream: calls `onEvent` for each NDJSON event as it arrives. */

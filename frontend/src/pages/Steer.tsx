@@ -8,6 +8,7 @@ import {
   type CandidateRow,
   type Evaluation,
   type Intervention,
+  type NextToken,
   type StreamEvent,
   type Vector,
   type VectorDetail,
@@ -162,6 +163,8 @@ export function Steer() {
   const [presets, setPresets] = useState<Preset[]>(loadPresets);
   const [presetName, setPresetName] = useState("");
   const ctrl = useRef<AbortController | null>(null);
+  const [nt, setNt] = useState<{ data: NextToken; ms: number } | null>(null);
+  const [ntError, setNtError] = useState<string | null>(null);
 
   const set = <K extends keyof SteerForm>(k: K, v: SteerForm[K]) => setForm((f) => ({ ...f, [k]: v }));
 
@@ -196,6 +199,30 @@ export function Steer() {
       .catch(() => undefined);
     return () => c.abort();
   }, [form.vectorId]);
+
+  // Live editing: the next-token distribution with and without the intervention, on every change.
+  const ready =
+    form.prompt.trim() !== "" &&
+    (!["ablation", "addition", "ace"].includes(form.method) || form.vectorId !== "") &&
+    (!["sae_feature_add", "sae_feature_clamp"].includes(form.method) || form.saeId !== "");
+  useEffect(() => {
+    if (!ready) return;
+    const c = new AbortController();
+    const t = setTimeout(() => {
+      const t0 = performance.now();
+      steeringApi
+        .nextToken({ prompt: form.prompt, interventions: [interventionOf(form)], top_k: 8 }, c.signal)
+        .then((data) => {
+          setNt({ data, ms: performance.now() - t0 });
+          setNtError(null);
+        })
+        .catch((e) => !c.signal.aborted && setNtError(errorMessage(e)));
+    }, 150);
+    return () => {
+      clearTimeout(t);
+      c.abort();
+    };
+  }, [form, ready]);
 
   const run = useCallback(
     async (e?: FormEvent) => {
@@ -441,6 +468,55 @@ export function Steer() {
       </Panel>
 
       {genError && <ErrorBox title="Generation failed" message={genError} testId="steer-error" />}
+
+      <Panel title="Next token, live" testId="steer-next-token">
+        {ntError && <p className="text-bad small" data-testid="nt-error">{ntError}</p>}
+        {nt ? (
+          <>
+            <div className="chips" aria-label="Prompt tokens">
+              {nt.data.prompt_tokens.map((t, i) => (
+                <button
+                  key={i}
+                  type="button"
+                  className={`chip mono${form.method === "edit" && Number(form.position) === i ? " active" : ""}`}
+                  title={`position ${i}${form.method === "edit" ? ": edit here" : ""}`}
+                  onClick={() => setForm((f) => ({ ...f, method: "edit", position: String(i) }))}
+                  data-testid="nt-token"
+                  data-position={i}
+                >
+                  {JSON.stringify(t).slice(1, -1)}
+                </button>
+              ))}
+            </div>
+            <div className="compare">
+              {(["default", "steered"] as const).map((k) => (
+                <table className="table compact" key={k} data-testid={`nt-${k}`}>
+                  <thead>
+                    <tr>
+                      <th>{k}</th>
+                      <th className="num">p</th>
+                    </tr>
+                  </thead>
+                  <tbody>
+                    {nt.data[k].map((t) => (
+                      <tr key={t.id} data-testid="nt-row">
+                        <td className="mono">{JSON.stringify(t.token)}</td>
+                        <td className="num">{t.prob.toFixed(3)}</td>
+                      </tr>
+                    ))}
+                  </tbody>
+                </table>
+              ))}
+            </div>
+            <p className="muted small">
+              KL(default ‖ steered) = <span data-testid="nt-kl">{nt.data.kl.toFixed(4)}</span> nats; round trip{" "}
+              <span data-testid="nt-ms">{Math.round(nt.ms)}</span> ms. Click a token to edit at its position.
+            </p>
+          </>
+        ) : (
+          <Empty>{ready ? "Computing…" : "Choose a direction or SAE."}</Empty>
+        )}
+      </Panel>
 
       {out && (
         <Panel title="Completions">
