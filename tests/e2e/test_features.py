@@ -59,6 +59,20 @@ def test_feature_table_sorts_searches_and_keeps_state_in_the_url(page, live_serv
     d1 = float(rows.nth(1).get_by_test_id("feature-density").get_attribute("data-value"))
     assert d0 >= d1 and d0 == pytest.approx(want["features"][0]["density"])
 
+    # the domain and density filters go to the server as parameters
+    dna = client.get("/api/saes/demo-mlp0/features", params={"domain": "dna", "limit": 1}).json()["total"]
+    page.get_by_test_id("domain-filter").select_option("dna")
+    expect(page).to_have_url(re.compile(r"domain=dna"))
+    expect(page.get_by_test_id("feature-count")).to_have_text(f"{dna} of 256 features")
+    page.get_by_test_id("domain-filter").select_option("")
+    dense = client.get("/api/saes/demo-mlp0/features", params={"min_density": 0.35, "limit": 1}).json()["total"]
+    page.get_by_test_id("density-min").fill("35")
+    page.get_by_test_id("density-min").press("Enter")
+    expect(page).to_have_url(re.compile(r"min=0\.35"))
+    expect(page.get_by_test_id("feature-count")).to_have_text(f"{dense} of 256 features")
+    page.get_by_test_id("filter-all").click()
+    expect(page.get_by_test_id("feature-count")).to_have_text("256 of 256 features")
+
     # search: a token that occurs in some automatic labels, not all
     labels = [f["auto_label"] for f in client.get("/api/saes/demo-mlp0/features", params={"limit": 500}).json()["features"]]
     q = next(t for lab in labels for t in lab.split() if len(t) >= 2 and t.isalnum() and 0 < sum(t.lower() in x.lower() for x in labels) < 40)
@@ -78,7 +92,7 @@ def test_feature_table_sorts_searches_and_keeps_state_in_the_url(page, live_serv
     first = hits["features"][0]["index"]
     rows.first.click()
     expect(page).to_have_url(re.compile(rf"/features/demo-mlp0/{first}$"))
-    expect(page.get_by_test_id("feature-page")).to_have_attribute("data-index", str(first))
+    expect(page.get_by_test_id("feature-page")).to_have_attribute("data-index", str(first), timeout=20_000)
 
 
 def test_feature_page_draws_examples_and_persists_a_label(page, live_server, client):
@@ -87,7 +101,7 @@ def test_feature_page_draws_examples_and_persists_a_label(page, live_server, cli
     d = client.get(f"/api/saes/demo-mlp0/features/{idx}").json()
     assert d["top_examples"], "the DNA feature should have top examples"
     page.goto(live_server + f"/features/demo-mlp0/{idx}")
-    expect(page.get_by_test_id("feature-title")).to_contain_text(f"#{idx}")
+    expect(page.get_by_test_id("feature-title")).to_contain_text(f"#{idx}", timeout=20_000)
     expect(page.get_by_test_id("feature-histogram")).to_have_attribute("data-drawn", "true", timeout=20_000)
     examples = page.get_by_test_id("top-example")
     expect(examples).to_have_count(len(d["top_examples"]))
@@ -117,7 +131,7 @@ def test_feature_page_draws_examples_and_persists_a_label(page, live_server, cli
     page.get_by_test_id("feature-row").first.click()
     page.get_by_test_id("next-feature").click()
     expect(page).to_have_url(re.compile(rf"/features/demo-mlp0/{idx + 1}$"))
-    expect(page.get_by_test_id("feature-page")).to_have_attribute("data-index", str(idx + 1))
+    expect(page.get_by_test_id("feature-page")).to_have_attribute("data-index", str(idx + 1), timeout=20_000)
     client.put(f"/api/saes/demo-mlp0/features/{idx}/label", json={"label": ""})
 
 
@@ -169,3 +183,25 @@ def test_activations_return_chosen_features_on_every_token(client):
     assert r.status_code == 404 and "no feature 10000" in r.json()["detail"]
     d = client.get(f"/api/saes/demo-mlp0/features/{f}").json()
     assert set(d["neighbour_labels"]) == {str(n) for n, _ in d["summary"]["neighbours"]}
+
+
+def test_features_page_shows_dashboard_progress_until_ready(page, live_server):
+    """While an SAE's dashboards are building the page shows the job's progress instead of the
+    table, polls, and shows the table once they are ready (the API answer is faked, then real)."""
+    import json
+
+    def building(route):
+        r = route.fetch()
+        d = r.json()
+        for s in d["saes"]:
+            s["dashboards"] = {"state": "building", "job_id": 1, "progress": 0.4, "message": "dashboards 2/5"}
+        route.fulfill(response=r, body=json.dumps(d))
+
+    page.route("**/api/saes", building)
+    page.goto(live_server + "/features?sae=demo-resid1")
+    expect(page.get_by_test_id("dashboards-progress")).to_have_attribute("aria-valuenow", "40")
+    expect(page.get_by_test_id("dashboards-status")).to_contain_text("dashboards 2/5")
+    expect(page.get_by_test_id("feature-row")).to_have_count(0)
+    page.unroute("**/api/saes")
+    expect(page.get_by_test_id("feature-row").first).to_be_visible(timeout=10_000)
+    expect(page.get_by_test_id("dashboards-status")).to_have_count(0)

@@ -41,10 +41,10 @@ function LabelEditor({ d, onSaved }: { d: Dashboard; onSaved: (label: string | n
   const [error, setError] = useState<string | null>(null);
   const [saved, setSaved] = useState(false);
   useEffect(() => {
-    setValue(d.label ?? "");
     setSaved(false);
     setError(null);
-  }, [d.sae_id, d.index, d.label]);
+  }, [d.sae_id, d.index]);
+  useEffect(() => setValue(d.label ?? ""), [d.sae_id, d.index, d.label]);
 
   const dirty = value.trim() !== (d.label ?? "");
   const save = async (e: FormEvent) => {

@@ -1,6 +1,6 @@
 // /features: the SAE picker with quality metrics, the feature table (server-side sort, search,
 // filters, pages) and each SAE's neuron polysemanticity. All state lives in the URL.
-import { useEffect, useMemo, useRef, useState, type ReactNode } from "react";
+import { useEffect, useMemo, useRef, useState, type KeyboardEvent, type ReactNode } from "react";
 import { api, errorMessage, type FeaturePage, type FeatureQuery, type NeuronsResponse, type SAE } from "../api/client";
 import { Plot, type Figure } from "../components/Plot";
 import { Badge, Empty, ErrorBox, Panel, Spinner } from "../components/ui";
@@ -334,6 +334,13 @@ function FeatureFilters({ url, set, domains }: { url: FeaturesUrl; set: (p: Part
     return s.trim() === "" || !Number.isFinite(v) ? "" : String(Math.min(1, Math.max(0, v / 100)));
   };
   const applyDensity = () => set({ min: pctToFrac(min), max: pctToFrac(max), offset: 0 });
+  // Enter applies (two inputs and no submit button: a form would not submit implicitly).
+  const onDensityKey = (e: KeyboardEvent<HTMLInputElement>) => {
+    if (e.key === "Enter") {
+      e.preventDefault();
+      applyDensity();
+    }
+  };
   const quick = url.max === "0" && url.min === "" ? "dead" : url.min === "0.1" && url.max === "" ? "dense" : url.min === "" && url.max === "" ? "all" : "";
 
   return (
@@ -353,22 +360,16 @@ function FeatureFilters({ url, set, domains }: { url: FeaturesUrl; set: (p: Part
           ))}
         </select>
       </label>
-      <form
-        className="density-range"
-        onSubmit={(e) => {
-          e.preventDefault();
-          applyDensity();
-        }}
-      >
+      <div className="density-range">
         <label className="field">
           <span className="field-label">density ≥ %</span>
-          <input type="number" min={0} max={100} step="any" value={min} onChange={(e) => setMin(e.target.value)} onBlur={applyDensity} data-testid="density-min" />
+          <input type="number" min={0} max={100} step="any" value={min} onChange={(e) => setMin(e.target.value)} onBlur={applyDensity} onKeyDown={onDensityKey} data-testid="density-min" />
         </label>
         <label className="field">
           <span className="field-label">density ≤ %</span>
-          <input type="number" min={0} max={100} step="any" value={max} onChange={(e) => setMax(e.target.value)} onBlur={applyDensity} data-testid="density-max" />
+          <input type="number" min={0} max={100} step="any" value={max} onChange={(e) => setMax(e.target.value)} onBlur={applyDensity} onKeyDown={onDensityKey} data-testid="density-max" />
         </label>
-      </form>
+      </div>
       <div className="quick-filters" role="group" aria-label="Quick density filters">
         <button type="button" className={`btn btn-small btn-preset${quick === "all" ? " active" : ""}`} onClick={() => set({ min: "", max: "", offset: 0 })} data-testid="filter-all">
           all
@@ -650,6 +651,7 @@ export function Features() {
 
   const set = (patch: Partial<FeaturesUrl>, replace = false) => {
     const next = featuresUrl({ ...url, sae: sae?.id ?? url.sae, ...patch });
+    if (next === window.location.pathname + window.location.search) return;
     if (replace) replaceUrl(next);
     else navigate(next);
   };

@@ -207,7 +207,15 @@ export function Inspect() {
                     style={acts ? shadeStyle(a, featMax) : undefined}
                     onClick={() => setSelTok(selTok === i ? null : i)}
                     aria-pressed={selTok === i}
-                    title={acts ? tip(t.token, a) : `#${i} ${JSON.stringify(t.token)} · ${t.features.length} active features`}
+                    title={
+                      (acts ? `${tip(t.token, a)}\n` : `#${i} ${JSON.stringify(t.token)}\n`) +
+                      (t.features.length
+                        ? t.features
+                            .slice(0, 3)
+                            .map((f) => `#${f.index} ${f.activation.toFixed(2)}  ${label(f.index)}`)
+                            .join("\n")
+                        : "no active features")
+                    }
                     data-testid="inspect-token"
                     data-activation={acts ? a : undefined}
                   >
