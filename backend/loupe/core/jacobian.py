@@ -53,6 +53,7 @@ class TrainConfig:
     n_test: int = 197
     control: Control = "none"
     data_seed: int = 0
+    inputs: Literal["unit", "standardized"] = "unit"   # pixels / 16 in [0, 1], or z-scored per pixel
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -84,9 +85,12 @@ class Data:
 
 
 def load_data(cfg: TrainConfig, dtype: torch.dtype = torch.float64, n_noise: int = 1000) -> Data:
-    """Digits (8x8 images, 1,797 examples) standardised with the training set's per-pixel mean and
-    std. Controls: ``white_noise`` replaces the training inputs with N(0, 1) noise (labels kept, so the
-    network can only memorise); ``shuffled_labels`` permutes the training labels. Test data is untouched."""
+    """Digits (8x8 images with pixel values 0..16, 1,797 examples): ``inputs="unit"`` divides by 16
+    (values in [0, 1], the default), ``"standardized"`` z-scores each pixel with the training set's mean
+    and std. Controls: ``white_noise`` replaces the training inputs with Gaussian noise of the same
+    overall mean and std (labels kept, so the network can only memorise); ``shuffled_labels`` permutes
+    the training labels. Test data is untouched. ``x_noise``: N(0, 1) inputs, the far
+    out-of-distribution probe."""
     from sklearn.datasets import load_digits
 
     x, y = load_digits(return_X_y=True)
@@ -97,12 +101,14 @@ def load_data(cfg: TrainConfig, dtype: torch.dtype = torch.float64, n_noise: int
     g = torch.Generator().manual_seed(cfg.data_seed)
     perm = torch.randperm(x.shape[0], generator=g)
     tr, te = perm[: cfg.n_train], perm[cfg.n_train: cfg.n_train + cfg.n_test]
-    mean, std = x[tr].mean(0), x[tr].std(0).clamp_min(1e-3)
-    xs = (x - mean) / std
+    if cfg.inputs == "standardized":
+        xs = (x - x[tr].mean(0)) / x[tr].std(0).clamp_min(1e-3)
+    else:
+        xs = x / 16.0
     x_train, y_train = xs[tr], y[tr]
     gc = torch.Generator().manual_seed(cfg.data_seed + 1)
     if cfg.control == "white_noise":
-        x_train = torch.randn(x_train.shape, generator=gc, dtype=dtype)
+        x_train = torch.randn(x_train.shape, generator=gc, dtype=dtype) * x_train.std() + x_train.mean()
     elif cfg.control == "shuffled_labels":
         y_train = y_train[torch.randperm(cfg.n_train, generator=gc)]
     elif cfg.control != "none":

@@ -1,0 +1,119 @@
+"""Jacobian spectra: training-Jacobian runs (Belrose & Scherlis 2024) and per-token layer Jacobians."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
+from pydantic import BaseModel, Field
+
+from loupe.services.jacobian import JacobianService, RunSettings
+
+router = APIRouter(tags=["jacobian"])
+
+
+def _svc(request: Request) -> JacobianService:
+    return request.app.state.jacobian
+
+
+class RunSettingsIn(BaseModel):
+    seed: int = Field(0, ge=0, description="Initialisation seed (data split and batch order stay fixed).")
+    width: int = Field(64, ge=1, le=100_000, description="Hidden width; the paper's 64 gives 4,810 parameters.")
+    depth: int = Field(1, ge=1, le=4, description="Hidden layers.")
+    epochs: int = Field(25, ge=1, le=1000, description="Epochs of 25 batches (1,600 examples / 64).")
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(0.1, allow_inf_nan=False, description="Peak learning rate, cosine-decayed to 0; must be > 0.")
+    momentum: float = Field(0.9, allow_inf_nan=False)
+    control: Literal["none", "white_noise", "shuffled_labels"] = "none"
+    experiments: bool = Field(True, description="Also run the perturbation experiment.")
+    dtype: Literal["float64", "float32"] = "float64"
+
+
+class RunStarted(BaseModel):
+    run_id: str
+    job_id: int | None
+    status: str
+    existing: bool
+
+
+class RunListItem(BaseModel):
+    run_id: str
+    settings: dict[str, Any]
+    status: str
+    job_id: int | None = None
+    progress: dict[str, Any] | None = None
+    error: str | None = None
+    summary: dict[str, Any] | None = None
+
+
+class RunList(BaseModel):
+    runs: list[RunListItem]
+    defaults: dict[str, Any]
+    max_params: int
+
+
+class RunOut(BaseModel):
+    run_id: str
+    settings: dict[str, Any]
+    n_params: int
+    singular_values: list[float]
+    alignment: list[float]
+    regions: dict[str, Any]
+    summary: dict[str, Any]
+    metrics: dict[str, Any]
+    perturbation: dict[str, Any] | None
+    seed_overlap: list[dict[str, Any]]
+    controls: list[str]
+    seconds: dict[str, Any]
+    figures: dict[str, Any]
+
+
+class LayerRequest(BaseModel):
+    prompt: str = Field(..., min_length=1, max_length=20_000)
+    position: int = Field(-1, description="Token position (negative counts from the end).")
+    hook_in: str = Field("blocks.0.hook_resid_pre", description="The earlier activation (TransformerLens hook name).")
+    hook_out: str = Field("blocks.1.hook_resid_post", description="The later activation.")
+    model_id: str | None = None
+    top_k: int = Field(8, ge=1, le=50)
+    n_directions: int = Field(5, ge=1, le=32)
+
+
+class LayerOut(BaseModel):
+    model_id: str
+    prompt_tokens: list[str]
+    position: int
+    token: str
+    hook_in: str
+    hook_out: str
+    shape: list[int]
+    singular_values: list[float]
+    directions: list[dict[str, Any]]
+    frobenius_norm: float
+    seconds: float
+    definition: str
+
+
+@router.get("/jacobian/runs", response_model=RunList)
+def list_runs(request: Request) -> RunList:
+    from loupe.services.jacobian import MAX_PARAMS, PAPER
+
+    return RunList(runs=[RunListItem(**{k: r.get(k) for k in RunListItem.model_fields}) for r in _svc(request).list()],
+                   defaults=PAPER, max_params=MAX_PARAMS)
+
+
+@router.post("/jacobian/runs", response_model=RunStarted)
+def start_run(body: RunSettingsIn, request: Request) -> RunStarted:
+    return RunStarted(**_svc(request).start(RunSettings(**body.model_dump())))
+
+
+@router.get("/jacobian/runs/{run_id}", response_model=RunOut)
+def get_run(run_id: str, request: Request) -> RunOut:
+    return RunOut(**_svc(request).get(run_id))
+
+
+@router.post("/jacobian/layer", response_model=LayerOut)
+async def layer(body: LayerRequest, request: Request) -> LayerOut:
+    out = await run_in_threadpool(_svc(request).layer, body.prompt, body.position, body.hook_in, body.hook_out,
+                                  body.model_id, body.top_k, body.n_directions)
+    return LayerOut(**out)
