@@ -1,0 +1,97 @@
+"""The steering playground in Chromium against the live micro-world server."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.sync_api import expect
+
+pytestmark = pytest.mark.e2e
+
+PROMPT = "User: How do I bake bread at home?\nAssistant:"
+
+
+def _api(client, interventions, n=8):
+    return client.post("/api/generate", json={"prompt": PROMPT, "max_new_tokens": n, "temperature": 0,
+                                              "interventions": interventions}).json()
+
+
+def _text(s: str):
+    return s.strip() or re.compile(".*")
+
+
+def test_steer_page_streams_default_and_steered_like_the_api(page, live_server, client):
+    want = _api(client, [{"kind": "ablate_direction", "vector_id": "demo-refusal"}])
+    page.goto(live_server + "/")
+    page.get_by_test_id("nav-steer").click()
+    expect(page).to_have_url(re.compile(r"/steer$"))
+    expect(page.get_by_test_id("candidate-table")).to_be_visible(timeout=30_000)
+    expect(page.get_by_test_id("candidate-selected")).to_have_count(1)
+    page.get_by_test_id("steer-prompt").fill(PROMPT)
+    page.get_by_test_id("steer-max-tokens").fill("8")
+    page.get_by_test_id("steer-method").select_option("ablation")
+    page.get_by_test_id("steer-run").click()
+    expect(page.get_by_test_id("steer-run")).to_have_text("Generate", timeout=60_000)
+    expect(page.get_by_test_id("steer-default")).to_have_text(_text(want["default"]["completion"]))
+    expect(page.get_by_test_id("steer-steered")).to_have_text(_text(want["steered"]["completion"]))
+
+    # ACE at a slider value: the page sends exactly that alpha
+    want = _api(client, [{"kind": "ace", "vector_id": "demo-refusal", "alpha": 2.0}])
+    page.get_by_test_id("steer-method").select_option("ace")
+    page.get_by_test_id("steer-alpha").fill("2")
+    page.get_by_test_id("steer-run").click()
+    expect(page.get_by_test_id("steer-run")).to_have_text("Generate", timeout=60_000)
+    expect(page.get_by_test_id("steer-steered")).to_have_text(_text(want["steered"]["completion"]))
+
+
+def test_steer_edit_errors_are_shown(page, live_server):
+    page.goto(live_server + "/steer")
+    page.get_by_test_id("steer-method").select_option("edit")
+    page.get_by_test_id("steer-hook").fill("blocks.7.hook_nothing")
+    page.get_by_test_id("steer-run").click()
+    expect(page.get_by_test_id("steer-error")).to_contain_text("not a hook", timeout=30_000)
+    page.get_by_test_id("steer-hook").fill("blocks.0.mlp.hook_post")
+    page.get_by_test_id("steer-index").fill("0")
+    page.get_by_test_id("steer-position").fill("500")
+    page.get_by_test_id("steer-run").click()
+    expect(page.get_by_test_id("steer-error")).to_contain_text("outside the prompt")
+
+
+def test_steer_sweep_plot_and_presets(page, live_server):
+    page.goto(live_server + "/steer")
+    expect(page.get_by_test_id("steer-eval-panel")).to_be_visible()
+    page.get_by_test_id("steer-eval-limit").fill("3")
+    page.get_by_test_id("steer-evaluate").click()
+    table = page.get_by_test_id("steer-eval-table")
+    # none, ablation, addition x {0, 0.5, 1}, ace x {0, 0.5, 1}
+    expect(table.locator("tbody tr")).to_have_count(8, timeout=60_000)
+    expect(page.get_by_test_id("steer-plot").locator(".main-svg").first).to_be_visible(timeout=30_000)
+
+    page.get_by_test_id("steer-method").select_option("ace")
+    page.get_by_test_id("steer-alpha").fill("0.5")
+    page.get_by_test_id("steer-preset-name").fill("half ace")
+    page.get_by_test_id("steer-preset-save").click()
+    page.get_by_test_id("steer-method").select_option("ablation")
+    page.reload()
+    page.get_by_test_id("steer-preset-select").select_option("half ace")
+    expect(page.get_by_test_id("steer-method")).to_have_value("ace")
+    expect(page.get_by_test_id("steer-alpha")).to_have_value("0.5")
+
+
+def test_live_next_token_follows_edits(page, live_server, client):
+    page.goto(live_server + "/steer")
+    page.get_by_test_id("steer-prompt").fill(PROMPT)
+    page.get_by_test_id("steer-method").select_option("edit")
+    page.get_by_test_id("steer-hook").fill("blocks.1.hook_resid_pre")
+    page.get_by_test_id("steer-index").fill("3")
+    page.get_by_test_id("steer-value").fill("25")
+    tokens = page.get_by_test_id("nt-token")
+    n = len(client.post("/api/steering/next-token", json={"prompt": PROMPT}).json()["prompt_tokens"])
+    expect(tokens).to_have_count(n, timeout=30_000)
+    tokens.nth(n - 1).click()
+    expect(page.get_by_test_id("steer-position")).to_have_value(str(n - 1))
+    want = client.post("/api/steering/next-token", json={"prompt": PROMPT, "top_k": 8, "interventions": [
+        {"kind": "edit", "hook": "blocks.1.hook_resid_pre", "index": 3, "position": n - 1, "op": "set", "value": 25}]}).json()
+    expect(page.get_by_test_id("nt-kl")).to_have_text(f"{want['kl']:.4f}", timeout=30_000)
+    expect(page.get_by_test_id("nt-steered").get_by_test_id("nt-row")).to_have_count(8)
