@@ -11,7 +11,7 @@ from playwright.sync_api import expect
 pytestmark = pytest.mark.e2e
 
 
-def test_jacobian_page_runs_spectrum_errors_and_layer_tool(page, live_server, client):
+def test_jacobian_page_runs_spectrum_errors_and_layer_tool(page, live_server, client, tmp_path_factory):
     page.goto(live_server + "/")
     page.get_by_test_id("nav-jacobian").click()
     expect(page).to_have_url(re.compile(r"/jacobian$"))
@@ -40,6 +40,7 @@ def test_jacobian_page_runs_spectrum_errors_and_layer_tool(page, live_server, cl
     result = page.get_by_test_id("jacobian-layer-result")
     expect(result).to_contain_text("32×32", timeout=60_000)
     expect(page.get_by_test_id("jacobian-layer-directions").locator("tbody tr")).to_have_count(5)
+    page.screenshot(path=str(tmp_path_factory.mktemp("shots") / "jacobian.png"), full_page=True)
     page.get_by_test_id("jacobian-layer-hook-in").fill("blocks.7.nope")
     page.get_by_test_id("jacobian-layer-run").click()
     expect(page.get_by_test_id("jacobian-layer-error")).to_contain_text("unknown hook")

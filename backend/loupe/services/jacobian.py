@@ -127,11 +127,10 @@ def spectrum_figure(s: list[float], summary: dict, overlays: dict[str, list[floa
     bottom = max(min([s[-1]] + [v[-1] for v in (overlays or {}).values() if v]) / 1.5, 1e-12)
     bands = {"chaotic": (1 + tol, top), "bulk": (1 - tol, 1 + tol), "stable": (bottom, 1 - tol)}
     for name, (y0, y1) in bands.items():
-        info = summary.get(name, {})
-        fig.add_hrect(y0=y0, y1=y1, fillcolor=REGION_COLORS[name], line_width=0,
-                      annotation_text=f"{name}: {info.get('count', 0):,} ({info.get('fraction', 0):.0%})",
-                      annotation_position="top left" if name != "stable" else "bottom left")
-    fig.update_layout(title="Training-Jacobian singular values", xaxis_title="index i (descending)",
+        fig.add_hrect(y0=y0, y1=y1, fillcolor=REGION_COLORS[name], line_width=0)
+    counts = " · ".join(f"{name} {summary.get(name, {}).get('count', 0):,} ({summary.get(name, {}).get('fraction', 0):.0%})"
+                        for name in bands)
+    fig.update_layout(title=f"Training-Jacobian singular values: {counts}", xaxis_title="index i (descending)",
                       yaxis_title="sigma_i", yaxis_type="log", yaxis_range=[_log10(bottom), _log10(top)],
                       margin={"t": 40, "r": 10, "l": 60, "b": 40}, height=380, legend={"orientation": "h"})
     return _fig(fig)
