@@ -281,6 +281,8 @@ def test_export_import_round_trip_and_bad_files(client, vector):
     r = client.post("/api/vectors/import?name=bad", content=save({"x": torch.ones(3)}))
     assert r.status_code == 422 and "'r'" in r.json()["detail"]
     assert client.delete("/api/vectors/demo-copy").status_code == 204
+    assert not (client.app.state.workspace.artifact("vectors", "demo-copy")).exists()
+    assert client.delete("/api/vectors/demo-copy").status_code == 404
 
 
 def _wait(client, job_id, timeout=120):
@@ -341,3 +343,20 @@ def test_next_token_effect_matches_the_model_and_kl(client, lm):
     assert same["kl"] == 0.0 and same["default"] == same["steered"]
     assert client.post("/api/steering/next-token", json={"prompt": PROMPT, "interventions": [
         {"kind": "edit", "hook": "blocks.0.mlp.hook_post", "index": 0, "position": 99, "op": "zero"}]}).status_code == 422
+
+
+def test_vector_rows_are_restored_from_their_artifacts(micro_workspace, vector):
+    from loupe.services.steering import restore_vectors
+
+    rec = micro_workspace.vectors.get(VID)
+    assert micro_workspace.vectors.delete(VID)
+    try:
+        assert restore_vectors(micro_workspace) == 1
+        back = micro_workspace.vectors.get(VID)
+        assert (back.hook, back.position, back.name) == (rec.hook, rec.position, "refusal")
+        assert back.candidates["rows"] == rec.candidates["rows"]
+        assert restore_vectors(micro_workspace) == 0
+    finally:
+        if micro_workspace.vectors.get(VID) is None:
+            micro_workspace.vectors.upsert(VID, **{k: getattr(rec, k) for k in (
+                "name", "model_id", "hook", "layer", "position", "d_model", "source", "path", "scores", "candidates")})

@@ -33,7 +33,7 @@ from loupe.core import steering as S
 from loupe.core.generation import greedy_batch
 from loupe.demo.chat import REFUSAL_PREFIXES, chat_prompt, is_refusal
 from loupe.errors import NotFound, Unprocessable
-from loupe.storage.artifacts import atomic_dir, load_tensors, save_tensors, write_manifest
+from loupe.storage.artifacts import atomic_dir, load_tensors, read_manifest, save_tensors, write_manifest
 
 Progress = Callable[[float, float | None, str], None]
 POST_INSTRUCTION = "\nAssistant:"
@@ -106,10 +106,29 @@ def save_vector(ws, vector_id: str, name: str, model_id: str, hook: str, layer: 
     with atomic_dir(out) as tmp:
         save_tensors(tmp / "vector.safetensors",
                      {"r": r.float(), "mu_minus": mu_minus.float(), "mu_plus": mu_plus.float()}, metadata=meta)
-        write_manifest(tmp, {"key": key, **meta, "scores": scores})
+        write_manifest(tmp, {"key": key, **meta, "source": source, "scores": scores, "candidates": candidates})
     return ws.vectors.upsert(vector_id, name=name, model_id=model_id, hook=hook, layer=int(layer), position=position,
                              d_model=int(r.shape[-1]), source=source, path=str(out / "vector.safetensors"),
                              scores=scores, candidates=candidates)
+
+
+def restore_vectors(ws) -> int:
+    """Rows for complete vector directories that have none (a database recreated beside kept
+    artifacts, or a kill between the file and the row). Returns how many were added."""
+    root = ws.artifact("vectors")
+    n = 0
+    for d in sorted(root.iterdir()) if root.exists() else []:
+        m = read_manifest(d)
+        if not m or "id" not in m or ws.vectors.get(m["id"]) is not None or not (d / "vector.safetensors").exists():
+            continue
+        r = load_tensors(d / "vector.safetensors")["r"]
+        pos = m.get("position")
+        ws.vectors.upsert(m["id"], name=m.get("name", m["id"]), model_id=m.get("model_id", "demo"), hook=m["hook"],
+                          layer=int(m.get("layer", 0)), position=int(pos) if pos not in (None, "") else None,
+                          d_model=int(r.shape[-1]), source=m.get("source", "build"), path=str(d / "vector.safetensors"),
+                          scores=m.get("scores", {}), candidates=m.get("candidates", {"rows": []}))
+        n += 1
+    return n
 
 
 _vector_cache: dict[tuple[str, str], Vector] = {}
@@ -697,6 +716,7 @@ class SteeringService:
         self.ws = ws
         self.models = models
         self.executor = executor or ThreadExecutor()
+        restore_vectors(ws)
 
     # vectors
     def describe(self, rec, detail: bool = False) -> dict[str, Any]:
@@ -726,8 +746,11 @@ class SteeringService:
         return self.describe(rec, detail=True)
 
     def delete(self, vector_id: str) -> None:
+        import shutil
+
         if not self.ws.vectors.delete(vector_id):
             raise NotFound(f"unknown vector {vector_id!r}")
+        shutil.rmtree(vector_dir(self.ws, vector_id), ignore_errors=True)
 
     # jobs
     def _submit(self, kind: str, name: str, params: dict, body: Callable) -> dict[str, Any]:
