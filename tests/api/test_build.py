@@ -78,5 +78,8 @@ def test_kill_9_mid_training_resumes(tmp_path):
     ws = Workspace.open(micro_settings(ws_dir, world_overrides=json.loads(overrides)))
     assert ws.models.get("demo") is not None
     _, pipeline = make_pipeline(ws)
-    assert [s.name for s in pipeline.pending()] == ["demo.eval"]
+    # --foreground built everything up to the model; only the background analyses remain
+    pending = pipeline.pending()
+    assert pending[0].name == "demo.eval" and all(s.background for s in pending)
+    assert [s.name for s in pipeline.pending(background=False)] == []
     ws.close()
