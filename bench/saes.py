@@ -18,7 +18,6 @@ import shutil
 import socket
 import statistics
 import tempfile
-import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -77,28 +76,44 @@ def _load(urls: list[str], clients: int) -> dict:
             "p99_ms": round(ms[min(len(ms) - 1, int(0.99 * len(ms)))], 1), "max_ms": round(ms[-1], 1)}
 
 
+_SERVER = """
+import sys, uvicorn
+from loupe.app import create_app
+from loupe.settings import Settings
+uvicorn.run(create_app(Settings(workspace=sys.argv[1]), background=False), host="127.0.0.1",
+            port=int(sys.argv[2]), log_level="warning")
+"""
+
+
 def bench_latency(ws: Path, sae_id: str, clients: int, per_client: int) -> dict:
-    import uvicorn
+    """The server runs in its own process (as `loupe serve` does, without background jobs), so the
+    clients' threads do not share its interpreter lock."""
+    import subprocess
+    import sys
 
-    from loupe.app import create_app
-    from loupe.settings import Settings
-
-    app = create_app(Settings(workspace=ws), background=False)
     port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    threading.Thread(target=server.run, daemon=True).start()
-    while not server.started:
-        time.sleep(0.05)
+    proc = subprocess.Popen([sys.executable, "-c", _SERVER, str(ws), str(port)])
     base = f"http://127.0.0.1:{port}"
-    d_sae = json.loads(urllib.request.urlopen(f"{base}/api/saes/{sae_id}").read())["d_sae"]
-    _get(f"{base}/api/saes/{sae_id}/features/0")             # warm: loads the tokenizer once
-    rng = random.Random(0)
-    n = clients * per_client
-    out = {"clients": clients,
-           "health": _load([f"{base}/api/health"] * n, clients),
-           "feature_page": _load([f"{base}/api/saes/{sae_id}/features/{rng.randrange(d_sae)}" for _ in range(n)], clients)}
-    server.should_exit = True
-    return out
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                _get(f"{base}/api/health")
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "server did not start"
+                time.sleep(0.2)
+        d_sae = json.loads(urllib.request.urlopen(f"{base}/api/saes/{sae_id}").read())["d_sae"]
+        _get(f"{base}/api/saes/{sae_id}/features/0")             # warm: loads the tokenizer once
+        rng = random.Random(0)
+        n = clients * per_client
+        return {"clients": clients,
+                "health": _load([f"{base}/api/health"] * n, clients),
+                "feature_page": _load([f"{base}/api/saes/{sae_id}/features/{rng.randrange(d_sae)}" for _ in range(n)],
+                                      clients)}
+    finally:
+        proc.terminate()
+        proc.wait(30)
 
 
 def main() -> None:

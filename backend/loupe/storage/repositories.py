@@ -271,6 +271,14 @@ class SAERepository:
             rows = s.execute(q.order_by(order, SAEFeature.index).offset(offset).limit(limit)).all()
             return total, [(r[0], r[1]) for r in rows]
 
+    def feature_with_label(self, sae_id: str, index: int) -> tuple[SAEFeature | None, str | None]:
+        """One feature row and its person's label, in one query."""
+        with self.db.session() as s:
+            row = s.execute(select(SAEFeature, FeatureLabel.label)
+                            .outerjoin(FeatureLabel, (FeatureLabel.sae_id == SAEFeature.sae_id) & (FeatureLabel.index == SAEFeature.index))
+                            .where(SAEFeature.sae_id == sae_id, SAEFeature.index == index)).first()
+            return (row[0], row[1]) if row else (None, None)
+
     def display_labels(self, sae_id: str, indices: list[int]) -> dict[int, str]:
         """{index: the person's label, else the automatic one} for the given features."""
         if not indices:
