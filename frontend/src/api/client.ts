@@ -142,7 +142,8 @@ export function errorFromBody(status: number, statusText: string, body: unknown,
   return new ApiError(status, text && !text.startsWith("<") ? `${fallback}: ${text}` : fallback, [], body);
 }
 
-async function request<T>(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<T> {
+/** One JSON request; non-2xx answers and network failures become `ApiError`s. */
+export async function request<T>(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<T> {
   let res: Response;
   try {
     res = await fetch(path, {

@@ -1,6 +1,6 @@
 // Steering API: vectors, streamed generation with interventions, the evaluation sweep.
 // Types are generated from openapi.json (src/api/schema.d.ts).
-import { ApiError, errorFromBody, type RequestOf, type ResponseOf, type Schemas } from "./client";
+import { ApiError, errorFromBody, type RequestOf, type ResponseOf, type Schemas, request } from "./client";
 
 export type VectorList = ResponseOf<"/api/vectors", "get">;
 export type Vector = VectorList["vectors"][number];
@@ -27,29 +27,7 @@ export type StreamEvent =
       steered: { completion: string; tokens: string[] } | null;
     };
 
-async function call<T>(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<T> {
-  let res: Response;
-  try {
-    res = await fetch(path, {
-      method,
-      headers: body === undefined ? { Accept: "application/json" } : { Accept: "application/json", "Content-Type": "application/json" },
-      body: body === undefined ? undefined : JSON.stringify(body),
-      signal,
-    });
-  } catch (err) {
-    if (err instanceof DOMException && err.name === "AbortError") throw err;
-    throw new ApiError(0, `Cannot reach the Loupe server (${err instanceof Error ? err.message : String(err)}).`);
-  }
-  const raw = await res.text();
-  let parsed: unknown = null;
-  try {
-    parsed = raw ? JSON.parse(raw) : null;
-  } catch {
-    parsed = null;
-  }
-  if (!res.ok) throw errorFromBody(res.status, res.statusText, parsed, raw);
-  return parsed as T;
-}
+const call = request;
 
 const enc = encodeURIComponent;
 
