@@ -138,11 +138,14 @@ class SAETrainConfig:
 # FVU 0.156), 2x dictionaries, BatchTopK k32/k16 with a calibrated global threshold (1 of 8), ReLU+L1
 # (0 of 8 at L0 <= 32), k16 over 1.2M tokens (FVU 0.116, 2 of 8). mlp0 stays TopK k32: BatchTopK
 # there raised no domain above .81. The 6-of-8 AUROC target is not met by either SAE.
+# Checked on the landed demo model (1,400 steps) the gain did not hold: k16 gave FVU 0.151 (over
+# the 0.15 target), CE rec. 0.974, 2 of 8 (dna .997, arithmetic .981), where k32 gives FVU 0.097,
+# CE rec. 0.987 and the same 2 of 8 (dna .997, arithmetic .982); so the preset stays at k32.
 SAE_PRESETS: dict[str, tuple[SAETrainConfig, ...]] = {
     "demo": (
         SAETrainConfig("mlp0", "blocks.0.mlp.hook_post", "topk", expansion=8, k=32, lr=1e-3,
                        batch_size=4096, train_tokens=400_000, aux_loss_coefficient=1 / 32, cache_dtype="float16"),
-        SAETrainConfig("resid1", "blocks.1.hook_resid_pre", "matryoshka", expansion=8, k=16, lr=2e-3,
+        SAETrainConfig("resid1", "blocks.1.hook_resid_pre", "matryoshka", expansion=8, k=32, lr=2e-3,
                        matryoshka_fractions=(1 / 32,), batch_size=2048, train_tokens=600_000,
                        aux_loss_coefficient=1.0, cache_dtype="float16"),
     ),
