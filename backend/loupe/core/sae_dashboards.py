@@ -74,6 +74,15 @@ def _sort_by_feature_then(features: Tensor, minor: Tensor, descending: bool) -> 
     return torch.sort(features.double() + r).indices
 
 
+def _first_k(sizes: Tensor, k: int, n: int) -> tuple[Tensor, Tensor]:
+    """Indices [n_segments, k] of the first k entries of each segment of a list of length n laid
+    out segment after segment with these `sizes`, and a mask of those that exist."""
+    start = torch.cumsum(sizes, 0) - sizes
+    j = torch.arange(k)
+    ok = j[None, :] < sizes[:, None]
+    return (start[:, None] + j[None, :]).clamp(0, max(n - 1, 0)), ok
+
+
 @torch.no_grad()
 def encode_sparse(encode: Callable[[Tensor], Tensor], batches: Iterable[Tensor], d_sae: int,
                   progress: Callable[[int], None] | None = None) -> SparseCodes:
@@ -113,10 +122,7 @@ def feature_stats(codes: SparseCodes) -> dict[str, Tensor]:
 
 def top_k(codes: SparseCodes, k: int) -> tuple[Tensor, Tensor]:
     """rows [d_sae, k] (-1 where a feature fired fewer than k times) and values [d_sae, k], highest first."""
-    count, starts = codes.counts, codes.starts
-    j = torch.arange(k)
-    ok = j[None, :] < count[:, None]
-    idx = (starts[:, None] + j[None, :]).clamp(max=max(codes.values.numel() - 1, 0))
+    idx, ok = _first_k(codes.counts, k, codes.values.numel())
     if codes.values.numel() == 0:
         return torch.full((codes.d_sae, k), -1, dtype=torch.long), torch.zeros(codes.d_sae, k)
     return torch.where(ok, codes.rows[idx], -1), torch.where(ok, codes.values[idx], 0.0)
@@ -145,13 +151,10 @@ def interval_samples(codes: SparseCodes, max_act: Tensor, n_bins: int, per_bin: 
     size = torch.bincount(group, minlength=n_groups)
     key = torch.rand(group.numel(), generator=generator)
     o = _sort_by_feature_then(group, key, descending=False)
-    start = torch.cumsum(size, 0) - size
-    j = torch.arange(per_bin)
-    ok = j[None, :] < size[:, None]
+    idx, ok = _first_k(size, per_bin, group.numel())
     if group.numel() == 0:
         rows = torch.full((n_groups, per_bin), -1, dtype=torch.long)
     else:
-        idx = (start[:, None] + j[None, :]).clamp(max=group.numel() - 1)
         rows = torch.where(ok, codes.rows[o][idx], -1)
     count = codes.counts.clamp(min=1)
     shares = size.view(codes.d_sae, n_bins).double() / count[:, None]
@@ -216,13 +219,10 @@ def enrichment(codes: SparseCodes, labels: Tensor, n_labels: int, k: int, min_co
     o = _sort_by_feature_then(f, score, descending=True)
     fs, ls, ps, lifts, ss = f[o], lbl[o], p[o], lift[o], score[o]
     size = torch.bincount(fs, minlength=codes.d_sae)
-    start = torch.cumsum(size, 0) - size
-    j = torch.arange(k)
-    ok = j[None, :] < size[:, None]
     if fs.numel() == 0:
         empty = torch.full((codes.d_sae, k), -1, dtype=torch.long)
         return empty, torch.zeros(codes.d_sae, k), torch.zeros(codes.d_sae, k)
-    idx = (start[:, None] + j[None, :]).clamp(max=fs.numel() - 1)
+    idx, ok = _first_k(size, k, fs.numel())
     ok = ok & torch.isfinite(ss[idx]) & (ss[idx] > 0)
     return (torch.where(ok, ls[idx], -1), torch.where(ok, ps[idx], 0.0).float(), torch.where(ok, lifts[idx], 0.0).float())
 
