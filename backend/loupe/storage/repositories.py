@@ -196,6 +196,11 @@ class VectorRepository:
             return True
 
 
+def _with_labels(q):
+    """`q` over SAEFeature with each feature's person's label joined in (None where there is none)."""
+    return q.outerjoin(FeatureLabel, (FeatureLabel.sae_id == SAEFeature.sae_id) & (FeatureLabel.index == SAEFeature.index))
+
+
 class SAERepository:
     """Registered SAEs, their features' dashboard rows and people's labels."""
 
@@ -253,9 +258,7 @@ class SAERepository:
         """(total matching, page of (feature row, user label)) sorted by a column."""
         col = {"index": SAEFeature.index, "density": SAEFeature.density, "max_activation": SAEFeature.max_activation,
                "capacity": SAEFeature.capacity, "top_domain_share": SAEFeature.top_domain_share}[sort]
-        q = (select(SAEFeature, FeatureLabel.label)
-             .outerjoin(FeatureLabel, (FeatureLabel.sae_id == SAEFeature.sae_id) & (FeatureLabel.index == SAEFeature.index))
-             .where(SAEFeature.sae_id == sae_id))
+        q = _with_labels(select(SAEFeature, FeatureLabel.label)).where(SAEFeature.sae_id == sae_id)
         if query:
             like = f"%{query.lower()}%"
             q = q.where(func.lower(SAEFeature.auto_label).like(like) | func.lower(func.coalesce(FeatureLabel.label, "")).like(like))
@@ -274,8 +277,7 @@ class SAERepository:
     def feature_with_label(self, sae_id: str, index: int) -> tuple[SAEFeature | None, str | None]:
         """One feature row and its person's label, in one query."""
         with self.db.session() as s:
-            row = s.execute(select(SAEFeature, FeatureLabel.label)
-                            .outerjoin(FeatureLabel, (FeatureLabel.sae_id == SAEFeature.sae_id) & (FeatureLabel.index == SAEFeature.index))
+            row = s.execute(_with_labels(select(SAEFeature, FeatureLabel.label))
                             .where(SAEFeature.sae_id == sae_id, SAEFeature.index == index)).first()
             return (row[0], row[1]) if row else (None, None)
 
@@ -284,8 +286,7 @@ class SAERepository:
         if not indices:
             return {}
         with self.db.session() as s:
-            q = (select(SAEFeature.index, SAEFeature.auto_label, FeatureLabel.label)
-                 .outerjoin(FeatureLabel, (FeatureLabel.sae_id == SAEFeature.sae_id) & (FeatureLabel.index == SAEFeature.index))
+            q = (_with_labels(select(SAEFeature.index, SAEFeature.auto_label, FeatureLabel.label))
                  .where(SAEFeature.sae_id == sae_id, SAEFeature.index.in_(indices)))
             return {int(i): (lab or auto) for i, auto, lab in s.execute(q)}
 
