@@ -14,7 +14,6 @@ counts as done only when the manifest exists, so a crash in between redoes both.
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -24,11 +23,11 @@ import torch
 from torch import Tensor
 
 from loupe.core import sae_dashboards as D
+from loupe.core.activations import hook_layer
 from loupe.services.activations import ActivationCache
 from loupe.storage.artifacts import atomic_dir, save_tensors, write_manifest
 
 Progress = Callable[[float, float | None, str], None]
-_HOOK_LAYER = re.compile(r"^blocks\.(\d+)\.(.+)$")
 
 
 @dataclass(frozen=True)
@@ -60,15 +59,16 @@ class DashboardConfig:
         return self.top_k + self.n_intervals * self.per_interval
 
 
-def hook_layer(hook_name: str) -> tuple[int | None, str]:
-    m = _HOOK_LAYER.match(hook_name)
-    return (int(m.group(1)), m.group(2)) if m else (None, hook_name)
+def hook_site(hook_name: str) -> tuple[int | None, str]:
+    """(block index, the name inside the block): `blocks.0.mlp.hook_post` -> (0, "mlp.hook_post")."""
+    layer = hook_layer(hook_name)
+    return (layer, hook_name.split(".", 2)[2]) if layer is not None else (None, hook_name)
 
 
 def residual_directions(W_dec: Tensor, hook_name: str, model) -> Tensor | None:
     """Each feature's decoder direction as written to the residual stream (None where the hook is
     not in or directly into the residual stream)."""
-    layer, site = hook_layer(hook_name)
+    layer, site = hook_site(hook_name)
     if site in ("hook_resid_pre", "hook_resid_mid", "hook_resid_post") or hook_name == "hook_embed":
         return W_dec
     if layer is not None and site in ("mlp.hook_post",):
@@ -83,7 +83,7 @@ def neuron_loads(sae, hook_name: str, model) -> dict[str, Any] | None:
     the units are). MLP-neuron SAEs read and write neurons directly; residual SAEs read from the
     previous layer's neurons (W_out . W_enc) and write to the same layer's MLP neurons (W_dec . W_in),
     the direct path ignoring LayerNorm."""
-    layer, site = hook_layer(hook_name)
+    layer, site = hook_site(hook_name)
     W_enc = sae.W_enc.detach().float()          # [d_in, d_sae]
     W_dec = sae.W_dec.detach().float()          # [d_sae, d_in]
     if layer is not None and site == "mlp.hook_post":

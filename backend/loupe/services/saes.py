@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -650,7 +651,7 @@ def sae_records(ws, model_id: str | None = None) -> list[dict[str, Any]]:
 
 # -- SAEs from elsewhere: a sae-lens directory on disk, or sae-lens's pretrained registry --------
 
-_SAE_ID = __import__("re").compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
+_SAE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
 
 
 def register_external_sae(ws, models, sae_id: str, model_id: str, path: str | None = None,
@@ -735,7 +736,7 @@ def external_sae_steps(ws, models, sae_id: str) -> list[Step]:
     cache_dir = ws.artifact("activations", rec.model_id, rec.hook_name)
     cache_key = fingerprint(tokens_key, rec.model_id, cache_cfg.to_dict())
     existing = read_manifest(cache_dir)
-    if existing and existing.get("splits", {}).get("train", {}).get("n_tokens", 0) >= min(cfg.max_tokens, 1):
+    if existing and existing.get("splits", {}).get("train", {}).get("n_tokens", 0) > 0:
         cache_key = existing["key"]        # a cache of this hook already exists (e.g. the demo SAEs'): reuse it
     dash_key = fingerprint("dashboards-v1", sae_id, cache_key, cfg.to_dict())
 
