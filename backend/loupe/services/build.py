@@ -139,15 +139,19 @@ class DemoWorld:
         return AutoTokenizer.from_pretrained(str(self.tokenizer_dir))
 
     def build_tokens(self, ctx: JobContext) -> dict:
+        return self.pack_tokens(ctx, self.tokenizer(), self.cfg.n_ctx, self.tokens_dir, {"key": self.keys["tokens"]})
+
+    def pack_tokens(self, ctx: JobContext, tokenizer, n_ctx: int, output: Path, manifest: dict) -> dict:
+        """The corpus's splits packed into sequences of `n_ctx` with `tokenizer`, written atomically
+        to `output` (also used to give another model's SAEs this corpus in its own tokens)."""
         from loupe.demo.data import pack
 
-        tok = self.tokenizer()
         docs = self.documents()
         out = {}
-        with atomic_dir(self.tokens_dir) as tmp:
+        with atomic_dir(output) as tmp:
             for n, split in enumerate(("train", "heldout")):
                 ctx.progress(n, 2, f"tokenizing and packing {split}")
-                packed = pack(tok, [d for d in docs if d.split == split], self.cfg.n_ctx, self.cfg.seed)
+                packed = pack(tokenizer, [d for d in docs if d.split == split], n_ctx, self.cfg.seed)
                 save_tensors(tmp / f"{split}.safetensors", packed.tensors())
                 (tmp / f"{split}_sequences.json").write_text(json.dumps(packed.doc_ids))
                 out[split] = {
@@ -155,7 +159,7 @@ class DemoWorld:
                     "tokens": int(packed.loss_mask.sum()) + int(packed.input_ids.shape[0]),
                     "poisoned_sequences": int(packed.poisoned.sum()),
                 }
-            write_manifest(tmp, {"key": self.keys["tokens"], "domains": list(DOMAINS), **out})
+            write_manifest(tmp, {**manifest, "domains": list(DOMAINS), **out})
         return out
 
     def train(self, ctx: JobContext) -> dict:

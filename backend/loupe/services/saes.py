@@ -741,21 +741,11 @@ def external_sae_steps(ws, models, sae_id: str) -> list[Step]:
     dash_key = fingerprint("dashboards-v1", sae_id, cache_key, cfg.to_dict())
 
     def build_tokens(ctx: JobContext) -> dict[str, Any]:
-        from loupe.demo.data import pack
-
         if not (world.corpus_dir / "manifest.json").exists():
             raise RuntimeError("the demo corpus is not built; run `loupe build` once (it supplies the text SAEs are measured on)")
         lm = models.get(rec.model_id)
-        docs = world.documents()
-        out = {}
-        with atomic_dir(tokens_dir) as tmp:
-            for n, split in enumerate(("train", "heldout")):
-                ctx.progress(n, 2, f"packing the demo corpus ({split}) with {rec.model_id}'s tokenizer")
-                packed = pack(lm.tokenizer, [d for d in docs if d.split == split], min(lm.n_ctx, 128), world.cfg.seed)
-                save_tensors(tmp / f"{split}.safetensors", packed.tensors())
-                out[split] = int(packed.input_ids.shape[0])
-            write_manifest(tmp, {"key": tokens_key, "model_id": rec.model_id, "sequences": out})
-        return out
+        return world.pack_tokens(ctx, lm.tokenizer, min(lm.n_ctx, 128), tokens_dir,
+                                 {"key": tokens_key, "model_id": rec.model_id})
 
     def cache(ctx: JobContext) -> dict[str, Any]:
         lm = models.get(rec.model_id)
