@@ -205,7 +205,6 @@ function Quality({ sae }: { sae: SAE }) {
               <dt>{label}</dt>
               <dd>
                 {typeof v === "number" ? fmt(v) : "—"}
-                {key === "planted_domains_detected" && domains.length > 0 && <span className="muted small"> / {domains.length}</span>}
               </dd>
               <div className="metric-target">
                 {t ? (
