@@ -3,7 +3,7 @@ J = d theta_T / d theta_0 (4,810 x 4,810, float64, forward mode), its SVD, the r
 alignment, timed on this machine; then the perturbation experiment. Results go to --out
 (summary.json, spectrum.safetensors) and are printed; bench/RESULTS.md records them by hand.
 
-usage: python bench/jacobian.py [--seed 0] [--threads 2] [--chunk 1203] [--out /tmp/jacobian_bench]
+usage: python bench/jacobian.py [--seed 0] [--threads 2] [--chunk 256] [--init lecun|torch] [--out /tmp/jacobian_bench]
        [--control none|white_noise|shuffled_labels] [--dtype float64|float32] [--no-experiments]
 """
 
@@ -25,7 +25,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--chunk", type=int, default=1203)
+    ap.add_argument("--chunk", type=int, default=jac.DEFAULT_CHUNK)
+    ap.add_argument("--init", default="lecun", choices=jac.INITS)
     ap.add_argument("--control", default="none", choices=jac.CONTROLS)
     ap.add_argument("--dtype", default="float64", choices=("float64", "float32"))
     ap.add_argument("--out", type=Path, default=Path("/tmp/jacobian_bench"))
@@ -38,8 +39,8 @@ def main() -> None:
         return bench_layer(a.layer_workspace, a.threads)
     torch.set_num_threads(a.threads)
     dtype = getattr(torch, a.dtype)
-    cfg = jac.TrainConfig(seed=a.seed, control=a.control)
-    out = a.out / f"seed{a.seed}-{a.control}-{a.dtype}"
+    cfg = jac.TrainConfig(seed=a.seed, control=a.control, init=a.init)
+    out = a.out / f"seed{a.seed}-{a.control}-{a.dtype}-{a.init}"
     out.mkdir(parents=True, exist_ok=True)
     with open("/proc/loadavg") as fh:
         load_before = fh.read().split()[:3]

@@ -18,12 +18,26 @@ def test_paper_size_has_4810_parameters():
 
 def test_init_matches_torch_linear_bounds():
     m = jac.FlatMLP(64)
-    th = m.init(3)
+    th = m.init(3, "torch")
     p = m.unflatten(th)
     # nn.Linear(64, 64): bound 1/8; nn.Linear(64, 10): bound 1/sqrt(64) = 1/8 too; second layer fan_in 64
     assert p["0.weight"].abs().max() <= 1 / 8 and p["0.weight"].abs().max() > 0.12
     assert p["2.bias"].abs().max() <= 1 / 8
-    assert torch.equal(th, m.init(3)) and not torch.equal(th, m.init(4))
+    assert torch.equal(th, m.init(3, "torch")) and not torch.equal(th, m.init(4, "torch"))
+
+
+def test_lecun_init_is_flax_dense_default():
+    """Weights: N(0, 1) truncated to +-2 std, rescaled to variance 1/fan_in; biases zero."""
+    m = jac.FlatMLP(256, d_in=256)
+    p = m.unflatten(m.init(0, "lecun"))
+    w = p["0.weight"]                                   # 65,536 draws, fan_in 256
+    assert torch.count_nonzero(p["0.bias"]) == 0 and torch.count_nonzero(p["2.bias"]) == 0
+    bound = 2 / jac.FlatMLP._TRUNC_STD / math.sqrt(256)
+    assert w.abs().max() <= bound and w.abs().max() > 0.97 * bound
+    assert abs(float(w.var()) * 256 - 1) < 0.02       # variance 1/fan_in (std error ~0.006)
+    assert abs(float(p["2.weight"].var()) * 256 - 1) < 0.1
+    th = m.init(5)
+    assert torch.equal(th, m.init(5, "lecun")) and not torch.equal(th, m.init(6))
 
 
 def _tiny():

@@ -28,6 +28,9 @@ class RunSettingsIn(BaseModel):
     control: Literal["none", "white_noise", "shuffled_labels"] = "none"
     experiments: bool = Field(True, description="Also run the perturbation experiment.")
     dtype: Literal["float64", "float32"] = "float64"
+    init: Literal["lecun", "torch"] = Field(
+        "lecun", description="theta_0: 'lecun' = the authors' code (Flax Dense defaults: truncated-normal weights "
+                             "with variance 1/fan_in, zero biases); 'torch' = PyTorch's nn.Linear default.")
 
 
 class RunStarted(BaseModel):

@@ -36,7 +36,7 @@ from loupe.storage.artifacts import atomic_dir, load_tensors, read_manifest, sav
 MAX_PARAMS = 10_000
 JOB_KIND = "jacobian"
 PAPER = {"seed": 0, "width": 64, "depth": 1, "epochs": 25, "batch_size": 64, "lr": 0.1, "momentum": 0.9,
-         "control": "none", "experiments": True, "dtype": "float64"}
+         "control": "none", "experiments": True, "dtype": "float64", "init": "lecun"}
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,7 @@ class RunSettings:
     control: str = "none"
     experiments: bool = True
     dtype: str = "float64"
+    init: str = "lecun"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -68,7 +69,7 @@ class RunSettings:
     def train_config(self) -> jac.TrainConfig:
         return jac.TrainConfig(seed=self.seed, width=self.width, depth=self.depth, epochs=self.epochs,
                                batch_size=self.batch_size, lr=self.lr, momentum=self.momentum,
-                               control=self.control)  # type: ignore[arg-type]
+                               control=self.control, init=self.init)  # type: ignore[arg-type]
 
     @property
     def n_params(self) -> int:
@@ -85,6 +86,8 @@ def validate(s: RunSettings) -> None:
         raise Unprocessable("width, depth and epochs must be at least 1")
     if s.control not in jac.CONTROLS:
         raise Unprocessable(f"control must be one of {', '.join(jac.CONTROLS)} (got {s.control!r})")
+    if s.init not in jac.INITS:
+        raise Unprocessable(f"init must be one of {', '.join(jac.INITS)} (got {s.init!r})")
     if s.dtype not in ("float64", "float32"):
         raise Unprocessable(f"dtype must be float64 or float32 (got {s.dtype!r})")
     n_train = jac.TrainConfig().n_train
@@ -263,7 +266,7 @@ class JacobianService:
         def p_j(done, total, msg):
             progress((1 - w_exp) * 0.98 * done / total, 1.0, msg)
 
-        res = jac.run(cfg, chunk=min(1203, s.n_params), dtype=dtype, progress=p_j)
+        res = jac.run(cfg, chunk=min(jac.DEFAULT_CHUNK, s.n_params), dtype=dtype, progress=p_j)
         progress((1 - w_exp), 1.0, "SVD done")
         summary = res.spec.summary()
         results: dict[str, Any] = {"summary": summary, "metrics": res.metrics,

@@ -1519,6 +1519,13 @@ export interface components {
              */
             experiments: boolean;
             /**
+             * Init
+             * @description theta_0: 'lecun' = the authors' code (Flax Dense defaults: truncated-normal weights with variance 1/fan_in, zero biases); 'torch' = PyTorch's nn.Linear default.
+             * @default lecun
+             * @enum {string}
+             */
+            init: "lecun" | "torch";
+            /**
              * Lr
              * @description Peak learning rate, cosine-decayed to 0; must be > 0.
              * @default 0.1

@@ -10,11 +10,12 @@ import { Badge, Empty, ErrorBox, Panel, Spinner } from "../components/ui";
 import { useDocumentTitle, usePolling } from "../hooks";
 
 const PAPER: JacobianSettings = {
-  seed: 0, width: 64, depth: 1, epochs: 25, batch_size: 64, lr: 0.1, momentum: 0.9, control: "none", experiments: true, dtype: "float64",
+  seed: 0, width: 64, depth: 1, epochs: 25, batch_size: 64, lr: 0.1, momentum: 0.9, control: "none", experiments: true, dtype: "float64", init: "lecun",
 };
 
 function settingsLabel(s: Record<string, unknown>): string {
-  return `seed ${String(s.seed)} · width ${String(s.width)} · ${String(s.epochs)} ep · lr ${String(s.lr)} · ${String(s.control)}`;
+  const init = s.init && s.init !== "lecun" ? ` · init ${String(s.init)}` : "";
+  return `seed ${String(s.seed)} · width ${String(s.width)} · ${String(s.epochs)} ep · lr ${String(s.lr)} · ${String(s.control)}${init}`;
 }
 
 const fmt = (x: number | null | undefined, d = 3) => (x === null || x === undefined ? "–" : x.toFixed(d));
@@ -157,6 +158,18 @@ export function Jacobian() {
                   <option value="none">digits</option>
                   <option value="white_noise">white-noise inputs</option>
                   <option value="shuffled_labels">shuffled labels</option>
+                </select>
+              </label>
+              <label className="field">
+                <span className="field-label">init</span>
+                <select
+                  value={form.init}
+                  onChange={(e) => setForm({ ...form, init: e.target.value as JacobianSettings["init"] })}
+                  data-testid="jacobian-init"
+                  title="lecun: the authors' code (Flax Dense defaults); torch: PyTorch's nn.Linear default"
+                >
+                  <option value="lecun">LeCun normal, zero bias</option>
+                  <option value="torch">PyTorch default</option>
                 </select>
               </label>
               <label>
