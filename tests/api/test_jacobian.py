@@ -138,3 +138,19 @@ def test_layer_jacobian_matches_central_finite_differences(micro_app):
             with torch.no_grad():
                 fd = (fn(x0 + h * v) - fn(x0 - h * v)) / (2 * h)
             assert ((J @ v - fd).norm() / fd.norm()).item() <= 1e-6
+
+
+def test_the_build_computes_its_world_run_and_lists_it(client, micro_workspace):
+    """The micro world's background build includes one training-Jacobian run (the demo world's is the
+    paper setting); it is listed like a user's run and a second start finds it instead of recomputing."""
+    from loupe.services.jacobian import BUILD_RUNS, RunSettings
+
+    s = RunSettings.from_dict(BUILD_RUNS["micro"])
+    assert RunSettings.from_dict(BUILD_RUNS["demo"]).n_params == 4810
+    listed = {r["run_id"]: r for r in client.get("/api/jacobian/runs").json()["runs"]}
+    assert listed[s.run_id]["status"] == "done" and listed[s.run_id]["settings"]["width"] == 4
+    assert (micro_workspace.artifact("jacobian", s.run_id) / "manifest.json").exists()
+    again = client.post("/api/jacobian/runs", json=s.to_dict()).json()
+    assert again == {**again, "run_id": s.run_id, "status": "done", "existing": True}
+    out = client.get(f"/api/jacobian/runs/{s.run_id}").json()
+    assert out["n_params"] == jac.n_params(4) and len(out["singular_values"]) == out["n_params"]

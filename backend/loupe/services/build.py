@@ -1,6 +1,6 @@
 """The default workspace's build: corpus -> tokenizer -> tokens -> model (foreground, before
-serving) and the analyses that run as background jobs (the demo eval now; later issues add SAEs,
-refusal directions, influence factors and Jacobian spectra here)."""
+serving) and the analyses that run as background jobs: the behaviour eval, the refusal direction,
+SAEs and their dashboards, influence factors and gradient cache, the training-Jacobian run."""
 
 from __future__ import annotations
 
@@ -61,6 +61,7 @@ class DemoWorld:
             *self._steering_steps(),
             *self._sae_steps(),
             *self._influence_steps(),
+            *self._jacobian_steps(),
         ]
 
     def _steering_steps(self) -> list[Step]:
@@ -89,6 +90,11 @@ class DemoWorld:
         from loupe.services.influence import influence_steps
 
         return influence_steps(self) if self.cfg.name != "micro" else []
+
+    def _jacobian_steps(self) -> list[Step]:
+        from loupe.services.jacobian import build_steps
+
+        return build_steps(self)
 
     # -- steps -----------------------------------------------------------------------------
     def build_corpus(self, ctx: JobContext) -> dict:

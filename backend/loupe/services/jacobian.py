@@ -76,6 +76,31 @@ class RunSettings:
         return jac.n_params(self.width, self.depth)
 
 
+# The run each world's build computes in the background: the paper's setting for the demo world (about
+# 10 minutes on 2 cores in float64, bench/RESULTS.md), a few-second one for the test world.
+BUILD_RUNS: dict[str, dict[str, Any]] = {
+    "demo": PAPER,
+    "micro": {**PAPER, "width": 4, "epochs": 1, "dtype": "float32"},
+}
+
+
+def _build_settings() -> dict[str, dict[str, Any]]:
+    runs = [RunSettings.from_dict(d) for d in BUILD_RUNS.values()]
+    return {r.run_id: r.to_dict() for r in runs}
+
+
+def build_steps(world) -> list:
+    """The world's background build step: one training-Jacobian run. Its job is named like the
+    service's jobs (``jacobian.<run_id>``), so the Jacobian page shows it and never starts it twice."""
+    from loupe.jobs.executors import InlineExecutor
+    from loupe.jobs.pipeline import Step
+
+    s = RunSettings.from_dict(BUILD_RUNS.get(world.cfg.name, PAPER))
+    svc = JacobianService(world.ws, executor=InlineExecutor())
+    return [Step(svc._job_name(s.run_id), "training Jacobian (paper settings)", svc.run_dir(s.run_id),
+                 lambda ctx: svc.compute(s, ctx.progress), background=True, key=s.run_id)]
+
+
 def validate(s: RunSettings) -> None:
     """Bad settings -> Unprocessable with the reason."""
     if not s.lr > 0:
@@ -213,10 +238,12 @@ class JacobianService:
 
     def list(self) -> list[dict[str, Any]]:
         runs: dict[str, dict] = {}
-        for job in reversed(self.ws.jobs.list(limit=500, kind=JOB_KIND)):
-            rid = job.params.get("run_id")
+        build_jobs = [j for j in self.ws.jobs.list(limit=500, kind="build") if j.name.startswith("jacobian.")]
+        for job in sorted(self.ws.jobs.list(limit=500, kind=JOB_KIND) + build_jobs, key=lambda j: j.id):
+            rid = job.params.get("run_id") or job.name.removeprefix("jacobian.")
             if rid:
-                runs[rid] = {"run_id": rid, "settings": job.params.get("settings", {}), "status": job.status,
+                runs[rid] = {"run_id": rid, "settings": job.params.get("settings") or _build_settings().get(rid, {}),
+                             "status": job.status,
                              "job_id": job.id, "progress": {"done": job.progress_done, "total": job.progress_total,
                                                             "message": job.message or ""},
                              "error": job.error, "summary": None}
