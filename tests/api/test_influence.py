@@ -44,9 +44,36 @@ def test_query_scores_tokens_and_fields(built):
         assert set(x) >= {"train_id", "score", "text", "domain", "poisoned", "token_scores"}
         tok_sum = sum(t["score"] for t in x["token_scores"])
         assert tok_sum == pytest.approx(x["score"], rel=1e-6, abs=1e-12)
-        # the token scores recomputed at full precision agree with the float16 cache's score
-        assert x["cache_score"] == pytest.approx(x["score"], rel=2e-2, abs=1e-3 * abs(scores[0]))
+        assert isinstance(x["cache_score"], float)
         assert "".join(t["token"] for t in x["token_scores"]) == x["text"]
+
+
+def test_fast_mode_rescores_its_candidates_with_exact_ekfac(built, micro_workspace, monkeypatch):
+    """With every training sequence a candidate, fast mode returns exactly the exact-EK-FAC top k,
+    with the exact scores (computed here independently with exact_scores)."""
+    from loupe.core import influence as I
+    from loupe.services.influence import InfluenceService, real_positions
+
+    svc = InfluenceService(micro_workspace)
+    ix = svc.index()
+    n = ix.n_train
+    monkeypatch.setattr(svc, "cfg", svc.cfg.__class__(**{**svc.cfg.to_dict(), "rescore_candidates": n}))
+    body = svc.query(PROMPT, COMPLETION, top_k=5)
+    assert body["rescored"] == n
+    ids, mask = svc._encode(ix, PROMPT, COMPLETION)
+    q = svc._completion_grads(ix, ids, mask)
+    t = ix.tokens
+    exact = []
+    for s in range(0, n, 64):
+        x, m = t["input_ids"][s: s + 64], t["loss_mask"][s: s + 64].bool()
+        tg = I.sequence_gradients(I.per_token_layer_grads(
+            ix.model, ix.names, x, lambda lg: I.sequence_logprob_terms(lg, x, m).sum(1), real_positions(m)))
+        exact.append(I.exact_scores(q, tg, ix.factors) / n)
+    exact = torch.cat(exact)
+    top = torch.topk(exact, 5)
+    assert [r["train_id"] for r in body["results"]] == top.indices.tolist()
+    got = torch.tensor([r["score"] for r in body["results"]], dtype=exact.dtype)
+    assert torch.allclose(got, top.values, rtol=1e-4, atol=1e-6 * float(top.values.abs().max()))
 
 
 def test_tfidf_query_batching_and_precise(built, micro_workspace):

@@ -35,8 +35,9 @@ class InfluenceRequest(BaseModel):
     completion: str | None = Field(None, max_length=MAX_TEXT, description="measurement log p(completion | prompt)")
     feature: FeatureQuery | None = Field(None, description="instead of a completion: an SAE feature at a prompt token")
     top_k: int = Field(10, ge=1, le=100)
-    mode: Literal["fast", "precise"] = Field("fast", description="fast: compact preconditioned-gradient cache; "
-                                             "precise: kronfluence's exact EK-FAC pairwise scores on the candidates")
+    mode: Literal["fast", "precise"] = Field("fast", description="fast: the compact preconditioned-gradient cache "
+                                             "ranks every sequence and its top candidates are re-scored with exact "
+                                             "EK-FAC; precise: kronfluence's exact EK-FAC pairwise scores on the candidates")
     tfidf: bool = Field(False, description="pre-select candidates by TF-IDF similarity (Grosse et al. 2023)")
     query_rank: int | None = Field(None, ge=1, le=512, description="query batching: low-rank query gradient")
 
@@ -53,7 +54,8 @@ class InfluenceResult(BaseModel):
     domain: str
     poisoned: bool
     token_scores: list[TokenScore]
-    cache_score: float | None = None
+    cache_score: float | None = Field(None, description="fast mode: the compact cache's estimate that put this "
+                                      "sequence among the re-scored candidates (score is exact EK-FAC)")
 
 
 class InfluenceResponse(BaseModel):
@@ -62,6 +64,7 @@ class InfluenceResponse(BaseModel):
     measurement: dict[str, Any]
     n_train: int
     candidates: int
+    rescored: int | None = Field(None, description="fast mode: how many of the cache's top sequences were re-scored exactly")
     tfidf: dict[str, Any]
     query_rank: int | None
     sign: str

