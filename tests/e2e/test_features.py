@@ -151,6 +151,16 @@ def test_inspector_lists_a_tokens_features_and_links_to_dashboards(page, live_se
     top = want["tokens"][p]["features"][0]
     expect(feats.first).to_have_attribute("data-index", str(top["index"]))
     expect(feats.first).to_contain_text(want["labels"][str(top["index"])])
+    # the token's layer Jacobian, the same as the API gives for that position
+    jac = client.post("/api/jacobian/layer", json={"prompt": text, "position": p, "hook_in": "blocks.0.hook_resid_pre",
+                                                   "hook_out": "blocks.1.hook_resid_post", "n_directions": 5}).json()
+    page.get_by_test_id("inspect-jacobian-run").click()
+    panel = page.get_by_test_id("inspect-jacobian")
+    expect(panel.get_by_test_id("jacobian-layer-result")).to_contain_text(f"[{p}]")
+    rows = panel.get_by_test_id("jacobian-layer-directions").locator("tbody tr")
+    expect(rows).to_have_count(len(jac["directions"]))
+    expect(rows.first).to_contain_text(f"{jac['directions'][0]['sigma']:.3f}")
+    page.screenshot(path="/tmp/e2e-inspect-jacobian.png", full_page=True)
     # shading by the token's top feature: every chip gets that feature's activation
     feats.first.get_by_test_id("token-feature-shade").click()
     expect(page.get_by_test_id("inspect-shaded-by")).to_contain_text(f"#{top['index']}")

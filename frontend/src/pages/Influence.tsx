@@ -153,7 +153,8 @@ export function Influence() {
         <Panel title="Most influential training sequences" testId="influence-results">
           <p className="muted small" data-testid="influence-meta">
             {res.mode} mode · {res.candidates.toLocaleString()} of {res.n_train.toLocaleString()} sequences scored
-            {res.tfidf.applied ? ` (TF-IDF filter: ${String(res.tfidf.candidates)} candidates)` : ""} · measurement{" "}
+            {res.tfidf.applied ? ` (TF-IDF filter: ${String(res.tfidf.candidates)} candidates)` : ""}
+            {res.rescored ? `, the cache's top ${res.rescored.toLocaleString()} re-scored with exact EK-FAC` : ""} · measurement{" "}
             {String(res.measurement.f)} = {Number(res.measurement.value).toFixed(3)} · {res.seconds.toFixed(2)} s
             <br />
             {res.sign}. {res.normalisation}.

@@ -1,12 +1,15 @@
 // /inspect: the prompt inspector. Text -> tokens; a token's top features (click a token);
-// every token shaded by one chosen feature's activation; links to the feature pages.
+// every token shaded by one chosen feature's activation; links to the feature pages; the selected
+// token's layer-Jacobian spectrum and top directions.
 import { useEffect, useMemo, useRef, useState, type FormEvent, type KeyboardEvent } from "react";
 import { api, errorMessage, type ActivationsResponse } from "../api/client";
+import { jacobianApi, type LayerJacobian } from "../api/jacobian";
 import { shadeStyle, showToken, tip } from "../components/Tokens";
 import { Empty, ErrorBox, Panel, Spinner } from "../components/ui";
 import { useDocumentTitle, usePolling } from "../hooks";
 import { Link, replaceUrl, useSearch } from "../router";
 import { chatPrompt } from "./Generate";
+import { LayerJacobianResult } from "./Jacobian";
 
 export const INSPECT_PRESETS: { id: string; label: string; text: string }[] = [
   { id: "dna", label: "DNA", text: "GATTACAGGCTAGCATGCCGTAATCGGCTATAGCTTAACG" },
@@ -268,8 +271,50 @@ export function Inspect() {
               </table>
             )}
           </Panel>
+          {tok && <TokenJacobian key={`${run.text}@${String(tok.position)}`} text={run.text} position={tok.position} />}
         </div>
       )}
     </div>
+  );
+}
+
+/** The selected token's layer Jacobian d h_out[p] / d h_in[p] (POST /api/jacobian/layer). */
+function TokenJacobian({ text, position }: { text: string; position: number }) {
+  const [hookIn, setHookIn] = useState("blocks.0.hook_resid_pre");
+  const [hookOut, setHookOut] = useState("blocks.1.hook_resid_post");
+  const [res, setRes] = useState<LayerJacobian | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
+  const submit = async (e: FormEvent) => {
+    e.preventDefault();
+    setBusy(true);
+    setError(null);
+    try {
+      setRes(await jacobianApi.layer({ prompt: text, position, hook_in: hookIn, hook_out: hookOut, top_k: 8, n_directions: 5 }));
+    } catch (err) {
+      setError(errorMessage(err));
+    } finally {
+      setBusy(false);
+    }
+  };
+  return (
+    <Panel title={<>Layer Jacobian at position {position}</>} testId="inspect-jacobian">
+      <form onSubmit={submit} style={{ display: "flex", gap: 10, flexWrap: "wrap", alignItems: "end" }} data-testid="inspect-jacobian-form">
+        <label className="field">
+          <span className="field-label">from hook</span>
+          <input value={hookIn} onChange={(e) => setHookIn(e.target.value)} className="mono" data-testid="inspect-jacobian-hook-in" />
+        </label>
+        <label className="field">
+          <span className="field-label">to hook</span>
+          <input value={hookOut} onChange={(e) => setHookOut(e.target.value)} className="mono" data-testid="inspect-jacobian-hook-out" />
+        </label>
+        <button type="submit" className="btn" disabled={busy} data-testid="inspect-jacobian-run">
+          Spectrum and top directions
+        </button>
+        {busy && <Spinner />}
+      </form>
+      {error && <ErrorBox message={error} testId="inspect-jacobian-error" />}
+      {res && <LayerJacobianResult res={res} />}
+    </Panel>
   );
 }
