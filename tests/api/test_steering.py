@@ -345,6 +345,39 @@ def test_next_token_effect_matches_the_model_and_kl(client, lm):
         {"kind": "edit", "hook": "blocks.0.mlp.hook_post", "index": 0, "position": 99, "op": "zero"}]}).status_code == 422
 
 
+def test_next_token_continuations_equal_generate_and_keep_the_old_fields(client, sae_id):
+    """`continue_tokens`: the greedy continuations without and with the interventions are what
+    POST /api/generate gives for the same prompt, interventions and max_new_tokens."""
+    n = 12
+    cases = [
+        [{"kind": "edit", "hook": "blocks.1.hook_resid_pre", "position": -1, "index": 3, "op": "set", "value": 25.0}],
+        [{"kind": "edit", "sae_id": sae_id, "feature": 3, "position": 4, "op": "set", "value": 30.0}],
+        [{"kind": "add_direction", "vector_id": VID, "alpha": 500.0}],
+        [],
+    ]
+    changed = 0
+    for iv in cases:
+        body = {"prompt": PROMPT, "interventions": iv, "top_k": 4}
+        r = client.post("/api/steering/next-token", json={**body, "continue_tokens": n})
+        assert r.status_code == 200, r.text
+        got = r.json()
+        g = gen(client, iv, max_new_tokens=n).json()
+        assert got["default_continuation"] == g["default"]["completion"]
+        want_steered = (g["steered"] or g["default"])["completion"]
+        assert got["steered_continuation"] == want_steered
+        changed += got["steered_continuation"] != got["default_continuation"]
+        # the existing fields are the same with or without continuations; without, the new ones are null
+        plain = client.post("/api/steering/next-token", json=body).json()
+        assert plain["default_continuation"] is None and plain["steered_continuation"] is None
+        assert {k: v for k, v in got.items() if not k.endswith("_continuation")} == \
+               {k: v for k, v in plain.items() if not k.endswith("_continuation")}
+    assert changed >= 1  # some edit changes the continuation, so the equality above is not vacuous
+    for bad in (65, -1):
+        r = client.post("/api/steering/next-token", json={"prompt": PROMPT, "continue_tokens": bad})
+        assert r.status_code == 422, r.text
+        assert "continue_tokens" in r.text
+
+
 def test_vector_rows_are_restored_from_their_artifacts(micro_workspace, vector):
     from loupe.services.steering import restore_vectors
 

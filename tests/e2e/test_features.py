@@ -171,6 +171,57 @@ def test_inspector_lists_a_tokens_features_and_links_to_dashboards(page, live_se
     expect(page.get_by_test_id("feature-histogram")).to_have_attribute("data-drawn", "true", timeout=20_000)
 
 
+def test_inspector_live_edit_of_a_tokens_feature_matches_the_api(page, live_server, client):
+    """Edit this token: set the selected token's top feature to a large value; the after-table and the
+    steered continuation are what POST /api/steering/next-token gives for the same edit."""
+    page.goto(live_server + "/")
+    page.get_by_test_id("nav-inspect").click()
+    page.get_by_test_id("inspect-preset-chat").click()
+    text = page.get_by_test_id("inspect-input").input_value()
+    sae = next(s for s in client.get("/api/saes").json()["saes"] if s["id"] == "demo-mlp0")
+    want = client.post("/api/saes/demo-mlp0/activations", json={"text": text, "top_k": 8}).json()
+    page.get_by_test_id("inspect-run").click()
+    chips = page.get_by_test_id("inspect-token")
+    expect(chips).to_have_count(len(want["tokens"]))
+    p = max(i for i, t in enumerate(want["tokens"]) if t["features"])  # the last token with an active feature
+    feature = want["tokens"][p]["features"][0]["index"]
+    chips.nth(p).click()
+    panel = page.get_by_test_id("inspect-edit")
+    expect(panel).to_contain_text(f"position {p}")
+    expect(panel.get_by_test_id("inspect-edit-feature-select")).to_have_value(str(feature))
+    expect(panel.get_by_test_id("inspect-edit-feature")).to_have_value(str(feature))
+    panel.get_by_test_id("inspect-edit-op").select_option("set")
+    panel.get_by_test_id("inspect-edit-value").fill("60")
+    edit = {"kind": "edit", "sae_id": "demo-mlp0", "feature": feature, "position": p, "op": "set", "value": 60}
+    api = client.post("/api/steering/next-token", json={"prompt": text, "model_id": sae["model_id"], "interventions": [edit],
+                                                          "top_k": 8, "continue_tokens": 12}).json()
+    result = panel.get_by_test_id("inspect-edit-result")
+    expect(result).to_have_attribute("data-edit", re.compile(r'"value":60[,}]'))
+    after = panel.get_by_test_id("inspect-edit-after").get_by_test_id("inspect-edit-row")
+    expect(after).to_have_count(len(api["steered"]))
+    for i, t in enumerate(api["steered"]):
+        expect(after.nth(i)).to_have_attribute("data-token-id", str(t["id"]))
+        expect(after.nth(i)).to_contain_text(f"{t['prob']:.3f}")
+    before = panel.get_by_test_id("inspect-edit-before").get_by_test_id("inspect-edit-row")
+    expect(before.first).to_have_attribute("data-token-id", str(api["default"][0]["id"]))
+    expect(panel.get_by_test_id("inspect-edit-steered-continuation")).to_have_text(api["steered_continuation"])
+    expect(panel.get_by_test_id("inspect-edit-default-continuation")).to_have_text(api["default_continuation"])
+    expect(panel.get_by_test_id("inspect-edit-kl")).to_have_text(f"{api['kl']:.4f}")
+    assert api["kl"] > 0
+    ms = int(panel.get_by_test_id("inspect-edit-ms").inner_text())
+    print(f"inspector live edit round trip: {ms} ms")
+    page.screenshot(path="/tmp/e2e-inspect-edit.png", full_page=True)
+    # a feature the SAE does not have: the server's 422 is shown, not a stale result
+    panel.get_by_test_id("inspect-edit-feature").fill(str(sae["d_sae"]))
+    expect(panel.get_by_test_id("inspect-edit-error")).to_contain_text("outside")
+    expect(result).to_have_count(0)
+    # a neuron instead: the panel recovers
+    panel.get_by_test_id("inspect-edit-target-neuron").click()
+    expect(panel.get_by_test_id("inspect-edit-hook")).to_have_value(sae["hook_name"])
+    panel.get_by_test_id("inspect-edit-neuron").fill("3")
+    expect(result).to_have_attribute("data-edit", re.compile(r'"index":3'))
+
+
 def test_activations_return_chosen_features_on_every_token(client):
     """The inspector's shading: `features` in the request -> that feature's activation on every
     token, equal to the top-k values wherever it is in a token's top k."""

@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from loupe.api.generate import Intervention
-from loupe.services.steering import DEFAULT_ALPHAS, SteeringService, next_token_effect
+from loupe.services.steering import DEFAULT_ALPHAS, MAX_CONTINUE_TOKENS, SteeringService, next_token_effect
 
 router = APIRouter(tags=["steering"])
 MAX_IMPORT_BYTES = 64 * 1024 * 1024
@@ -190,6 +190,9 @@ class NextTokenRequest(BaseModel):
     interventions: list[Intervention] = Field(default_factory=list, description="As in POST /api/generate.")
     top_k: int = Field(10, ge=1, le=100)
     model_id: str | None = None
+    continue_tokens: int = Field(
+        0, ge=0, le=MAX_CONTINUE_TOKENS, description="When > 0, also the greedy continuations of this many tokens without and with "
+                                    "the interventions (as POST /api/generate at temperature 0 gives them).")
 
 
 class TopToken(BaseModel):
@@ -205,11 +208,16 @@ class NextTokenResponse(BaseModel):
     default: list[TopToken]
     steered: list[TopToken]
     kl: float
+    default_continuation: str | None = Field(None, description="Greedy continuation without the interventions "
+                                                               "(only when continue_tokens > 0).")
+    steered_continuation: str | None = Field(None, description="Greedy continuation with the interventions on every "
+                                                               "forward pass (only when continue_tokens > 0).")
 
 
 @router.post("/steering/next-token", response_model=NextTokenResponse)
 async def next_token(req: NextTokenRequest, st: SteeringDep) -> NextTokenResponse:
     """Live editing: the next-token distribution (top tokens) without and with the interventions."""
     out = await run_in_threadpool(next_token_effect, st.ws, st.models, req.prompt,
-                                  [i.model_dump() for i in req.interventions], req.top_k, req.model_id)
+                                  [i.model_dump() for i in req.interventions], req.top_k, req.model_id,
+                                  continue_tokens=req.continue_tokens)
     return NextTokenResponse(**out)

@@ -21,7 +21,8 @@ import math
 import re
 import threading
 import time
-from collections import defaultdict
+import weakref
+from collections import OrderedDict, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -849,12 +850,44 @@ class SteeringService:
         raise NotFound(f"no steering evaluation with id {eval_id}")
 
 
+MAX_CONTINUE_TOKENS = 64  # live editing's greedy continuations (POST /api/steering/next-token)
+_DEFAULT_CONTINUATIONS: OrderedDict[tuple, tuple[weakref.ref, Any]] = OrderedDict()
+_DEFAULT_CONTINUATIONS_GUARD = threading.Lock()
+_DEFAULT_CONTINUATIONS_MAX = 64
+
+
+def default_continuation(lm, ids: list[int], n: int):
+    """The unsteered greedy continuation (GenerationService.complete without hooks). Live editing asks
+    for it again on every edit of the same prompt, so the last few are kept, per loaded model (weights
+    are never changed in place; a reloaded model is a new bridge and misses)."""
+    from loupe.services.generation import GenerationService
+
+    key = (lm.id, id(lm.bridge), tuple(ids), int(n))
+    with _DEFAULT_CONTINUATIONS_GUARD:
+        hit = _DEFAULT_CONTINUATIONS.get(key)
+        if hit is not None and hit[0]() is lm.bridge:
+            _DEFAULT_CONTINUATIONS.move_to_end(key)
+            return hit[1]
+    out = GenerationService.complete(lm, ids, int(n), 0.0, None)
+    with _DEFAULT_CONTINUATIONS_GUARD:
+        _DEFAULT_CONTINUATIONS[key] = (weakref.ref(lm.bridge), out)
+        while len(_DEFAULT_CONTINUATIONS) > _DEFAULT_CONTINUATIONS_MAX:
+            _DEFAULT_CONTINUATIONS.popitem(last=False)
+    return out
+
+
 def next_token_effect(ws, models, prompt: str, interventions: Sequence[dict[str, Any]], top_k: int = 10,
-                      model_id: str | None = None, max_prompt_chars: int = 20_000) -> dict[str, Any]:
+                      model_id: str | None = None, max_prompt_chars: int = 20_000,
+                      continue_tokens: int = 0) -> dict[str, Any]:
     """The next-token distribution after `prompt` without and with `interventions` (live editing):
-    top tokens of each, and KL(default || steered)."""
+    top tokens of each, and KL(default || steered). With `continue_tokens` > 0, also the greedy
+    continuations of that many tokens without and with the interventions, decoded exactly as
+    POST /api/generate does (GenerationService.complete, the hooks on every forward pass); they stop
+    early at the end-of-text token or at the model's context."""
     if len(prompt) > max_prompt_chars:
         raise Unprocessable(f"the prompt has {len(prompt):,} characters; the limit is {max_prompt_chars:,}")
+    if not 0 <= continue_tokens <= MAX_CONTINUE_TOKENS:
+        raise Unprocessable(f"continue_tokens is {continue_tokens}; use 0..{MAX_CONTINUE_TOKENS}")
     lm = models.get(model_id)
     ids = lm.encode_prompt(prompt)
     if len(ids) > lm.n_ctx:
@@ -870,6 +903,14 @@ def next_token_effect(ws, models, prompt: str, interventions: Sequence[dict[str,
         return [{"id": int(t), "token": lm.tokenizer.decode([int(t)]), "prob": float(q), "logit": float(logits[t])}
                 for q, t in zip(v, i)]
 
-    return {"model_id": lm.id, "prompt_tokens": [lm.tokenizer.decode([t]) for t in ids],
-            "default": top(base), "steered": top(steered),
-            "kl": float(S.kl_divergence(base[None], steered[None])[0])}
+    out = {"model_id": lm.id, "prompt_tokens": [lm.tokenizer.decode([t]) for t in ids],
+           "default": top(base), "steered": top(steered),
+           "kl": float(S.kl_divergence(base[None], steered[None])[0])}
+    if continue_tokens > 0:
+        from loupe.services.generation import GenerationService
+
+        default_c = default_continuation(lm, ids, continue_tokens)
+        steered_c = GenerationService.complete(lm, ids, int(continue_tokens), 0.0, None, plan) if plan else default_c
+        out["default_continuation"] = default_c.completion
+        out["steered_continuation"] = steered_c.completion
+    return out

@@ -1346,6 +1346,12 @@ export interface components {
         /** NextTokenRequest */
         NextTokenRequest: {
             /**
+             * Continue Tokens
+             * @description When > 0, also the greedy continuations of this many tokens without and with the interventions (as POST /api/generate at temperature 0 gives them).
+             * @default 0
+             */
+            continue_tokens: number;
+            /**
              * Interventions
              * @description As in POST /api/generate.
              */
@@ -1364,6 +1370,11 @@ export interface components {
         NextTokenResponse: {
             /** Default */
             default: components["schemas"]["TopToken"][];
+            /**
+             * Default Continuation
+             * @description Greedy continuation without the interventions (only when continue_tokens > 0).
+             */
+            default_continuation?: string | null;
             /** Kl */
             kl: number;
             /** Model Id */
@@ -1372,6 +1383,11 @@ export interface components {
             prompt_tokens: string[];
             /** Steered */
             steered: components["schemas"]["TopToken"][];
+            /**
+             * Steered Continuation
+             * @description Greedy continuation with the interventions on every forward pass (only when continue_tokens > 0).
+             */
+            steered_continuation?: string | null;
         };
         /** Progress */
         Progress: {

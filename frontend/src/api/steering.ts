@@ -13,7 +13,8 @@ export type EvaluationList = ResponseOf<"/api/steering/evaluations", "get">;
 export type GenerateBody = RequestOf<"/api/generate", "post">;
 export type Intervention = NonNullable<GenerateBody["interventions"]>[number];
 export type JobOut = ResponseOf<"/api/jobs/{job_id}", "get">;
-export type NextTokenRequest = RequestOf<"/api/steering/next-token", "post">;
+// continue_tokens has a server default (0); optional here so callers that want no continuations omit it.
+export type NextTokenRequest = Omit<RequestOf<"/api/steering/next-token", "post">, "continue_tokens"> & { continue_tokens?: number };
 export type NextToken = ResponseOf<"/api/steering/next-token", "post">;
 
 export type StreamEvent =
