@@ -4,14 +4,13 @@
 // selected token (next-token distribution and greedy continuation before/after).
 import { useEffect, useMemo, useRef, useState, type FormEvent, type KeyboardEvent } from "react";
 import { api, errorMessage, type ActivationsResponse, type SAEList } from "../api/client";
-import { jacobianApi, type LayerJacobian } from "../api/jacobian";
 import { steeringApi, type Intervention, type NextToken, type NextTokenRequest } from "../api/steering";
 import { shadeStyle, showToken, tip } from "../components/Tokens";
 import { Empty, ErrorBox, Panel, Spinner } from "../components/ui";
 import { useDocumentTitle, usePolling } from "../hooks";
 import { Link, replaceUrl, useSearch } from "../router";
 import { chatPrompt } from "./Generate";
-import { LayerJacobianResult } from "./Jacobian";
+import { LayerJacobianResult, useLayerJacobian } from "./Jacobian";
 
 export const INSPECT_PRESETS: { id: string; label: string; text: string }[] = [
   { id: "dna", label: "DNA", text: "GATTACAGGCTAGCATGCCGTAATCGGCTATAGCTTAACG" },
@@ -295,20 +294,10 @@ export function Inspect() {
 function TokenJacobian({ text, position }: { text: string; position: number }) {
   const [hookIn, setHookIn] = useState("blocks.0.hook_resid_pre");
   const [hookOut, setHookOut] = useState("blocks.1.hook_resid_post");
-  const [res, setRes] = useState<LayerJacobian | null>(null);
-  const [error, setError] = useState<string | null>(null);
-  const [busy, setBusy] = useState(false);
-  const submit = async (e: FormEvent) => {
+  const { res, error, busy, compute } = useLayerJacobian();
+  const submit = (e: FormEvent) => {
     e.preventDefault();
-    setBusy(true);
-    setError(null);
-    try {
-      setRes(await jacobianApi.layer({ prompt: text, position, hook_in: hookIn, hook_out: hookOut, top_k: 8, n_directions: 5 }));
-    } catch (err) {
-      setError(errorMessage(err));
-    } finally {
-      setBusy(false);
-    }
+    void compute(text, position, hookIn, hookOut);
   };
   return (
     <Panel title={<>Layer Jacobian at position {position}</>} testId="inspect-jacobian">

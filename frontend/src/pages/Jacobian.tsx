@@ -301,21 +301,10 @@ function LayerTool() {
   const [position, setPosition] = useState(-1);
   const [hookIn, setHookIn] = useState("blocks.0.hook_resid_pre");
   const [hookOut, setHookOut] = useState("blocks.1.hook_resid_post");
-  const [res, setRes] = useState<LayerJacobian | null>(null);
-  const [error, setError] = useState<string | null>(null);
-  const [busy, setBusy] = useState(false);
-
-  const submit = async (e: FormEvent) => {
+  const { res, error, busy, compute } = useLayerJacobian();
+  const submit = (e: FormEvent) => {
     e.preventDefault();
-    setBusy(true);
-    setError(null);
-    try {
-      setRes(await jacobianApi.layer({ prompt, position, hook_in: hookIn, hook_out: hookOut, top_k: 8, n_directions: 5 }));
-    } catch (err) {
-      setError(errorMessage(err));
-    } finally {
-      setBusy(false);
-    }
+    void compute(prompt, position, hookIn, hookOut);
   };
 
   return (
@@ -401,4 +390,23 @@ export function LayerJacobianResult({ res }: { res: LayerJacobian }) {
       </table>
     </div>
   );
+}
+
+/** POST /api/jacobian/layer with its result, error and busy state (the Jacobian page and the inspector). */
+export function useLayerJacobian() {
+  const [res, setRes] = useState<LayerJacobian | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
+  const compute = async (prompt: string, position: number, hookIn: string, hookOut: string) => {
+    setBusy(true);
+    setError(null);
+    try {
+      setRes(await jacobianApi.layer({ prompt, position, hook_in: hookIn, hook_out: hookOut, top_k: 8, n_directions: 5 }));
+    } catch (err) {
+      setError(errorMessage(err));
+    } finally {
+      setBusy(false);
+    }
+  };
+  return { res, error, busy, compute };
 }
