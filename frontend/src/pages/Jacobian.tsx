@@ -15,7 +15,8 @@ const PAPER: JacobianSettings = {
 
 function settingsLabel(s: Record<string, unknown>): string {
   const init = s.init && s.init !== "lecun" ? ` · init ${String(s.init)}` : "";
-  return `seed ${String(s.seed)} · width ${String(s.width)} · ${String(s.epochs)} ep · lr ${String(s.lr)} · ${String(s.control)}${init}`;
+  const dtype = s.dtype === "float32" ? " · float32" : "";
+  return `seed ${String(s.seed)} · width ${String(s.width)} · ${String(s.epochs)} ep · lr ${String(s.lr)} · ${String(s.control)}${dtype}${init}`;
 }
 
 const fmt = (x: number | null | undefined, d = 3) => (x === null || x === undefined ? "–" : x.toFixed(d));
