@@ -159,6 +159,8 @@ def _select(positions: Positions):
 
 def _apply(act: Tensor, positions: Positions, f: Callable[[Tensor], Tensor]) -> Tensor:
     """act[..., positions, :] <- f(act[..., positions, :]) in float64; returns a new tensor."""
+    if positions is None:   # every position: no copy to write into (this runs at every decoding step)
+        return f(act.to(torch.float64)).to(act.dtype)
     out = act.clone()
     sel = _select(positions)
     out[:, sel] = f(act[:, sel].to(torch.float64)).to(act.dtype)
