@@ -109,3 +109,24 @@ def test_participation_ratio_and_neighbours():
     C.fill_diagonal_(-2)
     v, i = C.topk(3, dim=1)
     assert torch.equal(idx, i) and torch.allclose(cos, v, atol=1e-6)
+
+
+def test_sort_by_feature_then_orders_within_features_with_infinities_and_nan():
+    from loupe.core.sae_dashboards import _sort_by_feature_then
+
+    torch.manual_seed(0)
+    f = torch.randint(0, 5, (1000,))
+    v = torch.randn(1000) * 10
+    v[:6] = torch.tensor([float("inf"), -float("inf"), float("nan"), 0.0, -0.0, 1e-30])
+    for desc in (True, False):
+        o = _sort_by_feature_then(f, v, desc)
+        assert sorted(o.tolist()) == list(range(1000))
+        ff, vv = f[o], v[o]
+        assert (ff[1:] >= ff[:-1]).all()
+        for g in range(5):
+            x = vv[ff == g]
+            nan = torch.isnan(x)
+            if nan.any():   # NaN is the lowest value: last when descending, first when ascending
+                assert bool(nan[-1] if desc else nan[0])
+            x = x[~nan]
+            assert bool(((x[1:] <= x[:-1]) if desc else (x[1:] >= x[:-1])).all())

