@@ -43,6 +43,7 @@ def test_influence_explorer_backdoor_query(page, live_server, client, influence_
     toks = first.get_by_test_id("influence-tokens").locator("span.tok")
     expect(toks).to_have_count(len(expected["results"][0]["token_scores"]))
     expect(page.get_by_test_id("influence-meta")).to_contain_text("fast mode")
+    expect(page.get_by_test_id("influence-status")).to_have_count(0)   # the index is built: no notice
 
     # TF-IDF filter and precise mode toggles
     page.get_by_test_id("influence-tfidf").check()

@@ -54,6 +54,7 @@ export type TokenActivations = ActivationsResponse["tokens"][number];
 // Influence (issue 5): top influential training sequences for a completion or an SAE feature.
 export type InfluenceRequest = RequestOf<"/api/influence", "post">;
 export type InfluenceResponse = ResponseOf<"/api/influence", "post">;
+export type InfluenceStatus = ResponseOf<"/api/influence/status", "get">;
 export type InfluenceResult = InfluenceResponse["results"][number];
 
 /** Query of GET /api/saes/{sae_id}/features (all optional; the server has the defaults). */
@@ -193,6 +194,7 @@ export const api = {
     request<ActivationsResponse>("POST", `/api/saes/${enc(saeId)}/activations`, body, signal),
   influence: (body: InfluenceRequest, signal?: AbortSignal) =>
     request<InfluenceResponse>("POST", "/api/influence", body, signal),
+  influenceStatus: (signal?: AbortSignal) => request<InfluenceStatus>("GET", "/api/influence/status", undefined, signal),
 };
 
 export function errorMessage(err: unknown): string {

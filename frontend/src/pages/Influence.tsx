@@ -6,7 +6,7 @@ import { useEffect, useMemo, useRef, useState, type FormEvent } from "react";
 import { api, errorMessage, type InfluenceRequest, type InfluenceResponse } from "../api/client";
 import { showToken } from "../components/Tokens";
 import { Badge, Empty, ErrorBox, Panel, Spinner } from "../components/ui";
-import { useDocumentTitle } from "../hooks";
+import { useDocumentTitle, usePolling } from "../hooks";
 import { useSearch } from "../router";
 import { chatPrompt } from "./Generate";
 
@@ -41,6 +41,8 @@ export function Influence() {
   const [error, setError] = useState<string | null>(null);
   const ctrl = useRef<AbortController | null>(null);
   useEffect(() => () => ctrl.current?.abort(), []);
+  // the factors and gradient cache are background build steps: say so up front, until they are ready
+  const status = usePolling(api.influenceStatus, (d, e) => (e ? 10000 : d?.ready ? null : 5000));
 
   const submit = async (e?: FormEvent) => {
     e?.preventDefault();
@@ -72,6 +74,15 @@ export function Influence() {
           whole training set; green tokens pushed the completion up, red ones down.
         </p>
       </header>
+
+      {status.data && !status.data.ready && (
+        <Panel title="The influence index is still being built" testId="influence-status">
+          <p className="muted small">
+            Queries answer once the build's background steps finish (a query now gets this message as an error):{" "}
+            {status.data.detail}
+          </p>
+        </Panel>
+      )}
 
       <Panel>
         <form className="gen-form" onSubmit={submit}>
