@@ -7,11 +7,12 @@ Build (two background steps after demo.eval, each a job with progress):
                         artifacts/influence/factors/: kronfluence/ (kronfluence's own files, read by
                         precise mode), factors.safetensors (Q_A, Q_G, Lambda per layer), manifest.json
                         (per-layer damping = 0.1 x mean Lambda).
-    influence.gradients the whitened projected gradient of every training sequence (LoGra-style
-                        eigen-block projection, float16 safetensors shards of rows) + manifest.
+    influence.gradients every training sequence's whitened EK-FAC eigen-coordinates, the `cache_dim`
+                        with the most expected energy (float16 safetensors shards of rows) + manifest.
 Query: one gradient of the measurement, rotated and whitened, times the [N, D] matrix; TF-IDF
-candidate filtering (optional); token-level scores for the top k; "precise" mode re-scores the
-candidates with kronfluence's exact EK-FAC pairwise scores (per token).
+candidate filtering (optional); the cache's top `rescore_candidates` re-scored with exact EK-FAC
+(per-token terms) in fast mode; "precise" mode re-scores the candidates with kronfluence's exact
+EK-FAC pairwise scores (per token).
 """
 
 from __future__ import annotations
