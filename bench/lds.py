@@ -171,10 +171,9 @@ def identity_factors(factors: dict[str, I.LayerFactors]) -> dict[str, I.LayerFac
 
 
 def seq_grads(model, names, ids: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
-    real = mask.clone()
-    real[:, 0] = True
-    grads = I.per_token_layer_grads(model, names, ids, lambda lg: I.sequence_logprob_terms(lg, ids, mask).sum(1), real)
-    return I.sequence_gradients(grads)
+    from loupe.services.influence import real_positions
+
+    return I.sequence_gradients(I.logprob_layer_grads(model, names, ids, mask, real_positions(mask)))
 
 
 def influence_scores(model, data, factors: dict[str, I.LayerFactors], batch: int) -> dict[str, torch.Tensor]:

@@ -161,6 +161,14 @@ def per_token_layer_grads(model: nn.Module, names: Sequence[str], input_ids: Ten
     return out
 
 
+def logprob_layer_grads(model: nn.Module, names: Sequence[str], input_ids: Tensor, mask: Tensor,
+                        real: Tensor | None = None) -> dict[str, tuple[Tensor, Tensor]]:
+    """per_token_layer_grads of each sequence's log-probability of its `mask` tokens (a training
+    sequence's log p(z), or a completion's log p(completion | prompt))."""
+    return per_token_layer_grads(model, names, input_ids,
+                                 lambda lg: sequence_logprob_terms(lg, input_ids, mask).sum(1), real)
+
+
 def sequence_gradients(grads: dict[str, tuple[Tensor, Tensor]]) -> dict[str, Tensor]:
     """Per-sequence weight gradients sum_t delta_t a_t^T: {name: [b, d_out, d_in+1]}."""
     return {n: torch.einsum("bto,bti->boi", g, a) for n, (a, g) in grads.items()}
@@ -245,12 +253,7 @@ def compact_query(grad_w: Tensor, p: Projection, rank: int | None = None) -> Ten
 def exact_scores(query_grads: dict[str, Tensor], train_grads: dict[str, Tensor], factors: dict[str, LayerFactors]) -> Tensor:
     """sum_layers < (G + lambda)^-1 grad f, grad log p(z_m) > for every training row:
     query_grads {name: [d_out, d_in+1]}, train_grads {name: [b, d_out, d_in+1]} -> [b]."""
-    total = None
-    for n, f in factors.items():
-        pre = f.inverse_apply(query_grads[n])
-        s = torch.einsum("oi,boi->b", pre, train_grads[n])
-        total = s if total is None else total + s
-    return total
+    return preconditioned_scores(precondition(query_grads, factors), train_grads)
 
 
 def precondition(query_grads: dict[str, Tensor], factors: dict[str, LayerFactors], rank: int | None = None
@@ -258,6 +261,11 @@ def precondition(query_grads: dict[str, Tensor], factors: dict[str, LayerFactors
     """(G + lambda)^-1 grad f per layer, the query side of every exact score; `rank` truncates the
     query gradient first (query batching)."""
     return {n: f.inverse_apply(low_rank(query_grads[n], rank)) for n, f in factors.items()}
+
+
+def preconditioned_scores(pre: dict[str, Tensor], train_grads: dict[str, Tensor]) -> Tensor:
+    """sum_layers < P, grad log p(z_m) > for a preconditioned query P (see `precondition`): [b]."""
+    return sum(torch.einsum("oi,boi->b", pre[n], train_grads[n]) for n in pre)
 
 
 def exact_token_scores(grads: dict[str, tuple[Tensor, Tensor]], pre: dict[str, Tensor]) -> Tensor:

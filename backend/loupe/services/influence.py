@@ -255,8 +255,7 @@ class InfluencePipeline:
             for s in range(0, n, cfg.batch_size):
                 sl = slice(s, min(n, s + cfg.batch_size))
                 x, m = ids[sl], mask[sl]
-                grads = I.per_token_layer_grads(model, names, x, lambda lg: I.sequence_logprob_terms(lg, x, m).sum(1),
-                                                real[sl])
+                grads = I.logprob_layer_grads(model, names, x, m, real[sl])
                 buf.append(torch.cat([I.compact_sequence(a, g, projs[nm]) for nm, (a, g) in grads.items()], 1))
                 if sum(b.shape[0] for b in buf) >= cfg.shard_rows:
                     flush()
@@ -403,7 +402,7 @@ class InfluenceService:
         return ids, mask
 
     def _completion_grads(self, ix: InfluenceIndex, ids: Tensor, mask: Tensor) -> dict[str, Tensor]:
-        g = I.per_token_layer_grads(ix.model, ix.names, ids, lambda lg: I.sequence_logprob_terms(lg, ids, mask).sum(1))
+        g = I.logprob_layer_grads(ix.model, ix.names, ids, mask)
         return {n: v[0] for n, v in I.sequence_gradients(g).items()}
 
     def _feature(self, feature: dict[str, Any]):
@@ -523,8 +522,7 @@ class InfluenceService:
         for s in range(0, pool.numel(), RESCORE_BATCH):
             idx = pool[s: s + RESCORE_BATCH]
             x, m = t["input_ids"][idx], t["loss_mask"][idx].bool()
-            grads = I.per_token_layer_grads(ix.model, ix.names, x, lambda lg: I.sequence_logprob_terms(lg, x, m).sum(1),
-                                            real_positions(m))
+            grads = I.logprob_layer_grads(ix.model, ix.names, x, m, real_positions(m))
             scores.append(I.exact_token_scores(grads, pre) / ix.n_train)
         tok = torch.cat(scores)
         order = torch.topk(tok.sum(1), min(top_k, pool.numel())).indices.tolist()
@@ -680,10 +678,9 @@ def evaluate_influence(svc: InfluenceService, progress: Progress | None = None, 
     exact = torch.zeros(len(queries), n)
     for s in range(0, n, 64):
         x, m = t["input_ids"][s: s + 64], t["loss_mask"][s: s + 64].bool()
-        tg = I.sequence_gradients(I.per_token_layer_grads(
-            ix.model, ix.names, x, lambda lg: I.sequence_logprob_terms(lg, x, m).sum(1), real_positions(m)))
+        tg = I.sequence_gradients(I.logprob_layer_grads(ix.model, ix.names, x, m, real_positions(m)))
         for j, pre in enumerate(pres):
-            exact[j, s: s + 64] = sum(torch.einsum("oi,boi->b", pre[nm], tg[nm]) for nm in ix.names) / n
+            exact[j, s: s + 64] = I.preconditioned_scores(pre, tg) / n
         progress(step, total, f"exact EK-FAC over the training set: {min(n, s + 64):,}/{n:,}")
     step += 1
     sp, ov, batching, per_query = [], [], {r: [] for r in ranks}, []
