@@ -368,9 +368,7 @@ def eval_jacobian(
         for r in full["seed_overlap"]:
             o.add_row(str(r["seed"]), f"{r['k']:,}, {r['k_other']:,}", f"{r['overlap']:.3f}", f"{r['baseline']:.3f}")
         console.print(o)
-    sib = {r["settings"].get("control"): r["summary"] for r in runs
-           if {k: v for k, v in r["settings"].items() if k not in ("control", "experiments")}
-           == {k: v for k, v in paper.to_dict().items() if k not in ("control", "experiments")}}
+    sib = {paper.control: m} | {r["settings"]["control"]: r["summary"] for r in svc.siblings(paper, "control")}
     if len(sib) > 1:
         k = Table(title="controls: the bulk shrinks when the data carry no learnable structure")
         for col in ("data", "sigma_1", "bulk fraction", "chaotic", "stable"):

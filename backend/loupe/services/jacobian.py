@@ -334,6 +334,18 @@ class JacobianService:
                 self._bulk.pop(next(iter(self._bulk)))
         return self._bulk[run_id]
 
+    def siblings(self, s: RunSettings, field: str) -> list[dict[str, Any]]:
+        """Finished runs whose settings differ from `s` only in `field` (and in `experiments`)."""
+        def rest(x: RunSettings) -> dict[str, Any]:
+            return {k: v for k, v in x.to_dict().items() if k not in (field, "experiments")}
+
+        out = []
+        for r in self.list():
+            o = RunSettings.from_dict(r["settings"])
+            if r["status"] == "done" and rest(o) == rest(s) and getattr(o, field) != getattr(s, field):
+                out.append(r)
+        return out
+
     def get(self, run_id: str) -> dict[str, Any]:
         m = self._complete(run_id)
         if m is None:
@@ -353,19 +365,9 @@ class JacobianService:
         sv = t["singular_values"].tolist()
         al = t["alignment"].tolist()
         # siblings: same settings but another seed (overlap) or another control (overlay)
-        seeds, controls = [], {}
-        for r in self.list():
-            if r["status"] != "done" or r["run_id"] == run_id:
-                continue
-            o = RunSettings.from_dict(r["settings"])
-            same = {k: v for k, v in o.to_dict().items() if k not in ("seed", "experiments")} == \
-                   {k: v for k, v in s.to_dict().items() if k not in ("seed", "experiments")}
-            if same and o.seed != s.seed:
-                seeds.append((o, r["run_id"]))
-            other = {k: v for k, v in o.to_dict().items() if k not in ("control", "experiments")} == \
-                    {k: v for k, v in s.to_dict().items() if k not in ("control", "experiments")}
-            if other and o.control != s.control:
-                controls[f"control: {o.control}"] = self._spectrum(r["run_id"])["singular_values"].tolist()
+        seeds = [(RunSettings.from_dict(r["settings"]), r["run_id"]) for r in self.siblings(s, "seed")]
+        controls = {f"control: {r['settings']['control']}": self._spectrum(r["run_id"])["singular_values"].tolist()
+                    for r in self.siblings(s, "control")}
         overlaps = []
         if seeds:
             A = self._bulk_basis(run_id, tol)
