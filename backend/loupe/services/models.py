@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,8 @@ class LoadedModel:
     info: dict[str, Any]
     # one forward at a time per model: hook contexts (model.hooks) are per module, not per thread
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
+    # unsteered greedy continuations by (prompt ids, tokens): live editing asks for the same one on every edit
+    continuations: OrderedDict = field(default_factory=OrderedDict, repr=False, compare=False)
 
     @property
     def n_ctx(self) -> int:

@@ -21,8 +21,7 @@ import math
 import re
 import threading
 import time
-import weakref
-from collections import OrderedDict, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -865,28 +864,24 @@ class SteeringService:
 
 
 MAX_CONTINUE_TOKENS = 64  # live editing's greedy continuations (POST /api/steering/next-token)
-_DEFAULT_CONTINUATIONS: OrderedDict[tuple, tuple[weakref.ref, Any]] = OrderedDict()
-_DEFAULT_CONTINUATIONS_GUARD = threading.Lock()
-_DEFAULT_CONTINUATIONS_MAX = 64
+_CONTINUATIONS_KEPT = 64
 
 
 def default_continuation(lm, ids: list[int], n: int):
-    """The unsteered greedy continuation (GenerationService.complete without hooks). Live editing asks
-    for it again on every edit of the same prompt, so the last few are kept, per loaded model (weights
-    are never changed in place; a reloaded model is a new bridge and misses)."""
+    """The unsteered greedy continuation (GenerationService.complete without hooks), kept on the loaded
+    model for the last few prompts (weights never change in place; a reloaded model starts empty)."""
     from loupe.services.generation import GenerationService
 
-    key = (lm.id, id(lm.bridge), tuple(ids), int(n))
-    with _DEFAULT_CONTINUATIONS_GUARD:
-        hit = _DEFAULT_CONTINUATIONS.get(key)
-        if hit is not None and hit[0]() is lm.bridge:
-            _DEFAULT_CONTINUATIONS.move_to_end(key)
-            return hit[1]
+    key, kept = (tuple(ids), int(n)), lm.continuations
+    with lm.lock:
+        if key in kept:
+            kept.move_to_end(key)
+            return kept[key]
     out = GenerationService.complete(lm, ids, int(n), 0.0, None)
-    with _DEFAULT_CONTINUATIONS_GUARD:
-        _DEFAULT_CONTINUATIONS[key] = (weakref.ref(lm.bridge), out)
-        while len(_DEFAULT_CONTINUATIONS) > _DEFAULT_CONTINUATIONS_MAX:
-            _DEFAULT_CONTINUATIONS.popitem(last=False)
+    with lm.lock:
+        kept[key] = out
+        while len(kept) > _CONTINUATIONS_KEPT:
+            kept.popitem(last=False)
     return out
 
 
