@@ -239,10 +239,11 @@ class JacobianService:
     def list(self) -> list[dict[str, Any]]:
         runs: dict[str, dict] = {}
         build_jobs = [j for j in self.ws.jobs.list(limit=500, kind="build") if j.name.startswith("jacobian.")]
+        build_settings = _build_settings()
         for job in sorted(self.ws.jobs.list(limit=500, kind=JOB_KIND) + build_jobs, key=lambda j: j.id):
             rid = job.params.get("run_id") or job.name.removeprefix("jacobian.")
             if rid:
-                runs[rid] = {"run_id": rid, "settings": job.params.get("settings") or _build_settings().get(rid, {}),
+                runs[rid] = {"run_id": rid, "settings": job.params.get("settings") or build_settings.get(rid, {}),
                              "status": job.status,
                              "job_id": job.id, "progress": {"done": job.progress_done, "total": job.progress_total,
                                                             "message": job.message or ""},
