@@ -335,13 +335,14 @@ class JacobianService:
                 self._bulk.pop(next(iter(self._bulk)))
         return self._bulk[run_id]
 
-    def siblings(self, s: RunSettings, field: str) -> list[dict[str, Any]]:
-        """Finished runs whose settings differ from `s` only in `field` (and in `experiments`)."""
+    def siblings(self, s: RunSettings, field: str, runs: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+        """Finished runs (of `runs`, default: all) whose settings differ from `s` only in `field` (and in
+        `experiments`)."""
         def rest(x: RunSettings) -> dict[str, Any]:
             return {k: v for k, v in x.to_dict().items() if k not in (field, "experiments")}
 
         out = []
-        for r in self.list():
+        for r in self.list() if runs is None else runs:
             o = RunSettings.from_dict(r["settings"])
             if r["status"] == "done" and rest(o) == rest(s) and getattr(o, field) != getattr(s, field):
                 out.append(r)
@@ -366,9 +367,10 @@ class JacobianService:
         sv = t["singular_values"].tolist()
         al = t["alignment"].tolist()
         # siblings: same settings but another seed (overlap) or another control (overlay)
-        seeds = [(RunSettings.from_dict(r["settings"]), r["run_id"]) for r in self.siblings(s, "seed")]
+        runs = self.list()
+        seeds = [(RunSettings.from_dict(r["settings"]), r["run_id"]) for r in self.siblings(s, "seed", runs)]
         controls = {f"control: {r['settings']['control']}": self._spectrum(r["run_id"])["singular_values"].tolist()
-                    for r in self.siblings(s, "control")}
+                    for r in self.siblings(s, "control", runs)}
         overlaps = []
         if seeds:
             A = self._bulk_basis(run_id, tol)
