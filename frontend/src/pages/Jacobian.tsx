@@ -82,7 +82,7 @@ export function Jacobian() {
         <Panel title="Runs" testId="jacobian-runs">
           {runs.error && !runs.data ? <ErrorBox message={errorMessage(runs.error)} /> : null}
           {list.length === 0 ? (
-            <Empty>No runs yet. The paper&apos;s setting (4,810 parameters, 625 steps) takes tens of minutes on 2 CPU cores; start it below.</Empty>
+            <Empty>No runs yet. The build computes the paper&apos;s setting (4,810 parameters, 625 steps; about 10 minutes on 2 CPU cores) as its last background step; other settings start below.</Empty>
           ) : (
             <div className="table-scroll">
               <table className="table compact">
