@@ -130,3 +130,29 @@ def test_sort_by_feature_then_orders_within_features_with_infinities_and_nan():
                 assert bool(nan[-1] if desc else nan[0])
             x = x[~nan]
             assert bool(((x[1:] <= x[:-1]) if desc else (x[1:] >= x[:-1])).all())
+
+
+def test_sparse_topk_encode_gives_the_dense_nonzeros():
+    from sae_lens.saes.topk_sae import TopKSAE, TopKSAEConfig
+
+    from loupe.services.sae_features import nonzero_codes, sparse_topk
+
+    torch.manual_seed(0)
+    sae = TopKSAE(TopKSAEConfig(d_in=16, d_sae=64, k=8, dtype="float32", device="cpu"))
+    with torch.no_grad():
+        sae.b_enc.fill_(-3.0)        # some of the k largest pre-activations are negative: ReLU drops them
+    x = torch.randn(50, 16)
+    with torch.no_grad():
+        dense = sae.encode(x)
+        with sparse_topk(sae):
+            r, f, v = nonzero_codes(sae.encode(x))
+        assert not sae.encode(x).is_sparse                         # switched back on exit
+    assert 0 < v.numel() < 50 * 8 and bool((v > 0).all())
+    rebuilt = torch.zeros_like(dense)
+    rebuilt[r, f] = v
+    assert torch.equal(rebuilt, dense)
+    a = D.encode_sparse(lambda b: b, [dense[:20], dense[20:]], 64)
+    with sparse_topk(sae), torch.no_grad():
+        b = D.encode_sparse(lambda b: nonzero_codes(sae.encode(b)), [x[:20], x[20:]], 64)
+    assert torch.equal(a.values, b.values) and torch.equal(a.features, b.features)
+    assert torch.equal(D.top_k(a, 5)[1], D.top_k(b, 5)[1])

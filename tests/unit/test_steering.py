@@ -165,10 +165,22 @@ def test_selection_filters_and_picks_the_lowest_bypass_score():
         C("d", 2, -1, 1.0, bypass_score=-9.0, induce_score=3.0, kl=0.0),    # too deep (2 >= 0.8 * 2)
         C("e", 0, -3, 1.0, bypass_score=-1.0, induce_score=0.5, kl=0.01),
     ]
-    best = S.select_direction(cands, n_layers=2)
+    best = S.select_direction(cands, n_layers=2, rule="bypass")
     assert best.hook == "b" and best.selected
     assert [c.selected for c in cands] == [False, True, False, False, False]
     assert cands[0].reasons == ["KL > 0.1"] and cands[3].reasons == ["layer >= 0.8 of depth"]
+
+
+def test_default_selection_weighs_the_induce_score():
+    C = S.Candidate
+    cands = [C("b1", 1, -1, 1.0, bypass_score=-4.0, induce_score=2.3, kl=0.05),
+             C("b2", 2, -1, 1.0, bypass_score=-3.7, induce_score=4.5, kl=0.05),
+             C("x", 1, -2, 1.0, bypass_score=-9.0, induce_score=9.0, kl=0.5)]      # KL too high
+    assert S.select_direction(cands, n_layers=3).hook == "b2"                    # -8.2 < -6.3
+    assert [c.selected for c in cands] == [False, True, False]
+    assert S.select_direction(cands, n_layers=3, rule="bypass").hook == "b1"
+    with pytest.raises(ValueError):
+        S.select_direction(cands, n_layers=3, rule="induce")
 
 
 def test_ablation_plan_covers_every_residual_write():

@@ -78,6 +78,9 @@ class ComputeRequest(BaseModel):
     harmful: list[str] = Field(..., min_length=2, description="Prompts (instructions) that elicit the behaviour.")
     harmless: list[str] = Field(..., min_length=2, description="Prompts that do not.")
     model_id: str | None = None
+    selection_rule: Literal["bypass_minus_induce", "bypass"] = Field(
+        "bypass_minus_induce", description="Rank candidates passing Arditi et al.'s filters by bypass - induce "
+                                           "score (default) or by bypass score alone (the paper's rule).")
 
 
 class EvaluateRequest(BaseModel):
@@ -164,7 +167,7 @@ async def import_vector(request: Request, st: SteeringDep, name: str = Query(...
 @router.post("/vectors/compute", response_model=JobStarted, status_code=202)
 def compute_vector(req: ComputeRequest, st: SteeringDep) -> JobStarted:
     """A difference-of-means direction from two prompt sets, selected as in Arditi et al. (a job)."""
-    return JobStarted(**st.compute(req.name, req.harmful, req.harmless, req.model_id))
+    return JobStarted(**st.compute(req.name, req.harmful, req.harmless, req.model_id, rule=req.selection_rule))
 
 
 @router.post("/steering/evaluate", response_model=JobStarted, status_code=202)

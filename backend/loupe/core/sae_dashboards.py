@@ -87,17 +87,22 @@ def _first_k(sizes: Tensor, k: int, n: int) -> tuple[Tensor, Tensor]:
 
 
 @torch.no_grad()
-def encode_sparse(encode: Callable[[Tensor], Tensor], batches: Iterable[Tensor], d_sae: int,
-                  progress: Callable[[int], None] | None = None) -> SparseCodes:
-    """One pass: `encode` each batch [b, d_in] -> codes [b, d_sae], keep the nonzeros."""
+def encode_sparse(encode: Callable[[Tensor], Tensor | tuple[Tensor, Tensor, Tensor]], batches: Iterable[Tensor],
+                  d_sae: int, progress: Callable[[int], None] | None = None) -> SparseCodes:
+    """One pass: `encode` each batch [b, d_in] -> codes [b, d_sae], keep the nonzeros. `encode` may
+    instead return the nonzeros itself as (rows in the batch, features, values > 0)."""
     rows, feats, vals = [], [], []
     n = 0
     for x in batches:
         c = encode(x)
-        r, f = torch.nonzero(c > 0, as_tuple=True)
+        if isinstance(c, tuple):
+            r, f, v = c
+        else:
+            r, f = torch.nonzero(c > 0, as_tuple=True)
+            v = c[r, f]
         rows.append(r + n)
         feats.append(f)
-        vals.append(c[r, f].float())
+        vals.append(v.float())
         n += x.shape[0]
         if progress:
             progress(n)

@@ -119,9 +119,27 @@ class Candidate:
                                                "kl", "reasons", "selected")}
 
 
-def select_direction(cands: list[Candidate], n_layers: int, max_kl: float = 0.1, max_depth: float = 0.8) -> Candidate | None:
+SELECTION_RULES = ("bypass_minus_induce", "bypass")
+
+
+def select_direction(cands: list[Candidate], n_layers: int, max_kl: float = 0.1, max_depth: float = 0.8,
+                     rule: str = "bypass_minus_induce") -> Candidate | None:
     """Arditi et al. 2024, sec. 2.4 / appendix C: drop candidates with KL > max_kl, layer >= max_depth * L
-    or a non-positive induce score; of the rest, the lowest bypass score wins. Marks the table."""
+    or a non-positive induce score; of the rest the best by `rule` wins. Marks the table.
+
+    rule "bypass" is the paper's: the lowest bypass score. "bypass_minus_induce" (the default) ranks by
+    bypass score - induce score, both refusal log-odds: the direction is used both to remove refusal
+    (ablation, ACE at alpha 0) and to add it (addition, ACE at alpha 1), and the paper's filter asks only
+    induce > 0. On the 3-layer demo model the paper's rule takes blocks.1 (bypass -4.04 vs -3.72 at
+    blocks.2) whose addition at alpha 1 makes 82% of harmless prompts refuse and whose ACE at alpha 0
+    leaves 27.5% of harmful ones refusing; blocks.2 (induce 4.47 vs 2.33) meets every steering target
+    (bench/RESULTS.md)."""
+    if rule not in SELECTION_RULES:
+        raise ValueError(f"unknown selection rule {rule!r}; choose one of {SELECTION_RULES}")
+
+    def objective(c: Candidate) -> float:
+        return c.bypass_score - (c.induce_score if rule == "bypass_minus_induce" else 0.0)
+
     best = None
     for c in cands:
         c.reasons = []
@@ -136,7 +154,7 @@ def select_direction(cands: list[Candidate], n_layers: int, max_kl: float = 0.1,
             c.reasons.append("zero direction")
         if c.bypass_score is None or not math.isfinite(c.bypass_score):
             c.reasons.append("no bypass score")
-        if not c.reasons and (best is None or c.bypass_score < best.bypass_score):
+        if not c.reasons and (best is None or objective(c) < objective(best)):
             best = c
     if best is not None:
         best.selected = True

@@ -13,13 +13,13 @@ class WorldConfig:
     seed: int = 0
     corpus_scale: float = 1.0
     vocab_size: int = 4096
-    n_layers: int = 2
+    n_layers: int = 3
     d_model: int = 128
     n_heads: int = 4
     d_mlp: int = 512
     n_ctx: int = 128
     batch_size: int = 32
-    train_steps: int = 1400
+    train_steps: int = 1200
     lr: float = 3e-3
     warmup_steps: int = 60
     weight_decay: float = 0.05

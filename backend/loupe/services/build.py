@@ -67,7 +67,7 @@ class DemoWorld:
     def _steering_steps(self) -> list[Step]:
         from loupe.services.steering import refusal_vector_id, vector_dir
 
-        key = _key(self.cfg, *self.cfg.to_dict().keys()) + "-refusal-v1"
+        key = _key(self.cfg, *self.cfg.to_dict().keys()) + "-refusal-v2"
         return [Step("steering.refusal", "refusal direction", vector_dir(self.ws, refusal_vector_id(DEMO_MODEL_ID)),
                      lambda ctx: self.refusal_direction(ctx, key), background=True, key=key)]
 

@@ -15,6 +15,7 @@ counts as done only when the manifest exists, so a crash in between redoes both.
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -101,6 +102,33 @@ def _round_pairs(idx: Tensor, vals: Tensor, digits: int = 4) -> list[list[float]
     return [[int(i), round(float(v), digits)] for i, v in zip(idx.tolist(), vals.tolist())]
 
 
+@contextmanager
+def sparse_topk(sae):
+    """While inside, a TopK SAE's encode returns sae-lens's sparse COO codes (its TopK activation
+    with use_sparse_activations) instead of scattering k values per token into a dense
+    [tokens, d_sae] matrix that would then be scanned for its nonzeros; other SAEs are untouched."""
+    from sae_lens.saes.topk_sae import TopK
+
+    act = getattr(sae, "activation_fn", None)
+    switch = isinstance(act, TopK) and not act.use_sparse_activations
+    if switch:
+        act.use_sparse_activations = True
+    try:
+        yield
+    finally:
+        if switch:
+            act.use_sparse_activations = False
+
+
+def nonzero_codes(c: Tensor) -> Tensor | tuple[Tensor, Tensor, Tensor]:
+    """Dense codes as they are; sparse [b, d_sae] codes as (rows, features, values > 0) on the CPU."""
+    if not c.is_sparse:
+        return c.cpu()
+    idx, v = c._indices().cpu(), c._values().cpu()   # uncoalesced: TopK writes each (row, feature) once
+    keep = v > 0
+    return idx[0][keep], idx[1][keep], v[keep]
+
+
 @torch.no_grad()
 def build_dashboards(
     sae,
@@ -131,8 +159,9 @@ def build_dashboards(
                 yield shard["acts"][s : min(s + cfg.batch_size, take)].float()
             n += take
 
-    codes = D.encode_sparse(lambda x: sae.encode(x.to(sae.device)).cpu(), batches(), d_sae,
-                            progress=lambda n: progress(n, n_total, f"encoding {n:,}/{n_total:,} tokens"))
+    with sparse_topk(sae):
+        codes = D.encode_sparse(lambda x: nonzero_codes(sae.encode(x.to(sae.device))), batches(), d_sae,
+                                progress=lambda n: progress(n, n_total, f"encoding {n:,}/{n_total:,} tokens"))
     meta = {k: torch.cat(v) for k, v in meta_parts.items()}
     progress(n_total, n_total, f"statistics over {codes.values.numel():,} nonzero codes")
 

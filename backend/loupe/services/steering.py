@@ -488,10 +488,13 @@ def compute_refusal_direction(
     select_harmless: Sequence[str],
     progress: Progress | None = None,
     batch_size: int = 128,
+    rule: str = "bypass_minus_induce",
 ) -> dict[str, Any]:
     """Difference of means at every (hook, post-instruction position) candidate from (harmful,
     harmless), scored on (select_harmful, select_harmless); returns the selected candidate's
-    r, mu_minus, mu_plus and the whole candidate table."""
+    r, mu_minus, mu_plus and the whole candidate table. `rule`: see core.steering.select_direction."""
+    if rule not in S.SELECTION_RULES:
+        raise Unprocessable(f"unknown selection rule {rule!r}; choose one of {list(S.SELECTION_RULES)}")
     progress = progress or (lambda d, t, m: None)
     bridge = lm.bridge
     n_layers = int(lm.info["n_layers"])
@@ -539,7 +542,7 @@ def compute_refusal_direction(
         else:
             c.norm = 0.0
         cands.append(c)
-    best = S.select_direction(cands, n_layers)
+    best = S.select_direction(cands, n_layers, rule=rule)
     progress(3, 4, "selected" if best else "no candidate passed the filters")
     if best is None:
         # no candidate passes every filter (a 2-layer model has one layer below 80% of depth): take the
@@ -558,11 +561,11 @@ def compute_refusal_direction(
         "hook": best.hook, "layer": int(best.layer), "position": best.position,
         "r": r, "mu_minus": mu_minus, "mu_plus": mu_plus,
         "scores": {"bypass_score": best.bypass_score, "induce_score": best.induce_score, "kl": best.kl,
-                   "norm": best.norm, "base_refusal_score": base_scores, "fallback": fallback,
+                   "norm": best.norm, "base_refusal_score": base_scores, "fallback": fallback, "selection_rule": rule,
                    "n_harmful": len(enc["harmful"]), "n_harmless": len(enc["harmless"]),
                    "n_select_harmful": len(enc["sel_harmful"]), "n_select_harmless": len(enc["sel_harmless"]),
                    "refusal_token_ids": refusal_ids},
-        "candidates": {"rows": [c.to_dict() for c in cands], "n_layers": n_layers,
+        "candidates": {"rows": [c.to_dict() for c in cands], "n_layers": n_layers, "selection_rule": rule,
                        "post_instruction_tokens": [lm.tokenizer.decode([t]) for t in post_instruction_ids(lm)],
                        "base_refusal_score": base_scores},
     }
@@ -782,11 +785,13 @@ class SteeringService:
         return {"job_id": job.id, "status": "queued"}
 
     def compute(self, name: str, harmful: list[str], harmless: list[str], model_id: str | None,
-                select_fraction: float = 0.25) -> dict[str, Any]:
+                select_fraction: float = 0.25, rule: str = "bypass_minus_induce") -> dict[str, Any]:
         """A direction from any two prompt sets, as a job: part of each set scores the candidates."""
         lm = self.models.get(model_id)
         if len(harmful) < 2 or len(harmless) < 2:
             raise Unprocessable("give at least 2 prompts in each set")
+        if rule not in S.SELECTION_RULES:
+            raise Unprocessable(f"unknown selection rule {rule!r}; choose one of {list(S.SELECTION_RULES)}")
         vid = f"{lm.id}-{_slug(name)}"
         if not _ID.match(vid):
             raise Unprocessable(f"name {name!r} does not make a usable id")
@@ -798,7 +803,7 @@ class SteeringService:
         (h, hs), (l, ls) = split(harmful), split(harmless)
 
         def body(ctx) -> dict[str, Any]:
-            res = compute_refusal_direction(lm, h, l, hs, ls, progress=ctx.progress)
+            res = compute_refusal_direction(lm, h, l, hs, ls, progress=ctx.progress, rule=rule)
             save_vector(self.ws, vid, name, lm.id, res["hook"], res["layer"], res["position"], res["r"],
                         res["mu_minus"], res["mu_plus"], res["scores"], res["candidates"], "computed")
             return {"vector_id": vid}

@@ -682,6 +682,13 @@ export interface components {
             model_id?: string | null;
             /** Name */
             name: string;
+            /**
+             * Selection Rule
+             * @description Rank candidates passing Arditi et al.'s filters by bypass - induce score (default) or by bypass score alone (the paper's rule).
+             * @default bypass_minus_induce
+             * @enum {string}
+             */
+            selection_rule: "bypass_minus_induce" | "bypass";
         };
         /** Dashboard */
         Dashboard: {

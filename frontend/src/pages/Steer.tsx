@@ -538,8 +538,11 @@ export function Steer() {
           testId="vector-panel"
         >
           <p className="muted small">
-            Difference of means at each (hook, post-instruction position); selection as in Arditi et al.: KL ≤ 0.1 on harmless
-            prompts under ablation, layer &lt; 80% of depth, induce score &gt; 0, then the lowest bypass score.
+            Difference of means at each (hook, post-instruction position); filters as in Arditi et al.: KL ≤ 0.1 on harmless
+            prompts under ablation, layer &lt; 80% of depth, induce score &gt; 0; then
+            {detail.scores.selection_rule === "bypass"
+              ? " the lowest bypass score (the paper's rule)."
+              : " the lowest bypass − induce score (the direction must both remove and add refusal)."}
             {detail.scores.fallback ? " No candidate passed every filter; the selected one is the best fallback." : ""}
           </p>
           {detail.candidates.rows.length ? <CandidateTable rows={detail.candidates.rows} /> : <Empty>An imported vector has no candidate table.</Empty>}
