@@ -29,13 +29,40 @@ def test_stats_and_top_k_match_dense():
     assert torch.allclose(s["max"], dense.max(0).values)
     mean = dense.sum(0) / fires.sum(0).clamp(min=1)
     assert torch.allclose(s["mean"], mean, atol=1e-6)
-    rows, vals = D.top_k(codes, 4)
     tv, ti = dense.T.topk(4, dim=1)
-    for f in range(dense.shape[1]):
-        n = int(fires[:, f].sum())
-        assert torch.allclose(vals[f, : min(n, 4)], tv[f, : min(n, 4)])
-        assert torch.equal(dense[rows[f, : min(n, 4)], f], vals[f, : min(n, 4)])
-        assert (rows[f, min(n, 4):] == -1).all()
+    # dense_elements 6: one padded column, so nearly every feature takes the per-segment path
+    for budget in (1 << 24, 6):
+        rows, vals = D.top_k(codes, 4, dense_elements=budget)
+        for f in range(dense.shape[1]):
+            n = int(fires[:, f].sum())
+            assert torch.allclose(vals[f, : min(n, 4)], tv[f, : min(n, 4)])
+            assert torch.equal(dense[rows[f, : min(n, 4)], f], vals[f, : min(n, 4)])
+            assert (rows[f, min(n, 4):] == -1).all()
+
+
+def test_codes_are_sorted_by_feature_then_row_and_sort_int64_is_a_stable_argsort():
+    codes = _codes(_random_dense(n=200, f=9, seed=3), batch=7)
+    key = codes.features * codes.n_rows + codes.rows
+    assert bool((key[1:] > key[:-1]).all())
+    x = torch.randint(0, 50, (1000,), generator=torch.Generator().manual_seed(1))
+    assert torch.equal(D.sort_int64(x), torch.sort(x, stable=True).indices)
+    big = torch.tensor([2**62, 5, 2**62, 1])                       # too wide to pack: torch's stable sort
+    assert D.sort_int64(big).tolist() == [3, 1, 0, 2]
+
+
+def test_interval_samples_draw_uniformly_without_replacement():
+    dense = torch.zeros(10, 1)
+    dense[:, 0] = torch.linspace(0.91, 1.0, 10)                     # all ten in the top bin of 10
+    codes = _codes(dense)
+    mx = D.feature_stats(codes)["max"]
+    seen = torch.zeros(10)
+    for seed in range(300):
+        rows, _ = D.interval_samples(codes, mx, 10, per_bin=2, generator=torch.Generator().manual_seed(seed))
+        got = rows[0, 9].tolist()
+        assert len(set(got)) == 2 and all(0 <= r < 10 for r in got)
+        assert (rows[0, :9] == -1).all()
+        seen[got] += 1
+    assert seen.sum() == 600 and seen.min() > 30 and seen.max() < 90   # expected 60 each
 
 
 def test_histogram_intervals_and_lookup():
@@ -111,26 +138,22 @@ def test_participation_ratio_and_neighbours():
     assert torch.equal(idx, i) and torch.allclose(cos, v, atol=1e-6)
 
 
-def test_sort_by_feature_then_orders_within_features_with_infinities_and_nan():
-    from loupe.core.sae_dashboards import _sort_by_feature_then
-
-    torch.manual_seed(0)
-    f = torch.randint(0, 5, (1000,))
-    v = torch.randn(1000) * 10
-    v[:6] = torch.tensor([float("inf"), -float("inf"), float("nan"), 0.0, -0.0, 1e-30])
-    for desc in (True, False):
-        o = _sort_by_feature_then(f, v, desc)
-        assert sorted(o.tolist()) == list(range(1000))
-        ff, vv = f[o], v[o]
-        assert (ff[1:] >= ff[:-1]).all()
-        for g in range(5):
-            x = vv[ff == g]
-            nan = torch.isnan(x)
-            if nan.any():   # NaN is the lowest value: last when descending, first when ascending
-                assert bool(nan[-1] if desc else nan[0])
-            x = x[~nan]
-            assert bool(((x[1:] <= x[:-1]) if desc else (x[1:] >= x[:-1])).all())
-
+def test_segment_topk_matches_a_sort_within_each_segment():
+    g = torch.Generator().manual_seed(5)
+    seg = torch.sort(torch.randint(0, 12, (500,), generator=g)).values
+    seg = seg[seg != 4]                                             # an empty segment
+    vals = torch.randn(seg.numel(), generator=g, dtype=torch.float64)
+    vals[3] = -float("inf")
+    for budget in (1 << 24, 12):
+        idx, v = D.segment_topk(seg, vals, 12, 6, dense_elements=budget)
+        for s_ in range(12):
+            mine = torch.nonzero(seg == s_).ravel()
+            want = torch.sort(vals[mine], descending=True).values[:6]
+            got = v[s_][idx[s_] >= 0]
+            assert torch.equal(got, want)
+            assert torch.equal(vals[idx[s_][idx[s_] >= 0]], want)
+            assert bool((seg[idx[s_][idx[s_] >= 0]] == s_).all())
+        assert (idx[4] == -1).all()
 
 def test_sparse_topk_encode_gives_the_dense_nonzeros():
     from sae_lens.saes.topk_sae import TopKSAE, TopKSAEConfig

@@ -14,6 +14,7 @@ counts as done only when the manifest exists, so a crash in between redoes both.
 
 from __future__ import annotations
 
+import gc
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
@@ -98,8 +99,23 @@ def neuron_loads(sae, hook_name: str, model) -> dict[str, Any] | None:
     return None
 
 
-def _round_pairs(idx: Tensor, vals: Tensor, digits: int = 4) -> list[list[float]]:
-    return [[int(i), round(float(v), digits)] for i, v in zip(idx.tolist(), vals.tolist())]
+def _pair_lists(idx: Tensor, vals: Tensor, digits: int = 4) -> list[list[list[float]]]:
+    """Per row of idx/vals [n, k]: [[index, value rounded], ...], converted to Python in one go (a
+    per-feature .tolist() and round() cost a quarter of a 1,024-feature dashboard pass)."""
+    scale = 10.0 ** digits
+    rounded = (vals.double() * scale).round().div(scale).tolist()
+    return [[[i, v] for i, v in zip(ir, vr)] for ir, vr in zip(idx.tolist(), rounded)]
+
+
+@contextmanager
+def _gc_paused():
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 @contextmanager
@@ -221,43 +237,53 @@ def build_dashboards(
             decoded[i] = tokenizer.decode([i])
         return decoded[i]
 
-    rows: list[dict[str, Any]] = []
-    dead = stats["count"] == 0
-    for f in range(d_sae):
-        toks = [{"id": int(t), "token": token_str(int(t)), "share": round(float(p), 4), "lift": round(float(l), 2)}
-                for t, p, l in zip(tok_ids[f].tolist(), tok_p[f].tolist(), tok_lift[f].tolist()) if t >= 0]
-        shares = dom_share[f]
-        order = torch.argsort(shares, descending=True)[:3]
-        doms = [{"name": domain_names[int(d)], "share": round(float(shares[d]), 4),
-                 "lift": round(float(shares[d] / dom_base[d].clamp(min=1e-9)), 2)}
-                for d in order.tolist() if shares[d] > 0]
-        top_dom = doms[0] if doms else None
-        summary: dict[str, Any] = {
-            "tokens": toks, "domains": doms,
-            "neighbours": _round_pairs(nb_idx[f], nb_cos[f]),
-        }
+    # ~100k small dicts, lists and floats below, none in a cycle: with the cyclic GC on, this part of a
+    # 1,024-feature pass took 0.07-0.46 s (it rescans them over and over), with it paused 0.07-0.1 s
+    with _gc_paused():
+        def rounded(t: Tensor, digits: int) -> list:
+            scale = 10.0 ** digits
+            return (t.double() * scale).round().div(scale).tolist()
+
+        # everything the loop reads, as Python lists made once
+        tok_l, tok_p_l, tok_lift_l = tok_ids.tolist(), rounded(tok_p, 4), rounded(tok_lift, 2)
+        dom_order = torch.argsort(dom_share, dim=1, descending=True)[:, :3]
+        dom_sh = dom_share.gather(1, dom_order)
+        dom_order_l, dom_sh_l = dom_order.tolist(), dom_sh.tolist()
+        dom_sh_r, dom_lift_r = rounded(dom_sh, 4), rounded(dom_sh / dom_base.clamp(min=1e-9)[dom_order], 2)
+        neighbours = _pair_lists(nb_idx, nb_cos)
+        logit_lists = None
         if logits is not None:
-            summary["logits"] = {
-                "top": [[int(i), token_str(int(i)), round(float(v), 4)] for i, v in zip(logits[0][f].tolist(), logits[1][f].tolist())],
-                "bottom": [[int(i), token_str(int(i)), round(float(v), 4)] for i, v in zip(logits[2][f].tolist(), logits[3][f].tolist())],
-            }
-        if writes is not None:
-            summary["neurons_writes"] = {"top": _round_pairs(writes[0][f], writes[1][f]),
-                                         "bottom": _round_pairs(writes[2][f], writes[3][f])}
-        if reads is not None:
-            summary["neurons_reads"] = {"top": _round_pairs(reads[0][f], reads[1][f]),
-                                        "bottom": _round_pairs(reads[2][f], reads[3][f])}
-        rows.append({
-            "index": f,
-            "density": float(stats["density"][f]),
-            "max_activation": float(mx[f]),
-            "mean_activation": float(stats["mean"][f]),
-            "capacity": float(cap[f]),
-            "auto_label": "dead" if bool(dead[f]) else auto_label(toks, top_dom),
-            "top_domain": top_dom["name"] if top_dom else None,
-            "top_domain_share": top_dom["share"] if top_dom else None,
-            "summary": summary,
-        })
+            logit_lists = [(i.tolist(), rounded(v, 4)) for i, v in ((logits[0], logits[1]), (logits[2], logits[3]))]
+        neuron_lists = {name: (_pair_lists(tb[0], tb[1]), _pair_lists(tb[2], tb[3]))
+                        for name, tb in (("neurons_writes", writes), ("neurons_reads", reads)) if tb is not None}
+        density_l, mx_l, mean_l, cap_l = (stats["density"].tolist(), mx.tolist(), stats["mean"].tolist(), cap.tolist())
+        dead = stats["count"] == 0
+        dead_l = dead.tolist()
+
+        rows: list[dict[str, Any]] = []
+        for f in range(d_sae):
+            toks = [{"id": t, "token": token_str(t), "share": p, "lift": l}
+                    for t, p, l in zip(tok_l[f], tok_p_l[f], tok_lift_l[f]) if t >= 0]
+            doms = [{"name": domain_names[d], "share": sh, "lift": li}
+                    for d, raw, sh, li in zip(dom_order_l[f], dom_sh_l[f], dom_sh_r[f], dom_lift_r[f]) if raw > 0]
+            top_dom = doms[0] if doms else None
+            summary: dict[str, Any] = {"tokens": toks, "domains": doms, "neighbours": neighbours[f]}
+            if logit_lists is not None:
+                summary["logits"] = {side: [[i, token_str(i), v] for i, v in zip(ids_[f], vals_[f])]
+                                     for side, (ids_, vals_) in zip(("top", "bottom"), logit_lists)}
+            for name, (top, bottom) in neuron_lists.items():
+                summary[name] = {"top": top[f], "bottom": bottom[f]}
+            rows.append({
+                "index": f,
+                "density": density_l[f],
+                "max_activation": mx_l[f],
+                "mean_activation": mean_l[f],
+                "capacity": cap_l[f],
+                "auto_label": "dead" if dead_l[f] else auto_label(toks, top_dom),
+                "top_domain": top_dom["name"] if top_dom else None,
+                "top_domain_share": top_dom["share"] if top_dom else None,
+                "summary": summary,
+            })
 
     arrays = {
         "hist": hist.int(),

@@ -108,12 +108,21 @@ class SAETrainConfig:
         return max(1, self.train_tokens // self.batch_size)
 
 
-# Presets are data. Demo world: d_model 128, d_mlp 512, 2 layers, about 2M training tokens.
+# Presets are data. Demo world: d_model 128, d_mlp 512, 3 layers, about 2M training tokens.
 #
 #   mlp0:   blocks.0.mlp.hook_post, TopK, 8x -> d_sae 4,096 (Towards Monosemanticity: 512 neurons ->
 #           4,096 features). k = 32 meets L0 <= 32 by construction; AuxK keeps dead features down.
-#   resid1: blocks.1.hook_resid_pre (the middle of the residual stream; steering, editing), TopK with
-#           one Matryoshka level (the first 1/32 of the latents must reconstruct alone), 8x -> 1,024.
+#   resid2: blocks.2.hook_resid_pre (the middle of the residual stream, where the refusal direction is
+#           selected; steering, editing), TopK with one Matryoshka level (the first 1/32 of the latents
+#           must reconstruct alone), 8x -> 1,024.
+#
+# The 3-layer demo model (1,200 steps), same preset at the two middle hooks (51.4k held-out tokens):
+#   blocks.1.hook_resid_pre  FVU 0.088, CE rec. 0.987, dead 4.2%, 2 of 8 domains >= 0.95 (dna .99, base64 .96)
+#   blocks.2.hook_resid_pre  FVU 0.107, CE rec. 0.991, dead 3.6%, 3 of 8 (dna 1.0, hebrew .97, base64 .95;
+#                            url .93, arithmetic .92, http .79, json .78, python_code .71)
+#   blocks.2, k 20           FVU 0.145, 3 of 8 (arithmetic .97, hebrew .97, dna 1.0); k 16: FVU 0.163, 3 of 8
+#
+# The 2-layer model's sweep (resid1 = blocks.1.hook_resid_pre there):
 #
 # Chosen on a quarter-size demo world (corpus_scale 0.25, 400 training steps, same dimensions),
 # measured on its held-out tokens (17k):
@@ -146,7 +155,7 @@ SAE_PRESETS: dict[str, tuple[SAETrainConfig, ...]] = {
     "demo": (
         SAETrainConfig("mlp0", "blocks.0.mlp.hook_post", "topk", expansion=8, k=32, lr=1e-3,
                        batch_size=4096, train_tokens=400_000, aux_loss_coefficient=1 / 32, cache_dtype="float16"),
-        SAETrainConfig("resid1", "blocks.1.hook_resid_pre", "matryoshka", expansion=8, k=32, lr=2e-3,
+        SAETrainConfig("resid2", "blocks.2.hook_resid_pre", "matryoshka", expansion=8, k=32, lr=2e-3,
                        matryoshka_fractions=(1 / 32,), batch_size=2048, train_tokens=600_000,
                        aux_loss_coefficient=1.0, cache_dtype="float16"),
     ),
