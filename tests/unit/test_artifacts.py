@@ -33,3 +33,33 @@ def test_clean_scratch_removes_leftovers(tmp_path):
     (tmp_path / "keep.json").write_text("{}")
     assert clean_scratch(tmp_path) == 2
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["keep.json", "x"]
+
+
+def test_clean_scratch_spares_a_running_writer(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(done.stdout)
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        (tmp_path / f".tmp-gradients-p{live.pid}-0123abcd").mkdir()          # another process, writing
+        (tmp_path / f".tmp-gradients-p{os.getpid()}-0123abcd").mkdir()      # this one
+        (tmp_path / f".tmp-gradients-p{dead}-0123abcd").mkdir()             # killed
+        (tmp_path / f".old-model-p{dead}-89abcdef").mkdir()
+        assert clean_scratch(tmp_path) == 2
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+            [f".tmp-gradients-p{live.pid}-0123abcd", f".tmp-gradients-p{os.getpid()}-0123abcd"])
+    finally:
+        live.kill()
+        live.wait()
+    assert clean_scratch(tmp_path) == 1
+
+
+def test_atomic_dir_scratch_carries_the_pid(tmp_path):
+    import os
+
+    with atomic_dir(tmp_path / "out") as tmp:
+        assert tmp.name.startswith(".tmp-out-p") and f"-p{os.getpid()}-" in tmp.name
+        assert clean_scratch(tmp_path) == 0 and tmp.exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import uuid
 from contextlib import contextmanager
@@ -15,6 +16,23 @@ import torch
 from safetensors.torch import load_file, save_file
 
 MANIFEST = "manifest.json"
+_SCRATCH = re.compile(r"^\.(tmp|old)-.*-p(\d+)-[0-9a-f]{8}$")
+
+
+def _scratch(parent: Path, kind: str, name: str) -> Path:
+    """A scratch sibling named with the writer's pid, so that clean_scratch (run by every process
+    that opens the workspace) leaves a live writer's scratch alone."""
+    return parent / f".{kind}-{name}-p{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _fsync_dir(path: Path) -> None:
@@ -30,7 +48,7 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     """Yield a scratch directory; on success it replaces `final` in one rename."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
+    tmp = _scratch(final.parent, "tmp", final.name)
     tmp.mkdir()
     try:
         yield tmp
@@ -39,7 +57,7 @@ def atomic_dir(final: Path) -> Iterator[Path]:
                 with open(f, "rb") as fh:
                     os.fsync(fh.fileno())
         if final.exists():
-            trash = final.parent / f".old-{final.name}-{uuid.uuid4().hex[:8]}"
+            trash = _scratch(final.parent, "old", final.name)
             os.replace(final, trash)
             os.replace(tmp, final)
             shutil.rmtree(trash, ignore_errors=True)
@@ -54,7 +72,7 @@ def atomic_dir(final: Path) -> Iterator[Path]:
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".tmp-{path.name}-{uuid.uuid4().hex[:8]}"
+    tmp = _scratch(path.parent, "tmp", path.name)
     with open(tmp, "wb") as fh:
         fh.write(data)
         fh.flush()
@@ -69,7 +87,7 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".tmp-{path.name}-{uuid.uuid4().hex[:8]}"
+    tmp = _scratch(path.parent, "tmp", path.name)
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp), metadata=metadata)
     with open(tmp, "rb") as fh:
         os.fsync(fh.fileno())
@@ -92,15 +110,16 @@ def read_manifest(directory: Path) -> dict[str, Any] | None:
 
 
 def clean_scratch(root: Path) -> int:
-    """Remove scratch left behind by a killed writer."""
+    """Remove scratch left behind by a killed writer: every `.tmp-*` / `.old-*` entry whose writer
+    (the pid in its name) is no longer running; names without a pid are from older versions."""
     n = 0
     root = Path(root)
     if not root.exists():
         return 0
-    for p in root.rglob(".tmp-*"):
+    for p in [*root.rglob(".tmp-*"), *root.rglob(".old-*")]:
+        m = _SCRATCH.match(p.name)
+        if m and (int(m.group(2)) == os.getpid() or _alive(int(m.group(2)))):
+            continue
         shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-        n += 1
-    for p in root.rglob(".old-*"):
-        shutil.rmtree(p, ignore_errors=True)
         n += 1
     return n
