@@ -54,8 +54,9 @@ class InfluenceConfig:
     query_rank: int | None = None                # query batching: rank of the query gradient block (None: full)
     tfidf_candidates: int = 2000                 # candidates kept by the TF-IDF filter
     precise_candidates: int = 50                 # precise mode re-scores this many (TF-IDF or fast top)
-    rescore_candidates: int = 80                 # fast mode re-scores the cache's top this many exactly (the most
-                                                 # that fit 1 s per query on 2 demo cores: ~11 ms each)
+    rescore_candidates: int = 56                 # fast mode re-scores the cache's top this many exactly (3-layer
+                                                 # demo model on 2 cores: 0.84-0.90 s per query median at 56,
+                                                 # 0.86-1.13 s at 64, 1.0-1.4 s at 80)
     max_query_tokens: int = 0                    # 0: the model's context
     seed: int = 0
 
@@ -69,13 +70,16 @@ class InfluenceConfig:
 
 
 INFLUENCE_PRESETS: dict[str, InfluenceConfig] = {
-    # demo: what was built and measured (bench/RESULTS.md): factors about 3 min, the 16,384-coordinate
-    # gradient cache of 17,124 sequences 378 s (536 MB) on 2 cores
+    # demo: what was built and measured (bench/RESULTS.md): the 16,384-coordinate gradient cache of 17,124
+    # sequences, 535 MiB, took 378 s on the 2-layer model and 272 s on the 3-layer one (2 idle cores)
     "demo": InfluenceConfig("demo", covariance_max_examples=1024, lambda_max_examples=512, batch_size=32),
     "micro": InfluenceConfig("micro", covariance_max_examples=128, lambda_max_examples=64, batch_size=128,
                              cache_dim=256, shard_rows=64, tfidf_candidates=32, precise_candidates=8,
                              rescore_candidates=16),
 }
+
+
+QUERY_TIME_FIELDS = ("query_rank", "tfidf_candidates", "precise_candidates", "rescore_candidates", "max_query_tokens")
 
 
 def influence_config(world: str, **overrides: Any) -> InfluenceConfig:
@@ -347,7 +351,8 @@ class InfluenceService:
         is stale: the build's influence.gradients step replaces it)."""
         f, g = self._dirs()
         fm, gm = read_manifest(f), read_manifest(g)
-        return fm is not None and gm is not None and gm.get("factors_key") == fm.get("key") and "cache_dim" in gm
+        return (fm is not None and gm is not None and gm.get("factors_key") == fm.get("key") and "cache_dim" in gm
+                and all((g / s["file"]).is_file() for s in gm.get("shards", [])))
 
     def _not_ready(self) -> Conflict:
         parts = []
@@ -376,6 +381,8 @@ class InfluenceService:
         model_dir = self.ws.artifact("model")
         factors = load_factors(fdir)
         cfg = InfluenceConfig.from_dict(fm["config"])
+        if cfg.name in INFLUENCE_PRESETS:   # query-time settings are the code's, not those of the build
+            cfg = replace(cfg, **{k: getattr(INFLUENCE_PRESETS[cfg.name], k) for k in QUERY_TIME_FIELDS})
         projs = I.make_projection(factors, int(gm["cache_dim"]))
         rows = [load_tensors(gdir / s["file"])["rows"].float() for s in gm["shards"]]
         tokens = load_tensors(self.ws.artifact("tokens", "train.safetensors"))
