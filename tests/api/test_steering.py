@@ -326,6 +326,14 @@ def test_compute_a_direction_from_two_prompt_sets(client):
     d = client.get(f"/api/vectors/{r.json()['vector_id']}").json()
     assert d["name"] == "my dir" and d["source"] == "computed" and d["candidates"]["rows"]
     assert math.isfinite(d["scores"]["norm"])
+    assert d["scores"]["selection_rule"] == "bypass_minus_induce"
+    r = client.post("/api/vectors/compute", json={"name": "paper rule", "harmful": harmful, "harmless": harmless,
+                                                  "selection_rule": "bypass"})
+    assert r.status_code == 202, r.text
+    assert _wait(client, r.json()["job_id"])["status"] == "done"
+    assert client.get(f"/api/vectors/{r.json()['vector_id']}").json()["scores"]["selection_rule"] == "bypass"
+    assert client.post("/api/vectors/compute", json={"name": "x", "harmful": harmful, "harmless": harmless,
+                                                     "selection_rule": "induce"}).status_code == 422
 
 
 def test_next_token_effect_matches_the_model_and_kl(client, lm):
