@@ -165,16 +165,22 @@ class SAEService:
         left = cfg.get("left", 0)
         mx = f.max_activation
 
+        # every example's fields as Python lists in one conversion each (per-element tensor indexing
+        # and round() were most of a request's CPU)
+        seq_l, pos_l = arr["ex_seq"].tolist(), arr["ex_pos"].tolist()
+        ids_l = arr["ex_tokens"].tolist()
+        acts_l = (arr["ex_acts"].double() * 1e4).round().div(1e4).tolist()
+        val_l = (arr["ex_values"].double() * 1e4).round().div(1e4).tolist()
+        n_vocab = len(vocab)
+
         def example(e: int) -> dict[str, Any] | None:
-            if int(arr["ex_seq"][e]) < 0:
+            if seq_l[e] < 0:
                 return None
-            ids = arr["ex_tokens"][e].tolist()
-            acts = arr["ex_acts"][e].float().tolist()
-            toks = [{"token": vocab[t] if t < len(vocab) else "", "id": t, "activation": round(a, 4)}
-                    for t, a in zip(ids, acts) if t >= 0]
+            ids = ids_l[e]
+            toks = [{"token": vocab[t] if t < n_vocab else "", "id": t, "activation": a}
+                    for t, a in zip(ids, acts_l[e]) if t >= 0]
             first = next(i for i, t in enumerate(ids) if t >= 0)
-            return {"seq": int(arr["ex_seq"][e]), "pos": int(arr["ex_pos"][e]),
-                    "activation": round(float(arr["ex_values"][e]), 4), "center": left - first, "tokens": toks}
+            return {"seq": seq_l[e], "pos": pos_l[e], "activation": val_l[e], "center": left - first, "tokens": toks}
 
         top = [x for x in (example(e) for e in range(top_k)) if x is not None]
         intervals = []
