@@ -25,7 +25,8 @@ def _scratch(parent: Path, kind: str, name: str) -> Path:
     return parent / f".{kind}-{name}-p{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid runs on this machine (one we may not signal counts)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -118,7 +119,7 @@ def clean_scratch(root: Path) -> int:
         return 0
     for p in [*root.rglob(".tmp-*"), *root.rglob(".old-*")]:
         m = _SCRATCH.match(p.name)
-        if m and (int(m.group(2)) == os.getpid() or _alive(int(m.group(2)))):
+        if m and (int(m.group(2)) == os.getpid() or pid_alive(int(m.group(2)))):
             continue
         shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
         n += 1

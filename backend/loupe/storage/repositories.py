@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import delete, func, insert, select
 
+from .artifacts import pid_alive
 from .db import Database
 from .models import EvalResult, FeatureLabel, Job, ModelRecord, SAEFeature, SAERecord, utcnow
 
@@ -87,7 +88,7 @@ class JobRepository:
             for job in s.scalars(select(Job).where(Job.status.in_(("queued", "running")))):
                 if job.host not in (None, host):
                     continue  # another machine's job: not ours to judge
-                if job.pid is not None and job.pid != os.getpid() and _alive(job.pid):
+                if job.pid is not None and job.pid != os.getpid() and pid_alive(job.pid):
                     continue
                 if job.pid == os.getpid():
                     continue
@@ -97,16 +98,6 @@ class JobRepository:
                 job.message = "interrupted"
                 n += 1
         return n
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class ModelRepository:
