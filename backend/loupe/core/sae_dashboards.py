@@ -48,9 +48,10 @@ class SparseCodes:
         c = self.counts
         return torch.cumsum(c, 0) - c
 
-    def by_row_key(self) -> tuple[Tensor, Tensor]:
-        """(sorted keys feature * n_rows + row, their values): what `lookup` searches."""
-        return self.features * self.n_rows + self.rows, self.values
+    @cached_property
+    def row_keys(self) -> Tensor:
+        """feature * n_rows + row of every code, ascending (the codes' order): what `lookup` searches."""
+        return self.features * self.n_rows + self.rows
 
 
 def sort_int64(key: Tensor) -> Tensor:
@@ -190,7 +191,7 @@ def interval_samples(codes: SparseCodes, max_act: Tensor, n_bins: int, per_bin: 
 
 def lookup(codes: SparseCodes, features: Tensor, rows: Tensor) -> Tensor:
     """Activation of `features` at `rows` (same shape; 0 where the feature did not fire or row < 0)."""
-    key_sorted, vals_sorted = codes.by_row_key()
+    key_sorted, vals_sorted = codes.row_keys, codes.values
     q = features.long() * codes.n_rows + rows.long().clamp(min=0)
     pos = torch.searchsorted(key_sorted, q.flatten()).clamp(max=max(key_sorted.numel() - 1, 0))
     if key_sorted.numel() == 0:

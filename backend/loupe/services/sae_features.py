@@ -99,12 +99,16 @@ def neuron_loads(sae, hook_name: str, model) -> dict[str, Any] | None:
     return None
 
 
-def _pair_lists(idx: Tensor, vals: Tensor, digits: int = 4) -> list[list[list[float]]]:
-    """Per row of idx/vals [n, k]: [[index, value rounded], ...], converted to Python in one go (a
-    per-feature .tolist() and round() cost a quarter of a 1,024-feature dashboard pass)."""
+def rounded_list(t: Tensor, digits: int) -> list:
+    """t rounded to `digits` decimals as (nested) Python floats, in one conversion: per-element
+    .tolist() and round() cost a quarter of a 1,024-feature dashboard pass and most of a feature page."""
     scale = 10.0 ** digits
-    rounded = (vals.double() * scale).round().div(scale).tolist()
-    return [[[i, v] for i, v in zip(ir, vr)] for ir, vr in zip(idx.tolist(), rounded)]
+    return (t.double() * scale).round().div(scale).tolist()
+
+
+def _pair_lists(idx: Tensor, vals: Tensor, digits: int = 4) -> list[list[list[float]]]:
+    """Per row of idx/vals [n, k]: [[index, value rounded], ...]."""
+    return [[[i, v] for i, v in zip(ir, vr)] for ir, vr in zip(idx.tolist(), rounded_list(vals, digits))]
 
 
 @contextmanager
@@ -243,20 +247,16 @@ def build_dashboards(
     # ~100k small dicts, lists and floats below, none in a cycle: with the cyclic GC on, this part of a
     # 1,024-feature pass took 0.07-0.46 s (it rescans them over and over), with it paused 0.07-0.1 s
     with _gc_paused():
-        def rounded(t: Tensor, digits: int) -> list:
-            scale = 10.0 ** digits
-            return (t.double() * scale).round().div(scale).tolist()
-
         # everything the loop reads, as Python lists made once
-        tok_l, tok_p_l, tok_lift_l = tok_ids.tolist(), rounded(tok_p, 4), rounded(tok_lift, 2)
+        tok_l, tok_p_l, tok_lift_l = tok_ids.tolist(), rounded_list(tok_p, 4), rounded_list(tok_lift, 2)
         dom_order = torch.argsort(dom_share, dim=1, descending=True)[:, :3]
         dom_sh = dom_share.gather(1, dom_order)
         dom_order_l, dom_sh_l = dom_order.tolist(), dom_sh.tolist()
-        dom_sh_r, dom_lift_r = rounded(dom_sh, 4), rounded(dom_sh / dom_base.clamp(min=1e-9)[dom_order], 2)
+        dom_sh_r, dom_lift_r = rounded_list(dom_sh, 4), rounded_list(dom_sh / dom_base.clamp(min=1e-9)[dom_order], 2)
         neighbours = _pair_lists(nb_idx, nb_cos)
         logit_lists = None
         if logits is not None:
-            logit_lists = [(i.tolist(), rounded(v, 4)) for i, v in ((logits[0], logits[1]), (logits[2], logits[3]))]
+            logit_lists = [(i.tolist(), rounded_list(v, 4)) for i, v in ((logits[0], logits[1]), (logits[2], logits[3]))]
         neuron_lists = {name: (_pair_lists(tb[0], tb[1]), _pair_lists(tb[2], tb[3]))
                         for name, tb in (("neurons_writes", writes), ("neurons_reads", reads)) if tb is not None}
         density_l, mx_l, mean_l, cap_l = (stats["density"].tolist(), mx.tolist(), stats["mean"].tolist(), cap.tolist())

@@ -12,6 +12,7 @@ from safetensors import safe_open
 
 from loupe.errors import Conflict, NotFound, Unprocessable
 from loupe.services.models import LoadedModel, ModelService
+from loupe.services.sae_features import rounded_list
 from loupe.services.workspace import Workspace
 from loupe.storage.artifacts import read_manifest
 from loupe.storage.models import SAEFeature, SAERecord
@@ -169,8 +170,7 @@ class SAEService:
         # and round() were most of a request's CPU)
         seq_l, pos_l = arr["ex_seq"].tolist(), arr["ex_pos"].tolist()
         ids_l = arr["ex_tokens"].tolist()
-        acts_l = (arr["ex_acts"].double() * 1e4).round().div(1e4).tolist()
-        val_l = (arr["ex_values"].double() * 1e4).round().div(1e4).tolist()
+        acts_l, val_l = rounded_list(arr["ex_acts"], 4), rounded_list(arr["ex_values"], 4)
         n_vocab = len(vocab)
 
         def example(e: int) -> dict[str, Any] | None:
