@@ -178,3 +178,34 @@ def test_an_sae_from_disk_registers_and_gets_the_same_dashboards(client, micro_w
     assert client.post("/api/saes", json={"id": "x", "path": str(tmp_path / "absent")}).status_code == 422
     assert client.post("/api/saes", json={"id": "bad id!", "path": str(src)}).status_code == 422
     assert {s["id"] for s in client.get("/api/saes").json()["saes"]} >= {"demo-mlp0", "demo-resid1", "disk-resid1"}
+
+
+def test_stored_pages_equal_a_live_render(client, micro_workspace):
+    """The build renders each feature's examples/intervals/histogram once; a page read back equals the
+    same feature rendered from its arrays now (the path for dashboards built before pages existed)."""
+    import orjson
+    from safetensors import safe_open
+
+    from loupe.services.sae_features import PAGE_ARRAYS, DashboardConfig, read_page, render_page, vocab_strings
+    from loupe.storage.artifacts import read_manifest
+
+    rec = micro_workspace.saes.get("demo-mlp0")
+    ddir = micro_workspace.artifact("dashboards", "demo-mlp0")
+    manifest = read_manifest(ddir)
+    assert manifest["pages"] is True
+    cfg = DashboardConfig.from_dict(manifest["config"])
+    vocab = vocab_strings(load_bridge_tokenizer(micro_workspace))
+    for index in (0, 5, rec.d_sae - 1):
+        f = micro_workspace.saes.feature("demo-mlp0", index)
+        with safe_open(str(ddir / "features.safetensors"), "pt") as fh:
+            arr = {k: fh.get_slice(k)[index : index + 1][0] for k in PAGE_ARRAYS}
+        live = orjson.loads(render_page(arr, f.max_activation, f.density, cfg, vocab))
+        assert orjson.loads(read_page(ddir, index)) == live
+        served = client.get(f"/api/saes/demo-mlp0/features/{index}").json()
+        assert {k: served[k] for k in live} == live and served["index"] == index
+
+
+def load_bridge_tokenizer(ws):
+    from loupe.services.models import load_bridge
+
+    return load_bridge(str(ws.artifact("model")))[1]

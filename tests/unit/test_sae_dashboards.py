@@ -179,3 +179,14 @@ def test_sparse_topk_encode_gives_the_dense_nonzeros():
         b = D.encode_sparse(lambda b: nonzero_codes(sae.encode(b)), [x[:20], x[20:]], 64)
     assert torch.equal(a.values, b.values) and torch.equal(a.features, b.features)
     assert torch.equal(D.top_k(a, 5)[1], D.top_k(b, 5)[1])
+
+
+def test_splice_json_merges_two_objects():
+    import orjson
+
+    from loupe.services.sae_features import splice_json
+
+    a, b = {"x": 1, "s": "}{"}, {"y": [1, {"z": 2}]}
+    assert orjson.loads(splice_json(orjson.dumps(a), orjson.dumps(b))) == {**a, **b}
+    assert orjson.loads(splice_json(b"{}", orjson.dumps(b))) == b
+    assert orjson.loads(splice_json(orjson.dumps(a), b"{}")) == a

@@ -7,31 +7,19 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import orjson
 import torch
 from safetensors import safe_open
 
 from loupe.errors import Conflict, NotFound, Unprocessable
 from loupe.services.models import LoadedModel, ModelService
-from loupe.services.sae_features import rounded_list
+from loupe.services.sae_features import (PAGE_ARRAYS, DashboardConfig, read_page, render_page, splice_json,
+                                        vocab_strings)
 from loupe.services.workspace import Workspace
 from loupe.storage.artifacts import read_manifest
 from loupe.storage.models import SAEFeature, SAERecord
 
 SORTS = ("index", "density", "max_activation", "capacity", "top_domain_share")
-
-
-def histogram_figure(counts: list[int], max_act: float, density: float) -> dict[str, Any]:
-    """Plotly figure JSON: the feature's nonzero activations over equal bins of (0, max]."""
-    n = len(counts)
-    width = max_act / n if n else 0.0
-    centers = [(i + 0.5) * width for i in range(n)]
-    return {
-        "data": [{"type": "bar", "x": centers, "y": counts, "width": [width] * n, "marker": {"color": "#4f6bed"},
-                  "hovertemplate": "activation %{x:.3f}<br>%{y} tokens<extra></extra>"}],
-        "layout": {"title": {"text": f"Activation density {density:.3%}", "font": {"size": 12}},
-                   "xaxis": {"title": {"text": "activation"}}, "yaxis": {"title": {"text": "tokens"}},
-                   "bargap": 0.05, "showlegend": False},
-    }
 
 
 class SAEService:
@@ -149,7 +137,9 @@ class SAEService:
                 "mean_activation": f.mean_activation, "capacity": f.capacity, "auto_label": f.auto_label,
                 "label": label, "top_domain": f.top_domain, "top_domain_share": f.top_domain_share}
 
-    def dashboard(self, sae_id: str, index: int) -> dict[str, Any]:
+    def dashboard_json(self, sae_id: str, index: int) -> bytes:
+        """One feature's dashboard as JSON bytes: the row (with the person's label) and neighbour labels
+        read now, spliced before the examples and histogram block the dashboard build rendered once."""
         rec = self.record(sae_id)
         if not 0 <= index < rec.d_sae:
             raise NotFound(f"{sae_id} has features 0..{rec.d_sae - 1}; there is no feature {index}")
@@ -157,46 +147,21 @@ class SAEService:
         f, label = self.ws.saes.feature_with_label(sae_id, index)
         if f is None:
             raise NotFound(f"no dashboard row for feature {index} of {sae_id}")
-        cfg = (self.dashboard_manifest(rec) or {}).get("config", {})
-        with safe_open(str(self.dashboard_dir(rec) / "features.safetensors"), "pt") as fh:
-            arr = {k: fh.get_slice(k)[index : index + 1][0] for k in
-                   ("hist", "interval_shares", "ex_values", "ex_seq", "ex_pos", "ex_tokens", "ex_acts")}
-        vocab = self.token_strings(rec.model_id)
-        top_k, n_iv, per = cfg.get("top_k", 0), cfg.get("n_intervals", 0), cfg.get("per_interval", 0)
-        left = cfg.get("left", 0)
-        mx = f.max_activation
-
-        # every example's fields as Python lists in one conversion each (per-element tensor indexing
-        # and round() were most of a request's CPU)
-        seq_l, pos_l = arr["ex_seq"].tolist(), arr["ex_pos"].tolist()
-        ids_l = arr["ex_tokens"].tolist()
-        acts_l, val_l = rounded_list(arr["ex_acts"], 4), rounded_list(arr["ex_values"], 4)
-        n_vocab = len(vocab)
-
-        def example(e: int) -> dict[str, Any] | None:
-            if seq_l[e] < 0:
-                return None
-            ids = ids_l[e]
-            toks = [{"token": vocab[t] if t < n_vocab else "", "id": t, "activation": a}
-                    for t, a in zip(ids, acts_l[e]) if t >= 0]
-            first = next(i for i, t in enumerate(ids) if t >= 0)
-            return {"seq": seq_l[e], "pos": pos_l[e], "activation": val_l[e], "center": left - first, "tokens": toks}
-
-        top = [x for x in (example(e) for e in range(top_k)) if x is not None]
-        intervals = []
-        width = mx / n_iv if n_iv else 0.0
-        for b in range(n_iv - 1, -1, -1):                          # highest bin first, as Neuronpedia
-            exs = [x for x in (example(top_k + b * per + j) for j in range(per)) if x is not None]
-            intervals.append({"bin": b, "low": round(b * width, 4), "high": round((b + 1) * width, 4),
-                              "share": round(float(arr["interval_shares"][b]), 4), "examples": exs})
-        counts = arr["hist"].tolist()
-        return {
+        manifest = self.dashboard_manifest(rec) or {}
+        ddir = self.dashboard_dir(rec)
+        if manifest.get("pages"):
+            page = read_page(ddir, index)
+        else:   # dashboards built before pages were stored: render this feature now
+            cfg = DashboardConfig.from_dict(manifest.get("config", {}))
+            with safe_open(str(ddir / "features.safetensors"), "pt") as fh:
+                arr = {k: fh.get_slice(k)[index : index + 1][0] for k in PAGE_ARRAYS}
+            page = render_page(arr, f.max_activation, f.density, cfg, self.token_strings(rec.model_id))
+        head = {
             **self._row(f, label),
-            "sae_id": sae_id, "hook_name": rec.hook_name, "d_sae": rec.d_sae,
-            "summary": f.summary, "top_examples": top, "intervals": intervals,
-            "histogram": {"counts": counts, "max": mx, "figure": histogram_figure(counts, mx, f.density)},
+            "sae_id": sae_id, "hook_name": rec.hook_name, "d_sae": rec.d_sae, "summary": f.summary,
             "neighbour_labels": self._labels(sae_id, [int(n[0]) for n in (f.summary or {}).get("neighbours", [])]),
         }
+        return splice_json(orjson.dumps(head), page)
 
     def set_label(self, sae_id: str, index: int, label: str) -> dict[str, Any]:
         rec = self.record(sae_id)
@@ -227,8 +192,7 @@ class SAEService:
         each through the tokenizer was half of a request's time)."""
         with self._lock:
             if model_id not in self._vocab:
-                tok = self.models.get(model_id).tokenizer
-                self._vocab[model_id] = [tok.decode([i]) for i in range(len(tok))]
+                self._vocab[model_id] = vocab_strings(self.models.get(model_id).tokenizer)
             return self._vocab[model_id]
 
     # -- activations on text ---------------------------------------------------------------

@@ -35,7 +35,7 @@ from loupe.core import sae_metrics as M
 from loupe.jobs.pipeline import Step
 from loupe.jobs.runner import JobContext
 from loupe.services.activations import SPLITS, ActivationCache, ActivationCacheConfig, write_activation_cache
-from loupe.services.sae_features import DashboardConfig, build_dashboards, write_dashboards
+from loupe.services.sae_features import DashboardConfig, build_dashboards, vocab_strings, write_dashboards
 from loupe.storage.artifacts import atomic_dir, load_tensors, read_manifest, save_tensors, write_manifest
 
 if TYPE_CHECKING:
@@ -486,7 +486,7 @@ class SAEPipeline:
         self.eval_key = fingerprint("saes-eval-v1", sorted(self.sae_keys.items()))
         self.eval_dir = self.ws.artifact("evals", "saes")
         self.dashboard_cfg = DASHBOARD_PRESETS.get(world.cfg.name, DashboardConfig())
-        self.dash_keys = {p.name: fingerprint("dashboards-v1", self.sae_keys[p.name], self.dashboard_cfg.to_dict())
+        self.dash_keys = {p.name: fingerprint("dashboards-v2", self.sae_keys[p.name], self.dashboard_cfg.to_dict())
                           for p in self.presets}
 
     def cache_dir(self, hook_name: str) -> Path:
@@ -635,7 +635,8 @@ def compute_dashboards(ws, sae_id: str, sae, model, tokenizer, cache: Activation
         raise ValueError(f"the cache holds {cache.hook_name}, the SAE reads {sae.cfg.metadata.hook_name}")
     arrays, rows, info = build_dashboards(sae, model, tokenizer, cache, input_ids, domain_names, cfg, progress)
     write_dashboards(ws, sae_id, output, arrays, rows,
-                     {"key": key, "sae_id": sae_id, "hook_name": cache.hook_name, "config": cfg.to_dict(), **info})
+                     {"key": key, "sae_id": sae_id, "hook_name": cache.hook_name, "config": cfg.to_dict(), **info},
+                     cfg, vocab_strings(tokenizer))
     ws.saes.update(sae_id, dashboards={"dir": str(output), "key": key, **info})
     return info
 
@@ -747,7 +748,7 @@ def external_sae_steps(ws, models, sae_id: str) -> list[Step]:
     existing = read_manifest(cache_dir)
     if existing and existing.get("splits", {}).get("train", {}).get("n_tokens", 0) > 0:
         cache_key = existing["key"]        # a cache of this hook already exists (e.g. the demo SAEs'): reuse it
-    dash_key = fingerprint("dashboards-v1", sae_id, cache_key, cfg.to_dict())
+    dash_key = fingerprint("dashboards-v2", sae_id, cache_key, cfg.to_dict())
 
     def build_tokens(ctx: JobContext) -> dict[str, Any]:
         if not (world.corpus_dir / "manifest.json").exists():
