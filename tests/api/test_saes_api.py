@@ -186,7 +186,8 @@ def test_stored_pages_equal_a_live_render(client, micro_workspace):
     import orjson
     from safetensors import safe_open
 
-    from loupe.services.sae_features import PAGE_ARRAYS, DashboardConfig, read_page, render_page, vocab_strings
+    from loupe.services.sae_features import (PAGE_ARRAYS, ROW_FIELDS, DashboardConfig, read_page, render_page,
+                                            vocab_strings)
     from loupe.storage.artifacts import read_manifest
 
     rec = micro_workspace.saes.get("demo-mlp0")
@@ -199,10 +200,15 @@ def test_stored_pages_equal_a_live_render(client, micro_workspace):
         f = micro_workspace.saes.feature("demo-mlp0", index)
         with safe_open(str(ddir / "features.safetensors"), "pt") as fh:
             arr = {k: fh.get_slice(k)[index : index + 1][0] for k in PAGE_ARRAYS}
-        live = orjson.loads(render_page(arr, f.max_activation, f.density, cfg, vocab))
-        assert orjson.loads(read_page(ddir, index)) == live
+        row = {**{k: getattr(f, k) for k in ROW_FIELDS}, "summary": f.summary}
+        live = orjson.loads(render_page(row, {"sae_id": "demo-mlp0", "hook_name": rec.hook_name, "d_sae": rec.d_sae},
+                                        arr, cfg, vocab))
+        page, neighbours = read_page(ddir, index)
+        assert orjson.loads(page) == live
+        assert neighbours == [int(n[0]) for n in f.summary["neighbours"]]
         served = client.get(f"/api/saes/demo-mlp0/features/{index}").json()
         assert {k: served[k] for k in live} == live and served["index"] == index
+        assert set(served["neighbour_labels"]) == {str(i) for i in neighbours}
 
 
 def load_bridge_tokenizer(ws):

@@ -333,26 +333,33 @@ def write_dashboards(ws, sae_id: str, output: Path, arrays: dict[str, Tensor], r
     ws.saes.replace_features(sae_id, rows)
     with atomic_dir(Path(output)) as tmp:
         t0 = time.monotonic()
-        offsets = write_pages(tmp / PAGES_FILE, arrays, rows, cfg, vocab)
-        save_tensors(tmp / "features.safetensors", {**arrays, "page_offsets": offsets})
+        offsets = write_pages(tmp / PAGES_FILE, arrays, rows, cfg, vocab,
+                              {"sae_id": sae_id, "hook_name": manifest["hook_name"], "d_sae": len(rows)})
+        neighbours = torch.full((len(rows), cfg.n_neighbours), -1, dtype=torch.int32)
+        for f, row in enumerate(rows):
+            nb = [int(i) for i, _ in row["summary"]["neighbours"]]
+            neighbours[f, : len(nb)] = torch.tensor(nb, dtype=torch.int32)
+        save_tensors(tmp / "features.safetensors", {**arrays, "page_offsets": offsets, "neighbours": neighbours})
         write_manifest(tmp, {**manifest, "pages": True, "pages_seconds": round(time.monotonic() - t0, 1)})
 
 
 # -- feature pages --------------------------------------------------------------------------------
 #
-# A feature page's examples (about a thousand tokens with activations), interval samples and histogram
-# never change after the build, so the build renders them to JSON once per feature; a request reads one
-# slice and splices it after the parts that do change (the person's label, neighbours' labels).
-# Rendering per request was 2-3 ms of a single event loop's time, most of the p99 under 16 clients.
+# A feature page is static after the build except for labels (the person's label of the feature and
+# the labels shown beside its neighbours), so the build renders the rest to JSON once per feature:
+# the row's numbers and summary, the examples (about a thousand tokens with activations), interval
+# samples and histogram. A request reads one slice and splices the labels, read now, before it.
+# Rendering per request (2-3 ms) and two ORM reads of the row were most of a request's time.
 
 PAGES_FILE = "pages.bin"
+PAGE_ARRAYS = ("hist", "interval_shares", "ex_values", "ex_seq", "ex_pos", "ex_tokens", "ex_acts")
+ROW_FIELDS = ("index", "density", "max_activation", "mean_activation", "capacity", "auto_label", "top_domain",
+              "top_domain_share")
 
 
 def vocab_strings(tokenizer) -> list[str]:
     """Every token id's text, decoded once (pages show ~1,000 tokens each)."""
     return [tokenizer.decode([i]) for i in range(len(tokenizer))]
-
-PAGE_ARRAYS = ("hist", "interval_shares", "ex_values", "ex_seq", "ex_pos", "ex_tokens", "ex_acts")
 
 
 def histogram_figure(counts: list[int], max_act: float, density: float) -> dict[str, Any]:
@@ -369,9 +376,10 @@ def histogram_figure(counts: list[int], max_act: float, density: float) -> dict[
     }
 
 
-def _page(seq_l: list, pos_l: list, ids_l: list, acts_l: list, val_l: list, shares_l: list, counts: list,
-          mx: float, density: float, cfg: DashboardConfig, vocab: Sequence[str]) -> bytes:
-    """One feature's examples, interval samples and histogram from its arrays as Python lists."""
+def _page(row: dict[str, Any], sae: dict[str, Any], seq_l: list, pos_l: list, ids_l: list, acts_l: list, val_l: list,
+          shares_l: list, counts: list, cfg: DashboardConfig, vocab: Sequence[str]) -> bytes:
+    """One feature's page without labels: `sae` (sae_id, hook_name, d_sae), the row's ROW_FIELDS and
+    summary, examples, interval samples and histogram (arrays as Python lists)."""
     n_vocab = len(vocab)
 
     def example(e: int) -> dict[str, Any] | None:
@@ -383,6 +391,7 @@ def _page(seq_l: list, pos_l: list, ids_l: list, acts_l: list, val_l: list, shar
         first = next(i for i, t in enumerate(ids) if t >= 0)
         return {"seq": seq_l[e], "pos": pos_l[e], "activation": val_l[e], "center": cfg.left - first, "tokens": toks}
 
+    mx, density = row["max_activation"], row["density"]
     top_k, n_iv, per = cfg.top_k, cfg.n_intervals, cfg.per_interval
     top = [x for x in (example(e) for e in range(top_k)) if x is not None]
     intervals = []
@@ -391,39 +400,42 @@ def _page(seq_l: list, pos_l: list, ids_l: list, acts_l: list, val_l: list, shar
         exs = [x for x in (example(top_k + b * per + j) for j in range(per)) if x is not None]
         intervals.append({"bin": b, "low": round(b * width, 4), "high": round((b + 1) * width, 4),
                           "share": shares_l[b], "examples": exs})
-    return orjson.dumps({"top_examples": top, "intervals": intervals,
+    return orjson.dumps({**{k: row[k] for k in ROW_FIELDS}, **sae, "summary": row["summary"],
+                         "top_examples": top, "intervals": intervals,
                          "histogram": {"counts": counts, "max": mx, "figure": histogram_figure(counts, mx, density)}})
 
 
-def render_page(arr: dict[str, Tensor], mx: float, density: float, cfg: DashboardConfig, vocab: Sequence[str]) -> bytes:
-    """`_page` of one feature's slices of the PAGE_ARRAYS."""
-    return _page(arr["ex_seq"].tolist(), arr["ex_pos"].tolist(), arr["ex_tokens"].tolist(),
+def render_page(row: dict[str, Any], sae: dict[str, Any], arr: dict[str, Tensor], cfg: DashboardConfig,
+                vocab: Sequence[str]) -> bytes:
+    """`_page` of one feature from its slices of the PAGE_ARRAYS."""
+    return _page(row, sae, arr["ex_seq"].tolist(), arr["ex_pos"].tolist(), arr["ex_tokens"].tolist(),
                  rounded_list(arr["ex_acts"], 4), rounded_list(arr["ex_values"], 4),
-                 rounded_list(arr["interval_shares"], 4), arr["hist"].tolist(), mx, density, cfg, vocab)
+                 rounded_list(arr["interval_shares"], 4), arr["hist"].tolist(), cfg, vocab)
 
 
 def write_pages(path: Path, arrays: dict[str, Tensor], rows: list[dict[str, Any]], cfg: DashboardConfig,
-                vocab: Sequence[str]) -> Tensor:
+                vocab: Sequence[str], sae: dict[str, Any]) -> Tensor:
     """Every feature's page, zlib-compressed, concatenated into `path`; returns the byte offsets [d_sae + 1]."""
     lists = {k: arrays[k].tolist() for k in ("ex_seq", "ex_pos", "ex_tokens", "hist")}
     acts, vals, shares = (rounded_list(arrays[k], 4) for k in ("ex_acts", "ex_values", "interval_shares"))
     offsets = [0]
     with open(path, "wb") as fh, _gc_paused():
         for f, row in enumerate(rows):
-            blob = zlib.compress(_page(lists["ex_seq"][f], lists["ex_pos"][f], lists["ex_tokens"][f], acts[f], vals[f],
-                                       shares[f], lists["hist"][f], row["max_activation"], row["density"], cfg,
-                                       vocab), 3)
+            blob = zlib.compress(_page(row, sae, lists["ex_seq"][f], lists["ex_pos"][f], lists["ex_tokens"][f],
+                                       acts[f], vals[f], shares[f], lists["hist"][f], cfg, vocab), 3)
             fh.write(blob)
             offsets.append(offsets[-1] + len(blob))
     return torch.tensor(offsets, dtype=torch.int64)
 
 
-def read_page(dashboard_dir: Path, index: int) -> bytes:
+def read_page(dashboard_dir: Path, index: int) -> tuple[bytes, list[int]]:
+    """A stored page and the feature's neighbour indices."""
     with safe_open(str(dashboard_dir / "features.safetensors"), "pt") as fh:
         lo, hi = fh.get_slice("page_offsets")[index : index + 2].tolist()
+        neighbours = [i for i in fh.get_slice("neighbours")[index].tolist() if i >= 0]
     with open(dashboard_dir / PAGES_FILE, "rb") as fh:
         fh.seek(lo)
-        return zlib.decompress(fh.read(hi - lo))
+        return zlib.decompress(fh.read(hi - lo)), neighbours
 
 
 def splice_json(head: bytes, tail: bytes) -> bytes:

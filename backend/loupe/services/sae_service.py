@@ -13,7 +13,7 @@ from safetensors import safe_open
 
 from loupe.errors import Conflict, NotFound, Unprocessable
 from loupe.services.models import LoadedModel, ModelService
-from loupe.services.sae_features import (PAGE_ARRAYS, DashboardConfig, read_page, render_page, splice_json,
+from loupe.services.sae_features import (PAGE_ARRAYS, ROW_FIELDS, DashboardConfig, read_page, render_page, splice_json,
                                         vocab_strings)
 from loupe.services.workspace import Workspace
 from loupe.storage.artifacts import read_manifest
@@ -138,30 +138,28 @@ class SAEService:
                 "label": label, "top_domain": f.top_domain, "top_domain_share": f.top_domain_share}
 
     def dashboard_json(self, sae_id: str, index: int) -> bytes:
-        """One feature's dashboard as JSON bytes: the row (with the person's label) and neighbour labels
-        read now, spliced before the examples and histogram block the dashboard build rendered once."""
+        """One feature's dashboard as JSON bytes: the page the dashboard build rendered (everything but
+        labels), after the person's label and the neighbours' labels read now."""
         rec = self.record(sae_id)
         if not 0 <= index < rec.d_sae:
             raise NotFound(f"{sae_id} has features 0..{rec.d_sae - 1}; there is no feature {index}")
         self._require_dashboards(rec)
-        f, label = self.ws.saes.feature_with_label(sae_id, index)
-        if f is None:
-            raise NotFound(f"no dashboard row for feature {index} of {sae_id}")
         manifest = self.dashboard_manifest(rec) or {}
         ddir = self.dashboard_dir(rec)
         if manifest.get("pages"):
-            page = read_page(ddir, index)
+            page, neighbours = read_page(ddir, index)
         else:   # dashboards built before pages were stored: render this feature now
-            cfg = DashboardConfig.from_dict(manifest.get("config", {}))
+            f = self.ws.saes.feature(sae_id, index)
+            if f is None:
+                raise NotFound(f"no dashboard row for feature {index} of {sae_id}")
+            row = {**{k: getattr(f, k) for k in ROW_FIELDS}, "summary": f.summary}
             with safe_open(str(ddir / "features.safetensors"), "pt") as fh:
                 arr = {k: fh.get_slice(k)[index : index + 1][0] for k in PAGE_ARRAYS}
-            page = render_page(arr, f.max_activation, f.density, cfg, self.token_strings(rec.model_id))
-        head = {
-            **self._row(f, label),
-            "sae_id": sae_id, "hook_name": rec.hook_name, "d_sae": rec.d_sae, "summary": f.summary,
-            "neighbour_labels": self._labels(sae_id, [int(n[0]) for n in (f.summary or {}).get("neighbours", [])]),
-        }
-        return splice_json(orjson.dumps(head), page)
+            page = render_page(row, {"sae_id": sae_id, "hook_name": rec.hook_name, "d_sae": rec.d_sae}, arr,
+                               DashboardConfig.from_dict(manifest.get("config", {})), self.token_strings(rec.model_id))
+            neighbours = [int(n[0]) for n in (f.summary or {}).get("neighbours", [])]
+        own, shown = self.ws.saes.labels_around(sae_id, index, neighbours)
+        return splice_json(orjson.dumps({"label": own, "neighbour_labels": {str(i): v for i, v in shown.items()}}), page)
 
     def set_label(self, sae_id: str, index: int, label: str) -> dict[str, Any]:
         rec = self.record(sae_id)

@@ -265,13 +265,6 @@ class SAERepository:
             rows = s.execute(q.order_by(order, SAEFeature.index).offset(offset).limit(limit)).all()
             return total, [(r[0], r[1]) for r in rows]
 
-    def feature_with_label(self, sae_id: str, index: int) -> tuple[SAEFeature | None, str | None]:
-        """One feature row and its person's label, in one query."""
-        with self.db.session() as s:
-            row = s.execute(_with_labels(select(SAEFeature, FeatureLabel.label))
-                            .where(SAEFeature.sae_id == sae_id, SAEFeature.index == index)).first()
-            return (row[0], row[1]) if row else (None, None)
-
     def display_labels(self, sae_id: str, indices: list[int]) -> dict[int, str]:
         """{index: the person's label, else the automatic one} for the given features."""
         if not indices:
@@ -280,6 +273,15 @@ class SAERepository:
             q = (_with_labels(select(SAEFeature.index, SAEFeature.auto_label, FeatureLabel.label))
                  .where(SAEFeature.sae_id == sae_id, SAEFeature.index.in_(indices)))
             return {int(i): (lab or auto) for i, auto, lab in s.execute(q)}
+
+    def labels_around(self, sae_id: str, index: int, neighbours: list[int]) -> tuple[str | None, dict[int, str]]:
+        """(the person's label of `index`, {neighbour: its display label}) in one query."""
+        with self.db.session() as s:
+            q = (_with_labels(select(SAEFeature.index, SAEFeature.auto_label, FeatureLabel.label))
+                 .where(SAEFeature.sae_id == sae_id, SAEFeature.index.in_([index, *neighbours])))
+            found = {int(i): (auto, lab) for i, auto, lab in s.execute(q)}
+        own = found.get(index, (None, None))[1]
+        return own, {i: (found[i][1] or found[i][0]) for i in neighbours if i in found}
 
     def label(self, sae_id: str, index: int) -> str | None:
         with self.db.session() as s:
