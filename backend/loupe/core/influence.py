@@ -27,12 +27,13 @@ is added to the N-sequence training set (adding z_m with weight 1/N moves theta 
 Compact preconditioned gradients: in the EK-FAC eigenbasis the preconditioner is diagonal, so a
 sequence's gradient becomes its whitened eigen-coordinates
     w_m = (Q_G^T grad_W Q_A) / sqrt(Lambda + lambda)          (d_out x d_in+1, elementwise),
-and the exact score is sum_layers < w_q, w_m >. The cache keeps, for every training sequence, the
-`dim` coordinates (over all layers) with the largest expected energy Lambda / (Lambda + lambda) in
-float16; a query is one gradient, one rotation and one matrix product against the stored [N, dim]
-matrix, and its top candidates are then re-scored exactly (one backward pass each). (Projecting onto
-eigen-blocks, LoGra-style as in Choe et al. 2024, arXiv:2405.13954, is the Kronecker special case;
-per-coordinate selection keeps more of the score at the same size here.)
+and the exact score is sum_layers < w_q, w_m >. The cache keeps, for every training sequence, these
+coordinates (all of them, or the `dim` with the largest expected energy Lambda / (Lambda + lambda)),
+rounded to 2 bits each (`loupe.core.packed`); a query is one gradient, one rotation and one packed
+inner product with every stored row, and its top candidates are then re-scored exactly (one
+backward pass each). (Projecting onto eigen-blocks, LoGra-style as in Choe et al. 2024,
+arXiv:2405.13954, or onto a PCA basis keeps far less of the score at the same size here:
+bench/RESULTS.md.)
 """
 
 from __future__ import annotations
@@ -198,9 +199,9 @@ def expected_energy(f: LayerFactors) -> Tensor:
 
 def make_projection(factors: dict[str, LayerFactors], dim: int) -> dict[str, Projection]:
     """Keep the `dim` eigen-coordinates, over all layers together, with the largest expected whitened
-    energy r_ij. On the demo model the energy is spread thin (the top 16k of 263k coordinates hold 11%),
-    and per-coordinate selection beats the Kronecker eigen-block of the same size and a CountSketch of
-    all coordinates (bench/RESULTS.md)."""
+    energy r_ij. On the demo model the energy is spread thin (the top 16k of 395k coordinates hold 6%),
+    so the demo cache keeps every coordinate; per-coordinate selection beats the Kronecker eigen-block
+    of the same size and a CountSketch of all coordinates (bench/RESULTS.md)."""
     names = list(factors)
     r = torch.cat([expected_energy(factors[n]).flatten() for n in names])
     keep = torch.zeros(r.numel(), dtype=torch.bool)

@@ -7,9 +7,10 @@ Build (two background steps after demo.eval, each a job with progress):
                         artifacts/influence/factors/: kronfluence/ (kronfluence's own files, read by
                         precise mode), factors.safetensors (Q_A, Q_G, Lambda per layer), manifest.json
                         (per-layer damping = 0.1 x mean Lambda).
-    influence.gradients every training sequence's whitened EK-FAC eigen-coordinates, the `cache_dim`
-                        with the most expected energy (float16 safetensors shards of rows) + manifest.
-Query: one gradient of the measurement, rotated and whitened, times the [N, D] matrix; TF-IDF
+    influence.gradients every training sequence's whitened EK-FAC eigen-coordinates (all of them, or the
+                        `cache_dim` with the most expected energy) at 2 bits each (`loupe.core.packed`;
+                        safetensors shards of bit planes and block scales) + manifest.
+Query: one gradient of the measurement, rotated, whitened and rounded, against every packed row; TF-IDF
 candidate filtering (optional); the cache's top `rescore_candidates` re-scored with exact EK-FAC
 (per-token terms) in fast mode; "precise" mode re-scores the candidates with kronfluence's exact
 EK-FAC pairwise scores (per token).
@@ -29,6 +30,7 @@ import torch
 from torch import Tensor
 
 from loupe.core import influence as I
+from loupe.core import packed as P
 from loupe.errors import Conflict, NotFound, Unprocessable
 from loupe.jobs.pipeline import Step
 from loupe.jobs.runner import JobContext
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
 
 Progress = Callable[[float, float | None, str], None]
 FACTORS_NAME = "ekfac"
+CACHE_FORMAT = f"lloyd-max 2-bit, blocks of {P.BLOCK}"   # a cache of another format is rebuilt
 ANALYSIS_NAME = "loupe"
 
 
@@ -48,7 +51,8 @@ class InfluenceConfig:
     covariance_max_examples: int | None = 4096   # sequences for E[a a^T], E[g g^T] (None: all)
     lambda_max_examples: int | None = 2048       # sequences for the eigenvalue correction
     batch_size: int = 16
-    cache_dim: int = 16_384                      # kept whitened eigen-coordinates per sequence, all layers
+    cache_dim: int | None = None                 # whitened eigen-coordinates kept per sequence, over all
+                                                 # layers (None: every one; at 2 bits, 111 KB a sequence here)
     damping_scale: float = I.DAMPING_SCALE
     shard_rows: int = 4096
     query_rank: int | None = None                # query batching: rank of the query gradient block (None: full)
@@ -70,8 +74,8 @@ class InfluenceConfig:
 
 
 INFLUENCE_PRESETS: dict[str, InfluenceConfig] = {
-    # demo: what was built and measured (bench/RESULTS.md): the 16,384-coordinate gradient cache of 17,124
-    # sequences, 535 MiB, took 378 s on the 2-layer model and 272 s on the 3-layer one (2 idle cores)
+    # demo: what was built and measured (bench/RESULTS.md): every one of the 395,136 coordinates of
+    # 17,124 sequences at 2 bits, 1.9 GB
     "demo": InfluenceConfig("demo", covariance_max_examples=1024, lambda_max_examples=512, batch_size=32),
     "micro": InfluenceConfig("micro", covariance_max_examples=128, lambda_max_examples=64, batch_size=128,
                              cache_dim=256, shard_rows=64, tfidf_candidates=32, precise_candidates=8,
@@ -168,7 +172,7 @@ class InfluencePipeline:
         fit_keys = ("covariance_max_examples", "lambda_max_examples", "batch_size", "damping_scale", "seed")
         self.factors_key = fingerprint("influence-factors-v1", world.keys["model"],
                                        {k: self.cfg.to_dict()[k] for k in fit_keys})
-        self.grads_key = fingerprint("influence-grads-v2", self.factors_key,
+        self.grads_key = fingerprint("influence-grads-v3", self.factors_key,
                                      {k: self.cfg.to_dict()[k] for k in ("cache_dim", "shard_rows")})
 
     def steps(self) -> list[Step]:
@@ -233,46 +237,48 @@ class InfluencePipeline:
         cfg = self.cfg
         t0 = time.monotonic()
         factors = load_factors(self.factors_dir)
-        projs = I.make_projection(factors, cfg.cache_dim)
+        projs = I.make_projection(factors, cfg.cache_dim or sum(f.lam.numel() for f in factors.values()))
         tokens = self._train()
         ids, mask = tokens["input_ids"], tokens["loss_mask"].bool()
         real = real_positions(mask)
         n = ids.shape[0]
         model = load_hf_model(self.world.model_dir)
         names = list(factors)
+        dim = sum(p.dim for p in projs.values())
         shards: list[dict[str, Any]] = []
         with atomic_dir(self.grads_dir) as tmp:
-            buf: list[Tensor] = []
+            buf: list[P.PackedRows] = []
             start = 0
 
             def flush() -> None:
                 nonlocal buf, start
                 if not buf:
                     return
-                rows = torch.cat(buf)
+                rows = P.concat(buf)
                 fname = f"shard_{len(shards):04d}.safetensors"
-                save_tensors(tmp / fname, {"rows": rows.to(torch.float16)})
-                shards.append({"file": fname, "start": start, "rows": int(rows.shape[0])})
-                start += int(rows.shape[0])
+                save_tensors(tmp / fname, P.to_tensors(rows))
+                shards.append({"file": fname, "start": start, "rows": rows.n})
+                start += rows.n
                 buf = []
 
             for s in range(0, n, cfg.batch_size):
                 sl = slice(s, min(n, s + cfg.batch_size))
                 x, m = ids[sl], mask[sl]
                 grads = I.logprob_layer_grads(model, names, x, m, real[sl])
-                buf.append(torch.cat([I.compact_sequence(a, g, projs[nm]) for nm, (a, g) in grads.items()], 1))
-                if sum(b.shape[0] for b in buf) >= cfg.shard_rows:
+                buf.append(P.pack_rows(torch.cat([I.compact_sequence(a, g, projs[nm]) for nm, (a, g) in grads.items()], 1)))
+                if sum(b.n for b in buf) >= cfg.shard_rows:
                     flush()
                 ctx.progress(sl.stop, n, f"sequence {sl.stop:,} of {n:,}")
             flush()
             summary = {
-                "n_train": n, "dim": sum(p.dim for p in projs.values()), "cache_dim": cfg.cache_dim, "dtype": "float16",
+                "n_train": n, "dim": dim, "cache_dim": cfg.cache_dim, "format": CACHE_FORMAT,
+                "bytes_per_sequence": dim // 4 + 4 * -(-dim // P.BLOCK),
                 "projection": I.describe_projection(projs),
                 "captured_energy": {nm: I.captured_energy(factors[nm], p) for nm, p in projs.items()},
                 "seconds": round(time.monotonic() - t0, 1),
             }
             write_manifest(tmp, {"key": self.grads_key, "factors_key": self.factors_key, "shards": shards, **summary})
-        ctx.progress(n, n, f"done: {n:,} sequences x {summary['dim']:,} coordinates")
+        ctx.progress(n, n, f"done: {n:,} sequences x {dim:,} coordinates at 2 bits")
         return summary
 
 
@@ -306,7 +312,7 @@ class InfluenceIndex:
     names: list[str]
     factors: dict[str, I.LayerFactors]
     projs: dict[str, I.Projection]
-    matrix: Tensor              # [N, D] float32, whitened projected training gradients
+    packed: P.PackedRows        # every training sequence's whitened eigen-coordinates at 2 bits
     tokens: dict[str, Tensor]
     n_ctx: int
     lock: threading.Lock
@@ -314,7 +320,7 @@ class InfluenceIndex:
 
     @property
     def n_train(self) -> int:
-        return int(self.matrix.shape[0])
+        return self.packed.n
 
     def tfidf(self):
         """A TF-IDF index over training sequences' token ids (Grosse et al. 2023 sec. 3.2 filter)."""
@@ -327,12 +333,13 @@ class InfluenceIndex:
             self._tfidf = (vec, vec.fit_transform(docs))
         return self._tfidf
 
-    def query_vector(self, grads: dict[str, Tensor], rank: int | None) -> dict[str, Tensor]:
-        return {n: I.compact_query(grads[n], self.projs[n], rank) for n in self.names}
+    def query_vector(self, grads: dict[str, Tensor], rank: int | None) -> Tensor:
+        """The measurement's whitened kept eigen-coordinates, layers concatenated as the cache's rows."""
+        return torch.cat([I.compact_query(grads[n], self.projs[n], rank) for n in self.names])
 
-
-def _layer_vector(q: dict[str, Tensor], names: list[str]) -> Tensor:
-    return torch.cat([q[n] for n in names])
+    def cache_scores(self, grads: dict[str, Tensor], rank: int | None = None, rows: Tensor | None = None) -> Tensor:
+        """The cache's estimate of every (or each of `rows`) training sequence's score, normalised by N."""
+        return P.scores(self.packed, P.pack_query(self.query_vector(grads, rank)), rows) / self.n_train
 
 
 class InfluenceService:
@@ -351,7 +358,7 @@ class InfluenceService:
         is stale: the build's influence.gradients step replaces it)."""
         f, g = self._dirs()
         fm, gm = read_manifest(f), read_manifest(g)
-        return (fm is not None and gm is not None and gm.get("factors_key") == fm.get("key") and "cache_dim" in gm
+        return (fm is not None and gm is not None and gm.get("factors_key") == fm.get("key") and gm.get("format") == CACHE_FORMAT
                 and all((g / s["file"]).is_file() for s in gm.get("shards", [])))
 
     def _not_ready(self) -> Conflict:
@@ -383,14 +390,14 @@ class InfluenceService:
         cfg = InfluenceConfig.from_dict(fm["config"])
         if cfg.name in INFLUENCE_PRESETS:   # query-time settings are the code's, not those of the build
             cfg = replace(cfg, **{k: getattr(INFLUENCE_PRESETS[cfg.name], k) for k in QUERY_TIME_FIELDS})
-        projs = I.make_projection(factors, int(gm["cache_dim"]))
-        rows = [load_tensors(gdir / s["file"])["rows"].float() for s in gm["shards"]]
+        projs = I.make_projection(factors, int(gm["dim"]))
+        packed = P.concat([P.from_tensors(load_tensors(gdir / s["file"]), int(gm["dim"])) for s in gm["shards"]])
         tokens = load_tensors(self.ws.artifact("tokens", "train.safetensors"))
         model = load_hf_model(model_dir)
         tok = AutoTokenizer.from_pretrained(str(model_dir))
         self.cfg = cfg
         return InfluenceIndex(model=model, tokenizer=tok, names=list(factors), factors=factors, projs=projs,
-                              matrix=torch.cat(rows), tokens=tokens, n_ctx=int(model.config.max_position_embeddings),
+                              packed=packed, tokens=tokens, n_ctx=int(model.config.max_position_embeddings),
                               lock=threading.Lock())
 
     # measurement gradients
@@ -484,16 +491,14 @@ class InfluenceService:
                 k = min(n, cfg.tfidf_candidates)
                 cand = torch.topk(sims, k).indices.sort().values
                 tfidf_info = {"applied": True, "candidates": int(k), "of": n}
-            q = ix.query_vector(grads, query_rank)
-            qv = _layer_vector(q, ix.names)
-            rows = ix.matrix if cand is None else ix.matrix[cand]
-            fast = rows @ qv / n
-            top_k = max(1, min(top_k, rows.shape[0]))
+            fast = ix.cache_scores(grads, query_rank, cand)
+            n_rows = fast.shape[0]
+            top_k = max(1, min(top_k, n_rows))
             if mode == "fast":
-                order = torch.topk(fast, min(rows.shape[0], max(top_k, cfg.rescore_candidates))).indices
+                order = torch.topk(fast, min(n_rows, max(top_k, cfg.rescore_candidates))).indices
                 pool = order if cand is None else cand[order]
                 results = self._fast_results(ix, pool, fast[order], I.precondition(grads, ix.factors, query_rank), top_k)
-                candidates, rescored = int(rows.shape[0]), int(pool.numel())
+                candidates, rescored = n_rows, int(pool.numel())
             else:
                 pool = cand if cand is not None else torch.topk(fast, min(n, max(cfg.precise_candidates, top_k))).indices
                 results = self._precise_results(ix, ids, mask, pool, kf_measure, top_k, query_rank)
@@ -692,9 +697,9 @@ def evaluate_influence(svc: InfluenceService, progress: Progress | None = None, 
     step += 1
     sp, ov, batching, per_query = [], [], {r: [] for r in ranks}, []
     for j, ((prompt, completion), (ids, mask)) in enumerate(zip(queries, encoded)):
-        cache = ix.matrix @ _layer_vector(ix.query_vector(qgrads[j], None), ix.names) / n
+        cache = ix.cache_scores(qgrads[j])
         for r in ranks:
-            low = ix.matrix @ _layer_vector(ix.query_vector(qgrads[j], r), ix.names) / n
+            low = ix.cache_scores(qgrads[j], r)
             batching[r].append(I.pearson(low, cache))
         served = [x["train_id"] for x in svc.query(prompt, completion, top_k=10)["results"]]
         true_top = torch.topk(exact[j], 10).indices.tolist()
