@@ -4,8 +4,7 @@
             needed layer, written to sharded safetensors) against a plain TransformerLens
             `run_with_cache(names_filter=hook)` loop over the same sequences, kept in memory
   latency   feature-dashboard requests under 16 concurrent clients against the same server's
-            trivial JSON endpoint (/api/health): p50 / p99 in ms, with a new connection per request
-            and with one kept-alive connection per client (as a browser does)
+            trivial JSON endpoint (/api/health): p50 / p99 in ms
 
 usage: python bench/saes.py --workspace DIR [--sae demo-mlp0] [--sequences 400] [--requests 30]
 """
@@ -13,14 +12,12 @@ usage: python bench/saes.py --workspace DIR [--sae demo-mlp0] [--sequences 400] 
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import random
 import shutil
 import socket
 import statistics
 import tempfile
-import threading
 import time
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -72,26 +69,9 @@ def _get(url: str) -> float:
     return (time.perf_counter() - t0) * 1000
 
 
-_conns = threading.local()
-
-
-def _get_kept_alive(url: str) -> float:
-    """GET over this thread's persistent HTTP/1.1 connection (opened on first use)."""
-    host, path = url.removeprefix("http://").split("/", 1)
-    t0 = time.perf_counter()
-    conn = getattr(_conns, "c", None)
-    if conn is None:
-        conn = _conns.c = http.client.HTTPConnection(host, timeout=60)
-    conn.request("GET", "/" + path)
-    r = conn.getresponse()
-    r.read()
-    assert r.status == 200
-    return (time.perf_counter() - t0) * 1000
-
-
-def _load(urls: list[str], clients: int, get=_get) -> dict:
+def _load(urls: list[str], clients: int) -> dict:
     with ThreadPoolExecutor(clients) as ex:
-        ms = sorted(ex.map(get, urls))
+        ms = sorted(ex.map(_get, urls))
     return {"requests": len(ms), "p50_ms": round(statistics.median(ms), 1),
             "p99_ms": round(ms[min(len(ms) - 1, int(0.99 * len(ms)))], 1), "max_ms": round(ms[-1], 1)}
 
@@ -127,11 +107,10 @@ def bench_latency(ws: Path, sae_id: str, clients: int, per_client: int) -> dict:
         _get(f"{base}/api/saes/{sae_id}/features/0")             # warm: loads the tokenizer once
         rng = random.Random(0)
         n = clients * per_client
-        pages = [f"{base}/api/saes/{sae_id}/features/{rng.randrange(d_sae)}" for _ in range(n)]
-        out = {"clients": clients}
-        for mode, get in (("new_connection", _get), ("keep_alive", _get_kept_alive)):
-            out[mode] = {"health": _load([f"{base}/api/health"] * n, clients, get), "feature_page": _load(pages, clients, get)}
-        return out
+        return {"clients": clients,
+                "health": _load([f"{base}/api/health"] * n, clients),
+                "feature_page": _load([f"{base}/api/saes/{sae_id}/features/{rng.randrange(d_sae)}" for _ in range(n)],
+                                      clients)}
     finally:
         proc.terminate()
         proc.wait(30)
