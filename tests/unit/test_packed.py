@@ -64,3 +64,15 @@ def test_ranking_of_weak_correlations_survives_two_bits():
     kept = torch.randperm(dim)[: dim // 5]
     assert I.spearman(packed, exact) > 0.9
     assert I.spearman(packed, exact) > I.spearman(w[:, kept] @ q[kept], exact) + 0.2
+
+
+def test_scores_from_several_threads_at_once():
+    from concurrent.futures import ThreadPoolExecutor
+
+    torch.manual_seed(3)
+    p = P.pack_rows(torch.randn(300, 4 * P.BLOCK))
+    qs = [P.pack_query(torch.randn(4 * P.BLOCK)) for _ in range(8)]
+    want = [P.scores(p, q) for q in qs]
+    with ThreadPoolExecutor(4) as ex:
+        got = list(ex.map(lambda q: P.scores(p, q), qs))
+    assert all(torch.equal(a, b) for a, b in zip(got, want))

@@ -24,6 +24,7 @@ a numpy popcount over temporaries was ten times slower than this loop.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
 import numba
@@ -39,6 +40,9 @@ THRESHOLD = 0.9816                # Lloyd-Max 2-bit quantiser of N(0, 1): decisi
 LEVEL_A, LEVEL_B = 0.9816, 0.5288  # levels A +- B = 1.5104, 0.4528
 QUERY_LEVELS = 7                  # query integers in [-7, 7]: four bit planes of q + 7
 LLOYD_MSE = 0.1175                # the quantiser's distortion for N(0, 1) (Max 1960, table I)
+# numba's default (workqueue) threading layer aborts the process when two threads launch parallel
+# kernels at once; API queries and an evaluation can run side by side
+_KERNEL_LOCK = threading.Lock()
 
 
 @dataclass
@@ -165,8 +169,9 @@ def scores(p: PackedRows, q: PackedQuery, rows: Tensor | np.ndarray | None = Non
         raise ValueError(f"query has {q.dim} coordinates, rows have {p.dim}")
     idx = np.arange(p.n, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
     out = np.empty(idx.shape[0], np.float32)
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
-    _scores(p.h, p.l, p.scale, idx, q.planes, q.a, q.b, q.c, out)
+    with _KERNEL_LOCK:
+        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+        _scores(p.h, p.l, p.scale, idx, q.planes, q.a, q.b, q.c, out)
     return torch.from_numpy(out)
 
 
