@@ -3,8 +3,9 @@ stored as database rows (one per feature: the summary a list or a search needs) 
 file (histograms, example windows with per-token activations, interval shares).
 
     dashboards/<sae_id>/features.safetensors   arrays below, manifest.json (key, config, timings)
-    dashboards/<sae_id>/pages.bin               each feature's examples, interval samples and histogram
-                                                as JSON, rendered once (zlib; offsets in page_offsets)
+    dashboards/<sae_id>/pages.bin               each feature's page but its labels (numbers, summary,
+                                                examples, interval samples, histogram) as JSON, rendered
+                                                once (zlib; offsets in page_offsets, neighbours beside)
     sae_features table                          density, max/mean activation, capacity, auto label,
                                                 top domain, summary JSON (tokens, domains, logits,
                                                 neighbours, neurons)
@@ -302,6 +303,7 @@ def build_dashboards(
         "ex_pos": ex_pos.int(),
         "ex_tokens": win_tokens.int(),
         "ex_acts": win_acts.half(),
+        "neighbours": nb_idx.int(),          # the summary's neighbours, for a page request's label query
     }
     if neuron_stats:
         arrays["neuron_polysemanticity"] = neuron_stats["polysemanticity"].float()
@@ -335,11 +337,7 @@ def write_dashboards(ws, sae_id: str, output: Path, arrays: dict[str, Tensor], r
         t0 = time.monotonic()
         offsets = write_pages(tmp / PAGES_FILE, arrays, rows, cfg, vocab,
                               {"sae_id": sae_id, "hook_name": manifest["hook_name"], "d_sae": len(rows)})
-        neighbours = torch.full((len(rows), cfg.n_neighbours), -1, dtype=torch.int32)
-        for f, row in enumerate(rows):
-            nb = [int(i) for i, _ in row["summary"]["neighbours"]]
-            neighbours[f, : len(nb)] = torch.tensor(nb, dtype=torch.int32)
-        save_tensors(tmp / "features.safetensors", {**arrays, "page_offsets": offsets, "neighbours": neighbours})
+        save_tensors(tmp / "features.safetensors", {**arrays, "page_offsets": offsets})
         write_manifest(tmp, {**manifest, "pages": True, "pages_seconds": round(time.monotonic() - t0, 1)})
 
 

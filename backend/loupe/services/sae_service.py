@@ -133,9 +133,7 @@ class SAEService:
 
     @staticmethod
     def _row(f: SAEFeature, label: str | None) -> dict[str, Any]:
-        return {"index": f.index, "density": f.density, "max_activation": f.max_activation,
-                "mean_activation": f.mean_activation, "capacity": f.capacity, "auto_label": f.auto_label,
-                "label": label, "top_domain": f.top_domain, "top_domain_share": f.top_domain_share}
+        return {**{k: getattr(f, k) for k in ROW_FIELDS}, "label": label}
 
     def dashboard_json(self, sae_id: str, index: int) -> bytes:
         """One feature's dashboard as JSON bytes: the page the dashboard build rendered (everything but
