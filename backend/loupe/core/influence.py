@@ -197,15 +197,15 @@ def expected_energy(f: LayerFactors) -> Tensor:
     return f.lam / (f.lam + f.damping)
 
 
-def make_projection(factors: dict[str, LayerFactors], dim: int) -> dict[str, Projection]:
-    """Keep the `dim` eigen-coordinates, over all layers together, with the largest expected whitened
+def make_projection(factors: dict[str, LayerFactors], dim: int | None) -> dict[str, Projection]:
+    """Keep the `dim` (None: all) eigen-coordinates, over all layers together, with the largest expected whitened
     energy r_ij. On the demo model the energy is spread thin (the top 16k of 395k coordinates hold 6%),
     so the demo cache keeps every coordinate; per-coordinate selection beats the Kronecker eigen-block
     of the same size and a CountSketch of all coordinates (bench/RESULTS.md)."""
     names = list(factors)
     r = torch.cat([expected_energy(factors[n]).flatten() for n in names])
     keep = torch.zeros(r.numel(), dtype=torch.bool)
-    keep[torch.topk(r, min(dim, r.numel())).indices] = True
+    keep[torch.topk(r, min(dim or r.numel(), r.numel())).indices] = True
     out, off = {}, 0
     for n in names:
         f = factors[n]

@@ -35,7 +35,6 @@ from numba.extending import intrinsic
 from torch import Tensor
 
 BLOCK = 128                       # coordinates per scale (2 words of 64 bits per plane)
-WORDS = BLOCK // 64
 THRESHOLD = 0.9816                # Lloyd-Max 2-bit quantiser of N(0, 1): decision level
 LEVEL_A, LEVEL_B = 0.9816, 0.5288  # levels A +- B = 1.5104, 0.4528
 QUERY_LEVELS = 7                  # query integers in [-7, 7]: four bit planes of q + 7

@@ -238,7 +238,7 @@ class InfluencePipeline:
         cfg = self.cfg
         t0 = time.monotonic()
         factors = load_factors(self.factors_dir)
-        projs = I.make_projection(factors, cfg.cache_dim or sum(f.lam.numel() for f in factors.values()))
+        projs = I.make_projection(factors, cfg.cache_dim)
         tokens = self._train()
         ids, mask = tokens["input_ids"], tokens["loss_mask"].bool()
         real = real_positions(mask)
@@ -273,7 +273,7 @@ class InfluencePipeline:
             flush()
             summary = {
                 "n_train": n, "dim": dim, "cache_dim": cfg.cache_dim, "format": CACHE_FORMAT,
-                "bytes_per_sequence": dim // 4 + 4 * -(-dim // P.BLOCK),
+                "bytes_per_sequence": -(-dim // P.BLOCK) * (P.BLOCK // 4 + 4),   # 2 bits a coordinate, a float32 scale a block
                 "projection": I.describe_projection(projs),
                 "captured_energy": {nm: I.captured_energy(factors[nm], p) for nm, p in projs.items()},
                 "seconds": round(time.monotonic() - t0, 1),
