@@ -113,10 +113,11 @@ def test_trained_saes_load_from_disk_and_reconstruct(sp):
 @pytest.mark.parametrize("arch", ["standard", "topk", "matryoshka"])
 def test_a_few_steps_train_save_and_load_the_same_sae(sp, tmp_path, arch):
     base = next((p for p in sp.presets if p.architecture == arch), sp.presets[-1])
-    cfg = replace(base, architecture=arch, train_tokens=1024, batch_size=256, lr_warm_up_fraction=0.0)
+    cfg = replace(base, architecture=arch, train_tokens=1024, batch_size=256, lr_warm_up_fraction=0.0,
+                  temporal_coefficient=base.temporal_coefficient if arch == "matryoshka" else 0.0)
     cache = ActivationCache(sp.cache_dir(cfg.hook_name))
-    acts = cache.load("train", max_tokens=cfg.train_tokens, fields=["acts"])["acts"]
-    trained, stats = fit_sae(cfg, acts)
+    t = cache.load("train", max_tokens=cfg.train_tokens, fields=["acts", "seq", "pos"])
+    trained, stats = fit_sae(cfg, t["acts"], seq=t["seq"], pos=t["pos"])
     assert stats["steps"] == 4 and stats["tokens"] == 1024
     m = train_sae(cfg, cache, tmp_path / "sae", key="k")                         # same seed: same weights
     assert m["key"] == "k" and (tmp_path / "sae" / "cfg.json").exists()
@@ -129,6 +130,9 @@ def test_a_few_steps_train_save_and_load_the_same_sae(sp, tmp_path, arch):
             assert ((loaded.encode(x) != 0).sum(-1) <= cfg.k).all()
     if arch == "matryoshka":
         assert m["training"]["matryoshka_widths"] == cfg.matryoshka_widths(m["d_sae"])
+        assert cfg.temporal_coefficient > 0                                    # the micro preset covers the temporal loss
+        with pytest.raises(ValueError, match="sequence and position"):
+            fit_sae(cfg, t["acts"])
 
 
 def test_eval_reports_every_metric_in_range_and_is_stored(sp, micro_workspace):
