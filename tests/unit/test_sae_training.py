@@ -1,4 +1,4 @@
-"""The temporal (slowness) loss of the residual SAE: its token pairs and its value."""
+"""The temporal (slowness) loss of the residual SAE (its token pairs and its value) and the automatic label."""
 
 import pytest
 import torch
@@ -61,3 +61,14 @@ def test_the_temporal_loss_needs_the_matryoshka_architecture():
         SAETrainConfig("t", "h", "topk", temporal_coefficient=1.0)
     with pytest.raises(ValueError, match="temporal_gap"):
         SAETrainConfig("t", "h", "matryoshka", temporal_gap=0)
+
+
+def test_auto_label_names_a_domain_that_dominates_or_is_strongly_enriched():
+    from loupe.services.sae_features import auto_label
+
+    toks = [{"token": "the"}, {"token": "."}, {"token": "ה"}]
+    assert auto_label(toks, {"name": "hebrew", "share": 0.42, "lift": 24.2}) == "hebrew: the . ה"
+    assert auto_label(toks, {"name": "prose", "share": 0.6, "lift": 2.5}).startswith("prose: ")
+    assert auto_label(toks, {"name": "prose", "share": 0.42, "lift": 3.0}) == "the . ה"
+    assert auto_label(toks, {"name": "url", "share": 0.2, "lift": 30.0}) == "the . ה"
+    assert auto_label([], None) == "(no enriched tokens)"

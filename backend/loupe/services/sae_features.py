@@ -317,13 +317,16 @@ def build_dashboards(
 
 def auto_label(tokens: list[dict[str, Any]], top_domain: dict[str, Any] | None) -> str:
     """A label from the most enriched tokens, prefixed by a domain that holds most of the
-    feature's activation mass and is over-represented (no language model involved)."""
+    feature's activation mass and is over-represented, or a large share of it and is strongly
+    over-represented (a context feature: weak activations elsewhere dilute its share; no language
+    model involved)."""
     words = []
     for t in tokens[:3]:
         s = t["token"].replace("\n", "\\n")
         words.append(repr(s) if s.strip() != s or not s else s)
     label = " ".join(words) if words else "(no enriched tokens)"
-    if top_domain and top_domain["share"] >= 0.5 and top_domain["lift"] >= 2:
+    if top_domain and ((top_domain["share"] >= 0.5 and top_domain["lift"] >= 2)
+                       or (top_domain["share"] >= 0.3 and top_domain["lift"] >= 10)):
         return f"{top_domain['name']}: {label}"
     return label
 

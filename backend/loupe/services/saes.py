@@ -539,7 +539,7 @@ class SAEPipeline:
         self.eval_key = fingerprint("saes-eval-v1", sorted(self.sae_keys.items()))
         self.eval_dir = self.ws.artifact("evals", "saes")
         self.dashboard_cfg = DASHBOARD_PRESETS.get(world.cfg.name, DashboardConfig())
-        self.dash_keys = {p.name: fingerprint("dashboards-v3", self.sae_keys[p.name], self.dashboard_cfg.to_dict())
+        self.dash_keys = {p.name: fingerprint("dashboards-v4", self.sae_keys[p.name], self.dashboard_cfg.to_dict())
                           for p in self.presets}
 
     def cache_dir(self, hook_name: str) -> Path:
@@ -801,7 +801,7 @@ def external_sae_steps(ws, models, sae_id: str) -> list[Step]:
     existing = read_manifest(cache_dir)
     if existing and existing.get("splits", {}).get("train", {}).get("n_tokens", 0) > 0:
         cache_key = existing["key"]        # a cache of this hook already exists (e.g. the demo SAEs'): reuse it
-    dash_key = fingerprint("dashboards-v3", sae_id, cache_key, cfg.to_dict())
+    dash_key = fingerprint("dashboards-v4", sae_id, cache_key, cfg.to_dict())
 
     def build_tokens(ctx: JobContext) -> dict[str, Any]:
         if not (world.corpus_dir / "manifest.json").exists():
