@@ -167,7 +167,7 @@ class SAETrainConfig:
 # arXiv 2511.01836, which sae-lens ships only as an inference class). Domains >= 0.95 of 8:
 #   no temporal loss (previous preset)   3, 4, 2 (seeds/prefix 32, 64, 64 seed 1); best features
 #                                        fire on 42-56% of other domains' tokens
-#   temporal 1.0, gap 1                  5 and 5 (two seeds; dna base64 arithmetic hebrew url);
+#   temporal 1.0, gap 1 (the preset)     5, 5, 5 (two seeds, then the build; dna base64 arithmetic hebrew url);
 #                                        FVU 0.106, CE rec. 0.990, dead 1-2%; the best features
 #                                        fire on 7-13% of other tokens
 #   temporal 0.1 / 3 / 10                3 / 4 / 1;   gap 8 / 32: 4 / 4;   prefix 64: 4
