@@ -29,6 +29,12 @@ def test_pairs_are_later_tokens_of_the_same_sequence_within_the_gap(gap):
     assert gaps == set(range(1, gap + 1))                    # every gap is drawn
 
 
+def test_pairs_of_one_token_sequences_are_refused_not_drawn_forever():
+    seq, pos = _sequences([1, 1, 1])
+    with pytest.raises(ValueError, match="two tokens"):
+        next(_pair_batches(torch.zeros(3, 2), seq, pos, batch_size=4, seed=0))
+
+
 def _temporal_sae(coefficient):
     cfg = SAETrainConfig("t", "blocks.0.hook_resid_pre", "matryoshka", expansion=4, k=4,
                          matryoshka_fractions=(1 / 4,), temporal_coefficient=coefficient)

@@ -282,7 +282,7 @@ def _matryoshka_topk_class():
                 out.loss = out.loss + loss
                 prev = width
             if self.temporal_coefficient > 0:
-                # batches are [x_t; x_t+1] halves: the first prefix's codes should change slowly
+                # batches are [x_t; x_t+g] halves: the first prefix's codes should change slowly
                 a, b = acts[:, : self.matryoshka_widths[0]].chunk(2)
                 loss = self.temporal_coefficient * (a - b).pow(2).sum(-1).mean()
                 out.losses["temporal_loss"] = loss
@@ -304,6 +304,8 @@ def _batches(acts: Tensor, batch_size: int, seed: int) -> Iterator[Tensor]:
 
 def _pair_batches(acts: Tensor, seq: Tensor, pos: Tensor, batch_size: int, seed: int, gap: int = 1) -> Iterator[Tensor]:
     """Endless batches [x_t; x_t+g] of batch_size // 2 token pairs of one sequence each, g uniform in 1..gap."""
+    if not bool((seq[1:] == seq[:-1]).any()):          # else the draw below would never fill a batch
+        raise ValueError("the temporal loss needs sequences of at least two tokens")
     g = torch.Generator().manual_seed(seed)
     n = seq.numel()
     half = batch_size // 2
@@ -399,8 +401,9 @@ def train_sae(
     sparsity.safetensors and a manifest. Returns the manifest."""
     if cache.hook_name != cfg.hook_name:
         raise ValueError(f"cache holds {cache.hook_name}, preset {cfg.name} wants {cfg.hook_name}")
-    t = cache.load("train", max_tokens=cfg.train_tokens, fields=["acts", "seq", "pos"])
-    sae, stats = fit_sae(cfg, t["acts"], progress, metadata, device, seq=t["seq"], pos=t["pos"])
+    temporal = cfg.temporal_coefficient > 0           # only the temporal loss pairs tokens by sequence
+    t = cache.load("train", max_tokens=cfg.train_tokens, fields=["acts", "seq", "pos"] if temporal else ["acts"])
+    sae, stats = fit_sae(cfg, t["acts"], progress, metadata, device, seq=t.get("seq"), pos=t.get("pos"))
     sparsity = stats.pop("log_feature_sparsity")
     manifest = {"key": key, "name": cfg.name, "hook_name": cfg.hook_name, "architecture": cfg.architecture,
                 "d_in": int(sae.cfg.d_in), "d_sae": int(sae.cfg.d_sae), "config": cfg.to_dict(), "training": stats,
