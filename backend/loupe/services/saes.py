@@ -188,7 +188,8 @@ class SAETrainConfig:
 # json reaches .95-.97 only in the seeds where it gets a latent of its own; http never does (its
 # requests carry URL paths and base64 tokens, and the url and base64 latents take them). Where json
 # has a latent, it also fires on 19% of prose tokens, and not because JSON came earlier in the
-# sequence (4% of those prose tokens follow a JSON snippet). (The model is GPT-NeoX with parallel
+# sequence (4% of those prose tokens follow a JSON snippet). The demo model trained twice as long
+# (2,400 steps) gives 4, 4, 4 with this preset. (The model is GPT-NeoX with parallel
 # attention and MLP, so blocks.2.ln2.hook_in equals blocks.2.hook_resid_pre: no resid_mid hook.)
 SAE_PRESETS: dict[str, tuple[SAETrainConfig, ...]] = {
     "demo": (
