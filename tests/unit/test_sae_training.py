@@ -67,6 +67,8 @@ def test_the_temporal_loss_needs_the_matryoshka_architecture():
         SAETrainConfig("t", "h", "topk", temporal_coefficient=1.0)
     with pytest.raises(ValueError, match="temporal_gap"):
         SAETrainConfig("t", "h", "matryoshka", temporal_gap=0)
+    with pytest.raises(ValueError, match="inner Matryoshka level"):
+        SAETrainConfig("t", "h", "matryoshka", matryoshka_fractions=(), temporal_coefficient=1.0)
 
 
 def test_auto_label_names_a_domain_that_dominates_or_is_strongly_enriched():

@@ -88,6 +88,9 @@ class SAETrainConfig:
             raise ValueError(f"architecture must be one of {ARCHITECTURES}, not {self.architecture!r}")
         if self.temporal_coefficient > 0 and self.architecture != "matryoshka":
             raise ValueError("temporal_coefficient needs the matryoshka architecture (it acts on the first prefix)")
+        if self.temporal_coefficient > 0 and not any(0 < f < 1 for f in self.matryoshka_fractions):
+            # with no inner level the "first prefix" would be the whole dictionary: every latent slowed
+            raise ValueError("the temporal loss needs an inner Matryoshka level (a fraction in (0, 1))")
         if self.temporal_gap < 1:
             raise ValueError(f"temporal_gap must be >= 1, not {self.temporal_gap}")
 
