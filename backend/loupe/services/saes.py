@@ -53,6 +53,7 @@ TARGETS: dict[str, tuple[str, float]] = {
     "planted_domains_detected": (">=", 6),
 }
 DETECTOR_AUROC = 0.95   # a planted domain counts as detected when its best feature reaches this
+DASHBOARDS_VERSION = "dashboards-v4"   # in every dashboard key (demo and registered SAEs): bump to re-render
 
 
 @dataclass(frozen=True)
@@ -562,7 +563,7 @@ class SAEPipeline:
         self.eval_key = fingerprint("saes-eval-v1", sorted(self.sae_keys.items()))
         self.eval_dir = self.ws.artifact("evals", "saes")
         self.dashboard_cfg = DASHBOARD_PRESETS.get(world.cfg.name, DashboardConfig())
-        self.dash_keys = {p.name: fingerprint("dashboards-v4", self.sae_keys[p.name], self.dashboard_cfg.to_dict())
+        self.dash_keys = {p.name: fingerprint(DASHBOARDS_VERSION, self.sae_keys[p.name], self.dashboard_cfg.to_dict())
                           for p in self.presets}
 
     def cache_dir(self, hook_name: str) -> Path:
@@ -824,7 +825,7 @@ def external_sae_steps(ws, models, sae_id: str) -> list[Step]:
     existing = read_manifest(cache_dir)
     if existing and existing.get("splits", {}).get("train", {}).get("n_tokens", 0) > 0:
         cache_key = existing["key"]        # a cache of this hook already exists (e.g. the demo SAEs'): reuse it
-    dash_key = fingerprint("dashboards-v4", sae_id, cache_key, cfg.to_dict())
+    dash_key = fingerprint(DASHBOARDS_VERSION, sae_id, cache_key, cfg.to_dict())
 
     def build_tokens(ctx: JobContext) -> dict[str, Any]:
         if not (world.corpus_dir / "manifest.json").exists():
