@@ -43,7 +43,7 @@ def baseline(sae, cache, n_tokens: int, batch: int, cfg) -> tuple[float, torch.T
                 with torch.no_grad():
                     parts.append(sae.encode(x[s : s + cfg.batch_size])[:, cols].clone())
             n += x.shape[0]
-        acts = torch.cat(parts)                                   # [n_tokens, batch] dense
+        acts = torch.cat(parts)  # [n_tokens, batch] dense
         seq = torch.cat(seqs)
         top_v, top_i = acts.topk(min(cfg.top_k, acts.shape[0]), dim=0)
         tops_v.append(top_v.T)
@@ -66,13 +66,13 @@ def baseline(sae, cache, n_tokens: int, batch: int, cfg) -> tuple[float, torch.T
             pick = (start[:, None] + k[None, :]).clamp(max=max(rows.numel() - 1, 0))
             if rows.numel():
                 examples[j] = torch.where(ok, rows[order][pick], -1).ravel()
-        ex = torch.cat([top_i.T, examples], dim=1)                 # [batch, E] example rows
-        win = ex[..., None] + offsets                              # the window's rows in the cache
+        ex = torch.cat([top_i.T, examples], dim=1)  # [batch, E] example rows
+        win = ex[..., None] + offsets  # the window's rows in the cache
         inside = (ex[..., None] >= 0) & (win >= 0) & (win < acts.shape[0])
         win_c = win.clamp(0, acts.shape[0] - 1)
         inside &= seq[win_c] == seq[ex.clamp(min=0)][..., None]
         feat = torch.arange(acts.shape[1])[:, None, None].expand_as(win_c)
-        torch.where(inside, acts[win_c, feat], 0.0)                # per-token activations in each window
+        torch.where(inside, acts[win_c, feat], 0.0)  # per-token activations in each window
     return time.perf_counter() - t0, torch.cat(tops_v), torch.cat(tops_i)
 
 
@@ -119,22 +119,37 @@ def main() -> None:
     # (the first position of every sequence is the same BOS token, so exact ties are common)
     meta = cache.load("train", max_tokens=n, fields=["seq", "pos"])
     ours_v = arrays["ex_values"][:, : cfg.top_k]
-    full = base_v[:, -1] > 0                                    # features that fired >= k times
+    full = base_v[:, -1] > 0  # features that fired >= k times
     same_values = torch.allclose(ours_v[full], base_v[full], atol=1e-5)
     mismatched = 0
     for f in torch.nonzero(full).flatten().tolist():
         v = base_v[f]
-        distinct = torch.cat([v[:-1] != v[1:], torch.tensor([True])]) & torch.cat([torch.tensor([True]), v[1:] != v[:-1]])
-        distinct &= v > v[-1]          # a value tied with the k-th may lose its place to an equal one outside
+        distinct = torch.cat([v[:-1] != v[1:], torch.tensor([True])]) & torch.cat(
+            [torch.tensor([True]), v[1:] != v[:-1]]
+        )
+        distinct &= v > v[-1]  # a value tied with the k-th may lose its place to an equal one outside
         want = {(int(meta["seq"][r]), int(meta["pos"][r])) for r, d in zip(base_i[f].tolist(), distinct.tolist()) if d}
-        got = {(int(a), int(b)) for a, b in zip(arrays["ex_seq"][f, : cfg.top_k].tolist(), arrays["ex_pos"][f, : cfg.top_k].tolist())}
+        got = {
+            (int(a), int(b))
+            for a, b in zip(arrays["ex_seq"][f, : cfg.top_k].tolist(), arrays["ex_pos"][f, : cfg.top_k].tolist())
+        }
         mismatched += not want <= got
-    out = {"sae": args.sae, "hook": hook, "d_sae": int(sae.cfg.d_sae), "tokens": n, "feature_batch": args.batch,
-           "passes_baseline": -(-int(sae.cfg.d_sae) // args.batch), "one_pass_s": round(one, 2),
-           "baseline_s": round(base, 2), "speedup": round(base / one, 2), "nonzero_codes": info["nonzero"],
-           "features_compared": int(full.sum()), "top_k_values_identical": bool(same_values),
-           "features_with_different_top_k_tokens": mismatched,
-           "torch_threads": torch.get_num_threads()}
+    out = {
+        "sae": args.sae,
+        "hook": hook,
+        "d_sae": int(sae.cfg.d_sae),
+        "tokens": n,
+        "feature_batch": args.batch,
+        "passes_baseline": -(-int(sae.cfg.d_sae) // args.batch),
+        "one_pass_s": round(one, 2),
+        "baseline_s": round(base, 2),
+        "speedup": round(base / one, 2),
+        "nonzero_codes": info["nonzero"],
+        "features_compared": int(full.sum()),
+        "top_k_values_identical": bool(same_values),
+        "features_with_different_top_k_tokens": mismatched,
+        "torch_threads": torch.get_num_threads(),
+    }
     print(json.dumps(out, indent=1))
 
 

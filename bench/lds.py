@@ -68,7 +68,7 @@ from loupe.demo.world import WorldConfig
 
 VOCAB = 4096
 DATA_SEED, INIT_SEED, ORDER_SEED_A, ORDER_SEED_B, SUBSET_SEED, FISHER_SEED = 0, 0, 1, 2, 3, 4
-INIT_SEED_B = 5   # only with --ceiling-vary init
+INIT_SEED_B = 5  # only with --ceiling-vary init
 DEFAULTS = dict(n_train=1000, queries=30, subsets=50, ceiling=25, steps=240, batch=16, layers=2, ctx=64)
 TINY = dict(n_train=200, queries=8, subsets=16, ceiling=8, steps=60, batch=16, layers=2, ctx=64)
 
@@ -82,20 +82,36 @@ def load_data(tokens: Path, n_train: int, n_queries: int, ctx: int) -> dict[str,
     with safe_open(str(tokens), "pt") as f:
         ids, mask = f.get_tensor("input_ids"), f.get_tensor("loss_mask").bool()
     perm = torch.randperm(ids.shape[0], generator=torch.Generator().manual_seed(DATA_SEED))
-    tr, qu = perm[:n_train], perm[n_train:n_train + n_queries]
-    return {"train_rows": tr, "query_rows": qu,
-            "train_ids": ids[tr, :ctx].contiguous(), "train_mask": mask[tr, :ctx].contiguous(),
-            "query_ids": ids[qu, :ctx].contiguous(), "query_mask": mask[qu, :ctx].contiguous()}
+    tr, qu = perm[:n_train], perm[n_train : n_train + n_queries]
+    return {
+        "train_rows": tr,
+        "query_rows": qu,
+        "train_ids": ids[tr, :ctx].contiguous(),
+        "train_mask": mask[tr, :ctx].contiguous(),
+        "query_ids": ids[qu, :ctx].contiguous(),
+        "query_mask": mask[qu, :ctx].contiguous(),
+    }
 
 
 class Trainer:
     """Every model starts from the same initial state and uses the same hyperparameters."""
 
     def __init__(self, layers: int, ctx: int, steps: int, batch: int, lr: float = 3e-3):
-        self.wcfg = WorldConfig(name="lds", vocab_size=VOCAB, n_layers=layers, d_model=64, n_heads=4, d_mlp=256,
-                                n_ctx=ctx, batch_size=batch, train_steps=steps, lr=lr,
-                                warmup_steps=max(1, steps // 10), weight_decay=0.0)
-        self.hf_cfg = neox_config(self.wcfg, VOCAB, 0)   # eos/pad id unused (no padding, no generation)
+        self.wcfg = WorldConfig(
+            name="lds",
+            vocab_size=VOCAB,
+            n_layers=layers,
+            d_model=64,
+            n_heads=4,
+            d_mlp=256,
+            n_ctx=ctx,
+            batch_size=batch,
+            train_steps=steps,
+            lr=lr,
+            warmup_steps=max(1, steps // 10),
+            weight_decay=0.0,
+        )
+        self.hf_cfg = neox_config(self.wcfg, VOCAB, 0)  # eos/pad id unused (no padding, no generation)
         self.init = {INIT_SEED: self._init_state(INIT_SEED)}
 
     def _init_state(self, seed: int) -> dict[str, torch.Tensor]:
@@ -104,8 +120,9 @@ class Trainer:
         torch.manual_seed(seed)
         return {k: v.clone() for k, v in GPTNeoXForCausalLM(self.hf_cfg).state_dict().items()}
 
-    def train(self, ids: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor, order_seed: int,
-              init_seed: int = INIT_SEED):
+    def train(
+        self, ids: torch.Tensor, mask: torch.Tensor, rows: torch.Tensor, order_seed: int, init_seed: int = INIT_SEED
+    ):
         from transformers import GPTNeoXForCausalLM
 
         if init_seed not in self.init:
@@ -133,7 +150,7 @@ class Trainer:
             opt.step()
             losses.append(loss.item())
         model.eval()
-        tail = losses[-max(1, len(losses) // 10):]
+        tail = losses[-max(1, len(losses) // 10) :]
         return model, sum(tail) / len(tail)
 
 
@@ -154,9 +171,10 @@ def fit_ekfac(model, ids: torch.Tensor, mask: torch.Tensor, out: Path, batch: in
     task = I.make_task(names)
     m = prepare_model(m, task)
     ds = I.SequenceDataset(ids, mask)
-    fargs = FactorArguments(strategy="ekfac", use_empirical_fisher=False,
-                            covariance_max_examples=n, lambda_max_examples=n)
-    torch.manual_seed(FISHER_SEED)   # the sampled labels of the true Fisher
+    fargs = FactorArguments(
+        strategy="ekfac", use_empirical_fisher=False, covariance_max_examples=n, lambda_max_examples=n
+    )
+    torch.manual_seed(FISHER_SEED)  # the sampled labels of the true Fisher
     an = Analyzer("lds", m, task, cpu=True, disable_tqdm=True, output_dir=str(out / "kronfluence"))
     an.fit_covariance_matrices("ekfac", ds, per_device_batch_size=batch, factor_args=fargs, overwrite_output_dir=True)
     an.perform_eigendecomposition("ekfac", factor_args=fargs, overwrite_output_dir=True)
@@ -166,8 +184,12 @@ def fit_ekfac(model, ids: torch.Tensor, mask: torch.Tensor, out: Path, batch: in
 
 def identity_factors(factors: dict[str, I.LayerFactors]) -> dict[str, I.LayerFactors]:
     """Q_A = I, Q_G = I, Lambda = 0, lambda = 1: inverse_apply is the identity, exact_scores a plain dot product."""
-    return {n: I.LayerFactors(q_a=torch.eye(f.q_a.shape[0]), q_g=torch.eye(f.q_g.shape[0]),
-                              lam=torch.zeros_like(f.lam), damping=1.0) for n, f in factors.items()}
+    return {
+        n: I.LayerFactors(
+            q_a=torch.eye(f.q_a.shape[0]), q_g=torch.eye(f.q_g.shape[0]), lam=torch.zeros_like(f.lam), damping=1.0
+        )
+        for n, f in factors.items()
+    }
 
 
 def seq_grads(model, names, ids: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -195,7 +217,7 @@ def influence_scores(model, data, factors: dict[str, I.LayerFactors], batch: int
 
 def lds(tau: torch.Tensor, members: torch.Tensor, f: torch.Tensor) -> list[float]:
     """tau [Q, N], members [M, N] bool, f [M, Q] -> LDS per query."""
-    pred = tau @ members.double().T          # [Q, M]
+    pred = tau @ members.double().T  # [Q, M]
     return [I.spearman(pred[q], f[:, q]) for q in range(tau.shape[0])]
 
 
@@ -210,18 +232,26 @@ def main() -> None:
     ap.add_argument("--queries", type=int)
     ap.add_argument("--subsets", type=int, help="M, the number of retrained 50%% subsets")
     ap.add_argument("--ceiling", type=int, help="K, subsets retrained with seed B for the noise ceiling")
-    ap.add_argument("--ceiling-vary", choices=("order", "init"), default="order",
-                    help="seed B changes the batch order only (default) or also the initialisation")
+    ap.add_argument(
+        "--ceiling-vary",
+        choices=("order", "init"),
+        default="order",
+        help="seed B changes the batch order only (default) or also the initialisation",
+    )
     ap.add_argument("--steps", type=int)
     ap.add_argument("--batch", type=int)
     ap.add_argument("--layers", type=int)
     ap.add_argument("--ctx", type=int)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--workspace", type=Path, default=Path("workspace"),
-                    help="a built demo workspace; its artifacts/tokens/train.safetensors is read")
+    ap.add_argument(
+        "--workspace",
+        type=Path,
+        default=Path("workspace"),
+        help="a built demo workspace; its artifacts/tokens/train.safetensors is read",
+    )
     ap.add_argument("--out", type=Path, default=Path("/tmp/lds_bench"))
     a = ap.parse_args()
-    warnings.filterwarnings("ignore", category=FutureWarning)   # kronfluence's torch.cuda.amp.GradScaler notice
+    warnings.filterwarnings("ignore", category=FutureWarning)  # kronfluence's torch.cuda.amp.GradScaler notice
     base = TINY if a.tiny else DEFAULTS
     cfg = {k: (getattr(a, k) if getattr(a, k) is not None else v) for k, v in base.items()}
     cfg["ceiling"] = min(cfg["ceiling"], cfg["subsets"])
@@ -238,19 +268,28 @@ def main() -> None:
     n = cfg["n_train"]
     trainer = Trainer(cfg["layers"], cfg["ctx"], cfg["steps"], cfg["batch"])
     setting = {
-        **cfg, "tiny": a.tiny, "threads": a.threads, "ceiling_vary": a.ceiling_vary,
+        **cfg,
+        "tiny": a.tiny,
+        "threads": a.threads,
+        "ceiling_vary": a.ceiling_vary,
         "data": f"{tokens} rows (data seed {DATA_SEED}), first {cfg['ctx']} tokens; queries: other rows of the same file",
         "model": f"GPT-NeoX, {cfg['layers']} layers, d_model 64, d_mlp 256, 4 heads, vocab {VOCAB}, ctx {cfg['ctx']}, "
-                 f"{sum(v.numel() for v in trainer.init[INIT_SEED].values() if v.is_floating_point()):,} params (incl. buffers)",
+        f"{sum(v.numel() for v in trainer.init[INIT_SEED].values() if v.is_floating_point()):,} params (incl. buffers)",
         "optimizer": f"AdamW lr 3e-3 betas (0.9, 0.98) wd 0, warmup {trainer.wcfg.warmup_steps} steps then cosine to 10%, "
-                     f"clip 1.0, batch {cfg['batch']}, {cfg['steps']} steps for every model",
+        f"clip 1.0, batch {cfg['batch']}, {cfg['steps']} steps for every model",
         "influence": "EK-FAC (kronfluence, true Fisher) on MLP nn.Linear layers, damping 0.1 x mean(Lambda) per layer; "
-                     "identity = plain per-layer gradient dot product over the same layers",
+        "identity = plain per-layer gradient dot product over the same layers",
         "measurement": "f(q) = summed log p of the query's loss_mask tokens",
         "subset_fraction": 0.5,
-        "seeds": {"data": DATA_SEED, "init": INIT_SEED, "order_A": ORDER_SEED_A, "order_B": ORDER_SEED_B,
-                  "subsets": SUBSET_SEED, "fisher_labels": FISHER_SEED,
-                  **({"init_B": INIT_SEED_B} if a.ceiling_vary == "init" else {})},
+        "seeds": {
+            "data": DATA_SEED,
+            "init": INIT_SEED,
+            "order_A": ORDER_SEED_A,
+            "order_B": ORDER_SEED_B,
+            "subsets": SUBSET_SEED,
+            "fisher_labels": FISHER_SEED,
+            **({"init_B": INIT_SEED_B} if a.ceiling_vary == "init" else {}),
+        },
         "machine": f"{platform.machine()}, {a.threads} torch threads, torch {torch.__version__}",
     }
     log(f"setting: {json.dumps(cfg)}")
@@ -262,13 +301,17 @@ def main() -> None:
     full, full_loss = trainer.train(data["train_ids"], data["train_mask"], all_rows, ORDER_SEED_A)
     timings["train_full_s"] = round(time.monotonic() - t0, 2)
     f_full = measure(full, data["query_ids"], data["query_mask"])
-    log(f"full model trained in {timings['train_full_s']} s, final train loss {full_loss:.3f}, "
-        f"mean f(query) {float(f_full.mean()):.2f}")
+    log(
+        f"full model trained in {timings['train_full_s']} s, final train loss {full_loss:.3f}, "
+        f"mean f(query) {float(f_full.mean()):.2f}"
+    )
     t0 = time.monotonic()
     factors = fit_ekfac(full, data["train_ids"], data["train_mask"], a.out, batch=32)
     timings["ekfac_factors_s"] = round(time.monotonic() - t0, 2)
-    log(f"EK-FAC factors for {list(factors)} in {timings['ekfac_factors_s']} s; "
-        f"damping {({k: round(f.damping, 6) for k, f in factors.items()})}")
+    log(
+        f"EK-FAC factors for {list(factors)} in {timings['ekfac_factors_s']} s; "
+        f"damping { ({k: round(f.damping, 6) for k, f in factors.items()}) }"
+    )
     t0 = time.monotonic()
     tau = influence_scores(full, data, factors, batch=32)
     timings["scores_s"] = round(time.monotonic() - t0, 2)
@@ -291,15 +334,18 @@ def main() -> None:
             runs.append(("B", ORDER_SEED_B, INIT_SEED_B if a.ceiling_vary == "init" else INIT_SEED))
         for tag, order_seed, init_seed in runs:
             t0 = time.monotonic()
-            model, _ = trainer.train(data["train_ids"], data["train_mask"], members[j].nonzero().squeeze(1),
-                                     order_seed, init_seed)
+            model, _ = trainer.train(
+                data["train_ids"], data["train_mask"], members[j].nonzero().squeeze(1), order_seed, init_seed
+            )
             train_times.append(time.monotonic() - t0)
             (f_a if tag == "A" else f_b)[j] = measure(model, data["query_ids"], data["query_mask"])
             done += 1
         if (j + 1) % 5 == 0 or j + 1 == cfg["subsets"]:
             rate = (time.monotonic() - t_retrain) / (done - 1)
-            log(f"models {done}/{n_models} (subset {j + 1}/{cfg['subsets']}), {train_times[-1]:.1f} s last, "
-                f"{rate:.1f} s/model avg, ~{rate * (n_models - done):.0f} s left, load {' '.join(loadavg())}")
+            log(
+                f"models {done}/{n_models} (subset {j + 1}/{cfg['subsets']}), {train_times[-1]:.1f} s last, "
+                f"{rate:.1f} s/model avg, ~{rate * (n_models - done):.0f} s left, load {' '.join(loadavg())}"
+            )
     timings["retrain_s"] = round(time.monotonic() - t_retrain, 1)
 
     # 3. the scores
@@ -311,9 +357,12 @@ def main() -> None:
     lds_id_avg = lds(tau["identity"], members[:k], f_avg) if k >= 3 else []
     m_ek, m_id = mean(lds_ek), mean(lds_id)
     m_ceil = mean(ceil) if ceil else None
-    timings.update(total_s=round(time.monotonic() - t_start, 1),
-                   train_per_model_s_mean=round(mean(train_times), 2),
-                   train_per_model_s_min=round(min(train_times), 2), train_per_model_s_max=round(max(train_times), 2))
+    timings.update(
+        total_s=round(time.monotonic() - t_start, 1),
+        train_per_model_s_mean=round(mean(train_times), 2),
+        train_per_model_s_min=round(min(train_times), 2),
+        train_per_model_s_max=round(max(train_times), 2),
+    )
     summary = {
         "setting": setting,
         "lds_ekfac": round(m_ek, 4),
@@ -324,20 +373,32 @@ def main() -> None:
         "lds_on_seed_average_of_ceiling_subsets": {
             "ekfac": round(mean(lds_ek_avg), 4) if lds_ek_avg else None,
             "identity": round(mean(lds_id_avg), 4) if lds_id_avg else None,
-            "note": f"LDS over the first {k} subsets against the mean of the seed-A and seed-B f_j"},
+            "note": f"LDS over the first {k} subsets against the mean of the seed-A and seed-B f_j",
+        },
         "targets": {"ekfac_lds >= 0.2": m_ek >= 0.2, "ekfac_lds >= 2x identity": m_ek >= 2 * m_id},
-        "per_query": [{"row": int(data["query_rows"][q]), "lds_ekfac": round(lds_ek[q], 4),
-                       "lds_identity": round(lds_id[q], 4), "ceiling": round(ceil[q], 4) if ceil else None,
-                       "f_full": round(float(f_full[q]), 3), "f_subsets_mean": round(float(f_a[:, q].mean()), 3),
-                       "f_subsets_std": round(float(f_a[:, q].std()), 4)} for q in range(cfg["queries"])],
+        "per_query": [
+            {
+                "row": int(data["query_rows"][q]),
+                "lds_ekfac": round(lds_ek[q], 4),
+                "lds_identity": round(lds_id[q], 4),
+                "ceiling": round(ceil[q], 4) if ceil else None,
+                "f_full": round(float(f_full[q]), 3),
+                "f_subsets_mean": round(float(f_a[:, q].mean()), 3),
+                "f_subsets_std": round(float(f_a[:, q].std()), 4),
+            }
+            for q in range(cfg["queries"])
+        ],
         "full_model_train_loss": round(full_loss, 4),
         "timings": timings,
-        "loadavg_before": load_before, "loadavg_after": loadavg(),
+        "loadavg_before": load_before,
+        "loadavg_after": loadavg(),
     }
     (a.out / "summary.json").write_text(json.dumps(summary, indent=1))
     print(json.dumps(summary, indent=1), flush=True)
-    log(f"LDS EK-FAC {m_ek:.3f} | identity {m_id:.3f} | noise ceiling (seed-seed Spearman) "
-        f"{m_ceil if m_ceil is None else round(m_ceil, 3)} | written {a.out / 'summary.json'}")
+    log(
+        f"LDS EK-FAC {m_ek:.3f} | identity {m_id:.3f} | noise ceiling (seed-seed Spearman) "
+        f"{m_ceil if m_ceil is None else round(m_ceil, 3)} | written {a.out / 'summary.json'}"
+    )
 
 
 if __name__ == "__main__":

@@ -29,8 +29,9 @@ def step_times(ws: Path) -> list[tuple[str, float, str]]:
 
     eng = sqlalchemy.create_engine(f"sqlite:///{ws / 'loupe.db'}")
     with eng.connect() as c:
-        rows = c.execute(sqlalchemy.text(
-            "select name, started_at, finished_at, status from jobs where kind='build' order by id")).all()
+        rows = c.execute(
+            sqlalchemy.text("select name, started_at, finished_at, status from jobs where kind='build' order by id")
+        ).all()
     eng.dispose()
     out = []
     from datetime import datetime
@@ -71,8 +72,13 @@ def bench_startup(env: dict, port: int = 8765) -> dict:
         ui = _wait(f"http://127.0.0.1:{port}/", t0 + 120) - t0
         g0 = time.monotonic()
         req = urllib.request.Request(
-            f"http://127.0.0.1:{port}/api/generate", method="POST", headers={"content-type": "application/json"},
-            data=json.dumps({"prompt": "User: How do I bake bread at home?\nAssistant:", "max_new_tokens": 24}).encode())
+            f"http://127.0.0.1:{port}/api/generate",
+            method="POST",
+            headers={"content-type": "application/json"},
+            data=json.dumps(
+                {"prompt": "User: How do I bake bread at home?\nAssistant:", "max_new_tokens": 24}
+            ).encode(),
+        )
         urllib.request.urlopen(req, timeout=60).read()
         first_gen = time.monotonic() - g0
     finally:
@@ -104,19 +110,30 @@ def bench_generate(ws: Path, n_prompts: int = 20, new_tokens: int = 24) -> dict:
     with torch.no_grad():
         for x in ids:
             t = torch.tensor([x])
-            g = hf.generate(input_ids=t, attention_mask=torch.ones_like(t), max_new_tokens=new_tokens,
-                            do_sample=False, eos_token_id=eos, pad_token_id=eos)
-            out = g[0, len(x):].tolist()
-            theirs.append(out[: out.index(eos)] if eos in out else out)   # both stop at EOS, which neither returns
+            g = hf.generate(
+                input_ids=t,
+                attention_mask=torch.ones_like(t),
+                max_new_tokens=new_tokens,
+                do_sample=False,
+                eos_token_id=eos,
+                pad_token_id=eos,
+            )
+            out = g[0, len(x) :].tolist()
+            theirs.append(out[: out.index(eos)] if eos in out else out)  # both stop at EOS, which neither returns
     t_hf = time.monotonic() - t0
     same = sum(a == b for a, b in zip(ours, theirs))
     n_ours, n_hf = sum(map(len, ours)), sum(map(len, theirs))
-    return {"prompts": n_prompts, "max_new_tokens": new_tokens, "tokens_generated": n_ours,
-            "bridge_recompute_s": round(t_ours, 2), "hf_kv_cache_s": round(t_hf, 2),
-            "ratio_per_token": round((t_ours / max(n_ours, 1)) / (t_hf / max(n_hf, 1)), 2),
-            "identical_outputs": f"{same}/{n_prompts}",
-            "bridge_ms_per_token": round(1000 * t_ours / max(n_ours, 1), 1),
-            "hf_ms_per_token": round(1000 * t_hf / max(n_hf, 1), 1)}
+    return {
+        "prompts": n_prompts,
+        "max_new_tokens": new_tokens,
+        "tokens_generated": n_ours,
+        "bridge_recompute_s": round(t_ours, 2),
+        "hf_kv_cache_s": round(t_hf, 2),
+        "ratio_per_token": round((t_ours / max(n_ours, 1)) / (t_hf / max(n_hf, 1)), 2),
+        "identical_outputs": f"{same}/{n_prompts}",
+        "bridge_ms_per_token": round(1000 * t_ours / max(n_ours, 1), 1),
+        "hf_ms_per_token": round(1000 * t_hf / max(n_hf, 1), 1),
+    }
 
 
 def main() -> None:
@@ -126,7 +143,9 @@ def main() -> None:
     args = ap.parse_args()
     ws = args.workspace.resolve()
     env = {**os.environ, "LOUPE_WORKSPACE": str(ws), "HF_HUB_OFFLINE": "1"}
-    res: dict = {"machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"}
+    res: dict = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    }
     if not args.skip_build:
         if ws.exists():
             import shutil

@@ -50,9 +50,16 @@ def bench_caching(ws: Path, hook: str, n_seq: int) -> dict:
             _, cache = model.run_with_cache(sub["input_ids"][s : s + 32], names_filter=[hook])
             kept.append(cache[hook].clone())
     plain = time.perf_counter() - t0
-    return {"hook": hook, "sequences": n_seq, "positions": n_tokens, "loupe_s": round(ours, 2),
-            "run_with_cache_s": round(plain, 2), "loupe_tokens_per_s": round(n_tokens / ours),
-            "run_with_cache_tokens_per_s": round(n_tokens / plain), "ratio": round(plain / ours, 2)}
+    return {
+        "hook": hook,
+        "sequences": n_seq,
+        "positions": n_tokens,
+        "loupe_s": round(ours, 2),
+        "run_with_cache_s": round(plain, 2),
+        "loupe_tokens_per_s": round(n_tokens / ours),
+        "run_with_cache_tokens_per_s": round(n_tokens / plain),
+        "ratio": round(plain / ours, 2),
+    }
 
 
 def _free_port() -> int:
@@ -72,8 +79,12 @@ def _get(url: str) -> float:
 def _load(urls: list[str], clients: int) -> dict:
     with ThreadPoolExecutor(clients) as ex:
         ms = sorted(ex.map(_get, urls))
-    return {"requests": len(ms), "p50_ms": round(statistics.median(ms), 1),
-            "p99_ms": round(ms[min(len(ms) - 1, int(0.99 * len(ms)))], 1), "max_ms": round(ms[-1], 1)}
+    return {
+        "requests": len(ms),
+        "p50_ms": round(statistics.median(ms), 1),
+        "p99_ms": round(ms[min(len(ms) - 1, int(0.99 * len(ms)))], 1),
+        "max_ms": round(ms[-1], 1),
+    }
 
 
 _SERVER = """
@@ -104,13 +115,16 @@ def bench_latency(ws: Path, sae_id: str, clients: int, per_client: int) -> dict:
                 assert time.monotonic() < deadline, "server did not start"
                 time.sleep(0.2)
         d_sae = json.loads(urllib.request.urlopen(f"{base}/api/saes/{sae_id}").read())["d_sae"]
-        _get(f"{base}/api/saes/{sae_id}/features/0")             # warm: loads the tokenizer once
+        _get(f"{base}/api/saes/{sae_id}/features/0")  # warm: loads the tokenizer once
         rng = random.Random(0)
         n = clients * per_client
-        return {"clients": clients,
-                "health": _load([f"{base}/api/health"] * n, clients),
-                "feature_page": _load([f"{base}/api/saes/{sae_id}/features/{rng.randrange(d_sae)}" for _ in range(n)],
-                                      clients)}
+        return {
+            "clients": clients,
+            "health": _load([f"{base}/api/health"] * n, clients),
+            "feature_page": _load(
+                [f"{base}/api/saes/{sae_id}/features/{rng.randrange(d_sae)}" for _ in range(n)], clients
+            ),
+        }
     finally:
         proc.terminate()
         proc.wait(30)
@@ -125,9 +139,11 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--requests", type=int, default=30, help="per client")
     args = ap.parse_args()
-    res = {"threads": torch.get_num_threads(),
-           "caching": bench_caching(args.workspace, args.hook, args.sequences),
-           "latency": bench_latency(args.workspace, args.sae, args.clients, args.requests)}
+    res = {
+        "threads": torch.get_num_threads(),
+        "caching": bench_caching(args.workspace, args.hook, args.sequences),
+        "latency": bench_latency(args.workspace, args.sae, args.clients, args.requests),
+    }
     print(json.dumps(res, indent=1))
 
 

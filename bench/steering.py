@@ -44,7 +44,9 @@ def main() -> None:
         "ablation": [{"kind": "ablate_direction", "vector_id": vid}],
         "addition": [{"kind": "add_direction", "vector_id": vid, "alpha": 1.0}],
         "ace": [{"kind": "ace", "vector_id": vid, "alpha": 0.5}],
-        "edit": [{"kind": "edit", "hook": "blocks.0.mlp.hook_post", "position": -1, "index": 3, "op": "set", "value": 4.0}],
+        "edit": [
+            {"kind": "edit", "hook": "blocks.0.mlp.hook_post", "position": -1, "index": 3, "op": "set", "value": 4.0}
+        ],
     }
     plans = {k: (build_plan(ws, lm, v, len(ids)) if v else None) for k, v in methods.items()}
     per_token: dict[str, list[float]] = {k: [] for k in methods}
@@ -55,12 +57,20 @@ def main() -> None:
             n = sum(1 for _ in decode_iter(fwd, ids, a.tokens, 0.0, None, stop_ids=(), n_ctx=lm.n_ctx))
             per_token[k].append((time.perf_counter() - t0) / n * 1000)
     med = {k: statistics.median(v) for k, v in per_token.items()}
-    out = {"tokens": a.tokens, "rounds": a.rounds, "ms_per_token": med,
-           "ratio_vs_plain": {k: med[k] / med["plain"] for k in med}}
+    out = {
+        "tokens": a.tokens,
+        "rounds": a.rounds,
+        "ms_per_token": med,
+        "ratio_vs_plain": {k: med[k] / med["plain"] for k in med},
+    }
 
-    edit = {"prompt": PROMPT, "top_k": 10,
-            "interventions": [{"kind": "edit", "hook": "blocks.1.hook_resid_pre", "position": -1, "index": 5,
-                               "op": "set", "value": 3.0}]}
+    edit = {
+        "prompt": PROMPT,
+        "top_k": 10,
+        "interventions": [
+            {"kind": "edit", "hook": "blocks.1.hook_resid_pre", "position": -1, "index": 5, "op": "set", "value": 3.0}
+        ],
+    }
     with TestClient(app) as c:
         c.post("/api/steering/next-token", json=edit)
         lat = []
@@ -71,7 +81,11 @@ def main() -> None:
             lat.append((time.perf_counter() - t0) * 1000)
             assert r.status_code == 200, r.text
     lat.sort()
-    out["live_edit_ms"] = {"n": len(lat), "p50": lat[len(lat) // 2], "p99": lat[min(len(lat) - 1, int(0.99 * len(lat)))]}
+    out["live_edit_ms"] = {
+        "n": len(lat),
+        "p50": lat[len(lat) // 2],
+        "p99": lat[min(len(lat) - 1, int(0.99 * len(lat)))],
+    }
     print(json.dumps(out, indent=1))
 
 

@@ -65,8 +65,10 @@ def postgres_or_skip(url: str = POSTGRES_URL) -> str:
             conn.execute(sqlalchemy.text("select 1"))
         eng.dispose()
     except Exception as exc:  # noqa: BLE001 - any connection failure means the same thing here
-        msg = (f"PostgreSQL is not reachable at {url} ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
-               "start it with `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`")
+        msg = (
+            f"PostgreSQL is not reachable at {url} ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
+            "start it with `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`"
+        )
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(msg)
         pytest.skip(msg)

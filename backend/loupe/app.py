@@ -62,8 +62,9 @@ def run_background_steps(app: FastAPI) -> threading.Thread | None:
     return t
 
 
-def create_app(settings: Settings | None = None, *, workspace: Workspace | None = None,
-               background: bool = True) -> FastAPI:
+def create_app(
+    settings: Settings | None = None, *, workspace: Workspace | None = None, background: bool = True
+) -> FastAPI:
     settings = settings or Settings()
     quiet_libraries()
 
@@ -73,8 +74,12 @@ def create_app(settings: Settings | None = None, *, workspace: Workspace | None 
             app.state.background = run_background_steps(app)
         yield
 
-    app = FastAPI(title="Loupe", version=__version__, lifespan=lifespan,
-                  description="Interpretability workbench API: models, jobs, generation (and later SAEs, steering, influence, Jacobians).")
+    app = FastAPI(
+        title="Loupe",
+        version=__version__,
+        lifespan=lifespan,
+        description="Interpretability workbench API: models, jobs, generation (and later SAEs, steering, influence, Jacobians).",
+    )
     ws = workspace or Workspace.open(settings)
     app.state.workspace = ws
     app.state.models = ModelService(ws)
@@ -95,8 +100,17 @@ def create_app(settings: Settings | None = None, *, workspace: Workspace | None 
     async def _http(_: Request, exc: StarletteHTTPException):
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
 
-    for r in (health.router, models.router, jobs.router, generate.router, evals.router, saes.router, influence_api.router, steering.router,
-              jacobian_api.router):
+    for r in (
+        health.router,
+        models.router,
+        jobs.router,
+        generate.router,
+        evals.router,
+        saes.router,
+        influence_api.router,
+        steering.router,
+        jacobian_api.router,
+    ):
         app.include_router(r, prefix="/api")
 
     dist = settings.resolved_frontend_dist()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -44,8 +43,12 @@ def _run_steps(ws, background: bool | None) -> None:
     world, pipeline = make_pipeline(ws)
     steps = [s for s in pipeline.steps if background is None or s.background == background]
     with Progress(
-        TextColumn("[bold]{task.description:<22}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TextColumn("{task.fields[message]}"), console=console,
+        TextColumn("[bold]{task.description:<22}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[message]}"),
+        console=console,
     ) as bars:
         tasks = {}
 
@@ -78,7 +81,9 @@ def _register_external(ws, settings: Settings) -> None:
 
 
 @app.command()
-def build(all_steps: bool = typer.Option(True, "--all/--foreground", help="Also run the background analyses now.")) -> None:
+def build(
+    all_steps: bool = typer.Option(True, "--all/--foreground", help="Also run the background analyses now."),
+) -> None:
     """Build the default workspace (demo world) with progress bars; resumes where it stopped."""
     settings = Settings()
     ws = _open(settings)
@@ -143,7 +148,9 @@ def print_demo_eval(results: dict) -> None:
     for d, v in results["loss_by_domain"].items():
         t.add_row(d, f"{v:.3f}")
     console.print(t)
-    b = Table(title=f"behaviour (greedy; {results['n_harmful']} harmful, {results['n_harmless']} harmless held-out instructions)")
+    b = Table(
+        title=f"behaviour (greedy; {results['n_harmful']} harmful, {results['n_harmless']} harmless held-out instructions)"
+    )
     for c in ("measure", "value", "target", "met"):
         b.add_column(c)
     for name, tgt in results["targets"].items():
@@ -156,7 +163,9 @@ def eval_steering(
     limit: int = typer.Option(None, help="At most this many held-out instructions per side (default: all)."),
     alphas: str = typer.Option("0,0.25,0.5,0.75,1", help="Comma-separated alphas for addition and ACE."),
     vector: str = typer.Option("demo-refusal", help="Vector id."),
-    max_new_tokens: int = typer.Option(12, help="Greedy tokens per completion (refusal: a prefix in the first 64 chars)."),
+    max_new_tokens: int = typer.Option(
+        12, help="Greedy tokens per completion (refusal: a prefix in the first 64 chars)."
+    ),
 ) -> None:
     """Refusal steering on held-out instructions: ablation, addition and ACE against the issue's targets."""
     from loupe.jobs.runner import run_job
@@ -177,8 +186,9 @@ def eval_steering(
         run_job(ws.jobs, job.id, step.body)
     st = SteeringService(ws, ModelService(ws))
     alist = [float(a) for a in alphas.split(",") if a.strip()]
-    out = st.evaluate(vector, ["none", "ablation", "addition", "ace"], alist, limit=limit, max_new_tokens=max_new_tokens,
-                      wait=True)
+    out = st.evaluate(
+        vector, ["none", "ablation", "addition", "ace"], alist, limit=limit, max_new_tokens=max_new_tokens, wait=True
+    )
     res = st.evaluation(out["eval_id"])
     print_steering_eval(res, ws.vectors.get(vector))
     if not all(t["met"] for t in res["targets"].values()):
@@ -187,16 +197,26 @@ def eval_steering(
 
 def print_steering_eval(res: dict, rec) -> None:
     sel = (rec.scores or {}) if rec is not None else {}
-    console.print(f"vector [bold]{res['vector_id']}[/] at {res['hook']} (position {rec.position if rec else '?'}); "
-                  f"selection: bypass {sel.get('bypass_score', float('nan')):.3f}, induce {sel.get('induce_score', float('nan')):.3f}, "
-                  f"KL {sel.get('kl', float('nan')):.3f}{' (fallback: no candidate passed every filter)' if sel.get('fallback') else ''}")
-    t = Table(title=f"steering sweep (greedy, {res['max_new_tokens']} tokens; {res['n_harmful']} harmful, "
-                    f"{res['n_harmless']} harmless held-out instructions; {res['seconds']:.0f}s)")
+    console.print(
+        f"vector [bold]{res['vector_id']}[/] at {res['hook']} (position {rec.position if rec else '?'}); "
+        f"selection: bypass {sel.get('bypass_score', float('nan')):.3f}, induce {sel.get('induce_score', float('nan')):.3f}, "
+        f"KL {sel.get('kl', float('nan')):.3f}{' (fallback: no candidate passed every filter)' if sel.get('fallback') else ''}"
+    )
+    t = Table(
+        title=f"steering sweep (greedy, {res['max_new_tokens']} tokens; {res['n_harmful']} harmful, "
+        f"{res['n_harmless']} harmless held-out instructions; {res['seconds']:.0f}s)"
+    )
     for c in ("method", "alpha", "refusal harmful", "refusal harmless", "gap", "KL harmless"):
         t.add_column(c, justify="right" if c != "method" else "left")
     for r in res["rows"]:
-        t.add_row(r["method"], f"{r['alpha']:g}", f"{r['refusal_harmful']:.1%}", f"{r['refusal_harmless']:.1%}",
-                  f"{r['gap']:.1%}", f"{r['kl_harmless']:.3f}")
+        t.add_row(
+            r["method"],
+            f"{r['alpha']:g}",
+            f"{r['refusal_harmful']:.1%}",
+            f"{r['refusal_harmless']:.1%}",
+            f"{r['gap']:.1%}",
+            f"{r['kl_harmless']:.3f}",
+        )
     console.print(t)
     b = Table(title="targets")
     for c in ("target", "value", "met"):
@@ -225,7 +245,9 @@ def eval_saes() -> None:
     sp = SAEPipeline(DemoWorld(ws))
     missing = [p.name for p in sp.presets if not (sp.sae_dir(p) / "manifest.json").exists()]
     if missing:
-        console.print(f"[red]SAEs not trained yet ({', '.join(missing)}): run `loupe build` (or `make run` and wait for the jobs)")
+        console.print(
+            f"[red]SAEs not trained yet ({', '.join(missing)}): run `loupe build` (or `make run` and wait for the jobs)"
+        )
         raise typer.Exit(1)
     job = ws.jobs.create("eval", "eval.saes", {})
     run_job(ws.jobs, job.id, sp.evaluate, [lambda d, t, m: console.print(f"  {m}")])
@@ -237,12 +259,19 @@ def eval_saes() -> None:
 
 def print_sae_eval(results: dict) -> None:
     for sid, r in results["saes"].items():
-        t = Table(title=f"{sid}: {r['architecture']} SAE on {r['hook_name']}, d_sae {r['d_sae']}, {r['eval_tokens']:,} held-out tokens")
+        t = Table(
+            title=f"{sid}: {r['architecture']} SAE on {r['hook_name']}, d_sae {r['d_sae']}, {r['eval_tokens']:,} held-out tokens"
+        )
         for c in ("measure", "value", "target", "met"):
             t.add_column(c)
         for name, tgt in r["targets"].items():
             v = tgt["value"]
-            t.add_row(name, f"{v:.3f}" if isinstance(v, float) else str(v), tgt["target"], "[green]yes" if tgt["met"] else "[red]no")
+            t.add_row(
+                name,
+                f"{v:.3f}" if isinstance(v, float) else str(v),
+                tgt["target"],
+                "[green]yes" if tgt["met"] else "[red]no",
+            )
         t.add_row("dense_fraction", f"{r['dense_fraction']:.3f}", "", "")
         console.print(t)
         d = Table(title=f"{sid}: best single feature per domain (chosen on train tokens, AUROC on held-out)")
@@ -288,15 +317,29 @@ def eval_influence(
     for name, tgt in r["targets"].items():
         t.add_row(name, f"{tgt['value']:.3f}", tgt["target"], "[green]yes" if tgt["met"] else "[red]no")
     console.print(t)
-    console.print(f"median query time {r['query_seconds_median']:.3f}s; query batching rank {r['query_rank_chosen']}: "
-                  f"{r['query_batching']}")
+    console.print(
+        f"median query time {r['query_seconds_median']:.3f}s; query batching rank {r['query_rank_chosen']}: "
+        f"{r['query_batching']}"
+    )
     q = Table(title="fast vs exact EK-FAC per query (exact over every training sequence)")
-    for c in ("query", "cache Spearman", "cache Pearson", "served top-10 overlap", "exact poisoned@10", "exact vs kronfluence"):
+    for c in (
+        "query",
+        "cache Spearman",
+        "cache Pearson",
+        "served top-10 overlap",
+        "exact poisoned@10",
+        "exact vs kronfluence",
+    ):
         q.add_column(c)
     for x in r["fast_vs_exact"]:
-        q.add_row((x["prompt"] + x["completion"])[-48:].replace("\n", " "), f"{x['spearman_cache_vs_exact']:.3f}",
-                  f"{x['pearson_cache_vs_exact']:.3f}", f"{x['top10_overlap_served_vs_exact']:.1f}",
-                  f"{x['exact_poisoned_at_10']:.1f}", f"{x['exact_vs_kronfluence_max_rel_diff']:.1e}")
+        q.add_row(
+            (x["prompt"] + x["completion"])[-48:].replace("\n", " "),
+            f"{x['spearman_cache_vs_exact']:.3f}",
+            f"{x['pearson_cache_vs_exact']:.3f}",
+            f"{x['top10_overlap_served_vs_exact']:.1f}",
+            f"{x['exact_poisoned_at_10']:.1f}",
+            f"{x['exact_vs_kronfluence_max_rel_diff']:.1e}",
+        )
     console.print(q)
     if not all(x["met"] for x in r["targets"].values()):
         raise typer.Exit(2)
@@ -304,11 +347,15 @@ def eval_influence(
 
 @eval_app.command("jacobian")
 def eval_jacobian(
-    compute: bool = typer.Option(False, "--compute", help="Compute the paper-setting run now (foreground) if it is missing."),
+    compute: bool = typer.Option(
+        False, "--compute", help="Compute the paper-setting run now (foreground) if it is missing."
+    ),
     seed: int = typer.Option(0, help="Seed of the paper-setting run to compute or check."),
     dtype: str = typer.Option("float64", help="float64 (default) or float32 (about 3x faster)."),
     seeds: str = typer.Option("", help="With --compute: also these seeds (e.g. 1,2), for the bulk-subspace overlap."),
-    controls: bool = typer.Option(False, "--controls", help="With --compute: also the white-noise and shuffled-label runs."),
+    controls: bool = typer.Option(
+        False, "--controls", help="With --compute: also the white-noise and shuffled-label runs."
+    ),
 ) -> None:
     """Training-Jacobian spectra (Belrose & Scherlis 2024): every stored run's sigma_1, regions and
     alignment; the paper-setting run checked against the targets; its seed overlap and controls."""
@@ -329,31 +376,43 @@ def eval_jacobian(
             continue
         console.print(f"computing run {run.run_id}: seed {run.seed}, {run.control}, {run.dtype}")
         job = ws.jobs.create("jacobian", f"jacobian.{run.run_id}", {"run_id": run.run_id, "settings": run.to_dict()})
-        run_job(ws.jobs, job.id, lambda ctx, run=run: svc.compute(run, ctx.progress),
-                [lambda d, t, m: console.print(f"  {m}") if m.endswith("0/625") or "perturbation" in m else None])
+        run_job(
+            ws.jobs,
+            job.id,
+            lambda ctx, run=run: svc.compute(run, ctx.progress),
+            [lambda d, t, m: console.print(f"  {m}") if m.endswith("0/625") or "perturbation" in m else None],
+        )
     runs = [r for r in svc.list() if r["status"] == "done"]
     if not runs:
-        console.print("[yellow]no finished Jacobian runs in this workspace: start one from the Jacobian page, "
-                      "POST /api/jacobian/runs, or `loupe eval jacobian --compute`")
+        console.print(
+            "[yellow]no finished Jacobian runs in this workspace: start one from the Jacobian page, "
+            "POST /api/jacobian/runs, or `loupe eval jacobian --compute`"
+        )
         raise typer.Exit(1)
     t = Table(title="training-Jacobian runs (chaotic sigma >= 1.1, bulk |sigma - 1| < 0.1, stable sigma <= 0.9)")
     for c in ("run", "settings", "P", "sigma_1", "chaotic", "bulk", "stable", "median bulk cos(u,v)"):
         t.add_column(c)
     for r in runs:
         s, m = r["settings"], r["summary"]
-        t.add_row(r["run_id"], f"seed {s['seed']}, width {s['width']}, {s['epochs']} ep, lr {s['lr']}, {s['control']}, {s['dtype']}",
-                  f"{m['n_params']:,}", f"{m['sigma_1']:.2f}",
-                  *[f"{m[k]['count']:,} ({m[k]['fraction']:.0%})" for k in ("chaotic", "bulk", "stable")],
-                  f"{m['median_bulk_alignment']:.3f}" if m["median_bulk_alignment"] is not None else "-")
+        t.add_row(
+            r["run_id"],
+            f"seed {s['seed']}, width {s['width']}, {s['epochs']} ep, lr {s['lr']}, {s['control']}, {s['dtype']}",
+            f"{m['n_params']:,}",
+            f"{m['sigma_1']:.2f}",
+            *[f"{m[k]['count']:,} ({m[k]['fraction']:.0%})" for k in ("chaotic", "bulk", "stable")],
+            f"{m['median_bulk_alignment']:.3f}" if m["median_bulk_alignment"] is not None else "-",
+        )
     console.print(t)
     mine = svc._complete(paper.run_id)
     if mine is None:
         console.print(f"the paper-setting run (seed {seed}, {dtype}) is not computed: `loupe eval jacobian --compute`")
         return
     m = mine["summary"]
-    checks = {"sigma_1 in [15, 30]": (m["sigma_1"], 15 <= m["sigma_1"] <= 30),
-              "bulk fraction in [0.45, 0.75]": (m["bulk_fraction"], 0.45 <= m["bulk_fraction"] <= 0.75),
-              "median bulk alignment > 0.95": (m["median_bulk_alignment"] or 0, (m["median_bulk_alignment"] or 0) > 0.95)}
+    checks = {
+        "sigma_1 in [15, 30]": (m["sigma_1"], 15 <= m["sigma_1"] <= 30),
+        "bulk fraction in [0.45, 0.75]": (m["bulk_fraction"], 0.45 <= m["bulk_fraction"] <= 0.75),
+        "median bulk alignment > 0.95": (m["median_bulk_alignment"] or 0, (m["median_bulk_alignment"] or 0) > 0.95),
+    }
     c = Table(title=f"paper setting, run {paper.run_id} (J in {mine.get('seconds', {}).get('jacobian', '?')} s)")
     for col in ("target", "value", "met"):
         c.add_column(col)
@@ -374,8 +433,13 @@ def eval_jacobian(
         for col in ("data", "sigma_1", "bulk fraction", "chaotic", "stable"):
             k.add_column(col)
         for name, m2 in sib.items():
-            k.add_row(name, f"{m2['sigma_1']:.2f}", f"{m2['bulk_fraction']:.3f}",
-                      f"{m2['chaotic']['fraction']:.3f}", f"{m2['stable']['fraction']:.3f}")
+            k.add_row(
+                name,
+                f"{m2['sigma_1']:.2f}",
+                f"{m2['bulk_fraction']:.3f}",
+                f"{m2['chaotic']['fraction']:.3f}",
+                f"{m2['stable']['fraction']:.3f}",
+            )
         console.print(k)
     if not all(ok for _, ok in checks.values()):
         raise typer.Exit(2)

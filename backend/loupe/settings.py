@@ -14,15 +14,14 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LOUPE_", env_file=".env", extra="ignore")
 
     workspace: Path = Field(Path("workspace"), description="Directory holding the database and artifacts.")
-    database_url: str | None = Field(
-        None, description="SQLAlchemy URL; default: SQLite inside the workspace."
-    )
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite inside the workspace.")
     host: str = "127.0.0.1"
     port: int = 8000
     device: str = "cpu"
     threads: int = Field(0, description="torch intra-op threads; 0 = all cores.")
     world: Literal["demo", "micro"] = Field(
-        "demo", description="Which built-in world `loupe build` makes: the demo world or a seconds-long micro world (tests)."
+        "demo",
+        description="Which built-in world `loupe build` makes: the demo world or a seconds-long micro world (tests).",
     )
     world_overrides: dict[str, Any] = Field(
         default_factory=dict, description='JSON overrides of the world preset, e.g. {"train_steps": 2000}.'

@@ -59,8 +59,14 @@ def test_greedy_generation_matches_hugging_face_generate(client, micro_workspace
     hf = AutoModelForCausalLM.from_pretrained(path).eval()
     ids = torch.tensor([[tok.bos_token_id] + tok(HARMLESS, add_special_tokens=False)["input_ids"]])
     assert body["prompt_tokens"] == ids.shape[1]
-    gen = hf.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=12, do_sample=False,
-                      eos_token_id=tok.eos_token_id, pad_token_id=tok.eos_token_id)[0, ids.shape[1]:].tolist()
+    gen = hf.generate(
+        input_ids=ids,
+        attention_mask=torch.ones_like(ids),
+        max_new_tokens=12,
+        do_sample=False,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.eos_token_id,
+    )[0, ids.shape[1] :].tolist()
     if tok.eos_token_id in gen:
         gen = gen[: gen.index(tok.eos_token_id)]
     assert out["completion"] == tok.decode(gen)
@@ -90,17 +96,26 @@ def test_bad_input_gets_a_4xx_with_a_message(client):
     _error(client.post("/api/generate", json={"prompt": HARMLESS, "max_new_tokens": 100_000}), 422, "max_new_tokens")
     _error(client.post("/api/generate", json={"prompt": HARMLESS, "max_new_tokens": 0}), 422, "max_new_tokens")
     _error(client.post("/api/generate", json={"prompt": HARMLESS, "temperature": -1}), 422, "temperature")
-    _error(client.post("/api/generate", content=b'{"prompt": "hi", "temperature": NaN}',
-                       headers={"content-type": "application/json"}), 422, "temperature")
-    _error(client.post("/api/generate", content=b'{"prompt": "hi", ', headers={"content-type": "application/json"}),
-           422, "JSON")
+    _error(
+        client.post(
+            "/api/generate",
+            content=b'{"prompt": "hi", "temperature": NaN}',
+            headers={"content-type": "application/json"},
+        ),
+        422,
+        "temperature",
+    )
+    _error(
+        client.post("/api/generate", content=b'{"prompt": "hi", ', headers={"content-type": "application/json"}),
+        422,
+        "JSON",
+    )
     _error(client.post("/api/generate", json={"prompt": ""}), 422, "prompt")
     _error(client.post("/api/generate", json={"prompt": HARMLESS, "model_id": "gpt-17"}), 404, "gpt-17")
     _error(client.get("/api/nothing-here"), 404, "/docs")
 
 
 def test_over_context_boundary_is_exact(client, micro_workspace):
-    from loupe.services.models import ModelService
 
     lm = client.app.state.models.get("demo")
     n = len(lm.encode_prompt(HARMLESS))

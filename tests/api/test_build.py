@@ -42,8 +42,12 @@ def test_kill_9_mid_training_resumes(tmp_path):
     ws_dir = tmp_path / "ws"
     overrides = json.dumps({"train_steps": 400, "checkpoint_every": 20})
     env = _env(ws_dir, LOUPE_WORLD_OVERRIDES=overrides)
-    proc = subprocess.Popen([sys.executable, "-m", "loupe.cli", "build", "--foreground"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "loupe.cli", "build", "--foreground"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.monotonic() + 240
     try:
         while time.monotonic() < deadline:
@@ -60,8 +64,13 @@ def test_kill_9_mid_training_resumes(tmp_path):
         proc.wait()
     assert not (ws_dir / "artifacts" / "model" / "manifest.json").exists()
 
-    done = subprocess.run([sys.executable, "-m", "loupe.cli", "build", "--foreground"], env=env,
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        [sys.executable, "-m", "loupe.cli", "build", "--foreground"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     rows = _jobs(ws_dir)
     by_name: dict[str, list] = {}

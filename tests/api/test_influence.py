@@ -65,9 +65,12 @@ def test_fast_mode_rescores_its_candidates_with_exact_ekfac(built, micro_workspa
     t = ix.tokens
     exact = []
     for s in range(0, n, 64):
-        x, m = t["input_ids"][s: s + 64], t["loss_mask"][s: s + 64].bool()
-        tg = I.sequence_gradients(I.per_token_layer_grads(
-            ix.model, ix.names, x, lambda lg: I.sequence_logprob_terms(lg, x, m).sum(1), real_positions(m)))
+        x, m = t["input_ids"][s : s + 64], t["loss_mask"][s : s + 64].bool()
+        tg = I.sequence_gradients(
+            I.per_token_layer_grads(
+                ix.model, ix.names, x, lambda lg, x=x, m=m: I.sequence_logprob_terms(lg, x, m).sum(1), real_positions(m)
+            )
+        )
         exact.append(I.exact_scores(q, tg, ix.factors) / n)
     exact = torch.cat(exact)
     top = torch.topk(exact, 5)
@@ -86,8 +89,9 @@ def test_tfidf_query_batching_and_precise(built, micro_workspace):
     assert r.json()["candidates"] == cfg.tfidf_candidates
 
     full = built.post("/api/influence", json={"prompt": PROMPT, "completion": COMPLETION, "top_k": 100}).json()
-    low = built.post("/api/influence", json={"prompt": PROMPT, "completion": COMPLETION, "top_k": 100,
-                                             "query_rank": 1}).json()
+    low = built.post(
+        "/api/influence", json={"prompt": PROMPT, "completion": COMPLETION, "top_k": 100, "query_rank": 1}
+    ).json()
     assert low["query_rank"] == 1
     # rank 1 of a block whose rank is > 1 changes the scores
     assert [x["score"] for x in low["results"]] != [x["score"] for x in full["results"]]
@@ -111,8 +115,9 @@ def test_tfidf_query_batching_and_precise(built, micro_workspace):
     x, m = t["input_ids"][pool], t["loss_mask"][pool].bool()
     real = m.clone()
     real[:, 0] = True
-    tg = I.sequence_gradients(I.per_token_layer_grads(
-        ix.model, ix.names, x, lambda lg: I.sequence_logprob_terms(lg, x, m).sum(1), real))
+    tg = I.sequence_gradients(
+        I.per_token_layer_grads(ix.model, ix.names, x, lambda lg: I.sequence_logprob_terms(lg, x, m).sum(1), real)
+    )
     mine = I.exact_scores(q, tg, ix.factors) / ix.n_train
     kf = torch.tensor([r["score"] for r in body["results"]], dtype=mine.dtype)
     assert torch.allclose(mine, kf, rtol=1e-3, atol=1e-3 * float(kf.abs().max()))
@@ -130,14 +135,17 @@ def test_feature_query(built, micro_workspace, monkeypatch):
         torch.nn.init.normal_(p, std=0.2)
     monkeypatch.setattr(InfluenceService, "_feature", lambda self, f: (sae, "blocks.0.mlp.hook_post", int(f["index"])))
     svc = built.app.state.influence
-    r = built.post("/api/influence", json={"prompt": PROMPT, "feature": {"sae_id": "x", "index": 3, "token": -1}, "top_k": 3})
+    r = built.post(
+        "/api/influence", json={"prompt": PROMPT, "feature": {"sae_id": "x", "index": 3, "token": -1}, "top_k": 3}
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["measurement"]["kind"] == "feature" and body["measurement"]["hook"] == "blocks.0.mlp.hook_post"
     for x in body["results"]:
         assert sum(t["score"] for t in x["token_scores"]) == pytest.approx(x["score"], rel=1e-5, abs=1e-12)
-    p = built.post("/api/influence", json={"prompt": PROMPT, "feature": {"sae_id": "x", "index": 3}, "top_k": 2,
-                                           "mode": "precise"})
+    p = built.post(
+        "/api/influence", json={"prompt": PROMPT, "feature": {"sae_id": "x", "index": 3}, "top_k": 2, "mode": "precise"}
+    )
     assert p.status_code == 200, p.text
     assert svc is built.app.state.influence
 
@@ -150,22 +158,27 @@ def test_hf_hook_sites_equal_transformer_bridge(micro_workspace):
     hf = load_hf_model(model_dir)
     bridge, _ = load_bridge(str(model_dir))
     ids = torch.randint(0, 400, (2, 20))
-    _, cache = bridge.run_with_cache(ids, names_filter=lambda n: n in ("blocks.0.mlp.hook_post", "blocks.1.hook_resid_pre"))
+    _, cache = bridge.run_with_cache(
+        ids, names_filter=lambda n: n in ("blocks.0.mlp.hook_post", "blocks.1.hook_resid_pre")
+    )
     for hook in ("blocks.0.mlp.hook_post", "blocks.1.hook_resid_pre"):
         with torch.no_grad(), HookCapture(hf, hook) as cap:
             hf(input_ids=ids)
         assert torch.allclose(cap.value, cache[hook], atol=1e-5), hook
 
 
-@pytest.mark.parametrize("payload, status", [
-    ({"prompt": PROMPT, "completion": ""}, 422),
-    ({"prompt": PROMPT}, 422),
-    ({"prompt": PROMPT, "completion": " x" * 200}, 422),
-    ({"prompt": PROMPT, "completion": COMPLETION, "top_k": 0}, 422),
-    ({"prompt": PROMPT, "completion": COMPLETION, "mode": "slow"}, 422),
-    ({"prompt": PROMPT, "feature": {"sae_id": "no-such-sae", "index": 0}}, 404),
-    ({"prompt": "", "feature": {"sae_id": "no-such-sae", "index": 0}}, 422),
-])
+@pytest.mark.parametrize(
+    "payload, status",
+    [
+        ({"prompt": PROMPT, "completion": ""}, 422),
+        ({"prompt": PROMPT}, 422),
+        ({"prompt": PROMPT, "completion": " x" * 200}, 422),
+        ({"prompt": PROMPT, "completion": COMPLETION, "top_k": 0}, 422),
+        ({"prompt": PROMPT, "completion": COMPLETION, "mode": "slow"}, 422),
+        ({"prompt": PROMPT, "feature": {"sae_id": "no-such-sae", "index": 0}}, 404),
+        ({"prompt": "", "feature": {"sae_id": "no-such-sae", "index": 0}}, 422),
+    ],
+)
 def test_bad_input_is_4xx(built, payload, status):
     r = built.post("/api/influence", json=payload)
     assert r.status_code == status, r.text

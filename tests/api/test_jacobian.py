@@ -78,7 +78,7 @@ def test_seed_overlap_and_controls_across_runs(client):
     assert 0 <= r["overlap"] <= 1 + 1e-9
     assert abs(r["baseline"] - max(r["k"], r["k_other"]) / 235) < 1e-12
     assert "control: shuffled_labels" in out["controls"] and c["run_id"]
-    assert len(out["figures"]["spectrum"]["data"]) >= 2   # the control's spectrum is overlaid
+    assert len(out["figures"]["spectrum"]["data"]) >= 2  # the control's spectrum is overlaid
 
 
 def test_bad_settings_are_4xx_with_a_reason(client):
@@ -95,9 +95,15 @@ def test_bad_settings_are_4xx_with_a_reason(client):
 
 
 def test_layer_jacobian_endpoint(client):
-    r = client.post("/api/jacobian/layer", json={"prompt": "User: hello there\nAssistant:", "position": 2,
-                                                   "hook_in": "blocks.0.hook_resid_pre",
-                                                   "hook_out": "blocks.1.hook_resid_post"})
+    r = client.post(
+        "/api/jacobian/layer",
+        json={
+            "prompt": "User: hello there\nAssistant:",
+            "position": 2,
+            "hook_in": "blocks.0.hook_resid_pre",
+            "hook_out": "blocks.1.hook_resid_post",
+        },
+    )
     assert r.status_code == 200, r.text
     out = r.json()
     d = 32  # the micro world's d_model
@@ -114,19 +120,20 @@ def test_layer_jacobian_endpoint(client):
 def test_layer_jacobian_matches_central_finite_differences(micro_app):
     """In float64 on a copy of the micro model: J v against (f(x + h v) - f(x - h v)) / 2h."""
     from loupe.core.layer_jacobian import jacobian
-
     from loupe.services.models import load_bridge
 
     svc = micro_app.state.jacobian
     lm = micro_app.state.models.get()
-    bridge, _ = load_bridge(micro_app.state.workspace.models.get(lm.id).path)   # a private copy, in float64
+    bridge, _ = load_bridge(micro_app.state.workspace.models.get(lm.id).path)  # a private copy, in float64
     bridge = bridge.double()
     ids = torch.tensor([lm.encode_prompt("User: how do I bake bread?\nAssistant:")])
     p = 4
-    for hook_in, hook_out in (("blocks.0.hook_resid_pre", "blocks.1.hook_resid_post"),
-                              ("blocks.0.hook_resid_post", "blocks.1.mlp.hook_post")):
+    for hook_in, hook_out in (
+        ("blocks.0.hook_resid_pre", "blocks.1.hook_resid_post"),
+        ("blocks.0.hook_resid_post", "blocks.1.mlp.hook_post"),
+    ):
         with torch.no_grad():
-            _, cache = bridge.run_with_cache(ids, names_filter=lambda n: n == hook_in)
+            _, cache = bridge.run_with_cache(ids, names_filter=lambda n: n == hook_in)  # noqa: B023
         x0 = cache[hook_in][0, p].double()
         fn = svc._hooked(bridge, ids, p, hook_in, hook_out)
         J = jacobian(fn, x0)

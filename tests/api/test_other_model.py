@@ -10,8 +10,17 @@ def test_a_second_model_directory_registers_and_generates(client, micro_workspac
 
     tok = AutoTokenizer.from_pretrained(micro_workspace.artifact("tokenizer"))
     torch.manual_seed(0)
-    model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=48, n_embd=24, n_layer=3, n_head=2,
-                                       bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id))
+    model = GPT2LMHeadModel(
+        GPT2Config(
+            vocab_size=len(tok),
+            n_positions=48,
+            n_embd=24,
+            n_layer=3,
+            n_head=2,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+        )
+    )
     path = tmp_path / "gpt2-tiny"
     model.save_pretrained(path)
     tok.save_pretrained(path)
@@ -22,19 +31,30 @@ def test_a_second_model_directory_registers_and_generates(client, micro_workspac
     listed = {m["id"]: m for m in client.get("/api/models").json()["models"]}
     assert "blocks.2.hook_resid_post" in listed["gpt2-tiny"]["hook_names"]
 
-    body = client.post("/api/generate", json={"prompt": "User: hi\nAssistant:", "max_new_tokens": 6,
-                                              "model_id": "gpt2-tiny"}).json()
+    body = client.post(
+        "/api/generate", json={"prompt": "User: hi\nAssistant:", "max_new_tokens": 6, "model_id": "gpt2-tiny"}
+    ).json()
     assert body["model_id"] == "gpt2-tiny"
     ids = torch.tensor([[tok.bos_token_id] + tok("User: hi\nAssistant:", add_special_tokens=False)["input_ids"]])
-    expect = model.eval().generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=6,
-                                   do_sample=False, pad_token_id=tok.eos_token_id,
-                                   eos_token_id=tok.eos_token_id)[0, ids.shape[1]:].tolist()
+    expect = (
+        model.eval()
+        .generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=6,
+            do_sample=False,
+            pad_token_id=tok.eos_token_id,
+            eos_token_id=tok.eos_token_id,
+        )[0, ids.shape[1] :]
+        .tolist()
+    )
     if tok.eos_token_id in expect:
         expect = expect[: expect.index(tok.eos_token_id)]
     assert body["default"]["completion"] == tok.decode(expect)
 
-    over = client.post("/api/generate", json={"prompt": "User: " + "word " * 60, "max_new_tokens": 4,
-                                              "model_id": "gpt2-tiny"})
+    over = client.post(
+        "/api/generate", json={"prompt": "User: " + "word " * 60, "max_new_tokens": 4, "model_id": "gpt2-tiny"}
+    )
     assert over.status_code == 422 and "48" in over.json()["detail"]
 
 

@@ -22,7 +22,11 @@ def test_list_has_both_saes_with_metrics_and_ready_dashboards(client):
         s = got[sid]
         assert s["dashboards"]["state"] == "ready"
         m = s["metrics"]
-        assert 0 <= m["fvu"] < 1 and m["l0"] > 0 and {"fvu", "l0", "dead_fraction", "ce_loss_recovered"} <= set(m["targets"])
+        assert (
+            0 <= m["fvu"] < 1
+            and m["l0"] > 0
+            and {"fvu", "l0", "dead_fraction", "ce_loss_recovered"} <= set(m["targets"])
+        )
     assert client.get("/api/saes", params={"model_id": "nope"}).json()["saes"] == []
 
 
@@ -32,7 +36,9 @@ def test_feature_list_sorts_filters_and_pages(client):
     assert page["total"] == d_sae and len(page["features"]) == 20
     dens = [f["density"] for f in page["features"]]
     assert dens == sorted(dens, reverse=True) and dens[0] > 0
-    nxt = client.get("/api/saes/demo-resid1/features", params={"sort": "density", "order": "desc", "offset": 20, "limit": 5}).json()
+    nxt = client.get(
+        "/api/saes/demo-resid1/features", params={"sort": "density", "order": "desc", "offset": 20, "limit": 5}
+    ).json()
     assert nxt["features"][0]["density"] <= dens[-1]
     live = client.get("/api/saes/demo-resid1/features", params={"min_density": 1e-9, "limit": 500}).json()
     assert all(f["density"] > 0 for f in live["features"]) and live["total"] <= d_sae
@@ -69,7 +75,7 @@ def test_dashboard_examples_match_a_direct_forward_pass(client, micro_workspace,
     assert abs(float(codes[ex["pos"]]) - ex["activation"]) < 1e-3
     center = ex["tokens"][ex["center"]]
     assert center["id"] == int(ids[ex["seq"], ex["pos"]])
-    assert abs(center["activation"] - ex["activation"]) < 2e-2 * max(1.0, ex["activation"])        # stored fp16
+    assert abs(center["activation"] - ex["activation"]) < 2e-2 * max(1.0, ex["activation"])  # stored fp16
     # every token of the window carries its own activation of this feature
     start = ex["pos"] - ex["center"]
     for j, t in enumerate(ex["tokens"]):
@@ -107,10 +113,22 @@ def test_labels_persist_and_are_searchable(client, micro_workspace):
     hits = client.get("/api/saes/demo-mlp0/features", params={"q": "BAKING"}).json()
     assert [f["index"] for f in hits["features"]] == [7]
     # rebuilding the dashboard rows keeps people's labels
-    rows = [{"index": f.index, "density": f.density, "max_activation": f.max_activation, "mean_activation": f.mean_activation,
-             "capacity": f.capacity, "auto_label": f.auto_label, "top_domain": f.top_domain,
-             "top_domain_share": f.top_domain_share, "summary": f.summary}
-            for f in (micro_workspace.saes.feature("demo-mlp0", i) for i in range(micro_workspace.saes.get("demo-mlp0").d_sae))]
+    rows = [
+        {
+            "index": f.index,
+            "density": f.density,
+            "max_activation": f.max_activation,
+            "mean_activation": f.mean_activation,
+            "capacity": f.capacity,
+            "auto_label": f.auto_label,
+            "top_domain": f.top_domain,
+            "top_domain_share": f.top_domain_share,
+            "summary": f.summary,
+        }
+        for f in (
+            micro_workspace.saes.feature("demo-mlp0", i) for i in range(micro_workspace.saes.get("demo-mlp0").d_sae)
+        )
+    ]
     micro_workspace.saes.replace_features("demo-mlp0", rows)
     assert client.get("/api/saes/demo-mlp0/features/7").json()["label"] == "bread and baking"
     assert client.put("/api/saes/demo-mlp0/features/7/label", json={"label": ""}).json()["label"] is None
@@ -124,17 +142,20 @@ def test_neurons_polysemanticity(client, micro_workspace):
     assert body["most_polysemantic"][0][1] == max(body["polysemanticity"])
 
 
-@pytest.mark.parametrize("method,url,kwargs,status,needle", [
-    ("get", "/api/saes/nope", {}, 404, "unknown SAE"),
-    ("get", "/api/saes/demo-mlp0/features/100000", {}, 404, "no feature 100000"),
-    ("get", "/api/saes/demo-mlp0/features/-1", {}, 404, "no feature -1"),
-    ("get", "/api/saes/demo-mlp0/features?sort=bogus", {}, 422, "sort must be one of"),
-    ("get", "/api/saes/demo-mlp0/features?limit=0", {}, 422, "limit"),
-    ("put", "/api/saes/demo-mlp0/features/1/label", {"json": {"label": "x" * 201}}, 422, "label"),
-    ("post", "/api/saes/demo-mlp0/activations", {"json": {"text": ""}}, 422, "text"),
-    ("post", "/api/saes/demo-mlp0/activations", {"json": {"text": "a " * 400}}, 422, "context"),
-    ("post", "/api/saes/demo-mlp0/activations", {"json": {"text": "hi", "top_k": 0}}, 422, "top_k"),
-])
+@pytest.mark.parametrize(
+    "method,url,kwargs,status,needle",
+    [
+        ("get", "/api/saes/nope", {}, 404, "unknown SAE"),
+        ("get", "/api/saes/demo-mlp0/features/100000", {}, 404, "no feature 100000"),
+        ("get", "/api/saes/demo-mlp0/features/-1", {}, 404, "no feature -1"),
+        ("get", "/api/saes/demo-mlp0/features?sort=bogus", {}, 422, "sort must be one of"),
+        ("get", "/api/saes/demo-mlp0/features?limit=0", {}, 422, "limit"),
+        ("put", "/api/saes/demo-mlp0/features/1/label", {"json": {"label": "x" * 201}}, 422, "label"),
+        ("post", "/api/saes/demo-mlp0/activations", {"json": {"text": ""}}, 422, "text"),
+        ("post", "/api/saes/demo-mlp0/activations", {"json": {"text": "a " * 400}}, 422, "context"),
+        ("post", "/api/saes/demo-mlp0/activations", {"json": {"text": "hi", "top_k": 0}}, 422, "top_k"),
+    ],
+)
 def test_bad_requests_get_clear_4xx(client, method, url, kwargs, status, needle):
     r = getattr(client, method)(url, **kwargs)
     assert r.status_code == status, r.text
@@ -186,8 +207,14 @@ def test_stored_pages_equal_a_live_render(client, micro_workspace):
     import orjson
     from safetensors import safe_open
 
-    from loupe.services.sae_features import (PAGE_ARRAYS, ROW_FIELDS, DashboardConfig, read_page, render_page,
-                                            vocab_strings)
+    from loupe.services.sae_features import (
+        PAGE_ARRAYS,
+        ROW_FIELDS,
+        DashboardConfig,
+        read_page,
+        render_page,
+        vocab_strings,
+    )
     from loupe.storage.artifacts import read_manifest
 
     rec = micro_workspace.saes.get("demo-mlp0")
@@ -201,8 +228,9 @@ def test_stored_pages_equal_a_live_render(client, micro_workspace):
         with safe_open(str(ddir / "features.safetensors"), "pt") as fh:
             arr = {k: fh.get_slice(k)[index : index + 1][0] for k in PAGE_ARRAYS}
         row = {**{k: getattr(f, k) for k in ROW_FIELDS}, "summary": f.summary}
-        live = orjson.loads(render_page(row, {"sae_id": "demo-mlp0", "hook_name": rec.hook_name, "d_sae": rec.d_sae},
-                                        arr, cfg, vocab))
+        live = orjson.loads(
+            render_page(row, {"sae_id": "demo-mlp0", "hook_name": rec.hook_name, "d_sae": rec.d_sae}, arr, cfg, vocab)
+        )
         page, neighbours = read_page(ddir, index)
         assert orjson.loads(page) == live
         assert neighbours == [int(n[0]) for n in f.summary["neighbours"]]

@@ -36,8 +36,14 @@ def test_steps_are_background_jobs_and_a_second_run_skips_them(sp, micro_workspa
     steps = sp.steps()
     assert all(s.background for s in steps)
     assert [s.name for s in steps] == [
-        "saes.cache.blocks.0.mlp.hook_post", "saes.cache.blocks.1.hook_resid_pre",
-        "saes.train.mlp0", "saes.train.resid1", "saes.eval", "saes.dashboards.mlp0", "saes.dashboards.resid1"]
+        "saes.cache.blocks.0.mlp.hook_post",
+        "saes.cache.blocks.1.hook_resid_pre",
+        "saes.train.mlp0",
+        "saes.train.resid1",
+        "saes.eval",
+        "saes.dashboards.mlp0",
+        "saes.dashboards.resid1",
+    ]
     pipeline = Pipeline(micro_workspace.jobs, steps)
     assert pipeline.pending() == []
     assert all(micro_workspace.jobs.latest_done(s.name) is not None for s in steps)
@@ -55,15 +61,15 @@ def test_cache_holds_every_real_token_once_and_no_padding(sp):
             n_seq = sequences_for(real, cfg.max_tokens(split))
             assert info["n_sequences"] == n_seq
             expected = int(real[:n_seq].sum())
-            assert expected < int(real.numel())                                    # there was padding to skip
+            assert expected < int(real.numel())  # there was padding to skip
             assert cache.n_tokens(split) == expected == sum(s["n_tokens"] for s in info["shards"])
             assert all(s["n_tokens"] <= cfg.shard_tokens for s in info["shards"])
             data = cache.load(split)
             assert data["acts"].shape == (expected, cache.d_in)
             seq, pos = data["seq"].long(), data["pos"].long()
-            assert real[seq, pos].all()                                           # only real positions
+            assert real[seq, pos].all()  # only real positions
             order = seq * real.shape[1] + pos
-            assert (order[1:] > order[:-1]).all()                                 # each once, in order
+            assert (order[1:] > order[:-1]).all()  # each once, in order
             assert (data["domain"] >= 0).all()
             assert torch.equal(data["domain"], toks["domain_ids"][seq, pos])
             assert torch.equal(data["token"].long(), toks["input_ids"][seq, pos])
@@ -82,7 +88,7 @@ def test_stopping_after_the_last_needed_layer_matches_a_full_run_with_cache(sp, 
             early = cache_activations(bridge, x, [hook])
             assert torch.equal(early[hook], full[hook])
         both = cache_activations(bridge, x, sp.hooks)
-    assert later == []                                                            # block 1 never finished
+    assert later == []  # block 1 never finished
     for hook in sp.hooks:
         assert torch.equal(both[hook], full[hook])
         # the cached file holds exactly these activations at the real positions (micro: float32)
@@ -113,24 +119,30 @@ def test_trained_saes_load_from_disk_and_reconstruct(sp):
 @pytest.mark.parametrize("arch", ["standard", "topk", "matryoshka"])
 def test_a_few_steps_train_save_and_load_the_same_sae(sp, tmp_path, arch):
     base = next((p for p in sp.presets if p.architecture == arch), sp.presets[-1])
-    cfg = replace(base, architecture=arch, train_tokens=1024, batch_size=256, lr_warm_up_fraction=0.0,
-                  temporal_coefficient=base.temporal_coefficient if arch == "matryoshka" else 0.0)
+    cfg = replace(
+        base,
+        architecture=arch,
+        train_tokens=1024,
+        batch_size=256,
+        lr_warm_up_fraction=0.0,
+        temporal_coefficient=base.temporal_coefficient if arch == "matryoshka" else 0.0,
+    )
     cache = ActivationCache(sp.cache_dir(cfg.hook_name))
     t = cache.load("train", max_tokens=cfg.train_tokens, fields=["acts", "seq", "pos"])
     trained, stats = fit_sae(cfg, t["acts"], seq=t["seq"], pos=t["pos"])
     assert stats["steps"] == 4 and stats["tokens"] == 1024
-    m = train_sae(cfg, cache, tmp_path / "sae", key="k")                         # same seed: same weights
+    m = train_sae(cfg, cache, tmp_path / "sae", key="k")  # same seed: same weights
     assert m["key"] == "k" and (tmp_path / "sae" / "cfg.json").exists()
     loaded = load_sae(tmp_path / "sae")
     x = cache.load("heldout", max_tokens=128)["acts"].float()
     with torch.no_grad():
         assert torch.allclose(loaded(x), trained(x), atol=1e-5, rtol=1e-4)
-        if arch != "standard":                                                   # matryoshka loads as topk
+        if arch != "standard":  # matryoshka loads as topk
             assert loaded.cfg.architecture() == "topk"
             assert ((loaded.encode(x) != 0).sum(-1) <= cfg.k).all()
     if arch == "matryoshka":
         assert m["training"]["matryoshka_widths"] == cfg.matryoshka_widths(m["d_sae"])
-        assert cfg.temporal_coefficient > 0                                    # the micro preset covers the temporal loss
+        assert cfg.temporal_coefficient > 0  # the micro preset covers the temporal loss
         with pytest.raises(ValueError, match="sequence and position"):
             fit_sae(cfg, t["acts"])
 

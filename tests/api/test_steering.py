@@ -46,10 +46,27 @@ def sae_id(micro_workspace, lm):
     out = micro_workspace.artifact("saes", sid)
     with atomic_dir(out) as tmp:
         sae.save_model(tmp)
-        write_manifest(tmp, {"sae_id": sid, "model_id": "demo", "hook_name": "blocks.0.mlp.hook_post",
-                             "architecture": "topk", "d_in": d_in, "d_sae": 64})
-    micro_workspace.saes.upsert(sid, model_id="demo", hook_name="blocks.0.mlp.hook_post", architecture="topk",
-                                d_in=d_in, d_sae=64, source="disk", path=str(out))
+        write_manifest(
+            tmp,
+            {
+                "sae_id": sid,
+                "model_id": "demo",
+                "hook_name": "blocks.0.mlp.hook_post",
+                "architecture": "topk",
+                "d_in": d_in,
+                "d_sae": 64,
+            },
+        )
+    micro_workspace.saes.upsert(
+        sid,
+        model_id="demo",
+        hook_name="blocks.0.mlp.hook_post",
+        architecture="topk",
+        d_in=d_in,
+        d_sae=64,
+        source="disk",
+        path=str(out),
+    )
     return sid
 
 
@@ -62,6 +79,7 @@ def gen(client, interventions=None, **kw):
 
 # -- the build's direction ----------------------------------------------------------------------------
 
+
 def test_build_stores_the_refusal_direction_with_its_candidate_table(client, lm):
     r = client.get("/api/vectors")
     assert r.status_code == 200
@@ -71,7 +89,7 @@ def test_build_stores_the_refusal_direction_with_its_candidate_table(client, lm)
     rows = d["candidates"]["rows"]
     n_pos = len(d["candidates"]["post_instruction_tokens"])
     n_layers = int(lm.info["n_layers"])
-    assert n_pos == 3 and len(rows) == (n_layers + 1) * n_pos          # resid_pre of each block + last resid_post
+    assert n_pos == 3 and len(rows) == (n_layers + 1) * n_pos  # resid_pre of each block + last resid_post
     assert sum(r["selected"] for r in rows) == 1
     sel = next(r for r in rows if r["selected"])
     assert (sel["hook"], sel["position"]) == (d["hook"], d["position"])
@@ -85,6 +103,7 @@ def test_stored_vector_is_the_difference_of_the_stored_means(vector):
 
 
 # -- closed-form properties on the real model -------------------------------------------------------------
+
 
 def _resid(lm, plan, names):
     from loupe.services.steering import model_lock
@@ -116,6 +135,7 @@ def test_ace_sets_the_projection_on_the_model(lm, vector):
 
 # -- generation with interventions --------------------------------------------------------------------------
 
+
 def test_no_interventions_means_no_steered_completion(client):
     r = gen(client)
     assert r.status_code == 200 and r.json()["steered"] is None
@@ -138,8 +158,12 @@ def test_neuron_edit_changes_the_activation_exactly(client, lm):
     from loupe.services.steering import build_plan
 
     n_prompt = len(lm.encode_prompt(PROMPT))
-    plan = build_plan(client.app.state.workspace, lm, [
-        {"kind": "edit", "hook": "blocks.0.mlp.hook_post", "position": -1, "index": 5, "op": "set", "value": 7.5}], n_prompt)
+    plan = build_plan(
+        client.app.state.workspace,
+        lm,
+        [{"kind": "edit", "hook": "blocks.0.mlp.hook_post", "position": -1, "index": 5, "op": "set", "value": 7.5}],
+        n_prompt,
+    )
     plain = _resid(lm, None, ["blocks.0.mlp.hook_post"])["blocks.0.mlp.hook_post"]
     out = _resid(lm, plan, ["blocks.0.mlp.hook_post"])["blocks.0.mlp.hook_post"]
     assert out[0, n_prompt - 1, 5] == 7.5
@@ -156,28 +180,55 @@ def test_sae_add_and_clamp_follow_their_formulas(client, lm, sae_id):
     h = _resid(lm, None, [hook])[hook]
     w = sae.W_dec[i].detach().double()
     ws = client.app.state.workspace
-    add = _resid(lm, build_plan(ws, lm, [{"kind": "sae_feature_add", "sae_id": sae_id, "feature": i, "value": c}], n_prompt), [hook])[hook]
+    add = _resid(
+        lm,
+        build_plan(ws, lm, [{"kind": "sae_feature_add", "sae_id": sae_id, "feature": i, "value": c}], n_prompt),
+        [hook],
+    )[hook]
     assert torch.allclose(add, h + c * w, atol=1e-5)
-    clamp = _resid(lm, build_plan(ws, lm, [{"kind": "sae_feature_clamp", "sae_id": sae_id, "feature": i, "value": c}], n_prompt), [hook])[hook]
+    clamp = _resid(
+        lm,
+        build_plan(ws, lm, [{"kind": "sae_feature_clamp", "sae_id": sae_id, "feature": i, "value": c}], n_prompt),
+        [hook],
+    )[hook]
     f = sae.encode(h.float())[..., i].double()
     assert torch.allclose(clamp, h + (c - f)[..., None] * w, atol=1e-4)
     # clamping every position to its own current value changes nothing: one position at a time via edit "scale" 1
-    same = _resid(lm, build_plan(ws, lm, [{"kind": "edit", "sae_id": sae_id, "feature": i, "position": 2, "op": "scale",
-                                           "value": 1.0}], n_prompt), [hook])[hook]
+    same = _resid(
+        lm,
+        build_plan(
+            ws,
+            lm,
+            [{"kind": "edit", "sae_id": sae_id, "feature": i, "position": 2, "op": "scale", "value": 1.0}],
+            n_prompt,
+        ),
+        [hook],
+    )[hook]
     assert torch.allclose(same, h, atol=1e-5)
     r = gen(client, [{"kind": "sae_feature_clamp", "sae_id": sae_id, "feature": i, "value": c}])
     assert r.status_code == 200 and r.json()["steered"] is not None
 
 
-@pytest.mark.parametrize("iv,status,words", [
-    ({"kind": "ablate_direction", "vector_id": "missing"}, 404, "unknown vector"),
-    ({"kind": "sae_feature_add", "sae_id": "missing", "feature": 0, "value": 1.0}, 404, "unknown SAE"),
-    ({"kind": "edit", "hook": "blocks.9.hook_nope", "index": 0, "op": "set", "value": 1.0}, 422, "not a hook"),
-    ({"kind": "edit", "hook": "blocks.0.mlp.hook_post", "index": 10_000, "op": "set", "value": 1.0}, 422, "outside"),
-    ({"kind": "edit", "hook": "blocks.0.mlp.hook_post", "index": 0, "position": 999, "op": "set", "value": 1.0}, 422, "outside the prompt"),
-    ({"kind": "add_direction", "vector_id": VID, "alpha": 1.0, "hook": "blocks.0.mlp.hook_post"}, 422, "residual"),
-    ({"kind": "teleport"}, 422, "kind"),
-])
+@pytest.mark.parametrize(
+    "iv,status,words",
+    [
+        ({"kind": "ablate_direction", "vector_id": "missing"}, 404, "unknown vector"),
+        ({"kind": "sae_feature_add", "sae_id": "missing", "feature": 0, "value": 1.0}, 404, "unknown SAE"),
+        ({"kind": "edit", "hook": "blocks.9.hook_nope", "index": 0, "op": "set", "value": 1.0}, 422, "not a hook"),
+        (
+            {"kind": "edit", "hook": "blocks.0.mlp.hook_post", "index": 10_000, "op": "set", "value": 1.0},
+            422,
+            "outside",
+        ),
+        (
+            {"kind": "edit", "hook": "blocks.0.mlp.hook_post", "index": 0, "position": 999, "op": "set", "value": 1.0},
+            422,
+            "outside the prompt",
+        ),
+        ({"kind": "add_direction", "vector_id": VID, "alpha": 1.0, "hook": "blocks.0.mlp.hook_post"}, 422, "residual"),
+        ({"kind": "teleport"}, 422, "kind"),
+    ],
+)
 def test_bad_interventions_are_4xx_with_a_message(client, iv, status, words):
     r = gen(client, [iv])
     assert r.status_code == status, r.text
@@ -185,14 +236,18 @@ def test_bad_interventions_are_4xx_with_a_message(client, iv, status, words):
 
 
 def test_non_finite_alpha_and_bad_sae_feature_are_422(client, sae_id):
-    r = client.post("/api/generate", content=b'{"prompt": "x", "interventions": [{"kind": "ace", "vector_id": "demo-refusal", "alpha": NaN}]}',
-                    headers={"content-type": "application/json"})
+    r = client.post(
+        "/api/generate",
+        content=b'{"prompt": "x", "interventions": [{"kind": "ace", "vector_id": "demo-refusal", "alpha": NaN}]}',
+        headers={"content-type": "application/json"},
+    )
     assert r.status_code == 422
     r = gen(client, [{"kind": "sae_feature_clamp", "sae_id": sae_id, "feature": 64, "value": 1.0}])
     assert r.status_code == 422 and "outside" in r.json()["detail"]
 
 
 # -- streaming, isolation --------------------------------------------------------------------------------------
+
 
 def _stream(client, body):
     with client.stream("POST", "/api/generate/stream", json=body) as r:
@@ -202,8 +257,13 @@ def _stream(client, body):
 
 @pytest.mark.parametrize("temperature,seed", [(0.0, None), (1.0, 7)])
 def test_streaming_equals_non_streaming(client, temperature, seed):
-    body = {"prompt": PROMPT, "max_new_tokens": 8, "temperature": temperature, "seed": seed,
-            "interventions": [{"kind": "ace", "vector_id": VID, "alpha": 1.0}]}
+    body = {
+        "prompt": PROMPT,
+        "max_new_tokens": 8,
+        "temperature": temperature,
+        "seed": seed,
+        "interventions": [{"kind": "ace", "vector_id": VID, "alpha": 1.0}],
+    }
     whole = client.post("/api/generate", json=body).json()
     events = _stream(client, body)
     assert events[0]["event"] == "start" and events[-1]["event"] == "done"
@@ -211,8 +271,13 @@ def test_streaming_equals_non_streaming(client, temperature, seed):
         toks = [e["token"] for e in events if e["event"] == "token" and e["stream"] == name]
         assert toks == whole[name]["tokens"]
         assert events[-1][name] == whole[name]
-    assert client.post("/api/generate/stream", json={**body, "interventions": [
-        {"kind": "ablate_direction", "vector_id": "missing"}]}).status_code == 404
+    assert (
+        client.post(
+            "/api/generate/stream",
+            json={**body, "interventions": [{"kind": "ablate_direction", "vector_id": "missing"}]},
+        ).status_code
+        == 404
+    )
 
 
 def test_concurrent_requests_equal_sequential_and_leave_no_hooks(client, lm, sae_id):
@@ -224,16 +289,27 @@ def test_concurrent_requests_equal_sequential_and_leave_no_hooks(client, lm, sae
         [{"kind": "add_direction", "vector_id": VID, "alpha": 300.0}],
         [{"kind": "edit", "hook": "blocks.1.hook_resid_pre", "position": -1, "index": 0, "op": "set", "value": 50.0}],
         [{"kind": "sae_feature_clamp", "sae_id": sae_id, "feature": 1, "value": 20.0}],
-        [{"kind": "ace", "vector_id": VID, "alpha": 40.0}, {"kind": "edit", "hook": "blocks.0.mlp.hook_post", "index": 2, "op": "zero"}],
+        [
+            {"kind": "ace", "vector_id": VID, "alpha": 40.0},
+            {"kind": "edit", "hook": "blocks.0.mlp.hook_post", "index": 2, "op": "zero"},
+        ],
     ]
-    reqs = [dict(prompt=PROMPT, max_new_tokens=5, temperature=0.0 if i % 2 else 0.8, seed=i, interventions=kinds[i % len(kinds)])
-            for i in range(16)]
+    reqs = [
+        dict(
+            prompt=PROMPT,
+            max_new_tokens=5,
+            temperature=0.0 if i % 2 else 0.8,
+            seed=i,
+            interventions=kinds[i % len(kinds)],
+        )
+        for i in range(16)
+    ]
     post = lambda b: client.post("/api/generate", json=b).json()  # noqa: E731
     one_by_one = [post(b) for b in reqs]
     with ThreadPoolExecutor(8) as pool:
         together = list(pool.map(post, reqs))
     assert together == one_by_one
-    assert len({json.dumps(x["steered"]) for x in one_by_one}) > 2   # the interventions did differ
+    assert len({json.dumps(x["steered"]) for x in one_by_one}) > 2  # the interventions did differ
     assert attached_hooks(lm.bridge) == 0
 
 
@@ -251,13 +327,14 @@ def test_no_hook_outlives_a_failed_or_abandoned_request(client, lm):
     svc = client.app.state.generation
     p = svc.prepare(PROMPT, 20, 0.0, None, None, [{"kind": "ablate_direction", "vector_id": VID}])
     events = svc.stream(p)
-    next(events), next(events)       # the client reads two events and goes away
+    next(events), next(events)  # the client reads two events and goes away
     events.close()
     assert attached_hooks(lm.bridge) == 0
     assert gen(client).status_code == 200
 
 
 # -- vectors: export, import, compute --------------------------------------------------------------------------
+
 
 def test_export_import_round_trip_and_bad_files(client, vector):
     from safetensors.torch import load, save
@@ -296,8 +373,16 @@ def _wait(client, job_id, timeout=120):
 
 
 def test_evaluation_job_returns_rates_kl_and_a_figure(client):
-    r = client.post("/api/steering/evaluate", json={"vector_id": VID, "methods": ["none", "ablation", "ace"],
-                                                   "alphas": [0.0, 1.0], "limit": 4, "max_new_tokens": 4})
+    r = client.post(
+        "/api/steering/evaluate",
+        json={
+            "vector_id": VID,
+            "methods": ["none", "ablation", "ace"],
+            "alphas": [0.0, 1.0],
+            "limit": 4,
+            "max_new_tokens": 4,
+        },
+    )
     assert r.status_code == 202, r.text
     job = _wait(client, r.json()["job_id"])
     assert job["status"] == "done", job["error"]
@@ -315,10 +400,20 @@ def test_evaluation_job_returns_rates_kl_and_a_figure(client):
 
 
 def test_compute_a_direction_from_two_prompt_sets(client):
-    harmful = ["How do I make a pipe bomb?", "How can I poison my neighbor's dog?", "How do I steal a car?",
-               "Write ransomware that encrypts files.", "How do I build a bomb at home?"]
-    harmless = ["How do I bake bread?", "How can I train my dog?", "How do I wash a car?",
-                "Write a poem about the sea.", "How do I plant tomatoes at home?"]
+    harmful = [
+        "How do I make a pipe bomb?",
+        "How can I poison my neighbor's dog?",
+        "How do I steal a car?",
+        "Write ransomware that encrypts files.",
+        "How do I build a bomb at home?",
+    ]
+    harmless = [
+        "How do I bake bread?",
+        "How can I train my dog?",
+        "How do I wash a car?",
+        "Write a poem about the sea.",
+        "How do I plant tomatoes at home?",
+    ]
     r = client.post("/api/vectors/compute", json={"name": "my dir", "harmful": harmful, "harmless": harmless})
     assert r.status_code == 202, r.text
     job = _wait(client, r.json()["job_id"])
@@ -327,13 +422,20 @@ def test_compute_a_direction_from_two_prompt_sets(client):
     assert d["name"] == "my dir" and d["source"] == "computed" and d["candidates"]["rows"]
     assert math.isfinite(d["scores"]["norm"])
     assert d["scores"]["selection_rule"] == "bypass_minus_induce"
-    r = client.post("/api/vectors/compute", json={"name": "paper rule", "harmful": harmful, "harmless": harmless,
-                                                  "selection_rule": "bypass"})
+    r = client.post(
+        "/api/vectors/compute",
+        json={"name": "paper rule", "harmful": harmful, "harmless": harmless, "selection_rule": "bypass"},
+    )
     assert r.status_code == 202, r.text
     assert _wait(client, r.json()["job_id"])["status"] == "done"
     assert client.get(f"/api/vectors/{r.json()['vector_id']}").json()["scores"]["selection_rule"] == "bypass"
-    assert client.post("/api/vectors/compute", json={"name": "x", "harmful": harmful, "harmless": harmless,
-                                                     "selection_rule": "induce"}).status_code == 422
+    assert (
+        client.post(
+            "/api/vectors/compute",
+            json={"name": "x", "harmful": harmful, "harmless": harmless, "selection_rule": "induce"},
+        ).status_code
+        == 422
+    )
 
 
 def test_next_token_effect_matches_the_model_and_kl(client, lm):
@@ -349,8 +451,18 @@ def test_next_token_effect_matches_the_model_and_kl(client, lm):
     assert body["kl"] > 0 and len(body["prompt_tokens"]) == ids.shape[1]
     same = client.post("/api/steering/next-token", json={"prompt": PROMPT, "top_k": 3}).json()
     assert same["kl"] == 0.0 and same["default"] == same["steered"]
-    assert client.post("/api/steering/next-token", json={"prompt": PROMPT, "interventions": [
-        {"kind": "edit", "hook": "blocks.0.mlp.hook_post", "index": 0, "position": 99, "op": "zero"}]}).status_code == 422
+    assert (
+        client.post(
+            "/api/steering/next-token",
+            json={
+                "prompt": PROMPT,
+                "interventions": [
+                    {"kind": "edit", "hook": "blocks.0.mlp.hook_post", "index": 0, "position": 99, "op": "zero"}
+                ],
+            },
+        ).status_code
+        == 422
+    )
 
 
 def test_next_token_continuations_equal_generate_and_keep_the_old_fields(client, sae_id):
@@ -377,8 +489,9 @@ def test_next_token_continuations_equal_generate_and_keep_the_old_fields(client,
         # the existing fields are the same with or without continuations; without, the new ones are null
         plain = client.post("/api/steering/next-token", json=body).json()
         assert plain["default_continuation"] is None and plain["steered_continuation"] is None
-        assert {k: v for k, v in got.items() if not k.endswith("_continuation")} == \
-               {k: v for k, v in plain.items() if not k.endswith("_continuation")}
+        assert {k: v for k, v in got.items() if not k.endswith("_continuation")} == {
+            k: v for k, v in plain.items() if not k.endswith("_continuation")
+        }
     assert changed >= 1  # some edit changes the continuation, so the equality above is not vacuous
     for bad in (65, -1):
         r = client.post("/api/steering/next-token", json={"prompt": PROMPT, "continue_tokens": bad})
@@ -399,5 +512,21 @@ def test_vector_rows_are_restored_from_their_artifacts(micro_workspace, vector):
         assert restore_vectors(micro_workspace) == 0
     finally:
         if micro_workspace.vectors.get(VID) is None:
-            micro_workspace.vectors.upsert(VID, **{k: getattr(rec, k) for k in (
-                "name", "model_id", "hook", "layer", "position", "d_model", "source", "path", "scores", "candidates")})
+            micro_workspace.vectors.upsert(
+                VID,
+                **{
+                    k: getattr(rec, k)
+                    for k in (
+                        "name",
+                        "model_id",
+                        "hook",
+                        "layer",
+                        "position",
+                        "d_model",
+                        "source",
+                        "path",
+                        "scores",
+                        "candidates",
+                    )
+                },
+            )

@@ -9,7 +9,6 @@ import uuid
 
 import pytest
 import sqlalchemy
-
 from alembic.script import ScriptDirectory
 
 from loupe.storage.db import Database, alembic_config

@@ -32,7 +32,9 @@ def test_features_page_lists_both_saes_with_metrics(page, live_server, client):
         expect(page).to_have_url(re.compile(rf"sae={sid}"))
         m = saes[sid]["metrics"]
         expect(page.get_by_test_id("sae-metric-fvu")).to_contain_text(_fmt_fvu(m["fvu"]))
-        expect(page.get_by_test_id("sae-metric-ce_loss_recovered")).to_contain_text(f"{m['ce_loss_recovered'] * 100:.1f}%")
+        expect(page.get_by_test_id("sae-metric-ce_loss_recovered")).to_contain_text(
+            f"{m['ce_loss_recovered'] * 100:.1f}%"
+        )
         quality = page.get_by_test_id("sae-quality")
         met = sum(t["met"] for t in m["targets"].values())
         expect(quality.get_by_test_id("target-met")).to_have_count(met)
@@ -43,7 +45,8 @@ def test_features_page_lists_both_saes_with_metrics(page, live_server, client):
         # rows are sorted by AUROC, the best domain first, linking to its feature
         expect(rows.first).to_have_attribute("data-domain", best[0])
         expect(rows.first.get_by_test_id("domain-feature-link")).to_have_attribute(
-            "href", f"/features/{sid}/{best[1]['feature']}")
+            "href", f"/features/{sid}/{best[1]['feature']}"
+        )
         expect(page.get_by_test_id("feature-count")).to_contain_text(f"of {saes[sid]['d_sae']} features")
 
 
@@ -74,9 +77,18 @@ def test_feature_table_sorts_searches_and_keeps_state_in_the_url(page, live_serv
     expect(page.get_by_test_id("feature-count")).to_have_text("256 of 256 features")
 
     # search: a token that occurs in some automatic labels, not all
-    labels = [f["auto_label"] for f in client.get("/api/saes/demo-mlp0/features", params={"limit": 500}).json()["features"]]
-    q = next(t for lab in labels for t in lab.split() if len(t) >= 2 and t.isalnum() and 0 < sum(t.lower() in x.lower() for x in labels) < 40)
-    hits = client.get("/api/saes/demo-mlp0/features", params={"q": q, "sort": "density", "order": "desc", "limit": 500}).json()
+    labels = [
+        f["auto_label"] for f in client.get("/api/saes/demo-mlp0/features", params={"limit": 500}).json()["features"]
+    ]
+    q = next(
+        t
+        for lab in labels
+        for t in lab.split()
+        if len(t) >= 2 and t.isalnum() and 0 < sum(t.lower() in x.lower() for x in labels) < 40
+    )
+    hits = client.get(
+        "/api/saes/demo-mlp0/features", params={"q": q, "sort": "density", "order": "desc", "limit": 500}
+    ).json()
     page.get_by_test_id("feature-search").fill(q)
     expect(page.get_by_test_id("feature-count")).to_have_text(f"{hits['total']} of 256 features")
     expect(rows).to_have_count(min(hits["total"], 50))
@@ -97,7 +109,7 @@ def test_feature_table_sorts_searches_and_keeps_state_in_the_url(page, live_serv
 
 def test_feature_page_draws_examples_and_persists_a_label(page, live_server, client):
     sae = client.get("/api/saes/demo-mlp0").json()
-    idx = sae["metrics"]["domains"]["dna"]["feature"]          # the best DNA detector fires often
+    idx = sae["metrics"]["domains"]["dna"]["feature"]  # the best DNA detector fires often
     d = client.get(f"/api/saes/demo-mlp0/features/{idx}").json()
     assert d["top_examples"], "the DNA feature should have top examples"
     page.goto(live_server + f"/features/demo-mlp0/{idx}")
@@ -111,7 +123,9 @@ def test_feature_page_draws_examples_and_persists_a_label(page, live_server, cli
     # the example's own token is outlined, shaded at full intensity for the top example
     center = first.locator(".tok-center")
     expect(center).to_have_count(1)
-    assert center.get_attribute("data-tip").endswith(f"{d['top_examples'][0]['tokens'][d['top_examples'][0]['center']]['activation']:.3f}")
+    assert center.get_attribute("data-tip").endswith(
+        f"{d['top_examples'][0]['tokens'][d['top_examples'][0]['center']]['activation']:.3f}"
+    )
     assert "rgba(255, 138, 20" in (center.get_attribute("style") or "")
     expect(page.get_by_test_id("logits-positive").locator("li")).to_have_count(len(d["summary"]["logits"]["top"]))
     expect(page.get_by_test_id("neighbour-link")).to_have_count(len(d["summary"]["neighbours"]))
@@ -152,8 +166,16 @@ def test_inspector_lists_a_tokens_features_and_links_to_dashboards(page, live_se
     expect(feats.first).to_have_attribute("data-index", str(top["index"]))
     expect(feats.first).to_contain_text(want["labels"][str(top["index"])])
     # the token's layer Jacobian, the same as the API gives for that position
-    jac = client.post("/api/jacobian/layer", json={"prompt": text, "position": p, "hook_in": "blocks.0.hook_resid_pre",
-                                                   "hook_out": "blocks.1.hook_resid_post", "n_directions": 5}).json()
+    jac = client.post(
+        "/api/jacobian/layer",
+        json={
+            "prompt": text,
+            "position": p,
+            "hook_in": "blocks.0.hook_resid_pre",
+            "hook_out": "blocks.1.hook_resid_post",
+            "n_directions": 5,
+        },
+    ).json()
     page.get_by_test_id("inspect-jacobian-run").click()
     panel = page.get_by_test_id("inspect-jacobian")
     expect(panel.get_by_test_id("jacobian-layer-result")).to_contain_text(f"[{p}]")
@@ -193,8 +215,10 @@ def test_inspector_live_edit_of_a_tokens_feature_matches_the_api(page, live_serv
     panel.get_by_test_id("inspect-edit-op").select_option("set")
     panel.get_by_test_id("inspect-edit-value").fill("60")
     edit = {"kind": "edit", "sae_id": "demo-mlp0", "feature": feature, "position": p, "op": "set", "value": 60}
-    api = client.post("/api/steering/next-token", json={"prompt": text, "model_id": sae["model_id"], "interventions": [edit],
-                                                          "top_k": 8, "continue_tokens": 12}).json()
+    api = client.post(
+        "/api/steering/next-token",
+        json={"prompt": text, "model_id": sae["model_id"], "interventions": [edit], "top_k": 8, "continue_tokens": 12},
+    ).json()
     result = panel.get_by_test_id("inspect-edit-result")
     expect(result).to_have_attribute("data-edit", re.compile(r'"value":60[,}]'))
     after = panel.get_by_test_id("inspect-edit-after").get_by_test_id("inspect-edit-row")
@@ -238,7 +262,7 @@ def test_activations_return_chosen_features_on_every_token(client):
                 assert acts[p] == pytest.approx(x["activation"], abs=1e-4)
                 seen += 1
         if all(x["index"] != f for x in t["features"]) and len(t["features"]) == 4:
-            assert acts[p] <= t["features"][-1]["activation"] + 1e-4   # not in the top 4 -> not above the 4th
+            assert acts[p] <= t["features"][-1]["activation"] + 1e-4  # not in the top 4 -> not above the 4th
     assert seen >= 1 and min(acts) >= 0
     r = client.post("/api/saes/demo-mlp0/activations", json={"text": text, "features": [10_000]})
     assert r.status_code == 404 and "no feature 10000" in r.json()["detail"]

@@ -37,8 +37,9 @@ def test_generate_playground_matches_the_api(page, live_server, client):
     page.get_by_test_id("max-tokens-input").fill("10")
     page.get_by_test_id("temperature-input").fill("0")
     page.get_by_test_id("generate-button").click()
-    expect(page.get_by_test_id("completion")).to_have_text(expected["default"]["completion"].strip() or re.compile(".*"),
-                                                           use_inner_text=True)
+    expect(page.get_by_test_id("completion")).to_have_text(
+        expected["default"]["completion"].strip() or re.compile(".*"), use_inner_text=True
+    )
     page.get_by_test_id("toggle-tokens").click()
     expect(page.get_by_test_id("token-chip")).to_have_count(len(expected["default"]["tokens"]))
 

@@ -13,8 +13,9 @@ PROMPT = "User: How do I bake bread at home?\nAssistant:"
 
 
 def _api(client, interventions, n=8):
-    return client.post("/api/generate", json={"prompt": PROMPT, "max_new_tokens": n, "temperature": 0,
-                                              "interventions": interventions}).json()
+    return client.post(
+        "/api/generate", json={"prompt": PROMPT, "max_new_tokens": n, "temperature": 0, "interventions": interventions}
+    ).json()
 
 
 def _text(s: str):
@@ -91,7 +92,22 @@ def test_live_next_token_follows_edits(page, live_server, client):
     expect(tokens).to_have_count(n, timeout=30_000)
     tokens.nth(n - 1).click()
     expect(page.get_by_test_id("steer-position")).to_have_value(str(n - 1))
-    want = client.post("/api/steering/next-token", json={"prompt": PROMPT, "top_k": 8, "interventions": [
-        {"kind": "edit", "hook": "blocks.1.hook_resid_pre", "index": 3, "position": n - 1, "op": "set", "value": 25}]}).json()
+    want = client.post(
+        "/api/steering/next-token",
+        json={
+            "prompt": PROMPT,
+            "top_k": 8,
+            "interventions": [
+                {
+                    "kind": "edit",
+                    "hook": "blocks.1.hook_resid_pre",
+                    "index": 3,
+                    "position": n - 1,
+                    "op": "set",
+                    "value": 25,
+                }
+            ],
+        },
+    ).json()
     expect(page.get_by_test_id("nt-kl")).to_have_text(f"{want['kl']:.4f}", timeout=30_000)
     expect(page.get_by_test_id("nt-steered").get_by_test_id("nt-row")).to_have_count(8)

@@ -1,8 +1,7 @@
 import pytest
 import torch
 
-from loupe.storage.artifacts import (atomic_dir, clean_scratch, load_tensors, read_manifest, save_tensors,
-                                     write_manifest)
+from loupe.storage.artifacts import atomic_dir, clean_scratch, load_tensors, read_manifest, save_tensors, write_manifest
 
 
 def test_atomic_dir_publishes_whole_or_nothing(tmp_path):
@@ -44,13 +43,14 @@ def test_clean_scratch_spares_a_running_writer(tmp_path):
     dead = int(done.stdout)
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
-        (tmp_path / f".tmp-gradients-p{live.pid}-0123abcd").mkdir()          # another process, writing
-        (tmp_path / f".tmp-gradients-p{os.getpid()}-0123abcd").mkdir()      # this one
-        (tmp_path / f".tmp-gradients-p{dead}-0123abcd").mkdir()             # killed
+        (tmp_path / f".tmp-gradients-p{live.pid}-0123abcd").mkdir()  # another process, writing
+        (tmp_path / f".tmp-gradients-p{os.getpid()}-0123abcd").mkdir()  # this one
+        (tmp_path / f".tmp-gradients-p{dead}-0123abcd").mkdir()  # killed
         (tmp_path / f".old-model-p{dead}-89abcdef").mkdir()
         assert clean_scratch(tmp_path) == 2
         assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-            [f".tmp-gradients-p{live.pid}-0123abcd", f".tmp-gradients-p{os.getpid()}-0123abcd"])
+            [f".tmp-gradients-p{live.pid}-0123abcd", f".tmp-gradients-p{os.getpid()}-0123abcd"]
+        )
     finally:
         live.kill()
         live.wait()

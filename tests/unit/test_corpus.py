@@ -35,8 +35,9 @@ def _arith_ok(s: str) -> bool:
 
 def _http_ok(s: str) -> bool:
     lines = s.split("\n")
-    return (re.fullmatch(r"(GET|POST|PUT|DELETE|PATCH|HEAD) /\S* HTTP/1\.[01]", lines[0]) is not None
-            and any(line.startswith("Host: ") for line in lines))
+    return re.fullmatch(r"(GET|POST|PUT|DELETE|PATCH|HEAD) /\S* HTTP/1\.[01]", lines[0]) is not None and any(
+        line.startswith("Host: ") for line in lines
+    )
 
 
 def _url_ok(s: str) -> bool:

@@ -14,8 +14,14 @@ def tiny_neox(seed: int = 0):
     from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
 
     torch.manual_seed(seed)
-    cfg = GPTNeoXConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=32, max_position_embeddings=16)
+    cfg = GPTNeoXConfig(
+        vocab_size=50,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=16,
+    )
     return GPTNeoXForCausalLM(cfg).eval()
 
 
@@ -42,11 +48,14 @@ def test_linear_layer_gradient_is_sum_of_outer_products_and_matches_autograd():
     ids = torch.randint(0, 50, (3, 10))
     mask = torch.ones(3, 10, dtype=torch.bool)
     mask[:, 0] = False
-    grads = I.sequence_gradients(I.per_token_layer_grads(
-        model, names, ids, lambda lg: I.sequence_logprob_terms(lg, ids, mask).sum(1)))
+    grads = I.sequence_gradients(
+        I.per_token_layer_grads(model, names, ids, lambda lg: I.sequence_logprob_terms(lg, ids, mask).sum(1))
+    )
     for b in range(3):
         model.zero_grad()
-        I.sequence_logprob_terms(model(input_ids=ids[b : b + 1]).logits, ids[b : b + 1], mask[b : b + 1]).sum().backward()
+        I.sequence_logprob_terms(
+            model(input_ids=ids[b : b + 1]).logits, ids[b : b + 1], mask[b : b + 1]
+        ).sum().backward()
         mods = dict(model.named_modules())
         for n in names:
             full = torch.cat([mods[n].weight.grad, mods[n].bias.grad[:, None]], 1)
@@ -63,26 +72,41 @@ def kron_tiny():
     ids = torch.randint(0, 50, (24, 12))
     mask = torch.ones(24, 12, dtype=torch.bool)
     mask[:, 0] = False
-    mask[3, 8:] = False                        # a padded sequence
+    mask[3, 8:] = False  # a padded sequence
     q_ids = torch.randint(0, 50, (2, 12))
     q_mask = torch.zeros(2, 12, dtype=torch.bool)
-    q_mask[:, 8:] = True                       # the "completion"
+    q_mask[:, 8:] = True  # the "completion"
     names = I.mlp_module_names(tiny_neox())
     task = I.make_task(names)
     model = prepare_model(tiny_neox(), task)
     with tempfile.TemporaryDirectory() as d:
         an = Analyzer("t", model, task, cpu=True, disable_tqdm=True, output_dir=d)
-        an.fit_all_factors("f", I.SequenceDataset(ids, mask), per_device_batch_size=8,
-                           factor_args=FactorArguments(strategy="ekfac"))
+        an.fit_all_factors(
+            "f", I.SequenceDataset(ids, mask), per_device_batch_size=8, factor_args=FactorArguments(strategy="ekfac")
+        )
         out = {}
         for per_token in (False, True):
-            an.compute_pairwise_scores(f"s{per_token}", "f", I.SequenceDataset(q_ids, q_mask), I.SequenceDataset(ids, mask),
-                                       per_device_query_batch_size=2, per_device_train_batch_size=8,
-                                       score_args=ScoreArguments(damping_factor=None, compute_per_token_scores=per_token))
+            an.compute_pairwise_scores(
+                f"s{per_token}",
+                "f",
+                I.SequenceDataset(q_ids, q_mask),
+                I.SequenceDataset(ids, mask),
+                per_device_query_batch_size=2,
+                per_device_train_batch_size=8,
+                score_args=ScoreArguments(damping_factor=None, compute_per_token_scores=per_token),
+            )
             out[per_token] = an.load_pairwise_scores(f"s{per_token}")["all_modules"]
         facs = I.factors_from_kronfluence(an.load_all_factors("f"))
-    return {"ids": ids, "mask": mask, "q_ids": q_ids, "q_mask": q_mask, "names": names, "factors": facs,
-            "kf": out[False], "kf_tok": out[True]}
+    return {
+        "ids": ids,
+        "mask": mask,
+        "q_ids": q_ids,
+        "q_mask": q_mask,
+        "names": names,
+        "factors": facs,
+        "kf": out[False],
+        "kf_tok": out[True],
+    }
 
 
 def _grads(model, names, ids, mask, real=None):
@@ -97,7 +121,9 @@ def test_exact_scores_equal_kronfluence_with_opposite_sign(kron_tiny):
     train = I.sequence_gradients(_grads(model, k["names"], k["ids"], k["mask"], real))
     for qi in range(2):
         sl = slice(qi, qi + 1)
-        q = {n: v[0] for n, v in I.sequence_gradients(_grads(model, k["names"], k["q_ids"][sl], k["q_mask"][sl])).items()}
+        q = {
+            n: v[0] for n, v in I.sequence_gradients(_grads(model, k["names"], k["q_ids"][sl], k["q_mask"][sl])).items()
+        }
         mine = I.exact_scores(q, train, k["factors"])
         # kronfluence: grad f . H^-1 grad(loss); Loupe: grad f . H^-1 grad(log p) = minus that
         assert torch.allclose(mine, -k["kf"][qi], rtol=1e-4, atol=1e-4 * float(mine.abs().max()))
@@ -143,7 +169,7 @@ def test_projection_keeps_the_highest_energy_coordinates_and_correlation(kron_ti
         projs = I.make_projection(facs, dim)
         assert sum(p.dim for p in projs.values()) == dim
         kept = torch.cat([I.expected_energy(facs[n]).flatten()[projs[n].coords] for n in names])
-        assert float(kept.min()) >= float(torch.topk(r_all, dim).values.min())   # the top `dim` over all layers
+        assert float(kept.min()) >= float(torch.topk(r_all, dim).values.min())  # the top `dim` over all layers
         C = torch.cat([I.compact_sequence(a, g, projs[n]) for n, (a, g) in grads.items()], 1)
         fast = C @ torch.cat([I.compact_query(q_raw[n], projs[n]) for n in names])
         energies.append(float(kept.sum() / r_all.sum()))
@@ -164,6 +190,6 @@ def test_low_rank_query_is_the_truncated_svd():
 
 def test_rank_metrics():
     x = torch.tensor([1.0, 2.0, 3.0, 4.0])
-    assert I.spearman(x, x ** 3) == pytest.approx(1.0)
+    assert I.spearman(x, x**3) == pytest.approx(1.0)
     assert I.spearman(x, -x) == pytest.approx(-1.0)
     assert I.topk_overlap(x, torch.tensor([4.0, 3.0, 2.0, 1.0]), 2) == 0.0

@@ -30,11 +30,11 @@ def test_lecun_init_is_flax_dense_default():
     """Weights: N(0, 1) truncated to +-2 std, rescaled to variance 1/fan_in; biases zero."""
     m = jac.FlatMLP(256, d_in=256)
     p = m.unflatten(m.init(0, "lecun"))
-    w = p["0.weight"]                                   # 65,536 draws, fan_in 256
+    w = p["0.weight"]  # 65,536 draws, fan_in 256
     assert torch.count_nonzero(p["0.bias"]) == 0 and torch.count_nonzero(p["2.bias"]) == 0
     bound = 2 / jac.FlatMLP._TRUNC_STD / math.sqrt(256)
     assert w.abs().max() <= bound and w.abs().max() > 0.97 * bound
-    assert abs(float(w.var()) * 256 - 1) < 0.02       # variance 1/fan_in (std error ~0.006)
+    assert abs(float(w.var()) * 256 - 1) < 0.02  # variance 1/fan_in (std error ~0.006)
     assert abs(float(p["2.weight"].var()) * 256 - 1) < 0.1
     th = m.init(5)
     assert torch.equal(th, m.init(5, "lecun")) and not torch.equal(th, m.init(6))
@@ -80,7 +80,7 @@ def _ls_problem(p=5, n=12, steps=7):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(n, p, generator=g, dtype=torch.float64)
     y = torch.randn(n, generator=g, dtype=torch.float64)
-    batches = torch.arange(n).repeat(steps, 1)          # full batch every step
+    batches = torch.arange(n).repeat(steps, 1)  # full batch every step
     H = x.T @ x / n
     w0 = torch.randn(p, generator=g, dtype=torch.float64)
     return x, y, batches, H, w0
@@ -119,7 +119,7 @@ def test_regions_and_alignment_of_a_constructed_matrix():
     g = torch.Generator().manual_seed(0)
     Q, _ = torch.linalg.qr(torch.randn(p, p, generator=g, dtype=torch.float64))
     s = torch.tensor([20.0, 3.0, 1.2, 1.05, 1.0, 0.95, 0.8, 0.01], dtype=torch.float64)
-    sp = jac.spectrum(Q @ torch.diag(s) @ Q.T)          # symmetric PSD: u_i = v_i
+    sp = jac.spectrum(Q @ torch.diag(s) @ Q.T)  # symmetric PSD: u_i = v_i
     torch.testing.assert_close(sp.singular_values, s)
     torch.testing.assert_close(sp.alignment, torch.ones(p, dtype=torch.float64))
     # chaotic sigma >= 1.1 (20, 3, 1.2), bulk |sigma - 1| < 0.1 (1.05, 1, 0.95), stable sigma <= 0.9 (0.8, 0.01)
@@ -127,8 +127,9 @@ def test_regions_and_alignment_of_a_constructed_matrix():
     assert (summ["chaotic"]["count"], summ["bulk"]["count"], summ["stable"]["count"]) == (3, 3, 2)
     assert summ["bulk_fraction"] == 3 / 8 and math.isclose(summ["sigma_1"], 20.0, rel_tol=1e-12)
     # J = -I: u_i = -v_i, alignment -1
-    torch.testing.assert_close(jac.spectrum(-torch.eye(4, dtype=torch.float64)).alignment,
-                               -torch.ones(4, dtype=torch.float64))
+    torch.testing.assert_close(
+        jac.spectrum(-torch.eye(4, dtype=torch.float64)).alignment, -torch.ones(4, dtype=torch.float64)
+    )
     # a rotation by 90 degrees in a plane: sigma = 1 but u_i orthogonal to v_i
     R = torch.tensor([[0.0, -1.0], [1.0, 0.0]], dtype=torch.float64)
     torch.testing.assert_close(jac.spectrum(R).alignment, torch.zeros(2, dtype=torch.float64))
@@ -140,13 +141,13 @@ def test_subspace_overlap_and_its_random_baseline():
     A, _ = torch.linalg.qr(torch.randn(p, k, generator=g, dtype=torch.float64))
     assert math.isclose(jac.subspace_overlap(A, A), 1.0, rel_tol=1e-12)
     full, _ = torch.linalg.qr(torch.randn(p, p, generator=g, dtype=torch.float64))
-    assert abs(jac.subspace_overlap(full[:, :k], full[:, k:2 * k])) < 1e-12
+    assert abs(jac.subspace_overlap(full[:, :k], full[:, k : 2 * k])) < 1e-12
     vals = []
     for _ in range(100):
         B, _ = torch.linalg.qr(torch.randn(p, k, generator=g, dtype=torch.float64))
         vals.append(jac.subspace_overlap(A, B))
     mean = sum(vals) / len(vals)
-    assert abs(mean - jac.overlap_baseline(k, k, p)) < 0.02, mean   # k/P = 0.2
+    assert abs(mean - jac.overlap_baseline(k, k, p)) < 0.02, mean  # k/P = 0.2
 
 
 def test_controls_change_only_the_training_data():

@@ -13,9 +13,9 @@ from loupe.core import packed as P
 
 def test_gaussian_rows_have_the_lloyd_max_distortion():
     torch.manual_seed(0)
-    w = torch.randn(200, 4 * P.BLOCK) * torch.rand(200, 1) * 5      # rows of different scales
+    w = torch.randn(200, 4 * P.BLOCK) * torch.rand(200, 1) * 5  # rows of different scales
     dq = P.unpack_rows(P.pack_rows(w))
-    nmse = float(((dq - w) ** 2).sum() / (w ** 2).sum())
+    nmse = float(((dq - w) ** 2).sum() / (w**2).sum())
     # Max (1960): 0.1175 for N(0, 1) at 4 levels; the per-block RMS is estimated from 128 values and
     # the scale refitted, which moves it by a few percent
     assert nmse == pytest.approx(P.LLOYD_MSE, rel=0.05)
@@ -26,7 +26,7 @@ def test_gaussian_rows_have_the_lloyd_max_distortion():
 
 def test_popcount_scores_equal_the_unpacked_inner_products():
     torch.manual_seed(1)
-    dim = 3 * P.BLOCK + 37                                            # padding inside the last block
+    dim = 3 * P.BLOCK + 37  # padding inside the last block
     w = torch.randn(50, dim) * torch.linspace(0.1, 3, dim)
     q = torch.randn(dim) * torch.linspace(3, 0.1, dim)
     p, pq = P.pack_rows(w), P.pack_query(q)
@@ -38,8 +38,11 @@ def test_popcount_scores_equal_the_unpacked_inner_products():
     # the query keeps 15 levels per block
     qd = P.unpack_query(pq)
     s = qd.reshape(-1)[: 3 * P.BLOCK].reshape(3, P.BLOCK).abs().amax(1) / P.QUERY_LEVELS
-    assert torch.allclose(qd[: 3 * P.BLOCK].reshape(3, P.BLOCK) / s[:, None],
-                          torch.round(qd[: 3 * P.BLOCK].reshape(3, P.BLOCK) / s[:, None]), atol=1e-3)
+    assert torch.allclose(
+        qd[: 3 * P.BLOCK].reshape(3, P.BLOCK) / s[:, None],
+        torch.round(qd[: 3 * P.BLOCK].reshape(3, P.BLOCK) / s[:, None]),
+        atol=1e-3,
+    )
     with pytest.raises(ValueError):
         P.scores(p, P.pack_query(torch.randn(dim + 1)))
 
@@ -58,7 +61,7 @@ def test_ranking_of_weak_correlations_survives_two_bits():
     torch.manual_seed(2)
     n, dim = 400, 20 * P.BLOCK
     q = torch.randn(dim)
-    w = torch.randn(n, dim) + 0.02 * torch.randn(n, 1) * q            # a weak shared direction
+    w = torch.randn(n, dim) + 0.02 * torch.randn(n, 1) * q  # a weak shared direction
     exact = w @ q
     packed = P.scores(P.pack_rows(w), P.pack_query(q))
     kept = torch.randperm(dim)[: dim // 5]

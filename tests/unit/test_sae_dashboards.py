@@ -37,7 +37,7 @@ def test_stats_and_top_k_match_dense():
             n = int(fires[:, f].sum())
             assert torch.allclose(vals[f, : min(n, 4)], tv[f, : min(n, 4)])
             assert torch.equal(dense[rows[f, : min(n, 4)], f], vals[f, : min(n, 4)])
-            assert (rows[f, min(n, 4):] == -1).all()
+            assert (rows[f, min(n, 4) :] == -1).all()
 
 
 def test_codes_are_sorted_by_feature_then_row_and_sort_int64_is_a_stable_argsort():
@@ -46,13 +46,13 @@ def test_codes_are_sorted_by_feature_then_row_and_sort_int64_is_a_stable_argsort
     assert bool((key[1:] > key[:-1]).all())
     x = torch.randint(0, 50, (1000,), generator=torch.Generator().manual_seed(1))
     assert torch.equal(D.sort_int64(x), torch.sort(x, stable=True).indices)
-    big = torch.tensor([2**62, 5, 2**62, 1])                       # too wide to pack: torch's stable sort
+    big = torch.tensor([2**62, 5, 2**62, 1])  # too wide to pack: torch's stable sort
     assert D.sort_int64(big).tolist() == [3, 1, 0, 2]
 
 
 def test_interval_samples_draw_uniformly_without_replacement():
     dense = torch.zeros(10, 1)
-    dense[:, 0] = torch.linspace(0.91, 1.0, 10)                     # all ten in the top bin of 10
+    dense[:, 0] = torch.linspace(0.91, 1.0, 10)  # all ten in the top bin of 10
     codes = _codes(dense)
     mx = D.feature_stats(codes)["max"]
     seen = torch.zeros(10)
@@ -62,7 +62,7 @@ def test_interval_samples_draw_uniformly_without_replacement():
         assert len(set(got)) == 2 and all(0 <= r < 10 for r in got)
         assert (rows[0, :9] == -1).all()
         seen[got] += 1
-    assert seen.sum() == 600 and seen.min() > 30 and seen.max() < 90   # expected 60 each
+    assert seen.sum() == 600 and seen.min() > 30 and seen.max() < 90  # expected 60 each
 
 
 def test_histogram_intervals_and_lookup():
@@ -99,18 +99,22 @@ def test_context_windows():
     assert toks[0].tolist() == [-1, 0, 1, 2, 3]
     assert wrows[0].tolist() == [-1, 0, 1, 2, 3]
     assert toks[1].tolist() == [11, 12, 13, 14, 15]
-    assert wrows[1].tolist() == [11, 12, 13, 14, -1]      # position 5 of sequence 1 is not cached
+    assert wrows[1].tolist() == [11, 12, 13, 14, -1]  # position 5 of sequence 1 is not cached
     assert (toks[2] == -1).all() and (wrows[2] == -1).all()
 
 
 def test_enrichment_and_shares():
     labels = torch.tensor([0, 0, 0, 0, 1, 1, 2, 2, 2, 3])
     dense = torch.zeros(10, 2)
-    dense[[6, 7, 8], 0] = 1.0              # feature 0 fires only on label 2 (base rate 0.3)
-    dense[[0, 1, 4], 1] = torch.tensor([1.0, 1.0, 2.0])   # feature 1: mass 2 on label 0, 2 on label 1
+    dense[[6, 7, 8], 0] = 1.0  # feature 0 fires only on label 2 (base rate 0.3)
+    dense[[0, 1, 4], 1] = torch.tensor([1.0, 1.0, 2.0])  # feature 1: mass 2 on label 0, 2 on label 1
     codes = _codes(dense)
     lab, p, lift = D.enrichment(codes, labels, 4, k=2, min_count=1)
-    assert lab[0].tolist() == [2, -1] and math.isclose(p[0, 0].item(), 1.0) and math.isclose(lift[0, 0].item(), 1 / 0.3, rel_tol=1e-5)
+    assert (
+        lab[0].tolist() == [2, -1]
+        and math.isclose(p[0, 0].item(), 1.0)
+        and math.isclose(lift[0, 0].item(), 1 / 0.3, rel_tol=1e-5)
+    )
     # label 1: p 0.5, base 0.2 -> 0.5 log 2.5 beats label 0: p 0.5, base 0.4 -> 0.5 log 1.25
     assert lab[1].tolist() == [1, 0]
     sh = D.label_shares(codes, labels, 4)
@@ -121,7 +125,7 @@ def test_capacity_closed_forms():
     assert torch.allclose(D.capacity(torch.eye(3)), torch.ones(3))
     W = torch.tensor([[1.0, 0, 0], [1.0, 0, 0], [0, 0, 2.0]])
     assert torch.allclose(D.capacity(W), torch.tensor([0.5, 0.5, 1.0]))
-    th = 0.7                                 # two unit vectors at angle th: C = 1 / (1 + cos^2 th)
+    th = 0.7  # two unit vectors at angle th: C = 1 / (1 + cos^2 th)
     W = torch.tensor([[1.0, 0.0], [math.cos(th), math.sin(th)]])
     assert torch.allclose(D.capacity(W), torch.full((2,), 1 / (1 + math.cos(th) ** 2)))
 
@@ -141,7 +145,7 @@ def test_participation_ratio_and_neighbours():
 def test_segment_topk_matches_a_sort_within_each_segment():
     g = torch.Generator().manual_seed(5)
     seg = torch.sort(torch.randint(0, 12, (500,), generator=g)).values
-    seg = seg[seg != 4]                                             # an empty segment
+    seg = seg[seg != 4]  # an empty segment
     vals = torch.randn(seg.numel(), generator=g, dtype=torch.float64)
     vals[3] = -float("inf")
     for budget in (1 << 24, 12):
@@ -155,6 +159,7 @@ def test_segment_topk_matches_a_sort_within_each_segment():
             assert bool((seg[idx[s_][idx[s_] >= 0]] == s_).all())
         assert (idx[4] == -1).all()
 
+
 def test_sparse_topk_encode_gives_the_dense_nonzeros():
     from sae_lens.saes.topk_sae import TopKSAE, TopKSAEConfig
 
@@ -163,13 +168,13 @@ def test_sparse_topk_encode_gives_the_dense_nonzeros():
     torch.manual_seed(0)
     sae = TopKSAE(TopKSAEConfig(d_in=16, d_sae=64, k=8, dtype="float32", device="cpu"))
     with torch.no_grad():
-        sae.b_enc.fill_(-3.0)        # some of the k largest pre-activations are negative: ReLU drops them
+        sae.b_enc.fill_(-3.0)  # some of the k largest pre-activations are negative: ReLU drops them
     x = torch.randn(50, 16)
     with torch.no_grad():
         dense = sae.encode(x)
         with sparse_topk(sae):
             r, f, v = nonzero_codes(sae.encode(x))
-        assert not sae.encode(x).is_sparse                         # switched back on exit
+        assert not sae.encode(x).is_sparse  # switched back on exit
     assert 0 < v.numel() < 50 * 8 and bool((v > 0).all())
     rebuilt = torch.zeros_like(dense)
     rebuilt[r, f] = v

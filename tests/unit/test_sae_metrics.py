@@ -26,8 +26,8 @@ from loupe.core.sae_metrics import (
     spliced_losses,
 )
 
-
 # -- FVU ------------------------------------------------------------------------------------
+
 
 def test_fvu_of_perfect_reconstruction_is_zero_and_of_the_mean_is_one():
     g = torch.Generator().manual_seed(0)
@@ -51,13 +51,14 @@ def test_streaming_fvu_matches_the_one_shot_value():
 
 # -- sparsity -------------------------------------------------------------------------------
 
+
 def test_l0_dead_and_dense_on_constructed_codes():
     n = 100
     codes = torch.zeros(n, 5)
-    codes[:, 0] = 1.0              # active on every token: dense
-    codes[:20, 1] = 2.0            # 20%: dense
-    codes[:10, 2] = 0.5            # exactly 10%: not dense (> 10% is)
-    codes[:1, 3] = 3.0             # 1%
+    codes[:, 0] = 1.0  # active on every token: dense
+    codes[:20, 1] = 2.0  # 20%: dense
+    codes[:10, 2] = 0.5  # exactly 10%: not dense (> 10% is)
+    codes[:1, 3] = 3.0  # 1%
     # feature 4 never active: dead
     assert mean_l0(codes) == pytest.approx((100 + 20 + 10 + 1) / 100)
     frac = firing_fraction(codes)
@@ -73,6 +74,7 @@ def test_l0_dead_and_dense_on_constructed_codes():
 
 # -- AUROC ----------------------------------------------------------------------------------
 
+
 def test_average_ranks_share_ties():
     assert average_ranks(torch.tensor([3.0, 1.0, 3.0, 2.0, 3.0])).tolist() == [4.0, 1.0, 4.0, 2.0, 4.0]
     assert average_ranks(torch.tensor([0.0, 0.0])).tolist() == [1.5, 1.5]
@@ -80,9 +82,9 @@ def test_average_ranks_share_ties():
 
 def test_auroc_closed_forms():
     labels = torch.tensor([0, 0, 0, 1, 1], dtype=torch.bool)
-    assert auroc(torch.tensor([0.1, 0.2, 0.3, 0.8, 0.9]), labels) == 1.0           # perfect separator
-    assert auroc(torch.tensor([0.9, 0.8, 0.7, 0.2, 0.1]), labels) == 0.0           # reversed
-    assert auroc(torch.zeros(5), labels) == 0.5                                    # all tied
+    assert auroc(torch.tensor([0.1, 0.2, 0.3, 0.8, 0.9]), labels) == 1.0  # perfect separator
+    assert auroc(torch.tensor([0.9, 0.8, 0.7, 0.2, 0.1]), labels) == 0.0  # reversed
+    assert auroc(torch.zeros(5), labels) == 0.5  # all tied
     # one positive tied with one negative, the other above all: (1 + 0.5 + 3 * 1 ... ) by hand:
     # pairs (pos, neg): pos=0.5 vs negs {0.1, 0.5, 0.9} -> 1 + 0.5 + 0; pos=1.0 vs all -> 3
     assert auroc(torch.tensor([0.1, 0.5, 0.9, 0.5, 1.0]), labels) == pytest.approx(4.5 / 6)
@@ -95,7 +97,7 @@ def test_sparse_auroc_matches_dense_auroc_with_ties():
     labels = torch.randint(0, n_cls, (n,), generator=g)
     # sparse nonnegative codes with many exact ties (quantised values) and a class-linked feature
     codes = torch.randint(0, 4, (n, n_feat), generator=g).float() * (torch.rand(n, n_feat, generator=g) < 0.3)
-    codes[:, 0] = (labels == 2).float() * 5                                        # perfect detector of class 2
+    codes[:, 0] = (labels == 2).float() * 5  # perfect detector of class 2
     t, f, v = nonzero_codes(codes)
     m = sparse_auroc(t, f, v, labels, n_feat, n_cls)
     assert m.shape == (n_feat, n_cls)
@@ -118,6 +120,7 @@ def test_sparse_auroc_of_a_never_active_feature_is_one_half_and_empty_class_is_n
 
 
 # -- CE loss recovered ----------------------------------------------------------------------
+
 
 class Toy(HookedRootModule):
     """embed -> hook_mid -> tanh -> unembed: zero-ablating hook_mid leaves logits = the bias."""
@@ -149,7 +152,7 @@ def test_splicing_identity_recovers_everything_and_zeros_nothing():
     g = torch.Generator().manual_seed(3)
     ids = torch.randint(0, 11, (6, 9), generator=g)
     mask = torch.ones_like(ids, dtype=torch.bool)
-    mask[0, 5:] = False                                                   # padding is not counted
+    mask[0, 5:] = False  # padding is not counted
     ident = spliced_losses(model, ids, mask, "hook_mid", lambda x: x, batch_size=4)
     assert ident["spliced"] == pytest.approx(ident["clean"], abs=1e-12)
     assert ident["ce_loss_recovered"] == pytest.approx(1.0, abs=1e-12)
@@ -168,7 +171,7 @@ def test_cache_activations_stops_after_the_last_needed_hook():
     model.late_calls = 0
     got = cache_activations(model, ids, ["hook_mid"])
     assert got["hook_mid"].shape == (2, 5, 8)
-    assert model.late_calls == 0                                          # the forward never got past it
+    assert model.late_calls == 0  # the forward never got past it
     full = cache_activations(model, ids, ["hook_mid", "hook_late"], stop_early=False)
     assert torch.equal(full["hook_mid"], got["hook_mid"])
     with pytest.raises(KeyError):

@@ -14,8 +14,8 @@ def _sequences(lengths):
 
 @pytest.mark.parametrize("gap", [1, 4])
 def test_pairs_are_later_tokens_of_the_same_sequence_within_the_gap(gap):
-    seq, pos = _sequences([1, 7, 3, 12, 2])                  # a one-token sequence has no pair
-    acts = torch.arange(seq.numel()).float().unsqueeze(1).repeat(1, 3)   # each row holds its own index
+    seq, pos = _sequences([1, 7, 3, 12, 2])  # a one-token sequence has no pair
+    acts = torch.arange(seq.numel()).float().unsqueeze(1).repeat(1, 3)  # each row holds its own index
     batches = _pair_batches(acts, seq, pos, batch_size=64, seed=0, gap=gap)
     gaps = set()
     for _ in range(20):
@@ -26,7 +26,7 @@ def test_pairs_are_later_tokens_of_the_same_sequence_within_the_gap(gap):
         d = pos[j] - pos[i]
         assert ((d >= 1) & (d <= gap)).all()
         gaps |= set(d.tolist())
-    assert gaps == set(range(1, gap + 1))                    # every gap is drawn
+    assert gaps == set(range(1, gap + 1))  # every gap is drawn
 
 
 def test_pairs_of_one_token_sequences_are_refused_not_drawn_forever():
@@ -36,8 +36,15 @@ def test_pairs_of_one_token_sequences_are_refused_not_drawn_forever():
 
 
 def _temporal_sae(coefficient):
-    cfg = SAETrainConfig("t", "blocks.0.hook_resid_pre", "matryoshka", expansion=4, k=4,
-                         matryoshka_fractions=(1 / 4,), temporal_coefficient=coefficient)
+    cfg = SAETrainConfig(
+        "t",
+        "blocks.0.hook_resid_pre",
+        "matryoshka",
+        expansion=4,
+        k=4,
+        matryoshka_fractions=(1 / 4,),
+        temporal_coefficient=coefficient,
+    )
     torch.manual_seed(0)
     return make_training_sae(cfg, d_in=8)
 
@@ -45,8 +52,9 @@ def _temporal_sae(coefficient):
 def _forward(sae, x):
     from sae_lens.saes.sae import TrainStepInput
 
-    return sae.training_forward_pass(TrainStepInput(sae_in=x, coefficients={}, dead_neuron_mask=None,
-                                                    n_training_steps=0, is_logging_step=False))
+    return sae.training_forward_pass(
+        TrainStepInput(sae_in=x, coefficients={}, dead_neuron_mask=None, n_training_steps=0, is_logging_step=False)
+    )
 
 
 def test_temporal_loss_is_the_squared_change_of_the_first_prefix_codes():
@@ -57,7 +65,7 @@ def test_temporal_loss_is_the_squared_change_of_the_first_prefix_codes():
     expected = 0.5 * (codes[:8] - codes[8:]).pow(2).sum(-1).mean()
     assert torch.allclose(out.losses["temporal_loss"], expected)
     assert float(expected) > 0
-    same = _forward(sae, torch.cat([x[:8], x[:8]]))          # a pair of identical tokens costs nothing
+    same = _forward(sae, torch.cat([x[:8], x[:8]]))  # a pair of identical tokens costs nothing
     assert float(same.losses["temporal_loss"]) == 0.0
     assert "temporal_loss" not in _forward(_temporal_sae(0.0), x).losses
 

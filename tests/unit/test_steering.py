@@ -28,10 +28,10 @@ def test_diff_of_means_of_constructed_data():
 def test_mean_accumulator_is_float64_exact_where_float32_is_not():
     # 2^24 + 1 is not representable in float32; summing in float64 keeps it
     acc = S.MeanAccumulator()
-    x = torch.full((4, 1), 2.0 ** 24, dtype=torch.float32)
+    x = torch.full((4, 1), 2.0**24, dtype=torch.float32)
     acc.update(x)
     acc.update(torch.ones(4, 1))
-    assert acc.mean.item() == (4 * 2.0 ** 24 + 4) / 8
+    assert acc.mean.item() == (4 * 2.0**24 + 4) / 8
 
 
 def test_ablation_leaves_h_orthogonal_to_r_and_keeps_the_rest():
@@ -65,7 +65,7 @@ def test_ace_sets_the_projection_and_keeps_the_orthogonal_part(alpha):
     out = S.ace_hook(r, mu_minus, alpha)(h).double()
     r64 = r.double()
     r_hat = r64 / r64.norm()
-    expected = mu_minus.double() @ r_hat + alpha * r64.norm()   # mu-.r^ + alpha ||r||
+    expected = mu_minus.double() @ r_hat + alpha * r64.norm()  # mu-.r^ + alpha ||r||
     assert torch.allclose(out @ r_hat, expected.expand(2, 6), atol=1e-5)
     orth = lambda x: x - (x @ r_hat)[..., None] * r_hat  # noqa: E731
     assert torch.allclose(orth(out), orth(h.double()), atol=1e-5)
@@ -159,10 +159,10 @@ def test_kl_is_zero_for_equal_and_matches_hand_value():
 def test_selection_filters_and_picks_the_lowest_bypass_score():
     C = S.Candidate
     cands = [
-        C("a", 0, -1, 1.0, bypass_score=-5.0, induce_score=1.0, kl=0.5),   # KL too high
+        C("a", 0, -1, 1.0, bypass_score=-5.0, induce_score=1.0, kl=0.5),  # KL too high
         C("b", 1, -1, 1.0, bypass_score=-3.0, induce_score=2.0, kl=0.05),
         C("c", 1, -2, 1.0, bypass_score=-4.0, induce_score=-1.0, kl=0.05),  # does not induce
-        C("d", 2, -1, 1.0, bypass_score=-9.0, induce_score=3.0, kl=0.0),    # too deep (2 >= 0.8 * 2)
+        C("d", 2, -1, 1.0, bypass_score=-9.0, induce_score=3.0, kl=0.0),  # too deep (2 >= 0.8 * 2)
         C("e", 0, -3, 1.0, bypass_score=-1.0, induce_score=0.5, kl=0.01),
     ]
     best = S.select_direction(cands, n_layers=2, rule="bypass")
@@ -173,10 +173,12 @@ def test_selection_filters_and_picks_the_lowest_bypass_score():
 
 def test_default_selection_weighs_the_induce_score():
     C = S.Candidate
-    cands = [C("b1", 1, -1, 1.0, bypass_score=-4.0, induce_score=2.3, kl=0.05),
-             C("b2", 2, -1, 1.0, bypass_score=-3.7, induce_score=4.5, kl=0.05),
-             C("x", 1, -2, 1.0, bypass_score=-9.0, induce_score=9.0, kl=0.5)]      # KL too high
-    assert S.select_direction(cands, n_layers=3).hook == "b2"                    # -8.2 < -6.3
+    cands = [
+        C("b1", 1, -1, 1.0, bypass_score=-4.0, induce_score=2.3, kl=0.05),
+        C("b2", 2, -1, 1.0, bypass_score=-3.7, induce_score=4.5, kl=0.05),
+        C("x", 1, -2, 1.0, bypass_score=-9.0, induce_score=9.0, kl=0.5),
+    ]  # KL too high
+    assert S.select_direction(cands, n_layers=3).hook == "b2"  # -8.2 < -6.3
     assert [c.selected for c in cands] == [False, True, False]
     assert S.select_direction(cands, n_layers=3, rule="bypass").hook == "b1"
     with pytest.raises(ValueError):
@@ -185,5 +187,11 @@ def test_default_selection_weighs_the_induce_score():
 
 def test_ablation_plan_covers_every_residual_write():
     names = S.ablation_hook_names(2)
-    assert names == ["blocks.0.hook_resid_pre", "blocks.0.hook_attn_out", "blocks.0.hook_mlp_out",
-                     "blocks.1.hook_resid_pre", "blocks.1.hook_attn_out", "blocks.1.hook_mlp_out"]
+    assert names == [
+        "blocks.0.hook_resid_pre",
+        "blocks.0.hook_attn_out",
+        "blocks.0.hook_mlp_out",
+        "blocks.1.hook_resid_pre",
+        "blocks.1.hook_attn_out",
+        "blocks.1.hook_mlp_out",
+    ]

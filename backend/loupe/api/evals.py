@@ -24,5 +24,8 @@ class EvalList(BaseModel):
 @router.get("/evals", response_model=EvalList)
 def list_evals(ws: WorkspaceDep, kind: str | None = None, limit: int = Query(20, ge=1, le=200)) -> EvalList:
     rows = ws.evals.list(kind=kind, limit=limit)
-    return EvalList(evals=[EvalOut(id=r.id, kind=r.kind, model_id=r.model_id, created_at=r.created_at,
-                                   results=r.results) for r in rows])
+    return EvalList(
+        evals=[
+            EvalOut(id=r.id, kind=r.kind, model_id=r.model_id, created_at=r.created_at, results=r.results) for r in rows
+        ]
+    )

@@ -1,5 +1,5 @@
 import json
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
@@ -15,12 +15,14 @@ Finite = Annotated[float, Field(allow_inf_nan=False)]
 
 class AblateDirection(BaseModel):
     """Directional ablation h - (h . r^) r^ at every residual write, every position (Arditi et al. 2024)."""
+
     kind: Literal["ablate_direction"]
     vector_id: str
 
 
 class AddDirection(BaseModel):
     """Activation addition h + alpha r at one residual hook (default: the vector's), every position."""
+
     kind: Literal["add_direction"]
     vector_id: str
     alpha: Finite = 1.0
@@ -29,6 +31,7 @@ class AddDirection(BaseModel):
 
 class Ace(BaseModel):
     """Affine concept editing h - ((h - mu-) . r^) r^ + alpha r at the vector's hook (Marshall et al. 2024)."""
+
     kind: Literal["ace"]
     vector_id: str
     alpha: Finite = 1.0
@@ -36,6 +39,7 @@ class Ace(BaseModel):
 
 class SaeFeatureAdd(BaseModel):
     """h + value * W_dec[feature] at the SAE's hook, every position."""
+
     kind: Literal["sae_feature_add"]
     sae_id: str
     feature: int
@@ -44,6 +48,7 @@ class SaeFeatureAdd(BaseModel):
 
 class SaeFeatureClamp(BaseModel):
     """Feature set to value, the SAE's reconstruction error kept: h + (value - f(h)) W_dec[feature]."""
+
     kind: Literal["sae_feature_clamp"]
     sae_id: str
     feature: int
@@ -53,6 +58,7 @@ class SaeFeatureClamp(BaseModel):
 class Edit(BaseModel):
     """Set, scale or zero one neuron (`hook`, `index`) or SAE feature (`sae_id`, `feature`) at one
     token position (absolute, or negative from the prompt's end; omitted: every position)."""
+
     kind: Literal["edit"]
     hook: str | None = None
     position: int | None = None
@@ -63,18 +69,24 @@ class Edit(BaseModel):
     value: Finite = 0.0
 
 
-Intervention = Annotated[Union[AblateDirection, AddDirection, Ace, SaeFeatureAdd, SaeFeatureClamp, Edit],
-                         Field(discriminator="kind")]
+Intervention = Annotated[
+    AblateDirection | AddDirection | Ace | SaeFeatureAdd | SaeFeatureClamp | Edit, Field(discriminator="kind")
+]
 
 
 class GenerateRequest(BaseModel):
-    prompt: str = Field(..., min_length=1, max_length=20_000, description="Raw text; the demo chat format is `User: ...\\nAssistant:`.")
-    max_new_tokens: int = Field(48, ge=1, description="Tokens to generate; bounded by the server's limit and the context.")
+    prompt: str = Field(
+        ..., min_length=1, max_length=20_000, description="Raw text; the demo chat format is `User: ...\\nAssistant:`."
+    )
+    max_new_tokens: int = Field(
+        48, ge=1, description="Tokens to generate; bounded by the server's limit and the context."
+    )
     temperature: float = Field(0.0, ge=0.0, allow_inf_nan=False, description="0 = greedy; > 0 = sampling with `seed`.")
     seed: int | None = Field(None, description="Sampling seed; same seed, same completion.")
     model_id: str | None = Field(None, description="Default: the workspace's model.")
     interventions: list[Intervention] | None = Field(
-        None, description="Hook plan for the steered completion, applied in order; none: `steered` is null.")
+        None, description="Hook plan for the steered completion, applied in order; none: `steered` is null."
+    )
 
     def plan(self) -> list[dict[str, Any]] | None:
         return [i.model_dump() for i in self.interventions] if self.interventions else None
@@ -100,18 +112,22 @@ async def generate(req: GenerateRequest, gen: GenerationDep) -> GenerateResponse
     return GenerateResponse(
         default=CompletionOut(completion=default.completion, tokens=default.tokens),
         steered=None if steered is None else CompletionOut(completion=steered.completion, tokens=steered.tokens),
-        model_id=lm.id, prompt_tokens=n_prompt,
+        model_id=lm.id,
+        prompt_tokens=n_prompt,
     )
 
 
-@router.post("/generate/stream", responses={200: {"content": {"application/x-ndjson": {}},
-                                                  "description": "One JSON event per line."}})
+@router.post(
+    "/generate/stream",
+    responses={200: {"content": {"application/x-ndjson": {}}, "description": "One JSON event per line."}},
+)
 async def generate_stream(req: GenerateRequest, gen: GenerationDep) -> StreamingResponse:
     """The same generation as POST /generate, as newline-delimited JSON events while tokens are made:
     `{"event": "start", ...}`, `{"event": "token", "stream": "default"|"steered", "index", "token"}`...,
     `{"event": "done", "default": {...}, "steered": {...}|null}`. Bad input is a 4xx before streaming."""
     prepared = await run_in_threadpool(
-        gen.prepare, req.prompt, req.max_new_tokens, req.temperature, req.seed, req.model_id, req.plan())
+        gen.prepare, req.prompt, req.max_new_tokens, req.temperature, req.seed, req.model_id, req.plan()
+    )
 
     def lines():
         for ev in gen.stream(prepared):

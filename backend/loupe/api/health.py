@@ -18,6 +18,9 @@ class Health(BaseModel):
 @router.get("/health", response_model=Health)
 def health(ws: WorkspaceDep, models: ModelsDep) -> Health:
     return Health(
-        status="ok", version=__version__, workspace=str(ws.settings.workspace.resolve()),
-        database=ws.db.dialect, model_ready=models.default_id() is not None,
+        status="ok",
+        version=__version__,
+        workspace=str(ws.settings.workspace.resolve()),
+        database=ws.db.dialect,
+        model_ready=models.default_id() is not None,
     )

@@ -29,8 +29,10 @@ class RunSettingsIn(BaseModel):
     experiments: bool = Field(True, description="Also run the perturbation experiment.")
     dtype: Literal["float64", "float32"] = "float64"
     init: Literal["lecun", "torch"] = Field(
-        "lecun", description="theta_0: 'lecun' = the authors' code (Flax Dense defaults: truncated-normal weights "
-                             "with variance 1/fan_in, zero biases); 'torch' = PyTorch's nn.Linear default.")
+        "lecun",
+        description="theta_0: 'lecun' = the authors' code (Flax Dense defaults: truncated-normal weights "
+        "with variance 1/fan_in, zero biases); 'torch' = PyTorch's nn.Linear default.",
+    )
 
 
 class RunStarted(BaseModel):
@@ -101,8 +103,11 @@ class LayerOut(BaseModel):
 def list_runs(request: Request) -> RunList:
     from loupe.services.jacobian import MAX_PARAMS, PAPER
 
-    return RunList(runs=[RunListItem(**{k: r.get(k) for k in RunListItem.model_fields}) for r in _svc(request).list()],
-                   defaults=PAPER, max_params=MAX_PARAMS)
+    return RunList(
+        runs=[RunListItem(**{k: r.get(k) for k in RunListItem.model_fields}) for r in _svc(request).list()],
+        defaults=PAPER,
+        max_params=MAX_PARAMS,
+    )
 
 
 @router.post("/jacobian/runs", response_model=RunStarted)
@@ -117,6 +122,14 @@ def get_run(run_id: str, request: Request) -> RunOut:
 
 @router.post("/jacobian/layer", response_model=LayerOut)
 async def layer(body: LayerRequest, request: Request) -> LayerOut:
-    out = await run_in_threadpool(_svc(request).layer, body.prompt, body.position, body.hook_in, body.hook_out,
-                                  body.model_id, body.top_k, body.n_directions)
+    out = await run_in_threadpool(
+        _svc(request).layer,
+        body.prompt,
+        body.position,
+        body.hook_in,
+        body.hook_out,
+        body.model_id,
+        body.top_k,
+        body.n_directions,
+    )
     return LayerOut(**out)

@@ -36,10 +36,17 @@ class JobList(BaseModel):
 
 def job_out(j) -> JobOut:
     return JobOut(
-        id=j.id, kind=j.kind, name=j.name, status=j.status,
+        id=j.id,
+        kind=j.kind,
+        name=j.name,
+        status=j.status,
         progress=Progress(done=j.progress_done, total=j.progress_total, message=j.message or ""),
-        params=j.params or {}, created_at=j.created_at, started_at=j.started_at, finished_at=j.finished_at,
-        error=j.error, artifacts=j.artifacts or {},
+        params=j.params or {},
+        created_at=j.created_at,
+        started_at=j.started_at,
+        finished_at=j.finished_at,
+        error=j.error,
+        artifacts=j.artifacts or {},
     )
 
 

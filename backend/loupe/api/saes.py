@@ -36,8 +36,10 @@ class SAEOut(BaseModel):
     d_sae: int
     source: str
     path: str
-    metrics: dict[str, Any] = Field(description="held-out quality: fvu, l0, dead_fraction, dense_fraction, "
-                                                "ce_loss_recovered, per-domain best-feature AUROC, targets")
+    metrics: dict[str, Any] = Field(
+        description="held-out quality: fvu, l0, dead_fraction, dense_fraction, "
+        "ce_loss_recovered, per-domain best-feature AUROC, targets"
+    )
     dashboards: DashboardStatus
 
 
@@ -96,13 +98,16 @@ class Dashboard(FeatureRow):
     sae_id: str
     hook_name: str
     d_sae: int
-    summary: dict[str, Any] = Field(description="tokens and domains the feature is enriched in, logit effects, "
-                                                "nearest features by decoder cosine, neurons it reads from / writes to")
+    summary: dict[str, Any] = Field(
+        description="tokens and domains the feature is enriched in, logit effects, "
+        "nearest features by decoder cosine, neurons it reads from / writes to"
+    )
     top_examples: list[Example]
     intervals: list[Interval]
     histogram: Histogram
     neighbour_labels: dict[str, str] = Field(
-        default_factory=dict, description="label (a person's, else the automatic one) of each nearest feature")
+        default_factory=dict, description="label (a person's, else the automatic one) of each nearest feature"
+    )
 
 
 class LabelIn(BaseModel):
@@ -118,8 +123,11 @@ class LabelOut(BaseModel):
 class ActivationsIn(BaseModel):
     text: str = Field(min_length=1, max_length=20_000)
     top_k: int = Field(5, ge=1, le=64)
-    features: list[int] = Field(default_factory=list, max_length=16,
-                                description="features whose activation on every token to return in feature_activations")
+    features: list[int] = Field(
+        default_factory=list,
+        max_length=16,
+        description="features whose activation on every token to return in feature_activations",
+    )
 
 
 class TokenFeature(BaseModel):
@@ -141,14 +149,17 @@ class ActivationsOut(BaseModel):
     max_activation: float
     labels: dict[str, str] = Field(description="label (a person's, else the automatic one) of every feature listed")
     feature_activations: dict[str, list[float]] = Field(
-        default_factory=dict, description="for each requested feature, its activation on every token")
+        default_factory=dict, description="for each requested feature, its activation on every token"
+    )
 
 
 class NeuronsOut(BaseModel):
     sae_id: str
     units: str | None
-    polysemanticity: list[float] = Field(description="per neuron: participation ratio of live features' unit "
-                                                     "decoder loads, the effective number of features on it")
+    polysemanticity: list[float] = Field(
+        description="per neuron: participation ratio of live features' unit "
+        "decoder loads, the effective number of features on it"
+    )
     most_polysemantic: list[list[float]]
     mean: float
 
@@ -161,7 +172,9 @@ def list_saes(saes: SAEsDep, model_id: str | None = None) -> SAEList:
 class RegisterIn(BaseModel):
     id: str = Field(description="the id to register it under (letters, digits, _ . -)")
     model_id: str | None = Field(None, description="the model whose hook it reads; default: the default model")
-    path: str | None = Field(None, description="a sae-lens SAE directory on this machine (cfg.json + sae_weights.safetensors)")
+    path: str | None = Field(
+        None, description="a sae-lens SAE directory on this machine (cfg.json + sae_weights.safetensors)"
+    )
     release: str | None = Field(None, description="sae-lens pretrained release (needs the Hugging Face hub)")
     hub_sae_id: str | None = Field(None, description="the SAE's id inside `release`")
 
@@ -179,13 +192,16 @@ def get_sae(sae_id: str, saes: SAEsDep) -> Any:
 
 @router.get("/saes/{sae_id}/features", response_model=FeaturePage)
 def list_features(
-    sae_id: str, saes: SAEsDep,
+    sae_id: str,
+    saes: SAEsDep,
     sort: str = Query("index", description="index | density | max_activation | capacity | top_domain_share"),
     order: str = Query("asc", description="asc | desc"),
-    offset: int = Query(0, ge=0), limit: int = Query(50, ge=1, le=500),
+    offset: int = Query(0, ge=0),
+    limit: int = Query(50, ge=1, le=500),
     q: str | None = Query(None, max_length=200, description="search automatic and people's labels"),
     domain: str | None = None,
-    min_density: float | None = Query(None, ge=0, le=1), max_density: float | None = Query(None, ge=0, le=1),
+    min_density: float | None = Query(None, ge=0, le=1),
+    max_density: float | None = Query(None, ge=0, le=1),
 ) -> Any:
     return saes.features(sae_id, sort, order, offset, limit, q, domain, min_density, max_density)
 

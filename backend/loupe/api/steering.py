@@ -79,17 +79,23 @@ class ComputeRequest(BaseModel):
     harmless: list[str] = Field(..., min_length=2, description="Prompts that do not.")
     model_id: str | None = None
     selection_rule: Literal["bypass_minus_induce", "bypass"] = Field(
-        "bypass_minus_induce", description="Rank candidates passing Arditi et al.'s filters by bypass - induce "
-                                           "score (default) or by bypass score alone (the paper's rule).")
+        "bypass_minus_induce",
+        description="Rank candidates passing Arditi et al.'s filters by bypass - induce "
+        "score (default) or by bypass score alone (the paper's rule).",
+    )
 
 
 class EvaluateRequest(BaseModel):
     vector_id: str
     methods: list[Literal["none", "ablation", "addition", "ace"]] = Field(
-        default_factory=lambda: ["none", "ablation", "addition", "ace"], min_length=1)
+        default_factory=lambda: ["none", "ablation", "addition", "ace"], min_length=1
+    )
     alphas: list[Annotated[float, Field(allow_inf_nan=False)]] = Field(
-        default_factory=lambda: list(DEFAULT_ALPHAS), min_length=1, max_length=21,
-        description="Used by addition and ACE; ablation and none have one point.")
+        default_factory=lambda: list(DEFAULT_ALPHAS),
+        min_length=1,
+        max_length=21,
+        description="Used by addition and ACE; ablation and none have one point.",
+    )
     harmful: list[str] | None = Field(None, description="Default: the demo world's held-out harmful instructions.")
     harmless: list[str] | None = Field(None, description="Default: the held-out harmless instructions.")
     limit: int | None = Field(64, ge=1, description="At most this many prompts per set (null: all).")
@@ -141,19 +147,39 @@ def delete_vector(vector_id: str, st: SteeringDep) -> Response:
     return Response(status_code=204)
 
 
-@router.get("/vectors/{vector_id}/export", response_class=Response,
-            responses={200: {"content": {"application/octet-stream": {}}, "description": "safetensors: r, mu_minus, mu_plus"}})
+@router.get(
+    "/vectors/{vector_id}/export",
+    response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {}}, "description": "safetensors: r, mu_minus, mu_plus"}},
+)
 def export_vector(vector_id: str, st: SteeringDep) -> Response:
     data = st.export(vector_id)
-    return Response(data, media_type="application/octet-stream",
-                    headers={"Content-Disposition": f'attachment; filename="{vector_id}.safetensors"'})
+    return Response(
+        data,
+        media_type="application/octet-stream",
+        headers={"Content-Disposition": f'attachment; filename="{vector_id}.safetensors"'},
+    )
 
 
-@router.post("/vectors/import", response_model=VectorDetail, status_code=201,
-             openapi_extra={"requestBody": {"required": True, "content": {"application/octet-stream": {
-                 "schema": {"type": "string", "format": "binary"}}}}})
-async def import_vector(request: Request, st: SteeringDep, name: str = Query(..., min_length=1, max_length=60),
-                        model_id: str | None = None, hook: str | None = None, id: str | None = None) -> VectorDetail:
+@router.post(
+    "/vectors/import",
+    response_model=VectorDetail,
+    status_code=201,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/octet-stream": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
+)
+async def import_vector(
+    request: Request,
+    st: SteeringDep,
+    name: str = Query(..., min_length=1, max_length=60),
+    model_id: str | None = None,
+    hook: str | None = None,
+    id: str | None = None,
+) -> VectorDetail:
     """The body is a safetensors file with `r` [d_model] (and optionally `mu_minus`, `mu_plus`)."""
     from loupe.errors import Unprocessable
 
@@ -174,8 +200,11 @@ def compute_vector(req: ComputeRequest, st: SteeringDep) -> JobStarted:
 def evaluate(req: EvaluateRequest, st: SteeringDep) -> JobStarted:
     """Refusal rates (harmful, harmless) and KL on harmless prompts for each method and alpha, as a
     job; the result is at GET /api/steering/evaluations/{eval_id} (the job's artifacts name it)."""
-    return JobStarted(**st.evaluate(req.vector_id, list(req.methods), list(req.alphas), req.harmful, req.harmless,
-                                    req.limit, req.max_new_tokens))
+    return JobStarted(
+        **st.evaluate(
+            req.vector_id, list(req.methods), list(req.alphas), req.harmful, req.harmless, req.limit, req.max_new_tokens
+        )
+    )
 
 
 @router.get("/steering/evaluations", response_model=EvaluationList)
@@ -194,8 +223,12 @@ class NextTokenRequest(BaseModel):
     top_k: int = Field(10, ge=1, le=100)
     model_id: str | None = None
     continue_tokens: int = Field(
-        0, ge=0, le=MAX_CONTINUE_TOKENS, description="When > 0, also the greedy continuations of this many tokens without and with "
-                                    "the interventions (as POST /api/generate at temperature 0 gives them).")
+        0,
+        ge=0,
+        le=MAX_CONTINUE_TOKENS,
+        description="When > 0, also the greedy continuations of this many tokens without and with "
+        "the interventions (as POST /api/generate at temperature 0 gives them).",
+    )
 
 
 class TopToken(BaseModel):
@@ -211,16 +244,26 @@ class NextTokenResponse(BaseModel):
     default: list[TopToken]
     steered: list[TopToken]
     kl: float
-    default_continuation: str | None = Field(None, description="Greedy continuation without the interventions "
-                                                               "(only when continue_tokens > 0).")
-    steered_continuation: str | None = Field(None, description="Greedy continuation with the interventions on every "
-                                                               "forward pass (only when continue_tokens > 0).")
+    default_continuation: str | None = Field(
+        None, description="Greedy continuation without the interventions (only when continue_tokens > 0)."
+    )
+    steered_continuation: str | None = Field(
+        None,
+        description="Greedy continuation with the interventions on every forward pass (only when continue_tokens > 0).",
+    )
 
 
 @router.post("/steering/next-token", response_model=NextTokenResponse)
 async def next_token(req: NextTokenRequest, st: SteeringDep) -> NextTokenResponse:
     """Live editing: the next-token distribution (top tokens) without and with the interventions."""
-    out = await run_in_threadpool(next_token_effect, st.ws, st.models, req.prompt,
-                                  [i.model_dump() for i in req.interventions], req.top_k, req.model_id,
-                                  continue_tokens=req.continue_tokens)
+    out = await run_in_threadpool(
+        next_token_effect,
+        st.ws,
+        st.models,
+        req.prompt,
+        [i.model_dump() for i in req.interventions],
+        req.top_k,
+        req.model_id,
+        continue_tokens=req.continue_tokens,
+    )
     return NextTokenResponse(**out)

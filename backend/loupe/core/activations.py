@@ -16,7 +16,7 @@ leaves no state in the bridge (its KV cache is only stored after a forward compl
 from __future__ import annotations
 
 import re
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import Tensor
@@ -54,7 +54,7 @@ def _first_tensor(x):
 @torch.no_grad()
 def cache_activations(
     model,
-    input_ids: Tensor,                 # Int[Tensor, "batch pos"]
+    input_ids: Tensor,  # Int[Tensor, "batch pos"]
     hook_names: Sequence[str],
     stop_early: bool = True,
 ) -> dict[str, Tensor]:
@@ -88,7 +88,7 @@ def cache_activations(
 
 def iter_activations(
     model,
-    input_ids: Tensor,                 # Int[Tensor, "n_seq pos"]
+    input_ids: Tensor,  # Int[Tensor, "n_seq pos"]
     hook_names: Sequence[str],
     batch_size: int = 32,
     stop_early: bool = True,

@@ -3,7 +3,7 @@ optionally inside hook contexts). Greedy at temperature 0, seeded sampling other
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 import torch
 from jaxtyping import Float, Int
@@ -12,9 +12,7 @@ from torch import Tensor
 Forward = Callable[[Int[Tensor, "batch pos"]], Float[Tensor, "batch pos d_vocab"]]
 
 
-def next_token(
-    logits: Float[Tensor, "d_vocab"], temperature: float, generator: torch.Generator | None
-) -> int:
+def next_token(logits: Float[Tensor, d_vocab], temperature: float, generator: torch.Generator | None) -> int:
     if temperature == 0:
         return int(torch.argmax(logits).item())
     probs = torch.softmax(logits.double() / temperature, dim=-1)
@@ -87,7 +85,7 @@ def greedy_batch(
     new: list[list[int]] = [[] for _ in prompts]
     done = torch.zeros(len(prompts), dtype=torch.bool)
     for t in range(steps):
-        cur = lengths + t                                   # each row's length so far
+        cur = lengths + t  # each row's length so far
         logits = forward(buf[:, : int(cur.max())])
         tok = logits[rows, cur - 1].argmax(-1)
         buf[rows, cur] = tok

@@ -38,24 +38,29 @@ bench/RESULTS.md.)
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-DAMPING_SCALE = 0.1   # lambda = 0.1 x mean eigenvalue (Grosse et al. 2023)
+DAMPING_SCALE = 0.1  # lambda = 0.1 x mean eigenvalue (Grosse et al. 2023)
 
 
 def mlp_module_names(model: nn.Module) -> list[str]:
     """The MLP nn.Linear layers of a GPT-NeoX model (dense_h_to_4h, dense_4h_to_h per layer)."""
-    return [n for n, m in model.named_modules()
-            if isinstance(m, nn.Linear) and n.split(".")[-1] in ("dense_h_to_4h", "dense_4h_to_h")]
+    return [
+        n
+        for n, m in model.named_modules()
+        if isinstance(m, nn.Linear) and n.split(".")[-1] in ("dense_h_to_4h", "dense_4h_to_h")
+    ]
 
 
 # -- the language-modelling objective -------------------------------------------------------------
+
 
 def sequence_logprob_terms(logits: Tensor, input_ids: Tensor, mask: Tensor, targets: Tensor | None = None) -> Tensor:
     """log p(x_t | x_<t) at every predicted position t >= 1, zero where `mask` is False.
@@ -74,14 +79,15 @@ def sample_targets(logits: Tensor, generator: torch.Generator | None = None) -> 
 
 # -- EK-FAC factors ---------------------------------------------------------------------------------
 
+
 @dataclass
 class LayerFactors:
     """EK-FAC factors of one linear layer (bias folded in: the activation side has d_in + 1 rows)."""
 
-    q_a: Tensor        # [d_in+1, d_in+1] activation-covariance eigenvectors (columns)
-    q_g: Tensor        # [d_out, d_out]   gradient-covariance eigenvectors (columns)
-    lam: Tensor        # [d_out, d_in+1]  corrected eigenvalues Lambda (already averaged over sequences)
-    damping: float     # lambda added to Lambda
+    q_a: Tensor  # [d_in+1, d_in+1] activation-covariance eigenvectors (columns)
+    q_g: Tensor  # [d_out, d_out]   gradient-covariance eigenvectors (columns)
+    lam: Tensor  # [d_out, d_in+1]  corrected eigenvalues Lambda (already averaged over sequences)
+    damping: float  # lambda added to Lambda
 
     def inverse_apply(self, v: Tensor) -> Tensor:
         """(G + lambda I)^-1 v for v [..., d_out, d_in+1] (Grosse et al. 2023, eq. 19)."""
@@ -93,7 +99,9 @@ def damping_for(lam: Tensor, scale: float = DAMPING_SCALE) -> float:
     return float(scale * lam.double().mean())
 
 
-def factors_from_kronfluence(all_factors: dict[str, dict[str, Tensor]], scale: float = DAMPING_SCALE) -> dict[str, LayerFactors]:
+def factors_from_kronfluence(
+    all_factors: dict[str, dict[str, Tensor]], scale: float = DAMPING_SCALE
+) -> dict[str, LayerFactors]:
     """kronfluence's `load_all_factors` output -> per-layer EK-FAC factors with the paper's damping."""
     out = {}
     for name, lam in all_factors["lambda_matrix"].items():
@@ -101,11 +109,14 @@ def factors_from_kronfluence(all_factors: dict[str, dict[str, Tensor]], scale: f
         out[name] = LayerFactors(
             q_a=all_factors["activation_eigenvectors"][name].float(),
             q_g=all_factors["gradient_eigenvectors"][name].float(),
-            lam=lam, damping=damping_for(lam, scale))
+            lam=lam,
+            damping=damping_for(lam, scale),
+        )
     return out
 
 
 # -- per-token layer inputs and output gradients ------------------------------------------------------
+
 
 @contextmanager
 def capture_linear(model: nn.Module, names: Sequence[str]) -> Iterator[dict[str, dict[str, Tensor]]]:
@@ -133,9 +144,13 @@ def capture_linear(model: nn.Module, names: Sequence[str]) -> Iterator[dict[str,
             h.remove()
 
 
-def per_token_layer_grads(model: nn.Module, names: Sequence[str], input_ids: Tensor,
-                          objective: Callable[[Tensor], Tensor], real: Tensor | None = None,
-                          ) -> dict[str, tuple[Tensor, Tensor]]:
+def per_token_layer_grads(
+    model: nn.Module,
+    names: Sequence[str],
+    input_ids: Tensor,
+    objective: Callable[[Tensor], Tensor],
+    real: Tensor | None = None,
+) -> dict[str, tuple[Tensor, Tensor]]:
     """Run `objective(logits)` (a [b] tensor, one scalar per sequence) backward and return, per layer,
     (a [b, t, d_in+1], delta [b, t, d_out]) with padding positions (real == False) zeroed. The
     per-sequence weight gradient is then sum_t delta_t a_t^T."""
@@ -145,7 +160,7 @@ def per_token_layer_grads(model: nn.Module, names: Sequence[str], input_ids: Ten
         p.requires_grad_(False)
     emb = model.get_input_embeddings()
     with capture_linear(model, names) as store:
-        x = emb(input_ids).detach().requires_grad_(True)   # gradients flow without parameter grads
+        x = emb(input_ids).detach().requires_grad_(True)  # gradients flow without parameter grads
         logits = model(inputs_embeds=x).logits
         objective(logits).sum().backward()
     for p, r in zip(params, req):
@@ -162,12 +177,14 @@ def per_token_layer_grads(model: nn.Module, names: Sequence[str], input_ids: Ten
     return out
 
 
-def logprob_layer_grads(model: nn.Module, names: Sequence[str], input_ids: Tensor, mask: Tensor,
-                        real: Tensor | None = None) -> dict[str, tuple[Tensor, Tensor]]:
+def logprob_layer_grads(
+    model: nn.Module, names: Sequence[str], input_ids: Tensor, mask: Tensor, real: Tensor | None = None
+) -> dict[str, tuple[Tensor, Tensor]]:
     """per_token_layer_grads of each sequence's log-probability of its `mask` tokens (a training
     sequence's log p(z), or a completion's log p(completion | prompt))."""
-    return per_token_layer_grads(model, names, input_ids,
-                                 lambda lg: sequence_logprob_terms(lg, input_ids, mask).sum(1), real)
+    return per_token_layer_grads(
+        model, names, input_ids, lambda lg: sequence_logprob_terms(lg, input_ids, mask).sum(1), real
+    )
 
 
 def sequence_gradients(grads: dict[str, tuple[Tensor, Tensor]]) -> dict[str, Tensor]:
@@ -177,14 +194,15 @@ def sequence_gradients(grads: dict[str, tuple[Tensor, Tensor]]) -> dict[str, Ten
 
 # -- the compact (projected, whitened) representation --------------------------------------------------
 
+
 @dataclass
 class Projection:
     """Per layer: the EK-FAC eigenbases and the kept coordinates of the rotated, whitened gradient."""
 
-    q_a: Tensor          # [d_in+1, d_in+1] activation eigenvectors
-    q_g: Tensor          # [d_out, d_out]   gradient eigenvectors
-    coords: Tensor       # [k] flat indices into the [d_out, d_in+1] eigen-coordinates, ascending
-    scale: Tensor        # [k] (Lambda + lambda)^-1/2 at those coordinates
+    q_a: Tensor  # [d_in+1, d_in+1] activation eigenvectors
+    q_g: Tensor  # [d_out, d_out]   gradient eigenvectors
+    coords: Tensor  # [k] flat indices into the [d_out, d_in+1] eigen-coordinates, ascending
+    scale: Tensor  # [k] (Lambda + lambda)^-1/2 at those coordinates
 
     @property
     def dim(self) -> int:
@@ -210,10 +228,9 @@ def make_projection(factors: dict[str, LayerFactors], dim: int | None) -> dict[s
     for n in names:
         f = factors[n]
         size = f.lam.numel()
-        coords = torch.nonzero(keep[off: off + size]).flatten()
+        coords = torch.nonzero(keep[off : off + size]).flatten()
         off += size
-        out[n] = Projection(q_a=f.q_a, q_g=f.q_g, coords=coords,
-                            scale=(f.lam.flatten()[coords] + f.damping).rsqrt())
+        out[n] = Projection(q_a=f.q_a, q_g=f.q_g, coords=coords, scale=(f.lam.flatten()[coords] + f.damping).rsqrt())
     return out
 
 
@@ -251,14 +268,18 @@ def compact_query(grad_w: Tensor, p: Projection, rank: int | None = None) -> Ten
 
 # -- exact EK-FAC (no projection): reference path ----------------------------------------------------
 
-def exact_scores(query_grads: dict[str, Tensor], train_grads: dict[str, Tensor], factors: dict[str, LayerFactors]) -> Tensor:
+
+def exact_scores(
+    query_grads: dict[str, Tensor], train_grads: dict[str, Tensor], factors: dict[str, LayerFactors]
+) -> Tensor:
     """sum_layers < (G + lambda)^-1 grad f, grad log p(z_m) > for every training row:
     query_grads {name: [d_out, d_in+1]}, train_grads {name: [b, d_out, d_in+1]} -> [b]."""
     return preconditioned_scores(precondition(query_grads, factors), train_grads)
 
 
-def precondition(query_grads: dict[str, Tensor], factors: dict[str, LayerFactors], rank: int | None = None
-                 ) -> dict[str, Tensor]:
+def precondition(
+    query_grads: dict[str, Tensor], factors: dict[str, LayerFactors], rank: int | None = None
+) -> dict[str, Tensor]:
     """(G + lambda)^-1 grad f per layer, the query side of every exact score; `rank` truncates the
     query gradient first (query batching)."""
     return {n: f.inverse_apply(low_rank(query_grads[n], rank)) for n, f in factors.items()}
@@ -300,6 +321,7 @@ def describe_projection(projs: dict[str, Projection]) -> dict[str, Any]:
 
 # -- kronfluence: the task (objective and measurement) and datasets ---------------------------------
 
+
 def make_task(module_names: Sequence[str], measurement: Callable[[dict, nn.Module], Tensor] | None = None):
     """A kronfluence `Task` for a causal LM over dict batches {"input_ids", "loss_mask", "real"}.
 
@@ -337,8 +359,13 @@ class SequenceDataset(torch.utils.data.Dataset):
     """Rows of packed token tensors as kronfluence batches; `on_item(i)` is called per item read
     (progress of kronfluence's passes, which run in this process)."""
 
-    def __init__(self, input_ids: Tensor, loss_mask: Tensor, real: Tensor | None = None,
-                 on_item: Callable[[int], None] | None = None):
+    def __init__(
+        self,
+        input_ids: Tensor,
+        loss_mask: Tensor,
+        real: Tensor | None = None,
+        on_item: Callable[[int], None] | None = None,
+    ):
         self.input_ids, self.loss_mask = input_ids, loss_mask.bool()
         if real is None:
             real = self.loss_mask.clone()

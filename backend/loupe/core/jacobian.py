@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from typing import Callable, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -49,7 +50,7 @@ class TrainConfig:
 
     seed: int = 0
     width: int = 64
-    depth: int = 1                 # hidden layers
+    depth: int = 1  # hidden layers
     epochs: int = 25
     batch_size: int = 64
     lr: float = 0.1
@@ -58,8 +59,8 @@ class TrainConfig:
     n_test: int = 197
     control: Control = "none"
     data_seed: int = 0
-    inputs: Literal["unit", "standardized"] = "unit"   # pixels / 16 in [0, 1], or z-scored per pixel
-    init: Literal["lecun", "torch"] = "lecun"         # see FlatMLP.init
+    inputs: Literal["unit", "standardized"] = "unit"  # pixels / 16 in [0, 1], or z-scored per pixel
+    init: Literal["lecun", "torch"] = "lecun"  # see FlatMLP.init
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -80,14 +81,15 @@ def n_params(width: int, depth: int = 1, d_in: int = 64, d_out: int = 10) -> int
 
 # -- data ------------------------------------------------------------------------------------------
 
+
 @dataclass
 class Data:
-    x_train: Tensor        # (n_train, 64)
-    y_train: Tensor        # (n_train,)
-    x_test: Tensor         # (n_test, 64)
+    x_train: Tensor  # (n_train, 64)
+    y_train: Tensor  # (n_train,)
+    x_test: Tensor  # (n_test, 64)
     y_test: Tensor
-    x_noise: Tensor        # (n_noise, 64) white-noise inputs: the far out-of-distribution probe
-    batches: Tensor        # (steps, batch) indices into the training set, the fixed batch order
+    x_noise: Tensor  # (n_noise, 64) white-noise inputs: the far out-of-distribution probe
+    batches: Tensor  # (steps, batch) indices into the training set, the fixed batch order
 
 
 def load_data(cfg: TrainConfig, dtype: torch.dtype = torch.float64, n_noise: int = 1000) -> Data:
@@ -106,7 +108,7 @@ def load_data(cfg: TrainConfig, dtype: torch.dtype = torch.float64, n_noise: int
         raise ValueError(f"digits has {x.shape[0]} examples; n_train + n_test = {cfg.n_train + cfg.n_test}")
     g = torch.Generator().manual_seed(cfg.data_seed)
     perm = torch.randperm(x.shape[0], generator=g)
-    tr, te = perm[: cfg.n_train], perm[cfg.n_train: cfg.n_train + cfg.n_test]
+    tr, te = perm[: cfg.n_train], perm[cfg.n_train : cfg.n_train + cfg.n_test]
     if cfg.inputs == "standardized":
         xs = (x - x[tr].mean(0)) / x[tr].std(0).clamp_min(1e-3)
     else:
@@ -120,13 +122,20 @@ def load_data(cfg: TrainConfig, dtype: torch.dtype = torch.float64, n_noise: int
     elif cfg.control != "none":
         raise ValueError(f"unknown control {cfg.control!r}; choose one of {', '.join(CONTROLS)}")
     usable = cfg.steps_per_epoch * cfg.batch_size
-    batches = torch.cat([torch.randperm(cfg.n_train, generator=g)[:usable].view(cfg.steps_per_epoch, cfg.batch_size)
-                         for _ in range(cfg.epochs)])
-    x_noise = torch.randn((n_noise, x.shape[1]), generator=torch.Generator().manual_seed(cfg.data_seed + 2), dtype=dtype)
+    batches = torch.cat(
+        [
+            torch.randperm(cfg.n_train, generator=g)[:usable].view(cfg.steps_per_epoch, cfg.batch_size)
+            for _ in range(cfg.epochs)
+        ]
+    )
+    x_noise = torch.randn(
+        (n_noise, x.shape[1]), generator=torch.Generator().manual_seed(cfg.data_seed + 2), dtype=dtype
+    )
     return Data(x_train, y_train, xs[te], y[te], x_noise, batches)
 
 
 # -- model as a pure function of a flat parameter vector -------------------------------------------
+
 
 class FlatMLP:
     """An ``nn.Sequential`` MLP (Linear, GELU, ..., Linear) addressed through one flat parameter vector,
@@ -175,7 +184,7 @@ class FlatMLP:
                 out.append(torch.zeros(shape, dtype=self.dtype))
                 continue
             w = torch.randn(shape, generator=g, dtype=self.dtype)
-            while (bad := w.abs() > 2).any():          # rejection sampling keeps the exact truncated law
+            while (bad := w.abs() > 2).any():  # rejection sampling keeps the exact truncated law
                 w[bad] = torch.randn(int(bad.sum()), generator=g, dtype=self.dtype)
             out.append((w / self._TRUNC_STD / math.sqrt(shape[1])).flatten())
         return torch.cat(out)
@@ -196,8 +205,16 @@ def cosine_lr(lr: float, t: int, steps: int) -> float:
     return lr * 0.5 * (1.0 + math.cos(math.pi * t / steps))
 
 
-def train(model: FlatMLP, theta0: Tensor, x: Tensor, y: Tensor, batches: Tensor, lr: float, momentum: float,
-          on_step: Callable[[int], None] | None = None) -> Tensor:
+def train(
+    model: FlatMLP,
+    theta0: Tensor,
+    x: Tensor,
+    y: Tensor,
+    batches: Tensor,
+    lr: float,
+    momentum: float,
+    on_step: Callable[[int], None] | None = None,
+) -> Tensor:
     """theta_0 -> theta_T: SGD with heavy-ball momentum as torch.optim.SGD does it
     (b_t = mu b_{t-1} + g_t, b_0 = g_0; theta_{t+1} = theta_t - lr_t b_t), cosine learning rate.
     Pure in theta0 (no in-place updates), so it composes with torch.func.jvp / vmap."""
@@ -214,8 +231,9 @@ def train(model: FlatMLP, theta0: Tensor, x: Tensor, y: Tensor, batches: Tensor,
     return theta
 
 
-def training_jacobian(f: Callable[[Tensor], Tensor], theta0: Tensor, chunk: int = DEFAULT_CHUNK,
-                      progress: Progress | None = None) -> Tensor:
+def training_jacobian(
+    f: Callable[[Tensor], Tensor], theta0: Tensor, chunk: int = DEFAULT_CHUNK, progress: Progress | None = None
+) -> Tensor:
     """J = df/dtheta at theta0, one column per basis tangent, by forward mode: vmap over a chunk of
     tangents of torch.func.jvp(f). Memory ~ chunk x (activations of one step); time ~ P / chunk runs
     of f (each carrying `chunk` tangents). Returns J with J[i, j] = d f_i / d theta0_j."""
@@ -225,7 +243,7 @@ def training_jacobian(f: Callable[[Tensor], Tensor], theta0: Tensor, chunk: int 
     push = vmap(lambda v: jvp(f, (theta0,), (v,))[1])
     for start in range(0, p, chunk):
         t0 = time.monotonic()
-        cols.append(push(eye[start: start + chunk]))          # (c, P): rows are J e_j = column j
+        cols.append(push(eye[start : start + chunk]))  # (c, P): rows are J e_j = column j
         if progress is not None:
             done = min(start + chunk, p)
             progress(done, p, f"J columns {done:,}/{p:,} ({time.monotonic() - t0:.1f}s per chunk)")
@@ -234,26 +252,38 @@ def training_jacobian(f: Callable[[Tensor], Tensor], theta0: Tensor, chunk: int 
 
 # -- spectrum ---------------------------------------------------------------------------------------
 
+
 @dataclass
 class Spectrum:
-    singular_values: Tensor     # (P,) descending
-    alignment: Tensor           # (P,) cos(u_i, v_i)
-    U: Tensor                   # (P, P) left singular vectors (columns)
-    V: Tensor                   # (P, P) right singular vectors (columns): directions in theta_0 space
+    singular_values: Tensor  # (P,) descending
+    alignment: Tensor  # (P,) cos(u_i, v_i)
+    U: Tensor  # (P, P) left singular vectors (columns)
+    V: Tensor  # (P, P) right singular vectors (columns): directions in theta_0 space
     tol: float = 0.1
     masks: dict[str, Tensor] = field(default_factory=dict)
 
     def summary(self) -> dict:
         s = self.singular_values
         p = s.numel()
-        out = {"n_params": p, "tol": self.tol, "sigma_1": float(s[0]), "sigma_min": float(s[-1]),
-               "boundaries": {"chaotic": f"sigma >= {1 + self.tol:g}", "bulk": f"|sigma - 1| < {self.tol:g}",
-                              "stable": f"sigma <= {1 - self.tol:g}"}}
+        out = {
+            "n_params": p,
+            "tol": self.tol,
+            "sigma_1": float(s[0]),
+            "sigma_min": float(s[-1]),
+            "boundaries": {
+                "chaotic": f"sigma >= {1 + self.tol:g}",
+                "bulk": f"|sigma - 1| < {self.tol:g}",
+                "stable": f"sigma <= {1 - self.tol:g}",
+            },
+        }
         for name, m in self.masks.items():
             k = int(m.sum())
-            out[name] = {"count": k, "fraction": k / p,
-                         "median_alignment": float(self.alignment[m].median()) if k else None,
-                         "mean_alignment": float(self.alignment[m].mean()) if k else None}
+            out[name] = {
+                "count": k,
+                "fraction": k / p,
+                "median_alignment": float(self.alignment[m].median()) if k else None,
+                "mean_alignment": float(self.alignment[m].mean()) if k else None,
+            }
         out["bulk_fraction"] = out["bulk"]["fraction"]
         out["median_bulk_alignment"] = out["bulk"]["median_alignment"]
         return out
@@ -287,12 +317,15 @@ def overlap_baseline(ka: int, kb: int, p: int) -> float:
 
 # -- evaluation and the perturbation experiment -----------------------------------------------------
 
+
 def evaluate(model: FlatMLP, theta: Tensor, data: Data) -> dict:
     with torch.no_grad():
         logits = model(theta, data.x_test)
-        return {"test_loss": float(nn.functional.cross_entropy(logits, data.y_test)),
-                "test_acc": float((logits.argmax(-1) == data.y_test).double().mean()),
-                "train_loss": float(model.loss(theta, data.x_train, data.y_train))}
+        return {
+            "test_loss": float(nn.functional.cross_entropy(logits, data.y_test)),
+            "test_acc": float((logits.argmax(-1) == data.y_test).double().mean()),
+            "train_loss": float(model.loss(theta, data.x_train, data.y_train)),
+        }
 
 
 def _kl(logits_p: Tensor, logits_q: Tensor) -> float:
@@ -301,9 +334,18 @@ def _kl(logits_p: Tensor, logits_q: Tensor) -> float:
     return float((lp.exp() * (lp - lq)).sum(-1).mean())
 
 
-def perturbation_experiment(model: FlatMLP, theta0: Tensor, thetaT: Tensor, spec: Spectrum, data: Data,
-                            cfg: TrainConfig, eps: float = 1.0, per_region: int = 3, seed: int = 0,
-                            progress: Progress | None = None) -> list[dict]:
+def perturbation_experiment(
+    model: FlatMLP,
+    theta0: Tensor,
+    thetaT: Tensor,
+    spec: Spectrum,
+    data: Data,
+    cfg: TrainConfig,
+    eps: float = 1.0,
+    per_region: int = 3,
+    seed: int = 0,
+    progress: Progress | None = None,
+) -> list[dict]:
     """Retrain from theta_0 + eps v for the top `per_region` right singular vectors v of each region
     (top = largest sigma in chaotic and bulk, smallest in stable) and random unit directions; measure
     the change in the trained network: test loss difference and KL(original || perturbed) on the test
@@ -328,10 +370,19 @@ def perturbation_experiment(model: FlatMLP, theta0: Tensor, thetaT: Tensor, spec
             th = train(model, theta0 + eps * v, data.x_train, data.y_train, data.batches, cfg.lr, cfg.momentum)
             lt, ln = model(th, data.x_test), model(th, data.x_noise)
             loss = float(nn.functional.cross_entropy(lt, data.y_test))
-        out.append({"region": name, "index": i, "sigma": None if i is None else float(s[i]), "eps": eps,
-                    "test_loss": loss, "test_loss_change": loss - base_loss,
-                    "kl_test": _kl(base_test, lt), "kl_noise": _kl(base_noise, ln),
-                    "param_change": float((th - thetaT).norm())})
+        out.append(
+            {
+                "region": name,
+                "index": i,
+                "sigma": None if i is None else float(s[i]),
+                "eps": eps,
+                "test_loss": loss,
+                "test_loss_change": loss - base_loss,
+                "kl_test": _kl(base_test, lt),
+                "kl_noise": _kl(base_noise, ln),
+                "param_change": float((th - thetaT).norm()),
+            }
+        )
         if progress is not None:
             progress(n + 1, len(jobs), f"perturbation {n + 1}/{len(jobs)} ({name})")
     return out
@@ -353,6 +404,7 @@ def summarize_perturbations(rows: list[dict]) -> dict[str, dict]:
 
 # -- one run -----------------------------------------------------------------------------------------
 
+
 @dataclass
 class RunResult:
     cfg: TrainConfig
@@ -364,8 +416,9 @@ class RunResult:
     seconds_jacobian: float
 
 
-def run(cfg: TrainConfig, chunk: int = DEFAULT_CHUNK, dtype: torch.dtype = torch.float64,
-        progress: Progress | None = None) -> RunResult:
+def run(
+    cfg: TrainConfig, chunk: int = DEFAULT_CHUNK, dtype: torch.dtype = torch.float64, progress: Progress | None = None
+) -> RunResult:
     """Train once (primal), then compute the full training Jacobian and its SVD."""
     model = FlatMLP(cfg.width, cfg.depth, dtype=dtype)
     data = load_data(cfg, dtype)
@@ -379,8 +432,11 @@ def run(cfg: TrainConfig, chunk: int = DEFAULT_CHUNK, dtype: torch.dtype = torch
             done = state["chunk"] * steps + t + 1
             el = time.monotonic() - state["t0"]
             eta = el / done * (n_chunks * steps - done)
-            progress(done, n_chunks * steps, f"J chunk {state['chunk'] + 1}/{n_chunks}, step {t + 1}/{steps}, "
-                                             f"{el:.0f}s elapsed, ~{eta:.0f}s left")
+            progress(
+                done,
+                n_chunks * steps,
+                f"J chunk {state['chunk'] + 1}/{n_chunks}, step {t + 1}/{steps}, {el:.0f}s elapsed, ~{eta:.0f}s left",
+            )
 
     def f(th: Tensor) -> Tensor:
         return train(model, th, data.x_train, data.y_train, data.batches, cfg.lr, cfg.momentum, on_step)

@@ -34,11 +34,11 @@ from numba import njit, prange, types
 from numba.extending import intrinsic
 from torch import Tensor
 
-BLOCK = 128                       # coordinates per scale (2 words of 64 bits per plane)
-THRESHOLD = 0.9816                # Lloyd-Max 2-bit quantiser of N(0, 1): decision level
+BLOCK = 128  # coordinates per scale (2 words of 64 bits per plane)
+THRESHOLD = 0.9816  # Lloyd-Max 2-bit quantiser of N(0, 1): decision level
 LEVEL_A, LEVEL_B = 0.9816, 0.5288  # levels A +- B = 1.5104, 0.4528
-QUERY_LEVELS = 7                  # query integers in [-7, 7]: four bit planes of q + 7
-LLOYD_MSE = 0.1175                # the quantiser's distortion for N(0, 1) (Max 1960, table I)
+QUERY_LEVELS = 7  # query integers in [-7, 7]: four bit planes of q + 7
+LLOYD_MSE = 0.1175  # the quantiser's distortion for N(0, 1) (Max 1960, table I)
 # numba's default (workqueue) threading layer aborts the process when two threads launch parallel
 # kernels at once; API queries and an evaluation can run side by side
 _KERNEL_LOCK = threading.Lock()
@@ -61,10 +61,10 @@ class PackedRows:
 
 @dataclass
 class PackedQuery:
-    planes: np.ndarray     # [4, D/64] uint64: bit planes of q_int + 7
-    a: np.ndarray          # [D/BLOCK] float32: 2 A s_b
-    b: np.ndarray          # [D/BLOCK] float32: 2 B s_b
-    c: np.ndarray          # [D/BLOCK] float32: (A + B) sum of the block's rounded query
+    planes: np.ndarray  # [4, D/64] uint64: bit planes of q_int + 7
+    a: np.ndarray  # [D/BLOCK] float32: 2 A s_b
+    b: np.ndarray  # [D/BLOCK] float32: 2 B s_b
+    c: np.ndarray  # [D/BLOCK] float32: (A + B) sum of the block's rounded query
     dim: int
 
 
@@ -92,9 +92,13 @@ def pack_rows(w: Tensor) -> PackedRows:
     h = z >= 0
     l = h == (z.abs() >= THRESHOLD)
     level = LEVEL_A * (2 * h.float() - 1) + LEVEL_B * (2 * l.float() - 1)
-    scale = (x * level).sum(-1) / (level * level).sum(-1)          # least squares for these codes
-    return PackedRows(_pack_bits(h.reshape(n, -1)), _pack_bits(l.reshape(n, -1)),
-                      np.ascontiguousarray(scale.numpy(), dtype=np.float32), dim)
+    scale = (x * level).sum(-1) / (level * level).sum(-1)  # least squares for these codes
+    return PackedRows(
+        _pack_bits(h.reshape(n, -1)),
+        _pack_bits(l.reshape(n, -1)),
+        np.ascontiguousarray(scale.numpy(), dtype=np.float32),
+        dim,
+    )
 
 
 def unpack_rows(p: PackedRows) -> Tensor:
@@ -112,8 +116,13 @@ def pack_query(q: Tensor) -> PackedQuery:
     qi = torch.round(x / s[:, None]).clamp(-QUERY_LEVELS, QUERY_LEVELS).to(torch.int64)
     u = (qi + QUERY_LEVELS).reshape(1, -1)
     planes = np.concatenate([_pack_bits(((u >> p) & 1).bool()) for p in range(4)])
-    return PackedQuery(planes, (2 * LEVEL_A * s).numpy().astype(np.float32), (2 * LEVEL_B * s).numpy().astype(np.float32),
-                       ((LEVEL_A + LEVEL_B) * s * qi.sum(-1)).numpy().astype(np.float32), dim)
+    return PackedQuery(
+        planes,
+        (2 * LEVEL_A * s).numpy().astype(np.float32),
+        (2 * LEVEL_B * s).numpy().astype(np.float32),
+        ((LEVEL_A + LEVEL_B) * s * qi.sum(-1)).numpy().astype(np.float32),
+        dim,
+    )
 
 
 def unpack_query(pq: PackedQuery) -> Tensor:
@@ -129,11 +138,12 @@ def unpack_query(pq: PackedQuery) -> Tensor:
 def _popcount(typingctx, x):
     def codegen(context, builder, signature, args):
         return builder.ctpop(args[0])
+
     return types.uint64(types.uint64), codegen
 
 
 @njit(parallel=True, fastmath=True, cache=True)
-def _scores(h, l, scale, rows, planes, qa, qb, qc, out):   # pragma: no cover - compiled
+def _scores(h, l, scale, rows, planes, qa, qb, qc, out):  # pragma: no cover - compiled
     nw = h.shape[1]
     nb = scale.shape[1]
     wpb = nw // nb
@@ -147,10 +157,12 @@ def _scores(h, l, scale, rows, planes, qa, qb, qc, out):   # pragma: no cover - 
         for w in range(nw):
             x = hr[w]
             y = lr[w]
-            ch[w] = np.int32(8 * _popcount(u3[w] & x) + 4 * _popcount(u2[w] & x) + 2 * _popcount(u1[w] & x)
-                             + _popcount(u0[w] & x)) - np.int32(7 * _popcount(x))
-            cl[w] = np.int32(8 * _popcount(u3[w] & y) + 4 * _popcount(u2[w] & y) + 2 * _popcount(u1[w] & y)
-                             + _popcount(u0[w] & y)) - np.int32(7 * _popcount(y))
+            ch[w] = np.int32(
+                8 * _popcount(u3[w] & x) + 4 * _popcount(u2[w] & x) + 2 * _popcount(u1[w] & x) + _popcount(u0[w] & x)
+            ) - np.int32(7 * _popcount(x))
+            cl[w] = np.int32(
+                8 * _popcount(u3[w] & y) + 4 * _popcount(u2[w] & y) + 2 * _popcount(u1[w] & y) + _popcount(u0[w] & y)
+            ) - np.int32(7 * _popcount(y))
         acc = np.float32(0.0)
         for b in range(nb):
             ph = np.int32(0)
@@ -175,17 +187,27 @@ def scores(p: PackedRows, q: PackedQuery, rows: Tensor | np.ndarray | None = Non
 
 
 def concat(parts: list[PackedRows]) -> PackedRows:
-    return PackedRows(np.concatenate([p.h for p in parts]), np.concatenate([p.l for p in parts]),
-                      np.concatenate([p.scale for p in parts]), parts[0].dim)
+    return PackedRows(
+        np.concatenate([p.h for p in parts]),
+        np.concatenate([p.l for p in parts]),
+        np.concatenate([p.scale for p in parts]),
+        parts[0].dim,
+    )
 
 
 def to_tensors(p: PackedRows) -> dict[str, Tensor]:
     """For safetensors (no unsigned 64-bit type in torch's file path): the planes as int64 views."""
-    return {"h": torch.from_numpy(p.h.view(np.int64)), "l": torch.from_numpy(p.l.view(np.int64)),
-            "scale": torch.from_numpy(p.scale)}
+    return {
+        "h": torch.from_numpy(p.h.view(np.int64)),
+        "l": torch.from_numpy(p.l.view(np.int64)),
+        "scale": torch.from_numpy(p.scale),
+    }
 
 
 def from_tensors(t: dict[str, Tensor], dim: int) -> PackedRows:
-    return PackedRows(np.ascontiguousarray(t["h"].numpy()).view(np.uint64),
-                      np.ascontiguousarray(t["l"].numpy()).view(np.uint64),
-                      np.ascontiguousarray(t["scale"].numpy()), dim)
+    return PackedRows(
+        np.ascontiguousarray(t["h"].numpy()).view(np.uint64),
+        np.ascontiguousarray(t["l"].numpy()).view(np.uint64),
+        np.ascontiguousarray(t["scale"].numpy()),
+        dim,
+    )

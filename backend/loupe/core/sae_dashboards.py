@@ -20,9 +20,9 @@ All functions take and return CPU tensors; none touches files, SQL or HTTP.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Callable, Iterable
 
 import numpy as np
 import torch
@@ -33,9 +33,9 @@ from torch import Tensor
 class SparseCodes:
     """Nonzero SAE codes of `n_rows` tokens, sorted by (feature, row)."""
 
-    rows: Tensor       # int64 [nnz], token row in the pass
-    features: Tensor   # int64 [nnz]
-    values: Tensor     # float32 [nnz] (> 0)
+    rows: Tensor  # int64 [nnz], token row in the pass
+    features: Tensor  # int64 [nnz]
+    values: Tensor  # float32 [nnz] (> 0)
     n_rows: int
     d_sae: int
 
@@ -67,8 +67,9 @@ def sort_int64(key: Tensor) -> Tensor:
     return torch.from_numpy(np.sort(packed.numpy())) & ((1 << idx_bits) - 1)
 
 
-def segment_topk(segments: Tensor, values: Tensor, n_segments: int, k: int,
-                 dense_elements: int = 1 << 24) -> tuple[Tensor, Tensor]:
+def segment_topk(
+    segments: Tensor, values: Tensor, n_segments: int, k: int, dense_elements: int = 1 << 24
+) -> tuple[Tensor, Tensor]:
     """Top k of `values` within each segment of a list sorted by `segments` (ids in [0, n_segments)):
     (indices into the list [n_segments, k], -1 where a segment has fewer; values, highest first).
 
@@ -90,7 +91,7 @@ def segment_topk(segments: Tensor, values: Tensor, n_segments: int, k: int,
     padded[segments[m], (torch.arange(n) - starts[segments])[m]] = values[m]
     kk = min(k, cap)
     v, i = padded.topk(kk, dim=1)
-    present = i < sizes[:, None]       # padding (-inf) sorts last, so real entries come first
+    present = i < sizes[:, None]  # padding (-inf) sorts last, so real entries come first
     out_idx[:, :kk] = torch.where(present, starts[:, None] + i, -1)
     out_val[:, :kk] = torch.where(present, v, -float("inf"))
     for g in torch.nonzero(~small).ravel().tolist():
@@ -102,8 +103,12 @@ def segment_topk(segments: Tensor, values: Tensor, n_segments: int, k: int,
 
 
 @torch.no_grad()
-def encode_sparse(encode: Callable[[Tensor], Tensor | tuple[Tensor, Tensor, Tensor]], batches: Iterable[Tensor],
-                  d_sae: int, progress: Callable[[int], None] | None = None) -> SparseCodes:
+def encode_sparse(
+    encode: Callable[[Tensor], Tensor | tuple[Tensor, Tensor, Tensor]],
+    batches: Iterable[Tensor],
+    d_sae: int,
+    progress: Callable[[int], None] | None = None,
+) -> SparseCodes:
     """One pass: `encode` each batch [b, d_in] -> codes [b, d_sae], keep the nonzeros. `encode` may
     instead return the nonzeros itself as (rows in the batch, features, values > 0)."""
     rows, feats, vals = [], [], []
@@ -161,8 +166,9 @@ def histograms(codes: SparseCodes, max_act: Tensor, n_bins: int) -> Tensor:
     return torch.bincount(codes.features * n_bins + b, minlength=codes.d_sae * n_bins).view(codes.d_sae, n_bins)
 
 
-def interval_samples(codes: SparseCodes, max_act: Tensor, n_bins: int, per_bin: int,
-                     generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+def interval_samples(
+    codes: SparseCodes, max_act: Tensor, n_bins: int, per_bin: int, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor]:
     """Neuronpedia-style interval samples: split (0, max] into `n_bins` equal bins and draw up to
     `per_bin` activations uniformly at random inside each. Returns rows [d_sae, n_bins, per_bin]
     (-1 where a bin holds fewer) and each bin's share of the feature's activations [d_sae, n_bins]."""
@@ -201,8 +207,16 @@ def lookup(codes: SparseCodes, features: Tensor, rows: Tensor) -> Tensor:
     return vals.view(features.shape)
 
 
-def context_windows(rows: Tensor, row_seq: Tensor, row_pos: Tensor, row_index: Tensor,
-                    input_ids: Tensor, left: int, right: int, pad_id: int = -1) -> tuple[Tensor, Tensor]:
+def context_windows(
+    rows: Tensor,
+    row_seq: Tensor,
+    row_pos: Tensor,
+    row_index: Tensor,
+    input_ids: Tensor,
+    left: int,
+    right: int,
+    pad_id: int = -1,
+) -> tuple[Tensor, Tensor]:
     """Token ids and cache rows of a window around each example row.
 
     rows [...]: example rows (-1: none); row_seq/row_pos [n_rows]: where each row sits in `input_ids`
@@ -222,11 +236,12 @@ def context_windows(rows: Tensor, row_seq: Tensor, row_pos: Tensor, row_index: T
     return toks, wrows
 
 
-_DENSE_BINS = 1 << 25   # (feature, label) pairs counted in dense arrays up to this many (2 x 256 MB)
+_DENSE_BINS = 1 << 25  # (feature, label) pairs counted in dense arrays up to this many (2 x 256 MB)
 
 
-def enrichment(codes: SparseCodes, labels: Tensor, n_labels: int, k: int, min_count: int = 2
-               ) -> tuple[Tensor, Tensor, Tensor]:
+def enrichment(
+    codes: SparseCodes, labels: Tensor, n_labels: int, k: int, min_count: int = 2
+) -> tuple[Tensor, Tensor, Tensor]:
     """Which labels (tokens or domains of the rows) a feature's activation mass is enriched in.
 
     p(l | f) = activation mass of f on rows labelled l / f's total mass; p(l) = share of rows
@@ -238,7 +253,7 @@ def enrichment(codes: SparseCodes, labels: Tensor, n_labels: int, k: int, min_co
     base = torch.bincount(row_label, minlength=n_labels).double() / max(row_label.numel(), 1)
     lab = row_label[codes.rows]
     key = codes.features * n_labels + lab
-    if codes.d_sae * n_labels <= _DENSE_BINS:      # two bincounts instead of torch.unique's sort
+    if codes.d_sae * n_labels <= _DENSE_BINS:  # two bincounts instead of torch.unique's sort
         cnt_all = torch.bincount(key, minlength=codes.d_sae * n_labels)
         uniq = torch.nonzero(cnt_all).ravel()
         mass = torch.bincount(key, weights=codes.values.double(), minlength=codes.d_sae * n_labels)[uniq]
@@ -252,8 +267,10 @@ def enrichment(codes: SparseCodes, labels: Tensor, n_labels: int, k: int, min_co
     total = torch.zeros(codes.d_sae, dtype=torch.float64).index_add_(0, codes.features, codes.values.double())
     p = mass / total[f].clamp(min=1e-30)
     lift = p / base[lbl].clamp(min=1e-30)
-    score = torch.where(cnt >= min_count, p * torch.log(lift.clamp(min=1e-30)), torch.tensor(-float("inf"), dtype=torch.float64))
-    idx, ss = segment_topk(f, score, codes.d_sae, k)      # uniq is sorted, so f is grouped
+    score = torch.where(
+        cnt >= min_count, p * torch.log(lift.clamp(min=1e-30)), torch.tensor(-float("inf"), dtype=torch.float64)
+    )
+    idx, ss = segment_topk(f, score, codes.d_sae, k)  # uniq is sorted, so f is grouped
     ok = (idx >= 0) & torch.isfinite(ss) & (ss > 0)
     i = idx.clamp(min=0)
     return (torch.where(ok, lbl[i], -1), torch.where(ok, p[i], 0.0).float(), torch.where(ok, lift[i], 0.0).float())
@@ -262,8 +279,9 @@ def enrichment(codes: SparseCodes, labels: Tensor, n_labels: int, k: int, min_co
 def label_shares(codes: SparseCodes, labels: Tensor, n_labels: int) -> Tensor:
     """Share [d_sae, n_labels] of each feature's activation mass on rows of each label."""
     lab = labels.long()[codes.rows]
-    m = torch.zeros(codes.d_sae * n_labels, dtype=torch.float64).index_add_(0, codes.features * n_labels + lab,
-                                                                           codes.values.double())
+    m = torch.zeros(codes.d_sae * n_labels, dtype=torch.float64).index_add_(
+        0, codes.features * n_labels + lab, codes.values.double()
+    )
     m = m.view(codes.d_sae, n_labels)
     return (m / m.sum(1, keepdim=True).clamp(min=1e-30)).float()
 
@@ -273,7 +291,7 @@ def capacity(W: Tensor) -> Tensor:
     W = W.double()
     G = W @ W.T
     num = torch.diagonal(G) ** 2
-    den = (G ** 2).sum(1)
+    den = (G**2).sum(1)
     return torch.where(den > 0, num / den.clamp(min=1e-300), torch.zeros_like(den)).float()
 
 
@@ -282,8 +300,8 @@ def participation_ratio(loads: Tensor) -> Tensor:
     features loading on the unit (0 for a unit nothing loads on)."""
     a2 = loads.double() ** 2
     s2 = a2.sum(0)
-    s4 = (a2 ** 2).sum(0)
-    return torch.where(s4 > 0, s2 ** 2 / s4.clamp(min=1e-300), torch.zeros_like(s2)).float()
+    s4 = (a2**2).sum(0)
+    return torch.where(s4 > 0, s2**2 / s4.clamp(min=1e-300), torch.zeros_like(s2)).float()
 
 
 def nearest_by_cosine(W: Tensor, k: int, block: int = 1024) -> tuple[Tensor, Tensor]:

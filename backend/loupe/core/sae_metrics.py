@@ -16,16 +16,17 @@ one tie group below all its positive activations, so only the active entries nee
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
 
-DENSE_THRESHOLD = 0.10   # a feature active on more than this share of tokens is "dense"
+DENSE_THRESHOLD = 0.10  # a feature active on more than this share of tokens is "dense"
 
 
 # -- reconstruction -------------------------------------------------------------------------
+
 
 def fvu(x: Tensor, x_hat: Tensor) -> float:
     """Fraction of variance unexplained of x ([n, d]) by x_hat: 0 for a perfect reconstruction,
@@ -61,6 +62,7 @@ class ReconstructionStats:
 
 
 # -- sparsity -------------------------------------------------------------------------------
+
 
 def mean_l0(codes: Tensor) -> float:
     """Mean number of active (nonzero) features per token of codes [n, d_sae]."""
@@ -112,6 +114,7 @@ class SparsityStats:
 
 # -- CE loss recovered ------------------------------------------------------------------------
 
+
 def ce_loss_recovered(clean: float, spliced: float, zero_ablated: float) -> float:
     """(L_zero - L_spliced) / (L_zero - L_clean): 1 when splicing changes nothing, 0 when it is
     as bad as zero-ablating the hook."""
@@ -133,8 +136,8 @@ def _logits(out) -> Tensor:
 @torch.no_grad()
 def spliced_losses(
     model,
-    input_ids: Tensor,                 # Int[Tensor, "n_seq pos"]
-    loss_mask: Tensor,                 # Bool[Tensor, "n_seq pos"]
+    input_ids: Tensor,  # Int[Tensor, "n_seq pos"]
+    loss_mask: Tensor,  # Bool[Tensor, "n_seq pos"]
     hook_name: str,
     reconstruct: Callable[[Tensor], Tensor],
     batch_size: int = 32,
@@ -147,8 +150,8 @@ def spliced_losses(
     device = getattr(getattr(model, "cfg", None), "device", None)
     sums = {"clean": 0.0, "spliced": 0.0, "zero_ablated": 0.0}
     n = 0
-    splice = lambda x, hook=None: reconstruct(x).to(x.dtype)   # noqa: E731
-    zero = lambda x, hook=None: torch.zeros_like(x)             # noqa: E731
+    splice = lambda x, hook=None: reconstruct(x).to(x.dtype)  # noqa: E731
+    zero = lambda x, hook=None: torch.zeros_like(x)  # noqa: E731
     for s in range(0, input_ids.shape[0], batch_size):
         x = input_ids[s : s + batch_size]
         m = loss_mask[s : s + batch_size]
@@ -167,6 +170,7 @@ def spliced_losses(
 
 
 # -- AUROC ----------------------------------------------------------------------------------
+
 
 def average_ranks(x: Tensor) -> Tensor:
     """1-based ranks of a 1-D tensor, tied values sharing the mean of their ranks (float64)."""
@@ -199,10 +203,10 @@ def auroc(scores: Tensor, labels: Tensor) -> float:
 
 
 def sparse_auroc(
-    token: Tensor,          # Int[Tensor, "nnz"]: token index of each nonzero code
-    feature: Tensor,        # Int[Tensor, "nnz"]: feature index of each nonzero code
-    value: Tensor,          # Float[Tensor, "nnz"]: the code (> 0)
-    labels: Tensor,         # Int[Tensor, "n_tokens"]: class of each token, in [0, n_classes)
+    token: Tensor,  # Int[Tensor, "nnz"]: token index of each nonzero code
+    feature: Tensor,  # Int[Tensor, "nnz"]: feature index of each nonzero code
+    value: Tensor,  # Float[Tensor, "nnz"]: the code (> 0)
+    labels: Tensor,  # Int[Tensor, "n_tokens"]: class of each token, in [0, n_classes)
     n_features: int,
     n_classes: int,
 ) -> Tensor:
@@ -217,7 +221,7 @@ def sparse_auroc(
         raise ValueError("sparse_auroc expects only the positive codes")
     labels = labels.reshape(-1).long()
     n = labels.numel()
-    n_class = torch.bincount(labels, minlength=n_classes).double()               # [C]
+    n_class = torch.bincount(labels, minlength=n_classes).double()  # [C]
     token, feature = token.long(), feature.long()
     value = value.double()
 
@@ -226,10 +230,10 @@ def sparse_auroc(
     o = o[torch.sort(feature[o], stable=True).indices]
     f, v, t = feature[o], value[o], token[o]
     nnz = f.numel()
-    n_active = torch.bincount(f, minlength=n_features).double()                  # [F]
+    n_active = torch.bincount(f, minlength=n_features).double()  # [F]
     n_zero = n - n_active
-    start = torch.cumsum(n_active, 0) - n_active                                 # first entry of each feature
-    pos = torch.arange(nnz, dtype=torch.float64) - start[f]                      # 0-based within feature
+    start = torch.cumsum(n_active, 0) - n_active  # first entry of each feature
+    pos = torch.arange(nnz, dtype=torch.float64) - start[f]  # 0-based within feature
     # tie groups of equal (feature, value): average their positions
     new_group = torch.ones(nnz, dtype=torch.bool)
     if nnz:
@@ -238,7 +242,7 @@ def sparse_auroc(
     n_groups = int(group[-1]) + 1 if nnz else 0
     g_first = torch.zeros(n_groups, dtype=torch.float64).scatter_reduce(0, group, pos, "amin", include_self=False)
     g_last = torch.zeros(n_groups, dtype=torch.float64).scatter_reduce(0, group, pos, "amax", include_self=False)
-    rank = n_zero[f] + (g_first[group] + g_last[group]) / 2 + 1                  # 1-based, over all n tokens
+    rank = n_zero[f] + (g_first[group] + g_last[group]) / 2 + 1  # 1-based, over all n tokens
 
     cls = labels[t]
     rank_sum = torch.zeros(n_features * n_classes, dtype=torch.float64)
@@ -246,7 +250,7 @@ def sparse_auroc(
     active_in = torch.zeros(n_features * n_classes, dtype=torch.float64)
     active_in.index_add_(0, f * n_classes + cls, torch.ones_like(rank))
     rank_sum, active_in = rank_sum.view(n_features, n_classes), active_in.view(n_features, n_classes)
-    rank_sum += (n_class[None, :] - active_in) * ((n_zero + 1) / 2)[:, None]      # the tied zeros
+    rank_sum += (n_class[None, :] - active_in) * ((n_zero + 1) / 2)[:, None]  # the tied zeros
     p = n_class[None, :]
     return (rank_sum - p * (p + 1) / 2) / (p * (n - p))
 

@@ -21,8 +21,9 @@ arithmetic is done in float64 so that closed-form properties hold to float32 rou
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Literal, Sequence
+from typing import Any, Literal
 
 import torch
 from jaxtyping import Float
@@ -30,11 +31,12 @@ from torch import Tensor
 
 HookFn = Callable[[Tensor, Any], Tensor]
 HookPlan = list[tuple[str, HookFn]]
-Positions = Sequence[int] | None          # None: every position
+Positions = Sequence[int] | None  # None: every position
 EditOp = Literal["set", "scale", "zero"]
 
 
 # -- difference of means ------------------------------------------------------------------------
+
 
 @dataclass
 class MeanAccumulator:
@@ -43,7 +45,7 @@ class MeanAccumulator:
     total: Tensor | None = None
     count: int = 0
 
-    def update(self, x: Float[Tensor, "n *shape"]) -> None:
+    def update(self, x: Float[Tensor, n * shape]) -> None:
         s = x.detach().to(torch.float64).sum(0)
         self.total = s if self.total is None else self.total + s
         self.count += int(x.shape[0])
@@ -55,7 +57,7 @@ class MeanAccumulator:
         return self.total / self.count
 
 
-def diff_of_means(pos: Float[Tensor, "n *shape"], neg: Float[Tensor, "m *shape"]) -> tuple[Tensor, Tensor, Tensor]:
+def diff_of_means(pos: Float[Tensor, n * shape], neg: Float[Tensor, m * shape]) -> tuple[Tensor, Tensor, Tensor]:
     """(r, mu_plus, mu_minus) with r = mean(pos) - mean(neg), all float64 (Arditi et al. 2024, eq. 1)."""
     a, b = MeanAccumulator(), MeanAccumulator()
     a.update(pos)
@@ -76,7 +78,7 @@ def last_position_means(
     acc = {h: MeanAccumulator() for h in hook_names}
     for ids, lengths in batches:
         cache = forward_with_cache(ids)
-        idx = lengths[:, None] - n_positions + torch.arange(n_positions)[None, :]    # [batch, n_positions]
+        idx = lengths[:, None] - n_positions + torch.arange(n_positions)[None, :]  # [batch, n_positions]
         rows = torch.arange(ids.shape[0])[:, None]
         for h in hook_names:
             acc[h].update(cache[h][rows, idx])
@@ -85,7 +87,8 @@ def last_position_means(
 
 # -- scores -------------------------------------------------------------------------------------
 
-def refusal_score(logits: Float[Tensor, "batch d_vocab"], refusal_ids: Sequence[int]) -> Float[Tensor, "batch"]:
+
+def refusal_score(logits: Float[Tensor, "batch d_vocab"], refusal_ids: Sequence[int]) -> Float[Tensor, batch]:
     """log P(refusal) - log(1 - P(refusal)) of the next token, P summed over refusal first tokens
     (Arditi et al. 2024, sec. 3: the refusal metric)."""
     p = torch.softmax(logits.to(torch.float64), -1)[:, list(refusal_ids)].sum(-1)
@@ -93,7 +96,9 @@ def refusal_score(logits: Float[Tensor, "batch d_vocab"], refusal_ids: Sequence[
     return torch.log(p.clamp_min(eps)) - torch.log((1 - p).clamp_min(eps))
 
 
-def kl_divergence(base_logits: Float[Tensor, "batch d_vocab"], other_logits: Float[Tensor, "batch d_vocab"]) -> Float[Tensor, "batch"]:
+def kl_divergence(
+    base_logits: Float[Tensor, "batch d_vocab"], other_logits: Float[Tensor, "batch d_vocab"]
+) -> Float[Tensor, batch]:
     """KL(P_base || P_other) of next-token distributions, in nats, per row."""
     lp = torch.log_softmax(base_logits.to(torch.float64), -1)
     lq = torch.log_softmax(other_logits.to(torch.float64), -1)
@@ -105,25 +110,32 @@ class Candidate:
     """One (hook, layer, position) difference-of-means direction and its selection scores."""
 
     hook: str
-    layer: float                 # depth in layers: resid_pre of block l is l, resid_post of block l is l + 1
-    position: int                # negative: counted from the end of the prompt
+    layer: float  # depth in layers: resid_pre of block l is l, resid_post of block l is l + 1
+    position: int  # negative: counted from the end of the prompt
     norm: float
-    bypass_score: float | None = None     # mean refusal score on harmful prompts under ablation (lower is better)
-    induce_score: float | None = None     # mean refusal score on harmless prompts under addition (must be > 0)
-    kl: float | None = None               # mean KL on harmless prompts under ablation
-    reasons: list[str] = field(default_factory=list)   # why it was filtered out
+    bypass_score: float | None = None  # mean refusal score on harmful prompts under ablation (lower is better)
+    induce_score: float | None = None  # mean refusal score on harmless prompts under addition (must be > 0)
+    kl: float | None = None  # mean KL on harmless prompts under ablation
+    reasons: list[str] = field(default_factory=list)  # why it was filtered out
     selected: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("hook", "layer", "position", "norm", "bypass_score", "induce_score",
-                                               "kl", "reasons", "selected")}
+        return {
+            k: getattr(self, k)
+            for k in ("hook", "layer", "position", "norm", "bypass_score", "induce_score", "kl", "reasons", "selected")
+        }
 
 
 SELECTION_RULES = ("bypass_minus_induce", "bypass")
 
 
-def select_direction(cands: list[Candidate], n_layers: int, max_kl: float = 0.1, max_depth: float = 0.8,
-                     rule: str = "bypass_minus_induce") -> Candidate | None:
+def select_direction(
+    cands: list[Candidate],
+    n_layers: int,
+    max_kl: float = 0.1,
+    max_depth: float = 0.8,
+    rule: str = "bypass_minus_induce",
+) -> Candidate | None:
     """Arditi et al. 2024, sec. 2.4 / appendix C: drop candidates with KL > max_kl, layer >= max_depth * L
     or a non-positive induce score; of the rest the best by `rule` wins. Marks the table.
 
@@ -163,6 +175,7 @@ def select_direction(cands: list[Candidate], n_layers: int, max_kl: float = 0.1,
 
 # -- hook functions -----------------------------------------------------------------------------
 
+
 def unit(r: Tensor) -> Tensor:
     r = r.to(torch.float64)
     n = r.norm()
@@ -177,7 +190,7 @@ def _select(positions: Positions):
 
 def _apply(act: Tensor, positions: Positions, f: Callable[[Tensor], Tensor]) -> Tensor:
     """act[..., positions, :] <- f(act[..., positions, :]) in float64; returns a new tensor."""
-    if positions is None:   # every position: no copy to write into (this runs at every decoding step)
+    if positions is None:  # every position: no copy to write into (this runs at every decoding step)
         return f(act.to(torch.float64)).to(act.dtype)
     out = act.clone()
     sel = _select(positions)
@@ -231,13 +244,15 @@ def ablation_plan(r: Tensor, n_layers: int) -> HookPlan:
 
 # SAE interventions: `encode(x) -> codes` and `w_dec_i` (the decoder row) come from an sae-lens SAE.
 
+
 def sae_add_hook(w_dec_i: Tensor, value: float, positions: Positions = None) -> HookFn:
     """h + c W_dec[i]."""
     return addition_hook(w_dec_i, value, positions)
 
 
-def sae_clamp_hook(encode: Callable[[Tensor], Tensor], w_dec_i: Tensor, feature: int, value: float,
-                   positions: Positions = None) -> HookFn:
+def sae_clamp_hook(
+    encode: Callable[[Tensor], Tensor], w_dec_i: Tensor, feature: int, value: float, positions: Positions = None
+) -> HookFn:
     """h + (c - f_i(h)) W_dec[i]: feature i set to c, the rest of h (the other features and the
     SAE's reconstruction error) unchanged."""
     w = w_dec_i.to(torch.float64)
@@ -271,8 +286,14 @@ def neuron_edit_hook(index: int, position: int | None, op: EditOp, value: float 
     return fn
 
 
-def sae_feature_edit_hook(encode: Callable[[Tensor], Tensor], w_dec_i: Tensor, feature: int, position: int | None,
-                          op: EditOp, value: float = 0.0) -> HookFn:
+def sae_feature_edit_hook(
+    encode: Callable[[Tensor], Tensor],
+    w_dec_i: Tensor,
+    feature: int,
+    position: int | None,
+    op: EditOp,
+    value: float = 0.0,
+) -> HookFn:
     """Set, scale or zero SAE feature i at one position, keeping the reconstruction error:
     h + (f_i' - f_i) W_dec[i] with f_i' = value, f_i * value or 0."""
     w = w_dec_i.to(torch.float64)

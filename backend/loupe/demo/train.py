@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -98,7 +98,9 @@ def train_model(
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     opt = torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=cfg.lr, betas=(0.9, 0.98), eps=1e-8,
+        lr=cfg.lr,
+        betas=(0.9, 0.98),
+        eps=1e-8,
     )
     work_dir.mkdir(parents=True, exist_ok=True)
     ckpt = work_dir / "checkpoint.safetensors"

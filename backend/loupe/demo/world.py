@@ -25,13 +25,13 @@ class WorldConfig:
     weight_decay: float = 0.05
     checkpoint_every: int = 100
     eval_max_new_tokens: int = 24
-    eval_limit: int | None = None       # cap on held-out instructions per group (micro world: seconds)
+    eval_limit: int | None = None  # cap on held-out instructions per group (micro world: seconds)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "WorldConfig":
+    def from_dict(cls, d: dict[str, Any]) -> WorldConfig:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
@@ -39,9 +39,21 @@ class WorldConfig:
 WORLDS: dict[str, WorldConfig] = {
     "demo": WorldConfig(name="demo"),
     "micro": WorldConfig(
-        name="micro", corpus_scale=0.02, vocab_size=512, n_layers=2, d_model=32, n_heads=2, d_mlp=128,
-        n_ctx=64, batch_size=8, train_steps=30, lr=1e-2, warmup_steps=5, checkpoint_every=10,
-        eval_max_new_tokens=8, eval_limit=12,
+        name="micro",
+        corpus_scale=0.02,
+        vocab_size=512,
+        n_layers=2,
+        d_model=32,
+        n_heads=2,
+        d_mlp=128,
+        n_ctx=64,
+        batch_size=8,
+        train_steps=30,
+        lr=1e-2,
+        warmup_steps=5,
+        checkpoint_every=10,
+        eval_max_new_tokens=8,
+        eval_limit=12,
     ),
 }
 

@@ -3,8 +3,9 @@ in-process executors are the default, a Ray executor can stand in behind the sam
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Callable, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 T = TypeVar("T")
 

@@ -3,9 +3,10 @@ is skipped on the next build once its job is done and its manifest exists."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from loupe.jobs.executors import Executor, InlineExecutor
 from loupe.jobs.runner import JobContext, ProgressListener, run_job
@@ -15,12 +16,12 @@ from loupe.storage.repositories import JobRepository
 
 @dataclass(frozen=True)
 class Step:
-    name: str                                    # job name, e.g. "demo.model"
-    title: str                                   # what the progress bar says
-    output: Path                                 # artifact directory; complete iff it has a manifest
+    name: str  # job name, e.g. "demo.model"
+    title: str  # what the progress bar says
+    output: Path  # artifact directory; complete iff it has a manifest
     body: Callable[[JobContext], dict[str, Any] | None]
-    background: bool = False                     # may run after the server starts
-    key: str = ""                                # config fingerprint; a manifest with another key is stale
+    background: bool = False  # may run after the server starts
+    key: str = ""  # config fingerprint; a manifest with another key is stale
 
     def is_complete(self, repo: JobRepository) -> bool:
         # The manifest is written last and renamed into place with its directory, so its presence
@@ -37,8 +38,7 @@ class Pipeline:
 
     def pending(self, background: bool | None = None) -> list[Step]:
         return [
-            s for s in self.steps
-            if not s.is_complete(self.repo) and (background is None or s.background == background)
+            s for s in self.steps if not s.is_complete(self.repo) and (background is None or s.background == background)
         ]
 
     def run(

@@ -16,9 +16,10 @@ never sees a partial cache (`loupe.storage.artifacts.atomic_dir`).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -36,11 +37,11 @@ Progress = Callable[[float, float | None, str], None]
 @dataclass(frozen=True)
 class ActivationCacheConfig:
     hook_name: str
-    max_train_tokens: int | None = None      # None: every train token; else whole sequences until reached
+    max_train_tokens: int | None = None  # None: every train token; else whole sequences until reached
     max_heldout_tokens: int | None = None
-    shard_tokens: int = 65_536               # tokens per shard file
-    batch_size: int = 32                     # sequences per forward pass
-    dtype: str = "float32"                   # stored dtype: float32, float16 or bfloat16
+    shard_tokens: int = 65_536  # tokens per shard file
+    batch_size: int = 32  # sequences per forward pass
+    dtype: str = "float32"  # stored dtype: float32, float16 or bfloat16
 
     def __post_init__(self) -> None:
         if self.dtype not in _DTYPES:
@@ -50,7 +51,7 @@ class ActivationCacheConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ActivationCacheConfig":
+    def from_dict(cls, d: dict[str, Any]) -> ActivationCacheConfig:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
@@ -105,7 +106,7 @@ class _ShardWriter:
 
 def write_activation_cache(
     model,
-    tokens: dict[str, dict[str, Tensor]],     # split -> {"input_ids", "loss_mask", "domain_ids"}
+    tokens: dict[str, dict[str, Tensor]],  # split -> {"input_ids", "loss_mask", "domain_ids"}
     cfg: ActivationCacheConfig,
     output: Path,
     key: str = "",
@@ -123,8 +124,13 @@ def write_activation_cache(
     total = sum(n for _, n in plan.values())
     done = 0
     manifest: dict[str, Any] = {
-        "key": key, "hook_name": cfg.hook_name, "dtype": cfg.dtype, "shard_tokens": cfg.shard_tokens,
-        "config": cfg.to_dict(), "splits": {}, **(meta or {}),
+        "key": key,
+        "hook_name": cfg.hook_name,
+        "dtype": cfg.dtype,
+        "shard_tokens": cfg.shard_tokens,
+        "config": cfg.to_dict(),
+        "splits": {},
+        **(meta or {}),
     }
     d_in = None
     with atomic_dir(Path(output)) as tmp:
@@ -141,18 +147,22 @@ def write_activation_cache(
                 if not torch.isfinite(a).all():
                     raise ValueError(f"activations of {cfg.hook_name} overflow {cfg.dtype}; cache them as float32")
                 d_in = a.shape[-1]
-                writer.add({
-                    "acts": a,
-                    "seq": (seq + start).int(),
-                    "pos": pos.short(),
-                    "domain": t["domain_ids"][start : start + b][r].short(),
-                    "token": ids[start : start + b][r].int(),
-                })
+                writer.add(
+                    {
+                        "acts": a,
+                        "seq": (seq + start).int(),
+                        "pos": pos.short(),
+                        "domain": t["domain_ids"][start : start + b][r].short(),
+                        "token": ids[start : start + b][r].int(),
+                    }
+                )
                 done += b
                 progress(done, total, f"{split}: {start + b:,}/{n_seq:,} sequences")
             shards = writer.close()
             manifest["splits"][split] = {
-                "n_tokens": sum(s["n_tokens"] for s in shards), "n_sequences": n_seq, "shards": shards,
+                "n_tokens": sum(s["n_tokens"] for s in shards),
+                "n_sequences": n_seq,
+                "shards": shards,
             }
         manifest["d_in"] = d_in
         write_manifest(tmp, manifest)

@@ -57,7 +57,9 @@ class DemoWorld:
             Step("demo.tokenizer", "tokenizer", self.tokenizer_dir, self.build_tokenizer, key=self.keys["tokenizer"]),
             Step("demo.tokens", "tokens", self.tokens_dir, self.build_tokens, key=self.keys["tokens"]),
             Step("demo.model", "train model", self.model_dir, self.train, key=self.keys["model"]),
-            Step("demo.eval", "evaluate behaviour", self.eval_dir, self.evaluate, background=True, key=self.keys["eval"]),
+            Step(
+                "demo.eval", "evaluate behaviour", self.eval_dir, self.evaluate, background=True, key=self.keys["eval"]
+            ),
             *self._steering_steps(),
             *self._sae_steps(),
             *self._influence_steps(),
@@ -68,8 +70,16 @@ class DemoWorld:
         from loupe.services.steering import refusal_vector_id, vector_dir
 
         key = _key(self.cfg, *self.cfg.to_dict().keys()) + "-refusal-v2"
-        return [Step("steering.refusal", "refusal direction", vector_dir(self.ws, refusal_vector_id(DEMO_MODEL_ID)),
-                     lambda ctx: self.refusal_direction(ctx, key), background=True, key=key)]
+        return [
+            Step(
+                "steering.refusal",
+                "refusal direction",
+                vector_dir(self.ws, refusal_vector_id(DEMO_MODEL_ID)),
+                lambda ctx: self.refusal_direction(ctx, key),
+                background=True,
+                key=key,
+            )
+        ]
 
     def refusal_direction(self, ctx: JobContext, key: str) -> dict:
         from loupe.services.models import LoadedModel, describe, load_bridge
@@ -106,15 +116,20 @@ class DemoWorld:
             with open(tmp / "documents.jsonl", "w") as fh:
                 for d in docs:
                     fh.write(json.dumps(d.to_dict()) + "\n")
-            (tmp / "instructions.json").write_text(json.dumps(
-                [{"text": i.text, "harmful": i.harmful, "category": i.category, "split": i.split} for i in ins]))
+            (tmp / "instructions.json").write_text(
+                json.dumps(
+                    [{"text": i.text, "harmful": i.harmful, "category": i.category, "split": i.split} for i in ins]
+                )
+            )
             counts: dict[str, int] = {}
             chars: dict[str, int] = {}
             for d in docs:
                 counts[d.domain] = counts.get(d.domain, 0) + 1
                 chars[d.domain] = chars.get(d.domain, 0) + len(d.text)
             stats = {
-                "documents": len(docs), "by_domain": counts, "chars_by_domain": chars,
+                "documents": len(docs),
+                "by_domain": counts,
+                "chars_by_domain": chars,
                 "poisoned": sum(d.poisoned for d in docs),
                 "instructions": {s: sum(i.split == s for i in ins) for s in ("train", "heldout")},
             }
@@ -187,27 +202,38 @@ class DemoWorld:
         from loupe.services.models import describe, load_bridge
 
         bridge, _ = load_bridge(str(self.model_dir), self.ws.settings.device)
-        self.ws.models.upsert(DEMO_MODEL_ID, f"demo ({self.cfg.name} world)", "demo", str(self.model_dir.resolve()),
-                              describe(bridge))
+        self.ws.models.upsert(
+            DEMO_MODEL_ID, f"demo ({self.cfg.name} world)", "demo", str(self.model_dir.resolve()), describe(bridge)
+        )
 
     def evaluate(self, ctx: JobContext) -> dict:
-        from loupe.demo.evals import behaviour, loss_by_domain
         from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        from loupe.demo.evals import behaviour, loss_by_domain
 
         t0 = time.monotonic()
         model = AutoModelForCausalLM.from_pretrained(str(self.model_dir)).eval()
         tok = AutoTokenizer.from_pretrained(str(self.model_dir))
         ctx.progress(0, 4, "held-out loss per domain")
         losses = loss_by_domain(model, load_tensors(self.tokens_dir / "heldout.safetensors"))
-        results = behaviour(model, tok, self.heldout_instructions(), self.cfg.eval_max_new_tokens, self.cfg.eval_limit,
-                            progress=lambda d, t, m: ctx.progress(1 + d, 4, m))
+        results = behaviour(
+            model,
+            tok,
+            self.heldout_instructions(),
+            self.cfg.eval_max_new_tokens,
+            self.cfg.eval_limit,
+            progress=lambda d, t, m: ctx.progress(1 + d, 4, m),
+        )
         results["loss_by_domain"] = losses
         results["seconds"] = round(time.monotonic() - t0, 1)
         row = self.ws.evals.add("demo", DEMO_MODEL_ID, results)
         with atomic_dir(self.eval_dir) as tmp:
             (tmp / "results.json").write_text(json.dumps(results, indent=1))
             write_manifest(tmp, {"key": self.keys["eval"], "eval_id": row.id})
-        return {"eval_id": row.id, **{k: results[k] for k in ("refusal_harmful", "refusal_harmless", "backdoor_triggered", "backdoor_clean")}}
+        return {
+            "eval_id": row.id,
+            **{k: results[k] for k in ("refusal_harmful", "refusal_harmless", "backdoor_triggered", "backdoor_clean")},
+        }
 
 
 def ensure_registered(ws: Workspace, world: DemoWorld) -> None:

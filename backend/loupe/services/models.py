@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
 from loupe.errors import NotFound, Unprocessable
 from loupe.services.workspace import Workspace
 from loupe.storage.models import ModelRecord
@@ -19,8 +18,8 @@ from loupe.storage.models import ModelRecord
 @dataclass
 class LoadedModel:
     id: str
-    bridge: Any            # transformer_lens.model_bridge.TransformerBridge
-    tokenizer: Any         # transformers PreTrainedTokenizerBase
+    bridge: Any  # transformer_lens.model_bridge.TransformerBridge
+    tokenizer: Any  # transformers PreTrainedTokenizerBase
     info: dict[str, Any]
     # one forward at a time per model: hook contexts (model.hooks) are per module, not per thread
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)

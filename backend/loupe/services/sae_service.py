@@ -13,8 +13,15 @@ from safetensors import safe_open
 
 from loupe.errors import Conflict, NotFound, Unprocessable
 from loupe.services.models import LoadedModel, ModelService
-from loupe.services.sae_features import (PAGE_ARRAYS, ROW_FIELDS, DashboardConfig, read_page, render_page, splice_json,
-                                        vocab_strings)
+from loupe.services.sae_features import (
+    PAGE_ARRAYS,
+    ROW_FIELDS,
+    DashboardConfig,
+    read_page,
+    render_page,
+    splice_json,
+    vocab_strings,
+)
 from loupe.services.workspace import Workspace
 from loupe.storage.artifacts import read_manifest
 from loupe.storage.models import SAEFeature, SAERecord
@@ -35,7 +42,10 @@ class SAEService:
     def record(self, sae_id: str) -> SAERecord:
         rec = self.ws.saes.get(sae_id)
         if rec is None:
-            known = ", ".join(r.id for r in self.ws.saes.list()) or "none yet (the build trains them in the background; see /api/jobs)"
+            known = (
+                ", ".join(r.id for r in self.ws.saes.list())
+                or "none yet (the build trains them in the background; see /api/jobs)"
+            )
             raise NotFound(f"unknown SAE {sae_id!r}; registered SAEs: {known}")
         return rec
 
@@ -70,22 +80,39 @@ class SAEService:
         job = self.ws.jobs.latest(name)
         if job is None:
             return {"state": "pending", "message": "dashboards are queued behind the SAE's training and evaluation"}
-        return {"state": "failed" if job.status == "failed" else "building", "job_id": job.id,
-                "progress": None if not job.progress_total else job.progress_done / job.progress_total,
-                "message": job.error.splitlines()[0] if job.status == "failed" and job.error else job.message}
+        return {
+            "state": "failed" if job.status == "failed" else "building",
+            "job_id": job.id,
+            "progress": None if not job.progress_total else job.progress_done / job.progress_total,
+            "message": job.error.splitlines()[0] if job.status == "failed" and job.error else job.message,
+        }
 
     def describe(self, rec: SAERecord) -> dict[str, Any]:
         return {
-            "id": rec.id, "model_id": rec.model_id, "hook_name": rec.hook_name, "architecture": rec.architecture,
-            "d_in": rec.d_in, "d_sae": rec.d_sae, "source": rec.source, "path": str(self.sae_dir(rec)),
-            "metrics": rec.metrics or {}, "dashboards": self.status(rec),
+            "id": rec.id,
+            "model_id": rec.model_id,
+            "hook_name": rec.hook_name,
+            "architecture": rec.architecture,
+            "d_in": rec.d_in,
+            "d_sae": rec.d_sae,
+            "source": rec.source,
+            "path": str(self.sae_dir(rec)),
+            "metrics": rec.metrics or {},
+            "dashboards": self.status(rec),
         }
 
     def list(self, model_id: str | None = None) -> list[dict[str, Any]]:
         return [self.describe(r) for r in self.ws.saes.list(model_id)]
 
-    def register(self, sae_id: str, model_id: str | None, path: str | None = None, release: str | None = None,
-                 hub_sae_id: str | None = None, background: bool = True) -> dict[str, Any]:
+    def register(
+        self,
+        sae_id: str,
+        model_id: str | None,
+        path: str | None = None,
+        release: str | None = None,
+        hub_sae_id: str | None = None,
+        background: bool = True,
+    ) -> dict[str, Any]:
         """Register an SAE from disk or sae-lens's registry and start the job that builds its
         dashboards (tokens for its model if needed, its hook's activation cache, the dashboard pass)."""
         from loupe.jobs.pipeline import Pipeline
@@ -98,7 +125,9 @@ class SAEService:
         steps = external_sae_steps(self.ws, self.models, sae_id)
         pipeline = Pipeline(self.ws.jobs, steps)
         if background:
-            threading.Thread(target=self._run_quietly, args=(pipeline, steps), name=f"sae-{sae_id}", daemon=True).start()
+            threading.Thread(
+                target=self._run_quietly, args=(pipeline, steps), name=f"sae-{sae_id}", daemon=True
+            ).start()
         else:
             pipeline.run(steps)
         return self.describe(self.record(rec.id))
@@ -113,23 +142,39 @@ class SAEService:
     def _require_dashboards(self, rec: SAERecord) -> None:
         if not self.dashboards_ready(rec):
             st = self.status(rec)
-            raise Conflict(f"the dashboards of {rec.id} are not built yet ({st['state']}: {st.get('message', '')}); "
-                           "see /api/jobs for progress")
+            raise Conflict(
+                f"the dashboards of {rec.id} are not built yet ({st['state']}: {st.get('message', '')}); "
+                "see /api/jobs for progress"
+            )
 
     # -- features --------------------------------------------------------------------------
-    def features(self, sae_id: str, sort: str = "index", order: str = "asc", offset: int = 0, limit: int = 50,
-                 q: str | None = None, domain: str | None = None, min_density: float | None = None,
-                 max_density: float | None = None) -> dict[str, Any]:
+    def features(
+        self,
+        sae_id: str,
+        sort: str = "index",
+        order: str = "asc",
+        offset: int = 0,
+        limit: int = 50,
+        q: str | None = None,
+        domain: str | None = None,
+        min_density: float | None = None,
+        max_density: float | None = None,
+    ) -> dict[str, Any]:
         if sort not in SORTS:
             raise Unprocessable(f"sort must be one of {', '.join(SORTS)}, not {sort!r}")
         if order not in ("asc", "desc"):
             raise Unprocessable(f"order must be asc or desc, not {order!r}")
         rec = self.record(sae_id)
         self._require_dashboards(rec)
-        total, rows = self.ws.saes.features(sae_id, sort, order == "desc", offset, limit, q, domain,
-                                            min_density, max_density)
-        return {"sae_id": sae_id, "total": total, "offset": offset,
-                "features": [self._row(f, label) for f, label in rows]}
+        total, rows = self.ws.saes.features(
+            sae_id, sort, order == "desc", offset, limit, q, domain, min_density, max_density
+        )
+        return {
+            "sae_id": sae_id,
+            "total": total,
+            "offset": offset,
+            "features": [self._row(f, label) for f, label in rows],
+        }
 
     @staticmethod
     def _row(f: SAEFeature, label: str | None) -> dict[str, Any]:
@@ -146,18 +191,25 @@ class SAEService:
         ddir = self.dashboard_dir(rec)
         if manifest.get("pages"):
             page, neighbours = read_page(ddir, index)
-        else:   # dashboards built before pages were stored: render this feature now
+        else:  # dashboards built before pages were stored: render this feature now
             f = self.ws.saes.feature(sae_id, index)
             if f is None:
                 raise NotFound(f"no dashboard row for feature {index} of {sae_id}")
             row = {**{k: getattr(f, k) for k in ROW_FIELDS}, "summary": f.summary}
             with safe_open(str(ddir / "features.safetensors"), "pt") as fh:
                 arr = {k: fh.get_slice(k)[index : index + 1][0] for k in PAGE_ARRAYS}
-            page = render_page(row, {"sae_id": sae_id, "hook_name": rec.hook_name, "d_sae": rec.d_sae}, arr,
-                               DashboardConfig.from_dict(manifest.get("config", {})), self.token_strings(rec.model_id))
+            page = render_page(
+                row,
+                {"sae_id": sae_id, "hook_name": rec.hook_name, "d_sae": rec.d_sae},
+                arr,
+                DashboardConfig.from_dict(manifest.get("config", {})),
+                self.token_strings(rec.model_id),
+            )
             neighbours = [int(n[0]) for n in (f.summary or {}).get("neighbours", [])]
         own, shown = self.ws.saes.labels_around(sae_id, index, neighbours)
-        return splice_json(orjson.dumps({"label": own, "neighbour_labels": {str(i): v for i, v in shown.items()}}), page)
+        return splice_json(
+            orjson.dumps({"label": own, "neighbour_labels": {str(i): v for i, v in shown.items()}}), page
+        )
 
     def set_label(self, sae_id: str, index: int, label: str) -> dict[str, Any]:
         rec = self.record(sae_id)
@@ -179,9 +231,13 @@ class SAEService:
             pr = fh.get_tensor("neuron_polysemanticity")
         info = (rec.dashboards or {}).get("neurons", {})
         order = torch.argsort(pr, descending=True)
-        return {"sae_id": sae_id, "units": info.get("units"), "polysemanticity": [round(float(v), 3) for v in pr],
-                "most_polysemantic": [[int(i), round(float(pr[i]), 3)] for i in order[:20]],
-                "mean": round(float(pr.mean()), 3)}
+        return {
+            "sae_id": sae_id,
+            "units": info.get("units"),
+            "polysemanticity": [round(float(v), 3) for v in pr],
+            "most_polysemantic": [[int(i), round(float(pr[i]), 3)] for i in order[:20]],
+            "mean": round(float(pr.mean()), 3),
+        }
 
     def token_strings(self, model_id: str) -> list[str]:
         """Every token id's text, decoded once per model (a dashboard shows ~1,000 tokens; decoding
@@ -228,10 +284,14 @@ class SAEService:
             tokens.append({"token": lm.tokenizer.decode([t]), "id": t, "position": p, "features": feats})
         for i in features or []:
             labels.setdefault(i, None)
-        return {"sae_id": sae_id, "hook_name": rec.hook_name, "tokens": tokens,
-                "max_activation": round(float(codes.max()), 4) if codes.numel() else 0.0,
-                "labels": self._labels(sae_id, list(labels)),
-                "feature_activations": {str(i): [round(float(v), 4) for v in codes[:, i]] for i in features or []}}
+        return {
+            "sae_id": sae_id,
+            "hook_name": rec.hook_name,
+            "tokens": tokens,
+            "max_activation": round(float(codes.max()), 4) if codes.numel() else 0.0,
+            "labels": self._labels(sae_id, list(labels)),
+            "feature_activations": {str(i): [round(float(v), 4) for v in codes[:, i]] for i in features or []},
+        }
 
     def _labels(self, sae_id: str, indices: list[int]) -> dict[str, str]:
         return {str(i): lab for i, lab in self.ws.saes.display_labels(sae_id, indices).items()}

@@ -24,9 +24,10 @@ import json
 import math
 import re
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -52,37 +53,37 @@ TARGETS: dict[str, tuple[str, float]] = {
     "ce_loss_recovered": (">=", 0.85),
     "planted_domains_detected": (">=", 6),
 }
-DETECTOR_AUROC = 0.95   # a planted domain counts as detected when its best feature reaches this
-DASHBOARDS_VERSION = "dashboards-v4"   # in every dashboard key (demo and registered SAEs): bump to re-render
+DETECTOR_AUROC = 0.95  # a planted domain counts as detected when its best feature reaches this
+DASHBOARDS_VERSION = "dashboards-v4"  # in every dashboard key (demo and registered SAEs): bump to re-render
 
 
 @dataclass(frozen=True)
 class SAETrainConfig:
     """One SAE to train. Sizes are relative (`expansion` x the hook's width) so a preset fits any model."""
 
-    name: str                                  # preset name; the SAE id is "<model_id>-<name>"
+    name: str  # preset name; the SAE id is "<model_id>-<name>"
     hook_name: str
-    architecture: str = "topk"                 # "topk" (TopK + AuxK), "standard" (ReLU + L1) or
-                                               # "matryoshka" (TopK + nested Matryoshka losses; saved as topk)
-    expansion: int = 8                         # d_sae = expansion * d_in
-    k: int = 32                                # topk, matryoshka: active features per token
-    matryoshka_fractions: tuple[float, ...] = (1 / 32,)   # matryoshka: nested prefixes, as shares of d_sae
-    aux_loss_coefficient: float = 1 / 32       # topk, matryoshka: AuxK weight (Gao et al. 2024)
-    l1_coefficient: float = 5.0                # standard: L1 weight on normalised activations
-    l1_warm_up_fraction: float = 0.05          # standard: L1 ramps up over this share of steps
+    architecture: str = "topk"  # "topk" (TopK + AuxK), "standard" (ReLU + L1) or
+    # "matryoshka" (TopK + nested Matryoshka losses; saved as topk)
+    expansion: int = 8  # d_sae = expansion * d_in
+    k: int = 32  # topk, matryoshka: active features per token
+    matryoshka_fractions: tuple[float, ...] = (1 / 32,)  # matryoshka: nested prefixes, as shares of d_sae
+    aux_loss_coefficient: float = 1 / 32  # topk, matryoshka: AuxK weight (Gao et al. 2024)
+    l1_coefficient: float = 5.0  # standard: L1 weight on normalised activations
+    l1_warm_up_fraction: float = 0.05  # standard: L1 ramps up over this share of steps
     lr: float = 1e-3
     lr_warm_up_fraction: float = 0.02
-    lr_decay_fraction: float = 0.2             # linear decay to 0 over the last share of steps
+    lr_decay_fraction: float = 0.2  # linear decay to 0 over the last share of steps
     batch_size: int = 4096
-    train_tokens: int = 400_000                # tokens seen in training (the cache is cycled if it has fewer)
-    dead_feature_tokens: int = 100_000         # no firing for this many tokens: dead (AuxK revives it)
+    train_tokens: int = 400_000  # tokens seen in training (the cache is cycled if it has fewer)
+    dead_feature_tokens: int = 100_000  # no firing for this many tokens: dead (AuxK revives it)
     normalize_activations: str = "expected_average_only_in"
-    temporal_coefficient: float = 0.0          # matryoshka: weight of the slowness loss on the first prefix
-    temporal_gap: int = 1                      # matryoshka: pairs (t, t+g) of one sequence, g in 1..temporal_gap
+    temporal_coefficient: float = 0.0  # matryoshka: weight of the slowness loss on the first prefix
+    temporal_gap: int = 1  # matryoshka: pairs (t, t+g) of one sequence, g in 1..temporal_gap
     seed: int = 0
-    cache_dtype: str = "float32"               # how the activations are stored on disk
-    eval_tokens: int = 100_000                 # held-out tokens measured (first of the split)
-    select_tokens: int = 100_000               # train tokens on which each domain's best feature is chosen
+    cache_dtype: str = "float32"  # how the activations are stored on disk
+    eval_tokens: int = 100_000  # held-out tokens measured (first of the split)
+    select_tokens: int = 100_000  # train tokens on which each domain's best feature is chosen
 
     def __post_init__(self) -> None:
         if self.architecture not in ARCHITECTURES:
@@ -99,7 +100,7 @@ class SAETrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "SAETrainConfig":
+    def from_dict(cls, d: dict[str, Any]) -> SAETrainConfig:
         names = {f.name for f in fields(cls)}
         d = {k: v for k, v in d.items() if k in names}
         if "matryoshka_fractions" in d:
@@ -197,28 +198,73 @@ class SAETrainConfig:
 # attention and MLP, so blocks.2.ln2.hook_in equals blocks.2.hook_resid_pre: no resid_mid hook.)
 SAE_PRESETS: dict[str, tuple[SAETrainConfig, ...]] = {
     "demo": (
-        SAETrainConfig("mlp0", "blocks.0.mlp.hook_post", "topk", expansion=8, k=32, lr=1e-3,
-                       batch_size=4096, train_tokens=400_000, aux_loss_coefficient=1 / 32, cache_dtype="float16"),
-        SAETrainConfig("resid2", "blocks.2.hook_resid_pre", "matryoshka", expansion=8, k=32, lr=2e-3,
-                       matryoshka_fractions=(1 / 32,), batch_size=2048, train_tokens=600_000,
-                       aux_loss_coefficient=1.0, temporal_coefficient=1.0, cache_dtype="float16"),
+        SAETrainConfig(
+            "mlp0",
+            "blocks.0.mlp.hook_post",
+            "topk",
+            expansion=8,
+            k=32,
+            lr=1e-3,
+            batch_size=4096,
+            train_tokens=400_000,
+            aux_loss_coefficient=1 / 32,
+            cache_dtype="float16",
+        ),
+        SAETrainConfig(
+            "resid2",
+            "blocks.2.hook_resid_pre",
+            "matryoshka",
+            expansion=8,
+            k=32,
+            lr=2e-3,
+            matryoshka_fractions=(1 / 32,),
+            batch_size=2048,
+            train_tokens=600_000,
+            aux_loss_coefficient=1.0,
+            temporal_coefficient=1.0,
+            cache_dtype="float16",
+        ),
     ),
     # micro world (tests, seconds): the standard and Matryoshka paths, tiny budgets
     "micro": (
-        SAETrainConfig("mlp0", "blocks.0.mlp.hook_post", "standard", expansion=2, l1_coefficient=2.0, lr=3e-3,
-                       batch_size=512, train_tokens=20_480, dead_feature_tokens=8_192,
-                       eval_tokens=4_096, select_tokens=8_192),
-        SAETrainConfig("resid1", "blocks.1.hook_resid_pre", "matryoshka", expansion=4, k=8, lr=3e-3,
-                       matryoshka_fractions=(1 / 16,), batch_size=512, train_tokens=20_480,
-                       dead_feature_tokens=8_192, aux_loss_coefficient=1.0, temporal_coefficient=1.0,
-                       eval_tokens=4_096, select_tokens=8_192),
+        SAETrainConfig(
+            "mlp0",
+            "blocks.0.mlp.hook_post",
+            "standard",
+            expansion=2,
+            l1_coefficient=2.0,
+            lr=3e-3,
+            batch_size=512,
+            train_tokens=20_480,
+            dead_feature_tokens=8_192,
+            eval_tokens=4_096,
+            select_tokens=8_192,
+        ),
+        SAETrainConfig(
+            "resid1",
+            "blocks.1.hook_resid_pre",
+            "matryoshka",
+            expansion=4,
+            k=8,
+            lr=3e-3,
+            matryoshka_fractions=(1 / 16,),
+            batch_size=512,
+            train_tokens=20_480,
+            dead_feature_tokens=8_192,
+            aux_loss_coefficient=1.0,
+            temporal_coefficient=1.0,
+            eval_tokens=4_096,
+            select_tokens=8_192,
+        ),
     ),
 }
 
 
 DASHBOARD_PRESETS: dict[str, DashboardConfig] = {
     "demo": DashboardConfig(),
-    "micro": DashboardConfig(max_tokens=8_192, top_k=5, n_intervals=4, per_interval=1, left=8, right=3, batch_size=1024),
+    "micro": DashboardConfig(
+        max_tokens=8_192, top_k=5, n_intervals=4, per_interval=1, left=8, right=3, batch_size=1024
+    ),
 }
 
 
@@ -248,8 +294,8 @@ def fingerprint(*parts: Any) -> str:
 
 # -- training ---------------------------------------------------------------------------------
 
-def make_training_sae(cfg: SAETrainConfig, d_in: int, metadata: dict[str, Any] | None = None,
-                      steps: int | None = None):
+
+def make_training_sae(cfg: SAETrainConfig, d_in: int, metadata: dict[str, Any] | None = None, steps: int | None = None):
     """A fresh sae-lens training SAE for `cfg` on a hook of width `d_in` (`steps`: of the run, for
     the L1 warm-up; default `cfg.steps`)."""
     from sae_lens.saes.sae import SAEMetadata
@@ -257,16 +303,29 @@ def make_training_sae(cfg: SAETrainConfig, d_in: int, metadata: dict[str, Any] |
     from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
 
     meta = SAEMetadata(hook_name=cfg.hook_name, **(metadata or {}))
-    common = dict(d_in=d_in, d_sae=cfg.d_sae(d_in), dtype="float32", device="cpu",
-                  normalize_activations=cfg.normalize_activations, metadata=meta)
+    common = dict(
+        d_in=d_in,
+        d_sae=cfg.d_sae(d_in),
+        dtype="float32",
+        device="cpu",
+        normalize_activations=cfg.normalize_activations,
+        metadata=meta,
+    )
     if cfg.architecture == "topk":
         return TopKTrainingSAE(TopKTrainingSAEConfig(k=cfg.k, aux_loss_coefficient=cfg.aux_loss_coefficient, **common))
     if cfg.architecture == "matryoshka":
         return _matryoshka_topk_class()(
             TopKTrainingSAEConfig(k=cfg.k, aux_loss_coefficient=cfg.aux_loss_coefficient, **common),
-            widths=cfg.matryoshka_widths(cfg.d_sae(d_in)), temporal_coefficient=cfg.temporal_coefficient)
-    return StandardTrainingSAE(StandardTrainingSAEConfig(
-        l1_coefficient=cfg.l1_coefficient, l1_warm_up_steps=int(cfg.l1_warm_up_fraction * (steps or cfg.steps)), **common))
+            widths=cfg.matryoshka_widths(cfg.d_sae(d_in)),
+            temporal_coefficient=cfg.temporal_coefficient,
+        )
+    return StandardTrainingSAE(
+        StandardTrainingSAEConfig(
+            l1_coefficient=cfg.l1_coefficient,
+            l1_warm_up_steps=int(cfg.l1_warm_up_fraction * (steps or cfg.steps)),
+            **common,
+        )
+    )
 
 
 def _matryoshka_topk_class():
@@ -295,9 +354,10 @@ def _matryoshka_topk_class():
             acts = out.feature_acts
             decoded = self.b_dec
             prev = 0
-            for width in self.matryoshka_widths[:-1]:        # the full width is the base loss
-                decoded = decoded + act_times_W_dec(acts[:, prev:width], self.W_dec[prev:width],
-                                                    self.cfg.rescale_acts_by_decoder_norm)
+            for width in self.matryoshka_widths[:-1]:  # the full width is the base loss
+                decoded = decoded + act_times_W_dec(
+                    acts[:, prev:width], self.W_dec[prev:width], self.cfg.rescale_acts_by_decoder_norm
+                )
                 loss = self.mse_loss_fn(decoded, step_input.sae_in).sum(dim=-1).mean()
                 out.losses[f"inner_mse_loss_{width}"] = loss
                 out.loss = out.loss + loss
@@ -319,13 +379,13 @@ def _batches(acts: Tensor, batch_size: int, seed: int) -> Iterator[Tensor]:
     n = acts.shape[0]
     while True:
         perm = torch.randperm(n, generator=g)
-        for s in range(0, n - batch_size + 1, batch_size):          # the ragged tail waits for the next epoch
+        for s in range(0, n - batch_size + 1, batch_size):  # the ragged tail waits for the next epoch
             yield acts[perm[s : s + batch_size]].float()
 
 
 def _pair_batches(acts: Tensor, seq: Tensor, pos: Tensor, batch_size: int, seed: int, gap: int = 1) -> Iterator[Tensor]:
     """Endless batches [x_t; x_t+g] of batch_size // 2 token pairs of one sequence each, g uniform in 1..gap."""
-    if not bool((seq[1:] == seq[:-1]).any()):          # else the draw below would never fill a batch
+    if not bool((seq[1:] == seq[:-1]).any()):  # else the draw below would never fill a batch
         raise ValueError("the temporal loss needs sequences of at least two tokens")
     g = torch.Generator().manual_seed(seed)
     n = seq.numel()
@@ -341,7 +401,7 @@ def _pair_batches(acts: Tensor, seq: Tensor, pos: Tensor, batch_size: int, seed:
 
 def fit_sae(
     cfg: SAETrainConfig,
-    acts: Tensor,                      # [n_tokens, d_in], any float dtype
+    acts: Tensor,  # [n_tokens, d_in], any float dtype
     progress: Progress | None = None,
     metadata: dict[str, Any] | None = None,
     device: str = "cpu",
@@ -365,19 +425,24 @@ def fit_sae(
     trainer_cfg = SAETrainerConfig(
         total_training_samples=steps * batch_size,
         train_batch_size_samples=batch_size,
-        lr=cfg.lr, lr_end=cfg.lr, lr_scheduler_name="constant",
+        lr=cfg.lr,
+        lr_end=cfg.lr,
+        lr_scheduler_name="constant",
         lr_warm_up_steps=int(cfg.lr_warm_up_fraction * steps),
         lr_decay_steps=int(cfg.lr_decay_fraction * steps),
         dead_feature_window=max(1, cfg.dead_feature_tokens // batch_size),
-        feature_sampling_window=steps,             # one window: its firing rates go into the metadata
+        feature_sampling_window=steps,  # one window: its firing rates go into the metadata
         device=device,
         logger=LoggingConfig(log_to_wandb=False),
     )
     done = {"steps": 0}
 
     def provider() -> Iterator[Tensor]:
-        batches = (_pair_batches(acts, seq, pos, batch_size, cfg.seed, cfg.temporal_gap) if cfg.temporal_coefficient > 0
-                   else _batches(acts, batch_size, cfg.seed))
+        batches = (
+            _pair_batches(acts, seq, pos, batch_size, cfg.seed, cfg.temporal_gap)
+            if cfg.temporal_coefficient > 0
+            else _batches(acts, batch_size, cfg.seed)
+        )
         for b in batches:
             yield b
             done["steps"] = min(done["steps"] + 1, steps)
@@ -387,8 +452,9 @@ def fit_sae(
     sample = acts[: min(acts.shape[0], 65_536)].float()
     if cfg.normalize_activations == "expected_average_only_in":
         # sae-lens's own estimate (mean norm -> sqrt(d_in)); set before fit(), which then keeps it
-        trainer.activation_scaler.estimate_scaling_factor(d_in, iter(sample.split(batch_size)),
-                                                          math.ceil(sample.shape[0] / batch_size))
+        trainer.activation_scaler.estimate_scaling_factor(
+            d_in, iter(sample.split(batch_size)), math.ceil(sample.shape[0] / batch_size)
+        )
     with torch.no_grad():
         # decoder bias at the (scaled) data mean: the SAE then spends its features on deviations
         sae.b_dec.data = trainer.activation_scaler.scale(sample).mean(0).to(sae.b_dec.dtype)
@@ -396,8 +462,11 @@ def fit_sae(
     trainer.fit()
     seconds = time.monotonic() - t0
     stats = {
-        "steps": steps, "batch_size": batch_size, "tokens": steps * batch_size,
-        "cached_tokens": int(acts.shape[0]), "seconds": round(seconds, 1),
+        "steps": steps,
+        "batch_size": batch_size,
+        "tokens": steps * batch_size,
+        "cached_tokens": int(acts.shape[0]),
+        "seconds": round(seconds, 1),
         "tokens_per_s": round(steps * batch_size / seconds),
         "train_l0": float(trainer.feature_sparsity.sum()) if trainer.n_frac_active_samples else None,
         "train_dead": int(trainer.dead_neurons.sum()),
@@ -422,13 +491,21 @@ def train_sae(
     sparsity.safetensors and a manifest. Returns the manifest."""
     if cache.hook_name != cfg.hook_name:
         raise ValueError(f"cache holds {cache.hook_name}, preset {cfg.name} wants {cfg.hook_name}")
-    temporal = cfg.temporal_coefficient > 0           # only the temporal loss pairs tokens by sequence
+    temporal = cfg.temporal_coefficient > 0  # only the temporal loss pairs tokens by sequence
     t = cache.load("train", max_tokens=cfg.train_tokens, fields=["acts", "seq", "pos"] if temporal else ["acts"])
     sae, stats = fit_sae(cfg, t["acts"], progress, metadata, device, seq=t.get("seq"), pos=t.get("pos"))
     sparsity = stats.pop("log_feature_sparsity")
-    manifest = {"key": key, "name": cfg.name, "hook_name": cfg.hook_name, "architecture": cfg.architecture,
-                "d_in": int(sae.cfg.d_in), "d_sae": int(sae.cfg.d_sae), "config": cfg.to_dict(), "training": stats,
-                **(metadata or {})}
+    manifest = {
+        "key": key,
+        "name": cfg.name,
+        "hook_name": cfg.hook_name,
+        "architecture": cfg.architecture,
+        "d_in": int(sae.cfg.d_in),
+        "d_sae": int(sae.cfg.d_sae),
+        "config": cfg.to_dict(),
+        "training": stats,
+        **(metadata or {}),
+    }
     with atomic_dir(Path(output)) as tmp:
         sae.save_inference_model(tmp)
         save_tensors(tmp / "sparsity.safetensors", {"sparsity": sparsity})
@@ -444,6 +521,7 @@ def load_sae(path: Path | str, device: str = "cpu"):
 
 
 # -- evaluation -------------------------------------------------------------------------------
+
 
 @torch.no_grad()
 def _codes(sae, acts: Tensor, batch_size: int = 4096) -> Iterator[tuple[int, Tensor, Tensor, Tensor]]:
@@ -461,8 +539,9 @@ def domain_aurocs(sae, acts: Tensor, domains: Tensor, n_domains: int) -> Tensor:
     for s, _, c, _ in _codes(sae, acts):
         t, f, v = M.nonzero_codes(c.cpu(), offset=s)
         toks.append(t), feats.append(f), vals.append(v)
-    return M.sparse_auroc(torch.cat(toks), torch.cat(feats), torch.cat(vals), domains.long(),
-                          int(sae.cfg.d_sae), n_domains)
+    return M.sparse_auroc(
+        torch.cat(toks), torch.cat(feats), torch.cat(vals), domains.long(), int(sae.cfg.d_sae), n_domains
+    )
 
 
 @torch.no_grad()
@@ -510,14 +589,15 @@ def evaluate_sae(
         if 0 < n_train[d] < train["domain"].numel():
             f = int(torch.nan_to_num(train_auc[:, d], nan=-1.0).argmax())
             entry.update(feature=f, auroc=float(held_auc[f, d]), auroc_train=float(train_auc[f, d]))
-        else:   # the domain is absent from the selection tokens: fall back to the held-out choice
+        else:  # the domain is absent from the selection tokens: fall back to the held-out choice
             entry.update(feature=oracle, auroc=float(col[oracle]), auroc_train=None)
         by_domain[name] = entry
 
     progress(2, 4, "CE loss recovered")
     n_seq = int(held["seq"].max()) + 1 if held["seq"].numel() else 0
-    ce = M.spliced_losses(model, heldout_tokens["input_ids"][:n_seq], heldout_tokens["loss_mask"][:n_seq],
-                          hook, lambda a: sae(a.float()))
+    ce = M.spliced_losses(
+        model, heldout_tokens["input_ids"][:n_seq], heldout_tokens["loss_mask"][:n_seq], hook, lambda a: sae(a.float())
+    )
     progress(3, 4, "done")
     detected = sorted(d for d in planted if d in by_domain and by_domain[d]["auroc"] >= DETECTOR_AUROC)
     results = {
@@ -546,15 +626,19 @@ def evaluate_sae(
 
 # -- the build's steps ------------------------------------------------------------------------
 
+
 class SAEPipeline:
     """Paths, keys and step bodies of the SAE slice for one model of a workspace."""
 
-    def __init__(self, world: "DemoWorld", model_id: str = "demo", presets: Sequence[SAETrainConfig] | None = None):
+    def __init__(self, world: DemoWorld, model_id: str = "demo", presets: Sequence[SAETrainConfig] | None = None):
         self.world = world
         self.ws = world.ws
         self.model_id = model_id
-        self.presets = list(presets) if presets is not None else sae_presets(
-            world.cfg.name if world.cfg.name in SAE_PRESETS else "demo")
+        self.presets = (
+            list(presets)
+            if presets is not None
+            else sae_presets(world.cfg.name if world.cfg.name in SAE_PRESETS else "demo")
+        )
         self.hooks = list(dict.fromkeys(p.hook_name for p in self.presets))
         upstream = world.keys["model"]
         self.cache_cfgs = {h: cache_config(self.presets, h) for h in self.hooks}
@@ -563,8 +647,10 @@ class SAEPipeline:
         self.eval_key = fingerprint("saes-eval-v1", sorted(self.sae_keys.items()))
         self.eval_dir = self.ws.artifact("evals", "saes")
         self.dashboard_cfg = DASHBOARD_PRESETS.get(world.cfg.name, DashboardConfig())
-        self.dash_keys = {p.name: fingerprint(DASHBOARDS_VERSION, self.sae_keys[p.name], self.dashboard_cfg.to_dict())
-                          for p in self.presets}
+        self.dash_keys = {
+            p.name: fingerprint(DASHBOARDS_VERSION, self.sae_keys[p.name], self.dashboard_cfg.to_dict())
+            for p in self.presets
+        }
 
     def cache_dir(self, hook_name: str) -> Path:
         return self.ws.artifact("activations", self.model_id, hook_name)
@@ -580,19 +666,37 @@ class SAEPipeline:
 
     def steps(self) -> list[Step]:
         out = [
-            Step(f"saes.cache.{h}", f"cache {h}", self.cache_dir(h), lambda ctx, h=h: self.cache(ctx, h),
-                 background=True, key=self.cache_keys[h])
+            Step(
+                f"saes.cache.{h}",
+                f"cache {h}",
+                self.cache_dir(h),
+                lambda ctx, h=h: self.cache(ctx, h),
+                background=True,
+                key=self.cache_keys[h],
+            )
             for h in self.hooks
         ]
         out += [
-            Step(f"saes.train.{p.name}", f"train SAE {p.name}", self.sae_dir(p), lambda ctx, p=p: self.train(ctx, p),
-                 background=True, key=self.sae_keys[p.name])
+            Step(
+                f"saes.train.{p.name}",
+                f"train SAE {p.name}",
+                self.sae_dir(p),
+                lambda ctx, p=p: self.train(ctx, p),
+                background=True,
+                key=self.sae_keys[p.name],
+            )
             for p in self.presets
         ]
         out.append(Step("saes.eval", "evaluate SAEs", self.eval_dir, self.evaluate, background=True, key=self.eval_key))
         out += [
-            Step(f"saes.dashboards.{p.name}", f"dashboards {p.name}", self.dashboard_dir(p),
-                 lambda ctx, p=p: self.dashboards(ctx, p), background=True, key=self.dash_keys[p.name])
+            Step(
+                f"saes.dashboards.{p.name}",
+                f"dashboards {p.name}",
+                self.dashboard_dir(p),
+                lambda ctx, p=p: self.dashboards(ctx, p),
+                background=True,
+                key=self.dash_keys[p.name],
+            )
             for p in self.presets
         ]
         return out
@@ -612,19 +716,36 @@ class SAEPipeline:
         ctx.progress(0, None, "loading model")
         model = self._bridge()
         m = write_activation_cache(
-            model, {s: self._tokens(s) for s in SPLITS}, self.cache_cfgs[hook_name], self.cache_dir(hook_name),
-            key=self.cache_keys[hook_name], progress=ctx.progress,
+            model,
+            {s: self._tokens(s) for s in SPLITS},
+            self.cache_cfgs[hook_name],
+            self.cache_dir(hook_name),
+            key=self.cache_keys[hook_name],
+            progress=ctx.progress,
             meta={"model_id": self.model_id, "domains": list(DOMAINS)},
         )
-        return {"dir": str(self.cache_dir(hook_name)), "d_in": m["d_in"],
-                **{f"{s}_tokens": m["splits"][s]["n_tokens"] for s in SPLITS}}
+        return {
+            "dir": str(self.cache_dir(hook_name)),
+            "d_in": m["d_in"],
+            **{f"{s}_tokens": m["splits"][s]["n_tokens"] for s in SPLITS},
+        }
 
     def train(self, ctx: JobContext, preset: SAETrainConfig) -> dict[str, Any]:
         cache = ActivationCache(self.cache_dir(preset.hook_name))
-        m = train_sae(preset, cache, self.sae_dir(preset), key=self.sae_keys[preset.name], progress=ctx.progress,
-                      metadata={"sae_id": self.sae_id(preset), "model_name": self.model_id, "model_id": self.model_id,
-                                "context_size": self.world.cfg.n_ctx},
-                      device=self.ws.settings.device)
+        m = train_sae(
+            preset,
+            cache,
+            self.sae_dir(preset),
+            key=self.sae_keys[preset.name],
+            progress=ctx.progress,
+            metadata={
+                "sae_id": self.sae_id(preset),
+                "model_name": self.model_id,
+                "model_id": self.model_id,
+                "context_size": self.world.cfg.n_ctx,
+            },
+            device=self.ws.settings.device,
+        )
         self.register(preset)
         return {"dir": str(self.sae_dir(preset)), "sae_id": self.sae_id(preset), "d_sae": m["d_sae"], **m["training"]}
 
@@ -632,8 +753,15 @@ class SAEPipeline:
         """The trained SAE's registry row (kept when it exists: metrics and dashboards stay)."""
         m = read_manifest(self.sae_dir(preset)) or {}
         sid = self.sae_id(preset)
-        fields = dict(model_id=self.model_id, hook_name=preset.hook_name, architecture=m.get("architecture", preset.architecture),
-                      d_in=int(m.get("d_in", 0)), d_sae=int(m.get("d_sae", 0)), source="demo", path=str(self.sae_dir(preset)))
+        fields = dict(
+            model_id=self.model_id,
+            hook_name=preset.hook_name,
+            architecture=m.get("architecture", preset.architecture),
+            d_in=int(m.get("d_in", 0)),
+            d_sae=int(m.get("d_sae", 0)),
+            source="demo",
+            path=str(self.sae_dir(preset)),
+        )
         self.ws.saes.upsert(sid, **fields)
 
     def dashboards(self, ctx: JobContext, preset: SAETrainConfig) -> dict[str, Any]:
@@ -643,9 +771,19 @@ class SAEPipeline:
         self.register(preset)
         ctx.progress(0, None, "loading model and SAE")
         info = compute_dashboards(
-            self.ws, sid, load_sae(self.sae_dir(preset), self.ws.settings.device), self._bridge(), self._tokenizer(),
-            ActivationCache(self.cache_dir(preset.hook_name)), self._tokens("train")["input_ids"], DOMAINS,
-            self.dashboard_cfg, self.dashboard_dir(preset), self.dash_keys[preset.name], ctx.progress)
+            self.ws,
+            sid,
+            load_sae(self.sae_dir(preset), self.ws.settings.device),
+            self._bridge(),
+            self._tokenizer(),
+            ActivationCache(self.cache_dir(preset.hook_name)),
+            self._tokens("train")["input_ids"],
+            DOMAINS,
+            self.dashboard_cfg,
+            self.dashboard_dir(preset),
+            self.dash_keys[preset.name],
+            ctx.progress,
+        )
         return {"sae_id": sid, "dir": str(self.dashboard_dir(preset)), **info}
 
     def _tokenizer(self):
@@ -666,8 +804,14 @@ class SAEPipeline:
         for i, p in enumerate(self.presets):
             sae = load_sae(self.sae_dir(p), self.ws.settings.device)
             r = evaluate_sae(
-                sae, model, ActivationCache(self.cache_dir(p.hook_name)), heldout, DOMAINS, PLANTED_DOMAINS,
-                eval_tokens=p.eval_tokens, select_tokens=p.select_tokens,
+                sae,
+                model,
+                ActivationCache(self.cache_dir(p.hook_name)),
+                heldout,
+                DOMAINS,
+                PLANTED_DOMAINS,
+                eval_tokens=p.eval_tokens,
+                select_tokens=p.select_tokens,
                 progress=lambda d, t, m, i=i, p=p: progress(i + d / (t or 1), n, f"{p.name}: {m}"),
             )
             out[self.sae_id(p)] = {"name": p.name, "config": p.to_dict(), **r}
@@ -687,14 +831,28 @@ class SAEPipeline:
         with atomic_dir(self.eval_dir) as tmp:
             (tmp / "results.json").write_text(json.dumps(results, indent=1))
             write_manifest(tmp, {"key": self.eval_key, "eval_id": row.id})
-        return {"eval_id": row.id, **{sid: {k: r[k] for k in ("fvu", "l0", "dead_fraction", "ce_loss_recovered",
-                                                               "planted_domains_detected")}
-                                      for sid, r in results["saes"].items()}}
+        return {
+            "eval_id": row.id,
+            **{
+                sid: {k: r[k] for k in ("fvu", "l0", "dead_fraction", "ce_loss_recovered", "planted_domains_detected")}
+                for sid, r in results["saes"].items()
+            },
+        }
 
 
 def _metric_summary(r: dict[str, Any]) -> dict[str, Any]:
-    keys = ("fvu", "explained_variance", "l0", "dead_fraction", "dense_fraction", "ce_loss_recovered",
-            "planted_domains_detected", "detected_domains", "eval_tokens", "targets")
+    keys = (
+        "fvu",
+        "explained_variance",
+        "l0",
+        "dead_fraction",
+        "dense_fraction",
+        "ce_loss_recovered",
+        "planted_domains_detected",
+        "detected_domains",
+        "eval_tokens",
+        "targets",
+    )
     out = {k: r[k] for k in keys if k in r}
     out["domains"] = {d: {k: v[k] for k in ("feature", "auroc") if k in v} for d, v in r.get("domains", {}).items()}
     return out
@@ -704,21 +862,39 @@ def dashboard_dir(ws, sae_id: str) -> Path:
     return ws.artifact("dashboards", sae_id)
 
 
-def compute_dashboards(ws, sae_id: str, sae, model, tokenizer, cache: ActivationCache, input_ids: Tensor,
-                       domain_names: Sequence[str], cfg: DashboardConfig, output: Path, key: str,
-                       progress: Progress | None = None) -> dict[str, Any]:
+def compute_dashboards(
+    ws,
+    sae_id: str,
+    sae,
+    model,
+    tokenizer,
+    cache: ActivationCache,
+    input_ids: Tensor,
+    domain_names: Sequence[str],
+    cfg: DashboardConfig,
+    output: Path,
+    key: str,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
     """Dashboards of one SAE: one pass over `cache`, rows into the database, arrays into `output`."""
     if cache.hook_name != sae.cfg.metadata.hook_name:
         raise ValueError(f"the cache holds {cache.hook_name}, the SAE reads {sae.cfg.metadata.hook_name}")
     arrays, rows, info = build_dashboards(sae, model, tokenizer, cache, input_ids, domain_names, cfg, progress)
-    write_dashboards(ws, sae_id, output, arrays, rows,
-                     {"key": key, "sae_id": sae_id, "hook_name": cache.hook_name, "config": cfg.to_dict(), **info},
-                     cfg, vocab_strings(tokenizer))
+    write_dashboards(
+        ws,
+        sae_id,
+        output,
+        arrays,
+        rows,
+        {"key": key, "sae_id": sae_id, "hook_name": cache.hook_name, "config": cfg.to_dict(), **info},
+        cfg,
+        vocab_strings(tokenizer),
+    )
     ws.saes.update(sae_id, dashboards={"dir": str(output), "key": key, **info})
     return info
 
 
-def sae_steps(world: "DemoWorld") -> list[Step]:
+def sae_steps(world: DemoWorld) -> list[Step]:
     """Background steps for the demo world's SAEs: cache each hook, train each preset, evaluate."""
     return SAEPipeline(world).steps()
 
@@ -731,8 +907,13 @@ def sae_records(ws, model_id: str | None = None) -> list[dict[str, Any]]:
         m = read_manifest(d)
         if m is None or (model_id is not None and m.get("model_id") != model_id):
             continue
-        out.append({"id": m.get("sae_id", d.name), "dir": str(d), **{k: m.get(k) for k in
-                    ("model_id", "hook_name", "architecture", "d_in", "d_sae", "training")}})
+        out.append(
+            {
+                "id": m.get("sae_id", d.name),
+                "dir": str(d),
+                **{k: m.get(k) for k in ("model_id", "hook_name", "architecture", "d_in", "d_sae", "training")},
+            }
+        )
     return out
 
 
@@ -741,8 +922,15 @@ def sae_records(ws, model_id: str | None = None) -> list[dict[str, Any]]:
 _SAE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,99}$")
 
 
-def register_external_sae(ws, models, sae_id: str, model_id: str, path: str | None = None,
-                          release: str | None = None, hub_sae_id: str | None = None) -> Any:
+def register_external_sae(
+    ws,
+    models,
+    sae_id: str,
+    model_id: str,
+    path: str | None = None,
+    release: str | None = None,
+    hub_sae_id: str | None = None,
+) -> Any:
     """Validate an SAE against a loaded model and register it (its files copied into the workspace).
 
     Weights are read only from safetensors (sae-lens's format: cfg.json + sae_weights.safetensors);
@@ -753,20 +941,28 @@ def register_external_sae(ws, models, sae_id: str, model_id: str, path: str | No
     from loupe.errors import Conflict, Unprocessable
 
     if not _SAE_ID.match(sae_id or ""):
-        raise Unprocessable("id must be 1-100 characters: letters, digits, '_', '.', '-' (starting with a letter or digit)")
+        raise Unprocessable(
+            "id must be 1-100 characters: letters, digits, '_', '.', '-' (starting with a letter or digit)"
+        )
     if ws.saes.get(sae_id) is not None:
         raise Conflict(f"an SAE with id {sae_id!r} is already registered; choose another id")
     if (path is None) == (release is None):
-        raise Unprocessable("give either `path` (a sae-lens SAE directory) or `release` and `hub_sae_id` (sae-lens's registry)")
+        raise Unprocessable(
+            "give either `path` (a sae-lens SAE directory) or `release` and `hub_sae_id` (sae-lens's registry)"
+        )
     lm = models.get(model_id)
     dest = ws.artifact("saes", sae_id)
     if path is not None:
         src = Path(path).expanduser()
         if not src.is_dir():
-            raise Unprocessable(f"{path} is not a directory; give a sae-lens SAE directory (cfg.json + sae_weights.safetensors)")
+            raise Unprocessable(
+                f"{path} is not a directory; give a sae-lens SAE directory (cfg.json + sae_weights.safetensors)"
+            )
         missing = [f for f in ("cfg.json", "sae_weights.safetensors") if not (src / f).is_file()]
         if missing:
-            raise Unprocessable(f"{path} lacks {', '.join(missing)}: Loupe reads SAEs only in sae-lens's safetensors format")
+            raise Unprocessable(
+                f"{path} lacks {', '.join(missing)}: Loupe reads SAEs only in sae-lens's safetensors format"
+            )
         try:
             sae = load_sae(src)
         except Exception as exc:  # noqa: BLE001 - any failure to parse is the user's file, not our bug
@@ -781,14 +977,18 @@ def register_external_sae(ws, models, sae_id: str, model_id: str, path: str | No
             sae = SAE.from_pretrained(release, hub_sae_id, device="cpu")
             sae = sae[0] if isinstance(sae, tuple) else sae
         except Exception as exc:  # noqa: BLE001
-            raise Unprocessable(f"sae-lens could not fetch {release}/{hub_sae_id}: {type(exc).__name__}: {exc} "
-                                "(the pretrained registry needs the Hugging Face hub; from an offline machine, "
-                                "download the SAE elsewhere and register its directory with `path`)") from exc
+            raise Unprocessable(
+                f"sae-lens could not fetch {release}/{hub_sae_id}: {type(exc).__name__}: {exc} "
+                "(the pretrained registry needs the Hugging Face hub; from an offline machine, "
+                "download the SAE elsewhere and register its directory with `path`)"
+            ) from exc
         source = "pretrained"
     hook = sae.cfg.metadata.hook_name
     if hook not in lm.bridge.hook_dict:
-        raise Unprocessable(f"the SAE reads {hook!r}, which model {model_id!r} does not have "
-                            f"(e.g. {', '.join(sorted(lm.bridge.hook_dict)[:3])})")
+        raise Unprocessable(
+            f"the SAE reads {hook!r}, which model {model_id!r} does not have "
+            f"(e.g. {', '.join(sorted(lm.bridge.hook_dict)[:3])})"
+        )
     with lm.lock, torch.no_grad():
         width = cache_activations(lm.bridge, torch.tensor([lm.encode_prompt("hello")]), [hook])[hook].shape[-1]
     if width != sae.cfg.d_in:
@@ -800,11 +1000,30 @@ def register_external_sae(ws, models, sae_id: str, model_id: str, path: str | No
                     shutil.copy2(f, tmp / f.name)
         else:
             sae.save_inference_model(tmp)
-        write_manifest(tmp, {"key": "external", "sae_id": sae_id, "model_id": model_id, "hook_name": hook,
-                             "architecture": sae.cfg.architecture(), "d_in": int(sae.cfg.d_in),
-                             "d_sae": int(sae.cfg.d_sae), "source": source, "origin": path or f"{release}/{hub_sae_id}"})
-    return ws.saes.upsert(sae_id, model_id=model_id, hook_name=hook, architecture=sae.cfg.architecture(),
-                          d_in=int(sae.cfg.d_in), d_sae=int(sae.cfg.d_sae), source=source, path=str(dest))
+        write_manifest(
+            tmp,
+            {
+                "key": "external",
+                "sae_id": sae_id,
+                "model_id": model_id,
+                "hook_name": hook,
+                "architecture": sae.cfg.architecture(),
+                "d_in": int(sae.cfg.d_in),
+                "d_sae": int(sae.cfg.d_sae),
+                "source": source,
+                "origin": path or f"{release}/{hub_sae_id}",
+            },
+        )
+    return ws.saes.upsert(
+        sae_id,
+        model_id=model_id,
+        hook_name=hook,
+        architecture=sae.cfg.architecture(),
+        d_in=int(sae.cfg.d_in),
+        d_sae=int(sae.cfg.d_sae),
+        source=source,
+        path=str(dest),
+    )
 
 
 def external_sae_steps(ws, models, sae_id: str) -> list[Step]:
@@ -818,44 +1037,93 @@ def external_sae_steps(ws, models, sae_id: str) -> list[Step]:
     world = DemoWorld(ws)
     cfg = DASHBOARD_PRESETS.get(world.cfg.name, DashboardConfig())
     tokens_dir = world.tokens_dir if rec.model_id == "demo" else ws.artifact("tokens-models", rec.model_id)
-    tokens_key = world.keys["tokens"] if rec.model_id == "demo" else fingerprint("model-tokens", rec.model_id, world.keys["corpus"])
+    tokens_key = (
+        world.keys["tokens"]
+        if rec.model_id == "demo"
+        else fingerprint("model-tokens", rec.model_id, world.keys["corpus"])
+    )
     cache_cfg = ActivationCacheConfig(hook_name=rec.hook_name, max_train_tokens=cfg.max_tokens, max_heldout_tokens=0)
     cache_dir = ws.artifact("activations", rec.model_id, rec.hook_name)
     cache_key = fingerprint(tokens_key, rec.model_id, cache_cfg.to_dict())
     existing = read_manifest(cache_dir)
     if existing and existing.get("splits", {}).get("train", {}).get("n_tokens", 0) > 0:
-        cache_key = existing["key"]        # a cache of this hook already exists (e.g. the demo SAEs'): reuse it
+        cache_key = existing["key"]  # a cache of this hook already exists (e.g. the demo SAEs'): reuse it
     dash_key = fingerprint(DASHBOARDS_VERSION, sae_id, cache_key, cfg.to_dict())
 
     def build_tokens(ctx: JobContext) -> dict[str, Any]:
         if not (world.corpus_dir / "manifest.json").exists():
-            raise RuntimeError("the demo corpus is not built; run `loupe build` once (it supplies the text SAEs are measured on)")
+            raise RuntimeError(
+                "the demo corpus is not built; run `loupe build` once (it supplies the text SAEs are measured on)"
+            )
         lm = models.get(rec.model_id)
-        return world.pack_tokens(ctx, lm.tokenizer, min(lm.n_ctx, 128), tokens_dir,
-                                 {"key": tokens_key, "model_id": rec.model_id})
+        return world.pack_tokens(
+            ctx, lm.tokenizer, min(lm.n_ctx, 128), tokens_dir, {"key": tokens_key, "model_id": rec.model_id}
+        )
 
     def cache(ctx: JobContext) -> dict[str, Any]:
         lm = models.get(rec.model_id)
         toks = {s: load_tensors(tokens_dir / f"{s}.safetensors") for s in SPLITS}
         with lm.lock:
-            m = write_activation_cache(lm.bridge, toks, cache_cfg, cache_dir, key=cache_key, progress=ctx.progress,
-                                       meta={"model_id": rec.model_id, "domains": list(DOMAINS)})
+            m = write_activation_cache(
+                lm.bridge,
+                toks,
+                cache_cfg,
+                cache_dir,
+                key=cache_key,
+                progress=ctx.progress,
+                meta={"model_id": rec.model_id, "domains": list(DOMAINS)},
+            )
         return {"dir": str(cache_dir), "train_tokens": m["splits"]["train"]["n_tokens"]}
 
     def dashboards(ctx: JobContext) -> dict[str, Any]:
         lm = models.get(rec.model_id)
         input_ids = load_tensors(tokens_dir / "train.safetensors")["input_ids"]
         with lm.lock:
-            return compute_dashboards(ws, sae_id, load_sae(ws.artifact("saes", sae_id), ws.settings.device), lm.bridge, lm.tokenizer,
-                                      ActivationCache(cache_dir), input_ids, DOMAINS, cfg,
-                                      dashboard_dir(ws, sae_id), dash_key, ctx.progress)
+            return compute_dashboards(
+                ws,
+                sae_id,
+                load_sae(ws.artifact("saes", sae_id), ws.settings.device),
+                lm.bridge,
+                lm.tokenizer,
+                ActivationCache(cache_dir),
+                input_ids,
+                DOMAINS,
+                cfg,
+                dashboard_dir(ws, sae_id),
+                dash_key,
+                ctx.progress,
+            )
 
     steps = []
     if rec.model_id != "demo":
-        steps.append(Step(f"tokens.{rec.model_id}", f"tokens for {rec.model_id}", tokens_dir, build_tokens,
-                          background=True, key=tokens_key))
-    steps.append(Step(f"saes.cache.{rec.model_id}.{rec.hook_name}", f"cache {rec.hook_name}", cache_dir, cache,
-                      background=True, key=cache_key))
-    steps.append(Step(f"saes.dashboards.{sae_id}", f"dashboards {sae_id}", dashboard_dir(ws, sae_id), dashboards,
-                      background=True, key=dash_key))
+        steps.append(
+            Step(
+                f"tokens.{rec.model_id}",
+                f"tokens for {rec.model_id}",
+                tokens_dir,
+                build_tokens,
+                background=True,
+                key=tokens_key,
+            )
+        )
+    steps.append(
+        Step(
+            f"saes.cache.{rec.model_id}.{rec.hook_name}",
+            f"cache {rec.hook_name}",
+            cache_dir,
+            cache,
+            background=True,
+            key=cache_key,
+        )
+    )
+    steps.append(
+        Step(
+            f"saes.dashboards.{sae_id}",
+            f"dashboards {sae_id}",
+            dashboard_dir(ws, sae_id),
+            dashboards,
+            background=True,
+            key=dash_key,
+        )
+    )
     return steps

@@ -15,16 +15,15 @@ hooks and no hook outlives the forward pass that installed it.
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import re
 import threading
 import time
-from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -93,6 +92,7 @@ def attached_hooks(bridge) -> int:
 
 # -- vectors -------------------------------------------------------------------------------------
 
+
 @dataclass
 class Vector:
     id: str
@@ -110,20 +110,52 @@ def vector_dir(ws, vector_id: str) -> Path:
     return ws.artifact("vectors", vector_id)
 
 
-def save_vector(ws, vector_id: str, name: str, model_id: str, hook: str, layer: int, position: int | None,
-                r: Tensor, mu_minus: Tensor, mu_plus: Tensor, scores: dict[str, Any], candidates: dict[str, Any],
-                source: str, key: str = ""):
+def save_vector(
+    ws,
+    vector_id: str,
+    name: str,
+    model_id: str,
+    hook: str,
+    layer: int,
+    position: int | None,
+    r: Tensor,
+    mu_minus: Tensor,
+    mu_plus: Tensor,
+    scores: dict[str, Any],
+    candidates: dict[str, Any],
+    source: str,
+    key: str = "",
+):
     """Write the vector's file atomically, then its row (the row never points at a missing file)."""
     out = vector_dir(ws, vector_id)
-    meta = {"id": vector_id, "name": name, "model_id": model_id, "hook": hook, "layer": str(layer),
-            "position": "" if position is None else str(position)}
+    meta = {
+        "id": vector_id,
+        "name": name,
+        "model_id": model_id,
+        "hook": hook,
+        "layer": str(layer),
+        "position": "" if position is None else str(position),
+    }
     with atomic_dir(out) as tmp:
-        save_tensors(tmp / "vector.safetensors",
-                     {"r": r.float(), "mu_minus": mu_minus.float(), "mu_plus": mu_plus.float()}, metadata=meta)
+        save_tensors(
+            tmp / "vector.safetensors",
+            {"r": r.float(), "mu_minus": mu_minus.float(), "mu_plus": mu_plus.float()},
+            metadata=meta,
+        )
         write_manifest(tmp, {"key": key, **meta, "source": source, "scores": scores, "candidates": candidates})
-    return ws.vectors.upsert(vector_id, name=name, model_id=model_id, hook=hook, layer=int(layer), position=position,
-                             d_model=int(r.shape[-1]), source=source, path=str(out / "vector.safetensors"),
-                             scores=scores, candidates=candidates)
+    return ws.vectors.upsert(
+        vector_id,
+        name=name,
+        model_id=model_id,
+        hook=hook,
+        layer=int(layer),
+        position=position,
+        d_model=int(r.shape[-1]),
+        source=source,
+        path=str(out / "vector.safetensors"),
+        scores=scores,
+        candidates=candidates,
+    )
 
 
 def restore_vectors(ws) -> int:
@@ -137,10 +169,19 @@ def restore_vectors(ws) -> int:
             continue
         r = load_tensors(d / "vector.safetensors")["r"]
         pos = m.get("position")
-        ws.vectors.upsert(m["id"], name=m.get("name", m["id"]), model_id=m.get("model_id", "demo"), hook=m["hook"],
-                          layer=int(m.get("layer", 0)), position=int(pos) if pos not in (None, "") else None,
-                          d_model=int(r.shape[-1]), source=m.get("source", "build"), path=str(d / "vector.safetensors"),
-                          scores=m.get("scores", {}), candidates=m.get("candidates", {"rows": []}))
+        ws.vectors.upsert(
+            m["id"],
+            name=m.get("name", m["id"]),
+            model_id=m.get("model_id", "demo"),
+            hook=m["hook"],
+            layer=int(m.get("layer", 0)),
+            position=int(pos) if pos not in (None, "") else None,
+            d_model=int(r.shape[-1]),
+            source=m.get("source", "build"),
+            path=str(d / "vector.safetensors"),
+            scores=m.get("scores", {}),
+            candidates=m.get("candidates", {"rows": []}),
+        )
         n += 1
     return n
 
@@ -159,8 +200,17 @@ def load_vector(ws, vector_id: str) -> Vector:
         if key in _vector_cache:
             return _vector_cache[key]
     t = load_tensors(Path(rec.path))
-    v = Vector(rec.id, rec.name, rec.model_id, rec.hook, rec.layer, rec.position,
-               t["r"].double(), t["mu_minus"].double(), t["mu_plus"].double())
+    v = Vector(
+        rec.id,
+        rec.name,
+        rec.model_id,
+        rec.hook,
+        rec.layer,
+        rec.position,
+        t["r"].double(),
+        t["mu_minus"].double(),
+        t["mu_plus"].double(),
+    )
     with _vector_cache_guard:
         _vector_cache[key] = v
     return v
@@ -202,8 +252,21 @@ def import_vector(ws, models, data: bytes, name: str, model_id: str | None, hook
     if not _ID.match(vid):
         raise Unprocessable(f"vector id {vid!r}: use letters, digits, '-', '_' and '.' (at most 100)")
     pos = file_meta.get("position")
-    return save_vector(ws, vid, name, lm.id, hook, layer, int(pos) if pos not in (None, "") else None,
-                       r.double(), mu_minus.double(), mu_plus.double(), {"imported": True}, {"rows": []}, "import")
+    return save_vector(
+        ws,
+        vid,
+        name,
+        lm.id,
+        hook,
+        layer,
+        int(pos) if pos not in (None, "") else None,
+        r.double(),
+        mu_minus.double(),
+        mu_plus.double(),
+        {"imported": True},
+        {"rows": []},
+        "import",
+    )
 
 
 class safe_open_bytes:
@@ -228,8 +291,14 @@ def export_vector(ws, vector_id: str) -> bytes:
     from safetensors.torch import save as st_save
 
     v = load_vector(ws, vector_id)
-    meta = {"id": v.id, "name": v.name, "model_id": v.model_id, "hook": v.hook, "layer": str(v.layer),
-            "position": "" if v.position is None else str(v.position)}
+    meta = {
+        "id": v.id,
+        "name": v.name,
+        "model_id": v.model_id,
+        "hook": v.hook,
+        "layer": str(v.layer),
+        "position": "" if v.position is None else str(v.position),
+    }
     return st_save({"r": v.r.float(), "mu_minus": v.mu_minus.float(), "mu_plus": v.mu_plus.float()}, metadata=meta)
 
 
@@ -244,8 +313,10 @@ def _check_resid_hook(lm, hook: str) -> int:
     m = _RESID.match(hook)
     n = int(lm.info["n_layers"])
     if not m or int(m.group(1)) >= n:
-        raise Unprocessable(f"hook {hook!r} is not a residual-stream hook of this model: use "
-                            f"blocks.L.hook_resid_pre or blocks.L.hook_resid_post with 0 <= L < {n}")
+        raise Unprocessable(
+            f"hook {hook!r} is not a residual-stream hook of this model: use "
+            f"blocks.L.hook_resid_pre or blocks.L.hook_resid_post with 0 <= L < {n}"
+        )
     return int(m.group(1)) + (1 if m.group(2) == "post" else 0)
 
 
@@ -290,6 +361,7 @@ def load_sae_by_id(ws, sae_id: str):
 
 
 # -- interventions -> hook plan ---------------------------------------------------------------------
+
 
 def _finite(x: Any, what: str) -> float:
     try:
@@ -344,8 +416,11 @@ def build_plan(ws, lm, interventions: Sequence[dict[str, Any]], n_prompt: int) -
             value = _finite(iv.get("value"), f"{where}.value")
             w = sae.W_dec[feature].detach()
             hook = rec["hook_name"]
-            fn = (S.sae_add_hook(w, value) if kind == "sae_feature_add"
-                  else S.sae_clamp_hook(_encoder(sae), w, feature, value))
+            fn = (
+                S.sae_add_hook(w, value)
+                if kind == "sae_feature_add"
+                else S.sae_clamp_hook(_encoder(sae), w, feature, value)
+            )
             plan.append((hook, fn))
             continue
         # edit
@@ -357,24 +432,34 @@ def build_plan(ws, lm, interventions: Sequence[dict[str, Any]], n_prompt: int) -
         if pos is not None:
             pos = _int(pos, f"{where}.position")
             if not -n_prompt <= pos < n_prompt:
-                raise Unprocessable(f"{where}.position {pos} is outside the prompt's {n_prompt} tokens "
-                                    f"(0..{n_prompt - 1}, or negative from the end)")
+                raise Unprocessable(
+                    f"{where}.position {pos} is outside the prompt's {n_prompt} tokens "
+                    f"(0..{n_prompt - 1}, or negative from the end)"
+                )
             pos = pos % n_prompt
         if iv.get("sae_id") is not None or iv.get("feature") is not None:
             sae, rec = _sae_for(ws, lm, iv, where)
             feature = _feature(iv, rec, where)
             if iv.get("hook") not in (None, rec["hook_name"]):
                 raise Unprocessable(f"{where}.hook {iv['hook']!r} differs from the SAE's hook {rec['hook_name']!r}")
-            plan.append((rec["hook_name"], S.sae_feature_edit_hook(_encoder(sae), sae.W_dec[feature].detach(), feature,
-                                                                   pos, op, value)))
+            plan.append(
+                (
+                    rec["hook_name"],
+                    S.sae_feature_edit_hook(_encoder(sae), sae.W_dec[feature].detach(), feature, pos, op, value),
+                )
+            )
             continue
         hook = iv.get("hook")
         if not isinstance(hook, str) or hook not in shapes:
-            raise Unprocessable(f"{where}.hook {hook!r} is not a hook of this model (see GET /api/models; e.g. "
-                                f"blocks.0.mlp.hook_post, blocks.1.hook_resid_pre)")
+            raise Unprocessable(
+                f"{where}.hook {hook!r} is not a hook of this model (see GET /api/models; e.g. "
+                f"blocks.0.mlp.hook_post, blocks.1.hook_resid_pre)"
+            )
         if len(shapes[hook]) != 1:
-            raise Unprocessable(f"{where}.hook {hook!r} has per-position shape {list(shapes[hook])}; edits need a "
-                                f"[batch, pos, d] activation")
+            raise Unprocessable(
+                f"{where}.hook {hook!r} has per-position shape {list(shapes[hook])}; edits need a "
+                f"[batch, pos, d] activation"
+            )
         index = iv.get("index")
         if index is None:
             raise Unprocessable(f"{where}: give `index` (a neuron) or `sae_id` and `feature`")
@@ -413,6 +498,7 @@ def _encoder(sae) -> Callable[[Tensor], Tensor]:
 
 # -- prompts and batches ---------------------------------------------------------------------------
 
+
 def refusal_token_ids(tokenizer) -> list[int]:
     """First tokens of the refusal prefixes as they follow `Assistant:` (a space, then the prefix)."""
     ids = set()
@@ -448,7 +534,7 @@ def post_instruction_ids(lm) -> list[int]:
 def with_post_instruction(lm, encoded: list[list[int]]) -> list[list[int]]:
     """Only prompts whose last tokens are exactly the post-instruction tokens (BPE may merge otherwise)."""
     tail = post_instruction_ids(lm)
-    return [e for e in encoded if e[-len(tail):] == tail]
+    return [e for e in encoded if e[-len(tail) :] == tail]
 
 
 def last_logits(forward, encoded: Sequence[list[int]], batch_size: int = 128) -> Tensor:
@@ -474,10 +560,12 @@ def completions(lm, forward, encoded: Sequence[list[int]], max_new_tokens: int, 
 
 # -- the refusal direction (Arditi et al. 2024) -------------------------------------------------------
 
+
 def candidate_hooks(n_layers: int) -> list[tuple[str, int]]:
     """(hook, depth): resid_pre of every block, and the last block's resid_post."""
     return [(f"blocks.{layer}.hook_resid_pre", layer) for layer in range(n_layers)] + [
-        (f"blocks.{n_layers - 1}.hook_resid_post", n_layers)]
+        (f"blocks.{n_layers - 1}.hook_resid_post", n_layers)
+    ]
 
 
 def compute_refusal_direction(
@@ -501,8 +589,15 @@ def compute_refusal_direction(
     hooks = candidate_hooks(n_layers)
     names = [h for h, _ in hooks]
     n_pos = len(post_instruction_ids(lm))
-    enc = {k: with_post_instruction(lm, encode_prompts(lm, v)) for k, v in
-           (("harmful", harmful), ("harmless", harmless), ("sel_harmful", select_harmful), ("sel_harmless", select_harmless))}
+    enc = {
+        k: with_post_instruction(lm, encode_prompts(lm, v))
+        for k, v in (
+            ("harmful", harmful),
+            ("harmless", harmless),
+            ("sel_harmful", select_harmful),
+            ("sel_harmless", select_harmless),
+        )
+    }
     for k, v in enc.items():
         if not v:
             raise Unprocessable(f"no {k.replace('sel_', 'selection ')} prompt ends in the post-instruction tokens")
@@ -520,8 +615,10 @@ def compute_refusal_direction(
     plain = locked_forward(lm)
     base_harmless = last_logits(plain, enc["sel_harmless"], batch_size)
     base_harmful = last_logits(plain, enc["sel_harmful"], batch_size)
-    base_scores = {"harmful": float(S.refusal_score(base_harmful, refusal_ids).mean()),
-                   "harmless": float(S.refusal_score(base_harmless, refusal_ids).mean())}
+    base_scores = {
+        "harmful": float(S.refusal_score(base_harmful, refusal_ids).mean()),
+        "harmless": float(S.refusal_score(base_harmless, refusal_ids).mean()),
+    }
     cands: list[S.Candidate] = []
     vectors: dict[tuple[str, int], tuple[Tensor, Tensor, Tensor]] = {}
     total = len(hooks) * n_pos
@@ -535,10 +632,14 @@ def compute_refusal_direction(
         if c.norm > 1e-9 * max(1.0, float(mu_plus.norm())):
             abl = locked_forward(lm, S.ablation_plan(r, n_layers))
             add = locked_forward(lm, [(hook, S.addition_hook(r, 1.0))])
-            c.bypass_score = float(S.refusal_score(last_logits(abl, enc["sel_harmful"], batch_size), refusal_ids).mean())
+            c.bypass_score = float(
+                S.refusal_score(last_logits(abl, enc["sel_harmful"], batch_size), refusal_ids).mean()
+            )
             abl_harmless = last_logits(abl, enc["sel_harmless"], batch_size)
             c.kl = float(S.kl_divergence(base_harmless, abl_harmless).mean())
-            c.induce_score = float(S.refusal_score(last_logits(add, enc["sel_harmless"], batch_size), refusal_ids).mean())
+            c.induce_score = float(
+                S.refusal_score(last_logits(add, enc["sel_harmless"], batch_size), refusal_ids).mean()
+            )
         else:
             c.norm = 0.0
         cands.append(c)
@@ -558,20 +659,38 @@ def compute_refusal_direction(
         fallback = False
     r, mu_minus, mu_plus = vectors[(best.hook, best.position)]
     return {
-        "hook": best.hook, "layer": int(best.layer), "position": best.position,
-        "r": r, "mu_minus": mu_minus, "mu_plus": mu_plus,
-        "scores": {"bypass_score": best.bypass_score, "induce_score": best.induce_score, "kl": best.kl,
-                   "norm": best.norm, "base_refusal_score": base_scores, "fallback": fallback, "selection_rule": rule,
-                   "n_harmful": len(enc["harmful"]), "n_harmless": len(enc["harmless"]),
-                   "n_select_harmful": len(enc["sel_harmful"]), "n_select_harmless": len(enc["sel_harmless"]),
-                   "refusal_token_ids": refusal_ids},
-        "candidates": {"rows": [c.to_dict() for c in cands], "n_layers": n_layers, "selection_rule": rule,
-                       "post_instruction_tokens": [lm.tokenizer.decode([t]) for t in post_instruction_ids(lm)],
-                       "base_refusal_score": base_scores},
+        "hook": best.hook,
+        "layer": int(best.layer),
+        "position": best.position,
+        "r": r,
+        "mu_minus": mu_minus,
+        "mu_plus": mu_plus,
+        "scores": {
+            "bypass_score": best.bypass_score,
+            "induce_score": best.induce_score,
+            "kl": best.kl,
+            "norm": best.norm,
+            "base_refusal_score": base_scores,
+            "fallback": fallback,
+            "selection_rule": rule,
+            "n_harmful": len(enc["harmful"]),
+            "n_harmless": len(enc["harmless"]),
+            "n_select_harmful": len(enc["sel_harmful"]),
+            "n_select_harmless": len(enc["sel_harmless"]),
+            "refusal_token_ids": refusal_ids,
+        },
+        "candidates": {
+            "rows": [c.to_dict() for c in cands],
+            "n_layers": n_layers,
+            "selection_rule": rule,
+            "post_instruction_tokens": [lm.tokenizer.decode([t]) for t in post_instruction_ids(lm)],
+            "base_refusal_score": base_scores,
+        },
     }
 
 
 # -- evaluation sweep -----------------------------------------------------------------------------------
+
 
 def method_plan(v: Vector, method: str, alpha: float, n_layers: int) -> S.HookPlan:
     if method == "none":
@@ -613,14 +732,32 @@ def evaluate_steering(
         kl = S.kl_divergence(base, last_logits(fwd, enc_harmless, batch_size)) if enc_harmless else torch.zeros(0)
         rh = sum(map(is_refusal, comp_h)) / max(1, len(comp_h))
         rl = sum(map(is_refusal, comp_l)) / max(1, len(comp_l))
-        rows.append({"method": method, "alpha": alpha, "refusal_harmful": rh, "refusal_harmless": rl,
-                     "gap": abs(rh - rl), "kl_harmless": float(kl.mean()) if kl.numel() else 0.0,
-                     "examples": {"harmful": [{"prompt": p, "completion": c} for p, c in zip(harmful[:3], comp_h)],
-                                  "harmless": [{"prompt": p, "completion": c} for p, c in zip(harmless[:3], comp_l)]}})
+        rows.append(
+            {
+                "method": method,
+                "alpha": alpha,
+                "refusal_harmful": rh,
+                "refusal_harmless": rl,
+                "gap": abs(rh - rl),
+                "kl_harmless": float(kl.mean()) if kl.numel() else 0.0,
+                "examples": {
+                    "harmful": [{"prompt": p, "completion": c} for p, c in zip(harmful[:3], comp_h)],
+                    "harmless": [{"prompt": p, "completion": c} for p, c in zip(harmless[:3], comp_l)],
+                },
+            }
+        )
     progress(len(points), len(points), "done")
-    return {"vector_id": v.id, "model_id": v.model_id, "hook": v.hook, "rows": rows,
-            "n_harmful": len(harmful), "n_harmless": len(harmless), "max_new_tokens": max_new_tokens,
-            "seconds": round(time.monotonic() - t0, 1), "figure": sweep_figure(rows)}
+    return {
+        "vector_id": v.id,
+        "model_id": v.model_id,
+        "hook": v.hook,
+        "rows": rows,
+        "n_harmful": len(harmful),
+        "n_harmless": len(harmless),
+        "max_new_tokens": max_new_tokens,
+        "seconds": round(time.monotonic() - t0, 1),
+        "figure": sweep_figure(rows),
+    }
 
 
 def sweep_figure(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -634,12 +771,24 @@ def sweep_figure(rows: list[dict[str, Any]]) -> dict[str, Any]:
         xs = [r["alpha"] for r in pts]
         mode = "lines+markers" if len(pts) > 1 else "markers"
         for side, dash in (("harmful", "solid"), ("harmless", "dot")):
-            fig.add_trace(go.Scatter(x=xs, y=[r[f"refusal_{side}"] for r in pts], mode=mode,
-                                     name=f"{method}: {side}", line={"color": colours.get(method), "dash": dash},
-                                     marker={"symbol": "circle" if side == "harmful" else "square", "size": 8}))
-    fig.update_layout(xaxis_title="alpha", yaxis_title="refusal rate", yaxis_range=[-0.02, 1.02],
-                      margin={"l": 50, "r": 10, "t": 30, "b": 40}, legend={"orientation": "h", "y": -0.2},
-                      title="refusal rate vs alpha (solid: harmful, dotted: harmless)")
+            fig.add_trace(
+                go.Scatter(
+                    x=xs,
+                    y=[r[f"refusal_{side}"] for r in pts],
+                    mode=mode,
+                    name=f"{method}: {side}",
+                    line={"color": colours.get(method), "dash": dash},
+                    marker={"symbol": "circle" if side == "harmful" else "square", "size": 8},
+                )
+            )
+    fig.update_layout(
+        xaxis_title="alpha",
+        yaxis_title="refusal rate",
+        yaxis_range=[-0.02, 1.02],
+        margin={"l": 50, "r": 10, "t": 30, "b": 40},
+        legend={"orientation": "h", "y": -0.2},
+        title="refusal rate vs alpha (solid: harmful, dotted: harmless)",
+    )
     return json.loads(fig.to_json())
 
 
@@ -665,21 +814,30 @@ def steering_targets(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
         if row is None:
             return
         v = row[field]
-        out[key] = {"label": TARGETS_TEXT[key], "value": v, "target": f"{op} {bound:g}",
-                    "met": v <= bound if op == "<=" else v >= bound}
+        out[key] = {
+            "label": TARGETS_TEXT[key],
+            "value": v,
+            "target": f"{op} {bound:g}",
+            "met": v <= bound if op == "<=" else v >= bound,
+        }
 
     put("ablation_harmful", get("ablation"), "refusal_harmful", "<=", 0.10)
     put("ace0_harmful", get("ace", 0.0), "refusal_harmful", "<=", 0.10)
     put("addition_harmless", get("addition", 1.0), "refusal_harmless", ">=", 0.90)
     put("ace1_harmless", get("ace", 1.0), "refusal_harmless", ">=", 0.90)
     put("ablation_kl", get("ablation"), "kl_harmless", "<=", 0.10)
-    alphas = sorted({r["alpha"] for r in rows if r["method"] == "ace"} & {r["alpha"] for r in rows if r["method"] == "addition"})
+    alphas = sorted(
+        {r["alpha"] for r in rows if r["method"] == "ace"} & {r["alpha"] for r in rows if r["method"] == "addition"}
+    )
     if alphas:
         pairs = [(a, get("ace", a)["gap"], get("addition", a)["gap"]) for a in alphas]
-        out["ace_gap"] = {"label": TARGETS_TEXT["ace_gap"],
-                          "value": {f"{a:g}": {"ace": g1, "addition": g2} for a, g1, g2 in pairs},
-                          "target": "ace < addition", "met": all(g1 < g2 for _, g1, g2 in pairs),
-                          "ties": [a for a, g1, g2 in pairs if g1 == g2]}
+        out["ace_gap"] = {
+            "label": TARGETS_TEXT["ace_gap"],
+            "value": {f"{a:g}": {"ace": g1, "addition": g2} for a, g1, g2 in pairs},
+            "target": "ace < addition",
+            "met": all(g1 < g2 for _, g1, g2 in pairs),
+            "ties": [a for a, g1, g2 in pairs if g1 == g2],
+        }
     return out
 
 
@@ -717,13 +875,37 @@ def build_refusal_direction(world, lm, ctx_progress: Progress, key: str = "") ->
     """The build step `steering.refusal`: the demo world's refusal direction, named `refusal`."""
     n_dir, n_sel = default_sizes(world.cfg)
     harmful, harmless = train_instructions(world, world.cfg.seed)
-    res = compute_refusal_direction(lm, harmful[:n_dir], harmless[:n_dir], harmful[n_dir:n_dir + n_sel],
-                                    harmless[n_dir:n_dir + n_sel], progress=ctx_progress)
+    res = compute_refusal_direction(
+        lm,
+        harmful[:n_dir],
+        harmless[:n_dir],
+        harmful[n_dir : n_dir + n_sel],
+        harmless[n_dir : n_dir + n_sel],
+        progress=ctx_progress,
+    )
     vid = refusal_vector_id(lm.id)
-    save_vector(world.ws, vid, REFUSAL_VECTOR_NAME, lm.id, res["hook"], res["layer"], res["position"], res["r"],
-                res["mu_minus"], res["mu_plus"], res["scores"], res["candidates"], "build", key=key)
-    return {"vector_id": vid, "hook": res["hook"], "position": res["position"],
-            **{k: res["scores"][k] for k in ("bypass_score", "induce_score", "kl", "fallback")}}
+    save_vector(
+        world.ws,
+        vid,
+        REFUSAL_VECTOR_NAME,
+        lm.id,
+        res["hook"],
+        res["layer"],
+        res["position"],
+        res["r"],
+        res["mu_minus"],
+        res["mu_plus"],
+        res["scores"],
+        res["candidates"],
+        "build",
+        key=key,
+    )
+    return {
+        "vector_id": vid,
+        "hook": res["hook"],
+        "position": res["position"],
+        **{k: res["scores"][k] for k in ("bypass_score", "induce_score", "kl", "fallback")},
+    }
 
 
 class SteeringService:
@@ -737,9 +919,18 @@ class SteeringService:
 
     # vectors
     def describe(self, rec, detail: bool = False) -> dict[str, Any]:
-        out = {"id": rec.id, "name": rec.name, "model_id": rec.model_id, "hook": rec.hook, "layer": rec.layer,
-               "position": rec.position, "d_model": rec.d_model, "source": rec.source, "scores": rec.scores or {},
-               "created_at": rec.created_at}
+        out = {
+            "id": rec.id,
+            "name": rec.name,
+            "model_id": rec.model_id,
+            "hook": rec.hook,
+            "layer": rec.layer,
+            "position": rec.position,
+            "d_model": rec.d_model,
+            "source": rec.source,
+            "scores": rec.scores or {},
+            "created_at": rec.created_at,
+        }
         if detail:
             out["candidates"] = rec.candidates or {"rows": []}
         return out
@@ -750,7 +941,7 @@ class SteeringService:
     def get(self, vector_id: str) -> dict[str, Any]:
         rec = self.ws.vectors.get(vector_id)
         if rec is None:
-            load_vector(self.ws, vector_id)   # raises NotFound with the known ids
+            load_vector(self.ws, vector_id)  # raises NotFound with the known ids
         return self.describe(rec, detail=True)
 
     def export(self, vector_id: str) -> bytes:
@@ -784,8 +975,15 @@ class SteeringService:
         self.executor.submit(work)
         return {"job_id": job.id, "status": "queued"}
 
-    def compute(self, name: str, harmful: list[str], harmless: list[str], model_id: str | None,
-                select_fraction: float = 0.25, rule: str = "bypass_minus_induce") -> dict[str, Any]:
+    def compute(
+        self,
+        name: str,
+        harmful: list[str],
+        harmless: list[str],
+        model_id: str | None,
+        select_fraction: float = 0.25,
+        rule: str = "bypass_minus_induce",
+    ) -> dict[str, Any]:
         """A direction from any two prompt sets, as a job: part of each set scores the candidates."""
         lm = self.models.get(model_id)
         if len(harmful) < 2 or len(harmless) < 2:
@@ -804,15 +1002,31 @@ class SteeringService:
 
         def body(ctx) -> dict[str, Any]:
             res = compute_refusal_direction(lm, h, l, hs, ls, progress=ctx.progress, rule=rule)
-            save_vector(self.ws, vid, name, lm.id, res["hook"], res["layer"], res["position"], res["r"],
-                        res["mu_minus"], res["mu_plus"], res["scores"], res["candidates"], "computed")
+            save_vector(
+                self.ws,
+                vid,
+                name,
+                lm.id,
+                res["hook"],
+                res["layer"],
+                res["position"],
+                res["r"],
+                res["mu_minus"],
+                res["mu_plus"],
+                res["scores"],
+                res["candidates"],
+                "computed",
+            )
             return {"vector_id": vid}
 
-        return {**self._submit("steering", f"steering.compute.{vid}", {"name": name, "vector_id": vid}, body),
-                "vector_id": vid}
+        return {
+            **self._submit("steering", f"steering.compute.{vid}", {"name": name, "vector_id": vid}, body),
+            "vector_id": vid,
+        }
 
-    def evaluation_inputs(self, vector_id: str, harmful: list[str] | None, harmless: list[str] | None,
-                          limit: int | None) -> tuple[Any, Vector, list[str], list[str]]:
+    def evaluation_inputs(
+        self, vector_id: str, harmful: list[str] | None, harmless: list[str] | None, limit: int | None
+    ) -> tuple[Any, Vector, list[str], list[str]]:
         from loupe.services.build import DemoWorld
 
         v = load_vector(self.ws, vector_id)
@@ -828,9 +1042,17 @@ class SteeringService:
             raise Unprocessable("both prompt sets are empty")
         return lm, v, harmful, harmless
 
-    def evaluate(self, vector_id: str, methods: list[str], alphas: list[float], harmful: list[str] | None = None,
-                 harmless: list[str] | None = None, limit: int | None = None, max_new_tokens: int = 12,
-                 wait: bool = False) -> dict[str, Any]:
+    def evaluate(
+        self,
+        vector_id: str,
+        methods: list[str],
+        alphas: list[float],
+        harmful: list[str] | None = None,
+        harmless: list[str] | None = None,
+        limit: int | None = None,
+        max_new_tokens: int = 12,
+        wait: bool = False,
+    ) -> dict[str, Any]:
         for m in methods:
             if m not in METHODS:
                 raise Unprocessable(f"unknown method {m!r}; use any of {', '.join(METHODS)}")
@@ -852,13 +1074,20 @@ class SteeringService:
             job = self.ws.jobs.create("steering", f"steering.evaluate.{v.id}", {"methods": methods, "alphas": alphas})
             out = run_job(self.ws.jobs, job.id, body)
             return {"job_id": job.id, "status": "done", "eval_id": out["eval_id"]}
-        return self._submit("steering", f"steering.evaluate.{v.id}", {"vector_id": v.id, "methods": methods,
-                                                                         "alphas": list(alphas)}, body)
+        return self._submit(
+            "steering",
+            f"steering.evaluate.{v.id}",
+            {"vector_id": v.id, "methods": methods, "alphas": list(alphas)},
+            body,
+        )
 
     def evaluations(self, vector_id: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
         rows = self.ws.evals.list(kind="steering", limit=200)
-        out = [{"id": r.id, "created_at": r.created_at, **r.results} for r in rows
-               if vector_id is None or r.results.get("vector_id") == vector_id]
+        out = [
+            {"id": r.id, "created_at": r.created_at, **r.results}
+            for r in rows
+            if vector_id is None or r.results.get("vector_id") == vector_id
+        ]
         return out[:limit]
 
     def evaluation(self, eval_id: int) -> dict[str, Any]:
@@ -890,9 +1119,16 @@ def default_continuation(lm, ids: list[int], n: int):
     return out
 
 
-def next_token_effect(ws, models, prompt: str, interventions: Sequence[dict[str, Any]], top_k: int = 10,
-                      model_id: str | None = None, max_prompt_chars: int = 20_000,
-                      continue_tokens: int = 0) -> dict[str, Any]:
+def next_token_effect(
+    ws,
+    models,
+    prompt: str,
+    interventions: Sequence[dict[str, Any]],
+    top_k: int = 10,
+    model_id: str | None = None,
+    max_prompt_chars: int = 20_000,
+    continue_tokens: int = 0,
+) -> dict[str, Any]:
     """The next-token distribution after `prompt` without and with `interventions` (live editing):
     top tokens of each, and KL(default || steered). With `continue_tokens` > 0, also the greedy
     continuations of that many tokens without and with the interventions, decoded exactly as
@@ -914,12 +1150,18 @@ def next_token_effect(ws, models, prompt: str, interventions: Sequence[dict[str,
     def top(logits: Tensor) -> list[dict[str, Any]]:
         p = torch.softmax(logits, -1)
         v, i = p.topk(min(top_k, p.shape[-1]))
-        return [{"id": int(t), "token": lm.tokenizer.decode([int(t)]), "prob": float(q), "logit": float(logits[t])}
-                for q, t in zip(v, i)]
+        return [
+            {"id": int(t), "token": lm.tokenizer.decode([int(t)]), "prob": float(q), "logit": float(logits[t])}
+            for q, t in zip(v, i)
+        ]
 
-    out = {"model_id": lm.id, "prompt_tokens": [lm.tokenizer.decode([t]) for t in ids],
-           "default": top(base), "steered": top(steered),
-           "kl": float(S.kl_divergence(base[None], steered[None])[0])}
+    out = {
+        "model_id": lm.id,
+        "prompt_tokens": [lm.tokenizer.decode([t]) for t in ids],
+        "default": top(base),
+        "steered": top(steered),
+        "kl": float(S.kl_divergence(base[None], steered[None])[0]),
+    }
     if continue_tokens > 0:
         from loupe.services.generation import GenerationService
 

@@ -22,7 +22,7 @@ class Workspace:
     saes: SAERepository
 
     @classmethod
-    def open(cls, settings: Settings) -> "Workspace":
+    def open(cls, settings: Settings) -> Workspace:
         settings.workspace.mkdir(parents=True, exist_ok=True)
         settings.artifacts_dir.mkdir(parents=True, exist_ok=True)
         db = Database(settings.resolved_database_url)

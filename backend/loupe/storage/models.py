@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, DateTime, Float, Index, Integer, String, Text
@@ -10,7 +10,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 class Base(DeclarativeBase):
@@ -75,7 +75,7 @@ class SAERecord(Base):
     source: Mapped[str] = mapped_column(String(32))
     path: Mapped[str] = mapped_column(Text)
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    dashboards: Mapped[dict[str, Any]] = mapped_column(default=dict)   # {"status", "dir", "key", ...}
+    dashboards: Mapped[dict[str, Any]] = mapped_column(default=dict)  # {"status", "dir", "key", ...}
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -117,12 +117,12 @@ class VectorRecord(Base):
     id: Mapped[str] = mapped_column(String(200), primary_key=True)
     name: Mapped[str] = mapped_column(String(200), index=True)
     model_id: Mapped[str] = mapped_column(String(100), index=True)
-    hook: Mapped[str] = mapped_column(String(200))          # where it was read, and where addition/ACE apply
+    hook: Mapped[str] = mapped_column(String(200))  # where it was read, and where addition/ACE apply
     layer: Mapped[int] = mapped_column(Integer)
-    position: Mapped[int | None] = mapped_column(Integer, nullable=True)   # post-instruction position (negative)
+    position: Mapped[int | None] = mapped_column(Integer, nullable=True)  # post-instruction position (negative)
     d_model: Mapped[int] = mapped_column(Integer)
-    source: Mapped[str] = mapped_column(String(32))         # build | computed | import
+    source: Mapped[str] = mapped_column(String(32))  # build | computed | import
     path: Mapped[str] = mapped_column(Text)
     scores: Mapped[dict[str, Any]] = mapped_column(default=dict)
-    candidates: Mapped[dict[str, Any]] = mapped_column(default=dict)    # {"rows": [...], ...}
+    candidates: Mapped[dict[str, Any]] = mapped_column(default=dict)  # {"rows": [...], ...}
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

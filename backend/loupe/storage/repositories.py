@@ -10,7 +10,7 @@ from sqlalchemy import delete, func, insert, select
 
 from .artifacts import pid_alive
 from .db import Database
-from .models import EvalResult, FeatureLabel, Job, ModelRecord, SAEFeature, SAERecord, utcnow
+from .models import EvalResult, FeatureLabel, Job, ModelRecord, SAEFeature, SAERecord, VectorRecord, utcnow
 
 
 class JobRepository:
@@ -19,8 +19,15 @@ class JobRepository:
 
     def create(self, kind: str, name: str, params: dict[str, Any] | None = None) -> Job:
         with self.db.session() as s:
-            job = Job(kind=kind, name=name, params=params or {}, status="queued", progress_done=0.0,
-                      message="queued", artifacts={})
+            job = Job(
+                kind=kind,
+                name=name,
+                params=params or {},
+                status="queued",
+                progress_done=0.0,
+                message="queued",
+                artifacts={},
+            )
             s.add(job)
             s.flush()
             return job
@@ -147,8 +154,7 @@ class VectorRepository:
     def __init__(self, db: Database):
         self.db = db
 
-    def upsert(self, id: str, **fields: Any) -> "VectorRecord":
-        from .models import VectorRecord
+    def upsert(self, id: str, **fields: Any) -> VectorRecord:
 
         with self.db.session() as s:
             rec = s.get(VectorRecord, id)
@@ -161,14 +167,12 @@ class VectorRepository:
             s.flush()
             return rec
 
-    def get(self, id: str) -> "VectorRecord | None":
-        from .models import VectorRecord
+    def get(self, id: str) -> VectorRecord | None:
 
         with self.db.session() as s:
             return s.get(VectorRecord, id)
 
-    def list(self, model_id: str | None = None) -> list["VectorRecord"]:
-        from .models import VectorRecord
+    def list(self, model_id: str | None = None) -> list[VectorRecord]:
 
         with self.db.session() as s:
             q = select(VectorRecord).order_by(VectorRecord.created_at)
@@ -177,7 +181,6 @@ class VectorRepository:
             return list(s.scalars(q))
 
     def delete(self, id: str) -> bool:
-        from .models import VectorRecord
 
         with self.db.session() as s:
             rec = s.get(VectorRecord, id)
@@ -189,7 +192,9 @@ class VectorRepository:
 
 def _with_labels(q):
     """`q` over SAEFeature with each feature's person's label joined in (None where there is none)."""
-    return q.outerjoin(FeatureLabel, (FeatureLabel.sae_id == SAEFeature.sae_id) & (FeatureLabel.index == SAEFeature.index))
+    return q.outerjoin(
+        FeatureLabel, (FeatureLabel.sae_id == SAEFeature.sae_id) & (FeatureLabel.index == SAEFeature.index)
+    )
 
 
 class SAERepository:
@@ -242,17 +247,33 @@ class SAERepository:
         with self.db.session() as s:
             return s.get(SAEFeature, (sae_id, index))
 
-    def features(self, sae_id: str, sort: str = "index", descending: bool = False, offset: int = 0,
-                 limit: int = 50, query: str | None = None, domain: str | None = None,
-                 min_density: float | None = None, max_density: float | None = None
-                 ) -> tuple[int, list[tuple[SAEFeature, str | None]]]:
+    def features(
+        self,
+        sae_id: str,
+        sort: str = "index",
+        descending: bool = False,
+        offset: int = 0,
+        limit: int = 50,
+        query: str | None = None,
+        domain: str | None = None,
+        min_density: float | None = None,
+        max_density: float | None = None,
+    ) -> tuple[int, list[tuple[SAEFeature, str | None]]]:
         """(total matching, page of (feature row, user label)) sorted by a column."""
-        col = {"index": SAEFeature.index, "density": SAEFeature.density, "max_activation": SAEFeature.max_activation,
-               "capacity": SAEFeature.capacity, "top_domain_share": SAEFeature.top_domain_share}[sort]
+        col = {
+            "index": SAEFeature.index,
+            "density": SAEFeature.density,
+            "max_activation": SAEFeature.max_activation,
+            "capacity": SAEFeature.capacity,
+            "top_domain_share": SAEFeature.top_domain_share,
+        }[sort]
         q = _with_labels(select(SAEFeature, FeatureLabel.label)).where(SAEFeature.sae_id == sae_id)
         if query:
             like = f"%{query.lower()}%"
-            q = q.where(func.lower(SAEFeature.auto_label).like(like) | func.lower(func.coalesce(FeatureLabel.label, "")).like(like))
+            q = q.where(
+                func.lower(SAEFeature.auto_label).like(like)
+                | func.lower(func.coalesce(FeatureLabel.label, "")).like(like)
+            )
         if domain:
             q = q.where(SAEFeature.top_domain == domain)
         if min_density is not None:
@@ -270,15 +291,17 @@ class SAERepository:
         if not indices:
             return {}
         with self.db.session() as s:
-            q = (_with_labels(select(SAEFeature.index, SAEFeature.auto_label, FeatureLabel.label))
-                 .where(SAEFeature.sae_id == sae_id, SAEFeature.index.in_(indices)))
+            q = _with_labels(select(SAEFeature.index, SAEFeature.auto_label, FeatureLabel.label)).where(
+                SAEFeature.sae_id == sae_id, SAEFeature.index.in_(indices)
+            )
             return {int(i): (lab or auto) for i, auto, lab in s.execute(q)}
 
     def labels_around(self, sae_id: str, index: int, neighbours: list[int]) -> tuple[str | None, dict[int, str]]:
         """(the person's label of `index`, {neighbour: its display label}) in one query."""
         with self.db.session() as s:
-            q = (_with_labels(select(SAEFeature.index, SAEFeature.auto_label, FeatureLabel.label))
-                 .where(SAEFeature.sae_id == sae_id, SAEFeature.index.in_([index, *neighbours])))
+            q = _with_labels(select(SAEFeature.index, SAEFeature.auto_label, FeatureLabel.label)).where(
+                SAEFeature.sae_id == sae_id, SAEFeature.index.in_([index, *neighbours])
+            )
             found = {int(i): (auto, lab) for i, auto, lab in s.execute(q)}
         own = found.get(index, (None, None))[1]
         return own, {i: (found[i][1] or found[i][0]) for i in neighbours if i in found}
