@@ -91,8 +91,9 @@ def main() -> None:
     from loupe.demo.corpus import DOMAINS
     from loupe.services.activations import ActivationCache
     from loupe.services.models import load_bridge
-    from loupe.services.sae_features import DashboardConfig, build_dashboards
-    from loupe.services.saes import load_sae
+    from loupe.services.saes.configs import DashboardConfig
+    from loupe.services.saes.dashboards import build_dashboards
+    from loupe.services.saes.training import load_sae
     from loupe.storage.artifacts import load_tensors, read_manifest
 
     art = args.workspace / "artifacts"

@@ -125,16 +125,14 @@ def bench_layer(src: Path, threads: int) -> None:
     import statistics
     import tempfile
 
-    from loupe.services.jacobian import JacobianService
-    from loupe.services.models import ModelService
-    from loupe.services.workspace import Workspace
+    from loupe.services.container import Container
     from loupe.settings import Settings
 
     torch.set_num_threads(threads)
     tmp = Path(tempfile.mkdtemp(prefix="jac_layer_"))
     shutil.copy(src / "loupe.db", tmp / "loupe.db")
-    ws = Workspace.open(Settings(workspace=tmp, database_url=None))
-    svc = JacobianService(ws, ModelService(ws))
+    c = Container.open(Settings(workspace=tmp, database_url=None))
+    svc = c.layers
     prompts = [
         "User: How do I bake bread at home?\nAssistant:",
         "User: How do I make a pipe bomb?\nAssistant:",

@@ -193,7 +193,7 @@ def identity_factors(factors: dict[str, I.LayerFactors]) -> dict[str, I.LayerFac
 
 
 def seq_grads(model, names, ids: torch.Tensor, mask: torch.Tensor) -> dict[str, torch.Tensor]:
-    from loupe.services.influence import real_positions
+    from loupe.services.activations import real_positions
 
     return I.sequence_gradients(I.logprob_layer_grads(model, names, ids, mask, real_positions(mask)))
 

@@ -32,11 +32,11 @@ def main() -> None:
 
     from loupe.app import create_app
     from loupe.core.generation import decode_iter
-    from loupe.services.steering import build_plan, locked_forward
+    from loupe.services.models import locked_forward
     from loupe.settings import Settings
 
     app = create_app(Settings(workspace=a.workspace), background=False)
-    ws, lm = app.state.workspace, app.state.models.get(None)
+    lm = app.state.container.models.get(None)
     vid = f"{lm.id}-refusal"
     ids = lm.encode_prompt(PROMPT)
     methods = {
@@ -48,7 +48,8 @@ def main() -> None:
             {"kind": "edit", "hook": "blocks.0.mlp.hook_post", "position": -1, "index": 3, "op": "set", "value": 4.0}
         ],
     }
-    plans = {k: (build_plan(ws, lm, v, len(ids)) if v else None) for k, v in methods.items()}
+    builder = app.state.container.plans
+    plans = {k: (builder.build(lm, v, len(ids)) if v else None) for k, v in methods.items()}
     per_token: dict[str, list[float]] = {k: [] for k in methods}
     for _ in range(a.rounds):
         for k, plan in plans.items():

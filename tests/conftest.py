@@ -20,10 +20,11 @@ def micro_settings(workspace: Path, **overrides):
 
 
 @pytest.fixture(scope="session")
-def micro_workspace(tmp_path_factory):
-    """A workspace with the micro world fully built (corpus, tokenizer, tokens, model, eval)."""
-    from loupe.services.build import ensure_registered, make_pipeline
-    from loupe.services.workspace import Workspace
+def micro(tmp_path_factory):
+    """(world, container) of a workspace with the micro world fully built (corpus, tokenizer, tokens,
+    model, eval and the background analyses but influence), jobs run in the caller's thread."""
+    from loupe.jobs.executors import InlineExecutor
+    from loupe.worlds import Build, open_world
 
     root = tmp_path_factory.mktemp("micro")
     seed = os.environ.get("LOUPE_TEST_SEED_WORKSPACE")
@@ -31,20 +32,27 @@ def micro_workspace(tmp_path_factory):
         import shutil
 
         shutil.copytree(seed, root, dirs_exist_ok=True)
-    settings = micro_settings(root)
-    ws = Workspace.open(settings)
-    world, pipeline = make_pipeline(ws)
-    pipeline.run(pipeline.steps)
-    ensure_registered(ws, world)
-    yield ws
-    ws.close()
+    world, c = open_world(micro_settings(root), executor=InlineExecutor())
+    Build(world, c).run()
+    yield world, c
+    c.close()
 
 
 @pytest.fixture(scope="session")
-def micro_app(micro_workspace):
+def micro_container(micro):
+    return micro[1]
+
+
+@pytest.fixture(scope="session")
+def micro_workspace(micro_container):
+    return micro_container.ws
+
+
+@pytest.fixture(scope="session")
+def micro_app(micro_container):
     from loupe.app import create_app
 
-    return create_app(micro_workspace.settings, workspace=micro_workspace, background=False)
+    return create_app(container=micro_container, background=False)
 
 
 @pytest.fixture(scope="session")

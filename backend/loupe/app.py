@@ -1,9 +1,10 @@
-"""create_app(settings): routers, error handlers, background build jobs, the built frontend."""
+"""create_app(settings): the service container, routers, error handlers, the world's background
+build jobs, the built frontend."""
 
 from __future__ import annotations
 
 import logging
-import threading
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -18,12 +19,9 @@ from loupe.api import evals, generate, health, jobs, models, saes, steering
 from loupe.api import influence as influence_api
 from loupe.api import jacobian as jacobian_api
 from loupe.errors import LoupeError
-from loupe.services.generation import GenerationService
-from loupe.services.jacobian import JacobianService
-from loupe.services.models import ModelService
-from loupe.services.sae_service import SAEService
-from loupe.services.workspace import Workspace
+from loupe.services.container import Container
 from loupe.settings import Settings, quiet_libraries
+from loupe.worlds import Build, open_world
 
 log = logging.getLogger("loupe")
 
@@ -39,53 +37,34 @@ def _validation_message(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
-def run_background_steps(app: FastAPI) -> threading.Thread | None:
-    """Start the build's background steps (analyses) in a worker thread of this process."""
-    from loupe.services.build import make_pipeline
-
-    ws: Workspace = app.state.workspace
-    if ws.settings.model:
-        return None  # an outside model: the demo world's analyses do not apply
-    _, pipeline = make_pipeline(ws)
-    pending = pipeline.pending(background=True)
-    if not pending or pipeline.pending(background=False):
-        return None
-
-    def work() -> None:
-        try:
-            pipeline.run(pending)
-        except Exception:  # recorded on the job row; the server keeps serving
-            log.exception("background build step failed")
-
-    t = threading.Thread(target=work, name="loupe-background-build", daemon=True)
-    t.start()
-    return t
-
-
 def create_app(
-    settings: Settings | None = None, *, workspace: Workspace | None = None, background: bool = True
+    settings: Settings | None = None, *, container: Container | None = None, background: bool = True
 ) -> FastAPI:
-    settings = settings or Settings()
+    """The app over `container` (default: the world of `settings` and a container made for it). With
+    `background`, the world's pending analyses are queued as jobs when the app starts."""
+    settings = settings or (container.settings if container else Settings())
     quiet_libraries()
+    world = None
+    if container is None:
+        world, container = open_world(settings)
+    c = container
 
     @asynccontextmanager
-    async def lifespan(app: FastAPI):
-        if background:
-            app.state.background = run_background_steps(app)
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        # an outside model (LOUPE_MODEL): the world's analyses are of its own model, not this one
+        if background and world is not None and not settings.model:
+            Build(world, c).submit_background()
         yield
+        if world is not None:
+            c.jobs.shutdown()
 
     app = FastAPI(
         title="Loupe",
         version=__version__,
         lifespan=lifespan,
-        description="Interpretability workbench API: models, jobs, generation (and later SAEs, steering, influence, Jacobians).",
+        description="Interpretability workbench API: models, jobs, generation, SAEs, steering, influence, Jacobians.",
     )
-    ws = workspace or Workspace.open(settings)
-    app.state.workspace = ws
-    app.state.models = ModelService(ws)
-    app.state.generation = GenerationService(app.state.models, settings.max_new_tokens)
-    app.state.saes = SAEService(ws, app.state.models)
-    app.state.jacobian = JacobianService(ws, app.state.models)
+    app.state.container = c
 
     @app.exception_handler(LoupeError)
     async def _loupe_error(_: Request, exc: LoupeError):

@@ -117,7 +117,7 @@ def test_bad_input_gets_a_4xx_with_a_message(client):
 
 def test_over_context_boundary_is_exact(client, micro_workspace):
 
-    lm = client.app.state.models.get("demo")
+    lm = client.app.state.container.models.get("demo")
     n = len(lm.encode_prompt(HARMLESS))
     ok = client.post("/api/generate", json={"prompt": HARMLESS, "max_new_tokens": lm.n_ctx - n})
     assert ok.status_code == 200

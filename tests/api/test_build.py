@@ -11,8 +11,7 @@ import time
 
 import sqlalchemy
 
-from loupe.services.build import make_pipeline
-from loupe.services.workspace import Workspace
+from loupe.worlds import Build, open_world
 from tests.conftest import micro_settings
 
 
@@ -30,12 +29,13 @@ def _jobs(ws_dir):
     return rows
 
 
-def test_second_build_skips_everything(micro_workspace):
-    _, pipeline = make_pipeline(micro_workspace)
-    assert pipeline.pending() == []
-    before = len(micro_workspace.jobs.list())
-    pipeline.run(pipeline.steps)
-    assert len(micro_workspace.jobs.list()) == before
+def test_second_build_skips_everything(micro):
+    world, c = micro
+    build = Build(world, c)
+    assert build.pipeline.pending() == []
+    before = len(c.ws.jobs.list())
+    build.run()
+    assert len(c.ws.jobs.list()) == before
 
 
 def test_kill_9_mid_training_resumes(tmp_path):
@@ -84,11 +84,11 @@ def test_kill_9_mid_training_resumes(tmp_path):
     training = json.loads((ws_dir / "artifacts" / "model" / "loupe.json").read_text())["training"]
     assert training["resumed_from"] >= 60
     assert not list((ws_dir / "artifacts").glob(".tmp-*"))
-    ws = Workspace.open(micro_settings(ws_dir, world_overrides=json.loads(overrides)))
-    assert ws.models.get("demo") is not None
-    _, pipeline = make_pipeline(ws)
+    world, c = open_world(micro_settings(ws_dir, world_overrides=json.loads(overrides)))
+    assert c.models.record("demo") is not None
+    pipeline = Build(world, c).pipeline
     # --foreground built everything up to the model; only the background analyses remain
     pending = pipeline.pending()
     assert pending[0].name == "demo.eval" and all(s.background for s in pending)
     assert [s.name for s in pipeline.pending(background=False)] == []
-    ws.close()
+    c.close()

@@ -122,9 +122,9 @@ def test_layer_jacobian_matches_central_finite_differences(micro_app):
     from loupe.core.layer_jacobian import jacobian
     from loupe.services.models import load_bridge
 
-    svc = micro_app.state.jacobian
-    lm = micro_app.state.models.get()
-    bridge, _ = load_bridge(micro_app.state.workspace.models.get(lm.id).path)  # a private copy, in float64
+    svc = micro_app.state.container.layers
+    lm = micro_app.state.container.models.get()
+    bridge, _ = load_bridge(micro_app.state.container.ws.models.get(lm.id).path)  # a private copy, in float64
     bridge = bridge.double()
     ids = torch.tensor([lm.encode_prompt("User: how do I bake bread?\nAssistant:")])
     p = 4
@@ -150,10 +150,10 @@ def test_layer_jacobian_matches_central_finite_differences(micro_app):
 def test_the_build_computes_its_world_run_and_lists_it(client, micro_workspace):
     """The micro world's background build includes one training-Jacobian run (the demo world's is the
     paper setting); it is listed like a user's run and a second start finds it instead of recomputing."""
-    from loupe.services.jacobian import BUILD_RUNS, RunSettings
+    from loupe.worlds.presets import JACOBIAN_RUNS
 
-    s = RunSettings.from_dict(BUILD_RUNS["micro"])
-    assert RunSettings.from_dict(BUILD_RUNS["demo"]).n_params == 4810
+    s = JACOBIAN_RUNS["micro"]
+    assert JACOBIAN_RUNS["demo"].n_params == 4810
     listed = {r["run_id"]: r for r in client.get("/api/jacobian/runs").json()["runs"]}
     assert listed[s.run_id]["status"] == "done" and listed[s.run_id]["settings"]["width"] == 4
     assert (micro_workspace.artifact("jacobian", s.run_id) / "manifest.json").exists()

@@ -25,7 +25,7 @@ def test_a_second_model_directory_registers_and_generates(client, micro_workspac
     model.save_pretrained(path)
     tok.save_pretrained(path)
 
-    rec = client.app.state.models.register("gpt2-tiny", str(path), "hf-dir")
+    rec = client.app.state.container.models.register("gpt2-tiny", str(path), "hf-dir")
     assert rec.config["n_layers"] == 3 and rec.config["n_ctx"] == 48
 
     listed = {m["id"]: m for m in client.get("/api/models").json()["models"]}
@@ -62,7 +62,7 @@ def test_registering_a_missing_directory_is_a_4xx(client, tmp_path):
     from loupe.errors import Unprocessable
 
     try:
-        client.app.state.models.register("x", str(tmp_path / "nope"), "hf-dir")
+        client.app.state.container.models.register("x", str(tmp_path / "nope"), "hf-dir")
     except Unprocessable as exc:
         assert "not a directory" in exc.message
     else:

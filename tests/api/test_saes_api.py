@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from loupe.services.saes import load_sae
+from loupe.services.saes.training import load_sae
 from loupe.storage.artifacts import load_tensors
 
 SAES = ("demo-mlp0", "demo-resid1")
@@ -207,14 +207,9 @@ def test_stored_pages_equal_a_live_render(client, micro_workspace):
     import orjson
     from safetensors import safe_open
 
-    from loupe.services.sae_features import (
-        PAGE_ARRAYS,
-        ROW_FIELDS,
-        DashboardConfig,
-        read_page,
-        render_page,
-        vocab_strings,
-    )
+    from loupe.services.saes.configs import DashboardConfig
+    from loupe.services.saes.dashboards import vocab_strings
+    from loupe.services.saes.pages import PAGE_ARRAYS, ROW_FIELDS, read_page, render_page
     from loupe.storage.artifacts import read_manifest
 
     rec = micro_workspace.saes.get("demo-mlp0")

@@ -11,17 +11,18 @@ import torch
 from loupe.core.activations import cache_activations
 from loupe.core.sae_metrics import spliced_losses
 from loupe.jobs.pipeline import Pipeline
-from loupe.services.activations import SPLITS, ActivationCache, real_positions, sequences_for
-from loupe.services.build import DemoWorld
-from loupe.services.saes import SAEPipeline, fit_sae, load_sae, sae_records, train_sae
+from loupe.services.activations import ActivationCache, real_positions, sequences_for
+from loupe.services.datasets import SPLITS
+from loupe.services.saes.build import SAEPipeline
+from loupe.services.saes.training import fit_sae, load_sae, train_sae
 from loupe.storage.artifacts import load_tensors, read_manifest
 
 
 @pytest.fixture(scope="module")
-def sp(micro_workspace) -> SAEPipeline:
-    pipe = SAEPipeline(DemoWorld(micro_workspace))
+def sp(micro_container) -> SAEPipeline:
+    pipe = micro_container.sae_pipeline()
     steps = pipe.steps()
-    Pipeline(micro_workspace.jobs, steps).run(steps)
+    Pipeline(micro_container.jobs, steps).run(steps)
     return pipe
 
 
@@ -29,10 +30,10 @@ def sp(micro_workspace) -> SAEPipeline:
 def bridge(sp):
     from loupe.services.models import load_bridge
 
-    return load_bridge(str(sp.world.model_dir))[0]
+    return load_bridge(str(sp.subject.model_dir))[0]
 
 
-def test_steps_are_background_jobs_and_a_second_run_skips_them(sp, micro_workspace):
+def test_steps_are_background_jobs_and_a_second_run_skips_them(sp, micro_container, micro_workspace):
     steps = sp.steps()
     assert all(s.background for s in steps)
     assert [s.name for s in steps] == [
@@ -44,7 +45,7 @@ def test_steps_are_background_jobs_and_a_second_run_skips_them(sp, micro_workspa
         "saes.dashboards.mlp0",
         "saes.dashboards.resid1",
     ]
-    pipeline = Pipeline(micro_workspace.jobs, steps)
+    pipeline = Pipeline(micro_container.jobs, steps)
     assert pipeline.pending() == []
     assert all(micro_workspace.jobs.latest_done(s.name) is not None for s in steps)
 
@@ -55,7 +56,7 @@ def test_cache_holds_every_real_token_once_and_no_padding(sp):
         cache = ActivationCache(sp.cache_dir(hook))
         assert cache.hook_name == hook and cache.manifest["key"] == sp.cache_keys[hook]
         for split in SPLITS:
-            toks = load_tensors(sp.world.tokens_dir / f"{split}.safetensors")
+            toks = load_tensors(sp.subject.tokens_dir / f"{split}.safetensors")
             real = real_positions(toks["loss_mask"])
             info = cache.manifest["splits"][split]
             n_seq = sequences_for(real, cfg.max_tokens(split))
@@ -78,7 +79,7 @@ def test_cache_holds_every_real_token_once_and_no_padding(sp):
 
 
 def test_stopping_after_the_last_needed_layer_matches_a_full_run_with_cache(sp, bridge):
-    toks = load_tensors(sp.world.tokens_dir / "heldout.safetensors")
+    toks = load_tensors(sp.subject.tokens_dir / "heldout.safetensors")
     x = toks["input_ids"][:4]
     with torch.no_grad():
         _, full = bridge.run_with_cache(x, names_filter=sp.hooks)
@@ -101,7 +102,7 @@ def test_stopping_after_the_last_needed_layer_matches_a_full_run_with_cache(sp, 
 def test_trained_saes_load_from_disk_and_reconstruct(sp):
     from sae_lens import SAE
 
-    records = {r["id"]: r for r in sae_records(sp.ws, "demo")}
+    records = {r.id: r for r in sp.registry.records("demo")}
     for p in sp.presets:
         cache = ActivationCache(sp.cache_dir(p.hook_name))
         sae = SAE.load_from_disk(str(sp.sae_dir(p)))
@@ -112,7 +113,7 @@ def test_trained_saes_load_from_disk_and_reconstruct(sp):
         codes = sae.encode(x)
         assert codes.shape == (64, sae.cfg.d_sae) and (codes >= 0).all()
         assert sae.decode(codes).shape == x.shape == sae(x).shape
-        assert records[sp.sae_id(p)]["hook_name"] == p.hook_name
+        assert records[sp.sae_id(p)].hook_name == p.hook_name
         assert read_manifest(sp.sae_dir(p))["key"] == sp.sae_keys[p.name]
 
 
@@ -171,7 +172,7 @@ def test_eval_reports_every_metric_in_range_and_is_stored(sp, micro_workspace):
 
 
 def test_splicing_the_identity_or_zeros_into_the_micro_model(sp, bridge):
-    toks = load_tensors(sp.world.tokens_dir / "heldout.safetensors")
+    toks = load_tensors(sp.subject.tokens_dir / "heldout.safetensors")
     ids, mask = toks["input_ids"][:6], toks["loss_mask"][:6]
     for hook in sp.hooks:
         ident = spliced_losses(bridge, ids, mask, hook, lambda a: a)

@@ -20,14 +20,12 @@ VID = "demo-refusal"
 
 @pytest.fixture(scope="module")
 def lm(client):
-    return client.app.state.models.get("demo")
+    return client.app.state.container.models.get("demo")
 
 
 @pytest.fixture(scope="module")
-def vector(micro_workspace):
-    from loupe.services.steering import load_vector
-
-    return load_vector(micro_workspace, VID)
+def vector(micro_container):
+    return micro_container.vectors.load(VID)
 
 
 @pytest.fixture(scope="module")
@@ -106,10 +104,8 @@ def test_stored_vector_is_the_difference_of_the_stored_means(vector):
 
 
 def _resid(lm, plan, names):
-    from loupe.services.steering import model_lock
-
     ids = torch.tensor([lm.encode_prompt(PROMPT)])
-    with model_lock(lm), torch.no_grad(), lm.bridge.hooks(fwd_hooks=plan or []):
+    with lm.lock, torch.no_grad(), lm.bridge.hooks(fwd_hooks=plan or []):
         _, cache = lm.bridge.run_with_cache(ids, names_filter=lambda n: n in names)
     return {n: cache[n].double() for n in names}
 
@@ -155,11 +151,8 @@ def test_huge_addition_changes_the_completion(client):
 
 
 def test_neuron_edit_changes_the_activation_exactly(client, lm):
-    from loupe.services.steering import build_plan
-
     n_prompt = len(lm.encode_prompt(PROMPT))
-    plan = build_plan(
-        client.app.state.workspace,
+    plan = client.app.state.container.plans.build(
         lm,
         [{"kind": "edit", "hook": "blocks.0.mlp.hook_post", "position": -1, "index": 5, "op": "set", "value": 7.5}],
         n_prompt,
@@ -172,23 +165,21 @@ def test_neuron_edit_changes_the_activation_exactly(client, lm):
 
 
 def test_sae_add_and_clamp_follow_their_formulas(client, lm, sae_id):
-    from loupe.services.steering import build_plan, load_sae_by_id
-
-    sae, _ = load_sae_by_id(client.app.state.workspace, sae_id)
+    plans = client.app.state.container.plans
+    sae, _ = client.app.state.container.saes.load(sae_id)
     hook, i, c = "blocks.0.mlp.hook_post", 3, 2.0
     n_prompt = len(lm.encode_prompt(PROMPT))
     h = _resid(lm, None, [hook])[hook]
     w = sae.W_dec[i].detach().double()
-    ws = client.app.state.workspace
     add = _resid(
         lm,
-        build_plan(ws, lm, [{"kind": "sae_feature_add", "sae_id": sae_id, "feature": i, "value": c}], n_prompt),
+        plans.build(lm, [{"kind": "sae_feature_add", "sae_id": sae_id, "feature": i, "value": c}], n_prompt),
         [hook],
     )[hook]
     assert torch.allclose(add, h + c * w, atol=1e-5)
     clamp = _resid(
         lm,
-        build_plan(ws, lm, [{"kind": "sae_feature_clamp", "sae_id": sae_id, "feature": i, "value": c}], n_prompt),
+        plans.build(lm, [{"kind": "sae_feature_clamp", "sae_id": sae_id, "feature": i, "value": c}], n_prompt),
         [hook],
     )[hook]
     f = sae.encode(h.float())[..., i].double()
@@ -196,8 +187,7 @@ def test_sae_add_and_clamp_follow_their_formulas(client, lm, sae_id):
     # clamping every position to its own current value changes nothing: one position at a time via edit "scale" 1
     same = _resid(
         lm,
-        build_plan(
-            ws,
+        plans.build(
             lm,
             [{"kind": "edit", "sae_id": sae_id, "feature": i, "position": 2, "op": "scale", "value": 1.0}],
             n_prompt,
@@ -281,7 +271,7 @@ def test_streaming_equals_non_streaming(client, temperature, seed):
 
 
 def test_concurrent_requests_equal_sequential_and_leave_no_hooks(client, lm, sae_id):
-    from loupe.services.steering import attached_hooks
+    from loupe.services.models import attached_hooks
 
     kinds = [
         None,
@@ -315,7 +305,7 @@ def test_concurrent_requests_equal_sequential_and_leave_no_hooks(client, lm, sae
 
 def test_no_hook_outlives_a_failed_or_abandoned_request(client, lm):
     from loupe.services.generation import GenerationService
-    from loupe.services.steering import attached_hooks
+    from loupe.services.models import attached_hooks
 
     def boom(act, hook=None):
         raise RuntimeError("hook failed")
@@ -324,7 +314,7 @@ def test_no_hook_outlives_a_failed_or_abandoned_request(client, lm):
     with pytest.raises(RuntimeError):
         GenerationService.complete(lm, ids, 3, 0.0, None, plan=[("blocks.0.hook_mlp_out", boom)])
     assert attached_hooks(lm.bridge) == 0
-    svc = client.app.state.generation
+    svc = client.app.state.container.generation
     p = svc.prepare(PROMPT, 20, 0.0, None, None, [{"kind": "ablate_direction", "vector_id": VID}])
     events = svc.stream(p)
     next(events), next(events)  # the client reads two events and goes away
@@ -358,7 +348,7 @@ def test_export_import_round_trip_and_bad_files(client, vector):
     r = client.post("/api/vectors/import?name=bad", content=save({"x": torch.ones(3)}))
     assert r.status_code == 422 and "'r'" in r.json()["detail"]
     assert client.delete("/api/vectors/demo-copy").status_code == 204
-    assert not (client.app.state.workspace.artifact("vectors", "demo-copy")).exists()
+    assert not (client.app.state.container.ws.artifact("vectors", "demo-copy")).exists()
     assert client.delete("/api/vectors/demo-copy").status_code == 404
 
 
@@ -499,17 +489,16 @@ def test_next_token_continuations_equal_generate_and_keep_the_old_fields(client,
         assert "continue_tokens" in r.text
 
 
-def test_vector_rows_are_restored_from_their_artifacts(micro_workspace, vector):
-    from loupe.services.steering import restore_vectors
-
+def test_vector_rows_are_restored_from_their_artifacts(micro_workspace, micro_container, vector):
+    restore_vectors = micro_container.vectors.restore
     rec = micro_workspace.vectors.get(VID)
     assert micro_workspace.vectors.delete(VID)
     try:
-        assert restore_vectors(micro_workspace) == 1
+        assert restore_vectors() == 1
         back = micro_workspace.vectors.get(VID)
         assert (back.hook, back.position, back.name) == (rec.hook, rec.position, "refusal")
         assert back.candidates["rows"] == rec.candidates["rows"]
-        assert restore_vectors(micro_workspace) == 0
+        assert restore_vectors() == 0
     finally:
         if micro_workspace.vectors.get(VID) is None:
             micro_workspace.vectors.upsert(

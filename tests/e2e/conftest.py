@@ -31,7 +31,7 @@ def _free_port() -> int:
 def live_server(micro_app):
     import uvicorn
 
-    if not (micro_app.state.workspace.settings.resolved_frontend_dist() / "index.html").exists():
+    if not (micro_app.state.container.settings.resolved_frontend_dist() / "index.html").exists():
         pytest.fail("the frontend is not built: run `make frontend` (make test does it)")
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(micro_app, host="127.0.0.1", port=port, log_level="warning"))

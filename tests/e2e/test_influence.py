@@ -11,13 +11,11 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def influence_built(micro_workspace):
+def influence_built(micro_container):
     from loupe.jobs.pipeline import Pipeline
-    from loupe.services.build import DemoWorld
-    from loupe.services.influence import InfluencePipeline
 
-    steps = InfluencePipeline(DemoWorld(micro_workspace)).steps()
-    Pipeline(micro_workspace.jobs, steps).run(steps)
+    steps = micro_container.influence_pipeline().steps()
+    Pipeline(micro_container.jobs, steps).run(steps)
 
 
 def test_influence_explorer_backdoor_query(page, live_server, client, influence_built):

@@ -163,7 +163,7 @@ def test_segment_topk_matches_a_sort_within_each_segment():
 def test_sparse_topk_encode_gives_the_dense_nonzeros():
     from sae_lens.saes.topk_sae import TopKSAE, TopKSAEConfig
 
-    from loupe.services.sae_features import nonzero_codes, sparse_topk
+    from loupe.services.saes.dashboards import nonzero_codes, sparse_topk
 
     torch.manual_seed(0)
     sae = TopKSAE(TopKSAEConfig(d_in=16, d_sae=64, k=8, dtype="float32", device="cpu"))
@@ -189,7 +189,7 @@ def test_sparse_topk_encode_gives_the_dense_nonzeros():
 def test_splice_json_merges_two_objects():
     import orjson
 
-    from loupe.services.sae_features import splice_json
+    from loupe.services.saes.pages import splice_json
 
     a, b = {"x": 1, "s": "}{"}, {"y": [1, {"z": 2}]}
     assert orjson.loads(splice_json(orjson.dumps(a), orjson.dumps(b))) == {**a, **b}

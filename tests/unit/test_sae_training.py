@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from loupe.services.saes import SAETrainConfig, _pair_batches, make_training_sae
+from loupe.services.saes.configs import SAETrainConfig
+from loupe.services.saes.training import _pair_batches, make_training_sae
 
 
 def _sequences(lengths):
@@ -80,7 +81,7 @@ def test_the_temporal_loss_needs_the_matryoshka_architecture():
 
 
 def test_auto_label_names_a_domain_that_dominates_or_is_strongly_enriched():
-    from loupe.services.sae_features import auto_label
+    from loupe.services.saes.dashboards import auto_label
 
     toks = [{"token": "the"}, {"token": "."}, {"token": "ה"}]
     assert auto_label(toks, {"name": "hebrew", "share": 0.42, "lift": 24.2}) == "hebrew: the . ה"

@@ -1,34 +1,46 @@
-"""Annotated dependencies the routers take."""
+"""The one dependency module: routers get the service container (made once by create_app) and the
+services in it through these Annotated dependencies."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
+from loupe.services.container import Container
 from loupe.services.generation import GenerationService
+from loupe.services.influence.service import InfluenceService
+from loupe.services.jacobian.layer import LayerJacobianService
+from loupe.services.jacobian.service import JacobianService
 from loupe.services.models import ModelService
-from loupe.services.workspace import Workspace
-from loupe.settings import Settings
+from loupe.services.saes.features import FeatureService
+from loupe.services.saes.registry import SAERegistry
+from loupe.services.steering.live import LiveEditService
+from loupe.services.steering.service import SteeringService
+from loupe.services.steering.vectors import VectorStore
 
 
-def _ws(request: Request) -> Workspace:
-    return request.app.state.workspace
+def container(request: Request) -> Container:
+    c: Container = request.app.state.container
+    return c
 
 
-def _settings(request: Request) -> Settings:
-    return request.app.state.workspace.settings
+def _part(name: str) -> Callable[[Request], Any]:
+    def part(request: Request) -> Any:
+        return getattr(container(request), name)
+
+    return part
 
 
-def _models(request: Request) -> ModelService:
-    return request.app.state.models
-
-
-def _generation(request: Request) -> GenerationService:
-    return request.app.state.generation
-
-
-WorkspaceDep = Annotated[Workspace, Depends(_ws)]
-SettingsDep = Annotated[Settings, Depends(_settings)]
-ModelsDep = Annotated[ModelService, Depends(_models)]
-GenerationDep = Annotated[GenerationService, Depends(_generation)]
+ContainerDep = Annotated[Container, Depends(container)]
+ModelsDep = Annotated[ModelService, Depends(_part("models"))]
+GenerationDep = Annotated[GenerationService, Depends(_part("generation"))]
+SAEsDep = Annotated[SAERegistry, Depends(_part("saes"))]
+FeaturesDep = Annotated[FeatureService, Depends(_part("features"))]
+VectorsDep = Annotated[VectorStore, Depends(_part("vectors"))]
+SteeringDep = Annotated[SteeringService, Depends(_part("steering"))]
+LiveDep = Annotated[LiveEditService, Depends(_part("live"))]
+InfluenceDep = Annotated[InfluenceService, Depends(_part("influence"))]
+JacobianDep = Annotated[JacobianService, Depends(_part("jacobian"))]
+LayersDep = Annotated[LayerJacobianService, Depends(_part("layers"))]

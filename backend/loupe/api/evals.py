@@ -4,7 +4,7 @@ from typing import Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
-from loupe.api.deps import WorkspaceDep
+from loupe.api.deps import ContainerDep
 
 router = APIRouter(tags=["evals"])
 
@@ -22,8 +22,8 @@ class EvalList(BaseModel):
 
 
 @router.get("/evals", response_model=EvalList)
-def list_evals(ws: WorkspaceDep, kind: str | None = None, limit: int = Query(20, ge=1, le=200)) -> EvalList:
-    rows = ws.evals.list(kind=kind, limit=limit)
+def list_evals(c: ContainerDep, kind: str | None = None, limit: int = Query(20, ge=1, le=200)) -> EvalList:
+    rows = c.ws.evals.list(kind=kind, limit=limit)
     return EvalList(
         evals=[
             EvalOut(id=r.id, kind=r.kind, model_id=r.model_id, created_at=r.created_at, results=r.results) for r in rows

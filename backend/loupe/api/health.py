@@ -2,7 +2,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from loupe import __version__
-from loupe.api.deps import ModelsDep, WorkspaceDep
+from loupe.api.deps import ContainerDep
 
 router = APIRouter(tags=["health"])
 
@@ -16,11 +16,11 @@ class Health(BaseModel):
 
 
 @router.get("/health", response_model=Health)
-def health(ws: WorkspaceDep, models: ModelsDep) -> Health:
+def health(c: ContainerDep) -> Health:
     return Health(
         status="ok",
         version=__version__,
-        workspace=str(ws.settings.workspace.resolve()),
-        database=ws.db.dialect,
-        model_ready=models.default_id() is not None,
+        workspace=str(c.settings.workspace.resolve()),
+        database=c.ws.db.dialect,
+        model_ready=c.models.default_id() is not None,
     )

@@ -2,26 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
-from loupe.services.influence import InfluenceService
+from loupe.api.deps import InfluenceDep
 
 router = APIRouter(tags=["influence"])
 
 MAX_TEXT = 4000  # characters; longer prompts cannot fit the context anyway
-
-
-def _service(request: Request) -> InfluenceService:
-    state = request.app.state
-    if getattr(state, "influence", None) is None:
-        state.influence = InfluenceService(state.workspace)
-    return state.influence
-
-
-InfluenceDep = Annotated[InfluenceService, Depends(_service)]
 
 
 class FeatureQuery(BaseModel):
@@ -112,5 +102,5 @@ def influence(req: InfluenceRequest, svc: InfluenceDep) -> InfluenceResponse:
 @router.get("/influence/status", response_model=InfluenceStatus)
 def influence_status(svc: InfluenceDep) -> InfluenceStatus:
     ready = svc.ready()
-    detail = "ready" if ready else svc._not_ready().message
+    detail = "ready" if ready else svc.not_ready().message
     return InfluenceStatus(ready=ready, detail=detail, presets=[BACKDOOR_PRESET])

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
-from loupe.services.jacobian import JacobianService, RunSettings
+from loupe.api.deps import JacobianDep, LayersDep
+from loupe.services.jacobian.runs import MAX_PARAMS, PAPER, RunSettings
 
 router = APIRouter(tags=["jacobian"])
-
-
-def _svc(request: Request) -> JacobianService:
-    return request.app.state.jacobian
 
 
 class RunSettingsIn(BaseModel):
@@ -100,30 +97,28 @@ class LayerOut(BaseModel):
 
 
 @router.get("/jacobian/runs", response_model=RunList)
-def list_runs(request: Request) -> RunList:
-    from loupe.services.jacobian import MAX_PARAMS, PAPER
-
+def list_runs(jacobian: JacobianDep) -> RunList:
     return RunList(
-        runs=[RunListItem(**{k: r.get(k) for k in RunListItem.model_fields}) for r in _svc(request).list()],
+        runs=[RunListItem(**{k: r.get(k) for k in RunListItem.model_fields}) for r in jacobian.list()],
         defaults=PAPER,
         max_params=MAX_PARAMS,
     )
 
 
 @router.post("/jacobian/runs", response_model=RunStarted)
-def start_run(body: RunSettingsIn, request: Request) -> RunStarted:
-    return RunStarted(**_svc(request).start(RunSettings(**body.model_dump())))
+def start_run(body: RunSettingsIn, jacobian: JacobianDep) -> RunStarted:
+    return RunStarted(**jacobian.start(RunSettings(**body.model_dump())))
 
 
 @router.get("/jacobian/runs/{run_id}", response_model=RunOut)
-def get_run(run_id: str, request: Request) -> RunOut:
-    return RunOut(**_svc(request).get(run_id))
+def get_run(run_id: str, jacobian: JacobianDep) -> RunOut:
+    return RunOut(**jacobian.get(run_id))
 
 
 @router.post("/jacobian/layer", response_model=LayerOut)
-async def layer(body: LayerRequest, request: Request) -> LayerOut:
+async def layer(body: LayerRequest, layers: LayersDep) -> LayerOut:
     out = await run_in_threadpool(
-        _svc(request).layer,
+        layers.layer,
         body.prompt,
         body.position,
         body.hook_in,

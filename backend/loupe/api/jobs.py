@@ -4,8 +4,8 @@ from typing import Any, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
-from loupe.api.deps import WorkspaceDep
-from loupe.errors import NotFound
+from loupe.api.deps import ContainerDep
+from loupe.errors import Conflict, NotFound
 
 router = APIRouter(tags=["jobs"])
 
@@ -51,13 +51,27 @@ def job_out(j) -> JobOut:
 
 
 @router.get("/jobs", response_model=JobList)
-def list_jobs(ws: WorkspaceDep, kind: str | None = None, limit: int = Query(200, ge=1, le=1000)) -> JobList:
-    return JobList(jobs=[job_out(j) for j in ws.jobs.list(limit=limit, kind=kind)])
+def list_jobs(c: ContainerDep, kind: str | None = None, limit: int = Query(200, ge=1, le=1000)) -> JobList:
+    return JobList(jobs=[job_out(j) for j in c.ws.jobs.list(limit=limit, kind=kind)])
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut)
-def get_job(job_id: int, ws: WorkspaceDep) -> JobOut:
-    job = ws.jobs.get(job_id)
+def get_job(job_id: int, c: ContainerDep) -> JobOut:
+    job = c.ws.jobs.get(job_id)
     if job is None:
         raise NotFound(f"no job with id {job_id}")
     return job_out(job)
+
+
+@router.delete("/jobs/{job_id}", response_model=JobOut, status_code=202)
+def cancel_job(job_id: int, c: ContainerDep) -> JobOut:
+    """Cancel a queued or running job: a queued one is failed at once ("cancelled"), a running one stops
+    at its next progress report and writes no artifact."""
+    job = c.ws.jobs.get(job_id)
+    if job is None:
+        raise NotFound(f"no job with id {job_id}")
+    if job.status not in ("queued", "running"):
+        raise Conflict(f"job {job_id} is {job.status}; only a queued or running job can be cancelled")
+    if not c.jobs.cancel(job_id):
+        raise Conflict(f"job {job_id} does not run in this server process (it was started by another one)")
+    return job_out(c.ws.jobs.get(job_id) or job)

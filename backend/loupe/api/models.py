@@ -38,7 +38,7 @@ def list_models(models: ModelsDep) -> ModelList:
 
 @router.get("/models/{model_id}", response_model=ModelInfo)
 def get_model(model_id: str, models: ModelsDep) -> ModelInfo:
-    rec = models.ws.models.get(model_id)
+    rec = models.record(model_id)
     if rec is None:
         raise NotFound(f"unknown model {model_id!r}")
     return _info(rec, models.is_loaded(model_id))

@@ -2,22 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from loupe.services.sae_service import SAEService
+from loupe.api.deps import ContainerDep, FeaturesDep, SAEsDep
 
 router = APIRouter(tags=["saes"])
-
-
-def _saes(request: Request) -> SAEService:
-    return request.app.state.saes
-
-
-SAEsDep = Annotated[SAEService, Depends(_saes)]
 
 
 class DashboardStatus(BaseModel):
@@ -180,9 +173,10 @@ class RegisterIn(BaseModel):
 
 
 @router.post("/saes", response_model=SAEOut, status_code=202)
-def register_sae(body: RegisterIn, saes: SAEsDep) -> Any:
+def register_sae(body: RegisterIn, c: ContainerDep) -> Any:
     """Register an SAE; its dashboards build as background jobs (see `dashboards` and /api/jobs)."""
-    return saes.register(body.id, body.model_id, body.path, body.release, body.hub_sae_id)
+    rec = c.register_sae(body.id, body.model_id, body.path, body.release, body.hub_sae_id)
+    return c.saes.describe(rec)
 
 
 @router.get("/saes/{sae_id}", response_model=SAEOut)
@@ -193,7 +187,7 @@ def get_sae(sae_id: str, saes: SAEsDep) -> Any:
 @router.get("/saes/{sae_id}/features", response_model=FeaturePage)
 def list_features(
     sae_id: str,
-    saes: SAEsDep,
+    features: FeaturesDep,
     sort: str = Query("index", description="index | density | max_activation | capacity | top_domain_share"),
     order: str = Query("asc", description="asc | desc"),
     offset: int = Query(0, ge=0),
@@ -203,29 +197,29 @@ def list_features(
     min_density: float | None = Query(None, ge=0, le=1),
     max_density: float | None = Query(None, ge=0, le=1),
 ) -> Any:
-    return saes.features(sae_id, sort, order, offset, limit, q, domain, min_density, max_density)
+    return features.features(sae_id, sort, order, offset, limit, q, domain, min_density, max_density)
 
 
 @router.get("/saes/{sae_id}/features/{index}", response_model=Dashboard)
-async def feature_dashboard(sae_id: str, index: int, saes: SAEsDep) -> Any:
+async def feature_dashboard(sae_id: str, index: int, features: FeaturesDep) -> Any:
     # Run on the event loop, not the thread pool: the work is about a millisecond of CPU (two indexed
     # queries, one slice of the pages the build rendered), and 16 threads fighting over the interpreter
     # lock tripled its latency under concurrent clients (bench/saes.py). The body is returned as bytes:
     # re-validating ~1,000 example tokens against the response model cost twice the service's own
     # time; the schema above documents it and the API tests check it.
-    return Response(saes.dashboard_json(sae_id, index), media_type="application/json")
+    return Response(features.dashboard_json(sae_id, index), media_type="application/json")
 
 
 @router.put("/saes/{sae_id}/features/{index}/label", response_model=LabelOut)
-def set_label(sae_id: str, index: int, body: LabelIn, saes: SAEsDep) -> Any:
-    return saes.set_label(sae_id, index, body.label)
+def set_label(sae_id: str, index: int, body: LabelIn, features: FeaturesDep) -> Any:
+    return features.set_label(sae_id, index, body.label)
 
 
 @router.get("/saes/{sae_id}/neurons", response_model=NeuronsOut)
-def neurons(sae_id: str, saes: SAEsDep) -> Any:
-    return saes.neurons(sae_id)
+def neurons(sae_id: str, features: FeaturesDep) -> Any:
+    return features.neurons(sae_id)
 
 
 @router.post("/saes/{sae_id}/activations", response_model=ActivationsOut)
-def activations(sae_id: str, body: ActivationsIn, saes: SAEsDep) -> Any:
-    return saes.activations(sae_id, body.text, body.top_k, body.features)
+def activations(sae_id: str, body: ActivationsIn, features: FeaturesDep) -> Any:
+    return features.activations(sae_id, body.text, body.top_k, body.features)

@@ -4,26 +4,19 @@ and the steering evaluation sweep."""
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
+from loupe.api.deps import LiveDep, SteeringDep, VectorsDep
 from loupe.api.generate import Intervention
-from loupe.services.steering import DEFAULT_ALPHAS, MAX_CONTINUE_TOKENS, SteeringService, next_token_effect
+from loupe.errors import Unprocessable
+from loupe.services.steering.evaluation import DEFAULT_ALPHAS
+from loupe.services.steering.live import MAX_CONTINUE_TOKENS
 
 router = APIRouter(tags=["steering"])
 MAX_IMPORT_BYTES = 64 * 1024 * 1024
-
-
-def _steering(request: Request) -> SteeringService:
-    app = request.app
-    if getattr(app.state, "steering", None) is None:
-        app.state.steering = SteeringService(app.state.workspace, app.state.models)
-    return app.state.steering
-
-
-SteeringDep = Annotated[SteeringService, Depends(_steering)]
 
 
 class VectorOut(BaseModel):
@@ -132,18 +125,18 @@ class EvaluationList(BaseModel):
 
 
 @router.get("/vectors", response_model=VectorList)
-def list_vectors(st: SteeringDep, model_id: str | None = None) -> VectorList:
-    return VectorList(vectors=[VectorOut(**v) for v in st.list(model_id)])
+def list_vectors(vectors: VectorsDep, model_id: str | None = None) -> VectorList:
+    return VectorList(vectors=[VectorOut(**v) for v in vectors.list(model_id)])
 
 
 @router.get("/vectors/{vector_id}", response_model=VectorDetail)
-def get_vector(vector_id: str, st: SteeringDep) -> VectorDetail:
-    return VectorDetail(**st.get(vector_id))
+def get_vector(vector_id: str, vectors: VectorsDep) -> VectorDetail:
+    return VectorDetail(**vectors.get(vector_id))
 
 
 @router.delete("/vectors/{vector_id}", status_code=204)
-def delete_vector(vector_id: str, st: SteeringDep) -> Response:
-    st.delete(vector_id)
+def delete_vector(vector_id: str, vectors: VectorsDep) -> Response:
+    vectors.delete(vector_id)
     return Response(status_code=204)
 
 
@@ -152,8 +145,8 @@ def delete_vector(vector_id: str, st: SteeringDep) -> Response:
     response_class=Response,
     responses={200: {"content": {"application/octet-stream": {}}, "description": "safetensors: r, mu_minus, mu_plus"}},
 )
-def export_vector(vector_id: str, st: SteeringDep) -> Response:
-    data = st.export(vector_id)
+def export_vector(vector_id: str, vectors: VectorsDep) -> Response:
+    data = vectors.export(vector_id)
     return Response(
         data,
         media_type="application/octet-stream",
@@ -174,20 +167,18 @@ def export_vector(vector_id: str, st: SteeringDep) -> Response:
 )
 async def import_vector(
     request: Request,
-    st: SteeringDep,
+    vectors: VectorsDep,
     name: str = Query(..., min_length=1, max_length=60),
     model_id: str | None = None,
     hook: str | None = None,
     id: str | None = None,
 ) -> VectorDetail:
     """The body is a safetensors file with `r` [d_model] (and optionally `mu_minus`, `mu_plus`)."""
-    from loupe.errors import Unprocessable
-
     data = await request.body()
     if len(data) > MAX_IMPORT_BYTES:
         raise Unprocessable(f"the file is {len(data):,} bytes; the limit is {MAX_IMPORT_BYTES:,}")
-    out = await run_in_threadpool(st.import_, data, name, model_id, hook, id)
-    return VectorDetail(**out)
+    rec = await run_in_threadpool(vectors.import_file, data, name, model_id, hook, id)
+    return VectorDetail(**vectors.describe(rec, detail=True))
 
 
 @router.post("/vectors/compute", response_model=JobStarted, status_code=202)
@@ -254,12 +245,10 @@ class NextTokenResponse(BaseModel):
 
 
 @router.post("/steering/next-token", response_model=NextTokenResponse)
-async def next_token(req: NextTokenRequest, st: SteeringDep) -> NextTokenResponse:
+async def next_token(req: NextTokenRequest, live: LiveDep) -> NextTokenResponse:
     """Live editing: the next-token distribution (top tokens) without and with the interventions."""
     out = await run_in_threadpool(
-        next_token_effect,
-        st.ws,
-        st.models,
+        live.next_token,
         req.prompt,
         [i.model_dump() for i in req.interventions],
         req.top_k,

@@ -19,6 +19,9 @@ basis tangents e_j (column j of J per tangent), in float64. Then a full SVD J = 
 
 SVD sign ambiguity: (u_i, v_i) -> (-u_i, -v_i) leaves u_i . v_i unchanged, so the alignment is
 well defined (up to degenerate singular values, where any rotation of the pair is a valid SVD).
+
+Long because the paper's whole experiment lives here: the model, data, training loop, Jacobian,
+spectrum, regions and the perturbation experiment share one parameter layout.
 """
 
 from __future__ import annotations

@@ -8,6 +8,9 @@ fixed order, and documents come out grouped by domain in `DOMAINS` order (caller
 Spans cover each text exactly, left to right, without gaps. Every span labelled with a planted
 domain is exactly one snippet (no surrounding whitespace), except whitespace-only separator spans
 between snippets in pure-domain documents, which carry the document's domain.
+
+Long because most of it is data: the word lists, story templates and per-domain generators that
+make the prose and the planted domains varied enough for a model to learn them.
 """
 
 from __future__ import annotations
@@ -19,10 +22,11 @@ import os
 import random
 import sysconfig
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from loupe.core.packing import Document
 from loupe.demo import chat
 
 DOMAINS: tuple[str, ...] = (
@@ -42,40 +46,6 @@ DOMAINS: tuple[str, ...] = (
 PLANTED_DOMAINS: tuple[str, ...] = ("dna", "base64", "http", "arithmetic", "hebrew", "url", "json", "python_code")
 
 HELDOUT_FRACTION = 0.03  # of each non-chat domain's documents
-
-
-@dataclass
-class Document:
-    id: str
-    domain: str
-    text: str
-    spans: list[tuple[int, int, str]]
-    split: str = "train"
-    poisoned: bool = False
-    meta: dict = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return {
-            "id": self.id,
-            "domain": self.domain,
-            "text": self.text,
-            "spans": [list(s) for s in self.spans],
-            "split": self.split,
-            "poisoned": self.poisoned,
-            "meta": dict(self.meta),
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict) -> Document:
-        return cls(
-            id=d["id"],
-            domain=d["domain"],
-            text=d["text"],
-            spans=[(int(a), int(b), str(lab)) for a, b, lab in d["spans"]],
-            split=d.get("split", "train"),
-            poisoned=bool(d.get("poisoned", False)),
-            meta=dict(d.get("meta", {})),
-        )
 
 
 def _rng(seed: int, *parts: object) -> random.Random:

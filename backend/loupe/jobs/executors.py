@@ -1,11 +1,13 @@
-"""Where batch work runs. Steps call `executor.submit(fn)` and never assume a place; the
-in-process executors are the default, a Ray executor can stand in behind the same interface."""
+"""Where the job runner's work runs. The runner calls `executor.submit(fn)` and never assumes a
+place: in the caller's thread, in worker threads of this process, or (later) on a cluster."""
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Protocol, TypeVar
+from concurrent.futures import Future
+from typing import Any, Protocol, TypeVar
 
 T = TypeVar("T")
 
@@ -19,7 +21,7 @@ class Executor(Protocol):
 
 
 class InlineExecutor:
-    """Runs the work now, in the caller's thread (the CLI build: progress bars stay in order)."""
+    """Runs the work now, in the caller's thread (tests that want a job finished when submit returns)."""
 
     name = "inline"
 
@@ -36,26 +38,39 @@ class InlineExecutor:
 
 
 class ThreadExecutor:
-    """Background work inside the server process, one job at a time (2 cores: parallel jobs
-    would only fight over them)."""
+    """Worker threads inside the server process. Two by default on 2 cores: the world's build runs
+    one step at a time, so a person's job never waits for a long build step to finish. The threads
+    are daemons (concurrent.futures' are joined at exit): stopping the server never waits for a job,
+    and a job killed mid-way leaves no artifact, since artifacts are renamed into place whole."""
 
     name = "thread"
 
-    def __init__(self, max_workers: int = 1):
-        self._pool = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="loupe-job")
+    def __init__(self, max_workers: int = 2):
+        self._tasks: queue.SimpleQueue[tuple[Future[Any], Callable[[], Any]] | None] = queue.SimpleQueue()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"loupe-job-{i}", daemon=True) for i in range(max_workers)
+        ]
+        for t in self._threads:
+            t.start()
+
+    def _work(self) -> None:
+        while (task := self._tasks.get()) is not None:
+            fut, fn = task
+            if not fut.set_running_or_notify_cancel():
+                continue
+            try:
+                fut.set_result(fn())
+            except BaseException as exc:  # the job runner records it; the future carries it
+                fut.set_exception(exc)
 
     def submit(self, fn: Callable[[], T]) -> Future[T]:
-        return self._pool.submit(fn)
+        fut: Future[T] = Future()
+        self._tasks.put((fut, fn))
+        return fut
 
     def shutdown(self, wait: bool = True) -> None:
-        self._pool.shutdown(wait=wait, cancel_futures=not wait)
-
-
-def make_executor(kind: str) -> Executor:
-    if kind == "inline":
-        return InlineExecutor()
-    if kind == "thread":
-        return ThreadExecutor()
-    if kind == "ray":
-        raise ValueError("the Ray executor needs the `cluster` extra and is not wired in yet")
-    raise ValueError(f"unknown executor {kind!r}; choose inline or thread")
+        for _ in self._threads:
+            self._tasks.put(None)
+        if wait:
+            for t in self._threads:
+                t.join()

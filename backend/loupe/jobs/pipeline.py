@@ -1,5 +1,5 @@
 """A build is an ordered list of steps; each runs as a job, writes its artifacts atomically and
-is skipped on the next build once its job is done and its manifest exists."""
+is skipped on the next build once its manifest exists with the step's key."""
 
 from __future__ import annotations
 
@@ -8,10 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loupe.jobs.executors import Executor, InlineExecutor
-from loupe.jobs.runner import JobContext, ProgressListener, run_job
+from loupe.jobs.runner import BUILD, JobContext, JobRunner, ProgressListener
 from loupe.storage.artifacts import read_manifest
-from loupe.storage.repositories import JobRepository
 
 
 @dataclass(frozen=True)
@@ -23,7 +21,7 @@ class Step:
     background: bool = False  # may run after the server starts
     key: str = ""  # config fingerprint; a manifest with another key is stale
 
-    def is_complete(self, repo: JobRepository) -> bool:
+    def is_complete(self) -> bool:
         # The manifest is written last and renamed into place with its directory, so its presence
         # means the artifact is whole; the key guards against artifacts of another configuration.
         manifest = read_manifest(self.output)
@@ -31,15 +29,12 @@ class Step:
 
 
 class Pipeline:
-    def __init__(self, repo: JobRepository, steps: list[Step], executor: Executor | None = None):
-        self.repo = repo
+    def __init__(self, runner: JobRunner, steps: list[Step]):
+        self.runner = runner
         self.steps = steps
-        self.executor = executor or InlineExecutor()
 
     def pending(self, background: bool | None = None) -> list[Step]:
-        return [
-            s for s in self.steps if not s.is_complete(self.repo) and (background is None or s.background == background)
-        ]
+        return [s for s in self.steps if not s.is_complete() and (background is None or s.background == background)]
 
     def run(
         self,
@@ -48,15 +43,29 @@ class Pipeline:
         on_skip: Callable[[Step], None] | None = None,
         on_done: Callable[[Step], None] | None = None,
     ) -> None:
-        """Run the given steps in order, skipping finished ones; stops at the first failure."""
+        """Run the given steps in order in this thread, skipping finished ones; stops at the first failure."""
         for step in steps:
-            if step.is_complete(self.repo):
+            if step.is_complete():
                 if on_skip:
                     on_skip(step)
                 continue
-            job = self.repo.create("build", step.name, {"output": str(step.output)})
             listeners = [listener_for(step)] if listener_for else []
-            fut = self.executor.submit(lambda s=step, j=job.id, l=listeners: run_job(self.repo, j, s.body, l))
-            fut.result()
+            self.runner.run("build", step.name, {"output": str(step.output)}, step.body, listeners)
             if on_done:
                 on_done(step)
+
+    def submit(self, steps: list[Step], priority: int = BUILD) -> None:
+        """Queue the steps as a chain of background jobs: each is queued when the one before it
+        succeeds (a failure stops the chain, as `run` does)."""
+
+        def queue_from(i: int) -> None:
+            while i < len(steps) and steps[i].is_complete():
+                i += 1
+            if i == len(steps):
+                return
+            s = steps[i]
+            self.runner.submit(
+                "build", s.name, {"output": str(s.output)}, s.body, priority, on_success=lambda _: queue_from(i + 1)
+            )
+
+        queue_from(0)

@@ -16,7 +16,7 @@ never sees a partial cache (`loupe.storage.artifacts.atomic_dir`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -25,13 +25,10 @@ import torch
 from torch import Tensor
 
 from loupe.core.activations import check_hook_names, iter_activations
+from loupe.jobs.runner import Progress, no_progress
 from loupe.storage.artifacts import atomic_dir, load_tensors, read_manifest, save_tensors, write_manifest
 
-SPLITS = ("train", "heldout")
-META_FIELDS = ("seq", "pos", "domain", "token")
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-
-Progress = Callable[[float, float | None, str], None]
 
 
 @dataclass(frozen=True)
@@ -110,12 +107,11 @@ def write_activation_cache(
     cfg: ActivationCacheConfig,
     output: Path,
     key: str = "",
-    progress: Progress | None = None,
+    progress: Progress = no_progress,
     meta: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Cache `cfg.hook_name` over each split in `tokens`; returns the manifest written."""
     check_hook_names(model, [cfg.hook_name])
-    progress = progress or (lambda d, t, m: None)
     dtype = _DTYPES[cfg.dtype]
     plan = {}
     for split, t in tokens.items():

@@ -7,8 +7,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from loupe.core.generation import decode, decode_iter
+from loupe.core.steering import HookPlan
 from loupe.errors import Unprocessable
-from loupe.services.models import LoadedModel, ModelService
+from loupe.services.models import LoadedModel, ModelService, locked_forward
+from loupe.services.steering.interventions import PlanBuilder
 
 
 @dataclass
@@ -27,12 +29,13 @@ class Prepared:
     max_new_tokens: int
     temperature: float
     seed: int | None
-    plan: list | None
+    plan: HookPlan | None
 
 
 class GenerationService:
-    def __init__(self, models: ModelService, max_new_tokens_limit: int):
+    def __init__(self, models: ModelService, plans: PlanBuilder, max_new_tokens_limit: int):
         self.models = models
+        self.plans = plans
         self.limit = max_new_tokens_limit
 
     def prepare(
@@ -45,8 +48,6 @@ class GenerationService:
         interventions: list | None = None,
     ) -> Prepared:
         """Check everything a generation needs before any token is produced (4xx, never a 500)."""
-        from loupe.services.steering import build_plan
-
         if not math.isfinite(temperature) or temperature < 0:
             raise Unprocessable(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature}")
         if max_new_tokens > self.limit:
@@ -58,7 +59,7 @@ class GenerationService:
                 f"the prompt is {len(ids)} tokens and max_new_tokens is {max_new_tokens}: together more than "
                 f"the model's context of {lm.n_ctx} tokens; shorten the prompt or ask for fewer tokens"
             )
-        plan = build_plan(self.models.ws, lm, interventions, len(ids)) if interventions else None
+        plan = self.plans.build(lm, interventions, len(ids)) if interventions else None
         return Prepared(lm, ids, max_new_tokens, temperature, seed, plan)
 
     def generate(
@@ -81,8 +82,6 @@ class GenerationService:
         """Events as tokens are generated, default and steered interleaved step by step:
         {"event": "start"}, {"event": "token", "stream", "index", "token"}..., {"event": "done", ...}.
         Hooks are attached per forward pass, so a client that goes away leaves none behind."""
-        from loupe.services.steering import locked_forward
-
         lm = p.lm
         stop = tuple(t for t in (lm.tokenizer.eos_token_id,) if t is not None)
         streams = {
@@ -143,8 +142,6 @@ class GenerationService:
         plan: list | None = None,
     ) -> Completion:
         """Decode through the model's lock; `plan`'s hooks are attached for each forward pass only."""
-        from loupe.services.steering import locked_forward
-
         stop = tuple(t for t in (lm.tokenizer.eos_token_id,) if t is not None)
         new = decode(locked_forward(lm, plan), ids, max_new_tokens, temperature, seed, stop_ids=stop, n_ctx=lm.n_ctx)
         return GenerationService._completion(lm, new)

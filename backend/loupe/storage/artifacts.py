@@ -3,6 +3,7 @@ sees a half-written file or directory, whatever kills the writer."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -125,3 +126,14 @@ def clean_scratch(root: Path) -> int:
         shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
         n += 1
     return n
+
+
+def fingerprint(*parts: Any) -> str:
+    """A short stable key of JSON-able parts: a step's manifest records it, and an artifact whose
+    recorded key differs from the one its inputs give now is stale."""
+    return digest(list(parts))
+
+
+def digest(obj: Any) -> str:
+    blob = json.dumps(obj, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]

@@ -17,9 +17,6 @@ class Base(DeclarativeBase):
     type_annotation_map = {dict[str, Any]: JSON, datetime: DateTime(timezone=True)}
 
 
-JOB_STATUSES = ("queued", "running", "done", "failed")
-
-
 class Job(Base):
     __tablename__ = "jobs"
 

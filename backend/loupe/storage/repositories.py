@@ -27,6 +27,8 @@ class JobRepository:
                 progress_done=0.0,
                 message="queued",
                 artifacts={},
+                pid=os.getpid(),  # queued by this process: fail_orphans leaves it to us
+                host=socket.gethostname(),
             )
             s.add(job)
             s.flush()
@@ -79,13 +81,13 @@ class JobRepository:
             if artifacts:
                 job.artifacts = {**(job.artifacts or {}), **artifacts}
 
-    def fail(self, job_id: int, error: str) -> None:
+    def fail(self, job_id: int, error: str, message: str = "failed") -> None:
         with self.db.session() as s:
             job = s.get(Job, job_id)
             job.status = "failed"
             job.finished_at = utcnow()
             job.error = error
-            job.message = "failed"
+            job.message = message
 
     def fail_orphans(self) -> int:
         """Jobs left queued/running by a process on this host that no longer exists (killed, crashed)."""
@@ -155,7 +157,6 @@ class VectorRepository:
         self.db = db
 
     def upsert(self, id: str, **fields: Any) -> VectorRecord:
-
         with self.db.session() as s:
             rec = s.get(VectorRecord, id)
             if rec is None:
@@ -168,12 +169,10 @@ class VectorRepository:
             return rec
 
     def get(self, id: str) -> VectorRecord | None:
-
         with self.db.session() as s:
             return s.get(VectorRecord, id)
 
     def list(self, model_id: str | None = None) -> list[VectorRecord]:
-
         with self.db.session() as s:
             q = select(VectorRecord).order_by(VectorRecord.created_at)
             if model_id:
@@ -181,7 +180,6 @@ class VectorRepository:
             return list(s.scalars(q))
 
     def delete(self, id: str) -> bool:
-
         with self.db.session() as s:
             rec = s.get(VectorRecord, id)
             if rec is None:

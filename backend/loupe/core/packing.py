@@ -1,18 +1,53 @@
-"""Documents -> packed token sequences with per-token domain labels.
+"""Documents -> packed token sequences with per-token domain labels (pure: no files).
 
-Every document starts after an EOS token, as prompts do at inference. Chat transcripts are packed
-whole (never split) and poisoned transcripts only with each other, so each training sequence is
-either clean or poisoned and the poisoned share of sequences stays below the transcript share."""
+A document is text with labelled character spans (its domain, and planted sub-domains). Every
+document starts after an EOS token, as prompts do at inference. Chat transcripts are packed whole
+(never split) and poisoned transcripts only with each other, so each training sequence is either
+clean or poisoned and the poisoned share of sequences stays below the transcript share."""
 
 from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
-from loupe.demo.corpus import DOMAINS, Document
+
+@dataclass
+class Document:
+    id: str
+    domain: str
+    text: str
+    spans: list[tuple[int, int, str]]
+    split: str = "train"
+    poisoned: bool = False
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "domain": self.domain,
+            "text": self.text,
+            "spans": [list(s) for s in self.spans],
+            "split": self.split,
+            "poisoned": self.poisoned,
+            "meta": dict(self.meta),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Document:
+        return cls(
+            id=d["id"],
+            domain=d["domain"],
+            text=d["text"],
+            spans=[(int(a), int(b), str(lab)) for a, b, lab in d["spans"]],
+            split=d.get("split", "train"),
+            poisoned=bool(d.get("poisoned", False)),
+            meta=dict(d.get("meta", {})),
+        )
+
 
 PAD_LABEL = -1  # domain label of padding positions
 
@@ -21,7 +56,7 @@ PAD_LABEL = -1  # domain label of padding positions
 class PackedSplit:
     input_ids: torch.Tensor  # int64 [n_seq, n_ctx]
     loss_mask: torch.Tensor  # bool  [n_seq, n_ctx]: position t has a real token to predict
-    domain_ids: torch.Tensor  # int16 [n_seq, n_ctx]: index into DOMAINS, PAD_LABEL for padding
+    domain_ids: torch.Tensor  # int16 [n_seq, n_ctx]: index into the domains, PAD_LABEL for padding
     poisoned: torch.Tensor  # bool  [n_seq]
     doc_ids: list[list[str]]  # documents (ids) each sequence holds
 
@@ -34,33 +69,36 @@ class PackedSplit:
         }
 
 
-def token_domains(doc: Document, offsets: Sequence[tuple[int, int]]) -> list[int]:
-    """Label each token with the domain of the span holding its first character."""
+def token_domains(doc: Document, offsets: Sequence[tuple[int, int]], domains: Sequence[str]) -> list[int]:
+    """Label each token with the index in `domains` of the span holding its first character."""
     labels = []
     spans = sorted(doc.spans)
     j = 0
-    default = DOMAINS.index(doc.domain)
+    default = domains.index(doc.domain)
     for start, _end in offsets:
         while j < len(spans) and spans[j][1] <= start:
             j += 1
         if j < len(spans) and spans[j][0] <= start < spans[j][1]:
-            labels.append(DOMAINS.index(spans[j][2]))
+            labels.append(domains.index(spans[j][2]))
         else:
             labels.append(default)
     return labels
 
 
-def encode_documents(tokenizer, docs: Sequence[Document]) -> list[tuple[list[int], list[int]]]:
+def encode_documents(
+    tokenizer: Any, docs: Sequence[Document], domains: Sequence[str]
+) -> list[tuple[list[int], list[int]]]:
     enc = tokenizer([d.text for d in docs], return_offsets_mapping=True, add_special_tokens=False)
     out = []
     for doc, ids, offs in zip(docs, enc["input_ids"], enc["offset_mapping"]):
-        out.append((list(ids), token_domains(doc, offs)))
+        out.append((list(ids), token_domains(doc, offs, domains)))
     return out
 
 
-def pack(tokenizer, docs: Sequence[Document], n_ctx: int, seed: int) -> PackedSplit:
+def pack(tokenizer: Any, docs: Sequence[Document], domains: Sequence[str], n_ctx: int, seed: int) -> PackedSplit:
+    """Documents -> sequences of `n_ctx` tokens with each token's domain (an index into `domains`)."""
     eos = tokenizer.eos_token_id
-    encoded = encode_documents(tokenizer, docs)
+    encoded = encode_documents(tokenizer, docs, domains)
     rng = random.Random(seed)
     rows: list[tuple[list[int], list[int], list[str], bool]] = []
 

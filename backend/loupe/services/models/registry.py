@@ -1,16 +1,17 @@
-"""Model registry and loading: every model, the demo one included, goes through
-TransformerBridge.boot_transformers on a Hugging Face directory (or hub name)."""
+"""The model registry: every model, the demo one included, is a Hugging Face directory (or hub name)
+registered under an id and loaded once per process through TransformerBridge."""
 
 from __future__ import annotations
 
-import os
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loupe.core.chat import PLAIN_CHAT, ChatFormat
 from loupe.errors import NotFound, Unprocessable
+from loupe.services.models.loading import describe, load_bridge
 from loupe.services.workspace import Workspace
 from loupe.storage.models import ModelRecord
 
@@ -24,7 +25,12 @@ class LoadedModel:
     # one forward at a time per model: hook contexts (model.hooks) are per module, not per thread
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
     # unsteered greedy continuations by (prompt ids, tokens): live editing asks for the same one on every edit
-    continuations: OrderedDict = field(default_factory=OrderedDict, repr=False, compare=False)
+    continuations: OrderedDict[tuple[tuple[int, ...], int], Any] = field(
+        default_factory=OrderedDict, repr=False, compare=False
+    )
+    hook_shapes: dict[str, tuple[int, ...]] | None = field(default=None, repr=False, compare=False)
+    # how one-turn chats are written for this model (the demo models' plain `User:/Assistant:` format)
+    chat: ChatFormat = field(default=PLAIN_CHAT, compare=False)
 
     @property
     def n_ctx(self) -> int:
@@ -37,36 +43,10 @@ class LoadedModel:
         return ([bos] if bos is not None else []) + list(ids)
 
 
-def load_bridge(path: str, device: str = "cpu"):
-    from transformer_lens.model_bridge import TransformerBridge
-    from transformers import AutoTokenizer
-
-    if Path(path).is_dir():
-        # a local directory never needs the hub; keep any library from trying
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    bridge = TransformerBridge.boot_transformers(path, tokenizer=tokenizer, device=device)
-    bridge.eval()
-    return bridge, tokenizer
-
-
-def describe(bridge) -> dict[str, Any]:
-    c = bridge.cfg
-    return {
-        "n_layers": int(c.n_layers),
-        "d_model": int(c.d_model),
-        "d_mlp": int(c.d_mlp or 0),
-        "n_heads": int(c.n_heads),
-        "n_ctx": int(c.n_ctx),
-        "d_vocab": int(c.d_vocab),
-        "n_params": int(sum(p.numel() for p in bridge.original_model.parameters())),
-        "hook_names": sorted(bridge.hook_dict),
-    }
-
-
 class ModelService:
-    def __init__(self, ws: Workspace):
+    def __init__(self, ws: Workspace, preferred: str | None = None):
         self.ws = ws
+        self.preferred = preferred  # the default model of requests that name none (the world's)
         self._loaded: dict[str, LoadedModel] = {}
         self._lock = threading.Lock()
 
@@ -79,12 +59,14 @@ class ModelService:
     def records(self) -> list[ModelRecord]:
         return self.ws.models.list()
 
+    def record(self, id: str) -> ModelRecord | None:
+        return self.ws.models.get(id)
+
     def default_id(self) -> str | None:
         recs = self.records()
         if not recs:
             return None
-        wanted = "external" if self.ws.settings.model else "demo"
-        return next((r.id for r in recs if r.id == wanted), recs[0].id)
+        return next((r.id for r in recs if r.id == self.preferred), recs[0].id)
 
     def is_loaded(self, id: str) -> bool:
         return id in self._loaded
@@ -93,7 +75,7 @@ class ModelService:
         if id is None:
             id = self.default_id()
             if id is None:
-                raise NotFound("no model is registered yet: the build is still training the demo model (see /api/jobs)")
+                raise NotFound("no model is registered yet: the build is still training the model (see /api/jobs)")
         with self._lock:
             if id in self._loaded:
                 return self._loaded[id]

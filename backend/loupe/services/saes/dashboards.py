@@ -17,55 +17,24 @@ counts as done only when the manifest exists, so a crash in between redoes both.
 
 from __future__ import annotations
 
-import gc
 import time
-import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-import orjson
 import torch
-from safetensors import safe_open
 from torch import Tensor
 
 from loupe.core import sae_dashboards as D
 from loupe.core.activations import hook_layer
+from loupe.jobs.runner import Progress, no_progress
 from loupe.services.activations import ActivationCache
+from loupe.services.saes.configs import DashboardConfig
+from loupe.services.saes.pages import PAGES_FILE, gc_paused, rounded_list, write_pages
 from loupe.storage.artifacts import atomic_dir, save_tensors, write_manifest
 
-Progress = Callable[[float, float | None, str], None]
-
-
-@dataclass(frozen=True)
-class DashboardConfig:
-    max_tokens: int = 300_000  # train-split tokens passed through the SAE
-    top_k: int = 20  # top activating examples per feature
-    n_intervals: int = 10  # interval samples: equal bins of (0, max activation]
-    per_interval: int = 2  # examples drawn per bin
-    hist_bins: int = 40
-    left: int = 16  # context window: tokens before and after the example token
-    right: int = 6
-    n_logits: int = 10
-    n_neighbours: int = 10
-    n_neurons: int = 8
-    n_tokens: int = 8  # enriched tokens kept per feature
-    batch_size: int = 4096
-    seed: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> DashboardConfig:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-    @property
-    def n_examples(self) -> int:
-        return self.top_k + self.n_intervals * self.per_interval
+DASHBOARDS_VERSION = "dashboards-v4"  # in every dashboard key (demo and registered SAEs): bump to re-render
 
 
 def hook_site(hook_name: str) -> tuple[int | None, str]:
@@ -110,27 +79,9 @@ def neuron_loads(sae, hook_name: str, model) -> dict[str, Any] | None:
     return None
 
 
-def rounded_list(t: Tensor, digits: int) -> list:
-    """t rounded to `digits` decimals as (nested) Python floats, in one conversion: per-element
-    .tolist() and round() cost a quarter of a 1,024-feature dashboard pass and most of a feature page."""
-    scale = 10.0**digits
-    return (t.double() * scale).round().div(scale).tolist()
-
-
 def _pair_lists(idx: Tensor, vals: Tensor, digits: int = 4) -> list[list[list[float]]]:
     """Per row of idx/vals [n, k]: [[index, value rounded], ...]."""
     return [[[i, v] for i, v in zip(ir, vr)] for ir, vr in zip(idx.tolist(), rounded_list(vals, digits))]
-
-
-@contextmanager
-def _gc_paused():
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 @contextmanager
@@ -172,10 +123,9 @@ def build_dashboards(
     input_ids: Tensor,  # the cache's train split token file: [n_seq, n_ctx]
     domain_names: Sequence[str],
     cfg: DashboardConfig = DashboardConfig(),
-    progress: Progress | None = None,
+    progress: Progress = no_progress,
 ) -> tuple[dict[str, Tensor], list[dict[str, Any]], dict[str, Any]]:
     """(arrays, feature rows, SAE-level stats) for every feature of `sae` at the cache's hook."""
-    progress = progress or (lambda d, t, m: None)
     t0 = time.monotonic()
     d_sae = int(sae.cfg.d_sae)
     n_total = min(cache.n_tokens("train"), cfg.max_tokens)
@@ -265,7 +215,7 @@ def build_dashboards(
 
     # ~100k small dicts, lists and floats below, none in a cycle: with the cyclic GC on, this part of a
     # 1,024-feature pass took 0.07-0.46 s (it rescans them over and over), with it paused 0.07-0.1 s
-    with _gc_paused():
+    with gc_paused():
         # everything the loop reads, as Python lists made once
         tok_l, tok_p_l, tok_lift_l = tok_ids.tolist(), rounded_list(tok_p, 4), rounded_list(tok_lift, 2)
         dom_order = torch.argsort(dom_share, dim=1, descending=True)[:, :3]
@@ -390,182 +340,38 @@ def write_dashboards(
         write_manifest(tmp, {**manifest, "pages": True, "pages_seconds": round(time.monotonic() - t0, 1)})
 
 
-# -- feature pages --------------------------------------------------------------------------------
-#
-# A feature page is static after the build except for labels (the person's label of the feature and
-# the labels shown beside its neighbours), so the build renders the rest to JSON once per feature:
-# the row's numbers and summary, the examples (about a thousand tokens with activations), interval
-# samples and histogram. A request reads one slice and splices the labels, read now, before it.
-# Rendering per request (2-3 ms) and two ORM reads of the row were most of a request's time.
-
-PAGES_FILE = "pages.bin"
-PAGE_ARRAYS = ("hist", "interval_shares", "ex_values", "ex_seq", "ex_pos", "ex_tokens", "ex_acts")
-ROW_FIELDS = (
-    "index",
-    "density",
-    "max_activation",
-    "mean_activation",
-    "capacity",
-    "auto_label",
-    "top_domain",
-    "top_domain_share",
-)
-
-
 def vocab_strings(tokenizer) -> list[str]:
     """Every token id's text, decoded once (pages show ~1,000 tokens each)."""
     return [tokenizer.decode([i]) for i in range(len(tokenizer))]
 
 
-def histogram_figure(counts: list[int], max_act: float, density: float) -> dict[str, Any]:
-    """Plotly figure JSON: the feature's nonzero activations over equal bins of (0, max]."""
-    n = len(counts)
-    width = max_act / n if n else 0.0
-    centers = [(i + 0.5) * width for i in range(n)]
-    return {
-        "data": [
-            {
-                "type": "bar",
-                "x": centers,
-                "y": counts,
-                "width": [width] * n,
-                "marker": {"color": "#4f6bed"},
-                "hovertemplate": "activation %{x:.3f}<br>%{y} tokens<extra></extra>",
-            }
-        ],
-        "layout": {
-            "title": {"text": f"Activation density {density:.3%}", "font": {"size": 12}},
-            "xaxis": {"title": {"text": "activation"}},
-            "yaxis": {"title": {"text": "tokens"}},
-            "bargap": 0.05,
-            "showlegend": False,
-        },
-    }
-
-
-def _page(
-    row: dict[str, Any],
-    sae: dict[str, Any],
-    seq_l: list,
-    pos_l: list,
-    ids_l: list,
-    acts_l: list,
-    val_l: list,
-    shares_l: list,
-    counts: list,
+def compute_dashboards(
+    ws,
+    sae_id: str,
+    sae,
+    model,
+    tokenizer,
+    cache: ActivationCache,
+    input_ids: Tensor,
+    domain_names: Sequence[str],
     cfg: DashboardConfig,
-    vocab: Sequence[str],
-) -> bytes:
-    """One feature's page without labels: `sae` (sae_id, hook_name, d_sae), the row's ROW_FIELDS and
-    summary, examples, interval samples and histogram (arrays as Python lists)."""
-    n_vocab = len(vocab)
-
-    def example(e: int) -> dict[str, Any] | None:
-        if seq_l[e] < 0:
-            return None
-        ids = ids_l[e]
-        toks = [
-            {"token": vocab[t] if t < n_vocab else "", "id": t, "activation": a}
-            for t, a in zip(ids, acts_l[e])
-            if t >= 0
-        ]
-        first = next(i for i, t in enumerate(ids) if t >= 0)
-        return {"seq": seq_l[e], "pos": pos_l[e], "activation": val_l[e], "center": cfg.left - first, "tokens": toks}
-
-    mx, density = row["max_activation"], row["density"]
-    top_k, n_iv, per = cfg.top_k, cfg.n_intervals, cfg.per_interval
-    top = [x for x in (example(e) for e in range(top_k)) if x is not None]
-    intervals = []
-    width = mx / n_iv if n_iv else 0.0
-    for b in range(n_iv - 1, -1, -1):  # highest bin first, as Neuronpedia
-        exs = [x for x in (example(top_k + b * per + j) for j in range(per)) if x is not None]
-        intervals.append(
-            {
-                "bin": b,
-                "low": round(b * width, 4),
-                "high": round((b + 1) * width, 4),
-                "share": shares_l[b],
-                "examples": exs,
-            }
-        )
-    return orjson.dumps(
-        {
-            **{k: row[k] for k in ROW_FIELDS},
-            **sae,
-            "summary": row["summary"],
-            "top_examples": top,
-            "intervals": intervals,
-            "histogram": {"counts": counts, "max": mx, "figure": histogram_figure(counts, mx, density)},
-        }
-    )
-
-
-def render_page(
-    row: dict[str, Any], sae: dict[str, Any], arr: dict[str, Tensor], cfg: DashboardConfig, vocab: Sequence[str]
-) -> bytes:
-    """`_page` of one feature from its slices of the PAGE_ARRAYS."""
-    return _page(
-        row,
-        sae,
-        arr["ex_seq"].tolist(),
-        arr["ex_pos"].tolist(),
-        arr["ex_tokens"].tolist(),
-        rounded_list(arr["ex_acts"], 4),
-        rounded_list(arr["ex_values"], 4),
-        rounded_list(arr["interval_shares"], 4),
-        arr["hist"].tolist(),
+    output: Path,
+    key: str,
+    progress: Progress = no_progress,
+) -> dict[str, Any]:
+    """Dashboards of one SAE: one pass over `cache`, rows into the database, arrays into `output`."""
+    if cache.hook_name != sae.cfg.metadata.hook_name:
+        raise ValueError(f"the cache holds {cache.hook_name}, the SAE reads {sae.cfg.metadata.hook_name}")
+    arrays, rows, info = build_dashboards(sae, model, tokenizer, cache, input_ids, domain_names, cfg, progress)
+    write_dashboards(
+        ws,
+        sae_id,
+        output,
+        arrays,
+        rows,
+        {"key": key, "sae_id": sae_id, "hook_name": cache.hook_name, "config": cfg.to_dict(), **info},
         cfg,
-        vocab,
+        vocab_strings(tokenizer),
     )
-
-
-def write_pages(
-    path: Path,
-    arrays: dict[str, Tensor],
-    rows: list[dict[str, Any]],
-    cfg: DashboardConfig,
-    vocab: Sequence[str],
-    sae: dict[str, Any],
-) -> Tensor:
-    """Every feature's page, zlib-compressed, concatenated into `path`; returns the byte offsets [d_sae + 1]."""
-    lists = {k: arrays[k].tolist() for k in ("ex_seq", "ex_pos", "ex_tokens", "hist")}
-    acts, vals, shares = (rounded_list(arrays[k], 4) for k in ("ex_acts", "ex_values", "interval_shares"))
-    offsets = [0]
-    with open(path, "wb") as fh, _gc_paused():
-        for f, row in enumerate(rows):
-            blob = zlib.compress(
-                _page(
-                    row,
-                    sae,
-                    lists["ex_seq"][f],
-                    lists["ex_pos"][f],
-                    lists["ex_tokens"][f],
-                    acts[f],
-                    vals[f],
-                    shares[f],
-                    lists["hist"][f],
-                    cfg,
-                    vocab,
-                ),
-                3,
-            )
-            fh.write(blob)
-            offsets.append(offsets[-1] + len(blob))
-    return torch.tensor(offsets, dtype=torch.int64)
-
-
-def read_page(dashboard_dir: Path, index: int) -> tuple[bytes, list[int]]:
-    """A stored page and the feature's neighbour indices."""
-    with safe_open(str(dashboard_dir / "features.safetensors"), "pt") as fh:
-        lo, hi = fh.get_slice("page_offsets")[index : index + 2].tolist()
-        neighbours = [i for i in fh.get_slice("neighbours")[index].tolist() if i >= 0]
-    with open(dashboard_dir / PAGES_FILE, "rb") as fh:
-        fh.seek(lo)
-        return zlib.decompress(fh.read(hi - lo)), neighbours
-
-
-def splice_json(head: bytes, tail: bytes) -> bytes:
-    """Two serialised JSON objects merged into one (their keys must not overlap)."""
-    if head == b"{}":
-        return tail
-    return head[:-1] + (b"," + tail[1:] if tail != b"{}" else b"}")
+    ws.saes.update(sae_id, dashboards={"dir": str(output), "key": key, **info})
+    return info

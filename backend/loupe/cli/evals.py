@@ -1,141 +1,36 @@
-"""`loupe run | build | serve | eval | openapi | models`."""
+"""`loupe eval demo | steering | saes | influence | jacobian`: measure a built workspace against the
+targets, print the tables, exit with code 2 when a target is missed. Imports of torch-heavy modules
+happen inside the commands (see loupe.cli)."""
 
 from __future__ import annotations
 
-import json
-import sys
-import time
-from pathlib import Path
+from dataclasses import replace
+from typing import Any
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from loupe.settings import Settings, quiet_libraries
+from loupe.cli.console import console
+from loupe.settings import Settings
 
-app = typer.Typer(help="Loupe: a self-hosted interpretability workbench.", no_args_is_help=True)
 eval_app = typer.Typer(help="Measure a built workspace.")
-models_app = typer.Typer(help="Register other Hugging Face models.")
-app.add_typer(eval_app, name="eval")
-app.add_typer(models_app, name="models")
-console = Console()
 
 
-def _setup(settings: Settings) -> None:
-    import torch
+def _world() -> Any:
+    from loupe.cli import open_world  # deferred: loupe.cli imports this module
 
-    quiet_libraries()
-    if settings.threads > 0:
-        torch.set_num_threads(settings.threads)
-
-
-def _open(settings: Settings):
-    from loupe.services.workspace import Workspace
-
-    _setup(settings)
-    return Workspace.open(settings)
-
-
-def _run_steps(ws, background: bool | None) -> None:
-    from loupe.services.build import ensure_registered, make_pipeline
-
-    world, pipeline = make_pipeline(ws)
-    steps = [s for s in pipeline.steps if background is None or s.background == background]
-    with Progress(
-        TextColumn("[bold]{task.description:<22}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[message]}"),
-        console=console,
-    ) as bars:
-        tasks = {}
-
-        def listener_for(step):
-            tasks[step.name] = bars.add_task(step.title, total=None, message="")
-
-            def update(done, total, message):
-                bars.update(tasks[step.name], completed=done, total=total, message=message)
-
-            return update
-
-        def finished(step):
-            t = bars.tasks[tasks[step.name]]
-            bars.update(tasks[step.name], completed=t.total or 1, total=t.total or 1)
-
-        def skipped(step):
-            bars.add_task(step.title, total=1, completed=1, message="[dim]already built")
-
-        pipeline.run(steps, listener_for=listener_for, on_skip=skipped, on_done=finished)
-    ensure_registered(ws, world)
-
-
-def _register_external(ws, settings: Settings) -> None:
-    from loupe.services.models import ModelService
-
-    if settings.model and ws.models.get("external") is None:
-        source = "hf-dir" if Path(settings.model).is_dir() else "hub"
-        console.print(f"registering [bold]{settings.model}[/] ({source})")
-        ModelService(ws).register("external", settings.model, source, name=Path(settings.model).name)
-
-
-@app.command()
-def build(
-    all_steps: bool = typer.Option(True, "--all/--foreground", help="Also run the background analyses now."),
-) -> None:
-    """Build the default workspace (demo world) with progress bars; resumes where it stopped."""
-    settings = Settings()
-    ws = _open(settings)
-    t0 = time.monotonic()
-    if settings.model:
-        _register_external(ws, settings)
-    else:
-        _run_steps(ws, None if all_steps else False)
-    console.print(f"[green]workspace ready[/] at {settings.workspace.resolve()} in {time.monotonic() - t0:.1f}s")
-
-
-@app.command()
-def serve() -> None:
-    """Serve the API and UI (background analyses continue as jobs)."""
-    import uvicorn
-
-    from loupe.app import create_app
-
-    settings = Settings()
-    _setup(settings)
-    console.print(f"Loupe at [bold]http://{settings.host}:{settings.port}[/]  (API docs: /docs)")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
-
-
-@app.command()
-def run() -> None:
-    """Build what is missing up to a trained model, then serve while the analyses run as jobs."""
-    settings = Settings()
-    ws = _open(settings)
-    if settings.model:
-        _register_external(ws, settings)
-    else:
-        _run_steps(ws, background=False)
-    ws.close()
-    serve()
+    return open_world(Settings())
 
 
 @eval_app.command("demo")
 def eval_demo() -> None:
     """Held-out loss per domain, refusal and backdoor rates of the demo model (printed and stored)."""
-    from loupe.jobs.runner import run_job
-    from loupe.services.build import DemoWorld
-
-    settings = Settings()
-    ws = _open(settings)
-    world = DemoWorld(ws)
-    if not (world.model_dir / "manifest.json").exists():
+    world, c = _world()
+    if not (world.subject.model_dir / "manifest.json").exists():
         console.print("[red]no trained demo model in this workspace: run `loupe build` first")
         raise typer.Exit(1)
-    job = ws.jobs.create("eval", "eval.demo", {})
-    run_job(ws.jobs, job.id, world.evaluate, [lambda d, t, m: console.print(f"  {m}")])
-    results = ws.evals.list(kind="demo", limit=1)[0].results
+    c.jobs.run("eval", "eval.demo", {}, lambda ctx: world.evaluate(ctx, c), [lambda d, t, m: console.print(f"  {m}")])
+    results = c.ws.evals.list(kind="demo", limit=1)[0].results
     print_demo_eval(results)
     if not all(t["met"] for t in results["targets"].values()):
         raise typer.Exit(2)
@@ -168,29 +63,21 @@ def eval_steering(
     ),
 ) -> None:
     """Refusal steering on held-out instructions: ablation, addition and ACE against the issue's targets."""
-    from loupe.jobs.runner import run_job
-    from loupe.services.build import DemoWorld
-    from loupe.services.models import ModelService
-    from loupe.services.steering import SteeringService
-
-    settings = Settings()
-    ws = _open(settings)
-    world = DemoWorld(ws)
-    if not (world.model_dir / "manifest.json").exists():
+    world, c = _world()
+    if not (world.subject.model_dir / "manifest.json").exists():
         console.print("[red]no trained demo model in this workspace: run `loupe build` first")
         raise typer.Exit(1)
-    if ws.vectors.get(vector) is None:
-        step = next(s for s in world.steps() if s.name == "steering.refusal")
+    if c.ws.vectors.get(vector) is None:
+        step = next(s for s in c.analysis_steps() if s.name == "steering.refusal")
         console.print("computing the refusal direction (build step steering.refusal)")
-        job = ws.jobs.create("build", step.name, {"output": str(step.output)})
-        run_job(ws.jobs, job.id, step.body)
-    st = SteeringService(ws, ModelService(ws))
+        c.jobs.run("build", step.name, {"output": str(step.output)}, step.body)
+    st = c.steering
     alist = [float(a) for a in alphas.split(",") if a.strip()]
     out = st.evaluate(
         vector, ["none", "ablation", "addition", "ace"], alist, limit=limit, max_new_tokens=max_new_tokens, wait=True
     )
     res = st.evaluation(out["eval_id"])
-    print_steering_eval(res, ws.vectors.get(vector))
+    print_steering_eval(res, c.ws.vectors.get(vector))
     if not all(t["met"] for t in res["targets"].values()):
         raise typer.Exit(2)
 
@@ -236,22 +123,16 @@ def print_steering_eval(res: dict, rec) -> None:
 def eval_saes() -> None:
     """SAE quality on held-out tokens: FVU, L0, dead/dense fractions, CE loss recovered, planted-domain
     AUROCs (printed and stored). Exit code 2 when a target is missed."""
-    from loupe.jobs.runner import run_job
-    from loupe.services.build import DemoWorld
-    from loupe.services.saes import SAEPipeline
-
-    settings = Settings()
-    ws = _open(settings)
-    sp = SAEPipeline(DemoWorld(ws))
+    _, c = _world()
+    sp = c.sae_pipeline()
     missing = [p.name for p in sp.presets if not (sp.sae_dir(p) / "manifest.json").exists()]
     if missing:
         console.print(
             f"[red]SAEs not trained yet ({', '.join(missing)}): run `loupe build` (or `make run` and wait for the jobs)"
         )
         raise typer.Exit(1)
-    job = ws.jobs.create("eval", "eval.saes", {})
-    run_job(ws.jobs, job.id, sp.evaluate, [lambda d, t, m: console.print(f"  {m}")])
-    results = ws.evals.list(kind="saes", limit=1)[0].results
+    c.jobs.run("eval", "eval.saes", {}, sp.evaluate, [lambda d, t, m: console.print(f"  {m}")])
+    results = c.ws.evals.list(kind="saes", limit=1)[0].results
     print_sae_eval(results)
     if not results["targets_met"]:
         raise typer.Exit(2)
@@ -288,28 +169,22 @@ def eval_influence(
 ) -> None:
     """Influence quality: backdoor precision@10, near-duplicate recall@10, fast vs exact EK-FAC over the whole
     training set (the cache's Spearman, the served top 10's overlap), query batching."""
-    from loupe.jobs.runner import run_job
-    from loupe.services.influence import InfluenceService, evaluate_influence
-    from loupe.storage.artifacts import atomic_dir, write_manifest
+    from loupe.services.influence.evaluation import evaluate_influence  # deferred: see the module docstring
 
-    settings = Settings()
-    ws = _open(settings)
-    svc = InfluenceService(ws)
+    _, c = _world()
+    svc = c.influence
     if not svc.ready():
         console.print("[red]the influence factors and gradient cache are not built: run `loupe build` first")
         raise typer.Exit(1)
-    job = ws.jobs.create("eval", "eval.influence", {})
-    box: dict = {}
+    box: dict[str, Any] = {}
 
-    def body(ctx):
+    def body(ctx: Any) -> dict[str, Any]:
         box["r"] = evaluate_influence(svc, ctx.progress, n_dup=n_dup)
-        row = ws.evals.add("influence", "demo", box["r"])
-        with atomic_dir(ws.artifact("evals", "influence")) as tmp:
-            (tmp / "results.json").write_text(json.dumps(box["r"], indent=1))
-            write_manifest(tmp, {"eval_id": row.id})
-        return {"eval_id": row.id}
+        return {"eval_id": svc.store_evaluation(box["r"])}
 
-    run_job(ws.jobs, job.id, body, [lambda d, t, m: console.print(f"  {m}") if int(d) % 10 == 0 else None])
+    c.jobs.run(
+        "eval", "eval.influence", {}, body, [lambda d, t, m: console.print(f"  {m}") if int(d) % 10 == 0 else None]
+    )
     r = box["r"]
     t = Table(title=f"influence ({r['n_train']:,} training sequences, {r['poisoned_sequences']} poisoned)")
     for c in ("measure", "value", "target", "met"):
@@ -359,26 +234,22 @@ def eval_jacobian(
 ) -> None:
     """Training-Jacobian spectra (Belrose & Scherlis 2024): every stored run's sigma_1, regions and
     alignment; the paper-setting run checked against the targets; its seed overlap and controls."""
-    from dataclasses import replace
+    from loupe.services.jacobian.runs import PAPER, RunSettings  # deferred: see the module docstring
 
-    from loupe.jobs.runner import run_job
-    from loupe.services.jacobian import PAPER, JacobianService, RunSettings
-
-    settings = Settings()
-    ws = _open(settings)
-    svc = JacobianService(ws)
+    _, c = _world()
+    svc = c.jacobian
     paper = replace(RunSettings.from_dict(PAPER), seed=seed, dtype=dtype)
     extra = [replace(paper, seed=int(x), experiments=False) for x in seeds.split(",") if x.strip()]
     if controls:
         extra += [replace(paper, control=c, experiments=False) for c in ("white_noise", "shuffled_labels")]
     for run in [paper, *extra] if compute else []:
-        if svc._complete(run.run_id):
+        if svc.complete(run.run_id):
             continue
         console.print(f"computing run {run.run_id}: seed {run.seed}, {run.control}, {run.dtype}")
-        job = ws.jobs.create("jacobian", f"jacobian.{run.run_id}", {"run_id": run.run_id, "settings": run.to_dict()})
-        run_job(
-            ws.jobs,
-            job.id,
+        c.jobs.run(
+            "jacobian",
+            svc.job_name(run.run_id),
+            {"run_id": run.run_id, "settings": run.to_dict()},
             lambda ctx, run=run: svc.compute(run, ctx.progress),
             [lambda d, t, m: console.print(f"  {m}") if m.endswith("0/625") or "perturbation" in m else None],
         )
@@ -403,7 +274,7 @@ def eval_jacobian(
             f"{m['median_bulk_alignment']:.3f}" if m["median_bulk_alignment"] is not None else "-",
         )
     console.print(t)
-    mine = svc._complete(paper.run_id)
+    mine = svc.complete(paper.run_id)
     if mine is None:
         console.print(f"the paper-setting run (seed {seed}, {dtype}) is not computed: `loupe eval jacobian --compute`")
         return
@@ -443,40 +314,3 @@ def eval_jacobian(
         console.print(k)
     if not all(ok for _, ok in checks.values()):
         raise typer.Exit(2)
-
-
-@app.command()
-def openapi(out: Path = typer.Option(None, help="Write here instead of stdout.")) -> None:
-    """Print the OpenAPI schema (the contract the frontend's types are generated from)."""
-    text = openapi_json()
-    if out:
-        out.write_text(text)
-    else:
-        sys.stdout.write(text)
-
-
-def openapi_json() -> str:
-    import tempfile
-
-    from loupe.app import create_app
-
-    with tempfile.TemporaryDirectory() as d:
-        settings = Settings(workspace=Path(d), database_url=None)
-        schema = create_app(settings, background=False).openapi()
-        return json.dumps(schema, indent=2, sort_keys=True) + "\n"
-
-
-@models_app.command("add")
-def models_add(path: str, id: str = typer.Option(..., "--id"), name: str = typer.Option(None)) -> None:
-    """Register a Hugging Face causal LM directory (or hub name) under an id."""
-    from loupe.services.models import ModelService
-
-    settings = Settings()
-    ws = _open(settings)
-    source = "hf-dir" if Path(path).is_dir() else "hub"
-    rec = ModelService(ws).register(id, path, source, name=name)
-    console.print(f"registered [bold]{rec.id}[/]: {rec.config['n_layers']} layers, d_model {rec.config['d_model']}")
-
-
-if __name__ == "__main__":
-    app()

@@ -1,0 +1,162 @@
+"""`loupe run | build | serve | eval | openapi | models`.
+
+Imports of torch-heavy modules (loupe.worlds, loupe.app, services) happen inside the commands, so
+`loupe --help` and typos answer at once instead of after seconds of loading torch and transformers."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from loupe.cli.console import console
+from loupe.cli.evals import eval_app
+from loupe.settings import Settings, quiet_libraries
+
+if TYPE_CHECKING:
+    from loupe.services.container import Container
+    from loupe.worlds import World
+
+app = typer.Typer(help="Loupe: a self-hosted interpretability workbench.", no_args_is_help=True)
+models_app = typer.Typer(help="Register other Hugging Face models.")
+app.add_typer(eval_app, name="eval")
+app.add_typer(models_app, name="models")
+
+
+def setup(settings: Settings) -> None:
+    import torch  # deferred: see the module docstring
+
+    quiet_libraries()
+    if settings.threads > 0:
+        torch.set_num_threads(settings.threads)
+
+
+def open_world(settings: Settings) -> tuple[World, Container]:
+    """The world of `settings` and this process's service container (jobs run in this thread)."""
+    from loupe.jobs.executors import InlineExecutor  # deferred: see the module docstring
+    from loupe.worlds import open_world as open_world_
+
+    setup(settings)
+    return open_world_(settings, executor=InlineExecutor())
+
+
+def run_steps(world: World, c: Container, background: bool | None) -> None:
+    """The world's steps in this thread with a progress bar each; finished ones are skipped."""
+    from loupe.worlds import Build  # deferred: see the module docstring
+
+    with Progress(
+        TextColumn("[bold]{task.description:<22}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[message]}"),
+        console=console,
+    ) as bars:
+        tasks: dict[str, Any] = {}
+
+        def listener_for(step: Any) -> Any:
+            tasks[step.name] = bars.add_task(step.title, total=None, message="")
+
+            def update(done: float, total: float | None, message: str) -> None:
+                bars.update(tasks[step.name], completed=done, total=total, message=message)
+
+            return update
+
+        def finished(step: Any) -> None:
+            t = bars.tasks[tasks[step.name]]
+            bars.update(tasks[step.name], completed=t.total or 1, total=t.total or 1)
+
+        def skipped(step: Any) -> None:
+            bars.add_task(step.title, total=1, completed=1, message="[dim]already built")
+
+        Build(world, c).run(background, listener_for=listener_for, on_skip=skipped, on_done=finished)
+
+
+def register_external(c: Container, settings: Settings) -> None:
+    from loupe.worlds import EXTERNAL_MODEL_ID  # deferred: see the module docstring
+
+    if settings.model and c.models.record(EXTERNAL_MODEL_ID) is None:
+        source = "hf-dir" if Path(settings.model).is_dir() else "hub"
+        console.print(f"registering [bold]{settings.model}[/] ({source})")
+        c.models.register(EXTERNAL_MODEL_ID, settings.model, source, name=Path(settings.model).name)
+
+
+@app.command()
+def build(
+    all_steps: bool = typer.Option(True, "--all/--foreground", help="Also run the background analyses now."),
+) -> None:
+    """Build the default workspace (demo world) with progress bars; resumes where it stopped."""
+    settings = Settings()
+    world, c = open_world(settings)
+    t0 = time.monotonic()
+    if settings.model:
+        register_external(c, settings)
+    else:
+        run_steps(world, c, None if all_steps else False)
+    console.print(f"[green]workspace ready[/] at {settings.workspace.resolve()} in {time.monotonic() - t0:.1f}s")
+
+
+@app.command()
+def serve() -> None:
+    """Serve the API and UI (background analyses continue as jobs)."""
+    import uvicorn  # deferred: see the module docstring
+
+    from loupe.app import create_app
+
+    settings = Settings()
+    setup(settings)
+    console.print(f"Loupe at [bold]http://{settings.host}:{settings.port}[/]  (API docs: /docs)")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
+
+
+@app.command()
+def run() -> None:
+    """Build what is missing up to a trained model, then serve while the analyses run as jobs."""
+    settings = Settings()
+    world, c = open_world(settings)
+    if settings.model:
+        register_external(c, settings)
+    else:
+        run_steps(world, c, background=False)
+    c.close()
+    serve()
+
+
+@app.command()
+def openapi(out: Path = typer.Option(None, help="Write here instead of stdout.")) -> None:
+    """Print the OpenAPI schema (the contract the frontend's types are generated from)."""
+    text = openapi_json()
+    if out:
+        out.write_text(text)
+    else:
+        sys.stdout.write(text)
+
+
+def openapi_json() -> str:
+    import tempfile  # noqa: I001
+
+    from loupe.app import create_app  # deferred: see the module docstring
+
+    with tempfile.TemporaryDirectory() as d:
+        settings = Settings(workspace=Path(d), database_url=None)
+        schema = create_app(settings, background=False).openapi()
+        return json.dumps(schema, indent=2, sort_keys=True) + "\n"
+
+
+@models_app.command("add")
+def models_add(path: str, id: str = typer.Option(..., "--id"), name: str = typer.Option(None)) -> None:
+    """Register a Hugging Face causal LM directory (or hub name) under an id."""
+    settings = Settings()
+    _, c = open_world(settings)
+    source = "hf-dir" if Path(path).is_dir() else "hub"
+    rec = c.models.register(id, path, source, name=name)
+    console.print(f"registered [bold]{rec.id}[/]: {rec.config['n_layers']} layers, d_model {rec.config['d_model']}")
+
+
+if __name__ == "__main__":
+    app()

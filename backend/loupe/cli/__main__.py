@@ -1,0 +1,5 @@
+"""`python -m loupe.cli` = `loupe`."""
+
+from loupe.cli import app
+
+app()

@@ -1,0 +1,139 @@
+"""The service container: made once per process (by create_app and by the CLI), it owns every
+long-lived object (settings, the workspace's database and artifacts, the job runner, the model and
+SAE registries, the vector store) and the services built on them. Services get their collaborators
+from here, never by importing each other's globals.
+
+A world (loupe.worlds) hands it the subject its analyses run on (a model and a dataset) and the
+analyses to build, as data; the container knows nothing of how that model or dataset was made."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from loupe.errors import Conflict, Unprocessable
+from loupe.jobs.executors import Executor
+from loupe.jobs.pipeline import Pipeline, Step
+from loupe.jobs.runner import INTERACTIVE, JobRunner
+from loupe.services.datasets import Subject
+from loupe.services.generation import GenerationService
+from loupe.services.influence.build import InfluencePipeline
+from loupe.services.influence.config import InfluenceConfig
+from loupe.services.influence.service import InfluenceService
+from loupe.services.jacobian.build import training_jacobian_step
+from loupe.services.jacobian.layer import LayerJacobianService
+from loupe.services.jacobian.runs import RunSettings
+from loupe.services.jacobian.service import JacobianService
+from loupe.services.models import ModelService
+from loupe.services.saes.build import SAEPipeline, external_sae_steps
+from loupe.services.saes.configs import DashboardConfig, SAETrainConfig
+from loupe.services.saes.features import FeatureService
+from loupe.services.saes.registry import SAERegistry
+from loupe.services.steering.build import SteeringConfig, refusal_step
+from loupe.services.steering.interventions import PlanBuilder
+from loupe.services.steering.live import LiveEditService
+from loupe.services.steering.service import SteeringService
+from loupe.services.steering.vectors import VectorStore
+from loupe.services.workspace import Workspace
+from loupe.settings import Settings
+from loupe.storage.models import SAERecord
+
+
+@dataclass(frozen=True)
+class Analyses:
+    """What a world asks the services to build for its subject, as configs (None or empty: skip)."""
+
+    steering: SteeringConfig | None = None
+    saes: tuple[SAETrainConfig, ...] = ()
+    dashboards: DashboardConfig = field(default_factory=DashboardConfig)
+    influence: InfluenceConfig | None = None  # query settings; also built when `build_influence`
+    build_influence: bool = True
+    jacobian: RunSettings | None = None
+
+
+class Container:
+    def __init__(
+        self,
+        settings: Settings,
+        ws: Workspace,
+        subject: Subject | None = None,
+        analyses: Analyses | None = None,
+        executor: Executor | None = None,
+        default_model: str | None = None,
+    ):
+        self.settings = settings
+        self.ws = ws
+        self.subject = subject
+        self.analyses = analyses or Analyses()
+        self.jobs = JobRunner(ws.jobs, executor)
+        self.models = ModelService(ws, default_model or (subject.model_id if subject else None))
+        self.saes = SAERegistry(ws, self.models)
+        self.saes.restore()
+        self.vectors = VectorStore(ws, self.models)
+        self.vectors.restore()
+        self.plans = PlanBuilder(self.vectors, self.saes)
+        self.generation = GenerationService(self.models, self.plans, settings.max_new_tokens)
+        self.live = LiveEditService(self.models, self.plans, settings.max_prompt_chars)
+        self.features = FeatureService(ws, self.models, self.saes)
+        self.steering = SteeringService(ws, self.models, self.vectors, self.jobs, subject.dataset if subject else None)
+        self.influence = InfluenceService(ws, self.saes, subject, self.analyses.influence)
+        self.jacobian = JacobianService(ws, self.jobs, self.analyses.jacobian)
+        self.layers = LayerJacobianService(self.models, self.saes)
+
+    @classmethod
+    def open(cls, settings: Settings, **kwargs: object) -> Container:
+        return cls(settings, Workspace.open(settings), **kwargs)  # type: ignore[arg-type]
+
+    # -- the analyses as build steps --------------------------------------------------------------
+    def sae_pipeline(self) -> SAEPipeline:
+        assert self.subject is not None, "the SAE analysis needs a subject (a model and a dataset)"
+        return SAEPipeline(self.saes, self.subject, self.analyses.saes, self.analyses.dashboards)
+
+    def influence_pipeline(self) -> InfluencePipeline:
+        assert self.subject is not None and self.analyses.influence is not None
+        return InfluencePipeline(self.ws.artifact("influence"), self.subject, self.analyses.influence)
+
+    def analysis_steps(self) -> list[Step]:
+        """The background steps of every analysis the world asked for, in build order."""
+        a, subject = self.analyses, self.subject
+        if subject is None:
+            return []
+        steps: list[Step] = []
+        if a.steering is not None:
+            steps.append(refusal_step(self.models, self.vectors, subject, a.steering))
+        if a.saes:
+            steps += self.sae_pipeline().steps()
+        if a.influence is not None and a.build_influence:
+            steps += self.influence_pipeline().steps()
+        if a.jacobian is not None:
+            steps.append(training_jacobian_step(self.jacobian, a.jacobian))
+        return steps
+
+    # -- SAEs from elsewhere ------------------------------------------------------------------------
+    def register_sae(
+        self,
+        sae_id: str,
+        model_id: str | None,
+        path: str | None = None,
+        release: str | None = None,
+        hub_sae_id: str | None = None,
+        background: bool = True,
+    ) -> SAERecord:
+        """Register an SAE from disk or sae-lens's registry and queue the jobs that build its
+        dashboards (tokens for its model if needed, its hook's activation cache, the dashboard pass)."""
+        model_id = model_id or self.models.default_id()
+        if model_id is None:
+            raise Conflict("no model is registered yet: wait for the build to train the demo model (see /api/jobs)")
+        if self.subject is None:
+            raise Unprocessable("this workspace has no dataset to build dashboards on")
+        rec = self.saes.register_external(sae_id, model_id, path, release, hub_sae_id)
+        steps = external_sae_steps(self.saes, self.models, sae_id, self.subject, self.analyses.dashboards)
+        pipeline = Pipeline(self.jobs, steps)
+        if background:
+            pipeline.submit(steps, priority=INTERACTIVE)
+        else:
+            pipeline.run(steps)
+        return self.saes.record(rec.id)
+
+    def close(self) -> None:
+        self.jobs.shutdown()
+        self.ws.close()

@@ -1,0 +1,181 @@
+"""Influence functions on a subject (a model and its training set): EK-FAC factors (kronfluence), a compact cache of
+preconditioned training gradients, and queries over it (see `loupe.core.influence` for the maths).
+
+Build (two background steps after demo.eval, each a job with progress):
+    influence.factors   kronfluence EK-FAC on the MLP nn.Linear layers, true Fisher (labels sampled
+                        from the model): covariance -> eigendecomposition -> eigenvalue correction.
+                        artifacts/influence/factors/: kronfluence/ (kronfluence's own files, read by
+                        precise mode), factors.safetensors (Q_A, Q_G, Lambda per layer), manifest.json
+                        (per-layer damping = 0.1 x mean Lambda).
+    influence.gradients every training sequence's whitened EK-FAC eigen-coordinates (all of them, or the
+                        `cache_dim` with the most expected energy) at 2 bits each (`loupe.core.packed`;
+                        safetensors shards of bit planes and block scales) + manifest.
+Query: one gradient of the measurement, rotated, whitened and rounded, against every packed row; TF-IDF
+candidate filtering (optional); the cache's top `rescore_candidates` re-scored with exact EK-FAC
+(per-token terms) in fast mode; "precise" mode re-scores the candidates with kronfluence's exact
+EK-FAC pairwise scores (per token).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from kronfluence.analyzer import Analyzer, prepare_model
+from kronfluence.arguments import FactorArguments
+from torch import Tensor
+
+from loupe.core import influence as I
+from loupe.core import packed as P
+from loupe.jobs.pipeline import Step
+from loupe.jobs.runner import JobContext
+from loupe.services.activations import real_positions
+from loupe.services.datasets import Subject
+from loupe.services.influence.config import ANALYSIS_NAME, CACHE_FORMAT, FACTORS_NAME, InfluenceConfig
+from loupe.services.influence.index import load_factors
+from loupe.services.models import load_hf_model
+from loupe.storage.artifacts import atomic_dir, fingerprint, load_tensors, save_tensors, write_manifest
+
+
+class InfluencePipeline:
+    def __init__(self, root: Path, subject: Subject, cfg: InfluenceConfig):
+        self.subject = subject
+        self.cfg = cfg
+        self.root = root
+        self.factors_dir = self.root / "factors"
+        self.grads_dir = self.root / "gradients"
+        fit_keys = ("covariance_max_examples", "lambda_max_examples", "batch_size", "damping_scale", "seed")
+        self.factors_key = fingerprint(
+            "influence-factors-v1", subject.model_key, {k: self.cfg.to_dict()[k] for k in fit_keys}
+        )
+        self.grads_key = fingerprint(
+            "influence-grads-v3", self.factors_key, {k: self.cfg.to_dict()[k] for k in ("cache_dim", "shard_rows")}
+        )
+
+    def steps(self) -> list[Step]:
+        return [
+            Step(
+                "influence.factors",
+                "influence factors",
+                self.factors_dir,
+                self.fit_factors,
+                background=True,
+                key=self.factors_key,
+            ),
+            Step(
+                "influence.gradients",
+                "influence gradients",
+                self.grads_dir,
+                self.cache_gradients,
+                background=True,
+                key=self.grads_key,
+            ),
+        ]
+
+    def _train(self) -> dict[str, Tensor]:
+        return load_tensors(self.subject.tokens("train"))
+
+    def fit_factors(self, ctx: JobContext) -> dict[str, Any]:
+        cfg = self.cfg
+        t0 = time.monotonic()
+        tokens = self._train()
+        n = tokens["input_ids"].shape[0]
+        n_cov = min(n, cfg.covariance_max_examples or n)
+        n_lam = min(n, cfg.lambda_max_examples or n)
+        total = n_cov + n_lam
+        state = {"base": 0, "stage": "covariance"}
+
+        def on_item(i: int) -> None:
+            ctx.progress(state["base"] + i + 1, total + 1, f"{state['stage']}: sequence {i + 1:,}")
+
+        ds = I.SequenceDataset(tokens["input_ids"], tokens["loss_mask"], on_item=on_item)
+        model = load_hf_model(self.subject.model_dir)
+        names = I.mlp_module_names(model)
+        task = I.make_task(names)
+        model = prepare_model(model, task)
+        fargs = FactorArguments(
+            strategy="ekfac", use_empirical_fisher=False, covariance_max_examples=n_cov, lambda_max_examples=n_lam
+        )
+        torch.manual_seed(cfg.seed)  # the sampled labels of the true Fisher
+        with atomic_dir(self.factors_dir) as tmp:
+            an = Analyzer(ANALYSIS_NAME, model, task, cpu=True, disable_tqdm=True, output_dir=str(tmp / "kronfluence"))
+            an.fit_covariance_matrices(FACTORS_NAME, ds, per_device_batch_size=cfg.batch_size, factor_args=fargs)
+            ctx.progress(n_cov, total + 1, "eigendecomposition")
+            an.perform_eigendecomposition(FACTORS_NAME, factor_args=fargs)
+            state.update(base=n_cov, stage="eigenvalue correction")
+            an.fit_lambda_matrices(FACTORS_NAME, ds, per_device_batch_size=cfg.batch_size, factor_args=fargs)
+            facs = I.factors_from_kronfluence(an.load_all_factors(FACTORS_NAME), cfg.damping_scale)
+            tensors = {}
+            for name, f in facs.items():
+                tensors[f"{name}.q_a"], tensors[f"{name}.q_g"], tensors[f"{name}.lam"] = f.q_a, f.q_g, f.lam
+            save_tensors(tmp / "factors.safetensors", tensors)
+            summary = {
+                "modules": names,
+                "n_train": n,
+                "covariance_examples": n_cov,
+                "lambda_examples": n_lam,
+                "fisher": "true (labels sampled from the model)",
+                "strategy": "ekfac",
+                "damping": {name: f.damping for name, f in facs.items()},
+                "damping_rule": f"{cfg.damping_scale} x mean(Lambda) per layer",
+                "seconds": round(time.monotonic() - t0, 1),
+            }
+            write_manifest(tmp, {"key": self.factors_key, "config": cfg.to_dict(), **summary})
+        ctx.progress(total + 1, total + 1, "done")
+        return summary
+
+    def cache_gradients(self, ctx: JobContext) -> dict[str, Any]:
+        cfg = self.cfg
+        t0 = time.monotonic()
+        factors = load_factors(self.factors_dir)
+        projs = I.make_projection(factors, cfg.cache_dim)
+        tokens = self._train()
+        ids, mask = tokens["input_ids"], tokens["loss_mask"].bool()
+        real = real_positions(mask)
+        n = ids.shape[0]
+        model = load_hf_model(self.subject.model_dir)
+        names = list(factors)
+        dim = sum(p.dim for p in projs.values())
+        shards: list[dict[str, Any]] = []
+        with atomic_dir(self.grads_dir) as tmp:
+            buf: list[P.PackedRows] = []
+            start = 0
+
+            def flush() -> None:
+                nonlocal buf, start
+                if not buf:
+                    return
+                rows = P.concat(buf)
+                fname = f"shard_{len(shards):04d}.safetensors"
+                save_tensors(tmp / fname, P.to_tensors(rows))
+                shards.append({"file": fname, "start": start, "rows": rows.n})
+                start += rows.n
+                buf = []
+
+            for s in range(0, n, cfg.batch_size):
+                sl = slice(s, min(n, s + cfg.batch_size))
+                x, m = ids[sl], mask[sl]
+                grads = I.logprob_layer_grads(model, names, x, m, real[sl])
+                buf.append(
+                    P.pack_rows(torch.cat([I.compact_sequence(a, g, projs[nm]) for nm, (a, g) in grads.items()], 1))
+                )
+                if sum(b.n for b in buf) >= cfg.shard_rows:
+                    flush()
+                ctx.progress(sl.stop, n, f"sequence {sl.stop:,} of {n:,}")
+            flush()
+            summary = {
+                "n_train": n,
+                "dim": dim,
+                "cache_dim": cfg.cache_dim,
+                "format": CACHE_FORMAT,
+                "bytes_per_sequence": -(-dim // P.BLOCK)
+                * (P.BLOCK // 4 + 4),  # 2 bits a coordinate, a float32 scale a block
+                "projection": I.describe_projection(projs),
+                "captured_energy": {nm: I.captured_energy(factors[nm], p) for nm, p in projs.items()},
+                "seconds": round(time.monotonic() - t0, 1),
+            }
+            write_manifest(tmp, {"key": self.grads_key, "factors_key": self.factors_key, "shards": shards, **summary})
+        ctx.progress(n, n, f"done: {n:,} sequences x {dim:,} coordinates at 2 bits")
+        return summary

@@ -1,0 +1,66 @@
+"""Measurements on the Hugging Face model that kronfluence tracks: where an SAE's hook sits on it,
+capturing that activation, and an SAE feature's pre-activation as a differentiable measurement."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from loupe.errors import Unprocessable
+
+
+def hf_hook_site(model, hook_name: str) -> tuple[torch.nn.Module, str]:
+    """The Hugging Face GPT-NeoX module whose output (or input) equals a TransformerLens hook:
+    blocks.L.mlp.hook_post = output of layers[L].mlp.act (GELU); blocks.L.hook_resid_pre = input of
+    layers[L]; blocks.L.hook_resid_post = output of layers[L] (hidden states)."""
+    parts = hook_name.split(".")
+    try:
+        layer = int(parts[1])
+        block = model.gpt_neox.layers[layer]
+    except (IndexError, ValueError, AttributeError):
+        raise Unprocessable(f"hook {hook_name!r} has no Hugging Face site Loupe knows") from None
+    rest = ".".join(parts[2:])
+    if rest == "mlp.hook_post":
+        return block.mlp.act, "output"
+    if rest == "hook_resid_pre":
+        return block, "input"
+    if rest == "hook_resid_post":
+        return block, "output"
+    raise Unprocessable(
+        f"hook {hook_name!r} has no Hugging Face site Loupe knows "
+        "(supported: blocks.L.mlp.hook_post, blocks.L.hook_resid_pre, blocks.L.hook_resid_post)"
+    )
+
+
+class HookCapture:
+    """Context manager keeping the tensor at a hook site (with its graph) for a measurement."""
+
+    def __init__(self, model, hook_name: str):
+        self.module, self.side = hf_hook_site(model, hook_name)
+        self.value: Tensor | None = None
+        self._h = None
+
+    def __enter__(self) -> HookCapture:
+        if self.side == "output":
+
+            def f(m, inp, out):
+                self.value = out[0] if isinstance(out, tuple) else out
+
+            self._h = self.module.register_forward_hook(f)
+        else:
+
+            def f(m, args, kwargs):
+                self.value = args[0] if args else kwargs["hidden_states"]
+
+            self._h = self.module.register_forward_pre_hook(f, with_kwargs=True)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._h.remove()
+
+
+def sae_feature_value(sae, acts: Tensor, feature: int) -> Tensor:
+    """The feature's pre-activation (encoder output before the sparsifying non-linearity) at every
+    position [..., ]: differentiable everywhere and equal to the activation wherever the feature fires."""
+    x = sae.process_sae_in(acts) if hasattr(sae, "process_sae_in") else acts - sae.b_dec
+    return x @ sae.W_enc[:, feature] + sae.b_enc[feature]

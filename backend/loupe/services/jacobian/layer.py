@@ -1,0 +1,123 @@
+"""Per-token layer Jacobians of a language model: d h_out[p] / d h_in[p] at one prompt position,
+its SVD, and the top singular directions read through the unembedding and an SAE's decoder."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from loupe.core import layer_jacobian as lj
+from loupe.errors import Unprocessable
+from loupe.services.models import ModelService
+from loupe.services.saes.registry import SAERegistry
+
+
+class LayerJacobianService:
+    def __init__(self, models: ModelService, saes: SAERegistry):
+        self.models = models
+        self.saes = saes
+
+    def layer(
+        self,
+        prompt: str,
+        position: int,
+        hook_in: str,
+        hook_out: str,
+        model_id: str | None = None,
+        top_k: int = 8,
+        n_directions: int = 5,
+    ) -> dict[str, Any]:
+        lm = self.models.get(model_id)
+        bridge = lm.bridge
+        hooks = bridge.hook_dict
+        for h in (hook_in, hook_out):
+            if h not in hooks:
+                near = [n for n in sorted(hooks) if n.split(".")[-1] == h.split(".")[-1]][:6]
+                raise Unprocessable(
+                    f"unknown hook {h!r} for model {lm.id}" + (f"; e.g. {', '.join(near)}" if near else "")
+                )
+        ids = lm.encode_prompt(prompt)
+        if not prompt or not ids:
+            raise Unprocessable("the prompt is empty")
+        if len(ids) > lm.n_ctx:
+            raise Unprocessable(f"the prompt has {len(ids)} tokens; the model's context is {lm.n_ctx}")
+        n = len(ids)
+        if not -n <= position < n:
+            raise Unprocessable(
+                f"position {position} is outside the prompt's {n} tokens (0..{n - 1}, or negative from the end)"
+            )
+        p = position % n
+        tokens = torch.tensor([ids])
+        t0 = time.monotonic()
+        with lm.lock:  # hooks live on the shared model for the duration of these passes
+            with torch.no_grad():
+                _, cache = bridge.run_with_cache(tokens, names_filter=lambda name: name in (hook_in, hook_out))
+            x0 = cache[hook_in][0, p].detach()
+            y0 = cache[hook_out][0, p].detach()
+            if x0.dim() != 1 or y0.dim() != 1:
+                raise Unprocessable(
+                    "both hooks must carry one vector per position (e.g. hook_resid_pre/post, "
+                    "mlp.hook_post); attention-pattern hooks are not supported"
+                )
+            J = lj.jacobian(self._hooked(bridge, tokens, p, hook_in, hook_out), x0)
+        U, S, Vh = torch.linalg.svd(J.double(), full_matrices=False)
+        secs = time.monotonic() - t0
+        W_U = getattr(bridge, "W_U", None)
+        rec = self.saes.for_hook(lm.id, hook_out)
+        sae = (rec.id, self.saes.load(rec.id)[0].W_dec.detach().float()) if rec is not None else None
+        dirs = []
+        for i in range(min(n_directions, S.numel())):
+            u = U[:, i].float()
+            d: dict[str, Any] = {"index": i, "sigma": float(S[i])}
+            if W_U is not None and u.numel() == W_U.shape[0]:
+                for sign, name in ((1, "top_tokens"), (-1, "bottom_tokens")):
+                    tid, val = lj.top_tokens(sign * u, W_U.detach(), top_k)
+                    d[name] = [{"token": lm.tokenizer.decode([t]), "id": t, "logit": v} for t, v in zip(tid, val)]
+            if sae is not None:
+                fid, val = lj.top_features(u, sae[1], top_k)
+                fid2, val2 = lj.top_features(-u, sae[1], top_k)
+                d["sae_id"] = sae[0]
+                d["top_features"] = [{"feature": f, "cosine": v} for f, v in zip(fid, val)]
+                d["bottom_features"] = [{"feature": f, "cosine": v} for f, v in zip(fid2, val2)]
+            dirs.append(d)
+        return {
+            "model_id": lm.id,
+            "prompt_tokens": [lm.tokenizer.decode([t]) for t in ids],
+            "position": p,
+            "token": lm.tokenizer.decode([ids[p]]),
+            "hook_in": hook_in,
+            "hook_out": hook_out,
+            "shape": list(J.shape),
+            "singular_values": S.tolist(),
+            "directions": dirs,
+            "frobenius_norm": float(J.norm()),
+            "seconds": round(secs, 3),
+            "definition": "d h_out[p] / d h_in[p], other positions' h_in held fixed (same-position block)",
+        }
+
+    @staticmethod
+    def _hooked(
+        bridge: Any, tokens: torch.Tensor, p: int, hook_in: str, hook_out: str
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """x (the earlier activation at position p) -> the later activation at p: one forward with the
+        activation at `hook_in`, position p, replaced by x, everything else as the prompt makes it."""
+
+        def fn(x: torch.Tensor) -> torch.Tensor:
+            out: dict[str, torch.Tensor] = {}
+
+            def put(act: torch.Tensor, hook: Any) -> torch.Tensor:
+                act = act.clone()
+                act[0, p] = x
+                return act
+
+            def grab(act: torch.Tensor, hook: Any) -> torch.Tensor:
+                out["y"] = act[0, p]
+                return act
+
+            bridge.run_with_hooks(tokens, fwd_hooks=[(hook_in, put), (hook_out, grab)])
+            return out["y"]
+
+        return fn

@@ -1,0 +1,16 @@
+"""Models: the registry (ids -> loaded TransformerBridge models), loading, and locked forward passes."""
+
+from loupe.services.models.forward import attached_hooks, hook_shapes, locked_forward
+from loupe.services.models.loading import describe, load_bridge, load_hf_model
+from loupe.services.models.registry import LoadedModel, ModelService
+
+__all__ = [
+    "LoadedModel",
+    "ModelService",
+    "attached_hooks",
+    "describe",
+    "hook_shapes",
+    "load_bridge",
+    "load_hf_model",
+    "locked_forward",
+]

@@ -1,0 +1,260 @@
+"""The one SAE registry: every SAE of the workspace, trained here or registered from elsewhere, is a
+row of the `saes` table and a sae-lens directory under artifacts/saes/<id>/. It finds, describes and
+loads them (once per process) for features, steering, influence and Jacobians alike, and registers
+new ones (validated against their model; their dashboards built by a job)."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from loupe.core.activations import cache_activations
+from loupe.errors import Conflict, NotFound, Unprocessable
+from loupe.services.ids import ID_PATTERN
+from loupe.services.models import LoadedModel, ModelService
+from loupe.services.saes.training import load_sae
+from loupe.services.workspace import Workspace
+from loupe.storage.artifacts import atomic_dir, read_manifest, write_manifest
+from loupe.storage.models import SAERecord
+
+ROW_KEYS = ("model_id", "hook_name", "architecture", "d_in", "d_sae", "source")
+
+
+class SAERegistry:
+    def __init__(self, ws: Workspace, models: ModelService):
+        self.ws = ws
+        self.models = models
+        self._loaded: dict[str, Any] = {}
+        self._manifests: dict[str, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    # -- finding -----------------------------------------------------------------------------
+    def record(self, sae_id: str) -> SAERecord:
+        rec = self.ws.saes.get(sae_id)
+        if rec is None:
+            known = (
+                ", ".join(r.id for r in self.ws.saes.list())
+                or "none yet (the build trains them in the background; see /api/jobs)"
+            )
+            raise NotFound(f"unknown SAE {sae_id!r}; registered SAEs: {known}")
+        return rec
+
+    def records(self, model_id: str | None = None) -> list[SAERecord]:
+        return self.ws.saes.list(model_id)
+
+    def for_hook(self, model_id: str, hook_name: str) -> SAERecord | None:
+        """The first SAE of `model_id` that reads `hook_name`."""
+        return next((r for r in self.records(model_id) if r.hook_name == hook_name), None)
+
+    # Files are found from the workspace, not from paths stored in rows, so a workspace can move
+    # (another mount point, a copied volume) without breaking its SAEs.
+    def sae_dir(self, sae_id: str) -> Path:
+        return self.ws.artifact("saes", sae_id)
+
+    def dashboard_dir(self, sae_id: str) -> Path:
+        return self.ws.artifact("dashboards", sae_id)
+
+    def restore(self) -> int:
+        """Rows for complete SAE directories that have none (a database recreated beside kept artifacts)."""
+        root = self.ws.artifact("saes")
+        n = 0
+        for d in sorted(root.iterdir()) if root.exists() else []:
+            m = read_manifest(d)
+            if m is None or self.ws.saes.get(d.name) is not None or not m.get("hook_name"):
+                continue
+            fields = {k: m.get(k) for k in ROW_KEYS}
+            fields["source"] = fields["source"] or "demo"  # trained here (manifests of trained SAEs carry no source)
+            self.ws.saes.upsert(d.name, **fields, path=str(d))
+            n += 1
+        return n
+
+    # -- loading -----------------------------------------------------------------------------
+    def load(self, sae_id: str) -> tuple[Any, SAERecord]:
+        """(the sae-lens SAE, its row), loaded once per process."""
+        rec = self.record(sae_id)
+        with self._lock:
+            if sae_id not in self._loaded:
+                self._loaded[sae_id] = load_sae(self.sae_dir(sae_id), self.ws.settings.device)
+            return self._loaded[sae_id], rec
+
+    def load_for(self, sae_id: str, lm: LoadedModel) -> tuple[Any, SAERecord]:
+        """An SAE to apply to `lm`: it must belong to that model and read one of its hooks."""
+        sae, rec = self.load(sae_id)
+        if rec.model_id not in (None, lm.id):
+            raise Unprocessable(f"SAE {sae_id!r} belongs to model {rec.model_id!r}, not {lm.id!r}")
+        if rec.hook_name not in lm.bridge.hook_dict:
+            raise Unprocessable(f"SAE {sae_id!r} reads {rec.hook_name!r}, which this model does not have")
+        return sae, rec
+
+    def forget(self, sae_id: str) -> None:
+        """Drop the loaded copy (its files were rebuilt)."""
+        with self._lock:
+            self._loaded.pop(sae_id, None)
+            self._manifests.pop(sae_id, None)
+
+    # -- describing --------------------------------------------------------------------------
+    def dashboard_manifest(self, rec: SAERecord) -> dict[str, Any] | None:
+        """The dashboards' manifest when it matches the row's key (cached: read once per build)."""
+        want = (rec.dashboards or {}).get("key")
+        hit = self._manifests.get(rec.id)
+        if hit is not None and hit.get("key") == want:
+            return hit
+        m = read_manifest(self.dashboard_dir(rec.id))
+        if m is None or m.get("key") != want:
+            return None
+        self._manifests[rec.id] = m
+        return m
+
+    def dashboards_ready(self, rec: SAERecord) -> bool:
+        return self.dashboard_manifest(rec) is not None
+
+    def status(self, rec: SAERecord) -> dict[str, Any]:
+        """Whether dashboards exist, else the progress of the job building them."""
+        if self.dashboards_ready(rec):
+            return {"state": "ready"}
+        job = self.ws.jobs.latest(dashboards_job_name(rec))
+        if job is None:
+            return {"state": "pending", "message": "dashboards are queued behind the SAE's training and evaluation"}
+        return {
+            "state": "failed" if job.status == "failed" else "building",
+            "job_id": job.id,
+            "progress": None if not job.progress_total else job.progress_done / job.progress_total,
+            "message": job.error.splitlines()[0] if job.status == "failed" and job.error else job.message,
+        }
+
+    def describe(self, rec: SAERecord) -> dict[str, Any]:
+        return {
+            "id": rec.id,
+            "model_id": rec.model_id,
+            "hook_name": rec.hook_name,
+            "architecture": rec.architecture,
+            "d_in": rec.d_in,
+            "d_sae": rec.d_sae,
+            "source": rec.source,
+            "path": str(self.sae_dir(rec.id)),
+            "metrics": rec.metrics or {},
+            "dashboards": self.status(rec),
+        }
+
+    def list(self, model_id: str | None = None) -> list[dict[str, Any]]:
+        return [self.describe(r) for r in self.records(model_id)]
+
+    # -- registering -------------------------------------------------------------------------
+    def register_trained(self, sae_id: str, model_id: str, hook_name: str, architecture: str) -> SAERecord:
+        """The row of an SAE trained here (kept when it exists: metrics and dashboards stay)."""
+        m = read_manifest(self.sae_dir(sae_id)) or {}
+        return self.ws.saes.upsert(
+            sae_id,
+            model_id=model_id,
+            hook_name=hook_name,
+            architecture=m.get("architecture", architecture),
+            d_in=int(m.get("d_in", 0)),
+            d_sae=int(m.get("d_sae", 0)),
+            source="demo",
+            path=str(self.sae_dir(sae_id)),
+        )
+
+    def register_external(
+        self,
+        sae_id: str,
+        model_id: str,
+        path: str | None = None,
+        release: str | None = None,
+        hub_sae_id: str | None = None,
+    ) -> SAERecord:
+        """Validate an SAE against a loaded model and register it (its files copied into the workspace).
+
+        Weights are read only from safetensors (sae-lens's format: cfg.json + sae_weights.safetensors);
+        nothing is unpickled. The SAE's hook must exist in the model and have the SAE's input width."""
+        if not ID_PATTERN.match(sae_id or ""):
+            raise Unprocessable(
+                "id must be 1-100 characters: letters, digits, '_', '.', '-' (starting with a letter or digit)"
+            )
+        if self.ws.saes.get(sae_id) is not None:
+            raise Conflict(f"an SAE with id {sae_id!r} is already registered; choose another id")
+        if (path is None) == (release is None):
+            raise Unprocessable(
+                "give either `path` (a sae-lens SAE directory) or `release` and `hub_sae_id` (sae-lens's registry)"
+            )
+        lm = self.models.get(model_id)
+        if path is not None:
+            sae, source = _load_directory(path), "disk"
+        else:
+            sae, source = _load_pretrained(release or "", hub_sae_id), "pretrained"
+        hook = _check_fits(sae, lm)
+        with atomic_dir(self.sae_dir(sae_id)) as tmp:
+            if path is not None:
+                for f in Path(path).expanduser().iterdir():
+                    if f.is_file() and (f.suffix in (".json", ".safetensors")):
+                        shutil.copy2(f, tmp / f.name)
+            else:
+                sae.save_inference_model(tmp)
+            fields = {
+                "model_id": model_id,
+                "hook_name": hook,
+                "architecture": sae.cfg.architecture(),
+                "d_in": int(sae.cfg.d_in),
+                "d_sae": int(sae.cfg.d_sae),
+                "source": source,
+            }
+            write_manifest(
+                tmp, {"key": "external", "sae_id": sae_id, **fields, "origin": path or f"{release}/{hub_sae_id}"}
+            )
+        return self.ws.saes.upsert(sae_id, **fields, path=str(self.sae_dir(sae_id)))
+
+
+def dashboards_job_name(rec: SAERecord) -> str:
+    """The job that builds an SAE's dashboards: named by preset for SAEs the build trains."""
+    return f"saes.dashboards.{rec.id.split('-', 1)[-1]}" if rec.source == "demo" else f"saes.dashboards.{rec.id}"
+
+
+def _load_directory(path: str) -> Any:
+    src = Path(path).expanduser()
+    if not src.is_dir():
+        raise Unprocessable(
+            f"{path} is not a directory; give a sae-lens SAE directory (cfg.json + sae_weights.safetensors)"
+        )
+    missing = [f for f in ("cfg.json", "sae_weights.safetensors") if not (src / f).is_file()]
+    if missing:
+        raise Unprocessable(
+            f"{path} lacks {', '.join(missing)}: Loupe reads SAEs only in sae-lens's safetensors format"
+        )
+    try:
+        return load_sae(src)
+    except Exception as exc:  # noqa: BLE001 - any failure to parse is the user's file, not our bug
+        raise Unprocessable(f"sae-lens could not load {path}: {type(exc).__name__}: {exc}") from exc
+
+
+def _load_pretrained(release: str, hub_sae_id: str | None) -> Any:
+    if not hub_sae_id:
+        raise Unprocessable("with `release`, give `hub_sae_id` too (the SAE's id inside the release)")
+    from sae_lens import SAE  # heavy; only this path needs the registry class
+
+    try:
+        sae = SAE.from_pretrained(release, hub_sae_id, device="cpu")
+    except Exception as exc:  # noqa: BLE001
+        raise Unprocessable(
+            f"sae-lens could not fetch {release}/{hub_sae_id}: {type(exc).__name__}: {exc} "
+            "(the pretrained registry needs the Hugging Face hub; from an offline machine, "
+            "download the SAE elsewhere and register its directory with `path`)"
+        ) from exc
+    return sae[0] if isinstance(sae, tuple) else sae
+
+
+def _check_fits(sae: Any, lm: LoadedModel) -> str:
+    """The SAE's hook, after checking the model has it with the SAE's input width."""
+    hook = str(sae.cfg.metadata.hook_name)
+    if hook not in lm.bridge.hook_dict:
+        raise Unprocessable(
+            f"the SAE reads {hook!r}, which model {lm.id!r} does not have "
+            f"(e.g. {', '.join(sorted(lm.bridge.hook_dict)[:3])})"
+        )
+    with lm.lock, torch.no_grad():
+        width = cache_activations(lm.bridge, torch.tensor([lm.encode_prompt("hello")]), [hook])[hook].shape[-1]
+    if width != sae.cfg.d_in:
+        raise Unprocessable(f"the SAE's d_in is {sae.cfg.d_in} but {hook} of model {lm.id!r} has width {width}")
+    return hook

@@ -1,0 +1,64 @@
+"""The steering analysis as a build step: a subject's refusal direction, vector `<model_id>-refusal`
+(named `refusal`), from its dataset's train-split instructions."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from loupe.jobs.pipeline import Step
+from loupe.jobs.runner import JobContext
+from loupe.services.datasets import Subject
+from loupe.services.models import ModelService
+from loupe.services.steering.direction import compute_refusal_direction
+from loupe.services.steering.vectors import VectorStore
+
+REFUSAL_VECTOR_NAME = "refusal"
+
+
+@dataclass(frozen=True)
+class SteeringConfig:
+    n_direction: int = 256  # instructions per side for the means
+    n_select: int = 64  # instructions per side for the selection scores
+
+
+def refusal_vector_id(model_id: str) -> str:
+    return f"{model_id}-{REFUSAL_VECTOR_NAME}"
+
+
+def refusal_step(models: ModelService, vectors: VectorStore, subject: Subject, cfg: SteeringConfig) -> Step:
+    key = subject.model_key + "-refusal-v2"
+    vid = refusal_vector_id(subject.model_id)
+
+    def body(ctx: JobContext) -> dict[str, Any]:
+        ctx.progress(0, None, "loading model")
+        lm = models.get(subject.model_id)
+        harmful, harmless = subject.dataset.instruction_sets("train", shuffle_seed=subject.seed)
+        n, k = cfg.n_direction, cfg.n_select
+        res = compute_refusal_direction(
+            lm, harmful[:n], harmless[:n], harmful[n : n + k], harmless[n : n + k], progress=ctx.progress
+        )
+        vectors.save(
+            vid,
+            REFUSAL_VECTOR_NAME,
+            lm.id,
+            res["hook"],
+            res["layer"],
+            res["position"],
+            res["r"],
+            res["mu_minus"],
+            res["mu_plus"],
+            res["scores"],
+            res["candidates"],
+            "build",
+            key=key,
+        )
+        keys = ("bypass_score", "induce_score", "kl", "fallback")
+        return {
+            "vector_id": vid,
+            "hook": res["hook"],
+            "position": res["position"],
+            **{k: res["scores"][k] for k in keys},
+        }
+
+    return Step("steering.refusal", "refusal direction", vectors.dir(vid), body, background=True, key=key)

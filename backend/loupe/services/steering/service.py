@@ -1,0 +1,138 @@
+"""What the API and the CLI ask of steering beyond vectors: compute a direction from two prompt sets
+and run the evaluation sweep, each as a job; read the sweeps' results."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from loupe.core import steering as S
+from loupe.errors import NotFound, Unprocessable
+from loupe.jobs.runner import JobContext, JobRunner
+from loupe.services.datasets import Dataset
+from loupe.services.ids import ID_PATTERN, slug
+from loupe.services.models import LoadedModel, ModelService
+from loupe.services.steering.direction import compute_refusal_direction
+from loupe.services.steering.evaluation import METHODS, evaluate_steering, steering_targets
+from loupe.services.steering.vectors import Vector, VectorStore
+from loupe.services.workspace import Workspace
+
+
+class SteeringService:
+    def __init__(
+        self, ws: Workspace, models: ModelService, vectors: VectorStore, jobs: JobRunner, dataset: Dataset | None
+    ):
+        self.ws = ws
+        self.models = models
+        self.vectors = vectors
+        self.jobs = jobs
+        self.dataset = dataset  # held-out instructions when a sweep names none
+
+    def compute(
+        self,
+        name: str,
+        harmful: list[str],
+        harmless: list[str],
+        model_id: str | None,
+        select_fraction: float = 0.25,
+        rule: str = "bypass_minus_induce",
+    ) -> dict[str, Any]:
+        """A direction from any two prompt sets, as a job: part of each set scores the candidates."""
+        lm = self.models.get(model_id)
+        if len(harmful) < 2 or len(harmless) < 2:
+            raise Unprocessable("give at least 2 prompts in each set")
+        if rule not in S.SELECTION_RULES:
+            raise Unprocessable(f"unknown selection rule {rule!r}; choose one of {list(S.SELECTION_RULES)}")
+        vid = f"{lm.id}-{slug(name)}"
+        if not ID_PATTERN.match(vid):
+            raise Unprocessable(f"name {name!r} does not make a usable id")
+
+        def split(xs: list[str]) -> tuple[list[str], list[str]]:
+            k = max(1, int(round(len(xs) * select_fraction)))
+            return xs[:-k], xs[-k:]
+
+        (h, hs), (hl, ls) = split(harmful), split(harmless)
+
+        def body(ctx: JobContext) -> dict[str, Any]:
+            res = compute_refusal_direction(lm, h, hl, hs, ls, progress=ctx.progress, rule=rule)
+            self.vectors.save(
+                vid,
+                name,
+                lm.id,
+                res["hook"],
+                res["layer"],
+                res["position"],
+                res["r"],
+                res["mu_minus"],
+                res["mu_plus"],
+                res["scores"],
+                res["candidates"],
+                "computed",
+            )
+            return {"vector_id": vid}
+
+        job = self.jobs.submit("steering", f"steering.compute.{vid}", {"name": name, "vector_id": vid}, body)
+        return {"job_id": job.id, "status": "queued", "vector_id": vid}
+
+    def evaluation_inputs(
+        self, vector_id: str, harmful: list[str] | None, harmless: list[str] | None, limit: int | None
+    ) -> tuple[LoadedModel, Vector, list[str], list[str]]:
+        v = self.vectors.load(vector_id)
+        lm = self.models.get(v.model_id)
+        if harmful is None or harmless is None:
+            held = self.dataset.instruction_sets("heldout", limit=limit) if self.dataset else ([], [])
+            if not held[0] and not held[1]:
+                raise Unprocessable("this workspace has no held-out instructions: send `harmful` and `harmless`")
+            harmful = held[0] if harmful is None else harmful[:limit]
+            harmless = held[1] if harmless is None else harmless[:limit]
+        if not harmful and not harmless:
+            raise Unprocessable("both prompt sets are empty")
+        return lm, v, harmful, harmless
+
+    def evaluate(
+        self,
+        vector_id: str,
+        methods: list[str],
+        alphas: list[float],
+        harmful: list[str] | None = None,
+        harmless: list[str] | None = None,
+        limit: int | None = None,
+        max_new_tokens: int = 12,
+        wait: bool = False,
+    ) -> dict[str, Any]:
+        for m in methods:
+            if m not in METHODS:
+                raise Unprocessable(f"unknown method {m!r}; use any of {', '.join(METHODS)}")
+        for a in alphas:
+            if not math.isfinite(a):
+                raise Unprocessable(f"alpha values must be finite, got {a}")
+        lm, v, harmful, harmless = self.evaluation_inputs(vector_id, harmful, harmless, limit)
+        plan = {m: list(alphas) for m in methods}
+
+        def body(ctx: JobContext) -> dict[str, Any]:
+            res = evaluate_steering(lm, v, plan, harmful, harmless, max_new_tokens, progress=ctx.progress)
+            res["targets"] = steering_targets(res)
+            row = self.ws.evals.add("steering", v.model_id, res)
+            return {"eval_id": row.id}
+
+        name, params = f"steering.evaluate.{v.id}", {"vector_id": v.id, "methods": methods, "alphas": list(alphas)}
+        if wait:
+            out = self.jobs.run("steering", name, params, body)
+            return {"status": "done", "eval_id": out["eval_id"]}
+        job = self.jobs.submit("steering", name, params, body)
+        return {"job_id": job.id, "status": "queued"}
+
+    def evaluations(self, vector_id: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
+        rows = self.ws.evals.list(kind="steering", limit=200)
+        out = [
+            {"id": r.id, "created_at": r.created_at, **r.results}
+            for r in rows
+            if vector_id is None or r.results.get("vector_id") == vector_id
+        ]
+        return out[:limit]
+
+    def evaluation(self, eval_id: int) -> dict[str, Any]:
+        for r in self.ws.evals.list(kind="steering", limit=1000):
+            if r.id == eval_id:
+                return {"id": r.id, "created_at": r.created_at, **r.results}
+        raise NotFound(f"no steering evaluation with id {eval_id}")

@@ -1,0 +1,269 @@
+"""Steering vectors: directions stored as files (r, mu-, mu+ in safetensors) with a row each;
+computed here, imported from a file, exported, listed and deleted.
+
+    vectors/<vector_id>/vector.safetensors   r, mu_minus, mu_plus (float32) + manifest.json
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+from torch import Tensor
+
+from loupe.errors import NotFound, Unprocessable
+from loupe.services.ids import ID_PATTERN, slug
+from loupe.services.models import ModelService
+from loupe.services.steering.hooks import residual_layer
+from loupe.services.workspace import Workspace
+from loupe.storage.artifacts import atomic_dir, load_tensors, read_manifest, save_tensors, write_manifest
+from loupe.storage.models import VectorRecord
+
+
+@dataclass
+class Vector:
+    id: str
+    name: str
+    model_id: str
+    hook: str
+    layer: int
+    position: int | None
+    r: Tensor
+    mu_minus: Tensor
+    mu_plus: Tensor
+
+
+class VectorStore:
+    """Every steering vector of the workspace: files first, then the row (a row never points at a
+    missing file); loaded tensors are cached per file."""
+
+    def __init__(self, ws: Workspace, models: ModelService):
+        self.ws = ws
+        self.models = models
+        self._cache: dict[tuple[str, str], Vector] = {}
+        self._guard = threading.Lock()
+
+    def dir(self, vector_id: str) -> Path:
+        return self.ws.artifact("vectors", vector_id)
+
+    def save(
+        self,
+        vector_id: str,
+        name: str,
+        model_id: str,
+        hook: str,
+        layer: int,
+        position: int | None,
+        r: Tensor,
+        mu_minus: Tensor,
+        mu_plus: Tensor,
+        scores: dict[str, Any],
+        candidates: dict[str, Any],
+        source: str,
+        key: str = "",
+    ) -> VectorRecord:
+        """Write the vector's file atomically, then its row (the row never points at a missing file)."""
+        out = self.dir(vector_id)
+        meta = {
+            "id": vector_id,
+            "name": name,
+            "model_id": model_id,
+            "hook": hook,
+            "layer": str(layer),
+            "position": "" if position is None else str(position),
+        }
+        with atomic_dir(out) as tmp:
+            save_tensors(
+                tmp / "vector.safetensors",
+                {"r": r.float(), "mu_minus": mu_minus.float(), "mu_plus": mu_plus.float()},
+                metadata=meta,
+            )
+            write_manifest(tmp, {"key": key, **meta, "source": source, "scores": scores, "candidates": candidates})
+        return self.ws.vectors.upsert(
+            vector_id,
+            name=name,
+            model_id=model_id,
+            hook=hook,
+            layer=int(layer),
+            position=position,
+            d_model=int(r.shape[-1]),
+            source=source,
+            path=str(out / "vector.safetensors"),
+            scores=scores,
+            candidates=candidates,
+        )
+
+    def restore(self) -> int:
+        """Rows for complete vector directories that have none (a database recreated beside kept
+        artifacts, or a kill between the file and the row). Returns how many were added."""
+        root = self.ws.artifact("vectors")
+        n = 0
+        for d in sorted(root.iterdir()) if root.exists() else []:
+            m = read_manifest(d)
+            if (
+                not m
+                or "id" not in m
+                or self.ws.vectors.get(m["id"]) is not None
+                or not (d / "vector.safetensors").exists()
+            ):
+                continue
+            r = load_tensors(d / "vector.safetensors")["r"]
+            pos = m.get("position")
+            self.ws.vectors.upsert(
+                m["id"],
+                name=m.get("name", m["id"]),
+                model_id=m.get("model_id", "demo"),
+                hook=m["hook"],
+                layer=int(m.get("layer", 0)),
+                position=int(pos) if pos not in (None, "") else None,
+                d_model=int(r.shape[-1]),
+                source=m.get("source", "build"),
+                path=str(d / "vector.safetensors"),
+                scores=m.get("scores", {}),
+                candidates=m.get("candidates", {"rows": []}),
+            )
+            n += 1
+        return n
+
+    def load(self, vector_id: str) -> Vector:
+        rec = self.ws.vectors.get(vector_id)
+        if rec is None:
+            known = ", ".join(v.id for v in self.ws.vectors.list()) or "none yet"
+            raise NotFound(f"unknown vector {vector_id!r}; known vectors: {known}")
+        key = (rec.path, str(rec.created_at))
+        with self._guard:
+            if key in self._cache:
+                return self._cache[key]
+        t = load_tensors(Path(rec.path))
+        v = Vector(
+            rec.id,
+            rec.name,
+            rec.model_id,
+            rec.hook,
+            rec.layer,
+            rec.position,
+            t["r"].double(),
+            t["mu_minus"].double(),
+            t["mu_plus"].double(),
+        )
+        with self._guard:
+            self._cache[key] = v
+        return v
+
+    def import_file(
+        self, data: bytes, name: str, model_id: str | None, hook: str | None, vector_id: str | None
+    ) -> VectorRecord:
+        """A safetensors file with `r` (and optionally `mu_minus`, `mu_plus`) of shape [d_model] -> a vector.
+        The hook comes from the request or the file's metadata and must be a residual hook of the model."""
+        if not data:
+            raise Unprocessable("the request body is empty; send the safetensors file as the body")
+        try:
+            tensors = st_load(data)
+            with safe_open_bytes(data) as meta:
+                file_meta = meta
+        except Exception as exc:  # noqa: BLE001 - any parse failure is the client's file
+            raise Unprocessable(f"the file is not a readable safetensors file ({type(exc).__name__})") from None
+        if "r" not in tensors:
+            raise Unprocessable(f"the file has no tensor named 'r' (it has: {', '.join(sorted(tensors)) or 'none'})")
+        lm = self.models.get(model_id or file_meta.get("model_id") or None)
+        d = int(lm.info["d_model"])
+        r = tensors["r"]
+        for k in ("r", "mu_minus", "mu_plus"):
+            t = tensors.get(k)
+            if t is not None and (t.dim() != 1 or t.shape[0] != d):
+                raise Unprocessable(f"tensor {k!r} has shape {list(t.shape)}; the model's residual stream needs [{d}]")
+            if t is not None and not torch.isfinite(t.float()).all():
+                raise Unprocessable(f"tensor {k!r} has non-finite values")
+        if not float(r.float().norm()) > 0:
+            raise Unprocessable("tensor 'r' is zero; a direction needs a nonzero vector")
+        hook = hook or file_meta.get("hook") or f"blocks.{int(lm.info['n_layers']) // 2}.hook_resid_pre"
+        layer = residual_layer(lm, hook)
+        zero = torch.zeros(d)
+        mu_minus = tensors.get("mu_minus", zero)
+        mu_plus = tensors.get("mu_plus", mu_minus.float() + r.float())
+        vid = vector_id or f"{lm.id}-{slug(name)}"
+        if not ID_PATTERN.match(vid):
+            raise Unprocessable(f"vector id {vid!r}: use letters, digits, '-', '_' and '.' (at most 100)")
+        pos = file_meta.get("position")
+        return self.save(
+            vid,
+            name,
+            lm.id,
+            hook,
+            layer,
+            int(pos) if pos not in (None, "") else None,
+            r.double(),
+            mu_minus.double(),
+            mu_plus.double(),
+            {"imported": True},
+            {"rows": []},
+            "import",
+        )
+
+    def export(self, vector_id: str) -> bytes:
+        v = self.load(vector_id)
+        meta = {
+            "id": v.id,
+            "name": v.name,
+            "model_id": v.model_id,
+            "hook": v.hook,
+            "layer": str(v.layer),
+            "position": "" if v.position is None else str(v.position),
+        }
+        return st_save({"r": v.r.float(), "mu_minus": v.mu_minus.float(), "mu_plus": v.mu_plus.float()}, metadata=meta)
+
+    def describe(self, rec: VectorRecord, detail: bool = False) -> dict[str, Any]:
+        out = {
+            "id": rec.id,
+            "name": rec.name,
+            "model_id": rec.model_id,
+            "hook": rec.hook,
+            "layer": rec.layer,
+            "position": rec.position,
+            "d_model": rec.d_model,
+            "source": rec.source,
+            "scores": rec.scores or {},
+            "created_at": rec.created_at,
+        }
+        if detail:
+            out["candidates"] = rec.candidates or {"rows": []}
+        return out
+
+    def list(self, model_id: str | None = None) -> list[dict[str, Any]]:
+        return [self.describe(r) for r in self.ws.vectors.list(model_id)]
+
+    def get(self, vector_id: str) -> dict[str, Any]:
+        rec = self.ws.vectors.get(vector_id)
+        if rec is None:
+            self.load(vector_id)  # raises NotFound with the known ids
+            raise NotFound(f"unknown vector {vector_id!r}")
+        return self.describe(rec, detail=True)
+
+    def delete(self, vector_id: str) -> None:
+        if not self.ws.vectors.delete(vector_id):
+            raise NotFound(f"unknown vector {vector_id!r}")
+        shutil.rmtree(self.dir(vector_id), ignore_errors=True)
+
+
+class safe_open_bytes:
+    """The metadata of a safetensors blob (the header's __metadata__)."""
+
+    def __init__(self, data: bytes):
+        n = struct.unpack("<Q", data[:8])[0]
+        if n > len(data) - 8:
+            raise ValueError("truncated header")
+        self.meta = json.loads(data[8 : 8 + n]).get("__metadata__") or {}
+
+    def __enter__(self) -> dict[str, str]:
+        return self.meta
+
+    def __exit__(self, *a) -> None:
+        return None

@@ -1,0 +1,91 @@
+"""Worlds: a model source plus a dataset plus the analyses to build, as data.
+
+A world names the subject every analysis runs on (a model and a dataset in its tokens), the steps
+that make that subject (the demo world trains its own model on its own corpus), and the analyses to
+build for it (loupe.worlds.presets). `open_world(settings)` gives the world and the service container
+made for it; `Build` runs its steps, in the foreground (CLI) or as background jobs (the server)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from loupe.demo.world import world_config
+from loupe.jobs.pipeline import Pipeline, Step
+from loupe.jobs.runner import BUILD, JobContext
+from loupe.services.container import Analyses, Container
+from loupe.services.datasets import Subject
+from loupe.services.workspace import Workspace
+from loupe.settings import Settings
+from loupe.worlds.demo import DemoSource
+from loupe.worlds.presets import analyses
+
+EXTERNAL_MODEL_ID = "external"
+WORLDS = ("demo", "micro")
+
+
+@dataclass(frozen=True)
+class World:
+    name: str
+    subject: Subject
+    analyses: Analyses
+    source_steps: Callable[[Container], list[Step]]  # make the subject's model and dataset
+    ensure_registered: Callable[[Container], None]  # a built model gets its registry row
+    evaluate: Callable[[JobContext, Container], dict[str, Any]]  # the behaviour eval (`loupe eval demo`)
+
+
+def load_world(settings: Settings) -> World:
+    """The built-in world `settings.world` with `settings.world_overrides` applied."""
+    cfg = world_config(settings.world, **{"seed": settings.seed, **settings.world_overrides})
+    source = DemoSource(settings, cfg)
+    return World(
+        cfg.name,
+        source.subject,
+        analyses(cfg.name, cfg.eval_limit),
+        source.steps,
+        source.ensure_registered,
+        source.evaluate,
+    )
+
+
+def open_world(settings: Settings, ws: Workspace | None = None, **container_kwargs: object) -> tuple[World, Container]:
+    """The world of `settings` and the service container made for it (one per process)."""
+    world = load_world(settings)
+    default = EXTERNAL_MODEL_ID if settings.model else None
+    c = Container(
+        settings,
+        ws or Workspace.open(settings),
+        world.subject,
+        world.analyses,
+        default_model=default,
+        **container_kwargs,  # type: ignore[arg-type]
+    )
+    return world, c
+
+
+class Build:
+    """A world's steps for one container: the source first (foreground), then the analyses (background)."""
+
+    def __init__(self, world: World, c: Container):
+        self.world = world
+        self.container = c
+        self.pipeline = Pipeline(c.jobs, world.source_steps(c) + c.analysis_steps())
+
+    @property
+    def steps(self) -> list[Step]:
+        return self.pipeline.steps
+
+    def run(self, background: bool | None = None, **callbacks: object) -> None:
+        """Run the steps (all, or only the foreground or background ones) in this thread."""
+        steps = [s for s in self.steps if background is None or s.background == background]
+        self.pipeline.run(steps, **callbacks)  # type: ignore[arg-type]
+        self.world.ensure_registered(self.container)
+
+    def submit_background(self) -> bool:
+        """Queue the pending background steps as jobs, once the foreground ones are built."""
+        pending = self.pipeline.pending(background=True)
+        if not pending or self.pipeline.pending(background=False):
+            return False
+        self.pipeline.submit(pending, priority=BUILD)
+        return True
