@@ -8,13 +8,20 @@ FRONT_STAMP := frontend/node_modules/.installed
 DIST := frontend/dist/index.html
 FRONT_SRC := $(shell find frontend/src frontend/index.html frontend/vite.config.ts -type f 2>/dev/null)
 
-.PHONY: run test install frontend build bench chromium openapi clean
+.PHONY: run test lint install frontend build bench chromium openapi clean
 
 run: install frontend
 	$(BIN)/loupe run
 
-test: install frontend chromium
+test: lint chromium
 	$(BIN)/python -m pytest -q
+
+# ruff (lint, format), import-linter's contracts, mypy (strict on core/ and services/); the frontend's
+# eslint and tsc --strict
+lint: install frontend
+	$(BIN)/ruff check backend tests bench
+	$(BIN)/ruff format --check backend tests bench
+	$(BIN)/lint-imports
 
 install: $(STAMP)
 
