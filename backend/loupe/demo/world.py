@@ -3,12 +3,14 @@ Configs are dataclasses with to_dict/from_dict; `world_config(name, **overrides)
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any
+
+from loupe.core.config import Config
 
 
 @dataclass(frozen=True)
-class WorldConfig:
+class WorldConfig(Config):
     name: str
     seed: int = 0
     corpus_scale: float = 1.0
@@ -26,14 +28,6 @@ class WorldConfig:
     checkpoint_every: int = 100
     eval_max_new_tokens: int = 24
     eval_limit: int | None = None  # cap on held-out instructions per group (micro world: seconds)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> WorldConfig:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 WORLDS: dict[str, WorldConfig] = {

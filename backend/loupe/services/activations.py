@@ -17,7 +17,7 @@ never sees a partial cache (`loupe.storage.artifacts.atomic_dir`).
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from loupe.core.activations import check_hook_names, iter_activations
+from loupe.core.config import Config
 from loupe.jobs.runner import Progress, no_progress
 from loupe.storage.artifacts import atomic_dir, load_tensors, read_manifest, save_tensors, write_manifest
 
@@ -32,7 +33,7 @@ _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch
 
 
 @dataclass(frozen=True)
-class ActivationCacheConfig:
+class ActivationCacheConfig(Config):
     hook_name: str
     max_train_tokens: int | None = None  # None: every train token; else whole sequences until reached
     max_heldout_tokens: int | None = None
@@ -43,14 +44,6 @@ class ActivationCacheConfig:
     def __post_init__(self) -> None:
         if self.dtype not in _DTYPES:
             raise ValueError(f"dtype must be one of {sorted(_DTYPES)}, not {self.dtype!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ActivationCacheConfig:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
     def max_tokens(self, split: str) -> int | None:
         return self.max_train_tokens if split == "train" else self.max_heldout_tokens

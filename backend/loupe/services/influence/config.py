@@ -3,11 +3,11 @@ settings, as data (a world's presets choose them)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 from loupe.core import influence as I
 from loupe.core import packed as P
+from loupe.core.config import Config
 
 FACTORS_NAME = "ekfac"
 
@@ -19,7 +19,7 @@ ANALYSIS_NAME = "loupe"
 
 
 @dataclass(frozen=True)
-class InfluenceConfig:
+class InfluenceConfig(Config):
     name: str
     covariance_max_examples: int | None = 4096  # sequences for E[a a^T], E[g g^T] (None: all)
     lambda_max_examples: int | None = 2048  # sequences for the eigenvalue correction
@@ -37,14 +37,6 @@ class InfluenceConfig:
     # 56 -> 1.61 s, each with served top-10 overlap 1.0)
     max_query_tokens: int = 0  # 0: the model's context
     seed: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> InfluenceConfig:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 QUERY_TIME_FIELDS = ("query_rank", "tfidf_candidates", "precise_candidates", "rescore_candidates", "max_query_tokens")

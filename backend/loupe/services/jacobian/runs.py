@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 from loupe.core import jacobian as jac
+from loupe.core.config import Config
 from loupe.errors import Unprocessable
 from loupe.storage.artifacts import digest
 
@@ -34,7 +34,7 @@ PAPER = {
 
 
 @dataclass(frozen=True)
-class RunSettings:
+class RunSettings(Config):
     seed: int = 0
     width: int = 64
     depth: int = 1
@@ -46,14 +46,6 @@ class RunSettings:
     experiments: bool = True
     dtype: str = "float64"
     init: str = "lecun"
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> RunSettings:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
     @property
     def run_id(self) -> str:

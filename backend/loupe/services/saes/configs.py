@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from typing import Any
+from dataclasses import dataclass
+
+from loupe.core.config import Config
 
 ARCHITECTURES = ("standard", "topk", "matryoshka")
 
 
 @dataclass(frozen=True)
-class SAETrainConfig:
+class SAETrainConfig(Config):
     """One SAE to train. Sizes are relative (`expansion` x the hook's width) so a preset fits any model."""
 
     name: str  # preset name; the SAE id is "<model_id>-<name>"
@@ -47,17 +48,6 @@ class SAETrainConfig:
         if self.temporal_gap < 1:
             raise ValueError(f"temporal_gap must be >= 1, not {self.temporal_gap}")
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> SAETrainConfig:
-        names = {f.name for f in fields(cls)}
-        d = {k: v for k, v in d.items() if k in names}
-        if "matryoshka_fractions" in d:
-            d["matryoshka_fractions"] = tuple(d["matryoshka_fractions"])
-        return cls(**d)
-
     def d_sae(self, d_in: int) -> int:
         return self.expansion * d_in
 
@@ -71,7 +61,7 @@ class SAETrainConfig:
 
 
 @dataclass(frozen=True)
-class DashboardConfig:
+class DashboardConfig(Config):
     max_tokens: int = 300_000  # train-split tokens passed through the SAE
     top_k: int = 20  # top activating examples per feature
     n_intervals: int = 10  # interval samples: equal bins of (0, max activation]
@@ -85,14 +75,6 @@ class DashboardConfig:
     n_tokens: int = 8  # enriched tokens kept per feature
     batch_size: int = 4096
     seed: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> DashboardConfig:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
 
     @property
     def n_examples(self) -> int:
