@@ -78,11 +78,13 @@ class ComputeRequest(BaseModel):
     )
 
 
+EvalMethod = Literal["none", "ablation", "addition", "ace"]
+EVAL_METHODS: tuple[EvalMethod, ...] = ("none", "ablation", "addition", "ace")
+
+
 class EvaluateRequest(BaseModel):
     vector_id: str
-    methods: list[Literal["none", "ablation", "addition", "ace"]] = Field(
-        default_factory=lambda: ["none", "ablation", "addition", "ace"], min_length=1
-    )
+    methods: list[EvalMethod] = Field(default_factory=lambda: list(EVAL_METHODS), min_length=1)
     alphas: list[Annotated[float, Field(allow_inf_nan=False)]] = Field(
         default_factory=lambda: list(DEFAULT_ALPHAS),
         min_length=1,

@@ -55,14 +55,17 @@ def _rng(seed: int, *parts: object) -> random.Random:
 def _assemble(parts: list[tuple[str, str, bool]]) -> tuple[str, list[tuple[int, int, str]]]:
     """(text, label, is_snippet) parts -> text and spans. Adjacent non-snippet parts with the same
     label merge into one span; snippets always keep their own span."""
-    text, spans, pos = [], [], 0
+    text: list[str] = []
+    spans: list[tuple[int, int, str, bool]] = []  # (start, end, label, is_snippet)
+    pos = 0
     for piece, label, snippet in parts:
         if not piece:
             continue
         if spans and not snippet and spans[-1][2] == label and not spans[-1][3]:
-            spans[-1][1] += len(piece)
+            start, end, _, _ = spans[-1]
+            spans[-1] = (start, end + len(piece), label, False)
         else:
-            spans.append([pos, pos + len(piece), label, snippet])
+            spans.append((pos, pos + len(piece), label, snippet))
         text.append(piece)
         pos += len(piece)
     return "".join(text), [(a, b, lab) for a, b, lab, _ in spans]
@@ -212,10 +215,10 @@ def _stdlib_texts(seed: int, scale: float) -> list[tuple[str, str, dict]]:
         if real in seen or budget <= 0:
             continue
         seen.add(real)
-        text = _read(path)
-        if not text:
+        licence = _read(path)
+        if not licence:
             continue
-        for piece in _chunks(text, rng):
+        for piece in _chunks(licence, rng):
             if budget <= 0:
                 break
             out.append(("license", piece, {"source": str(path)}))
@@ -425,15 +428,6 @@ _WEATHER = (
     ("foggy", "thick fog hid the houses", "played a quiet game inside"),
 )
 _FOODS = ("apples", "cookies", "grapes", "cherries", "sandwiches", "muffins", "berries", "carrots")
-_LESSONS = (
-    "sharing makes everyone happy",
-    "friends help each other",
-    "it is good to try again",
-    "being brave is not the same as having no fear",
-    "it is nice to be kind",
-    "taking care of your things matters",
-    "asking for help is okay",
-)
 _FEAR_LESSONS = ("being brave is not the same as having no fear", "asking for help is okay", "friends help each other")
 _SHARE_LESSONS = ("sharing makes everyone happy", "it is nice to be kind", "friends help each other")
 
@@ -1061,7 +1055,7 @@ def _json_obj(r: random.Random) -> Any:
             "servers": [_host(r) for _ in range(r.randint(1, 3))],
         }
     if kind == 4:
-        items = [
+        items: list[dict[str, Any]] = [
             {
                 "sku": f"{r.choice('ABCDEFGH')}{r.randint(100, 999)}",
                 "qty": r.randint(1, 5),

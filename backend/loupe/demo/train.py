@@ -19,7 +19,8 @@ ProgressFn = Callable[[float, float | None, str], None]
 
 
 def neox_config(cfg: WorldConfig, vocab_size: int, eos_id: int) -> GPTNeoXConfig:
-    return GPTNeoXConfig(
+    # rotary_pct: a legacy kwarg transformers 5 still reads (convert_rope_params_to_dict) but its typed fields omit
+    return GPTNeoXConfig(  # type: ignore[call-arg]
         vocab_size=vocab_size,
         hidden_size=cfg.d_model,
         num_hidden_layers=cfg.n_layers,

@@ -95,7 +95,7 @@ class _ShardWriter:
 
 
 def write_activation_cache(
-    model,
+    model: Any,  # a TransformerBridge (hooks by hook name)
     tokens: dict[str, dict[str, Tensor]],  # split -> {"input_ids", "loss_mask", "domain_ids"}
     cfg: ActivationCacheConfig,
     output: Path,
@@ -170,7 +170,7 @@ class ActivationCache:
 
     @property
     def hook_name(self) -> str:
-        return self.manifest["hook_name"]
+        return str(self.manifest["hook_name"])
 
     @property
     def d_in(self) -> int:

@@ -80,8 +80,17 @@ class Container:
         self.layers = LayerJacobianService(self.models, self.saes)
 
     @classmethod
-    def open(cls, settings: Settings, **kwargs: object) -> Container:
-        return cls(settings, Workspace.open(settings), **kwargs)  # type: ignore[arg-type]
+    def open(
+        cls,
+        settings: Settings,
+        *,
+        subject: Subject | None = None,
+        analyses: Analyses | None = None,
+        executor: Executor | None = None,
+        default_model: str | None = None,
+    ) -> Container:
+        """A container on the workspace of `settings`."""
+        return cls(settings, Workspace.open(settings), subject, analyses, executor, default_model)
 
     # -- the analyses as build steps --------------------------------------------------------------
     def sae_pipeline(self) -> SAEPipeline:

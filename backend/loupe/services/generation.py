@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from loupe.core.generation import decode, decode_iter
 from loupe.core.steering import HookPlan
@@ -45,7 +46,7 @@ class GenerationService:
         temperature: float,
         seed: int | None,
         model_id: str | None = None,
-        interventions: list | None = None,
+        interventions: Sequence[dict[str, Any]] | None = None,
     ) -> Prepared:
         """Check everything a generation needs before any token is produced (4xx, never a 500)."""
         if not math.isfinite(temperature) or temperature < 0:
@@ -69,7 +70,7 @@ class GenerationService:
         temperature: float,
         seed: int | None,
         model_id: str | None = None,
-        interventions: list | None = None,
+        interventions: Sequence[dict[str, Any]] | None = None,
     ) -> tuple[LoadedModel, int, Completion, Completion | None]:
         p = self.prepare(prompt, max_new_tokens, temperature, seed, model_id, interventions)
         out = self.complete(p.lm, p.ids, p.max_new_tokens, p.temperature, p.seed)
@@ -78,7 +79,7 @@ class GenerationService:
         )
         return p.lm, len(p.ids), out, steered
 
-    def stream(self, p: Prepared) -> Iterator[dict]:
+    def stream(self, p: Prepared) -> Iterator[dict[str, Any]]:
         """Events as tokens are generated, default and steered interleaved step by step:
         {"event": "start"}, {"event": "token", "stream", "index", "token"}..., {"event": "done", ...}.
         Hooks are attached per forward pass, so a client that goes away leaves none behind."""
@@ -139,7 +140,7 @@ class GenerationService:
         max_new_tokens: int,
         temperature: float,
         seed: int | None,
-        plan: list | None = None,
+        plan: HookPlan | None = None,
     ) -> Completion:
         """Decode through the model's lock; `plan`'s hooks are attached for each forward pass only."""
         stop = tuple(t for t in (lm.tokenizer.eos_token_id,) if t is not None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import os
 import socket
 from typing import Any
@@ -56,7 +57,7 @@ class JobRepository:
 
     def mark_running(self, job_id: int) -> None:
         with self.db.session() as s:
-            job = s.get(Job, job_id)
+            job = s.get_one(Job, job_id)
             job.status = "running"
             job.started_at = utcnow()
             job.pid = os.getpid()
@@ -65,14 +66,14 @@ class JobRepository:
 
     def progress(self, job_id: int, done: float, total: float | None, message: str) -> None:
         with self.db.session() as s:
-            job = s.get(Job, job_id)
+            job = s.get_one(Job, job_id)
             job.progress_done = float(done)
             job.progress_total = None if total is None else float(total)
             job.message = message
 
     def finish(self, job_id: int, artifacts: dict[str, Any] | None = None, message: str = "done") -> None:
         with self.db.session() as s:
-            job = s.get(Job, job_id)
+            job = s.get_one(Job, job_id)
             job.status = "done"
             job.finished_at = utcnow()
             job.message = message
@@ -83,7 +84,7 @@ class JobRepository:
 
     def fail(self, job_id: int, error: str, message: str = "failed") -> None:
         with self.db.session() as s:
-            job = s.get(Job, job_id)
+            job = s.get_one(Job, job_id)
             job.status = "failed"
             job.finished_at = utcnow()
             job.error = error
@@ -231,7 +232,7 @@ class SAERepository:
                 q = q.where(SAERecord.model_id == model_id)
             return list(s.scalars(q))
 
-    def replace_features(self, sae_id: str, rows: list[dict[str, Any]]) -> None:
+    def replace_features(self, sae_id: str, rows: builtins.list[dict[str, Any]]) -> None:
         """All feature rows of an SAE, swapped in one transaction (readers see old or new, never half)."""
         with self.db.session() as s:
             s.execute(delete(SAEFeature).where(SAEFeature.sae_id == sae_id))
@@ -256,7 +257,7 @@ class SAERepository:
         domain: str | None = None,
         min_density: float | None = None,
         max_density: float | None = None,
-    ) -> tuple[int, list[tuple[SAEFeature, str | None]]]:
+    ) -> tuple[int, builtins.list[tuple[SAEFeature, str | None]]]:
         """(total matching, page of (feature row, user label)) sorted by a column."""
         col = {
             "index": SAEFeature.index,
@@ -284,7 +285,7 @@ class SAERepository:
             rows = s.execute(q.order_by(order, SAEFeature.index).offset(offset).limit(limit)).all()
             return total, [(r[0], r[1]) for r in rows]
 
-    def display_labels(self, sae_id: str, indices: list[int]) -> dict[int, str]:
+    def display_labels(self, sae_id: str, indices: builtins.list[int]) -> dict[int, str]:
         """{index: the person's label, else the automatic one} for the given features."""
         if not indices:
             return {}
@@ -294,7 +295,9 @@ class SAERepository:
             )
             return {int(i): (lab or auto) for i, auto, lab in s.execute(q)}
 
-    def labels_around(self, sae_id: str, index: int, neighbours: list[int]) -> tuple[str | None, dict[int, str]]:
+    def labels_around(
+        self, sae_id: str, index: int, neighbours: builtins.list[int]
+    ) -> tuple[str | None, dict[int, str]]:
         """(the person's label of `index`, {neighbour: its display label}) in one query."""
         with self.db.session() as s:
             q = _with_labels(select(SAEFeature.index, SAEFeature.auto_label, FeatureLabel.label)).where(

@@ -12,8 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from loupe.demo.world import world_config
+from loupe.jobs.executors import Executor
 from loupe.jobs.pipeline import Pipeline, Step
-from loupe.jobs.runner import BUILD, JobContext
+from loupe.jobs.runner import BUILD, JobContext, ProgressListener
 from loupe.services.container import Analyses, Container
 from loupe.services.datasets import Subject
 from loupe.services.workspace import Workspace
@@ -49,8 +50,11 @@ def load_world(settings: Settings) -> World:
     )
 
 
-def open_world(settings: Settings, ws: Workspace | None = None, **container_kwargs: object) -> tuple[World, Container]:
-    """The world of `settings` and the service container made for it (one per process)."""
+def open_world(
+    settings: Settings, ws: Workspace | None = None, *, executor: Executor | None = None
+) -> tuple[World, Container]:
+    """The world of `settings` and the service container made for it (one per process); `executor`
+    runs its jobs (default: the container's, a thread pool)."""
     world = load_world(settings)
     default = EXTERNAL_MODEL_ID if settings.model else None
     c = Container(
@@ -58,8 +62,8 @@ def open_world(settings: Settings, ws: Workspace | None = None, **container_kwar
         ws or Workspace.open(settings),
         world.subject,
         world.analyses,
+        executor=executor,
         default_model=default,
-        **container_kwargs,  # type: ignore[arg-type]
     )
     return world, c
 
@@ -76,10 +80,18 @@ class Build:
     def steps(self) -> list[Step]:
         return self.pipeline.steps
 
-    def run(self, background: bool | None = None, **callbacks: object) -> None:
-        """Run the steps (all, or only the foreground or background ones) in this thread."""
+    def run(
+        self,
+        background: bool | None = None,
+        *,
+        listener_for: Callable[[Step], ProgressListener] | None = None,
+        on_skip: Callable[[Step], None] | None = None,
+        on_done: Callable[[Step], None] | None = None,
+    ) -> None:
+        """Run the steps (all, or only the foreground or background ones) in this thread; the callbacks
+        are Pipeline.run's."""
         steps = [s for s in self.steps if background is None or s.background == background]
-        self.pipeline.run(steps, **callbacks)  # type: ignore[arg-type]
+        self.pipeline.run(steps, listener_for, on_skip, on_done)
         self.world.ensure_registered(self.container)
 
     def submit_background(self) -> bool:

@@ -85,10 +85,11 @@ class InfluencePipeline:
         n_cov = min(n, cfg.covariance_max_examples or n)
         n_lam = min(n, cfg.lambda_max_examples or n)
         total = n_cov + n_lam
-        state = {"base": 0, "stage": "covariance"}
+        # on_item reads these when it is called, so reassigning them moves the progress bar to the next stage
+        base, stage = 0, "covariance"
 
         def on_item(i: int) -> None:
-            ctx.progress(state["base"] + i + 1, total + 1, f"{state['stage']}: sequence {i + 1:,}")
+            ctx.progress(base + i + 1, total + 1, f"{stage}: sequence {i + 1:,}")
 
         ds = I.SequenceDataset(tokens["input_ids"], tokens["loss_mask"], on_item=on_item)
         model = load_hf_model(self.subject.model_dir)
@@ -104,7 +105,7 @@ class InfluencePipeline:
             an.fit_covariance_matrices(FACTORS_NAME, ds, per_device_batch_size=cfg.batch_size, factor_args=fargs)
             ctx.progress(n_cov, total + 1, "eigendecomposition")
             an.perform_eigendecomposition(FACTORS_NAME, factor_args=fargs)
-            state.update(base=n_cov, stage="eigenvalue correction")
+            base, stage = n_cov, "eigenvalue correction"
             an.fit_lambda_matrices(FACTORS_NAME, ds, per_device_batch_size=cfg.batch_size, factor_args=fargs)
             facs = I.factors_from_kronfluence(an.load_all_factors(FACTORS_NAME), cfg.damping_scale)
             tensors = {}

@@ -3,13 +3,16 @@ capturing that activation, and an SAE feature's pre-activation as a differentiab
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
+from torch.utils.hooks import RemovableHandle
 
 from loupe.errors import Unprocessable
 
 
-def hf_hook_site(model, hook_name: str) -> tuple[torch.nn.Module, str]:
+def hf_hook_site(model: Any, hook_name: str) -> tuple[torch.nn.Module, str]:
     """The Hugging Face GPT-NeoX module whose output (or input) equals a TransformerLens hook:
     blocks.L.mlp.hook_post = output of layers[L].mlp.act (GELU); blocks.L.hook_resid_pre = input of
     layers[L]; blocks.L.hook_resid_post = output of layers[L] (hidden states)."""
@@ -35,32 +38,40 @@ def hf_hook_site(model, hook_name: str) -> tuple[torch.nn.Module, str]:
 class HookCapture:
     """Context manager keeping the tensor at a hook site (with its graph) for a measurement."""
 
-    def __init__(self, model, hook_name: str):
+    def __init__(self, model: Any, hook_name: str):
         self.module, self.side = hf_hook_site(model, hook_name)
         self.value: Tensor | None = None
-        self._h = None
+        self._h: RemovableHandle | None = None
+
+    @property
+    def captured(self) -> Tensor:
+        """The tensor a forward pass left at the site."""
+        assert self.value is not None, "no forward pass reached the hook site"
+        return self.value
 
     def __enter__(self) -> HookCapture:
         if self.side == "output":
 
-            def f(m, inp, out):
+            def on_output(m: torch.nn.Module, inp: tuple[Any, ...], out: Any) -> None:
                 self.value = out[0] if isinstance(out, tuple) else out
 
-            self._h = self.module.register_forward_hook(f)
+            self._h = self.module.register_forward_hook(on_output)
         else:
 
-            def f(m, args, kwargs):
+            def on_input(m: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
                 self.value = args[0] if args else kwargs["hidden_states"]
 
-            self._h = self.module.register_forward_pre_hook(f, with_kwargs=True)
+            self._h = self.module.register_forward_pre_hook(on_input, with_kwargs=True)
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
+        assert self._h is not None  # set by __enter__
         self._h.remove()
 
 
-def sae_feature_value(sae, acts: Tensor, feature: int) -> Tensor:
+def sae_feature_value(sae: Any, acts: Tensor, feature: int) -> Tensor:
     """The feature's pre-activation (encoder output before the sparsifying non-linearity) at every
     position [..., ]: differentiable everywhere and equal to the activation wherever the feature fires."""
     x = sae.process_sae_in(acts) if hasattr(sae, "process_sae_in") else acts - sae.b_dec
-    return x @ sae.W_enc[:, feature] + sae.b_enc[feature]
+    value: Tensor = x @ sae.W_enc[:, feature] + sae.b_enc[feature]
+    return value

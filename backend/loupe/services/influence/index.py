@@ -19,6 +19,7 @@ from loupe.storage.artifacts import load_tensors, read_manifest
 
 def load_factors(factors_dir: Path) -> dict[str, I.LayerFactors]:
     m = read_manifest(factors_dir)
+    assert m is not None, f"no factors manifest in {factors_dir}"  # callers check ready() first
     t = load_tensors(factors_dir / "factors.safetensors")
     return {
         n: I.LayerFactors(q_a=t[f"{n}.q_a"], q_g=t[f"{n}.q_g"], lam=t[f"{n}.lam"], damping=float(m["damping"][n]))
@@ -39,14 +40,15 @@ class InfluenceIndex:
     tokens: dict[str, Tensor]
     n_ctx: int
     lock: threading.Lock
-    _tfidf: Any = None
+    _tfidf: tuple[Any, Any] | None = None
 
     @property
     def n_train(self) -> int:
         return self.packed.n
 
-    def tfidf(self):
-        """A TF-IDF index over training sequences' token ids (Grosse et al. 2023 sec. 3.2 filter)."""
+    def tfidf(self) -> tuple[Any, Any]:
+        """A TF-IDF index over training sequences' token ids (Grosse et al. 2023 sec. 3.2 filter): the
+        fitted sklearn TfidfVectorizer and the sparse document matrix."""
         if self._tfidf is None:
             from sklearn.feature_extraction.text import TfidfVectorizer
 

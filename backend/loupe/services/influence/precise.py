@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -14,6 +16,9 @@ from loupe.services.influence.config import ANALYSIS_NAME, FACTORS_NAME
 from loupe.services.influence.hooks import HookCapture, sae_feature_value
 from loupe.services.models import load_hf_model
 
+# An SAE feature measurement for kronfluence: ("feature", the SAE, its hook, the feature, the token position).
+FeatureMeasure = tuple[str, Any, str, int, int]
+
 
 def precise_scores(
     factors_dir: Path,
@@ -22,7 +27,7 @@ def precise_scores(
     q_ids: Tensor,
     q_mask: Tensor | None,
     train_idx: Tensor,
-    kf_measure=None,
+    kf_measure: FeatureMeasure | None = None,
     query_rank: int | None = None,
     per_token: bool = False,
     batch_size: int = 16,
@@ -37,16 +42,18 @@ def precise_scores(
     assert HEURISTIC_DAMPING_SCALE == I.DAMPING_SCALE
     model = load_hf_model(model_dir)
     names = I.mlp_module_names(model)
-    measurement = None
+    measurement: Callable[[dict[str, Tensor], torch.nn.Module], Tensor] | None = None
     if kf_measure is not None:
         _, sae, hook, feat, pos = kf_measure
 
-        def measurement(batch, m):
+        def feature_measurement(batch: dict[str, Tensor], m: torch.nn.Module) -> Tensor:
             with HookCapture(m, hook) as cap:
-                logits = m(input_ids=batch["input_ids"]).logits
+                logits: Tensor = m(input_ids=batch["input_ids"]).logits
             # + 0 x logits: layers downstream of the hook get a zero gradient (kronfluence needs one
             # for every tracked module) without changing the measurement
-            return sae_feature_value(sae, cap.value, feat)[:, pos].sum() + 0.0 * logits.sum()
+            return sae_feature_value(sae, cap.captured, feat)[:, pos].sum() + 0.0 * logits.sum()
+
+        measurement = feature_measurement
 
     task = I.make_task(names, measurement)
     model = prepare_model(model, task)
@@ -76,5 +83,5 @@ def precise_scores(
             score_args=sargs,
             overwrite_output_dir=True,
         )
-        s = an.load_pairwise_scores("q")["all_modules"][0]
+        s: Tensor = an.load_pairwise_scores("q")["all_modules"][0]
     return -s.float() / n_train

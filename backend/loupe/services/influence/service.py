@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from loupe.services.datasets import Subject
 from loupe.services.influence.config import CACHE_FORMAT, QUERY_TIME_FIELDS, InfluenceConfig
 from loupe.services.influence.hooks import HookCapture, sae_feature_value
 from loupe.services.influence.index import InfluenceIndex, load_factors
-from loupe.services.influence.precise import precise_scores
+from loupe.services.influence.precise import FeatureMeasure, precise_scores
 from loupe.services.models import load_hf_model
 from loupe.services.saes.registry import SAERegistry
 from loupe.services.workspace import Workspace
@@ -44,6 +44,28 @@ NORMALISATION = (
     "score = grad f . (G + lambda I)^-1 grad log p(z) / N with N the number of training sequences: "
     "the first-order predicted change of f (nats, for log p) from adding the sequence once more"
 )
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """A query's measurement f: its gradient per layer, the tokens it is measured on, what precise mode
+    hands kronfluence, and what the response reports about it."""
+
+    grads: dict[str, Tensor]
+    ids: Tensor
+    mask: Tensor | None  # the completion's tokens (None for a feature)
+    kf_measure: FeatureMeasure | None  # None: kronfluence's default, log p of the masked tokens
+    info: dict[str, Any]
+
+
+def _token_position(token: Any, n_tok: int) -> int:
+    """The measured token: the last by default, negative indices from the end."""
+    pos = n_tok - 1 if token is None else int(token)
+    if pos < 0:
+        pos += n_tok
+    if not 0 <= pos < n_tok:
+        raise Unprocessable(f"token {token} is outside the prompt's {n_tok} tokens")
+    return pos
 
 
 class InfluenceService:
@@ -163,18 +185,68 @@ class InfluenceService:
         return sae, rec.hook_name, idx
 
     def _feature_grads(
-        self, ix: InfluenceIndex, ids: Tensor, sae, hook: str, feat: int, pos: int
+        self, ix: InfluenceIndex, ids: Tensor, sae: Any, hook: str, feat: int, pos: int
     ) -> tuple[dict[str, Tensor], float]:
         box: dict[str, float] = {}
         with HookCapture(ix.model, hook) as cap:
 
-            def objective(logits):
-                v = sae_feature_value(sae, cap.value, feat)[:, pos]
+            def objective(logits: Tensor) -> Tensor:
+                v = sae_feature_value(sae, cap.captured, feat)[:, pos]
                 box["value"] = float(v.detach()[0])
                 return v
 
             g = I.per_token_layer_grads(ix.model, ix.names, ids, objective)
         return {n: v[0] for n, v in I.sequence_gradients(g).items()}, box["value"]
+
+    def _measure(
+        self, ix: InfluenceIndex, prompt: str, completion: str | None, feature: dict[str, Any] | None
+    ) -> Measurement:
+        if feature is not None:
+            return self._measure_feature(ix, prompt, feature)
+        return self._measure_completion(ix, prompt, completion or "")
+
+    def _measure_feature(self, ix: InfluenceIndex, prompt: str, feature: dict[str, Any]) -> Measurement:
+        """f = the SAE feature's pre-activation at one token of the prompt (default: the last)."""
+        sae, hook, feat = self._feature(feature)
+        ids, _ = self._encode(ix, prompt, "")
+        pos = _token_position(feature.get("token"), ids.shape[1])
+        grads, value = self._feature_grads(ix, ids, sae, hook, feat, pos)
+        info = {
+            "kind": "feature",
+            "sae_id": feature["sae_id"],
+            "feature": feat,
+            "hook": hook,
+            "token": pos,
+            "token_text": ix.tokenizer.decode([int(ids[0, pos])]),
+            "value": value,
+            "f": "SAE feature pre-activation at the token",
+        }
+        return Measurement(grads, ids, None, ("feature", sae, hook, feat, pos), info)
+
+    def _measure_completion(self, ix: InfluenceIndex, prompt: str, completion: str) -> Measurement:
+        """f = log p(completion | prompt)."""
+        ids, mask = self._encode(ix, prompt, completion)
+        grads = self._completion_grads(ix, ids, mask)
+        with torch.no_grad():
+            lp = I.sequence_logprob_terms(ix.model(input_ids=ids).logits, ids, mask).sum()
+        info = {
+            "kind": "completion",
+            "f": "log p(completion | prompt)",
+            "value": float(lp),
+            "completion_tokens": int(mask.sum()),
+        }
+        return Measurement(grads, ids, mask, None, info)
+
+    # candidates
+    @staticmethod
+    def _tfidf_candidates(ix: InfluenceIndex, ids: Tensor, k: int) -> tuple[Tensor, dict[str, Any]]:
+        """The `k` training sequences most like the query's tokens (sorted row ids) and what to report."""
+        vec, mat = ix.tfidf()
+        qdoc = " ".join(map(str, ids[0].tolist()))
+        sims = torch.from_numpy((mat @ vec.transform([qdoc]).T).toarray().ravel())
+        k = min(ix.n_train, k)
+        cand = torch.topk(sims, k).indices.sort().values
+        return cand, {"applied": True, "candidates": int(k), "of": ix.n_train}
 
     # the query
     def query(
@@ -198,73 +270,23 @@ class InfluenceService:
         if not prompt and feature is not None:
             raise Unprocessable("give the prompt whose token the feature is measured at")
         with ix.lock:
-            measurement: dict[str, Any]
-            if feature is not None:
-                sae, hook, feat = self._feature(feature)
-                ids, _ = self._encode(ix, prompt, "")
-                n_tok = ids.shape[1]
-                pos = feature.get("token")
-                pos = n_tok - 1 if pos is None else int(pos)
-                if pos < 0:
-                    pos += n_tok
-                if not 0 <= pos < n_tok:
-                    raise Unprocessable(f"token {feature.get('token')} is outside the prompt's {n_tok} tokens")
-                grads, value = self._feature_grads(ix, ids, sae, hook, feat, pos)
-                measurement = {
-                    "kind": "feature",
-                    "sae_id": feature["sae_id"],
-                    "feature": feat,
-                    "hook": hook,
-                    "token": pos,
-                    "token_text": ix.tokenizer.decode([int(ids[0, pos])]),
-                    "value": value,
-                    "f": "SAE feature pre-activation at the token",
-                }
-                kf_measure = ("feature", sae, hook, feat, pos)
-                mask = None
-            else:
-                ids, mask = self._encode(ix, prompt, completion or "")
-                grads = self._completion_grads(ix, ids, mask)
-                with torch.no_grad():
-                    lp = I.sequence_logprob_terms(ix.model(input_ids=ids).logits, ids, mask).sum()
-                measurement = {
-                    "kind": "completion",
-                    "f": "log p(completion | prompt)",
-                    "value": float(lp),
-                    "completion_tokens": int(mask.sum()),
-                }
-                kf_measure = None
-            n = ix.n_train
-            cand = None
-            tfidf_info = {"applied": False}
+            m = self._measure(ix, prompt, completion, feature)
+            cand: Tensor | None = None
+            tfidf_info: dict[str, Any] = {"applied": False}
             if tfidf:
-                vec, mat = ix.tfidf()
-                qdoc = " ".join(map(str, ids[0].tolist()))
-                sims = torch.from_numpy((mat @ vec.transform([qdoc]).T).toarray().ravel())
-                k = min(n, cfg.tfidf_candidates)
-                cand = torch.topk(sims, k).indices.sort().values
-                tfidf_info = {"applied": True, "candidates": int(k), "of": n}
-            fast = ix.cache_scores(grads, query_rank, cand)
-            n_rows = fast.shape[0]
-            top_k = max(1, min(top_k, n_rows))
+                cand, tfidf_info = self._tfidf_candidates(ix, m.ids, cfg.tfidf_candidates)
+            fast = ix.cache_scores(m.grads, query_rank, cand)
+            top_k = max(1, min(top_k, fast.shape[0]))
+            rescored: int | None  # how many sequences fast mode re-scored
             if mode == "fast":
-                order = torch.topk(fast, min(n_rows, max(top_k, cfg.rescore_candidates))).indices
-                pool = order if cand is None else cand[order]
-                results = self._fast_results(
-                    ix, pool, fast[order], I.precondition(grads, ix.factors, query_rank), top_k
-                )
-                candidates, rescored = n_rows, int(pool.numel())
+                results, candidates, rescored = self._fast_mode(ix, m, fast, cand, top_k, query_rank)
             else:
-                pool = (
-                    cand if cand is not None else torch.topk(fast, min(n, max(cfg.precise_candidates, top_k))).indices
-                )
-                results = self._precise_results(ix, ids, mask, pool, kf_measure, top_k, query_rank)
-                candidates, rescored = int(pool.numel()), None
+                results, candidates, rescored = self._precise_mode(ix, m, fast, cand, top_k, query_rank)
         return {
             "results": results,
             "mode": mode,
-            "measurement": measurement,
-            "n_train": n,
+            "measurement": m.info,
+            "n_train": ix.n_train,
             "candidates": candidates,
             "rescored": rescored,
             "tfidf": tfidf_info,
@@ -273,6 +295,32 @@ class InfluenceService:
             "normalisation": NORMALISATION,
             "seconds": round(time.monotonic() - t0, 3),
         }
+
+    # results
+    def _fast_mode(
+        self, ix: InfluenceIndex, m: Measurement, fast: Tensor, cand: Tensor | None, top_k: int, query_rank: int | None
+    ) -> tuple[list[dict[str, Any]], int, int]:
+        """The cache's top `rescore_candidates` (at least top_k) re-scored with exact EK-FAC: (results,
+        rows the cache scored, sequences re-scored)."""
+        assert self.cfg is not None
+        n_rows = fast.shape[0]
+        order = torch.topk(fast, min(n_rows, max(top_k, self.cfg.rescore_candidates))).indices
+        pool = order if cand is None else cand[order]
+        pre = I.precondition(m.grads, ix.factors, query_rank)
+        return self._fast_results(ix, pool, fast[order], pre, top_k), n_rows, int(pool.numel())
+
+    def _precise_mode(
+        self, ix: InfluenceIndex, m: Measurement, fast: Tensor, cand: Tensor | None, top_k: int, query_rank: int | None
+    ) -> tuple[list[dict[str, Any]], int, None]:
+        """The TF-IDF candidates, else the cache's top `precise_candidates`, re-scored with kronfluence:
+        (results, sequences re-scored, None)."""
+        assert self.cfg is not None
+        if cand is not None:
+            pool = cand
+        else:
+            pool = torch.topk(fast, min(ix.n_train, max(self.cfg.precise_candidates, top_k))).indices
+        results = self._precise_results(ix, m.ids, m.mask, pool, m.kf_measure, top_k, query_rank)
+        return results, int(pool.numel()), None
 
     def _describe(self, ix: InfluenceIndex, i: int, token_scores: Tensor) -> dict[str, Any]:
         assert self.subject is not None
@@ -321,7 +369,7 @@ class InfluenceService:
         ids: Tensor,
         mask: Tensor | None,
         pool: Tensor,
-        kf_measure,
+        kf_measure: FeatureMeasure | None,
         top_k: int,
         query_rank: int | None,
     ) -> list[dict[str, Any]]:

@@ -18,7 +18,7 @@ def _fig(fig: go.Figure) -> dict[str, Any]:
 
 
 def spectrum_figure(
-    s: list[float], summary: dict, overlays: dict[str, list[float]] | None = None, tol: float = 0.1
+    s: list[float], summary: dict[str, Any], overlays: dict[str, list[float]] | None = None, tol: float = 0.1
 ) -> dict[str, Any]:
     fig = go.Figure()
     fig.add_trace(go.Scatter(y=s, mode="lines", name="this run", line={"width": 2}))
@@ -66,7 +66,7 @@ def alignment_figure(s: list[float], align: list[float], tol: float = 0.1) -> di
     return _fig(fig)
 
 
-def perturbation_figure(by_region: dict[str, dict]) -> dict[str, Any]:
+def perturbation_figure(by_region: dict[str, dict[str, Any]]) -> dict[str, Any]:
     regions = [r for r in ("chaotic", "bulk", "stable", "random") if r in by_region]
     fig = go.Figure(
         [
@@ -88,7 +88,7 @@ def perturbation_figure(by_region: dict[str, dict]) -> dict[str, Any]:
     return _fig(fig)
 
 
-def overlap_figure(rows: list[dict]) -> dict[str, Any]:
+def overlap_figure(rows: list[dict[str, Any]]) -> dict[str, Any]:
     x = [f"seed {r['seed']}" for r in rows]
     fig = go.Figure(
         [

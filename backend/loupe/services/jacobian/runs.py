@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal, cast
 
 from loupe.core import jacobian as jac
 from loupe.core.config import Config
@@ -60,9 +61,10 @@ class RunSettings(Config):
             batch_size=self.batch_size,
             lr=self.lr,
             momentum=self.momentum,
-            control=self.control,
-            init=self.init,
-        )  # type: ignore[arg-type]
+            # plain strings here (the API passes what it gets); validate() checks them against the literals
+            control=cast(jac.Control, self.control),
+            init=cast(Literal["lecun", "torch"], self.init),
+        )
 
     @property
     def n_params(self) -> int:

@@ -15,6 +15,7 @@ run is fetched, from whichever such runs are complete.
 
 from __future__ import annotations
 
+import builtins
 import json
 import threading
 import time
@@ -120,8 +121,13 @@ class JacobianService:
         t0 = time.monotonic()
         w_exp = 0.15 if s.experiments else 0.0
 
-        def p_j(done: float, total: float, msg: str) -> None:
+        def p_j(done: float, total: float | None, msg: str) -> None:
+            assert total is not None  # core's loops always report their length
             progress((1 - w_exp) * 0.98 * done / total, 1.0, msg)
+
+        def p_exp(done: float, total: float | None, msg: str) -> None:
+            assert total is not None
+            progress(1 - w_exp + w_exp * done / total, 1.0, msg)
 
         res = jac.run(cfg, chunk=min(jac.DEFAULT_CHUNK, s.n_params), dtype=dtype, progress=p_j)
         progress((1 - w_exp), 1.0, "SVD done")
@@ -143,7 +149,7 @@ class JacobianService:
                 data,
                 cfg,
                 seed=cfg.seed,
-                progress=lambda d, t, m: progress(1 - w_exp + w_exp * d / t, 1.0, m),
+                progress=p_exp,
             )
             results["perturbation"] = {
                 "eps": rows[0]["eps"] if rows else None,
@@ -197,7 +203,9 @@ class JacobianService:
                 self._bulk.pop(next(iter(self._bulk)))
         return self._bulk[run_id]
 
-    def siblings(self, s: RunSettings, field: str, runs: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
+    def siblings(
+        self, s: RunSettings, field: str, runs: builtins.list[dict[str, Any]] | None = None
+    ) -> builtins.list[dict[str, Any]]:
         """Finished runs (of `runs`, default: all) whose settings differ from `s` only in `field` (and in
         `experiments`)."""
 

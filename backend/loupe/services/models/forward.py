@@ -30,11 +30,13 @@ def locked_forward(lm: LoadedModel, plan: S.HookPlan | None = None) -> Callable[
     def forward(ids: Tensor) -> Tensor:
         with lock, torch.no_grad():
             if not points:
-                return bridge(ids)
+                logits: Tensor = bridge(ids)
+                return logits
             try:
                 for hp, fn in points:
                     hp.add_hook(fn, dir="fwd", level=_REQUEST_HOOK_LEVEL)
-                return bridge(ids)
+                logits = bridge(ids)
+                return logits
             finally:
                 for hp, _ in points:
                     hp.remove_hooks("fwd", level=_REQUEST_HOOK_LEVEL)

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
 
 
 def load_bridge(path: str, device: str = "cpu") -> tuple[Any, Any]:
@@ -39,7 +40,9 @@ def describe(bridge: Any) -> dict[str, Any]:
     }
 
 
-def load_hf_model(model_dir: Path) -> torch.nn.Module:
+def load_hf_model(model_dir: Path) -> PreTrainedModel:
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(str(model_dir)).eval()
+    model: PreTrainedModel = AutoModelForCausalLM.from_pretrained(str(model_dir))
+    model.eval()
+    return model

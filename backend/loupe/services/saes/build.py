@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,11 @@ from loupe.services.saes.evaluation import evaluate_sae, metric_summary
 from loupe.services.saes.registry import SAERegistry
 from loupe.services.saes.training import cache_config, load_sae, train_sae
 from loupe.storage.artifacts import atomic_dir, fingerprint, load_tensors, read_manifest, write_manifest
+
+
+def _part_progress(progress: Progress, i: int, n: int, name: str) -> Progress:
+    """Progress of part `i` of `n` on one 0..n scale, its messages prefixed with `name`."""
+    return lambda d, t, m: progress(i + d / (t or 1), n, f"{name}: {m}")
 
 
 class SAEPipeline:
@@ -79,7 +85,7 @@ class SAEPipeline:
                 f"saes.cache.{h}",
                 f"cache {h}",
                 self.cache_dir(h),
-                lambda ctx, h=h: self.cache(ctx, h),
+                partial(self.cache, hook_name=h),
                 background=True,
                 key=self.cache_keys[h],
             )
@@ -90,7 +96,7 @@ class SAEPipeline:
                 f"saes.train.{p.name}",
                 f"train SAE {p.name}",
                 self.sae_dir(p),
-                lambda ctx, p=p: self.train(ctx, p),
+                partial(self.train, preset=p),
                 background=True,
                 key=self.sae_keys[p.name],
             )
@@ -102,7 +108,7 @@ class SAEPipeline:
                 f"saes.dashboards.{p.name}",
                 f"dashboards {p.name}",
                 self.dashboard_dir(p),
-                lambda ctx, p=p: self.dashboards(ctx, p),
+                partial(self.dashboards, preset=p),
                 background=True,
                 key=self.dash_keys[p.name],
             )
@@ -196,7 +202,7 @@ class SAEPipeline:
                 dataset.planted_domains,
                 eval_tokens=p.eval_tokens,
                 select_tokens=p.select_tokens,
-                progress=lambda d, t, m, i=i, p=p: progress(i + d / (t or 1), n, f"{p.name}: {m}"),
+                progress=_part_progress(progress, i, n, p.name),
             )
             out[self.sae_id(p)] = {"name": p.name, "config": p.to_dict(), **r}
         return {

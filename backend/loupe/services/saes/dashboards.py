@@ -18,65 +18,27 @@ counts as done only when the manifest exists, so a crash in between redoes both.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
 from loupe.core import sae_dashboards as D
-from loupe.core.activations import hook_layer
 from loupe.jobs.runner import Progress, no_progress
 from loupe.services.activations import ActivationCache
 from loupe.services.saes.configs import DashboardConfig
+from loupe.services.saes.effects import TopBottom, logit_effects, neuron_effects
 from loupe.services.saes.pages import PAGES_FILE, gc_paused, rounded_list, write_pages
 from loupe.storage.artifacts import atomic_dir, save_tensors, write_manifest
 
+if TYPE_CHECKING:
+    from loupe.services.workspace import Workspace
+
 DASHBOARDS_VERSION = "dashboards-v4"  # in every dashboard key (demo and registered SAEs): bump to re-render
-
-
-def hook_site(hook_name: str) -> tuple[int | None, str]:
-    """(block index, the name inside the block): `blocks.0.mlp.hook_post` -> (0, "mlp.hook_post")."""
-    layer = hook_layer(hook_name)
-    return (layer, hook_name.split(".", 2)[2]) if layer is not None else (None, hook_name)
-
-
-def residual_directions(W_dec: Tensor, hook_name: str, model) -> Tensor | None:
-    """Each feature's decoder direction as written to the residual stream (None where the hook is
-    not in or directly into the residual stream)."""
-    layer, site = hook_site(hook_name)
-    if site in ("hook_resid_pre", "hook_resid_mid", "hook_resid_post") or hook_name == "hook_embed":
-        return W_dec
-    if layer is not None and site in ("mlp.hook_post",):
-        return W_dec @ model.W_out[layer].detach().float()
-    if layer is not None and site in ("hook_mlp_out", "hook_attn_out"):
-        return W_dec
-    return None
-
-
-def neuron_loads(sae, hook_name: str, model) -> dict[str, Any] | None:
-    """How features connect to MLP neurons: (reads [d_sae, n], writes [d_sae, n], the layer and what
-    the units are). MLP-neuron SAEs read and write neurons directly; residual SAEs read from the
-    previous layer's neurons (W_out . W_enc) and write to the same layer's MLP neurons (W_dec . W_in),
-    the direct path ignoring LayerNorm."""
-    layer, site = hook_site(hook_name)
-    W_enc = sae.W_enc.detach().float()  # [d_in, d_sae]
-    W_dec = sae.W_dec.detach().float()  # [d_sae, d_in]
-    if layer is not None and site == "mlp.hook_post":
-        return {"reads": W_enc.T, "writes": W_dec, "units": f"blocks.{layer}.mlp.hook_post", "layer": layer}
-    if layer is not None and site in ("hook_resid_pre", "hook_resid_mid"):
-        n_layers = int(model.cfg.n_layers)
-        writes = W_dec @ model.W_in[layer].detach().float() if layer < n_layers else None
-        reads = (model.W_out[layer - 1].detach().float() @ W_enc).T if layer > 0 else None
-        return {
-            "reads": reads,
-            "writes": writes,
-            "units": f"blocks.{layer}.mlp neurons (writes) / blocks.{layer - 1}.mlp neurons (reads)",
-            "layer": layer,
-        }
-    return None
 
 
 def _pair_lists(idx: Tensor, vals: Tensor, digits: int = 4) -> list[list[list[float]]]:
@@ -85,13 +47,13 @@ def _pair_lists(idx: Tensor, vals: Tensor, digits: int = 4) -> list[list[list[fl
 
 
 @contextmanager
-def sparse_topk(sae):
+def sparse_topk(sae: Any) -> Iterator[None]:
     """While inside, a TopK SAE's encode returns sae-lens's sparse COO codes (its TopK activation
     with use_sparse_activations) instead of scattering k values per token into a dense
     [tokens, d_sae] matrix that would then be scanned for its nonzeros; other SAEs are untouched."""
     from sae_lens.saes.topk_sae import TopK
 
-    act = getattr(sae, "activation_fn", None)
+    act: Any = getattr(sae, "activation_fn", None)  # sae-lens is untyped: isinstance does not narrow
     switch = isinstance(act, TopK) and not act.use_sparse_activations
     if switch:
         act.use_sparse_activations = True
@@ -114,11 +76,26 @@ def nonzero_codes(c: Tensor) -> Tensor | tuple[Tensor, Tensor, Tensor]:
     return idx[0][keep], idx[1][keep], v[keep]
 
 
+@dataclass
+class _FeatureTables:
+    """Every per-feature table the dashboard rows summarise (first dimension d_sae)."""
+
+    stats: dict[str, Tensor]  # D.feature_stats: count, density, max, mean
+    tokens: tuple[Tensor, Tensor, Tensor]  # D.enrichment: token ids, shares, lifts
+    domain_share: Tensor  # [d_sae, n_domains]
+    domain_base: Tensor  # [n_domains]: each domain's share of all tokens
+    capacity: Tensor
+    neighbours: tuple[Tensor, Tensor]  # D.nearest_by_cosine: indices, cosines
+    logits: TopBottom | None  # None where the hook does not write to the residual stream
+    neurons: dict[str, TopBottom]  # "neurons_writes", "neurons_reads": where the hook has them
+    neuron_stats: dict[str, Any]  # units, layer, polysemanticity; {} where features write no neurons
+
+
 @torch.no_grad()
 def build_dashboards(
-    sae,
-    model,
-    tokenizer,
+    sae: Any,  # a sae-lens SAE
+    model: Any,  # a TransformerBridge
+    tokenizer: Any,  # a transformers tokenizer
     cache: ActivationCache,
     input_ids: Tensor,  # the cache's train split token file: [n_seq, n_ctx]
     domain_names: Sequence[str],
@@ -127,11 +104,44 @@ def build_dashboards(
 ) -> tuple[dict[str, Tensor], list[dict[str, Any]], dict[str, Any]]:
     """(arrays, feature rows, SAE-level stats) for every feature of `sae` at the cache's hook."""
     t0 = time.monotonic()
-    d_sae = int(sae.cfg.d_sae)
     n_total = min(cache.n_tokens("train"), cfg.max_tokens)
+    codes, meta = _encode_pass(sae, cache, n_total, cfg.batch_size, progress)
+    progress(n_total, n_total, f"statistics over {codes.values.numel():,} nonzero codes")
+
+    stats = D.feature_stats(codes)
+    hist = D.histograms(codes, stats["max"], cfg.hist_bins)
+    examples = _example_arrays(codes, stats["max"], meta, input_ids, cfg)
+
+    progress(n_total, n_total, "enrichment, logits, neighbours, capacity")
+    tables = _feature_tables(sae, model, len(tokenizer), cache.hook_name, codes, stats, meta, len(domain_names), cfg)
+    rows = _feature_rows(tables, domain_names, _token_namer(tokenizer))
+
+    arrays = {
+        "hist": hist.int(),
+        "max": stats["max"].float(),
+        **examples,
+        "neighbours": tables.neighbours[0].int(),  # the summary's neighbours, for a page request's label query
+    }
+    if tables.neuron_stats:
+        arrays["neuron_polysemanticity"] = tables.neuron_stats["polysemanticity"].float()
+    info = {
+        "tokens": int(codes.n_rows),
+        "nonzero": int(codes.values.numel()),
+        "dead": int((stats["count"] == 0).sum()),
+        "seconds": round(time.monotonic() - t0, 1),
+        "neurons": {k: v for k, v in tables.neuron_stats.items() if k != "polysemanticity"},
+    }
+    return arrays, rows, info
+
+
+def _encode_pass(
+    sae: Any, cache: ActivationCache, n_total: int, batch_size: int, progress: Progress
+) -> tuple[D.SparseCodes, dict[str, Tensor]]:
+    """The SAE's nonzero codes over the cache's first `n_total` train tokens, in one streaming pass,
+    and those tokens' seq, pos, domain and token columns."""
     meta_parts: dict[str, list[Tensor]] = {k: [] for k in ("seq", "pos", "domain", "token")}
 
-    def batches():
+    def batches() -> Iterator[Tensor]:
         n = 0
         for shard in cache.iter_shards("train"):
             take = min(shard["acts"].shape[0], n_total - n)
@@ -139,26 +149,30 @@ def build_dashboards(
                 return
             for k in meta_parts:
                 meta_parts[k].append(shard[k][:take])
-            for s in range(0, take, cfg.batch_size):
-                yield shard["acts"][s : min(s + cfg.batch_size, take)].float()
+            for s in range(0, take, batch_size):
+                yield shard["acts"][s : min(s + batch_size, take)].float()
             n += take
 
     with sparse_topk(sae):
         codes = D.encode_sparse(
             lambda x: nonzero_codes(sae.encode(x.to(sae.device))),
             batches(),
-            d_sae,
+            int(sae.cfg.d_sae),
             progress=lambda n: progress(n, n_total, f"encoding {n:,}/{n_total:,} tokens"),
         )
-    meta = {k: torch.cat(v) for k, v in meta_parts.items()}
-    progress(n_total, n_total, f"statistics over {codes.values.numel():,} nonzero codes")
+    return codes, {k: torch.cat(v) for k, v in meta_parts.items()}
 
-    stats = D.feature_stats(codes)
-    mx = stats["max"]
-    hist = D.histograms(codes, mx, cfg.hist_bins)
+
+def _example_arrays(
+    codes: D.SparseCodes, max_act: Tensor, meta: dict[str, Tensor], input_ids: Tensor, cfg: DashboardConfig
+) -> dict[str, Tensor]:
+    """Each feature's examples (its top-k tokens, then `per_interval` random tokens of each activation
+    interval) as stored arrays: activation, sequence, position, the context window's tokens and
+    activations; and the intervals' shares of the feature's activations."""
+    d_sae = codes.d_sae
     top_rows, _ = D.top_k(codes, cfg.top_k)
     g = torch.Generator().manual_seed(cfg.seed)
-    iv_rows, iv_shares = D.interval_samples(codes, mx, cfg.n_intervals, cfg.per_interval, g)
+    iv_rows, iv_shares = D.interval_samples(codes, max_act, cfg.n_intervals, cfg.per_interval, g)
     ex_rows = torch.cat([top_rows, iv_rows.flatten(1)], dim=1)  # [d_sae, E]
 
     n_seq, n_ctx = int(meta["seq"].max()) + 1 if meta["seq"].numel() else 0, input_ids.shape[1]
@@ -173,38 +187,56 @@ def build_dashboards(
     valid = ex_rows >= 0
     ex_seq = torch.where(valid, meta["seq"][ex_rows.clamp(min=0)].long(), -1)
     ex_pos = torch.where(valid, meta["pos"][ex_rows.clamp(min=0)].long(), -1)
+    return {
+        "interval_shares": iv_shares.float(),
+        "ex_values": ex_values.float(),
+        "ex_seq": ex_seq.int(),
+        "ex_pos": ex_pos.int(),
+        "ex_tokens": win_tokens.int(),
+        "ex_acts": win_acts.half(),
+    }
 
-    progress(n_total, n_total, "enrichment, logits, neighbours, capacity")
-    vocab = int(max(int(meta["token"].max()) + 1 if meta["token"].numel() else 1, len(tokenizer)))
-    tok_ids, tok_p, tok_lift = D.enrichment(codes, meta["token"], vocab, cfg.n_tokens)
-    n_dom = len(domain_names)
-    dom_share = D.label_shares(codes, meta["domain"], n_dom)
-    dom_base = torch.bincount(meta["domain"].long(), minlength=n_dom).float() / max(meta["domain"].numel(), 1)
+
+def _feature_tables(
+    sae: Any,
+    model: Any,
+    n_vocab: int,
+    hook_name: str,
+    codes: D.SparseCodes,
+    stats: dict[str, Tensor],
+    meta: dict[str, Tensor],
+    n_domains: int,
+    cfg: DashboardConfig,
+) -> _FeatureTables:
+    """Token and domain enrichment from the codes; capacity, neighbours, logit and neuron effects
+    from the SAE's weights."""
+    vocab = int(max(int(meta["token"].max()) + 1 if meta["token"].numel() else 1, n_vocab))
+    tokens = D.enrichment(codes, meta["token"], vocab, cfg.n_tokens)
+    domain_share = D.label_shares(codes, meta["domain"], n_domains)
+    domain_base = torch.bincount(meta["domain"].long(), minlength=n_domains).float() / max(meta["domain"].numel(), 1)
 
     W_dec = sae.W_dec.detach().float().cpu()
-    cap = D.capacity(W_dec)
-    nb_idx, nb_cos = D.nearest_by_cosine(W_dec, cfg.n_neighbours)
-    resid = residual_directions(W_dec, cache.hook_name, model)
-    logits = None
-    if resid is not None:
-        logits = D.top_bottom(resid @ model.W_U.detach().float().cpu(), cfg.n_logits)
-    loads = neuron_loads(sae, cache.hook_name, model)
-    neuron_stats: dict[str, Any] = {}
-    reads = writes = None
-    if loads is not None:
-        if loads["writes"] is not None:
-            writes = D.top_bottom(loads["writes"], cfg.n_neurons)
-            live = stats["count"] > 0
-            unit = torch.nn.functional.normalize(loads["writes"][live], dim=1)
-            neuron_stats = {
-                "units": loads["units"],
-                "layer": loads["layer"],
-                "polysemanticity": D.participation_ratio(unit),
-            }
-        if loads["reads"] is not None:
-            reads = D.top_bottom(loads["reads"], cfg.n_neurons)
+    capacity = D.capacity(W_dec)
+    neighbours = D.nearest_by_cosine(W_dec, cfg.n_neighbours)
+    logits = logit_effects(W_dec, hook_name, model, cfg.n_logits)
+    neurons, neuron_stats = neuron_effects(sae, hook_name, model, stats["count"] > 0, cfg.n_neurons)
+    return _FeatureTables(
+        stats=stats,
+        tokens=tokens,
+        domain_share=domain_share,
+        domain_base=domain_base,
+        capacity=capacity,
+        neighbours=neighbours,
+        logits=logits,
+        neurons=neurons,
+        neuron_stats=neuron_stats,
+    )
 
-    decoded: dict[int, str] = {}  # ~27k lookups over a few thousand distinct ids
+
+def _token_namer(tokenizer: Any) -> Callable[[int], str]:
+    """A token id's text ("" for -1, the padding), decoded once per id: the rows make ~27k lookups
+    over a few thousand distinct ids."""
+    decoded: dict[int, str] = {}
 
     def token_str(i: int) -> str:
         if i < 0:
@@ -213,32 +245,46 @@ def build_dashboards(
             decoded[i] = tokenizer.decode([i])
         return decoded[i]
 
+    return token_str
+
+
+def _feature_rows(
+    tables: _FeatureTables, domain_names: Sequence[str], token_str: Callable[[int], str]
+) -> list[dict[str, Any]]:
+    """One database row per feature: its numbers, automatic label, top domain and summary (enriched
+    tokens, domains, neighbours, logits, neurons)."""
+    stats = tables.stats
     # ~100k small dicts, lists and floats below, none in a cycle: with the cyclic GC on, this part of a
     # 1,024-feature pass took 0.07-0.46 s (it rescans them over and over), with it paused 0.07-0.1 s
     with gc_paused():
         # everything the loop reads, as Python lists made once
+        tok_ids, tok_p, tok_lift = tables.tokens
         tok_l, tok_p_l, tok_lift_l = tok_ids.tolist(), rounded_list(tok_p, 4), rounded_list(tok_lift, 2)
-        dom_order = torch.argsort(dom_share, dim=1, descending=True)[:, :3]
-        dom_sh = dom_share.gather(1, dom_order)
+        dom_order = torch.argsort(tables.domain_share, dim=1, descending=True)[:, :3]
+        dom_sh = tables.domain_share.gather(1, dom_order)
         dom_order_l, dom_sh_l = dom_order.tolist(), dom_sh.tolist()
-        dom_sh_r, dom_lift_r = rounded_list(dom_sh, 4), rounded_list(dom_sh / dom_base.clamp(min=1e-9)[dom_order], 2)
-        neighbours = _pair_lists(nb_idx, nb_cos)
+        dom_sh_r = rounded_list(dom_sh, 4)
+        dom_lift_r = rounded_list(dom_sh / tables.domain_base.clamp(min=1e-9)[dom_order], 2)
+        neighbours = _pair_lists(*tables.neighbours)
         logit_lists = None
-        if logits is not None:
+        if tables.logits is not None:
+            logits = tables.logits
             logit_lists = [
                 (i.tolist(), rounded_list(v, 4)) for i, v in ((logits[0], logits[1]), (logits[2], logits[3]))
             ]
         neuron_lists = {
-            name: (_pair_lists(tb[0], tb[1]), _pair_lists(tb[2], tb[3]))
-            for name, tb in (("neurons_writes", writes), ("neurons_reads", reads))
-            if tb is not None
+            name: (_pair_lists(tb[0], tb[1]), _pair_lists(tb[2], tb[3])) for name, tb in tables.neurons.items()
         }
-        density_l, mx_l, mean_l, cap_l = (stats["density"].tolist(), mx.tolist(), stats["mean"].tolist(), cap.tolist())
-        dead = stats["count"] == 0
-        dead_l = dead.tolist()
+        density_l, mx_l, mean_l, cap_l = (
+            stats["density"].tolist(),
+            stats["max"].tolist(),
+            stats["mean"].tolist(),
+            tables.capacity.tolist(),
+        )
+        dead_l = (stats["count"] == 0).tolist()
 
         rows: list[dict[str, Any]] = []
-        for f in range(d_sae):
+        for f in range(len(density_l)):
             toks = [
                 {"id": t, "token": token_str(t), "share": p, "lift": l}
                 for t, p, l in zip(tok_l[f], tok_p_l[f], tok_lift_l[f])
@@ -271,28 +317,7 @@ def build_dashboards(
                     "summary": summary,
                 }
             )
-
-    arrays = {
-        "hist": hist.int(),
-        "max": mx.float(),
-        "interval_shares": iv_shares.float(),
-        "ex_values": ex_values.float(),
-        "ex_seq": ex_seq.int(),
-        "ex_pos": ex_pos.int(),
-        "ex_tokens": win_tokens.int(),
-        "ex_acts": win_acts.half(),
-        "neighbours": nb_idx.int(),  # the summary's neighbours, for a page request's label query
-    }
-    if neuron_stats:
-        arrays["neuron_polysemanticity"] = neuron_stats["polysemanticity"].float()
-    info = {
-        "tokens": int(codes.n_rows),
-        "nonzero": int(codes.values.numel()),
-        "dead": int(dead.sum()),
-        "seconds": round(time.monotonic() - t0, 1),
-        "neurons": {k: v for k, v in neuron_stats.items() if k != "polysemanticity"},
-    }
-    return arrays, rows, info
+    return rows
 
 
 def auto_label(tokens: list[dict[str, Any]], top_domain: dict[str, Any] | None) -> str:
@@ -314,7 +339,7 @@ def auto_label(tokens: list[dict[str, Any]], top_domain: dict[str, Any] | None) 
 
 
 def write_dashboards(
-    ws,
+    ws: Workspace,
     sae_id: str,
     output: Path,
     arrays: dict[str, Tensor],
@@ -340,17 +365,17 @@ def write_dashboards(
         write_manifest(tmp, {**manifest, "pages": True, "pages_seconds": round(time.monotonic() - t0, 1)})
 
 
-def vocab_strings(tokenizer) -> list[str]:
+def vocab_strings(tokenizer: Any) -> list[str]:
     """Every token id's text, decoded once (pages show ~1,000 tokens each)."""
     return [tokenizer.decode([i]) for i in range(len(tokenizer))]
 
 
 def compute_dashboards(
-    ws,
+    ws: Workspace,
     sae_id: str,
-    sae,
-    model,
-    tokenizer,
+    sae: Any,  # a sae-lens SAE
+    model: Any,  # a TransformerBridge
+    tokenizer: Any,  # a transformers tokenizer
     cache: ActivationCache,
     input_ids: Tensor,
     domain_names: Sequence[str],

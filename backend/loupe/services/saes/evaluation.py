@@ -27,7 +27,7 @@ DETECTOR_AUROC = 0.95  # a planted domain counts as detected when its best featu
 
 
 @torch.no_grad()
-def _codes(sae, acts: Tensor, batch_size: int = 4096) -> Iterator[tuple[int, Tensor, Tensor, Tensor]]:
+def _codes(sae: Any, acts: Tensor, batch_size: int = 4096) -> Iterator[tuple[int, Tensor, Tensor, Tensor]]:
     """(offset, x, codes, x_hat) over `acts` in batches."""
     for s in range(0, acts.shape[0], batch_size):
         x = acts[s : s + batch_size].float().to(sae.device)
@@ -36,12 +36,16 @@ def _codes(sae, acts: Tensor, batch_size: int = 4096) -> Iterator[tuple[int, Ten
 
 
 @torch.no_grad()
-def domain_aurocs(sae, acts: Tensor, domains: Tensor, n_domains: int) -> Tensor:
+def domain_aurocs(sae: Any, acts: Tensor, domains: Tensor, n_domains: int) -> Tensor:
     """AUROC [d_sae, n_domains] of every feature as a detector of every domain's tokens."""
-    toks, feats, vals = [], [], []
+    toks: list[Tensor] = []
+    feats: list[Tensor] = []
+    vals: list[Tensor] = []
     for s, _, c, _ in _codes(sae, acts):
         t, f, v = M.nonzero_codes(c.cpu(), offset=s)
-        toks.append(t), feats.append(f), vals.append(v)
+        toks.append(t)
+        feats.append(f)
+        vals.append(v)
     return M.sparse_auroc(
         torch.cat(toks), torch.cat(feats), torch.cat(vals), domains.long(), int(sae.cfg.d_sae), n_domains
     )
@@ -49,8 +53,8 @@ def domain_aurocs(sae, acts: Tensor, domains: Tensor, n_domains: int) -> Tensor:
 
 @torch.no_grad()
 def evaluate_sae(
-    sae,
-    model,
+    sae: Any,  # a sae-lens SAE (untyped)
+    model: Any,  # a TransformerBridge
     cache: ActivationCache,
     heldout_tokens: dict[str, Tensor],
     domain_names: Sequence[str],
@@ -87,7 +91,11 @@ def evaluate_sae(
             continue
         col = torch.nan_to_num(held_auc[:, d], nan=-1.0)
         oracle = int(col.argmax())
-        entry = {"n_tokens": int(n_held[d]), "oracle_feature": oracle, "auroc_oracle": float(col[oracle])}
+        entry: dict[str, Any] = {
+            "n_tokens": int(n_held[d]),
+            "oracle_feature": oracle,
+            "auroc_oracle": float(col[oracle]),
+        }
         if 0 < n_train[d] < train["domain"].numel():
             f = int(torch.nan_to_num(train_auc[:, d], nan=-1.0).argmax())
             entry.update(feature=f, auroc=float(held_auc[f, d]), auroc_train=float(train_auc[f, d]))

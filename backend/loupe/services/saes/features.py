@@ -155,10 +155,12 @@ class FeatureService:
             codes = sae.encode(acts.float().to(sae.device)).cpu()
         k = min(top_k, codes.shape[1])
         vals, idx = codes.topk(k, dim=1)
-        labels = {}
+        labels: dict[int, None] = {}  # an ordered set
         tokens = []
         for p, t in enumerate(ids):
-            feats = [{"index": int(i), "activation": round(float(v), 4)} for v, i in zip(vals[p], idx[p]) if v > 0]
+            feats: list[dict[str, Any]] = [
+                {"index": int(i), "activation": round(float(v), 4)} for v, i in zip(vals[p], idx[p]) if v > 0
+            ]
             for x in feats:
                 labels.setdefault(x["index"], None)
             tokens.append({"token": lm.tokenizer.decode([t]), "id": t, "position": p, "features": feats})

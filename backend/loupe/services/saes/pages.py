@@ -36,7 +36,7 @@ ROW_FIELDS = (
 )
 
 
-def rounded_list(t: Tensor, digits: int) -> list:
+def rounded_list(t: Tensor, digits: int) -> list[Any]:
     """t rounded to `digits` decimals as (nested) Python floats, in one conversion: per-element
     .tolist() and round() cost a quarter of a 1,024-feature dashboard pass and most of a feature page."""
     scale = 10.0**digits
@@ -72,13 +72,13 @@ def histogram_figure(counts: list[int], max_act: float, density: float) -> dict[
 def _page(
     row: dict[str, Any],
     sae: dict[str, Any],
-    seq_l: list,
-    pos_l: list,
-    ids_l: list,
-    acts_l: list,
-    val_l: list,
-    shares_l: list,
-    counts: list,
+    seq_l: list[int],
+    pos_l: list[int],
+    ids_l: list[list[int]],
+    acts_l: list[list[float]],
+    val_l: list[float],
+    shares_l: list[float],
+    counts: list[int],
     cfg: DashboardConfig,
     vocab: Sequence[str],
 ) -> bytes:

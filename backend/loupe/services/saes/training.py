@@ -18,7 +18,7 @@ import math
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -27,6 +27,11 @@ from loupe.jobs.runner import Progress, no_progress
 from loupe.services.activations import ActivationCache, ActivationCacheConfig
 from loupe.services.saes.configs import SAETrainConfig
 from loupe.storage.artifacts import atomic_dir, save_tensors, write_manifest
+
+if TYPE_CHECKING:  # sae-lens is imported where it is used (a slow import); it ships no types, so these are Any
+    from sae_lens import SAE
+    from sae_lens.saes.sae import TrainingSAE, TrainStepInput, TrainStepOutput
+    from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
 
 
 def cache_config(presets: Sequence[SAETrainConfig], hook_name: str) -> ActivationCacheConfig:
@@ -41,7 +46,9 @@ def cache_config(presets: Sequence[SAETrainConfig], hook_name: str) -> Activatio
     )
 
 
-def make_training_sae(cfg: SAETrainConfig, d_in: int, metadata: dict[str, Any] | None = None, steps: int | None = None):
+def make_training_sae(
+    cfg: SAETrainConfig, d_in: int, metadata: dict[str, Any] | None = None, steps: int | None = None
+) -> TrainingSAE:
     """A fresh sae-lens training SAE for `cfg` on a hook of width `d_in` (`steps`: of the run, for
     the L1 warm-up; default `cfg.steps`)."""
     from sae_lens.saes.sae import SAEMetadata
@@ -74,7 +81,7 @@ def make_training_sae(cfg: SAETrainConfig, d_in: int, metadata: dict[str, Any] |
     )
 
 
-def _matryoshka_topk_class():
+def _matryoshka_topk_class() -> type[TopKTrainingSAE]:
     """sae-lens's TopKTrainingSAE plus Matryoshka losses (Bussmann et al. 2025; Nabeshima 2024).
 
     sae-lens ships Matryoshka losses only on BatchTopK, which is saved as a JumpReLU SAE whose
@@ -89,13 +96,19 @@ def _matryoshka_topk_class():
     from sae_lens.saes.topk_sae import TopKTrainingSAE, act_times_W_dec
 
     class MatryoshkaTopKTrainingSAE(TopKTrainingSAE):
-        def __init__(self, cfg, widths: Sequence[int], use_error_term: bool = False, temporal_coefficient: float = 0.0):
+        def __init__(
+            self,
+            cfg: TopKTrainingSAEConfig,
+            widths: Sequence[int],
+            use_error_term: bool = False,
+            temporal_coefficient: float = 0.0,
+        ) -> None:
             super().__init__(cfg, use_error_term)
             self.matryoshka_widths = list(widths)
             self.cfg.metadata.matryoshka_widths = list(widths)
             self.temporal_coefficient = temporal_coefficient
 
-        def training_forward_pass(self, step_input):
+        def training_forward_pass(self, step_input: TrainStepInput) -> TrainStepOutput:
             out = super().training_forward_pass(step_input)
             acts = out.feature_acts
             decoded = self.b_dec
@@ -153,7 +166,7 @@ def fit_sae(
     device: str = "cpu",
     seq: Tensor | None = None,
     pos: Tensor | None = None,
-):
+) -> tuple[TrainingSAE, dict[str, Any]]:
     """Train `cfg` on `acts` with sae-lens's SAETrainer; returns (training SAE, training stats).
     The activation-norm scaling is folded into the weights, so the SAE takes raw activations."""
     from sae_lens.config import LoggingConfig, SAETrainerConfig
@@ -183,11 +196,11 @@ def fit_sae(
     done = {"steps": 0}
 
     def provider() -> Iterator[Tensor]:
-        batches = (
-            _pair_batches(acts, seq, pos, batch_size, cfg.seed, cfg.temporal_gap)
-            if cfg.temporal_coefficient > 0
-            else _batches(acts, batch_size, cfg.seed)
-        )
+        if cfg.temporal_coefficient > 0:
+            assert seq is not None and pos is not None  # checked on entry
+            batches = _pair_batches(acts, seq, pos, batch_size, cfg.seed, cfg.temporal_gap)
+        else:
+            batches = _batches(acts, batch_size, cfg.seed)
         for b in batches:
             yield b
             done["steps"] = min(done["steps"] + 1, steps)
@@ -258,7 +271,7 @@ def train_sae(
     return manifest
 
 
-def load_sae(path: Path | str, device: str = "cpu"):
+def load_sae(path: Path | str, device: str = "cpu") -> SAE:
     """An SAE saved by `train_sae` (or any sae-lens SAE directory) as an inference `SAE`."""
     from sae_lens import SAE
 

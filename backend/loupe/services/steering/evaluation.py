@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import plotly.graph_objects as go
@@ -41,7 +41,7 @@ def method_plan(v: Vector, method: str, alpha: float, n_layers: int) -> S.HookPl
 def evaluate_steering(
     lm: LoadedModel,
     v: Vector,
-    methods: dict[str, Sequence[float]],
+    methods: Mapping[str, Sequence[float]],
     harmful: Sequence[str],
     harmless: Sequence[str],
     max_new_tokens: int = 12,
@@ -120,7 +120,8 @@ def sweep_figure(rows: list[dict[str, Any]]) -> dict[str, Any]:
         legend={"orientation": "h", "y": -0.2},
         title="refusal rate vs alpha (solid: harmful, dotted: harmless)",
     )
-    return json.loads(fig.to_json())
+    figure: dict[str, Any] = json.loads(fig.to_json())
+    return figure
 
 
 TARGETS_TEXT = {
@@ -136,12 +137,17 @@ TARGETS_TEXT = {
 def steering_targets(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
     rows = results["rows"]
 
-    def get(method: str, alpha: float = 0.0) -> dict | None:
+    def get(method: str, alpha: float = 0.0) -> dict[str, Any] | None:
         return next((r for r in rows if r["method"] == method and abs(r["alpha"] - alpha) < 1e-9), None)
+
+    def gap(method: str, alpha: float) -> Any:
+        row = get(method, alpha)
+        assert row is not None  # alpha comes from this method's rows
+        return row["gap"]
 
     out: dict[str, dict[str, Any]] = {}
 
-    def put(key: str, row: dict | None, field: str, op: str, bound: float) -> None:
+    def put(key: str, row: dict[str, Any] | None, field: str, op: str, bound: float) -> None:
         if row is None:
             return
         v = row[field]
@@ -161,7 +167,7 @@ def steering_targets(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
         {r["alpha"] for r in rows if r["method"] == "ace"} & {r["alpha"] for r in rows if r["method"] == "addition"}
     )
     if alphas:
-        pairs = [(a, get("ace", a)["gap"], get("addition", a)["gap"]) for a in alphas]
+        pairs = [(a, gap("ace", a), gap("addition", a)) for a in alphas]
         out["ace_gap"] = {
             "label": TARGETS_TEXT["ace_gap"],
             "value": {f"{a:g}": {"ace": g1, "addition": g2} for a, g1, g2 in pairs},

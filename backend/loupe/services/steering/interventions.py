@@ -126,6 +126,7 @@ def _position(pos: Any, n_prompt: int, where: str) -> int | None:
 def _encoder(sae: Any) -> Callable[[Tensor], Tensor]:
     def encode(x: Tensor) -> Tensor:
         with torch.no_grad():
-            return sae.encode(x.to(sae.W_dec.dtype))  # type: ignore[no-any-return]
+            codes: Tensor = sae.encode(x.to(sae.W_dec.dtype))
+        return codes
 
     return encode

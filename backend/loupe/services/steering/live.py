@@ -28,7 +28,8 @@ def default_continuation(lm: LoadedModel, ids: list[int], n: int) -> Completion:
     with lm.lock:
         if key in kept:
             kept.move_to_end(key)
-            return kept[key]
+            hit: Completion = kept[key]
+            return hit
     out = GenerationService.complete(lm, ids, int(n), 0.0, None)
     with lm.lock:
         kept[key] = out

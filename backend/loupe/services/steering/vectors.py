@@ -265,5 +265,5 @@ class safe_open_bytes:
     def __enter__(self) -> dict[str, str]:
         return self.meta
 
-    def __exit__(self, *a) -> None:
+    def __exit__(self, *a: object) -> None:
         return None
