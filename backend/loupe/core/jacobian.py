@@ -33,6 +33,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, jvp, vmap
 
+from loupe.core.autodiff import FORWARD_AD
+
 Control = Literal["none", "white_noise", "shuffled_labels"]
 Progress = Callable[[float, float | None, str], None]
 CONTROLS: tuple[str, ...] = ("none", "white_noise", "shuffled_labels")
@@ -236,14 +238,17 @@ def training_jacobian(
 ) -> Tensor:
     """J = df/dtheta at theta0, one column per basis tangent, by forward mode: vmap over a chunk of
     tangents of torch.func.jvp(f). Memory ~ chunk x (activations of one step); time ~ P / chunk runs
-    of f (each carrying `chunk` tangents). Returns J with J[i, j] = d f_i / d theta0_j."""
+    of f (each carrying `chunk` tangents). Returns J with J[i, j] = d f_i / d theta0_j. Safe beside
+    other threads: each chunk holds ``FORWARD_AD``, so another thread's jvp waits for it. `f` must not
+    share an nn.Module with another thread (``functional_call`` swaps the module's parameters in place)."""
     p = theta0.numel()
     eye = torch.eye(p, dtype=theta0.dtype)
     cols = []
     push = vmap(lambda v: jvp(f, (theta0,), (v,))[1])
     for start in range(0, p, chunk):
         t0 = time.monotonic()
-        cols.append(push(eye[start : start + chunk]))  # (c, P): rows are J e_j = column j
+        with FORWARD_AD:  # forward AD is process-global in torch (loupe.core.autodiff, issue 21)
+            cols.append(push(eye[start : start + chunk]))  # (c, P): rows are J e_j = column j
         if progress is not None:
             done = min(start + chunk, p)
             progress(done, p, f"J columns {done:,}/{p:,} ({time.monotonic() - t0:.1f}s per chunk)")
