@@ -27,7 +27,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -64,7 +64,7 @@ class TrainConfig:
     inputs: Literal["unit", "standardized"] = "unit"  # pixels / 16 in [0, 1], or z-scored per pixel
     init: Literal["lecun", "torch"] = "lecun"  # see FlatMLP.init
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @property
@@ -143,7 +143,7 @@ class FlatMLP:
     """An ``nn.Sequential`` MLP (Linear, GELU, ..., Linear) addressed through one flat parameter vector,
     so training and the loss are pure functions of theta (``torch.func.functional_call``)."""
 
-    def __init__(self, width: int, depth: int = 1, d_in: int = 64, d_out: int = 10, dtype=torch.float64):
+    def __init__(self, width: int, depth: int = 1, d_in: int = 64, d_out: int = 10, dtype: torch.dtype = torch.float64):
         dims = [d_in] + [width] * depth + [d_out]
         layers: list[nn.Module] = []
         for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
@@ -195,7 +195,8 @@ class FlatMLP:
         return {n: t.view(s) for n, t, s in zip(self.names, theta.split(self.sizes), self.shapes)}
 
     def __call__(self, theta: Tensor, x: Tensor) -> Tensor:
-        return functional_call(self.module, self.unflatten(theta), (x,))
+        out: Tensor = functional_call(self.module, self.unflatten(theta), (x,))
+        return out
 
     def loss(self, theta: Tensor, x: Tensor, y: Tensor) -> Tensor:
         return nn.functional.cross_entropy(self(theta, x), y)
@@ -267,10 +268,10 @@ class Spectrum:
     tol: float = 0.1
     masks: dict[str, Tensor] = field(default_factory=dict)
 
-    def summary(self) -> dict:
+    def summary(self) -> dict[str, Any]:
         s = self.singular_values
         p = s.numel()
-        out = {
+        out: dict[str, Any] = {
             "n_params": p,
             "tol": self.tol,
             "sigma_1": float(s[0]),
@@ -323,7 +324,7 @@ def overlap_baseline(ka: int, kb: int, p: int) -> float:
 # -- evaluation and the perturbation experiment -----------------------------------------------------
 
 
-def evaluate(model: FlatMLP, theta: Tensor, data: Data) -> dict:
+def evaluate(model: FlatMLP, theta: Tensor, data: Data) -> dict[str, float]:
     with torch.no_grad():
         logits = model(theta, data.x_test)
         return {
@@ -350,7 +351,7 @@ def perturbation_experiment(
     per_region: int = 3,
     seed: int = 0,
     progress: Progress | None = None,
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """Retrain from theta_0 + eps v for the top `per_region` right singular vectors v of each region
     (top = largest sigma in chaotic and bulk, smallest in stable) and random unit directions; measure
     the change in the trained network: test loss difference and KL(original || perturbed) on the test
@@ -393,8 +394,8 @@ def perturbation_experiment(
     return out
 
 
-def summarize_perturbations(rows: list[dict]) -> dict[str, dict]:
-    by: dict[str, dict] = {}
+def summarize_perturbations(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    by: dict[str, dict[str, float]] = {}
     for r in rows:
         d = by.setdefault(r["region"], {"n": 0, "abs_test_loss_change": 0.0, "kl_test": 0.0, "kl_noise": 0.0})
         d["n"] += 1
@@ -417,7 +418,7 @@ class RunResult:
     thetaT: Tensor
     J: Tensor
     spec: Spectrum
-    metrics: dict
+    metrics: dict[str, dict[str, float]]
     seconds_jacobian: float
 
 
