@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+import threading
 
 import torch
 
 from loupe.core import jacobian as jac
+from loupe.core import layer_jacobian
 
 TINY = jac.TrainConfig(width=4, epochs=2, batch_size=16, n_train=48, n_test=32, lr=0.1)
 
@@ -66,6 +68,49 @@ def test_jvp_matches_central_finite_differences():
         assert rel <= 1e-4, rel
     # and the Jacobian is not the identity: training moved the tangents
     assert (J - torch.eye(model.n_params, dtype=J.dtype)).abs().max() > 1e-2
+
+
+def test_training_jacobian_beside_other_threads_doing_autodiff():
+    """Issue 21: forward AD is process-global in torch, so a jvp in another thread used to break this
+    one ("no level exists"). Competitors: another training Jacobian (its own model: functional_call
+    swaps a module's parameters) and a reverse-mode layer Jacobian; every result must equal the
+    single-threaded one."""
+    model, _, theta0, f = _tiny()
+    ref = jac.training_jacobian(f, theta0, chunk=64)
+    W = torch.randn(16, 16, generator=torch.Generator().manual_seed(0))
+    x0 = torch.linspace(-1, 1, 16)
+    layer_ref = layer_jacobian.jacobian(lambda x: torch.tanh(W @ x), x0)
+    stop, other = threading.Event(), []
+
+    def compete(work):
+        while not stop.is_set():
+            try:
+                other.append(work())
+            except Exception as e:  # recorded, so the assertion below names it
+                other.append(e)
+                return
+
+    _, _, theta0_b, f_b = _tiny()
+    jobs = {
+        "training": lambda: ("training", jac.training_jacobian(f_b, theta0_b, chunk=64)),
+        "layer": lambda: ("layer", layer_jacobian.jacobian(lambda x: torch.tanh(W @ x), x0)),
+    }
+    threads = [threading.Thread(target=compete, args=(w,), daemon=True) for w in jobs.values()]
+    for t in threads:
+        t.start()
+    try:
+        mine = [jac.training_jacobian(f, theta0, chunk=64) for _ in range(2)]
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=120)
+    errors = [e for e in other if isinstance(e, Exception)]
+    assert not errors, errors
+    assert {name for name, _ in other} == {"training", "layer"}
+    for J in mine + [J for name, J in other if name == "training"]:
+        torch.testing.assert_close(J, ref, rtol=1e-10, atol=1e-12)
+    for J in [J for name, J in other if name == "layer"]:
+        torch.testing.assert_close(J, layer_ref, rtol=1e-6, atol=1e-7)
 
 
 class LeastSquares:

@@ -16,12 +16,28 @@ leaves no state in the bridge (its KV cache is only stored after a forward compl
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 
 _LAYER = re.compile(r"^blocks\.(\d+)\.")
+
+Hook = Callable[..., Any]
+
+
+class HookedModel(Protocol):
+    """What this module uses of a TransformerLens-style model (the signature of ``hooks`` is
+    HookedRootModule's)."""
+
+    @property
+    def hook_dict(self) -> Mapping[str, Any]: ...
+
+    def hooks(self, fwd_hooks: list[tuple[str | Hook, Hook]]) -> AbstractContextManager[Any]: ...
+
+    def __call__(self, input: Tensor, /) -> Any: ...
 
 
 class _StopForward(Exception):
@@ -34,7 +50,7 @@ def hook_layer(hook_name: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def check_hook_names(model, hook_names: Sequence[str]) -> list[str]:
+def check_hook_names(model: HookedModel, hook_names: Sequence[str]) -> list[str]:
     """Deduplicated hook names, each one the model has; a KeyError naming the unknown ones otherwise.
 
     (`model.hooks` silently ignores a name it does not know, so this check is not optional.)"""
@@ -47,13 +63,13 @@ def check_hook_names(model, hook_names: Sequence[str]) -> list[str]:
     return names
 
 
-def _first_tensor(x):
+def _first_tensor(x: Tensor | tuple[Tensor, ...]) -> Tensor:
     return x[0] if isinstance(x, tuple) else x
 
 
 @torch.no_grad()
 def cache_activations(
-    model,
+    model: HookedModel,
     input_ids: Tensor,  # Int[Tensor, "batch pos"]
     hook_names: Sequence[str],
     stop_early: bool = True,
@@ -66,8 +82,8 @@ def cache_activations(
     names = check_hook_names(model, hook_names)
     cache: dict[str, Tensor] = {}
 
-    def make_hook(name: str):
-        def hook(x, hook=None):
+    def make_hook(name: str) -> Hook:
+        def hook(x: Tensor | tuple[Tensor, ...], hook: Any = None) -> Tensor | tuple[Tensor, ...]:
             cache[name] = _first_tensor(x).detach()
             if stop_early and len(cache) == len(names):
                 raise _StopForward
@@ -87,7 +103,7 @@ def cache_activations(
 
 
 def iter_activations(
-    model,
+    model: HookedModel,
     input_ids: Tensor,  # Int[Tensor, "n_seq pos"]
     hook_names: Sequence[str],
     batch_size: int = 32,

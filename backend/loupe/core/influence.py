@@ -38,19 +38,40 @@ bench/RESULTS.md.)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+if TYPE_CHECKING:
+    from kronfluence.task import Task
+
 DAMPING_SCALE = 0.1  # lambda = 0.1 x mean eigenvalue (Grosse et al. 2023)
+Batch = dict[str, Tensor]  # {"input_ids", "loss_mask", "real"}: SequenceDataset's items, batched
 
 
-def mlp_module_names(model: nn.Module) -> list[str]:
+class HasModules(Protocol):
+    def named_modules(
+        self, memo: set[nn.Module] | None = None, prefix: str = "", remove_duplicate: bool = True
+    ) -> Iterator[tuple[str, nn.Module]]: ...
+
+
+class CausalLM(HasModules, Protocol):
+    """What the gradient capture uses of a Hugging Face causal LM (e.g. GPTNeoXForCausalLM): called with
+    ``inputs_embeds=``, it returns an output with ``.logits``."""
+
+    def get_input_embeddings(self) -> nn.Module: ...
+
+    def parameters(self, recurse: bool = True) -> Iterator[nn.Parameter]: ...
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
+
+
+def mlp_module_names(model: HasModules) -> list[str]:
     """The MLP nn.Linear layers of a GPT-NeoX model (dense_h_to_4h, dense_4h_to_h per layer)."""
     return [
         n
@@ -119,7 +140,7 @@ def factors_from_kronfluence(
 
 
 @contextmanager
-def capture_linear(model: nn.Module, names: Sequence[str]) -> Iterator[dict[str, dict[str, Tensor]]]:
+def capture_linear(model: HasModules, names: Sequence[str]) -> Iterator[dict[str, dict[str, Tensor]]]:
     """Record each named nn.Linear's input a (bias column of ones appended) and, after backward,
     the gradient delta of the loss w.r.t. its output: store[name] = {"a": [b, t, d_in+1], "g": [b, t, d_out]}."""
     store: dict[str, dict[str, Tensor]] = {n: {} for n in names}
@@ -128,7 +149,7 @@ def capture_linear(model: nn.Module, names: Sequence[str]) -> Iterator[dict[str,
     for n in names:
         mod = modules[n]
 
-        def fwd(m, inp, out, n=n):
+        def fwd(m: nn.Module, inp: tuple[Any, ...], out: Tensor, n: str = n) -> None:
             a = inp[0].detach()
             if m.bias is not None:
                 a = torch.cat([a, a.new_ones(a.shape[:-1] + (1,))], -1)
@@ -145,7 +166,7 @@ def capture_linear(model: nn.Module, names: Sequence[str]) -> Iterator[dict[str,
 
 
 def per_token_layer_grads(
-    model: nn.Module,
+    model: CausalLM,
     names: Sequence[str],
     input_ids: Tensor,
     objective: Callable[[Tensor], Tensor],
@@ -159,17 +180,22 @@ def per_token_layer_grads(
     for p in params:
         p.requires_grad_(False)
     emb = model.get_input_embeddings()
-    with capture_linear(model, names) as store:
-        x = emb(input_ids).detach().requires_grad_(True)  # gradients flow without parameter grads
-        logits = model(inputs_embeds=x).logits
-        objective(logits).sum().backward()
-    for p, r in zip(params, req):
-        p.requires_grad_(r)
+    try:
+        with capture_linear(model, names) as store:
+            x = emb(input_ids).detach().requires_grad_(True)  # gradients flow without parameter grads
+            logits = model(inputs_embeds=x).logits
+            objective(logits).sum().backward()
+    finally:  # a failed pass must not leave the model's parameters frozen
+        for p, r in zip(params, req):
+            p.requires_grad_(r)
+    modules = dict(model.named_modules())
     out = {}
     for n in names:
         a, g = store[n]["a"], store[n].get("g")
         if g is None:
-            g = torch.zeros(a.shape[:-1] + (dict(model.named_modules())[n].out_features,))
+            lin = modules[n]
+            assert isinstance(lin, nn.Linear), n  # capture_linear records nn.Linear layers
+            g = a.new_zeros(a.shape[:-1] + (lin.out_features,))  # a's dtype and device
         if real is not None:
             a = a * real[..., None].to(a.dtype)
             g = g * real[..., None].to(g.dtype)
@@ -178,7 +204,7 @@ def per_token_layer_grads(
 
 
 def logprob_layer_grads(
-    model: nn.Module, names: Sequence[str], input_ids: Tensor, mask: Tensor, real: Tensor | None = None
+    model: CausalLM, names: Sequence[str], input_ids: Tensor, mask: Tensor, real: Tensor | None = None
 ) -> dict[str, tuple[Tensor, Tensor]]:
     """per_token_layer_grads of each sequence's log-probability of its `mask` tokens (a training
     sequence's log p(z), or a completion's log p(completion | prompt))."""
@@ -255,8 +281,9 @@ def low_rank(m: Tensor, rank: int | None) -> Tensor:
     """Best rank-r approximation (truncated SVD) of a matrix: the paper's query batching (sec. 3.2)."""
     if rank is None or rank >= min(m.shape):
         return m
-    u, s, vh = torch.linalg.svd(m.double(), full_matrices=False)
-    return ((u[:, :rank] * s[:rank]) @ vh[:rank]).to(m.dtype)
+    u, s, vh = torch.linalg.svd(m.double(), full_matrices=False)  # typed Any in torch's stubs
+    out: Tensor = ((u[:, :rank] * s[:rank]) @ vh[:rank]).to(m.dtype)
+    return out
 
 
 def compact_query(grad_w: Tensor, p: Projection, rank: int | None = None) -> Tensor:
@@ -287,14 +314,22 @@ def precondition(
 
 def preconditioned_scores(pre: dict[str, Tensor], train_grads: dict[str, Tensor]) -> Tensor:
     """sum_layers < P, grad log p(z_m) > for a preconditioned query P (see `precondition`): [b]."""
-    return sum(torch.einsum("oi,boi->b", pre[n], train_grads[n]) for n in pre)
+    return _sum(torch.einsum("oi,boi->b", pre[n], train_grads[n]) for n in pre)
 
 
 def exact_token_scores(grads: dict[str, tuple[Tensor, Tensor]], pre: dict[str, Tensor]) -> Tensor:
     """Per-token terms of the exact EK-FAC score: sum over layers of delta_t^T P a_t with P the
     preconditioned query gradient, [b, t]; they sum over t to exact_scores (the gradient is
     sum_t delta_t a_t^T)."""
-    return sum(torch.einsum("bto,oi,bti->bt", g, pre[n], a) for n, (a, g) in grads.items())
+    return _sum(torch.einsum("bto,oi,bti->bt", g, pre[n], a) for n, (a, g) in grads.items())
+
+
+def _sum(terms: Iterable[Tensor]) -> Tensor:
+    """The layers' terms added in order; no layers is an error (builtin sum returned the int 0)."""
+    t = list(terms)
+    if not t:
+        raise ValueError("no layers to score")
+    return sum(t[1:], t[0])
 
 
 def spearman(x: Tensor, y: Tensor) -> float:
@@ -322,7 +357,7 @@ def describe_projection(projs: dict[str, Projection]) -> dict[str, Any]:
 # -- kronfluence: the task (objective and measurement) and datasets ---------------------------------
 
 
-def make_task(module_names: Sequence[str], measurement: Callable[[dict, nn.Module], Tensor] | None = None):
+def make_task(module_names: Sequence[str], measurement: Callable[[Batch, nn.Module], Tensor] | None = None) -> Task:
     """A kronfluence `Task` for a causal LM over dict batches {"input_ids", "loss_mask", "real"}.
 
     Training loss: summed next-token cross-entropy over `loss_mask` positions; with `sample=True`
@@ -335,27 +370,27 @@ def make_task(module_names: Sequence[str], measurement: Callable[[dict, nn.Modul
     names = list(module_names)
 
     class CausalLMTask(Task):
-        def compute_train_loss(self, batch, model, sample=False):
+        def compute_train_loss(self, batch: Batch, model: nn.Module, sample: bool = False) -> Tensor:
             logits = model(input_ids=batch["input_ids"]).logits
             targets = sample_targets(logits) if sample else None
             return -sequence_logprob_terms(logits, batch["input_ids"], batch["loss_mask"], targets).sum()
 
-        def compute_measurement(self, batch, model):
+        def compute_measurement(self, batch: Batch, model: nn.Module) -> Tensor:
             if measurement is not None:
                 return measurement(batch, model)
             logits = model(input_ids=batch["input_ids"]).logits
             return sequence_logprob_terms(logits, batch["input_ids"], batch["loss_mask"]).sum()
 
-        def get_influence_tracked_modules(self):
+        def get_influence_tracked_modules(self) -> list[str]:
             return names
 
-        def get_attention_mask(self, batch):
+        def get_attention_mask(self, batch: Batch) -> Tensor:
             return batch["real"]
 
     return CausalLMTask()
 
 
-class SequenceDataset(torch.utils.data.Dataset):
+class SequenceDataset(torch.utils.data.Dataset[Batch]):
     """Rows of packed token tensors as kronfluence batches; `on_item(i)` is called per item read
     (progress of kronfluence's passes, which run in this process)."""
 

@@ -30,11 +30,13 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad, jvp, vmap
+
+from loupe.core.autodiff import FORWARD_AD
 
 Control = Literal["none", "white_noise", "shuffled_labels"]
 Progress = Callable[[float, float | None, str], None]
@@ -65,7 +67,7 @@ class TrainConfig:
     inputs: Literal["unit", "standardized"] = "unit"  # pixels / 16 in [0, 1], or z-scored per pixel
     init: Literal["lecun", "torch"] = "lecun"  # see FlatMLP.init
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @property
@@ -144,7 +146,7 @@ class FlatMLP:
     """An ``nn.Sequential`` MLP (Linear, GELU, ..., Linear) addressed through one flat parameter vector,
     so training and the loss are pure functions of theta (``torch.func.functional_call``)."""
 
-    def __init__(self, width: int, depth: int = 1, d_in: int = 64, d_out: int = 10, dtype=torch.float64):
+    def __init__(self, width: int, depth: int = 1, d_in: int = 64, d_out: int = 10, dtype: torch.dtype = torch.float64):
         dims = [d_in] + [width] * depth + [d_out]
         layers: list[nn.Module] = []
         for i, (a, b) in enumerate(zip(dims[:-1], dims[1:])):
@@ -196,7 +198,8 @@ class FlatMLP:
         return {n: t.view(s) for n, t, s in zip(self.names, theta.split(self.sizes), self.shapes)}
 
     def __call__(self, theta: Tensor, x: Tensor) -> Tensor:
-        return functional_call(self.module, self.unflatten(theta), (x,))
+        out: Tensor = functional_call(self.module, self.unflatten(theta), (x,))
+        return out
 
     def loss(self, theta: Tensor, x: Tensor, y: Tensor) -> Tensor:
         return nn.functional.cross_entropy(self(theta, x), y)
@@ -239,14 +242,17 @@ def training_jacobian(
 ) -> Tensor:
     """J = df/dtheta at theta0, one column per basis tangent, by forward mode: vmap over a chunk of
     tangents of torch.func.jvp(f). Memory ~ chunk x (activations of one step); time ~ P / chunk runs
-    of f (each carrying `chunk` tangents). Returns J with J[i, j] = d f_i / d theta0_j."""
+    of f (each carrying `chunk` tangents). Returns J with J[i, j] = d f_i / d theta0_j. Safe beside
+    other threads: each chunk holds ``FORWARD_AD``, so another thread's jvp waits for it. `f` must not
+    share an nn.Module with another thread (``functional_call`` swaps the module's parameters in place)."""
     p = theta0.numel()
     eye = torch.eye(p, dtype=theta0.dtype)
     cols = []
     push = vmap(lambda v: jvp(f, (theta0,), (v,))[1])
     for start in range(0, p, chunk):
         t0 = time.monotonic()
-        cols.append(push(eye[start : start + chunk]))  # (c, P): rows are J e_j = column j
+        with FORWARD_AD:  # forward AD is process-global in torch (loupe.core.autodiff, issue 21)
+            cols.append(push(eye[start : start + chunk]))  # (c, P): rows are J e_j = column j
         if progress is not None:
             done = min(start + chunk, p)
             progress(done, p, f"J columns {done:,}/{p:,} ({time.monotonic() - t0:.1f}s per chunk)")
@@ -265,10 +271,10 @@ class Spectrum:
     tol: float = 0.1
     masks: dict[str, Tensor] = field(default_factory=dict)
 
-    def summary(self) -> dict:
+    def summary(self) -> dict[str, Any]:
         s = self.singular_values
         p = s.numel()
-        out = {
+        out: dict[str, Any] = {
             "n_params": p,
             "tol": self.tol,
             "sigma_1": float(s[0]),
@@ -321,7 +327,7 @@ def overlap_baseline(ka: int, kb: int, p: int) -> float:
 # -- evaluation and the perturbation experiment -----------------------------------------------------
 
 
-def evaluate(model: FlatMLP, theta: Tensor, data: Data) -> dict:
+def evaluate(model: FlatMLP, theta: Tensor, data: Data) -> dict[str, float]:
     with torch.no_grad():
         logits = model(theta, data.x_test)
         return {
@@ -348,7 +354,7 @@ def perturbation_experiment(
     per_region: int = 3,
     seed: int = 0,
     progress: Progress | None = None,
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """Retrain from theta_0 + eps v for the top `per_region` right singular vectors v of each region
     (top = largest sigma in chaotic and bulk, smallest in stable) and random unit directions; measure
     the change in the trained network: test loss difference and KL(original || perturbed) on the test
@@ -391,8 +397,8 @@ def perturbation_experiment(
     return out
 
 
-def summarize_perturbations(rows: list[dict]) -> dict[str, dict]:
-    by: dict[str, dict] = {}
+def summarize_perturbations(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    by: dict[str, dict[str, float]] = {}
     for r in rows:
         d = by.setdefault(r["region"], {"n": 0, "abs_test_loss_change": 0.0, "kl_test": 0.0, "kl_noise": 0.0})
         d["n"] += 1
@@ -415,7 +421,7 @@ class RunResult:
     thetaT: Tensor
     J: Tensor
     spec: Spectrum
-    metrics: dict
+    metrics: dict[str, dict[str, float]]
     seconds_jacobian: float
 
 

@@ -18,8 +18,12 @@ from torch import Tensor
 
 def jacobian(fn: Callable[[Tensor], Tensor], x0: Tensor) -> Tensor:
     """d fn / d x at x0, shape (d_out, d_in): reverse mode, all output rows at once
-    (``torch.autograd.functional.jacobian(vectorize=True)``: one forward, a vmapped backward)."""
-    return torch.autograd.functional.jacobian(fn, x0.detach(), vectorize=True)
+    (``torch.autograd.functional.jacobian(vectorize=True)``: one forward, a vmapped backward).
+    Reverse mode touches none of forward AD's process-global state, so it runs beside a training
+    Jacobian without ``loupe.core.autodiff.FORWARD_AD`` (strategy="forward-mode" would need it)."""
+    # one tensor in, one tensor out: one Tensor back (the stub says Any, for the tuple cases)
+    J: Tensor = torch.autograd.functional.jacobian(fn, x0.detach(), vectorize=True, strategy="reverse-mode")
+    return J
 
 
 def top_tokens(direction: Tensor, W_U: Tensor, k: int = 8) -> tuple[list[int], list[float]]:

@@ -25,13 +25,16 @@ a numpy popcount over temporaries was ten times slower than this loop.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numba
 import numpy as np
 import torch
 from numba import njit, prange, types
 from numba.extending import intrinsic
+from numpy.typing import NDArray
 from torch import Tensor
 
 BLOCK = 128  # coordinates per scale (2 words of 64 bits per plane)
@@ -49,9 +52,9 @@ class PackedRows:
     """Rows of 2-bit codes: h, l [n, D/64] uint64 bit planes, scale [n, D/BLOCK] float32; `dim` is
     the unpadded length."""
 
-    h: np.ndarray
-    l: np.ndarray
-    scale: np.ndarray
+    h: NDArray[np.uint64]
+    l: NDArray[np.uint64]
+    scale: NDArray[np.float32]
     dim: int
 
     @property
@@ -61,10 +64,10 @@ class PackedRows:
 
 @dataclass
 class PackedQuery:
-    planes: np.ndarray  # [4, D/64] uint64: bit planes of q_int + 7
-    a: np.ndarray  # [D/BLOCK] float32: 2 A s_b
-    b: np.ndarray  # [D/BLOCK] float32: 2 B s_b
-    c: np.ndarray  # [D/BLOCK] float32: (A + B) sum of the block's rounded query
+    planes: NDArray[np.uint64]  # [4, D/64]: bit planes of q_int + 7
+    a: NDArray[np.float32]  # [D/BLOCK]: 2 A s_b
+    b: NDArray[np.float32]  # [D/BLOCK]: 2 B s_b
+    c: NDArray[np.float32]  # [D/BLOCK]: (A + B) sum of the block's rounded query
     dim: int
 
 
@@ -72,14 +75,14 @@ def _pad(x: Tensor) -> Tensor:
     return torch.nn.functional.pad(x, (0, (-x.shape[-1]) % BLOCK))
 
 
-def _pack_bits(bits: Tensor) -> np.ndarray:
+def _pack_bits(bits: Tensor) -> NDArray[np.uint64]:
     """[n, D] bool (D a multiple of 64) -> [n, D/64] uint64. Any fixed bit order works: only popcounts
     of ANDs of planes packed the same way are ever taken."""
     b = np.packbits(bits.numpy(), axis=1, bitorder="little")
     return np.ascontiguousarray(b).view(np.uint64)
 
 
-def _unpack_bits(words: np.ndarray, dim: int) -> Tensor:
+def _unpack_bits(words: NDArray[np.uint64], dim: int) -> Tensor:
     return torch.from_numpy(np.unpackbits(words.view(np.uint8), axis=1, bitorder="little")[:, :dim].astype(bool))
 
 
@@ -129,21 +132,36 @@ def unpack_query(pq: PackedQuery) -> Tensor:
     """The rounded query [dim] float32."""
     padded = pq.a.shape[0] * BLOCK
     bits = _unpack_bits(pq.planes, padded).long()
-    qi = sum((bits[p] << p) for p in range(4)) - QUERY_LEVELS
+    qi = bits[0] + (bits[1] << 1) + (bits[2] << 2) + (bits[3] << 3) - QUERY_LEVELS
     s = torch.from_numpy(pq.a / (2 * LEVEL_A))
     return (qi.reshape(-1, BLOCK).float() * s[:, None]).reshape(-1)[: pq.dim]
 
 
 @intrinsic
-def _popcount(typingctx, x):
-    def codegen(context, builder, signature, args):
+def _popcount_intrinsic(typingctx: Any, x: Any) -> tuple[Any, Callable[..., Any]]:
+    def codegen(context: Any, builder: Any, signature: Any, args: Any) -> Any:
         return builder.ctpop(args[0])
 
     return types.uint64(types.uint64), codegen
 
 
+# numba's stub types an intrinsic's call as its typing function's, (typingctx, x) -> Never; compiled
+# code calls it as popcount(x) -> uint64
+_popcount: Callable[[np.uint64], np.uint64] = _popcount_intrinsic  # type: ignore[assignment]
+
+
 @njit(parallel=True, fastmath=True, cache=True)
-def _scores(h, l, scale, rows, planes, qa, qb, qc, out):  # pragma: no cover - compiled
+def _scores(  # pragma: no cover - compiled
+    h: NDArray[np.uint64],
+    l: NDArray[np.uint64],
+    scale: NDArray[np.float32],
+    rows: NDArray[np.int64],
+    planes: NDArray[np.uint64],
+    qa: NDArray[np.float32],
+    qb: NDArray[np.float32],
+    qc: NDArray[np.float32],
+    out: NDArray[np.float32],
+) -> None:
     nw = h.shape[1]
     nb = scale.shape[1]
     wpb = nw // nb
@@ -174,14 +192,16 @@ def _scores(h, l, scale, rows, planes, qa, qb, qc, out):  # pragma: no cover - c
         out[i] = acc
 
 
-def scores(p: PackedRows, q: PackedQuery, rows: Tensor | np.ndarray | None = None) -> Tensor:
+def scores(p: PackedRows, q: PackedQuery, rows: Tensor | NDArray[np.integer[Any]] | None = None) -> Tensor:
     """<unpack_rows(p)[rows], unpack_query(q)> for every row (all rows when `rows` is None): [len(rows)]."""
     if q.dim != p.dim:
         raise ValueError(f"query has {q.dim} coordinates, rows have {p.dim}")
     idx = np.arange(p.n, dtype=np.int64) if rows is None else np.asarray(rows, dtype=np.int64)
     out = np.empty(idx.shape[0], np.float32)
     with _KERNEL_LOCK:
-        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+        # NUMBA_NUM_THREADS is set at import by numba.config's environment reader, which mypy cannot see
+        n_max: int = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]
+        numba.set_num_threads(max(1, min(torch.get_num_threads(), n_max)))
         _scores(p.h, p.l, p.scale, idx, q.planes, q.a, q.b, q.c, out)
     return torch.from_numpy(out)
 

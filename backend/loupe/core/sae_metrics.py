@@ -18,9 +18,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any, TypedDict
 
 import torch
 from torch import Tensor
+
+from loupe.core.activations import HookedModel
 
 DENSE_THRESHOLD = 0.10  # a feature active on more than this share of tokens is "dense"
 
@@ -56,6 +59,8 @@ class ReconstructionStats:
 
     @property
     def fvu(self) -> float:
+        if self.x_sum is None:
+            raise ValueError("no tokens: call update() first")
         # sum ||x - mean||^2 = sum ||x||^2 - n ||mean||^2
         var = self.sq_sum - float(self.x_sum.pow(2).sum()) / self.n
         return self.sq_err / var
@@ -129,13 +134,15 @@ def _next_token_nll(logits: Tensor, input_ids: Tensor, loss_mask: Tensor) -> tup
     return float(nll[m].double().sum()), int(m.sum())
 
 
-def _logits(out) -> Tensor:
-    return out.logits if hasattr(out, "logits") else out
+def _logits(out: Any) -> Tensor:
+    """A Hugging Face output's logits, or a HookedTransformer's (the tensor itself)."""
+    logits: Tensor = out.logits if hasattr(out, "logits") else out
+    return logits
 
 
 @torch.no_grad()
 def spliced_losses(
-    model,
+    model: HookedModel,
     input_ids: Tensor,  # Int[Tensor, "n_seq pos"]
     loss_mask: Tensor,  # Bool[Tensor, "n_seq pos"]
     hook_name: str,
@@ -262,9 +269,14 @@ def nonzero_codes(codes: Tensor, offset: int = 0) -> tuple[Tensor, Tensor, Tenso
     return (tok + offset).int(), feat.int(), codes[tok, feat].float()
 
 
-def best_features(auroc_matrix: Tensor, class_names: Sequence[str]) -> dict[str, dict]:
+class BestFeature(TypedDict):
+    feature: int
+    auroc: float
+
+
+def best_features(auroc_matrix: Tensor, class_names: Sequence[str]) -> dict[str, BestFeature]:
     """For each class with a defined AUROC: its best feature and that feature's AUROC."""
-    out = {}
+    out: dict[str, BestFeature] = {}
     for c, name in enumerate(class_names):
         col = auroc_matrix[:, c]
         if torch.isnan(col).all():

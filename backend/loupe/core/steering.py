@@ -149,10 +149,11 @@ def select_direction(
     if rule not in SELECTION_RULES:
         raise ValueError(f"unknown selection rule {rule!r}; choose one of {SELECTION_RULES}")
 
-    def objective(c: Candidate) -> float:
-        return c.bypass_score - (c.induce_score if rule == "bypass_minus_induce" else 0.0)
+    def objective(bypass: float, induce: float) -> float:
+        return bypass - (induce if rule == "bypass_minus_induce" else 0.0)
 
-    best = None
+    best: Candidate | None = None
+    best_score = math.inf
     for c in cands:
         c.reasons = []
         c.selected = False
@@ -166,8 +167,11 @@ def select_direction(
             c.reasons.append("zero direction")
         if c.bypass_score is None or not math.isfinite(c.bypass_score):
             c.reasons.append("no bypass score")
-        if not c.reasons and (best is None or objective(c) < objective(best)):
-            best = c
+        if c.reasons or c.bypass_score is None or c.induce_score is None:  # both None cases have reasons
+            continue
+        score = objective(c.bypass_score, c.induce_score)
+        if best is None or score < best_score:
+            best, best_score = c, score
     if best is not None:
         best.selected = True
     return best
@@ -181,10 +185,11 @@ def unit(r: Tensor) -> Tensor:
     n = r.norm()
     if not n > 0:
         raise ValueError("the direction is zero")
-    return r / n
+    out: Tensor = r / n  # Tensor.__truediv__ is typed Any
+    return out
 
 
-def _select(positions: Positions):
+def _select(positions: Positions) -> slice | list[int]:
     return slice(None) if positions is None else list(positions)
 
 
@@ -206,13 +211,21 @@ def ablate(h: Tensor, r_hat: Tensor) -> Tensor:
 
 def ablation_hook(r: Tensor, positions: Positions = None) -> HookFn:
     r_hat = unit(r)
-    return lambda act, hook=None: _apply(act, positions, lambda h: ablate(h, r_hat))
+
+    def fn(act: Tensor, hook: Any = None) -> Tensor:
+        return _apply(act, positions, lambda h: ablate(h, r_hat))
+
+    return fn
 
 
 def addition_hook(vec: Tensor, alpha: float = 1.0, positions: Positions = None) -> HookFn:
     """h + alpha r (activation addition; Turner et al. 2023, Arditi et al. 2024)."""
     v = alpha * vec.to(torch.float64)
-    return lambda act, hook=None: _apply(act, positions, lambda h: h + v.to(h.device))
+
+    def fn(act: Tensor, hook: Any = None) -> Tensor:
+        return _apply(act, positions, lambda h: h + v.to(h.device))
+
+    return fn
 
 
 def ace_hook(r: Tensor, mu_minus: Tensor, alpha: float, positions: Positions = None) -> HookFn:
@@ -225,7 +238,10 @@ def ace_hook(r: Tensor, mu_minus: Tensor, alpha: float, positions: Positions = N
         d = h.device
         return h - ((h - mu.to(d)) @ r_hat.to(d))[..., None] * r_hat.to(d) + alpha * r64.to(d)
 
-    return lambda act, hook=None: _apply(act, positions, f)
+    def fn(act: Tensor, hook: Any = None) -> Tensor:
+        return _apply(act, positions, f)
+
+    return fn
 
 
 def ablation_hook_names(n_layers: int) -> list[str]:
@@ -261,7 +277,10 @@ def sae_clamp_hook(
         fi = encode(h.to(torch.float32))[..., feature].to(torch.float64)
         return h + (value - fi)[..., None] * w.to(h.device)
 
-    return lambda act, hook=None: _apply(act, positions, f)
+    def fn(act: Tensor, hook: Any = None) -> Tensor:
+        return _apply(act, positions, f)
+
+    return fn
 
 
 def _op(x: Tensor, op: EditOp, value: float) -> Tensor:
@@ -277,7 +296,7 @@ def _op(x: Tensor, op: EditOp, value: float) -> Tensor:
 def neuron_edit_hook(index: int, position: int | None, op: EditOp, value: float = 0.0) -> HookFn:
     """Set, scale or zero activation[..., position, index] (position None: every position)."""
 
-    def fn(act: Tensor, hook=None) -> Tensor:
+    def fn(act: Tensor, hook: Any = None) -> Tensor:
         out = act.clone()
         sel = slice(None) if position is None else position
         out[:, sel, index] = _op(act[:, sel, index].to(torch.float64), op, value).to(act.dtype)
@@ -302,13 +321,16 @@ def sae_feature_edit_hook(
         fi = encode(h.to(torch.float32))[..., feature].to(torch.float64)
         return h + (_op(fi, op, value) - fi)[..., None] * w.to(h.device)
 
-    return lambda act, hook=None: _apply(act, None if position is None else [position], f)
+    def fn(act: Tensor, hook: Any = None) -> Tensor:
+        return _apply(act, None if position is None else [position], f)
+
+    return fn
 
 
 def compose(fns: Sequence[HookFn]) -> HookFn:
     """Several hook functions at one hook point, applied in order."""
 
-    def fn(act: Tensor, hook=None) -> Tensor:
+    def fn(act: Tensor, hook: Any = None) -> Tensor:
         for f in fns:
             act = f(act, hook)
         return act
