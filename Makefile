@@ -22,6 +22,7 @@ lint: install frontend
 	$(BIN)/ruff check backend tests bench
 	$(BIN)/ruff format --check backend tests bench
 	$(BIN)/lint-imports
+	$(BIN)/mypy
 
 install: $(STAMP)
 

@@ -3,8 +3,16 @@ manifest can record the config an artifact was built with and a newer build can 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, fields
 from typing import Any, Self
+
+# progress(done, total or None, message): how long work reports itself, from core up to the job rows
+Progress = Callable[[float, float | None, str], None]
+
+
+def no_progress(done: float, total: float | None, message: str) -> None:
+    return None
 
 
 class Config:
@@ -12,7 +20,8 @@ class Config:
     (a manifest written by an older or newer build) and rebuilds tuples from JSON lists."""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)  # type: ignore[call-overload]
+        out: dict[str, Any] = asdict(self)  # type: ignore[call-overload]  # the subclass is the dataclass
+        return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Self:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import torch
@@ -37,9 +37,10 @@ from torch import Tensor, nn
 from torch.func import functional_call, grad, jvp, vmap
 
 from loupe.core.autodiff import FORWARD_AD
+from loupe.core.config import Progress
 
 Control = Literal["none", "white_noise", "shuffled_labels"]
-Progress = Callable[[float, float | None, str], None]
+
 CONTROLS: tuple[str, ...] = ("none", "white_noise", "shuffled_labels")
 INITS: tuple[str, ...] = ("lecun", "torch")
 # Tangents per vmap chunk. At the paper's size in float64 on 2 idle cores, the full J extrapolated from
@@ -461,7 +462,3 @@ def run(
     secs = time.monotonic() - t0
     spec = spectrum(J)
     return RunResult(cfg, theta0, thetaT, J, spec, metrics, secs)
-
-
-def with_seed(cfg: TrainConfig, seed: int) -> TrainConfig:
-    return replace(cfg, seed=seed)

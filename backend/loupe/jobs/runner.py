@@ -19,13 +19,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from loupe.core.config import Progress
 from loupe.jobs.executors import Executor, ThreadExecutor
 from loupe.storage.models import Job
 from loupe.storage.repositories import JobRepository
 
 log = logging.getLogger("loupe.jobs")
 
-Progress = Callable[[float, float | None, str], None]
 ProgressListener = Progress
 JobBody = Callable[["JobContext"], dict[str, Any] | None]
 
@@ -38,10 +38,6 @@ CANCELLED = "cancelled by request"
 
 class JobCancelled(Exception):
     """Raised inside a job body when its job was cancelled."""
-
-
-def no_progress(done: float, total: float | None, message: str) -> None:
-    return None
 
 
 @dataclass

@@ -25,8 +25,7 @@ import torch
 from torch import Tensor
 
 from loupe.core.activations import check_hook_names, iter_activations
-from loupe.core.config import Config
-from loupe.jobs.runner import Progress, no_progress
+from loupe.core.config import Config, Progress, no_progress
 from loupe.storage.artifacts import atomic_dir, load_tensors, read_manifest, save_tensors, write_manifest
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from loupe.core.chat import Instruction
+from loupe.core.config import Progress
 from loupe.core.packing import Document, pack
-from loupe.jobs.runner import Progress
 from loupe.storage.artifacts import atomic_dir, save_tensors, write_manifest
 
 SPLITS = ("train", "heldout")

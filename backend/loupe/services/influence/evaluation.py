@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from loupe.core import influence as I
-from loupe.jobs.runner import Progress, no_progress
+from loupe.core.config import Progress, no_progress
 from loupe.services.activations import real_positions
 from loupe.services.influence.index import InfluenceIndex
 from loupe.services.influence.precise import precise_scores

@@ -25,8 +25,9 @@ from typing import Any
 import torch
 
 from loupe.core import jacobian as jac
+from loupe.core.config import Progress
 from loupe.errors import Conflict, NotFound
-from loupe.jobs.runner import JobRunner, Progress
+from loupe.jobs.runner import JobRunner
 from loupe.services.jacobian.figures import alignment_figure, overlap_figure, perturbation_figure, spectrum_figure
 from loupe.services.jacobian.runs import JOB_KIND, RunSettings, validate
 from loupe.services.workspace import Workspace

@@ -22,8 +22,9 @@ from typing import Any
 
 from transformers import AutoTokenizer
 
+from loupe.core.config import Progress, no_progress
 from loupe.jobs.pipeline import Step
-from loupe.jobs.runner import JobContext, Progress, no_progress
+from loupe.jobs.runner import JobContext
 from loupe.services.activations import ActivationCache, ActivationCacheConfig, write_activation_cache
 from loupe.services.datasets import SPLITS, Dataset, Subject
 from loupe.services.models import ModelService, load_bridge

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from loupe.core import sae_dashboards as D
-from loupe.jobs.runner import Progress, no_progress
+from loupe.core.config import Progress, no_progress
 from loupe.services.activations import ActivationCache
 from loupe.services.saes.configs import DashboardConfig
 from loupe.services.saes.effects import TopBottom, logit_effects, neuron_effects

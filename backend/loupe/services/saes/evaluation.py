@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from loupe.core import sae_metrics as M
-from loupe.jobs.runner import Progress, no_progress
+from loupe.core.config import Progress, no_progress
 from loupe.services.activations import ActivationCache
 
 # the targets on the demo world

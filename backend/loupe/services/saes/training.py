@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from loupe.jobs.runner import Progress, no_progress
+from loupe.core.config import Progress, no_progress
 from loupe.services.activations import ActivationCache, ActivationCacheConfig
 from loupe.services.saes.configs import SAETrainConfig
 from loupe.storage.artifacts import atomic_dir, save_tensors, write_manifest

@@ -16,9 +16,9 @@ from torch import Tensor
 
 from loupe.core import steering as S
 from loupe.core.chat import REFUSAL_PREFIXES
+from loupe.core.config import Progress, no_progress
 from loupe.core.generation import greedy_batch
 from loupe.errors import Unprocessable
-from loupe.jobs.runner import Progress, no_progress
 from loupe.services.models import LoadedModel, locked_forward
 
 Forward = Callable[[Tensor], Tensor]

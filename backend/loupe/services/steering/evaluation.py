@@ -14,8 +14,8 @@ import torch
 
 from loupe.core import steering as S
 from loupe.core.chat import is_refusal
+from loupe.core.config import Progress, no_progress
 from loupe.errors import Unprocessable
-from loupe.jobs.runner import Progress, no_progress
 from loupe.services.models import LoadedModel, locked_forward
 from loupe.services.steering.direction import completions, encode_prompts, last_logits
 from loupe.services.steering.vectors import Vector
