@@ -129,3 +129,10 @@ def test_openapi_and_docs_are_served(client):
     schema = client.get("/openapi.json").json()
     assert {"/api/health", "/api/jobs", "/api/generate", "/api/models"} <= set(schema["paths"])
     assert client.get("/docs").status_code == 200
+
+
+def test_cancel_job_answers_404_and_409_for_jobs_it_cannot_cancel(client):
+    assert client.delete("/api/jobs/999999").status_code == 404
+    done = next(j for j in client.get("/api/jobs").json()["jobs"] if j["status"] == "done")
+    r = client.delete(f"/api/jobs/{done['id']}")
+    assert r.status_code == 409 and "only a queued or running job" in r.json()["detail"]

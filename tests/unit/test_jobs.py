@@ -1,0 +1,125 @@
+"""The one job runner: priorities, progress rows, cancellation of queued and running jobs, chains of
+build steps that stop at the first failure, and no artifact from a cancelled step."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from loupe.jobs.executors import ThreadExecutor
+from loupe.jobs.pipeline import Pipeline, Step
+from loupe.jobs.runner import BUILD, INTERACTIVE, JobCancelled, JobContext, JobRunner
+from loupe.storage.artifacts import atomic_dir, write_manifest
+from loupe.storage.db import Database
+from loupe.storage.repositories import JobRepository
+
+
+@pytest.fixture()
+def repo(tmp_path):
+    db = Database(f"sqlite:///{tmp_path / 'jobs.db'}")
+    db.migrate()
+    yield JobRepository(db)
+    db.dispose()
+
+
+def _wait(pred, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_one_worker_runs_interactive_jobs_before_queued_build_jobs(repo):
+    runner = JobRunner(repo, ThreadExecutor(max_workers=1))
+    gate, order = threading.Event(), []
+    runner.submit("t", "blocker", {}, lambda ctx: gate.wait(10) and None)
+    for name, prio in (("build-1", BUILD), ("build-2", BUILD), ("user", INTERACTIVE)):
+        runner.submit("t", name, {}, lambda ctx, n=name: order.append(n) or {"name": n}, priority=prio)
+    gate.set()
+    _wait(lambda: len(order) == 3)
+    assert order == ["user", "build-1", "build-2"]  # priority first, then FIFO
+    _wait(lambda: all(j.status == "done" for j in repo.list()))
+    assert repo.latest("user").artifacts == {"name": "user"}
+    runner.shutdown(wait=True)
+
+
+def test_cancel_a_queued_job_marks_it_failed_and_it_never_runs(repo):
+    runner = JobRunner(repo, ThreadExecutor(max_workers=1))
+    gate, ran = threading.Event(), []
+    runner.submit("t", "blocker", {}, lambda ctx: gate.wait(10) and None)
+    job = runner.submit("t", "victim", {}, lambda ctx: ran.append(1))
+    assert runner.cancel(job.id)
+    row = repo.get(job.id)
+    assert row.status == "failed" and row.message == "cancelled" and "cancelled" in row.error
+    gate.set()
+    _wait(lambda: repo.get(1).status == "done")
+    time.sleep(0.1)
+    assert ran == [] and not runner.cancel(job.id)  # gone from the queue: nothing left to cancel
+    runner.shutdown(wait=True)
+
+
+def test_cancel_a_running_step_stops_it_at_its_next_progress_and_leaves_no_artifact(repo, tmp_path):
+    runner = JobRunner(repo, ThreadExecutor(max_workers=1))
+    out = tmp_path / "artifact"
+    started = threading.Event()
+
+    def body(ctx: JobContext) -> dict:
+        with atomic_dir(out) as tmp:
+            (tmp / "part").write_text("half")
+            started.set()
+            for i in range(1000):
+                ctx.progress(i, 1000, "working")
+                time.sleep(0.01)
+            write_manifest(tmp, {"key": "k"})
+        return {}
+
+    job = runner.submit("t", "long", {}, body)
+    assert started.wait(10)
+    assert runner.cancel(job.id)
+    _wait(lambda: repo.get(job.id).status == "failed")
+    assert repo.get(job.id).message == "cancelled"
+    assert not out.exists() and not list(tmp_path.glob(".tmp-*"))
+    runner.shutdown(wait=True)
+
+
+def test_a_chain_of_steps_runs_in_order_skips_finished_ones_and_stops_at_a_failure(repo, tmp_path):
+    runner = JobRunner(repo, ThreadExecutor(max_workers=2))
+    ran: list[str] = []
+
+    def step(name: str, fail: bool = False) -> Step:
+        def body(ctx: JobContext) -> dict:
+            ran.append(name)
+            if fail:
+                raise RuntimeError(f"{name} broke")
+            with atomic_dir(tmp_path / name) as tmp:
+                write_manifest(tmp, {"key": name})
+            return {}
+
+        return Step(name, name, tmp_path / name, body, background=True, key=name)
+
+    (tmp_path / "a").mkdir()
+    write_manifest(tmp_path / "a", {"key": "a"})  # already built
+    steps = [step("a"), step("b"), step("c", fail=True), step("d")]
+    Pipeline(runner, steps).submit(steps)
+    _wait(lambda: repo.latest("c") is not None and repo.latest("c").status == "failed")
+    time.sleep(0.2)
+    assert ran == ["b", "c"]  # a was built, d never queued after c failed
+    assert repo.latest("a") is None and repo.latest("d") is None
+    assert "c broke" in repo.latest("c").error
+    runner.shutdown(wait=True)
+
+
+def test_run_in_this_thread_raises_the_cancellation(repo):
+    runner = JobRunner(repo, ThreadExecutor(max_workers=1))
+
+    def body(ctx: JobContext) -> dict:
+        runner.cancel(ctx.job_id)
+        ctx.progress(1, 2, "next batch")
+        return {}
+
+    with pytest.raises(JobCancelled):
+        runner.run("t", "self-cancelling", {}, body)
+    assert repo.latest("self-cancelling").status == "failed"
+    runner.shutdown(wait=True)
