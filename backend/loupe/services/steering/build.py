@@ -38,21 +38,7 @@ def refusal_step(models: ModelService, vectors: VectorStore, subject: Subject, c
         res = compute_refusal_direction(
             lm, harmful[:n], harmless[:n], harmful[n : n + k], harmless[n : n + k], progress=ctx.progress
         )
-        vectors.save(
-            vid,
-            REFUSAL_VECTOR_NAME,
-            lm.id,
-            res["hook"],
-            res["layer"],
-            res["position"],
-            res["r"],
-            res["mu_minus"],
-            res["mu_plus"],
-            res["scores"],
-            res["candidates"],
-            "build",
-            key=key,
-        )
+        vectors.save_direction(vid, REFUSAL_VECTOR_NAME, lm.id, res, "build", key=key)
         keys = ("bypass_score", "induce_score", "kl", "fallback")
         return {
             "vector_id": vid,

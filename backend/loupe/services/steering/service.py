@@ -55,20 +55,7 @@ class SteeringService:
 
         def body(ctx: JobContext) -> dict[str, Any]:
             res = compute_refusal_direction(lm, h, hl, hs, ls, progress=ctx.progress, rule=rule)
-            self.vectors.save(
-                vid,
-                name,
-                lm.id,
-                res["hook"],
-                res["layer"],
-                res["position"],
-                res["r"],
-                res["mu_minus"],
-                res["mu_plus"],
-                res["scores"],
-                res["candidates"],
-                "computed",
-            )
+            self.vectors.save_direction(vid, name, lm.id, res, "computed")
             return {"vector_id": vid}
 
         job = self.jobs.submit("steering", f"steering.compute.{vid}", {"name": name, "vector_id": vid}, body)

@@ -101,6 +101,26 @@ class VectorStore:
             candidates=candidates,
         )
 
+    def save_direction(
+        self, vector_id: str, name: str, model_id: str, res: dict[str, Any], source: str, key: str = ""
+    ) -> VectorRecord:
+        """Save what `compute_refusal_direction` selected (its hook, position, r, means, scores, candidates)."""
+        return self.save(
+            vector_id,
+            name,
+            model_id,
+            res["hook"],
+            res["layer"],
+            res["position"],
+            res["r"],
+            res["mu_minus"],
+            res["mu_plus"],
+            res["scores"],
+            res["candidates"],
+            source,
+            key=key,
+        )
+
     def restore(self) -> int:
         """Rows for complete vector directories that have none (a database recreated beside kept
         artifacts, or a kill between the file and the row). Returns how many were added."""
