@@ -59,7 +59,7 @@ export const steeringApi = {
     }
     if (!res.ok || !res.body) {
       const raw = await res.text();
-      let parsed: unknown = null;
+      let parsed: unknown;
       try {
         parsed = raw ? JSON.parse(raw) : null;
       } catch {

@@ -1,13 +1,13 @@
 // /features/{saeId}/{index}: one feature's dashboard (after Neuronpedia's feature page and the
 // Towards Monosemanticity browser): label, stats, histogram, top examples, interval samples,
 // enrichment, logit effects, neighbours, neurons, and the feature on text of your own.
-import { useEffect, useState, type FormEvent } from "react";
+import { useState, type FormEvent } from "react";
 import { api, errorMessage, type ActivationsResponse, type Dashboard, type Example } from "../api/client";
 import { Plot, type Figure } from "../components/Plot";
 import { TokenText, showToken } from "../components/Tokens";
 import { Badge, Empty, ErrorBox, Panel, Spinner } from "../components/ui";
 import { formatFloat, formatInt, formatPercent } from "../format";
-import { useDocumentTitle } from "../hooks";
+import { useDocumentTitle, useRequest } from "../hooks";
 import { Link } from "../router";
 import { featuresUrl, formatDensity, logDensity } from "./Features";
 
@@ -40,11 +40,12 @@ function LabelEditor({ d, onSaved }: { d: Dashboard; onSaved: (label: string | n
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<string | null>(null);
   const [saved, setSaved] = useState(false);
-  useEffect(() => {
-    setSaved(false);
-    setError(null);
-  }, [d.sae_id, d.index]);
-  useEffect(() => setValue(d.label ?? ""), [d.sae_id, d.index, d.label]);
+  // The input follows the saved label (the server may normalise what was typed).
+  const [shownLabel, setShownLabel] = useState(d.label);
+  if (d.label !== shownLabel) {
+    setShownLabel(d.label);
+    setValue(d.label ?? "");
+  }
 
   const dirty = value.trim() !== (d.label ?? "");
   const save = async (e: FormEvent) => {
@@ -62,7 +63,7 @@ function LabelEditor({ d, onSaved }: { d: Dashboard; onSaved: (label: string | n
     }
   };
   return (
-    <form className="label-editor" onSubmit={save}>
+    <form className="label-editor" onSubmit={(e) => void save(e)}>
       <label className="field grow">
         <span className="field-label">your label (empty to remove)</span>
         <input
@@ -163,7 +164,7 @@ function TryText({ d }: { d: Dashboard }) {
   const peak = Math.max(0, ...acts);
   return (
     <Panel title="Test on your text" testId="try-text">
-      <form className="try-form" onSubmit={run}>
+      <form className="try-form" onSubmit={(e) => void run(e)}>
         <label className="field grow">
           <span className="field-label">text</span>
           <input value={text} onChange={(e) => setText(e.target.value)} placeholder="type text to see where this feature fires" data-testid="try-input" />
@@ -187,30 +188,8 @@ function TryText({ d }: { d: Dashboard }) {
 
 export function FeaturePage({ saeId, index }: { saeId: string; index: number }) {
   useDocumentTitle(`${saeId} #${index}`);
-  const [d, setD] = useState<Dashboard | null>(null);
-  const [error, setError] = useState<string | null>(null);
-  const [loading, setLoading] = useState(true);
-
-  useEffect(() => {
-    const ctrl = new AbortController();
-    setLoading(true);
-    setError(null);
-    api
-      .feature(saeId, index, ctrl.signal)
-      .then((r) => setD(r))
-      .catch((e: unknown) => {
-        if (!ctrl.signal.aborted) {
-          setError(errorMessage(e));
-          setD(null);
-        }
-      })
-      .finally(() => {
-        if (!ctrl.signal.aborted) setLoading(false);
-      });
-    return () => ctrl.abort();
-  }, [saeId, index]);
-
-  const cur = d && d.sae_id === saeId && d.index === index ? d : null;
+  const { data, error, loading, setData } = useRequest(`${saeId}/${index}`, (signal) => api.feature(saeId, index, signal));
+  const cur = data ?? null;
   const nav = (
     <div className="feature-nav">
       <Link to={featuresUrl({ sae: saeId })} className="btn btn-small btn-ghost" data-testid="back-to-features">
@@ -280,7 +259,7 @@ export function FeaturePage({ saeId, index }: { saeId: string; index: number }) 
       </header>
 
       <Panel testId="feature-summary">
-        <LabelEditor d={cur} onSaved={(label) => setD({ ...cur, label })} />
+        <LabelEditor key={`${cur.sae_id}/${cur.index}`} d={cur} onSaved={(label) => setData({ ...cur, label })} />
         <dl className="metric-grid feature-stats">
           <div className="metric" data-testid="stat-density">
             <dt>density</dt>

@@ -1,11 +1,11 @@
 // /features: the SAE picker with quality metrics, the feature table (server-side sort, search,
 // filters, pages) and each SAE's neuron polysemanticity. All state lives in the URL.
-import { useEffect, useMemo, useRef, useState, type KeyboardEvent, type ReactNode } from "react";
-import { api, errorMessage, type FeaturePage, type FeatureQuery, type NeuronsResponse, type SAE } from "../api/client";
+import { useEffect, useEffectEvent, useMemo, useState, type KeyboardEvent, type ReactNode } from "react";
+import { api, errorMessage, type FeatureQuery, type SAE } from "../api/client";
 import { Plot, type Figure } from "../components/Plot";
 import { Badge, Empty, ErrorBox, Panel, Spinner } from "../components/ui";
 import { formatFloat, formatInt, formatPercent } from "../format";
-import { useDocumentTitle, usePolling } from "../hooks";
+import { useDocumentTitle, usePolling, useRequest } from "../hooks";
 import { Link, navigate, replaceUrl, useSearch } from "../router";
 
 type SortKey = NonNullable<FeatureQuery["sort"]>;
@@ -309,22 +309,28 @@ const COLUMNS: { key: SortKey | null; label: string; num?: boolean; firstOrder?:
   { key: "top_domain_share", label: "top domain", firstOrder: "desc" },
 ];
 
+const fracToPct = (s: string) => (s === "" ? "" : String(+(Number(s) * 100).toPrecision(6)));
+
 function FeatureFilters({ url, set, domains }: { url: FeaturesUrl; set: (p: Partial<FeaturesUrl>, replace?: boolean) => void; domains: string[] }) {
   const [q, setQ] = useState(url.q);
   const [min, setMin] = useState(url.min === "" ? "" : String(Number(url.min) * 100));
   const [max, setMax] = useState(url.max === "" ? "" : String(Number(url.max) * 100));
-  const setRef = useRef(set);
-  setRef.current = set;
 
-  // Follow the URL when it changes from outside (back button, quick filters).
-  useEffect(() => setQ(url.q), [url.q]);
-  useEffect(() => setMin(url.min === "" ? "" : String(+(Number(url.min) * 100).toPrecision(6))), [url.min]);
-  useEffect(() => setMax(url.max === "" ? "" : String(+(Number(url.max) * 100).toPrecision(6))), [url.max]);
+  // Follow the URL when it changes from outside (back button, quick filters): the inputs are
+  // reset while rendering, when the URL's values differ from the ones last seen.
+  const [seen, setSeen] = useState({ q: url.q, min: url.min, max: url.max });
+  if (seen.q !== url.q || seen.min !== url.min || seen.max !== url.max) {
+    setSeen({ q: url.q, min: url.min, max: url.max });
+    if (seen.q !== url.q) setQ(url.q);
+    if (seen.min !== url.min) setMin(fracToPct(url.min));
+    if (seen.max !== url.max) setMax(fracToPct(url.max));
+  }
 
   // Typing updates the URL (and so the table) after a short pause, without history entries.
+  const search = useEffectEvent((value: string) => set({ q: value, offset: 0 }, true));
   useEffect(() => {
     if (q === url.q) return;
-    const id = setTimeout(() => setRef.current({ q, offset: 0 }, true), 250);
+    const id = setTimeout(() => search(q), 250);
     return () => clearTimeout(id);
   }, [q, url.q]);
 
@@ -385,33 +391,15 @@ function FeatureFilters({ url, set, domains }: { url: FeaturesUrl; set: (p: Part
 }
 
 function FeatureTable({ sae, url, set }: { sae: SAE; url: FeaturesUrl; set: (p: Partial<FeaturesUrl>, replace?: boolean) => void }) {
-  const [page, setPage] = useState<FeaturePage | null>(null);
-  const [error, setError] = useState<string | null>(null);
-  const [loading, setLoading] = useState(false);
   const domains = useMemo(() => domainsOf(sae).map((d) => d.name).sort(), [sae]);
-
-  useEffect(() => {
-    const ctrl = new AbortController();
-    setLoading(true);
-    const params: FeatureQuery = { sort: url.sort, order: url.order, offset: url.offset, limit: url.limit };
-    if (url.q.trim()) params.q = url.q.trim();
-    if (url.domain) params.domain = url.domain;
-    if (url.min !== "") params.min_density = Number(url.min);
-    if (url.max !== "") params.max_density = Number(url.max);
-    api
-      .features(sae.id, params, ctrl.signal)
-      .then((p) => {
-        setPage(p);
-        setError(null);
-      })
-      .catch((e: unknown) => {
-        if (!ctrl.signal.aborted) setError(errorMessage(e));
-      })
-      .finally(() => {
-        if (!ctrl.signal.aborted) setLoading(false);
-      });
-    return () => ctrl.abort();
-  }, [sae.id, url.sort, url.order, url.offset, url.limit, url.q, url.domain, url.min, url.max]);
+  const params: FeatureQuery = { sort: url.sort, order: url.order, offset: url.offset, limit: url.limit };
+  if (url.q.trim()) params.q = url.q.trim();
+  if (url.domain) params.domain = url.domain;
+  if (url.min !== "") params.min_density = Number(url.min);
+  if (url.max !== "") params.max_density = Number(url.max);
+  // The last page stays on screen (dimmed) while the next one loads.
+  const { latest, error, loading } = useRequest(JSON.stringify([sae.id, params]), (signal) => api.features(sae.id, params, signal));
+  const page = latest ?? null;
 
   const clickSort = (key: SortKey, first: "asc" | "desc") => {
     if (url.sort === key) set({ order: url.order === "asc" ? "desc" : "asc", offset: 0 });
@@ -583,20 +571,7 @@ export function polysemanticityFigure(values: number[], saeId: string): Figure {
 }
 
 function Neurons({ sae }: { sae: SAE }) {
-  const [data, setData] = useState<NeuronsResponse | null>(null);
-  const [error, setError] = useState<string | null>(null);
-  useEffect(() => {
-    const ctrl = new AbortController();
-    setData(null);
-    setError(null);
-    api
-      .neurons(sae.id, ctrl.signal)
-      .then(setData)
-      .catch((e: unknown) => {
-        if (!ctrl.signal.aborted) setError(errorMessage(e));
-      });
-    return () => ctrl.abort();
-  }, [sae.id]);
+  const { data, error } = useRequest(sae.id, (signal) => api.neurons(sae.id, signal));
   const fig = useMemo(() => (data ? polysemanticityFigure(data.polysemanticity, sae.id) : null), [data, sae.id]);
 
   return (

@@ -85,7 +85,7 @@ export function Influence() {
       )}
 
       <Panel>
-        <form className="gen-form" onSubmit={submit}>
+        <form className="gen-form" onSubmit={(e) => void submit(e)}>
           <div style={{ display: "flex", gap: 12, flexWrap: "wrap", alignItems: "end" }}>
             {INFLUENCE_PRESETS.map((p) => (
               <button

@@ -102,7 +102,7 @@ export function Inspect() {
       </header>
 
       <Panel>
-        <form className="gen-form" onSubmit={submit}>
+        <form className="gen-form" onSubmit={(e) => void submit(e)}>
           <div className="inspect-controls">
             <label className="field">
               <span className="field-label">SAE</span>

@@ -2,19 +2,20 @@
 // the digits data: runs (jobs keyed by their settings), the spectrum with its chaotic / bulk / stable
 // regions, the alignment cos(u_i, v_i), the perturbation experiment, the seed overlap and the controls;
 // and the per-token layer Jacobian of the language model.
-import { useEffect, useState, type FormEvent } from "react";
+import { useState, type FormEvent } from "react";
 import { errorMessage } from "../api/client";
 import { jacobianApi, type JacobianRun, type JacobianSettings, type LayerJacobian } from "../api/jacobian";
 import { Plot, type Figure } from "../components/Plot";
 import { Badge, Empty, ErrorBox, Panel, Spinner } from "../components/ui";
-import { useDocumentTitle, usePolling } from "../hooks";
+import { formatValue } from "../format";
+import { useDocumentTitle, usePolling, useRequest } from "../hooks";
 
 const PAPER: JacobianSettings = {
   seed: 0, width: 64, depth: 1, epochs: 25, batch_size: 64, lr: 0.1, momentum: 0.9, control: "none", experiments: true, dtype: "float64", init: "lecun",
 };
 
 function settingsLabel(s: Record<string, unknown>): string {
-  const init = s.init && s.init !== "lecun" ? ` · init ${String(s.init)}` : "";
+  const init = s.init && s.init !== "lecun" ? ` · init ${formatValue(s.init)}` : "";
   const dtype = s.dtype === "float32" ? " · float32" : "";
   return `seed ${String(s.seed)} · width ${String(s.width)} · ${String(s.epochs)} ep · lr ${String(s.lr)} · ${String(s.control)}${dtype}${init}`;
 }
@@ -25,8 +26,6 @@ export function Jacobian() {
   useDocumentTitle("Jacobian");
   const runs = usePolling(jacobianApi.runs, (d, e) => (e ? 5000 : d?.runs.some((r) => r.status !== "done" && r.status !== "failed") ? 1000 : 10000));
   const [selected, setSelected] = useState<string | null>(null);
-  const [run, setRun] = useState<JacobianRun | null>(null);
-  const [runError, setRunError] = useState<string | null>(null);
   const [form, setForm] = useState<JacobianSettings>(PAPER);
   const [startError, setStartError] = useState<string | null>(null);
   const [starting, setStarting] = useState(false);
@@ -36,21 +35,10 @@ export function Jacobian() {
   const current = selected ?? done[0]?.run_id ?? null;
   const nDone = done.length;
 
-  useEffect(() => {
-    if (!current || !done.some((r) => r.run_id === current)) {
-      setRun(null);
-      return;
-    }
-    const c = new AbortController();
-    setRunError(null);
-    jacobianApi
-      .run(current, c.signal)
-      .then(setRun)
-      .catch((e) => !c.signal.aborted && setRunError(errorMessage(e)));
-    return () => c.abort();
-    // refetch when the number of finished runs changes (new seeds / controls join the figures)
-    // eslint-disable-next-line react-hooks/exhaustive-deps
-  }, [current, nDone]);
+  // Refetched when the number of finished runs changes (new seeds / controls join the figures);
+  // the last run stays on screen while another loads.
+  const runKey = current && done.some((r) => r.run_id === current) ? `${current}|${nDone}` : null;
+  const { latest: run, error: runError } = useRequest(runKey, (signal) => jacobianApi.run(current ?? "", signal));
 
   const start = async (e: FormEvent) => {
     e.preventDefault();
@@ -113,7 +101,7 @@ export function Jacobian() {
                         <td>
                           <Badge tone={r.status === "done" ? "good" : r.status === "failed" ? "bad" : "info"}>{r.status}</Badge>
                           {r.status !== "done" && r.progress ? (
-                            <span className="muted small" title={String(r.progress.message ?? "")}>
+                            <span className="muted small" title={formatValue(r.progress.message ?? "")}>
                               {" "}
                               {r.progress.total ? `${Math.round((100 * Number(r.progress.done)) / Number(r.progress.total))}%` : ""}
                             </span>
@@ -131,7 +119,7 @@ export function Jacobian() {
         </Panel>
 
         <Panel title="Start a run" testId="jacobian-form-panel">
-          <form onSubmit={start} data-testid="jacobian-form" className="gen-form">
+          <form onSubmit={(e) => void start(e)} data-testid="jacobian-form" className="gen-form">
             <div style={{ display: "flex", gap: 10, flexWrap: "wrap", alignItems: "end" }}>
               <label className="field">
                 <span className="field-label">seed</span>

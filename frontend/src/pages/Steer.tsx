@@ -11,10 +11,10 @@ import {
   type NextToken,
   type StreamEvent,
   type Vector,
-  type VectorDetail,
 } from "../api/steering";
 import { Plot, type Figure } from "../components/Plot";
 import { Badge, Empty, ErrorBox, Panel, Spinner } from "../components/ui";
+import { useRequest } from "../hooks";
 
 type Method = "ablation" | "addition" | "ace" | "sae_feature_add" | "sae_feature_clamp" | "edit";
 
@@ -151,7 +151,6 @@ export function Steer() {
   const [form, setForm] = useState<SteerForm>(INITIAL);
   const [vectors, setVectors] = useState<Vector[] | null>(null);
   const [saes, setSaes] = useState<SAEList["saes"]>([]);
-  const [detail, setDetail] = useState<VectorDetail | null>(null);
   const [loadError, setLoadError] = useState<string | null>(null);
   const [out, setOut] = useState<{ default: string; steered: string | null } | null>(null);
   const [streaming, setStreaming] = useState(false);
@@ -185,14 +184,11 @@ export function Steer() {
     return () => c.abort();
   }, []);
 
+  const vectorDetail = useRequest(form.vectorId || null, (signal) => steeringApi.vector(form.vectorId, signal));
+  const detail = vectorDetail.data ?? null;
   useEffect(() => {
     if (!form.vectorId) return;
     const c = new AbortController();
-    setDetail(null);
-    steeringApi
-      .vector(form.vectorId, c.signal)
-      .then(setDetail)
-      .catch((e) => !c.signal.aborted && setLoadError(errorMessage(e)));
     steeringApi
       .evaluations(form.vectorId, c.signal)
       .then((l) => setEvaluation(l.evaluations[0] ?? null))
@@ -326,10 +322,10 @@ export function Steer() {
         </p>
       </header>
 
-      {loadError && <ErrorBox title="Could not load vectors" message={loadError} />}
+      {(loadError ?? vectorDetail.error) && <ErrorBox title="Could not load vectors" message={loadError ?? vectorDetail.error ?? ""} />}
 
       <Panel>
-        <form className="gen-form" onSubmit={run} noValidate data-testid="steer-form">
+        <form className="gen-form" onSubmit={(e) => void run(e)} noValidate data-testid="steer-form">
           <label className="field field-prompt">
             <span className="field-label">Prompt</span>
             <textarea
