@@ -1,16 +1,17 @@
 import { useState } from "react";
-import { api } from "./api/client";
-import { Badge } from "./components/ui";
-import { usePolling } from "./hooks";
+import { modelsApi } from "./features/models/api";
+import { INITIAL_GENERATE_STATE, type GenerateState } from "./features/generate/state";
+import { Badge } from "./ui/components";
+import { usePolling } from "./ui/hooks";
 import { FeaturePage } from "./pages/Feature";
 import { Features } from "./pages/Features";
-import { Generate, INITIAL_GENERATE_STATE, type GenerateState } from "./pages/Generate";
+import { Generate } from "./pages/Generate";
 import { Influence } from "./pages/Influence";
 import { Inspect } from "./pages/Inspect";
 import { Jacobian } from "./pages/Jacobian";
 import { Overview } from "./pages/Overview";
 import { Steer } from "./pages/Steer";
-import { Link, usePath } from "./router";
+import { Link, usePath } from "./ui/router";
 
 const NAV = [
   { path: "/", label: "Overview", testId: "nav-overview" },
@@ -50,9 +51,9 @@ function NotFound({ path }: { path: string }) {
 
 export function App() {
   const path = usePath();
-  const health = usePolling(api.health, (d, e) => (e || !d?.model_ready ? 3000 : 15000));
+  const health = usePolling(modelsApi.health, (d, e) => (e || !d?.model_ready ? 3000 : 15000));
   // Shared by pages so the Generate form and its last output survive navigation.
-  const models = usePolling(api.models, (_d, e) => (e ? 5000 : 30000));
+  const models = usePolling(modelsApi.models, (_d, e) => (e ? 5000 : 30000));
   const [genState, setGenState] = useState<GenerateState>(INITIAL_GENERATE_STATE);
 
   const featureMatch = /^\/features\/([^/]+)\/(\d+)$/.exec(path);

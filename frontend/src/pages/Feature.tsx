@@ -2,14 +2,16 @@
 // Towards Monosemanticity browser): label, stats, histogram, top examples, interval samples,
 // enrichment, logit effects, neighbours, neurons, and the feature on text of your own.
 import { useState, type FormEvent } from "react";
-import { api, errorMessage, type ActivationsResponse, type Dashboard, type Example } from "../api/client";
-import { Plot, type Figure } from "../components/Plot";
-import { TokenText, showToken } from "../components/Tokens";
-import { Badge, Empty, ErrorBox, Panel, Spinner } from "../components/ui";
-import { formatFloat, formatInt, formatPercent } from "../format";
-import { useDocumentTitle, useRequest } from "../hooks";
-import { Link } from "../router";
-import { featuresUrl, formatDensity, logDensity } from "./Features";
+import { errorMessage } from "../api/client";
+import { saesApi, type ActivationsResponse, type Dashboard, type Example } from "../features/features/api";
+import { Plot, type Figure } from "../ui/Plot";
+import { TokenText, showToken } from "../ui/Tokens";
+import { Badge, Empty, ErrorBox, Panel, Spinner } from "../ui/components";
+import { formatFloat, formatInt, formatPercent } from "../ui/format";
+import { useDocumentTitle, useRequest } from "../ui/hooks";
+import { Link } from "../ui/router";
+import { formatDensity, logDensity } from "../features/features/density";
+import { featuresUrl } from "../features/features/url";
 
 type Pair = [number, number];
 type Logit = [number, string, number];
@@ -53,7 +55,7 @@ function LabelEditor({ d, onSaved }: { d: Dashboard; onSaved: (label: string | n
     setBusy(true);
     setError(null);
     try {
-      const r = await api.setLabel(d.sae_id, d.index, value);
+      const r = await saesApi.setLabel(d.sae_id, d.index, value);
       onSaved(r.label ?? null);
       setSaved(true);
     } catch (err) {
@@ -152,7 +154,7 @@ function TryText({ d }: { d: Dashboard }) {
     setBusy(true);
     setError(null);
     try {
-      setRes(await api.activations(d.sae_id, { text, top_k: 1, features: [d.index] }));
+      setRes(await saesApi.activations(d.sae_id, { text, top_k: 1, features: [d.index] }));
     } catch (err) {
       setError(errorMessage(err));
       setRes(null);
@@ -188,7 +190,7 @@ function TryText({ d }: { d: Dashboard }) {
 
 export function FeaturePage({ saeId, index }: { saeId: string; index: number }) {
   useDocumentTitle(`${saeId} #${index}`);
-  const { data, error, loading, setData } = useRequest(`${saeId}/${index}`, (signal) => api.feature(saeId, index, signal));
+  const { data, error, loading, setData } = useRequest(`${saeId}/${index}`, (signal) => saesApi.feature(saeId, index, signal));
   const cur = data ?? null;
   const nav = (
     <div className="feature-nav">

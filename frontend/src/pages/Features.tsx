@@ -1,108 +1,15 @@
 // /features: the SAE picker with quality metrics, the feature table (server-side sort, search,
 // filters, pages) and each SAE's neuron polysemanticity. All state lives in the URL.
 import { useEffect, useEffectEvent, useMemo, useState, type KeyboardEvent, type ReactNode } from "react";
-import { api, errorMessage, type FeatureQuery, type SAE } from "../api/client";
-import { Plot, type Figure } from "../components/Plot";
-import { Badge, Empty, ErrorBox, Panel, Spinner } from "../components/ui";
-import { formatFloat, formatInt, formatPercent } from "../format";
-import { useDocumentTitle, usePolling, useRequest } from "../hooks";
-import { Link, navigate, replaceUrl, useSearch } from "../router";
-
-type SortKey = NonNullable<FeatureQuery["sort"]>;
-
-export interface FeaturesUrl {
-  sae: string;
-  view: "features" | "neurons";
-  sort: SortKey;
-  order: "asc" | "desc";
-  q: string;
-  domain: string;
-  min: string; // density bounds as fractions, "" for none
-  max: string;
-  offset: number;
-  limit: number;
-}
-
-const DEFAULTS: FeaturesUrl = {
-  sae: "",
-  view: "features",
-  sort: "index",
-  order: "asc",
-  q: "",
-  domain: "",
-  min: "",
-  max: "",
-  offset: 0,
-  limit: 50,
-};
-
-const SORTS: SortKey[] = ["index", "density", "max_activation", "capacity", "top_domain_share"];
-const PAGE_SIZES = [25, 50, 100, 200];
-
-function parseUrl(search: string): FeaturesUrl {
-  const p = new URLSearchParams(search);
-  const int = (k: string, d: number) => {
-    const v = Number(p.get(k));
-    return p.has(k) && Number.isInteger(v) && v >= 0 ? v : d;
-  };
-  const sort = p.get("sort") as SortKey | null;
-  const num = (k: string) => {
-    const v = p.get(k);
-    return v !== null && v !== "" && Number.isFinite(Number(v)) ? v : "";
-  };
-  return {
-    sae: p.get("sae") ?? "",
-    view: p.get("view") === "neurons" ? "neurons" : "features",
-    sort: sort && SORTS.includes(sort) ? sort : DEFAULTS.sort,
-    order: p.get("order") === "desc" ? "desc" : "asc",
-    q: p.get("q") ?? "",
-    domain: p.get("domain") ?? "",
-    min: num("min"),
-    max: num("max"),
-    offset: int("offset", 0),
-    limit: Math.min(500, Math.max(1, int("limit", DEFAULTS.limit))),
-  };
-}
-
-/** A /features URL for this state; defaults are left out so links stay short. */
-export function featuresUrl(s: Partial<FeaturesUrl>): string {
-  const full = { ...DEFAULTS, ...s };
-  const p = new URLSearchParams();
-  for (const k of Object.keys(DEFAULTS) as (keyof FeaturesUrl)[]) {
-    const v = full[k];
-    if (v !== DEFAULTS[k] && v !== "") p.set(k, String(v));
-  }
-  const q = p.toString();
-  return q ? `/features?${q}` : "/features";
-}
-
-// ---------------------------------------------------------------------------------------------
-// number formats
-
-/** Density as a percent with enough digits to tell small densities apart. */
-export function formatDensity(d: number): string {
-  if (!Number.isFinite(d)) return "—";
-  if (d === 0) return "0%";
-  const pct = d * 100;
-  return `${pct >= 10 ? pct.toFixed(1) : pct >= 1 ? pct.toFixed(2) : pct >= 0.01 ? pct.toFixed(3) : pct.toExponential(1)}%`;
-}
-
-/** Position of a density on a log scale from 1e-5 to 1 (0..1), for the small bars. */
-export function logDensity(d: number): number {
-  if (!(d > 0)) return 0;
-  return Math.min(1, Math.max(0.02, (Math.log10(d) + 5) / 5));
-}
-
-export function DensityBar({ density }: { density: number }) {
-  return (
-    <div className="density-cell">
-      <span className="num-text">{formatDensity(density)}</span>
-      <span className="density-bar" aria-hidden title="log scale, 0.001% to 100%">
-        <span style={{ width: `${(logDensity(density) * 100).toFixed(1)}%` }} className={density > 0.1 ? "dense" : ""} />
-      </span>
-    </div>
-  );
-}
+import { errorMessage } from "../api/client";
+import { saesApi, type FeatureQuery, type SAE } from "../features/features/api";
+import { DensityBar } from "../features/features/density";
+import { featuresUrl, parseFeaturesUrl, type FeaturesUrl, type SortKey } from "../features/features/url";
+import { Plot, type Figure } from "../ui/Plot";
+import { Badge, Empty, ErrorBox, Panel, Spinner } from "../ui/components";
+import { formatFloat, formatInt, formatPercent } from "../ui/format";
+import { useDocumentTitle, usePolling, useRequest } from "../ui/hooks";
+import { Link, navigate, replaceUrl, useSearch } from "../ui/router";
 
 // ---------------------------------------------------------------------------------------------
 // SAE picker and quality
@@ -300,6 +207,8 @@ function NotReady({ sae }: { sae: SAE }) {
 // ---------------------------------------------------------------------------------------------
 // feature table
 
+const PAGE_SIZES = [25, 50, 100, 200];
+
 const COLUMNS: { key: SortKey | null; label: string; num?: boolean; firstOrder?: "asc" | "desc" }[] = [
   { key: "index", label: "#", num: true, firstOrder: "asc" },
   { key: null, label: "label" },
@@ -398,7 +307,7 @@ function FeatureTable({ sae, url, set }: { sae: SAE; url: FeaturesUrl; set: (p: 
   if (url.min !== "") params.min_density = Number(url.min);
   if (url.max !== "") params.max_density = Number(url.max);
   // The last page stays on screen (dimmed) while the next one loads.
-  const { latest, error, loading } = useRequest(JSON.stringify([sae.id, params]), (signal) => api.features(sae.id, params, signal));
+  const { latest, error, loading } = useRequest(JSON.stringify([sae.id, params]), (signal) => saesApi.features(sae.id, params, signal));
   const page = latest ?? null;
 
   const clickSort = (key: SortKey, first: "asc" | "desc") => {
@@ -571,7 +480,7 @@ export function polysemanticityFigure(values: number[], saeId: string): Figure {
 }
 
 function Neurons({ sae }: { sae: SAE }) {
-  const { data, error } = useRequest(sae.id, (signal) => api.neurons(sae.id, signal));
+  const { data, error } = useRequest(sae.id, (signal) => saesApi.neurons(sae.id, signal));
   const fig = useMemo(() => (data ? polysemanticityFigure(data.polysemanticity, sae.id) : null), [data, sae.id]);
 
   return (
@@ -618,8 +527,8 @@ function Neurons({ sae }: { sae: SAE }) {
 export function Features() {
   useDocumentTitle("Features");
   const search = useSearch();
-  const url = useMemo(() => parseUrl(search), [search]);
-  const saes = usePolling(api.saes, (d, e) => (e ? 5000 : d && d.saes.length > 0 && d.saes.every((s) => s.dashboards.state === "ready") ? null : 2000));
+  const url = useMemo(() => parseFeaturesUrl(search), [search]);
+  const saes = usePolling(saesApi.saes, (d, e) => (e ? 5000 : d && d.saes.length > 0 && d.saes.every((s) => s.dashboards.state === "ready") ? null : 2000));
   const list = saes.data?.saes ?? [];
   const sae = list.find((s) => s.id === url.sae) ?? list[0];
 

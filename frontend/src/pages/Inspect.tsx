@@ -3,14 +3,16 @@
 // token's layer-Jacobian spectrum and top directions; live editing of one feature or neuron at the
 // selected token (next-token distribution and greedy continuation before/after).
 import { useEffect, useMemo, useRef, useState, type FormEvent, type KeyboardEvent } from "react";
-import { api, errorMessage, type ActivationsResponse, type SAEList } from "../api/client";
-import { steeringApi, type Intervention, type NextToken, type NextTokenRequest } from "../api/steering";
-import { shadeStyle, showToken, tip } from "../components/Tokens";
-import { Empty, ErrorBox, Panel, Spinner } from "../components/ui";
-import { useDocumentTitle, usePolling } from "../hooks";
-import { Link, replaceUrl, useSearch } from "../router";
-import { chatPrompt } from "./Generate";
-import { LayerJacobianResult, useLayerJacobian } from "./Jacobian";
+import { errorMessage } from "../api/client";
+import { saesApi, type ActivationsResponse, type SAEList } from "../features/features/api";
+import { steeringApi, type Intervention, type NextToken, type NextTokenRequest } from "../features/steering/api";
+import { shadeStyle, showToken, tip } from "../ui/Tokens";
+import { Empty, ErrorBox, Panel, Spinner } from "../ui/components";
+import { useDocumentTitle, usePolling } from "../ui/hooks";
+import { Link, replaceUrl, useSearch } from "../ui/router";
+import { chatPrompt } from "../features/generate/chat";
+import { LayerJacobianResult } from "../features/jacobian/LayerJacobianResult";
+import { useLayerJacobian } from "../features/jacobian/useLayerJacobian";
 
 export const INSPECT_PRESETS: { id: string; label: string; text: string }[] = [
   { id: "dna", label: "DNA", text: "GATTACAGGCTAGCATGCCGTAATCGGCTATAGCTTAACG" },
@@ -31,7 +33,7 @@ export function Inspect() {
   useDocumentTitle("Inspect");
   const search = useSearch();
   const urlSae = useMemo(() => new URLSearchParams(search).get("sae") ?? "", [search]);
-  const saes = usePolling(api.saes, (_d, e) => (e ? 5000 : null));
+  const saes = usePolling(saesApi.saes, (_d, e) => (e ? 5000 : null));
   const list = saes.data?.saes ?? [];
   const saeId = list.find((s) => s.id === urlSae)?.id ?? list[0]?.id ?? "";
 
@@ -52,7 +54,7 @@ export function Inspect() {
     setBusy(true);
     setError(null);
     try {
-      const res = await api.activations(sae, { text: t, top_k: TOP_K, features: feat === null ? [] : [feat] }, c.signal);
+      const res = await saesApi.activations(sae, { text: t, top_k: TOP_K, features: feat === null ? [] : [feat] }, c.signal);
       setRun({ saeId: sae, text: t, res });
       return res;
     } catch (err) {

@@ -4,11 +4,13 @@
 // and the per-token layer Jacobian of the language model.
 import { useState, type FormEvent } from "react";
 import { errorMessage } from "../api/client";
-import { jacobianApi, type JacobianRun, type JacobianSettings, type LayerJacobian } from "../api/jacobian";
-import { Plot, type Figure } from "../components/Plot";
-import { Badge, Empty, ErrorBox, Panel, Spinner } from "../components/ui";
-import { formatValue } from "../format";
-import { useDocumentTitle, usePolling, useRequest } from "../hooks";
+import { LayerJacobianResult } from "../features/jacobian/LayerJacobianResult";
+import { useLayerJacobian } from "../features/jacobian/useLayerJacobian";
+import { jacobianApi, type JacobianRun, type JacobianSettings } from "../features/jacobian/api";
+import { Plot, type Figure } from "../ui/Plot";
+import { Badge, Empty, ErrorBox, Panel, Spinner } from "../ui/components";
+import { formatValue } from "../ui/format";
+import { useDocumentTitle, usePolling, useRequest } from "../ui/hooks";
 
 const PAPER: JacobianSettings = {
   seed: 0, width: 64, depth: 1, epochs: 25, batch_size: 64, lr: 0.1, momentum: 0.9, control: "none", experiments: true, dtype: "float64", init: "lecun",
@@ -326,76 +328,4 @@ function LayerTool() {
       {res && <LayerJacobianResult res={res} />}
     </Panel>
   );
-}
-
-/** One layer Jacobian: its definition, singular values (log scale) and top directions read out through
- * the unembedding and the SAE at the output hook. Used by the Jacobian page and the prompt inspector. */
-export function LayerJacobianResult({ res }: { res: LayerJacobian }) {
-  return (
-    <div data-testid="jacobian-layer-result">
-      <p className="muted small">
-        ∂ {res.hook_out}[{res.position}] / ∂ {res.hook_in}[{res.position}] at token <span className="mono">{JSON.stringify(res.token)}</span>: {res.shape[0]}×
-        {res.shape[1]}, ‖J‖_F = {res.frobenius_norm.toFixed(3)}, {res.seconds.toFixed(2)} s. {res.definition}.
-      </p>
-      <Plot
-        figure={{
-          data: [{ y: res.singular_values, type: "scatter", mode: "lines+markers", marker: { size: 3 } }],
-          layout: { yaxis: { type: "log", title: { text: "σ_i" } }, xaxis: { title: { text: "i" } }, title: { text: "Layer-Jacobian singular values" } },
-        }}
-        height={260}
-        testId="jacobian-layer-spectrum"
-      />
-      <table className="table compact" data-testid="jacobian-layer-directions">
-        <thead>
-          <tr>
-            <th className="num">σ</th>
-            <th>top tokens of +u</th>
-            <th>top tokens of −u</th>
-            <th>SAE features (cosine)</th>
-          </tr>
-        </thead>
-        <tbody>
-          {res.directions.map((d) => {
-            const dd = d as {
-              index: number;
-              sigma: number;
-              top_tokens?: { token: string }[];
-              bottom_tokens?: { token: string }[];
-              top_features?: { feature: number; cosine: number }[];
-              sae_id?: string;
-            };
-            return (
-              <tr key={dd.index}>
-                <td className="num">{dd.sigma.toFixed(3)}</td>
-                <td className="mono small">{(dd.top_tokens ?? []).map((t) => JSON.stringify(t.token)).join(" ")}</td>
-                <td className="mono small">{(dd.bottom_tokens ?? []).map((t) => JSON.stringify(t.token)).join(" ")}</td>
-                <td className="small">
-                  {dd.top_features ? dd.top_features.slice(0, 4).map((t) => `#${t.feature} (${t.cosine.toFixed(2)})`).join(", ") : "no SAE at this hook"}
-                </td>
-              </tr>
-            );
-          })}
-        </tbody>
-      </table>
-    </div>
-  );
-}
-
-/** POST /api/jacobian/layer with its result, error and busy state (the Jacobian page and the inspector). */
-export function useLayerJacobian() {
-  const [res, setRes] = useState<LayerJacobian | null>(null);
-  const [error, setError] = useState<string | null>(null);
-  const [busy, setBusy] = useState(false);
-  const compute = async (prompt: string, position: number, hookIn: string, hookOut: string) => {
-    setBusy(true);
-    setError(null);
-    try {
-      setRes(await jacobianApi.layer({ prompt, position, hook_in: hookIn, hook_out: hookOut, top_k: 8, n_directions: 5 }));
-    } catch (err) {
-      setError(errorMessage(err));
-    } finally {
-      setBusy(false);
-    }
-  };
-  return { res, error, busy, compute };
 }

@@ -1,10 +1,13 @@
 import { useEffect, useMemo, useRef } from "react";
-import { api, errorMessage, type HealthResponse, type ModelsResponse } from "../api/client";
-import { DemoEval, latestEval } from "../components/EvalTable";
-import { JobsTable, isActive } from "../components/JobsTable";
-import { ModelCard } from "../components/ModelCard";
-import { Badge, Empty, ErrorBox, Panel, Spinner } from "../components/ui";
-import { useDocumentTitle, useNow, usePolling, type Polled } from "../hooks";
+import { errorMessage } from "../api/client";
+import { evalsApi } from "../features/evals/api";
+import { jobsApi } from "../features/jobs/api";
+import type { HealthResponse, ModelsResponse } from "../features/models/api";
+import { DemoEval, latestEval } from "../features/evals/DemoEval";
+import { JobsTable, isActive } from "../features/jobs/JobsTable";
+import { ModelCard } from "../features/models/ModelCard";
+import { Badge, Empty, ErrorBox, Panel, Spinner } from "../ui/components";
+import { useDocumentTitle, useNow, usePolling, type Polled } from "../ui/hooks";
 
 /** Jobs poll every 1 s while any job is queued or running, else every 5 s. */
 export const JOBS_FAST_MS = 1000;
@@ -13,8 +16,8 @@ export const JOBS_SLOW_MS = 5000;
 export function Overview({ health, models }: { health: Polled<HealthResponse>; models: Polled<ModelsResponse> }) {
   useDocumentTitle("Overview");
 
-  const evals = usePolling(api.evals, (_d, e) => (e ? 5000 : 30000));
-  const jobs = usePolling(api.jobs, (d) => (d?.jobs.some(isActive) ? JOBS_FAST_MS : JOBS_SLOW_MS));
+  const evals = usePolling(evalsApi.evals, (_d, e) => (e ? 5000 : 30000));
+  const jobs = usePolling(jobsApi.jobs, (d) => (d?.jobs.some(isActive) ? JOBS_FAST_MS : JOBS_SLOW_MS));
 
   const jobList = jobs.data?.jobs ?? [];
   const anyActive = jobList.some(isActive);

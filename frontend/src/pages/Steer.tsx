@@ -2,7 +2,9 @@
 // steered completion side by side as they stream, the direction's candidate table, and the
 // evaluation sweep (refusal rate vs alpha on harmful and harmless prompts).
 import { useCallback, useEffect, useRef, useState, type FormEvent } from "react";
-import { api, errorMessage, type SAEList } from "../api/client";
+import { errorMessage } from "../api/client";
+import { saesApi, type SAEList } from "../features/features/api";
+import { jobsApi } from "../features/jobs/api";
 import {
   steeringApi,
   type CandidateRow,
@@ -11,10 +13,10 @@ import {
   type NextToken,
   type StreamEvent,
   type Vector,
-} from "../api/steering";
-import { Plot, type Figure } from "../components/Plot";
-import { Badge, Empty, ErrorBox, Panel, Spinner } from "../components/ui";
-import { useRequest } from "../hooks";
+} from "../features/steering/api";
+import { Plot, type Figure } from "../ui/Plot";
+import { Badge, Empty, ErrorBox, Panel, Spinner } from "../ui/components";
+import { useRequest } from "../ui/hooks";
 
 type Method = "ablation" | "addition" | "ace" | "sae_feature_add" | "sae_feature_clamp" | "edit";
 
@@ -177,7 +179,7 @@ export function Steer() {
         if (refusal) setForm((f) => (f.vectorId ? f : { ...f, vectorId: refusal.id }));
       })
       .catch((e) => !c.signal.aborted && setLoadError(errorMessage(e)));
-    api
+    saesApi
       .saes(c.signal)
       .then((s) => setSaes(s.saes))
       .catch(() => setSaes([]));
@@ -278,7 +280,7 @@ export function Steer() {
       setEvalJob({ id: job.job_id, message: "queued" });
       for (;;) {
         await new Promise((r) => setTimeout(r, 500));
-        const j = await steeringApi.job(job.job_id);
+        const j = await jobsApi.job(job.job_id);
         setEvalJob({ id: job.job_id, message: j.progress.message });
         if (j.status === "failed") throw new Error(j.error ?? "the evaluation failed");
         if (j.status === "done") {

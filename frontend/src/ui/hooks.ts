@@ -1,5 +1,5 @@
 import { useCallback, useEffect, useEffectEvent, useState } from "react";
-import { errorMessage } from "./api/client";
+import { errorMessage } from "../api/client";
 
 export interface Polled<T> {
   data: T | undefined;

@@ -1,6 +1,6 @@
-import type { EvalRecord } from "../api/client";
-import { formatAgo, formatFloat, formatInt, formatPercent, formatValue, parseTime } from "../format";
-import { Badge } from "./ui";
+import type { EvalRecord } from "./api";
+import { formatAgo, formatFloat, formatInt, formatPercent, formatValue, parseTime } from "../../ui/format";
+import { Badge } from "../../ui/components";
 
 /** The `results` of a kind "demo" evaluation (see DESIGN.md / the API contract). */
 export interface DemoEvalResults {
