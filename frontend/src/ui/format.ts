@@ -35,6 +35,11 @@ export function formatFloat(x: unknown, digits = 3): string {
   return x.toFixed(digits);
 }
 
+/** A number with `digits` decimals; "–" for none. */
+export function formatFixed(x: number | null | undefined, digits = 3): string {
+  return x === null || x === undefined ? "–" : x.toFixed(digits);
+}
+
 /** A progress count: whole numbers with separators, small fractions kept short. */
 export function formatCount(x: number): string {
   if (!Number.isFinite(x)) return "—";
