@@ -11,7 +11,7 @@ import { formatFloat, formatInt, formatPercent } from "../ui/format";
 import { useDocumentTitle, useRequest } from "../ui/hooks";
 import { Link } from "../ui/router";
 import { formatDensity, logDensity } from "../features/features/density";
-import { featuresUrl } from "../features/features/url";
+import { featuresUrl, featureUrl } from "../features/features/url";
 
 type Pair = [number, number];
 type Logit = [number, string, number];
@@ -24,7 +24,6 @@ interface Summary {
   neurons_writes?: { top: Pair[]; bottom: Pair[] };
 }
 
-const featureUrl = (saeId: string, index: number) => `/features/${encodeURIComponent(saeId)}/${index}`;
 
 function ExampleRow({ ex, max, testId = "top-example" }: { ex: Example; max: number; testId?: string }) {
   return (

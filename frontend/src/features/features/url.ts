@@ -16,6 +16,9 @@ export interface FeaturesUrl {
   limit: number;
 }
 
+/** Change the URL's state: a new history entry, or (`replace`, for typing) the same one. */
+export type SetFeaturesUrl = (patch: Partial<FeaturesUrl>, replace?: boolean) => void;
+
 const DEFAULTS: FeaturesUrl = {
   sae: "",
   view: "features",
