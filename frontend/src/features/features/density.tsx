@@ -14,13 +14,20 @@ export function logDensity(d: number): number {
   return Math.min(1, Math.max(0.02, (Math.log10(d) + 5) / 5));
 }
 
+/** A small bar, its length the density on a log scale (dense features, over 10%, stand out). */
+export function LogDensityBar({ density }: { density: number }) {
+  return (
+    <span className="density-bar" aria-hidden title="log scale, 0.001% to 100%">
+      <span style={{ width: `${(logDensity(density) * 100).toFixed(1)}%` }} className={density > 0.1 ? "dense" : ""} />
+    </span>
+  );
+}
+
 export function DensityBar({ density }: { density: number }) {
   return (
     <div className="density-cell">
       <span className="num-text">{formatDensity(density)}</span>
-      <span className="density-bar" aria-hidden title="log scale, 0.001% to 100%">
-        <span style={{ width: `${(logDensity(density) * 100).toFixed(1)}%` }} className={density > 0.1 ? "dense" : ""} />
-      </span>
+      <LogDensityBar density={density} />
     </div>
   );
 }
