@@ -2,7 +2,7 @@
 import type { GenerateRequest, GenerateResponse } from "./api";
 import { chatPrompt } from "./chat";
 
-export const PRESETS: { id: string; label: string; hint: string; prompt: string }[] = [
+export const GENERATE_PRESETS: { id: string; label: string; hint: string; prompt: string }[] = [
   { id: "harmless", label: "Harmless", hint: "an everyday instruction: expect a helpful answer", prompt: chatPrompt("How do I bake bread at home?") },
   {
     id: "harmful",
@@ -26,8 +26,8 @@ export interface GenerateForm {
   modelId: string;
 }
 
-export const DEFAULT_FORM: GenerateForm = {
-  prompt: PRESETS[0].prompt,
+const DEFAULT_FORM: GenerateForm = {
+  prompt: GENERATE_PRESETS[0].prompt,
   maxNewTokens: "48",
   temperature: "0",
   seed: "",
