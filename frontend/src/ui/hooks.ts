@@ -1,4 +1,4 @@
-import { useCallback, useEffect, useEffectEvent, useState } from "react";
+import { useCallback, useEffect, useEffectEvent, useMemo, useRef, useState } from "react";
 import { errorMessage } from "../api/client";
 
 export interface Polled<T> {
@@ -113,6 +113,25 @@ export function useRequest<T>(key: string | null, load: (signal: AbortSignal) =>
     loading: key !== null && !current,
     setData,
   };
+}
+
+/** One request at a time: `start()` aborts the one in flight and gives the new one's controller;
+ * `isLatest(c)` says whether no newer request has started since. Unmounting aborts. */
+export function useAbortable() {
+  const current = useRef<AbortController | null>(null);
+  useEffect(() => () => current.current?.abort(), []);
+  return useMemo(
+    () => ({
+      start() {
+        current.current?.abort();
+        const c = new AbortController();
+        current.current = c;
+        return c;
+      },
+      isLatest: (c: AbortController) => current.current === c,
+    }),
+    [],
+  );
 }
 
 /** Re-render every `ms` while `active`, every `idleMs` otherwise (for live durations and "ago" times). */

@@ -1,7 +1,8 @@
-import { useRef, type KeyboardEvent } from "react";
+import { useRef } from "react";
 import { Spinner } from "../../ui/components";
 import type { ModelInfo } from "../models/api";
 import { GENERATE_PRESETS, type GenerateForm as Form } from "./state";
+import { onCtrlEnter, submitTo } from "../../ui/events";
 
 /** Presets, prompt and sampling parameters; a model picker when there is more than one model.
  * Ctrl/Cmd+Enter anywhere in the form submits. */
@@ -19,27 +20,13 @@ export function GenerateForm({
   onSubmit: () => void;
 }) {
   const promptRef = useRef<HTMLTextAreaElement>(null);
-  const onKeyDown = (e: KeyboardEvent) => {
-    if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) {
-      e.preventDefault();
-      onSubmit();
-    }
-  };
   const applyPreset = (prompt: string) => {
     setField("prompt", prompt);
     promptRef.current?.focus();
   };
 
   return (
-    <form
-      className="gen-form"
-      onSubmit={(e) => {
-        e.preventDefault();
-        onSubmit();
-      }}
-      onKeyDown={onKeyDown}
-      noValidate
-    >
+    <form className="gen-form" onSubmit={submitTo(onSubmit)} onKeyDown={onCtrlEnter(onSubmit)} noValidate>
       <div className="presets" role="group" aria-label="Preset prompts">
         <span className="presets-label">Presets</span>
         {GENERATE_PRESETS.map((p) => (

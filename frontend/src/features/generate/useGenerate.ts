@@ -1,5 +1,6 @@
-import { useEffect, useRef, useState } from "react";
+import { useState } from "react";
 import { errorMessage } from "../../api/client";
+import { useAbortable } from "../../ui/hooks";
 import { generateApi } from "./api";
 import { buildRequest, type GenerateForm, type GenerateState } from "./state";
 
@@ -7,8 +8,7 @@ import { buildRequest, type GenerateForm, type GenerateState } from "./state";
  * edit a field, submit (one request at a time; leaving the page aborts it). */
 export function useGenerate(state: GenerateState, setState: (f: (s: GenerateState) => GenerateState) => void) {
   const [busy, setBusy] = useState(false);
-  const ctrl = useRef<AbortController | null>(null);
-  useEffect(() => () => ctrl.current?.abort(), []);
+  const requests = useAbortable();
 
   const setField = <K extends keyof GenerateForm>(k: K, v: GenerateForm[K]) => setState((s) => ({ ...s, form: { ...s.form, [k]: v } }));
 
@@ -19,9 +19,7 @@ export function useGenerate(state: GenerateState, setState: (f: (s: GenerateStat
       setState((s) => ({ ...s, error: body, run: null }));
       return;
     }
-    ctrl.current?.abort();
-    const c = new AbortController();
-    ctrl.current = c;
+    const c = requests.start();
     setBusy(true);
     setState((s) => ({ ...s, error: null }));
     const t0 = performance.now();
@@ -33,10 +31,7 @@ export function useGenerate(state: GenerateState, setState: (f: (s: GenerateStat
       if (c.signal.aborted) return;
       setState((s) => ({ ...s, run: null, error: errorMessage(err) }));
     } finally {
-      if (ctrl.current === c) {
-        ctrl.current = null;
-        setBusy(false);
-      }
+      if (requests.isLatest(c)) setBusy(false);
     }
   };
 

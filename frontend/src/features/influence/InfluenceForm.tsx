@@ -1,5 +1,6 @@
 import { Spinner } from "../../ui/components";
 import { INFLUENCE_PRESETS, type InfluenceQuery } from "./query";
+import { submitTo } from "../../ui/events";
 
 /** Presets, what to measure (a completion, or an SAE feature at a token), top k, TF-IDF and precise mode. */
 export function InfluenceForm({
@@ -14,13 +15,7 @@ export function InfluenceForm({
   onSubmit: () => void;
 }) {
   return (
-    <form
-      className="gen-form"
-      onSubmit={(e) => {
-        e.preventDefault();
-        onSubmit();
-      }}
-    >
+    <form className="gen-form" onSubmit={submitTo(onSubmit)}>
       <div style={{ display: "flex", gap: 12, flexWrap: "wrap", alignItems: "end" }}>
         {INFLUENCE_PRESETS.map((p) => (
           <button

@@ -1,5 +1,6 @@
-import { useEffect, useRef, useState } from "react";
+import { useState } from "react";
 import { errorMessage } from "../../api/client";
+import { useAbortable } from "../../ui/hooks";
 import { influenceApi, type InfluenceRequest, type InfluenceResponse } from "./api";
 
 /** POST /api/influence: the last answer, busy and error; a new query aborts the one before. */
@@ -7,13 +8,10 @@ export function useInfluence() {
   const [res, setRes] = useState<InfluenceResponse | null>(null);
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<string | null>(null);
-  const ctrl = useRef<AbortController | null>(null);
-  useEffect(() => () => ctrl.current?.abort(), []);
+  const requests = useAbortable();
 
   const run = async (body: InfluenceRequest) => {
-    ctrl.current?.abort();
-    const c = new AbortController();
-    ctrl.current = c;
+    const c = requests.start();
     setBusy(true);
     setError(null);
     try {

@@ -1,7 +1,9 @@
-import type { Dispatch, KeyboardEvent } from "react";
+import type { Dispatch } from "react";
 import { Spinner } from "../../ui/components";
 import type { SAEList } from "../features/api";
+import { SaeOptions } from "../features/SaeOptions";
 import { INSPECT_PRESETS, type InspectorAction, type InspectorState } from "./inspector";
+import { onCtrlEnter, submitTo } from "../../ui/events";
 
 /** The inspector's form: SAE, presets, the text; Ctrl/Cmd+Enter runs. */
 export function InspectForm({
@@ -23,29 +25,13 @@ export function InspectForm({
   onRun: () => void;
 }) {
   const { text, busy } = state;
-  const onKey = (e: KeyboardEvent<HTMLTextAreaElement>) => {
-    if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) {
-      e.preventDefault();
-      onRun();
-    }
-  };
   return (
-    <form
-      className="gen-form"
-      onSubmit={(e) => {
-        e.preventDefault();
-        onRun();
-      }}
-    >
+    <form className="gen-form" onSubmit={submitTo(onRun)}>
       <div className="inspect-controls">
         <label className="field">
           <span className="field-label">SAE</span>
           <select value={saeId} onChange={(e) => onSaeChange(e.target.value)} data-testid="inspect-sae">
-            {saes.map((s) => (
-              <option key={s.id} value={s.id}>
-                {s.id} ({s.hook_name})
-              </option>
-            ))}
+            <SaeOptions saes={saes} />
           </select>
         </label>
         <div className="presets" role="group" aria-label="Presets">
@@ -69,7 +55,7 @@ export function InspectForm({
           className="prompt-input mono"
           value={text}
           onChange={(e) => dispatch({ type: "setText", text: e.target.value })}
-          onKeyDown={onKey}
+          onKeyDown={onCtrlEnter(onRun)}
           rows={4}
           data-testid="inspect-input"
         />

@@ -1,17 +1,15 @@
-import { useState, type FormEvent } from "react";
+import { useState } from "react";
 import { ErrorBox, Panel, Spinner } from "../../ui/components";
 import { LayerJacobianResult } from "../jacobian/LayerJacobianResult";
 import { useLayerJacobian } from "../jacobian/useLayerJacobian";
+import { submitTo } from "../../ui/events";
 
 /** The selected token's layer Jacobian d h_out[p] / d h_in[p] (POST /api/jacobian/layer). */
 export function TokenJacobian({ text, position }: { text: string; position: number }) {
   const [hookIn, setHookIn] = useState("blocks.0.hook_resid_pre");
   const [hookOut, setHookOut] = useState("blocks.1.hook_resid_post");
   const { res, error, busy, compute } = useLayerJacobian();
-  const submit = (e: FormEvent) => {
-    e.preventDefault();
-    void compute(text, position, hookIn, hookOut);
-  };
+  const submit = submitTo(() => void compute(text, position, hookIn, hookOut));
   return (
     <Panel title={<>Layer Jacobian at position {position}</>} testId="inspect-jacobian">
       <form onSubmit={submit} style={{ display: "flex", gap: 10, flexWrap: "wrap", alignItems: "end" }} data-testid="inspect-jacobian-form">

@@ -1,7 +1,8 @@
 // The prompt inspector's state: the text, the last run (text -> tokens -> top features), the selected
 // token and the feature every token is shaded by. One reducer owns it; useInspector runs the requests.
-import { useEffect, useReducer, useRef } from "react";
+import { useReducer } from "react";
 import { errorMessage } from "../../api/client";
+import { useAbortable } from "../../ui/hooks";
 import { saesApi, type ActivationsResponse } from "../features/api";
 import { chatPrompt } from "../generate/chat";
 
@@ -84,13 +85,10 @@ export function inspectorReducer(s: InspectorState, a: InspectorAction): Inspect
 /** The inspector's state and its two requests: run the text (`submit`) and shade by a feature (`choose`). */
 export function useInspector() {
   const [state, dispatch] = useReducer(inspectorReducer, INITIAL_INSPECTOR);
-  const ctrl = useRef<AbortController | null>(null);
-  useEffect(() => () => ctrl.current?.abort(), []);
+  const requests = useAbortable();
 
   const load = async (text: string, saeId: string, feature: number | null, newText: boolean) => {
-    ctrl.current?.abort();
-    const c = new AbortController();
-    ctrl.current = c;
+    const c = requests.start();
     dispatch({ type: "requestStarted" });
     try {
       const res = await saesApi.activations(saeId, { text, top_k: TOP_K, features: feature === null ? [] : [feature] }, c.signal);

@@ -1,8 +1,9 @@
-import { useState, type FormEvent } from "react";
+import { useState } from "react";
 import { ErrorBox, Panel, Spinner } from "../../ui/components";
 import { chatPrompt } from "../generate/chat";
 import { LayerJacobianResult } from "./LayerJacobianResult";
 import { useLayerJacobian } from "./useLayerJacobian";
+import { submitTo } from "../../ui/events";
 
 /** The per-token layer Jacobian of the language model on a prompt of your own. */
 export function LayerTool() {
@@ -11,10 +12,7 @@ export function LayerTool() {
   const [hookIn, setHookIn] = useState("blocks.0.hook_resid_pre");
   const [hookOut, setHookOut] = useState("blocks.1.hook_resid_post");
   const { res, error, busy, compute } = useLayerJacobian();
-  const submit = (e: FormEvent) => {
-    e.preventDefault();
-    void compute(prompt, position, hookIn, hookOut);
-  };
+  const submit = submitTo(() => void compute(prompt, position, hookIn, hookOut));
 
   return (
     <Panel title="Layer Jacobian of the language model, per token" testId="jacobian-layer">

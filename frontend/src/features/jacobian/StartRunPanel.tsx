@@ -1,7 +1,8 @@
-import { useState, type ChangeEvent, type FormEvent } from "react";
+import { useState, type ChangeEvent } from "react";
 import { errorMessage } from "../../api/client";
 import { ErrorBox, Panel, Spinner } from "../../ui/components";
 import { jacobianApi, type JacobianSettings } from "./api";
+import { submitTo } from "../../ui/events";
 
 /** Belrose & Scherlis's setting: 4,810 parameters, 625 steps. */
 const PAPER: JacobianSettings = {
@@ -24,8 +25,7 @@ export function StartRunPanel({ onStarted }: { onStarted: (runId: string) => voi
   const [error, setError] = useState<string | null>(null);
   const [starting, setStarting] = useState(false);
 
-  const start = async (e: FormEvent) => {
-    e.preventDefault();
+  const start = async () => {
     setStarting(true);
     setError(null);
     try {
@@ -41,7 +41,7 @@ export function StartRunPanel({ onStarted }: { onStarted: (runId: string) => voi
 
   return (
     <Panel title="Start a run" testId="jacobian-form-panel">
-      <form onSubmit={(e) => void start(e)} data-testid="jacobian-form" className="gen-form">
+      <form onSubmit={submitTo(() => void start())} data-testid="jacobian-form" className="gen-form">
         <div style={{ display: "flex", gap: 10, flexWrap: "wrap", alignItems: "end" }}>
           <label className="field">
             <span className="field-label">seed</span>

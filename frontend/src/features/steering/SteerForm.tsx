@@ -1,9 +1,11 @@
 // The steering form: prompt, method and the fields that method takes, presets.
 import { useState } from "react";
 import type { SAEList } from "../features/api";
+import { SaeOptions } from "../features/SaeOptions";
 import type { Vector } from "./api";
 import { METHODS, usesAlpha, usesSae, usesVector, type EditOp, type Method, type SteerForm as Form, type SteerDispatch, type SteerFormAction } from "./form";
 import { useSteerPresets } from "./presets";
+import { submitTo } from "../../ui/events";
 
 export function SteerForm({
   form,
@@ -26,15 +28,7 @@ export function SteerForm({
   const methodHint = METHODS.find((m) => m.id === method)?.hint;
 
   return (
-    <form
-      className="gen-form"
-      onSubmit={(e) => {
-        e.preventDefault();
-        onRun();
-      }}
-      noValidate
-      data-testid="steer-form"
-    >
+    <form className="gen-form" onSubmit={submitTo(onRun)} noValidate data-testid="steer-form">
       <label className="field field-prompt">
         <span className="field-label">Prompt</span>
         <textarea
@@ -90,11 +84,7 @@ export function SteerForm({
             <span className="field-label">SAE</span>
             <select value={form.saeId} onChange={(e) => set("saeId", e.target.value)} data-testid="steer-sae">
               <option value="">{method === "edit" ? "none (a neuron)" : "choose an SAE"}</option>
-              {saes.map((s) => (
-                <option key={s.id} value={s.id}>
-                  {s.id} ({s.hook_name})
-                </option>
-              ))}
+              <SaeOptions saes={saes} />
             </select>
           </label>
         )}

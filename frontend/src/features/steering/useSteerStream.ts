@@ -1,5 +1,6 @@
-import { useEffect, useRef, useState } from "react";
+import { useState } from "react";
 import { errorMessage } from "../../api/client";
+import { useAbortable } from "../../ui/hooks";
 import { steeringApi, type StreamEvent } from "./api";
 import { interventionOf, type SteerForm } from "./form";
 
@@ -14,13 +15,10 @@ export function useSteerStream() {
   const [out, setOut] = useState<Completions | null>(null);
   const [streaming, setStreaming] = useState(false);
   const [error, setError] = useState<string | null>(null);
-  const ctrl = useRef<AbortController | null>(null);
-  useEffect(() => () => ctrl.current?.abort(), []);
+  const requests = useAbortable();
 
   const run = async (form: SteerForm) => {
-    ctrl.current?.abort();
-    const c = new AbortController();
-    ctrl.current = c;
+    const c = requests.start();
     setError(null);
     setStreaming(true);
     const acc: Completions = { default: "", steered: "" };
@@ -45,10 +43,7 @@ export function useSteerStream() {
         setOut(null);
       }
     } finally {
-      if (ctrl.current === c) {
-        ctrl.current = null;
-        setStreaming(false);
-      }
+      if (requests.isLatest(c)) setStreaming(false);
     }
   };
 

@@ -1,7 +1,8 @@
-import { useState, type FormEvent } from "react";
+import { useState } from "react";
 import { errorMessage } from "../../../api/client";
 import { Badge, ErrorBox, Spinner } from "../../../ui/components";
 import { saesApi, type Dashboard } from "../api";
+import { submitTo } from "../../../ui/events";
 
 /** A person's label for the feature (PUT persists; empty removes), beside the automatic one. Keyed
  * by feature, so its state starts afresh on another feature. */
@@ -18,8 +19,7 @@ export function LabelEditor({ d, onSaved }: { d: Dashboard; onSaved: (label: str
   }
 
   const dirty = value.trim() !== (d.label ?? "");
-  const save = async (e: FormEvent) => {
-    e.preventDefault();
+  const save = async () => {
     setBusy(true);
     setError(null);
     try {
@@ -33,7 +33,7 @@ export function LabelEditor({ d, onSaved }: { d: Dashboard; onSaved: (label: str
     }
   };
   return (
-    <form className="label-editor" onSubmit={(e) => void save(e)}>
+    <form className="label-editor" onSubmit={submitTo(() => void save())}>
       <label className="field grow">
         <span className="field-label">your label (empty to remove)</span>
         <input

@@ -1,8 +1,9 @@
-import { useState, type FormEvent } from "react";
+import { useState } from "react";
 import { errorMessage } from "../../../api/client";
 import { ErrorBox, Panel, Spinner } from "../../../ui/components";
 import { TokenText } from "../../../ui/Tokens";
 import { saesApi, type ActivationsResponse, type Dashboard } from "../api";
+import { submitTo } from "../../../ui/events";
 
 /** The feature on text of your own: every token shaded by its activation. */
 export function TryText({ d }: { d: Dashboard }) {
@@ -10,8 +11,7 @@ export function TryText({ d }: { d: Dashboard }) {
   const [res, setRes] = useState<ActivationsResponse | null>(null);
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
-  const run = async (e: FormEvent) => {
-    e.preventDefault();
+  const run = async () => {
     if (!text.trim()) return;
     setBusy(true);
     setError(null);
@@ -28,7 +28,7 @@ export function TryText({ d }: { d: Dashboard }) {
   const peak = Math.max(0, ...acts);
   return (
     <Panel title="Test on your text" testId="try-text">
-      <form className="try-form" onSubmit={(e) => void run(e)}>
+      <form className="try-form" onSubmit={submitTo(() => void run())}>
         <label className="field grow">
           <span className="field-label">text</span>
           <input value={text} onChange={(e) => setText(e.target.value)} placeholder="type text to see where this feature fires" data-testid="try-input" />
