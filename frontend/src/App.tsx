@@ -1,16 +1,19 @@
+// The shell: sidebar (nav, server status) and the page for the current path. Only this file imports pages.
 import { useState } from "react";
-import { api } from "./api/client";
-import { Badge } from "./components/ui";
-import { usePolling } from "./hooks";
+import { INITIAL_GENERATE_STATE, type GenerateState } from "./features/generate/state";
+import { modelsApi } from "./features/models/api";
+import { ServerStatus } from "./features/models/ServerStatus";
 import { FeaturePage } from "./pages/Feature";
 import { Features } from "./pages/Features";
-import { Generate, INITIAL_GENERATE_STATE, type GenerateState } from "./pages/Generate";
+import { Generate } from "./pages/Generate";
 import { Influence } from "./pages/Influence";
 import { Inspect } from "./pages/Inspect";
 import { Jacobian } from "./pages/Jacobian";
+import { NotFound } from "./pages/NotFound";
 import { Overview } from "./pages/Overview";
 import { Steer } from "./pages/Steer";
-import { Link, usePath } from "./router";
+import { usePolling } from "./ui/hooks";
+import { Link, usePath } from "./ui/router";
 
 const NAV = [
   { path: "/", label: "Overview", testId: "nav-overview" },
@@ -35,24 +38,12 @@ function safeDecode(s: string): string {
   }
 }
 
-function NotFound({ path }: { path: string }) {
-  return (
-    <div className="page">
-      <header className="page-head">
-        <h1>Not found</h1>
-        <p className="lede">
-          There is no page at <span className="mono">{path}</span>. Go to the <Link to="/">Overview</Link>.
-        </p>
-      </header>
-    </div>
-  );
-}
-
 export function App() {
   const path = usePath();
-  const health = usePolling(api.health, (d, e) => (e || !d?.model_ready ? 3000 : 15000));
-  // Shared by pages so the Generate form and its last output survive navigation.
-  const models = usePolling(api.models, (_d, e) => (e ? 5000 : 30000));
+  // Polled here, for the sidebar and the pages that show them.
+  const health = usePolling(modelsApi.health, (d, e) => (e || !d?.model_ready ? 3000 : 15000));
+  const models = usePolling(modelsApi.models, (_d, e) => (e ? 5000 : 30000));
+  // Held here so the Generate form and its last output survive navigation.
   const [genState, setGenState] = useState<GenerateState>(INITIAL_GENERATE_STATE);
 
   const featureMatch = /^\/features\/([^/]+)\/(\d+)$/.exec(path);
@@ -67,7 +58,6 @@ export function App() {
   else if (path === "/jacobian") page = <Jacobian />;
   else page = <NotFound path={path} />;
 
-  const h = health.data;
   return (
     <div className="shell">
       <aside className="sidebar">
@@ -91,21 +81,7 @@ export function App() {
             </Link>
           ))}
         </nav>
-        <div className="sidebar-foot" data-testid="server-status">
-          {health.error && !h ? (
-            <Badge tone="bad">server unreachable</Badge>
-          ) : h ? (
-            <>
-              <div>
-                <span className={`dot ${health.error ? "dot-bad" : h.model_ready ? "dot-good" : "dot-warn"}`} />
-                {health.error ? "connection lost" : h.model_ready ? "model ready" : "model not ready"}
-              </div>
-              <div className="muted mono small">v{h.version}</div>
-            </>
-          ) : (
-            <span className="muted small">connecting…</span>
-          )}
-        </div>
+        <ServerStatus health={health} />
       </aside>
       <main className="main">{page}</main>
     </div>

@@ -24,52 +24,8 @@ export type RequestOf<P extends keyof paths, M extends Method> = paths[P][M] ext
   ? JsonContent<NonNullable<RB>>
   : never;
 
-export type HealthResponse = ResponseOf<"/api/health", "get">;
-export type ModelsResponse = ResponseOf<"/api/models", "get">;
-export type ModelInfo = ModelsResponse["models"][number];
-export type JobsResponse = ResponseOf<"/api/jobs", "get">;
-export type Job = JobsResponse["jobs"][number];
-export type JobStatus = Job["status"];
-export type EvalsResponse = ResponseOf<"/api/evals", "get">;
-export type EvalRecord = EvalsResponse["evals"][number];
-export type GenerateRequest = RequestOf<"/api/generate", "post">;
-export type GenerateResponse = ResponseOf<"/api/generate", "post">;
-export type Generation = GenerateResponse["default"];
-
-// SAEs (issue 3): registry, feature lists, dashboards, labels, activations on text.
-export type SAEList = ResponseOf<"/api/saes", "get">;
-export type SAE = ResponseOf<"/api/saes/{sae_id}", "get">;
-export type FeaturePage = ResponseOf<"/api/saes/{sae_id}/features", "get">;
-export type FeatureRow = FeaturePage["features"][number];
-export type Dashboard = ResponseOf<"/api/saes/{sae_id}/features/{index}", "get">;
-export type Example = Dashboard["top_examples"][number];
-export type ExampleToken = Example["tokens"][number];
-export type Interval = Dashboard["intervals"][number];
-export type LabelResponse = ResponseOf<"/api/saes/{sae_id}/features/{index}/label", "put">;
-export type NeuronsResponse = ResponseOf<"/api/saes/{sae_id}/neurons", "get">;
-export type ActivationsRequest = RequestOf<"/api/saes/{sae_id}/activations", "post">;
-export type ActivationsResponse = ResponseOf<"/api/saes/{sae_id}/activations", "post">;
-export type TokenActivations = ActivationsResponse["tokens"][number];
-
-// Influence (issue 5): top influential training sequences for a completion or an SAE feature.
-export type InfluenceRequest = RequestOf<"/api/influence", "post">;
-export type InfluenceResponse = ResponseOf<"/api/influence", "post">;
-export type InfluenceStatus = ResponseOf<"/api/influence/status", "get">;
-export type InfluenceResult = InfluenceResponse["results"][number];
-
-/** Query of GET /api/saes/{sae_id}/features (all optional; the server has the defaults). */
-export interface FeatureQuery {
-  sort?: "index" | "density" | "max_activation" | "capacity" | "top_domain_share";
-  order?: "asc" | "desc";
-  offset?: number;
-  limit?: number;
-  q?: string;
-  domain?: string;
-  min_density?: number;
-  max_density?: number;
-}
-
-function queryString(params: object): string {
+/** `?a=1&b=x` from an object; undefined, null and "" values are left out. */
+export function queryString(params: object): string {
   const q = new URLSearchParams();
   for (const [k, v] of Object.entries(params)) {
     if (v === undefined || v === null || v === "") continue;
@@ -78,8 +34,6 @@ function queryString(params: object): string {
   const s = q.toString();
   return s ? `?${s}` : "";
 }
-
-const enc = encodeURIComponent;
 
 /** An HTTP or network failure, with a message a person can act on. */
 export class ApiError extends Error {
@@ -143,59 +97,47 @@ export function errorFromBody(status: number, statusText: string, body: unknown,
   return new ApiError(status, text && !text.startsWith("<") ? `${fallback}: ${text}` : fallback, [], body);
 }
 
-/** One JSON request; non-2xx answers and network failures become `ApiError`s. */
-export async function request<T>(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<T> {
-  let res: Response;
+/** `fetch`, with a network failure turned into an `ApiError` (an abort is passed on as it is). */
+export async function send(path: string, init: RequestInit): Promise<Response> {
   try {
-    res = await fetch(path, {
-      method,
-      headers: body === undefined ? { Accept: "application/json" } : { Accept: "application/json", "Content-Type": "application/json" },
-      body: body === undefined ? undefined : JSON.stringify(body),
-      signal,
-    });
+    return await fetch(path, init);
   } catch (err) {
     if (err instanceof DOMException && err.name === "AbortError") throw err;
     throw new ApiError(0, `Cannot reach the Loupe server (${err instanceof Error ? err.message : String(err)}). Is \`loupe serve\` running?`);
   }
-  const raw = await res.text();
-  let parsed: unknown = null;
-  if (raw) {
-    try {
-      parsed = JSON.parse(raw);
-    } catch {
-      parsed = null;
-    }
+}
+
+function parseJson(raw: string): unknown {
+  if (!raw) return null;
+  try {
+    return JSON.parse(raw);
+  } catch {
+    return null;
   }
-  if (!res.ok) throw errorFromBody(res.status, res.statusText, parsed, raw);
+}
+
+/** The `ApiError` of a non-2xx response, from its body. */
+export async function errorOfResponse(res: Response): Promise<ApiError> {
+  const raw = await res.text();
+  return errorFromBody(res.status, res.statusText, parseJson(raw), raw);
+}
+
+/** One JSON request; non-2xx answers and network failures become `ApiError`s. */
+export async function request<T>(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<T> {
+  const res = await send(path, {
+    method,
+    headers: body === undefined ? { Accept: "application/json" } : { Accept: "application/json", "Content-Type": "application/json" },
+    body: body === undefined ? undefined : JSON.stringify(body),
+    signal,
+  });
+  if (!res.ok) throw await errorOfResponse(res);
+  const raw = await res.text();
+  const parsed = parseJson(raw);
   if (parsed === null && raw) {
     throw new ApiError(res.status, `Expected JSON from ${path} but got something else (is the API mounted under /api?)`);
   }
   return parsed as T;
 }
-
-export const api = {
-  health: (signal?: AbortSignal) => request<HealthResponse>("GET", "/api/health", undefined, signal),
-  models: (signal?: AbortSignal) => request<ModelsResponse>("GET", "/api/models", undefined, signal),
-  jobs: (signal?: AbortSignal) => request<JobsResponse>("GET", "/api/jobs", undefined, signal),
-  evals: (signal?: AbortSignal) => request<EvalsResponse>("GET", "/api/evals", undefined, signal),
-  generate: (body: GenerateRequest, signal?: AbortSignal) =>
-    request<GenerateResponse>("POST", "/api/generate", body, signal),
-  saes: (signal?: AbortSignal) => request<SAEList>("GET", "/api/saes", undefined, signal),
-  sae: (saeId: string, signal?: AbortSignal) => request<SAE>("GET", `/api/saes/${enc(saeId)}`, undefined, signal),
-  features: (saeId: string, params: FeatureQuery = {}, signal?: AbortSignal) =>
-    request<FeaturePage>("GET", `/api/saes/${enc(saeId)}/features${queryString(params)}`, undefined, signal),
-  feature: (saeId: string, index: number, signal?: AbortSignal) =>
-    request<Dashboard>("GET", `/api/saes/${enc(saeId)}/features/${index}`, undefined, signal),
-  setLabel: (saeId: string, index: number, label: string, signal?: AbortSignal) =>
-    request<LabelResponse>("PUT", `/api/saes/${enc(saeId)}/features/${index}/label`, { label }, signal),
-  neurons: (saeId: string, signal?: AbortSignal) =>
-    request<NeuronsResponse>("GET", `/api/saes/${enc(saeId)}/neurons`, undefined, signal),
-  activations: (saeId: string, body: ActivationsRequest, signal?: AbortSignal) =>
-    request<ActivationsResponse>("POST", `/api/saes/${enc(saeId)}/activations`, body, signal),
-  influence: (body: InfluenceRequest, signal?: AbortSignal) =>
-    request<InfluenceResponse>("POST", "/api/influence", body, signal),
-  influenceStatus: (signal?: AbortSignal) => request<InfluenceStatus>("GET", "/api/influence/status", undefined, signal),
-};
 
 export function errorMessage(err: unknown): string {
   if (err instanceof Error) return err.message;

@@ -7,6 +7,11 @@ export function showToken(tok: string): string {
   return tok.replace(/\n/g, "↵").replace(/\t/g, "⇥").replace(/\r/g, "␍") || "∅";
 }
 
+/** A token made visible with its spaces shown as "·" too (for token chips, where spaces vanish). */
+export function showSpacedToken(tok: string): string {
+  return showToken(tok.replace(/ /g, "·"));
+}
+
 /** The shade of an activation: 0 for none, up to 1 at `max`. */
 export function shade(activation: number, max: number): number {
   if (!(activation > 0) || !(max > 0)) return 0;

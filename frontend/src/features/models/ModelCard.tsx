@@ -1,6 +1,6 @@
-import type { ModelInfo } from "../api/client";
-import { formatCompact, formatInt } from "../format";
-import { Badge } from "./ui";
+import type { ModelInfo } from "./api";
+import { formatCompact, formatInt } from "../../ui/format";
+import { Badge } from "../../ui/components";
 
 const SOURCE_LABEL: Record<string, string> = {
   demo: "demo world",

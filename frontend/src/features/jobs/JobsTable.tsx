@@ -1,7 +1,7 @@
 import { Fragment, useState } from "react";
-import type { Job, JobStatus } from "../api/client";
-import { formatAgo, formatCount, formatDuration, formatTimestamp, parseTime } from "../format";
-import { Badge, type Tone } from "./ui";
+import type { Job, JobStatus } from "./api";
+import { formatAgo, formatCount, formatDuration, formatTimestamp, parseTime } from "../../ui/format";
+import { Badge, type Tone } from "../../ui/components";
 
 const STATUS_TONE: Record<JobStatus, Tone> = {
   queued: "neutral",

@@ -1,6 +1,6 @@
 // Jacobian API: training-Jacobian runs (list, one run, start) and per-token layer Jacobians.
 // Types are generated from openapi.json (src/api/schema.d.ts).
-import { type RequestOf, type ResponseOf, request } from "./client";
+import { request, type RequestOf, type ResponseOf } from "../../api/client";
 
 export type JacobianRunList = ResponseOf<"/api/jacobian/runs", "get">;
 export type JacobianRunItem = JacobianRunList["runs"][number];
@@ -10,11 +10,9 @@ export type JacobianStarted = ResponseOf<"/api/jacobian/runs", "post">;
 export type LayerRequest = RequestOf<"/api/jacobian/layer", "post">;
 export type LayerJacobian = ResponseOf<"/api/jacobian/layer", "post">;
 
-const call = request;
-
 export const jacobianApi = {
-  runs: (signal?: AbortSignal) => call<JacobianRunList>("GET", "/api/jacobian/runs", undefined, signal),
-  run: (id: string, signal?: AbortSignal) => call<JacobianRun>("GET", `/api/jacobian/runs/${encodeURIComponent(id)}`, undefined, signal),
-  start: (body: JacobianSettings) => call<JacobianStarted>("POST", "/api/jacobian/runs", body),
-  layer: (body: LayerRequest, signal?: AbortSignal) => call<LayerJacobian>("POST", "/api/jacobian/layer", body, signal),
+  runs: (signal?: AbortSignal) => request<JacobianRunList>("GET", "/api/jacobian/runs", undefined, signal),
+  run: (id: string, signal?: AbortSignal) => request<JacobianRun>("GET", `/api/jacobian/runs/${encodeURIComponent(id)}`, undefined, signal),
+  start: (body: JacobianSettings) => request<JacobianStarted>("POST", "/api/jacobian/runs", body),
+  layer: (body: LayerRequest, signal?: AbortSignal) => request<LayerJacobian>("POST", "/api/jacobian/layer", body, signal),
 };

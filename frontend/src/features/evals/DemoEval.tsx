@@ -1,6 +1,6 @@
-import type { EvalRecord } from "../api/client";
-import { formatAgo, formatFloat, formatInt, formatPercent, parseTime } from "../format";
-import { Badge } from "./ui";
+import type { EvalRecord } from "./api";
+import { formatAgo, formatFloat, formatInt, formatPercent, formatValue, parseTime } from "../../ui/format";
+import { Badge } from "../../ui/components";
 
 /** The `results` of a kind "demo" evaluation (see DESIGN.md / the API contract). */
 export interface DemoEvalResults {
@@ -19,7 +19,7 @@ function asRecord(x: unknown): Record<string, unknown> {
 }
 
 export function demoResults(ev: EvalRecord): DemoEvalResults {
-  return asRecord(ev.results) as DemoEvalResults;
+  return asRecord(ev.results);
 }
 
 /** The newest eval of the given kind (by created_at, then id). */
@@ -64,7 +64,7 @@ export function DemoEval({ ev }: { ev: EvalRecord }) {
           <div className="rate" key={key} title={hint} data-testid={`eval-${key}`}>
             <div className="rate-label">{label}</div>
             <div className="rate-value mono">{formatPercent(r[key])}</div>
-            {n && typeof r[n] === "number" && <div className="rate-n">n = {formatInt(r[n] as number)}</div>}
+            {n && typeof r[n] === "number" && <div className="rate-n">n = {formatInt(r[n])}</div>}
           </div>
         ))}
       </div>
@@ -94,7 +94,7 @@ export function DemoEval({ ev }: { ev: EvalRecord }) {
                   <tr key={name} data-testid="eval-target-row" data-target={name} data-met={String(t?.met === true)}>
                     <td className="mono">{name}</td>
                     <td className="num mono">{formatFloat(t?.value)}</td>
-                    <td className="mono nowrap">{String(t?.target ?? "—")}</td>
+                    <td className="mono nowrap">{formatValue(t?.target)}</td>
                     <td>
                       {t?.met === true ? (
                         <Badge tone="good" testId="target-met">

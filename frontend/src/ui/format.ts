@@ -20,11 +20,24 @@ function trim(x: number): string {
   return x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x.toFixed(2);
 }
 
+/** Any value as text: strings as they are, none as "—", objects and arrays as JSON. */
+export function formatValue(x: unknown): string {
+  if (x === null || x === undefined) return "—";
+  if (typeof x === "string") return x;
+  if (typeof x === "number" || typeof x === "boolean" || typeof x === "bigint") return String(x);
+  return JSON.stringify(x) ?? "—";
+}
+
 /** A metric value for tables: a fixed number of decimals. */
 export function formatFloat(x: unknown, digits = 3): string {
-  if (typeof x !== "number" || !Number.isFinite(x)) return x === null || x === undefined ? "—" : String(x);
+  if (typeof x !== "number" || !Number.isFinite(x)) return formatValue(x);
   if (Math.abs(x) >= 1e4) return intFmt.format(Math.round(x));
   return x.toFixed(digits);
+}
+
+/** A number with `digits` decimals; "–" for none. */
+export function formatFixed(x: number | null | undefined, digits = 3): string {
+  return x === null || x === undefined ? "–" : x.toFixed(digits);
 }
 
 /** A progress count: whole numbers with separators, small fractions kept short. */

@@ -1,0 +1,32 @@
+import { useEffect, useEffectEvent, useState } from "react";
+import { errorMessage } from "../../api/client";
+import { saesApi, type SAEList } from "../features/api";
+import { steeringApi, type Vector } from "./api";
+
+/** What the steering form chooses from: the stored vectors and the SAEs. Once the vectors arrive,
+ * `onDefaultVector` gets the one to start with ("refusal" if there is one). */
+export function useSteeringChoices(onDefaultVector: (vectorId: string) => void) {
+  const [vectors, setVectors] = useState<Vector[]>([]);
+  const [saes, setSaes] = useState<SAEList["saes"]>([]);
+  const [error, setError] = useState<string | null>(null);
+  const chooseDefault = useEffectEvent(onDefaultVector);
+
+  useEffect(() => {
+    const c = new AbortController();
+    steeringApi
+      .vectors(c.signal)
+      .then((v) => {
+        setVectors(v.vectors);
+        const refusal = v.vectors.find((x) => x.name === "refusal") ?? v.vectors[0];
+        if (refusal) chooseDefault(refusal.id);
+      })
+      .catch((e: unknown) => !c.signal.aborted && setError(errorMessage(e)));
+    saesApi
+      .saes(c.signal)
+      .then((s) => setSaes(s.saes))
+      .catch(() => setSaes([]));
+    return () => c.abort();
+  }, []);
+
+  return { vectors, saes, error };
+}
