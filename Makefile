@@ -23,6 +23,7 @@ lint: install frontend
 	$(BIN)/ruff format --check backend tests bench
 	$(BIN)/lint-imports
 	$(BIN)/mypy
+	cd frontend && npm run --silent typecheck && npm run --silent lint
 
 install: $(STAMP)
 

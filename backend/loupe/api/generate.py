@@ -1,10 +1,10 @@
 import json
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Self
 
 from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 from loupe.api.deps import GenerationDep
 
@@ -74,10 +74,50 @@ Intervention = Annotated[
 ]
 
 
-class GenerateRequest(BaseModel):
-    prompt: str = Field(
-        ..., min_length=1, max_length=20_000, description="Raw text; the demo chat format is `User: ...\\nAssistant:`."
+MAX_PROMPT_CHARS = 20_000
+MAX_MESSAGES = 64
+
+
+class Message(BaseModel):
+    """One turn of a chat: after an optional first system message, user and assistant alternate."""
+
+    role: Literal["system", "user", "assistant"]
+    content: str = Field(..., max_length=MAX_PROMPT_CHARS)
+
+
+class PromptOrMessages(BaseModel):
+    """Exactly one of `prompt` (raw text, read as it is) and `messages` (a chat, rendered with the model's
+    chat template, or the plain `User: ...\\nAssistant:` format for a model without one)."""
+
+    prompt: str | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_PROMPT_CHARS,
+        description="Raw text; the demo chat format is `User: ...\\nAssistant:`. Exactly one of prompt and messages.",
     )
+    messages: list[Message] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_MESSAGES,
+        description="A chat instead of a prompt, rendered with the model's chat template (with the assistant's "
+        "generation prompt; a last assistant message is continued); without a template, the plain format.",
+    )
+
+    @model_validator(mode="after")
+    def _one_prompt(self) -> Self:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError('give exactly one of "prompt" (raw text) and "messages" (a chat), not both or neither')
+        if self.messages is not None:
+            total = sum(len(m.content) for m in self.messages)
+            if total > MAX_PROMPT_CHARS:
+                raise ValueError(f"the messages have {total:,} characters in all; the limit is {MAX_PROMPT_CHARS:,}")
+        return self
+
+    def chat(self) -> list[dict[str, str]] | None:
+        return None if self.messages is None else [m.model_dump() for m in self.messages]
+
+
+class GenerateRequest(PromptOrMessages):
     max_new_tokens: int = Field(
         48, ge=1, description="Tokens to generate; bounded by the server's limit and the context."
     )
@@ -102,18 +142,28 @@ class GenerateResponse(BaseModel):
     steered: CompletionOut | None
     model_id: str
     prompt_tokens: int
+    rendered_prompt: str = Field(..., description="The text the model read: the prompt, or the rendered messages.")
+    prompt_token_ids: list[int] = Field(..., description="Its tokens, BOS first where the model has one.")
+    prompt_token_strings: list[str] = Field(..., description="Each prompt token decoded on its own.")
 
 
 @router.post("/generate", response_model=GenerateResponse)
 async def generate(req: GenerateRequest, gen: GenerationDep) -> GenerateResponse:
-    lm, n_prompt, default, steered = await run_in_threadpool(
-        gen.generate, req.prompt, req.max_new_tokens, req.temperature, req.seed, req.model_id, req.plan()
+    p, default, steered = await run_in_threadpool(
+        gen.generate,
+        req.prompt,
+        req.max_new_tokens,
+        req.temperature,
+        req.seed,
+        req.model_id,
+        req.plan(),
+        req.chat(),
     )
     return GenerateResponse(
         default=CompletionOut(completion=default.completion, tokens=default.tokens),
         steered=None if steered is None else CompletionOut(completion=steered.completion, tokens=steered.tokens),
-        model_id=lm.id,
-        prompt_tokens=n_prompt,
+        model_id=p.lm.id,
+        **p.prompt_fields(),
     )
 
 
@@ -123,10 +173,11 @@ async def generate(req: GenerateRequest, gen: GenerationDep) -> GenerateResponse
 )
 async def generate_stream(req: GenerateRequest, gen: GenerationDep) -> StreamingResponse:
     """The same generation as POST /generate, as newline-delimited JSON events while tokens are made:
-    `{"event": "start", ...}`, `{"event": "token", "stream": "default"|"steered", "index", "token"}`...,
+    `{"event": "start", "prompt_tokens", "rendered_prompt", "prompt_token_ids", "prompt_token_strings", ...}`,
+    `{"event": "token", "stream": "default"|"steered", "index", "token"}`...,
     `{"event": "done", "default": {...}, "steered": {...}|null}`. Bad input is a 4xx before streaming."""
     prepared = await run_in_threadpool(
-        gen.prepare, req.prompt, req.max_new_tokens, req.temperature, req.seed, req.model_id, req.plan()
+        gen.prepare, req.prompt, req.max_new_tokens, req.temperature, req.seed, req.model_id, req.plan(), req.chat()
     )
 
     def lines():

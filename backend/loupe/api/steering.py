@@ -10,7 +10,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
 from loupe.api.deps import LiveDep, SteeringDep, VectorsDep
-from loupe.api.generate import Intervention
+from loupe.api.generate import Intervention, PromptOrMessages
 from loupe.errors import Unprocessable
 from loupe.services.steering.evaluation import DEFAULT_ALPHAS
 from loupe.services.steering.live import MAX_CONTINUE_TOKENS
@@ -210,8 +210,7 @@ def evaluation(eval_id: int, st: SteeringDep) -> EvaluationOut:
     return EvaluationOut(**st.evaluation(eval_id))
 
 
-class NextTokenRequest(BaseModel):
-    prompt: str = Field(..., min_length=1, max_length=20_000)
+class NextTokenRequest(PromptOrMessages):
     interventions: list[Intervention] = Field(default_factory=list, description="As in POST /api/generate.")
     top_k: int = Field(10, ge=1, le=100)
     model_id: str | None = None
@@ -234,6 +233,8 @@ class TopToken(BaseModel):
 class NextTokenResponse(BaseModel):
     model_id: str
     prompt_tokens: list[str]
+    rendered_prompt: str = Field(..., description="The text the model read: the prompt, or the rendered messages.")
+    prompt_token_ids: list[int]
     default: list[TopToken]
     steered: list[TopToken]
     kl: float
@@ -256,5 +257,6 @@ async def next_token(req: NextTokenRequest, live: LiveDep) -> NextTokenResponse:
         req.top_k,
         req.model_id,
         continue_tokens=req.continue_tokens,
+        messages=req.chat(),
     )
     return NextTokenResponse(**out)

@@ -6,7 +6,10 @@ refusal by the standard prefixes (Arditi et al. 2024; Zou et al. 2023)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+ROLES: tuple[str, ...] = ("system", "user", "assistant")
 
 REFUSAL_PREFIXES: tuple[str, ...] = (
     "I'm sorry",
@@ -49,8 +52,53 @@ class ChatFormat:
         """The text between the instruction and the completion (its tokens are the candidate positions)."""
         return self.assistant
 
+    def render(self, messages: Sequence[Mapping[str, str]]) -> str:
+        """A conversation in this plain format, ready for the assistant's next words: a system message is a
+        line of its own before the first turn; each user turn is `prompt(content)`; an assistant turn is
+        its content after a space (the demo's completions start with one), a later user turn on the next
+        line. A conversation that ends with an assistant turn is continued (a prefill); `validate_messages`
+        first. One user message gives exactly `prompt(content)`."""
+        out: list[str] = []
+        previous = None
+        for m in messages:
+            role, content = m["role"], m["content"]
+            if role == "system":
+                out.append(content + "\n")
+            elif role == "user":
+                out.append(("\n" if previous == "assistant" else "") + self.prompt(content))
+            else:
+                out.append(content if content.startswith(" ") else " " + content)
+            previous = role
+        return "".join(out)
+
 
 PLAIN_CHAT = ChatFormat()
+
+
+def validate_messages(messages: Sequence[Mapping[str, str]]) -> str | None:
+    """Why a conversation cannot be rendered for generation, or None: roles are `system` (first only),
+    then `user` and `assistant` alternating, starting with `user`; every content a string."""
+    if not messages:
+        return "messages is empty; give at least one user message"
+    turns = list(messages)
+    for i, m in enumerate(turns):
+        if m.get("role") not in ROLES:
+            return f"messages[{i}].role is {m.get('role')!r}; use one of {', '.join(ROLES)}"
+        if not isinstance(m.get("content"), str):
+            return f"messages[{i}].content must be a string"
+        if m["role"] == "system" and i != 0:
+            return f"messages[{i}] is a system message; only the first message may be one"
+    start = 1 if turns[0]["role"] == "system" else 0
+    for j, m in enumerate(turns[start:]):
+        want = "user" if j % 2 == 0 else "assistant"
+        if m["role"] != want:
+            return (
+                f"messages[{start + j}].role is {m['role']!r} where {want!r} was expected: after an optional "
+                "system message, user and assistant turns alternate, starting with user"
+            )
+    if len(turns) == start:
+        return "messages has only a system message; add a user message"
+    return None
 
 
 def is_refusal(completion: str) -> bool:

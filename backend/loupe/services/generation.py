@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +23,8 @@ class Completion:
 
 @dataclass
 class Prepared:
-    """A validated request: the model, the prompt's ids and the steered hook plan (None: no steering)."""
+    """A validated request: the model, the prompt's text (a chat rendered with the model's template) and
+    ids, and the steered hook plan (None: no steering)."""
 
     lm: LoadedModel
     ids: list[int]
@@ -31,6 +32,16 @@ class Prepared:
     temperature: float
     seed: int | None
     plan: HookPlan | None
+    text: str = ""
+
+    def prompt_fields(self) -> dict[str, Any]:
+        """What a response says about the prompt: its length, the text the model read, its tokens."""
+        return {
+            "prompt_tokens": len(self.ids),
+            "rendered_prompt": self.text,
+            "prompt_token_ids": list(self.ids),
+            "prompt_token_strings": self.lm.token_strings(self.ids),
+        }
 
 
 class GenerationService:
@@ -41,43 +52,46 @@ class GenerationService:
 
     def prepare(
         self,
-        prompt: str,
+        prompt: str | None,
         max_new_tokens: int,
         temperature: float,
         seed: int | None,
         model_id: str | None = None,
         interventions: Sequence[dict[str, Any]] | None = None,
+        messages: Sequence[Mapping[str, str]] | None = None,
     ) -> Prepared:
-        """Check everything a generation needs before any token is produced (4xx, never a 500)."""
+        """Check everything a generation needs before any token is produced (4xx, never a 500). The prompt
+        is raw text (`prompt`) or a chat (`messages`, rendered with the model's chat template), exactly one."""
         if not math.isfinite(temperature) or temperature < 0:
             raise Unprocessable(f"temperature must be a finite number >= 0 (0 = greedy), got {temperature}")
         if max_new_tokens > self.limit:
             raise Unprocessable(f"max_new_tokens is {max_new_tokens}; the limit is {self.limit}")
         lm = self.models.get(model_id)
-        ids = lm.encode_prompt(prompt)
+        text, ids = lm.prompt_ids(prompt, messages)
         if len(ids) + max_new_tokens > lm.n_ctx:
             raise Unprocessable(
                 f"the prompt is {len(ids)} tokens and max_new_tokens is {max_new_tokens}: together more than "
                 f"the model's context of {lm.n_ctx} tokens; shorten the prompt or ask for fewer tokens"
             )
         plan = self.plans.build(lm, interventions, len(ids)) if interventions else None
-        return Prepared(lm, ids, max_new_tokens, temperature, seed, plan)
+        return Prepared(lm, ids, max_new_tokens, temperature, seed, plan, text)
 
     def generate(
         self,
-        prompt: str,
+        prompt: str | None,
         max_new_tokens: int,
         temperature: float,
         seed: int | None,
         model_id: str | None = None,
         interventions: Sequence[dict[str, Any]] | None = None,
-    ) -> tuple[LoadedModel, int, Completion, Completion | None]:
-        p = self.prepare(prompt, max_new_tokens, temperature, seed, model_id, interventions)
+        messages: Sequence[Mapping[str, str]] | None = None,
+    ) -> tuple[Prepared, Completion, Completion | None]:
+        p = self.prepare(prompt, max_new_tokens, temperature, seed, model_id, interventions, messages)
         out = self.complete(p.lm, p.ids, p.max_new_tokens, p.temperature, p.seed)
         steered = (
             None if p.plan is None else self.complete(p.lm, p.ids, p.max_new_tokens, p.temperature, p.seed, p.plan)
         )
-        return p.lm, len(p.ids), out, steered
+        return p, out, steered
 
     def stream(self, p: Prepared) -> Iterator[dict[str, Any]]:
         """Events as tokens are generated, default and steered interleaved step by step:
@@ -101,7 +115,7 @@ class GenerationService:
                 n_ctx=lm.n_ctx,
             )
         got: dict[str, list[int]] = {k: [] for k in streams}
-        yield {"event": "start", "model_id": lm.id, "prompt_tokens": len(p.ids), "streams": list(streams)}
+        yield {"event": "start", "model_id": lm.id, **p.prompt_fields(), "streams": list(streams)}
         live = dict(streams)
         while live:
             for name in list(live):

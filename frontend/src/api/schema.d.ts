@@ -50,7 +50,8 @@ export interface paths {
         /**
          * Generate Stream
          * @description The same generation as POST /generate, as newline-delimited JSON events while tokens are made:
-         *     `{"event": "start", ...}`, `{"event": "token", "stream": "default"|"steered", "index", "token"}`...,
+         *     `{"event": "start", "prompt_tokens", "rendered_prompt", "prompt_token_ids", "prompt_token_strings", ...}`,
+         *     `{"event": "token", "stream": "default"|"steered", "index", "token"}`...,
          *     `{"event": "done", "default": {...}, "steered": {...}|null}`. Bad input is a 4xx before streaming.
          */
         post: operations["generate_stream_api_generate_stream_post"];
@@ -998,15 +999,20 @@ export interface components {
              */
             max_new_tokens: number;
             /**
+             * Messages
+             * @description A chat instead of a prompt, rendered with the model's chat template (with the assistant's generation prompt; a last assistant message is continued); without a template, the plain format.
+             */
+            messages?: components["schemas"]["Message"][] | null;
+            /**
              * Model Id
              * @description Default: the workspace's model.
              */
             model_id?: string | null;
             /**
              * Prompt
-             * @description Raw text; the demo chat format is `User: ...\nAssistant:`.
+             * @description Raw text; the demo chat format is `User: ...\nAssistant:`. Exactly one of prompt and messages.
              */
-            prompt: string;
+            prompt?: string | null;
             /**
              * Seed
              * @description Sampling seed; same seed, same completion.
@@ -1024,8 +1030,23 @@ export interface components {
             default: components["schemas"]["CompletionOut"];
             /** Model Id */
             model_id: string;
+            /**
+             * Prompt Token Ids
+             * @description Its tokens, BOS first where the model has one.
+             */
+            prompt_token_ids: number[];
+            /**
+             * Prompt Token Strings
+             * @description Each prompt token decoded on its own.
+             */
+            prompt_token_strings: string[];
             /** Prompt Tokens */
             prompt_tokens: number;
+            /**
+             * Rendered Prompt
+             * @description The text the model read: the prompt, or the rendered messages.
+             */
+            rendered_prompt: string;
             steered: components["schemas"]["CompletionOut"] | null;
         };
         /** HTTPValidationError */
@@ -1305,6 +1326,19 @@ export interface components {
              */
             top_k: number;
         };
+        /**
+         * Message
+         * @description One turn of a chat: after an optional first system message, user and assistant alternate.
+         */
+        Message: {
+            /** Content */
+            content: string;
+            /**
+             * Role
+             * @enum {string}
+             */
+            role: "system" | "user" | "assistant";
+        };
         /** ModelInfo */
         ModelInfo: {
             /** D Mlp */
@@ -1368,10 +1402,18 @@ export interface components {
              * @description As in POST /api/generate.
              */
             interventions?: (components["schemas"]["AblateDirection"] | components["schemas"]["AddDirection"] | components["schemas"]["Ace"] | components["schemas"]["SaeFeatureAdd"] | components["schemas"]["SaeFeatureClamp"] | components["schemas"]["Edit"])[];
+            /**
+             * Messages
+             * @description A chat instead of a prompt, rendered with the model's chat template (with the assistant's generation prompt; a last assistant message is continued); without a template, the plain format.
+             */
+            messages?: components["schemas"]["Message"][] | null;
             /** Model Id */
             model_id?: string | null;
-            /** Prompt */
-            prompt: string;
+            /**
+             * Prompt
+             * @description Raw text; the demo chat format is `User: ...\nAssistant:`. Exactly one of prompt and messages.
+             */
+            prompt?: string | null;
             /**
              * Top K
              * @default 10
@@ -1391,8 +1433,15 @@ export interface components {
             kl: number;
             /** Model Id */
             model_id: string;
+            /** Prompt Token Ids */
+            prompt_token_ids: number[];
             /** Prompt Tokens */
             prompt_tokens: string[];
+            /**
+             * Rendered Prompt
+             * @description The text the model read: the prompt, or the rendered messages.
+             */
+            rendered_prompt: string;
             /** Steered */
             steered: components["schemas"]["TopToken"][];
             /**

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loupe.core.chat import PLAIN_CHAT, ChatFormat
+from jinja2 import TemplateError
+
+from loupe.core.chat import PLAIN_CHAT, ChatFormat, validate_messages
 from loupe.errors import NotFound, Unprocessable
 from loupe.services.models.loading import describe, load_bridge
 from loupe.services.workspace import Workspace
@@ -36,11 +39,53 @@ class LoadedModel:
     def n_ctx(self) -> int:
         return int(self.info["n_ctx"])
 
+    @property
+    def has_chat_template(self) -> bool:
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
     def encode_prompt(self, text: str) -> list[int]:
-        """Tokens of a prompt as the model saw documents in training: BOS first where it has one."""
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        """Tokens of a prompt as the model saw documents in training: BOS first where it has one, never
+        twice (a chat template may write it: SmolLM2's BOS is `<|im_start|>`). Special tokens written in
+        the text become their ids, as `apply_chat_template(tokenize=True)` encodes the rendered chat
+        (`add_special_tokens=False`, `split_special_tokens=False`)."""
+        ids = list(self.tokenizer(text, add_special_tokens=False, split_special_tokens=False)["input_ids"])
         bos = self.tokenizer.bos_token_id
-        return ([bos] if bos is not None else []) + list(ids)
+        if bos is None or (ids and ids[0] == bos):
+            return ids
+        return [bos, *ids]
+
+    def render_messages(self, messages: Sequence[Mapping[str, str]]) -> str:
+        """A conversation as the text the model continues: the tokenizer's chat template where it has one
+        (with the assistant's generation prompt; a last assistant message is continued, a prefill), else
+        this model's plain format (`chat`: one user message is `User: ...\nAssistant:`)."""
+        problem = validate_messages(messages)
+        if problem is not None:
+            raise Unprocessable(problem)
+        if not self.has_chat_template:
+            return self.chat.render(messages)
+        prefill = messages[-1]["role"] == "assistant"
+        try:
+            text = self.tokenizer.apply_chat_template(
+                [{"role": m["role"], "content": m["content"]} for m in messages],
+                tokenize=False,
+                add_generation_prompt=not prefill,
+                continue_final_message=prefill,
+            )
+        except (TemplateError, ValueError, TypeError, KeyError) as exc:
+            raise Unprocessable(f"the chat template of model {self.id!r} refused these messages: {exc}") from exc
+        return str(text)
+
+    def prompt_ids(
+        self, prompt: str | None = None, messages: Sequence[Mapping[str, str]] | None = None
+    ) -> tuple[str, list[int]]:
+        """(the text the model reads, its tokens) of a raw `prompt` or of chat `messages`, exactly one."""
+        if (prompt is None) == (messages is None):
+            raise Unprocessable('give exactly one of "prompt" (raw text) and "messages" (a chat)')
+        text = prompt if prompt is not None else self.render_messages(messages or [])
+        return text, self.encode_prompt(text)
+
+    def token_strings(self, ids: Sequence[int]) -> list[str]:
+        return [self.tokenizer.decode([t]) for t in ids]
 
 
 class ModelService:

@@ -3,7 +3,7 @@ KL, and optionally both greedy continuations (POST /api/steering/next-token)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -46,23 +46,26 @@ class LiveEditService:
 
     def next_token(
         self,
-        prompt: str,
+        prompt: str | None,
         interventions: Sequence[dict[str, Any]],
         top_k: int = 10,
         model_id: str | None = None,
         continue_tokens: int = 0,
+        messages: Sequence[Mapping[str, str]] | None = None,
     ) -> dict[str, Any]:
         """The next-token distribution after `prompt` without and with `interventions` (live editing):
         top tokens of each, and KL(default || steered). With `continue_tokens` > 0, also the greedy
         continuations of that many tokens without and with the interventions, decoded exactly as
         POST /api/generate does (GenerationService.complete, the hooks on every forward pass); they stop
-        early at the end-of-text token or at the model's context."""
-        if len(prompt) > self.max_prompt_chars:
-            raise Unprocessable(f"the prompt has {len(prompt):,} characters; the limit is {self.max_prompt_chars:,}")
+        early at the end-of-text token or at the model's context. `messages` instead of `prompt`: a chat,
+        rendered with the model's chat template (LoadedModel.render_messages)."""
+        chars = len(prompt) if prompt is not None else sum(len(m["content"]) for m in messages or [])
+        if chars > self.max_prompt_chars:
+            raise Unprocessable(f"the prompt has {chars:,} characters; the limit is {self.max_prompt_chars:,}")
         if not 0 <= continue_tokens <= MAX_CONTINUE_TOKENS:
             raise Unprocessable(f"continue_tokens is {continue_tokens}; use 0..{MAX_CONTINUE_TOKENS}")
         lm = self.models.get(model_id)
-        ids = lm.encode_prompt(prompt)
+        text, ids = lm.prompt_ids(prompt, messages)
         if len(ids) > lm.n_ctx:
             raise Unprocessable(f"the prompt is {len(ids)} tokens; the model's context is {lm.n_ctx}")
         plan = self.plans.build(lm, interventions, len(ids)) if interventions else []
@@ -80,7 +83,9 @@ class LiveEditService:
 
         out = {
             "model_id": lm.id,
-            "prompt_tokens": [lm.tokenizer.decode([t]) for t in ids],
+            "prompt_tokens": lm.token_strings(ids),
+            "rendered_prompt": text,
+            "prompt_token_ids": list(ids),
             "default": top(base),
             "steered": top(steered),
             "kl": float(S.kl_divergence(base[None], steered[None])[0]),

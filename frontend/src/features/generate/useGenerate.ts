@@ -26,7 +26,7 @@ export function useGenerate(state: GenerateState, setState: (f: (s: GenerateStat
     try {
       const response = await generateApi.generate(body, c.signal);
       const elapsedMs = performance.now() - t0;
-      setState((s) => ({ ...s, run: { prompt: body.prompt, request: body, response, elapsedMs }, error: null }));
+      setState((s) => ({ ...s, run: { prompt: response.rendered_prompt ?? body.prompt ?? "", request: body, response, elapsedMs }, error: null }));
     } catch (err) {
       if (c.signal.aborted) return;
       setState((s) => ({ ...s, run: null, error: errorMessage(err) }));
