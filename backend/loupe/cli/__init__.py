@@ -16,6 +16,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from loupe.cli.console import console
 from loupe.cli.evals import eval_app
+from loupe.errors import LoupeError
 from loupe.settings import Settings, quiet_libraries
 
 if TYPE_CHECKING:
@@ -156,6 +157,24 @@ def models_add(path: str, id: str = typer.Option(..., "--id"), name: str = typer
     source = "hf-dir" if Path(path).is_dir() else "hub"
     rec = c.models.register(id, path, source, name=name)
     console.print(f"registered [bold]{rec.id}[/]: {rec.config['n_layers']} layers, d_model {rec.config['d_model']}")
+
+
+@models_app.command("import")
+def models_import(file: str, id: str = typer.Option(..., "--id"), name: str = typer.Option(None)) -> None:
+    """Import a GGUF file (any architecture transformers reads): dequantized to float32, saved as a
+    Hugging Face directory in the workspace, and registered under an id."""
+    from loupe.services.models.gguf import import_gguf  # deferred: see the module docstring
+
+    settings = Settings()
+    _, c = open_world(settings)
+    try:
+        rec = import_gguf(c.models, file, id, name=name)
+    except LoupeError as exc:
+        console.print(f"[red]cannot import {file}:[/] {exc.message}")
+        raise typer.Exit(1) from exc
+    console.print(
+        f"imported [bold]{rec.id}[/] into {rec.path}: {rec.config['n_layers']} layers, d_model {rec.config['d_model']}"
+    )
 
 
 if __name__ == "__main__":
