@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loupe.jobs.runner import BUILD, JobContext, JobRunner, ProgressListener
+from loupe.core.config import Progress
+from loupe.jobs.runner import BUILD, JobContext, JobRunner
 from loupe.storage.artifacts import read_manifest
 
 
@@ -39,7 +40,7 @@ class Pipeline:
     def run(
         self,
         steps: list[Step],
-        listener_for: Callable[[Step], ProgressListener] | None = None,
+        listener_for: Callable[[Step], Progress] | None = None,
         on_skip: Callable[[Step], None] | None = None,
         on_done: Callable[[Step], None] | None = None,
     ) -> None:

@@ -26,7 +26,6 @@ from loupe.storage.repositories import JobRepository
 
 log = logging.getLogger("loupe.jobs")
 
-ProgressListener = Progress
 JobBody = Callable[["JobContext"], dict[str, Any] | None]
 
 # Priorities: what a person asked for now runs before the world's background build.
@@ -47,7 +46,7 @@ class JobContext:
 
     job_id: int
     repo: JobRepository
-    listeners: list[ProgressListener] = field(default_factory=list)
+    listeners: list[Progress] = field(default_factory=list)
     interval: float = 0.5
     cancel: threading.Event = field(default_factory=threading.Event)
     _last: float = 0.0
@@ -70,7 +69,7 @@ def run_job(
     repo: JobRepository,
     job_id: int,
     body: JobBody,
-    listeners: list[ProgressListener] | None = None,
+    listeners: list[Progress] | None = None,
     cancel: threading.Event | None = None,
 ) -> dict[str, Any]:
     """Run `body` as job `job_id` in this thread: running -> done (with its artifacts) or failed."""
@@ -134,7 +133,7 @@ class JobRunner:
         name: str,
         params: dict[str, Any],
         body: JobBody,
-        listeners: list[ProgressListener] | None = None,
+        listeners: list[Progress] | None = None,
     ) -> dict[str, Any]:
         """Run a new job now in the caller's thread (the CLI; callers that wait for the result)."""
         job = self.repo.create(kind, name, params)
@@ -161,10 +160,6 @@ class JobRunner:
         if queued is not None:
             self.repo.fail(job_id, CANCELLED, message="cancelled")
         return True
-
-    def queued(self) -> int:
-        with self._guard:
-            return len(self._heap)
 
     def _run_next(self) -> None:
         with self._guard:

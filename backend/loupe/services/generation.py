@@ -143,9 +143,7 @@ class GenerationService:
 
     @staticmethod
     def _completion(lm: LoadedModel, new: list[int]) -> Completion:
-        return Completion(
-            completion=lm.tokenizer.decode(new), tokens=[lm.tokenizer.decode([t]) for t in new], token_ids=new
-        )
+        return Completion(completion=lm.tokenizer.decode(new), tokens=lm.token_strings(new), token_ids=new)
 
     @staticmethod
     def complete(

@@ -11,10 +11,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from loupe.core.config import Progress
 from loupe.demo.world import world_config
 from loupe.jobs.executors import Executor
 from loupe.jobs.pipeline import Pipeline, Step
-from loupe.jobs.runner import BUILD, JobContext, ProgressListener
+from loupe.jobs.runner import BUILD, JobContext
 from loupe.services.container import Analyses, Container
 from loupe.services.datasets import Subject
 from loupe.services.workspace import Workspace
@@ -23,7 +24,6 @@ from loupe.worlds.demo import DemoSource
 from loupe.worlds.presets import analyses
 
 EXTERNAL_MODEL_ID = "external"
-WORLDS = ("demo", "micro")
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ class Build:
         self,
         background: bool | None = None,
         *,
-        listener_for: Callable[[Step], ProgressListener] | None = None,
+        listener_for: Callable[[Step], Progress] | None = None,
         on_skip: Callable[[Step], None] | None = None,
         on_done: Callable[[Step], None] | None = None,
     ) -> None:

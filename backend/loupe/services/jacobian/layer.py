@@ -85,7 +85,7 @@ class LayerJacobianService:
             dirs.append(d)
         return {
             "model_id": lm.id,
-            "prompt_tokens": [lm.tokenizer.decode([t]) for t in ids],
+            "prompt_tokens": lm.token_strings(ids),
             "position": p,
             "token": lm.tokenizer.decode([ids[p]]),
             "hook_in": hook_in,

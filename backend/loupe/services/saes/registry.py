@@ -14,7 +14,7 @@ import torch
 
 from loupe.core.activations import cache_activations
 from loupe.errors import Conflict, NotFound, Unprocessable
-from loupe.services.ids import ID_PATTERN
+from loupe.services.ids import ID_PATTERN, ID_RULE
 from loupe.services.models import LoadedModel, ModelService
 from loupe.services.saes.training import load_sae
 from loupe.services.workspace import Workspace
@@ -171,9 +171,7 @@ class SAERegistry:
         Weights are read only from safetensors (sae-lens's format: cfg.json + sae_weights.safetensors);
         nothing is unpickled. The SAE's hook must exist in the model and have the SAE's input width."""
         if not ID_PATTERN.match(sae_id or ""):
-            raise Unprocessable(
-                "id must be 1-100 characters: letters, digits, '_', '.', '-' (starting with a letter or digit)"
-            )
+            raise Unprocessable(f"id must be {ID_RULE}")
         if self.ws.saes.get(sae_id) is not None:
             raise Conflict(f"an SAE with id {sae_id!r} is already registered; choose another id")
         if (path is None) == (release is None):

@@ -153,7 +153,7 @@ def compute_refusal_direction(
             "rows": [c.to_dict() for c in cands],
             "n_layers": n_layers,
             "selection_rule": rule,
-            "post_instruction_tokens": [lm.tokenizer.decode([t]) for t in post_instruction_ids(lm)],
+            "post_instruction_tokens": lm.token_strings(post_instruction_ids(lm)),
             "base_refusal_score": base_scores,
         },
     }
