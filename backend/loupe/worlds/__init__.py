@@ -22,6 +22,7 @@ from loupe.services.workspace import Workspace
 from loupe.settings import Settings
 from loupe.worlds.demo import DemoSource
 from loupe.worlds.presets import analyses
+from loupe.worlds.smollm2 import SmolLM2Config, SmolLM2Source
 
 EXTERNAL_MODEL_ID = "external"
 
@@ -38,6 +39,12 @@ class World:
 
 def load_world(settings: Settings) -> World:
     """The built-in world `settings.world` with `settings.world_overrides` applied."""
+    if settings.world == "smollm2":
+        scfg = SmolLM2Config.from_dict({"seed": settings.seed, **settings.world_overrides})
+        real = SmolLM2Source(settings, scfg)
+        return World(
+            scfg.name, real.subject, analyses(scfg.name, None), real.steps, real.ensure_registered, real.evaluate
+        )
     cfg = world_config(settings.world, **{"seed": settings.seed, **settings.world_overrides})
     source = DemoSource(settings, cfg)
     return World(
