@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from loupe.core.config import Progress
@@ -73,6 +74,18 @@ def open_world(
         default_model=default,
     )
     return world, c
+
+
+def register_external_model(c: Container) -> bool:
+    """Register `settings.model` (LOUPE_MODEL: a Hugging Face directory or hub name) as the model
+    `external` unless it already is; True when it registered it now. `loupe run`, `loupe build` and
+    `loupe serve` all do this, so the server never answers 'no model' for a model it was given."""
+    path = c.settings.model
+    if not path or c.models.record(EXTERNAL_MODEL_ID) is not None:
+        return False
+    source = "hf-dir" if Path(path).is_dir() else "hub"
+    c.models.register(EXTERNAL_MODEL_ID, path, source, name=Path(path).name)
+    return True
 
 
 class Build:

@@ -35,6 +35,7 @@ from loupe.jobs.runner import JobContext
 from loupe.services.container import Container
 from loupe.services.datasets import Dataset, Subject
 from loupe.services.models.gguf import file_sha256, load_gguf
+from loupe.services.models.loading import load_hf_model
 from loupe.settings import Settings
 from loupe.storage.artifacts import atomic_dir, digest, load_tensors, read_manifest, write_manifest
 from loupe.worlds.python_docs import DOMAINS, python_docs
@@ -70,11 +71,16 @@ class SmolLM2Source:
         self.keys = {
             "model": digest({"model": HUB_REPO, "format": "float32-safetensors", "gguf": cfg.gguf_file}),
             "dataset": digest(
-                {"dataset": "python-docs-v1", "python": sys.version_info[:2], "seed": cfg.seed, "n": cfg.documents_per_domain}
+                {
+                    "dataset": "python-docs-v1",
+                    "python": sys.version_info[:2],
+                    "seed": cfg.seed,
+                    "n": cfg.documents_per_domain,
+                }
             ),
         }
         self.keys["tokens"] = digest({**self.keys, "n_ctx": cfg.n_ctx})
-        self.keys["eval"] = digest({**self.keys, "eval": cfg.to_dict(), "v": 1})
+        self.keys["eval"] = digest({**self.keys, "eval": cfg.to_dict(), "v": 2})
         self.dataset = Dataset(
             id="python-docs", dir=self.dataset_dir, domains=DOMAINS, key=self.keys["dataset"], seed=cfg.seed
         )
@@ -226,7 +232,9 @@ class SmolLM2Source:
         template) and the held-out loss per domain of the dataset."""
         t0 = time.monotonic()
         lm = c.models.get(SMOLLM2_MODEL_ID)
-        model = lm.bridge.original_model
+        # a plain Hugging Face module for `generate`: the bridge's wrapped modules do not carry a KV
+        # cache through generate (the second token on is garbage), and this eval needs no hooks
+        model = load_hf_model(self.model_dir)
         n = self.cfg.eval_instructions
         harmful, harmless = self.dataset.instruction_sets("heldout", shuffle_seed=self.cfg.seed, limit=n)
         results: dict[str, Any] = {"model_id": SMOLLM2_MODEL_ID, "max_new_tokens": self.cfg.eval_max_new_tokens}
