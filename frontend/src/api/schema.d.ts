@@ -1066,6 +1066,10 @@ export interface components {
             version: string;
             /** Workspace */
             workspace: string;
+            /** World */
+            world: string;
+            /** World Model Id */
+            world_model_id: string | null;
         };
         /** Histogram */
         Histogram: {
