@@ -79,6 +79,9 @@ def test_the_world_builds_its_model_dataset_and_tokens(world):
     assert train["input_ids"].shape[1] == 32
     assert int(train["input_ids"].max()) < int(rec.config["d_vocab"])
     assert all(s.is_complete() for s in build.steps if not s.background)
+    # this world builds no influence index; a query says so and how to get one
+    assert not c.influence.ready()
+    assert "not part of this world's build (LOUPE_WORLD=smollm2)" in c.influence.not_ready().message
 
 
 def test_the_behaviour_eval_runs_through_the_chat_template(world):

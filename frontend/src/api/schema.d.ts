@@ -1101,6 +1101,11 @@ export interface components {
              * @enum {string}
              */
             mode: "fast" | "precise";
+            /**
+             * Model Id
+             * @description the model to explain (default: the one the index is of)
+             */
+            model_id?: string | null;
             /** Prompt */
             prompt: string;
             /**
@@ -1989,7 +1994,9 @@ export interface operations {
     };
     influence_status_api_influence_status_get: {
         parameters: {
-            query?: never;
+            query?: {
+                model_id?: string | null;
+            };
             header?: never;
             path?: never;
             cookie?: never;
@@ -2003,6 +2010,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["InfluenceStatus"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
         };
