@@ -12,6 +12,11 @@ References
   mu- . r^ + alpha ||r|| whatever the input was.
 - SAE feature steering (Templeton et al. 2024, "Scaling Monosemanticity"): add c W_dec[i], or clamp
   feature i to c keeping the SAE's reconstruction error, h' = h + (c - f_i(h)) W_dec[i].
+- Sun, Chen, Kolter, Liu 2024, "Massive Activations in Large Language Models": a few residual
+  coordinates (fixed dimensions, at the first token and some delimiters) are larger than 100 and about
+  1,000 times the median magnitude; they are near-constant across inputs and act as biases: set to their
+  mean the model is intact, set to zero it breaks. A direction with weight on them makes directional
+  ablation move them (`massive_dims`, `without_dims`).
 
 A hook function has the TransformerLens signature fn(activation, hook) -> activation. Every
 function here returns a new tensor (never edits in place) in the activation's dtype; the
@@ -21,9 +26,10 @@ arithmetic is done in float64 so that closed-form properties hold to float32 rou
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from jaxtyping import Float
@@ -65,16 +71,70 @@ def diff_of_means(pos: Float[Tensor, n * shape], neg: Float[Tensor, m * shape]) 
     return a.mean - b.mean, a.mean, b.mean
 
 
+@dataclass
+class MagnitudeStats:
+    """Per-dimension peak |activation| over every real token (padding excluded) of a hook, and the median
+    |activation| of its hidden states (the median of each batch's median over tokens x dimensions)."""
+
+    peak: Tensor | None = None
+    medians: list[float] = field(default_factory=list)
+
+    def update(self, acts: Float[Tensor, "batch pos d"], lengths: Tensor) -> None:
+        mask = torch.arange(acts.shape[1])[None, :] < lengths[:, None]
+        a = acts.detach()[mask].abs().to(torch.float64)  # [tokens, d]
+        if a.numel() == 0:
+            return
+        peak = a.max(0).values
+        self.peak = peak if self.peak is None else torch.maximum(self.peak, peak)
+        self.medians.append(float(a.median()))
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.medians) if self.medians else 0.0
+
+
+# Sun et al. 2024, sec. 2, call an activation massive when it is larger than 100 and "at least or about
+# 1,000 times larger than the median magnitude of its hidden state" (7B-scale models). Loupe keeps the
+# absolute bar and flags coordinates 100 times the median, one order looser: on SmolLM2-135M the coordinates
+# between 100x and 1,000x at the attention-sink token (247, 14, 100: 440-970x the median) still break
+# directional ablation when left in (KL on harmless prompts 0.15-0.32 at blocks.16 with only 507, or 507
+# and 247, left out; 0.02-0.04 with all 17 flagged ones left out; bench/RESULTS.md).
+MASSIVE_RATIO = 100.0
+MASSIVE_MIN = 100.0
+
+
+def massive_dims(stats: MagnitudeStats, ratio: float = MASSIVE_RATIO, minimum: float = MASSIVE_MIN) -> list[int]:
+    """The dimensions whose peak |activation| is a massive activation (after Sun et al. 2024; see
+    MASSIVE_RATIO): larger than `minimum` and at least `ratio` times the median |activation| of the hook."""
+    if stats.peak is None:
+        return []
+    threshold = max(minimum, ratio * stats.median)
+    return [int(i) for i in torch.nonzero(stats.peak > threshold).flatten()]
+
+
+def without_dims(r: Tensor, dims: Sequence[int]) -> Tensor:
+    """r with the coordinates `dims` set to zero (float64). Then r^ = r / ||r|| is zero there too, so
+    ablation h - (h . r^) r^, addition h + a r and ACE neither read nor write those coordinates: a
+    massive activation stays what the model made it (Sun et al. 2024: it acts as a bias; zeroing or
+    moving it breaks the model)."""
+    out = r.to(torch.float64).clone()
+    if len(dims):
+        out[list(dims)] = 0.0
+    return out
+
+
 @torch.no_grad()
 def last_position_means(
     forward_with_cache: Callable[[Tensor], dict[str, Tensor]],
     batches: Iterable[tuple[Tensor, Tensor]],
     hook_names: Sequence[str],
     n_positions: int,
+    stats: dict[str, MagnitudeStats] | None = None,
 ) -> dict[str, Float[Tensor, "n_positions d"]]:
     """Mean activation (float64) at each hook over the last `n_positions` tokens of every sequence
     (the post-instruction tokens of a chat prompt). `batches` yields (ids [batch, pos] right-padded,
-    lengths [batch]); `forward_with_cache(ids)` returns {hook_name: [batch, pos, d]}."""
+    lengths [batch]); `forward_with_cache(ids)` returns {hook_name: [batch, pos, d]}. With `stats`,
+    each hook's `MagnitudeStats` also sees every real token (all positions, not only the last ones)."""
     acc = {h: MeanAccumulator() for h in hook_names}
     for ids, lengths in batches:
         cache = forward_with_cache(ids)
@@ -82,6 +142,8 @@ def last_position_means(
         rows = torch.arange(ids.shape[0])[:, None]
         for h in hook_names:
             acc[h].update(cache[h][rows, idx])
+            if stats is not None:
+                stats.setdefault(h, MagnitudeStats()).update(cache[h], lengths)
     return {h: a.mean for h, a in acc.items()}
 
 
@@ -117,13 +179,26 @@ class Candidate:
     induce_score: float | None = None  # mean refusal score on harmless prompts under addition (must be > 0)
     kl: float | None = None  # mean KL on harmless prompts under ablation
     reasons: list[str] = field(default_factory=list)  # why it was filtered out
-    selected: bool = False
+    selected: bool = False  # passed every filter and won
+    kept: bool = False  # no candidate passed: the best within the KL bound, kept flagged (`keep_candidate`)
+    massive_share: float = 0.0  # fraction of ||mu+ - mu-||^2 on the massive dimensions (removed from r)
+
+    FIELDS: ClassVar[tuple[str, ...]] = (
+        "hook",
+        "layer",
+        "position",
+        "norm",
+        "bypass_score",
+        "induce_score",
+        "kl",
+        "reasons",
+        "selected",
+        "kept",
+        "massive_share",
+    )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            k: getattr(self, k)
-            for k in ("hook", "layer", "position", "norm", "bypass_score", "induce_score", "kl", "reasons", "selected")
-        }
+        return {k: getattr(self, k) for k in self.FIELDS}
 
 
 SELECTION_RULES = ("bypass_minus_induce", "bypass")
@@ -174,6 +249,38 @@ def select_direction(
             best, best_score = c, score
     if best is not None:
         best.selected = True
+    return best
+
+
+def keep_candidate(
+    cands: list[Candidate], n_layers: int, max_kl: float = 0.1, max_depth: float = 0.8, rule: str = "bypass_minus_induce"
+) -> Candidate | None:
+    """When no candidate passes `select_direction`'s filters: the one a caller may keep, flagged as not
+    passing, so that its interventions can still be shown. Never one past the KL bound (its ablation
+    moves harmless next-token distributions: it breaks the model) nor a zero one; of the rest, those below
+    `max_depth` first, then the best by `rule`. None when every candidate is past the KL bound. Marks it."""
+
+    def ok(c: Candidate) -> bool:
+        return (
+            c.norm > 0
+            and c.kl is not None
+            and math.isfinite(c.kl)
+            and c.kl <= max_kl
+            and c.bypass_score is not None
+            and math.isfinite(c.bypass_score)
+            and c.induce_score is not None
+            and math.isfinite(c.induce_score)
+        )
+
+    def key(c: Candidate) -> tuple[bool, float]:
+        assert c.bypass_score is not None and c.induce_score is not None  # ok() checked both
+        return (c.layer >= max_depth * n_layers, c.bypass_score - (c.induce_score if rule == "bypass_minus_induce" else 0.0))
+
+    pool = [c for c in cands if ok(c)]
+    if not pool:
+        return None
+    best = min(pool, key=key)
+    best.kept = True
     return best
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from jinja2 import TemplateError
 
-from loupe.core.chat import PLAIN_CHAT, ChatFormat, validate_messages
+from loupe.core.chat import PLAIN_CHAT, ChatFormat, format_from_template, validate_messages
 from loupe.errors import NotFound, Unprocessable
 from loupe.services.models.loading import describe, load_bridge
 from loupe.services.workspace import Workspace
@@ -32,8 +32,19 @@ class LoadedModel:
         default_factory=OrderedDict, repr=False, compare=False
     )
     hook_shapes: dict[str, tuple[int, ...]] | None = field(default=None, repr=False, compare=False)
-    # how one-turn chats are written for this model (the demo models' plain `User:/Assistant:` format)
+    # how one-turn chats are written for this model: its chat template's, where it has one (see
+    # __post_init__), else the demo models' plain `User:/Assistant:` format
     chat: ChatFormat = field(default=PLAIN_CHAT, compare=False)
+    # why a model with a template still has the plain format (a template that does not write one user
+    # message as text + instruction + text), or None
+    chat_problem: str | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.chat is PLAIN_CHAT and self.has_chat_template:
+            try:
+                self.chat = format_from_template(lambda x: self.render_messages([{"role": "user", "content": x}]))
+            except (ValueError, Unprocessable) as exc:
+                self.chat_problem = f"the chat template gives no one-turn format ({exc}); using the plain format"
 
     @property
     def n_ctx(self) -> int:
