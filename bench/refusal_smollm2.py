@@ -122,7 +122,10 @@ def main() -> None:
     say("passed", res["passed"])
     say("reason", res["reason"])
     say("best", sc["best"])
-    say("chosen", {k: res[k] for k in ("hook", "position", "kept")} | {k: sc[k] for k in ("bypass_score", "induce_score", "kl")})
+    say(
+        "chosen",
+        {k: res[k] for k in ("hook", "position", "kept")} | {k: sc[k] for k in ("bypass_score", "induce_score", "kl")},
+    )
 
     if res["hook"] is not None:
         r = res["r"]

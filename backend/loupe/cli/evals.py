@@ -95,7 +95,11 @@ def print_steering_eval(res: dict, rec) -> None:
         f"vector [bold]{res['vector_id']}[/] at {res['hook']} (position {rec.position if rec else '?'}); "
         f"selection: bypass {_num(sel.get('bypass_score')):.3f}, induce {_num(sel.get('induce_score')):.3f}, "
         f"KL {_num(sel.get('kl')):.3f}"
-        + (" (no candidate passed the filters: kept for its interventions, not a refusal direction)" if sel.get("passed") is False else "")
+        + (
+            " (no candidate passed the filters: kept for its interventions, not a refusal direction)"
+            if sel.get("passed") is False
+            else ""
+        )
     )
     t = Table(
         title=f"steering sweep (greedy, {res['max_new_tokens']} tokens; {res['n_harmful']} harmful, "

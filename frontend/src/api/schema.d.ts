@@ -463,7 +463,9 @@ export interface paths {
         put?: never;
         /**
          * Compute Vector
-         * @description A difference-of-means direction from two prompt sets, selected as in Arditi et al. (a job).
+         * @description A difference-of-means direction from two prompt sets, selected as in Arditi et al. (a job). Its result
+         *     (`GET /api/jobs/{job_id}`, `artifacts`) says whether a candidate passed (`passed`, `reason`, the `best`
+         *     candidates' scores, the `refusal_tokens`, `massive_dims`) and `vector_id`, null when nothing was saved.
          */
         post: operations["compute_vector_api_vectors_compute_post"];
         delete?: never;
@@ -630,10 +632,20 @@ export interface components {
             hook: string;
             /** Induce Score */
             induce_score: number | null;
+            /**
+             * Kept
+             * @default false
+             */
+            kept: boolean;
             /** Kl */
             kl: number | null;
             /** Layer */
             layer: number;
+            /**
+             * Massive Share
+             * @default 0
+             */
+            massive_share: number;
             /** Norm */
             norm: number;
             /** Position */
@@ -652,6 +664,11 @@ export interface components {
             base_refusal_score: {
                 [key: string]: number;
             };
+            /**
+             * Massive Dims
+             * @default []
+             */
+            massive_dims: number[];
             /** N Layers */
             n_layers?: number | null;
             /**
@@ -684,6 +701,12 @@ export interface components {
              * @description Prompts that do not.
              */
             harmless: string[];
+            /**
+             * Keep Unpassed
+             * @description When no candidate passes the filters, save the best one within the KL bound anyway, flagged `passed: false` (default: save nothing; the job's result says why none passed).
+             * @default false
+             */
+            keep_unpassed: boolean;
             /** Model Id */
             model_id?: string | null;
             /** Name */
@@ -1780,8 +1803,18 @@ export interface components {
             model_id: string;
             /** Name */
             name: string;
+            /**
+             * Passed
+             * @description A computed direction: whether a candidate passed Arditi et al.'s filters (false: this one is kept for its interventions and is not a refusal direction, see `reason`); null for an imported vector.
+             */
+            passed?: boolean | null;
             /** Position */
             position: number | null;
+            /**
+             * Reason
+             * @description Why no candidate passed, when none did.
+             */
+            reason?: string | null;
             /** Scores */
             scores: {
                 [key: string]: unknown;
@@ -1813,8 +1846,18 @@ export interface components {
             model_id: string;
             /** Name */
             name: string;
+            /**
+             * Passed
+             * @description A computed direction: whether a candidate passed Arditi et al.'s filters (false: this one is kept for its interventions and is not a refusal direction, see `reason`); null for an imported vector.
+             */
+            passed?: boolean | null;
             /** Position */
             position: number | null;
+            /**
+             * Reason
+             * @description Why no candidate passed, when none did.
+             */
+            reason?: string | null;
             /** Scores */
             scores: {
                 [key: string]: unknown;

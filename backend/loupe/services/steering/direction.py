@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from loupe.core import massive as M
 from loupe.core import steering as S
 from loupe.core.chat import REFUSAL_PREFIXES, is_refusal
 from loupe.core.config import Progress, no_progress
@@ -194,7 +195,7 @@ def compute_refusal_direction(
         return {n: cache[n] for n in names}
 
     progress(1, 5, "mean activations on harmful and harmless instructions")
-    stats: dict[str, S.MagnitudeStats] = {}
+    stats: dict[str, M.MagnitudeStats] = {}
     means = {
         side: S.last_position_means(
             cached, ((b, n) for _, b, n in padded(enc[side], batch_size)), names, n_pos, stats=stats
@@ -277,11 +278,11 @@ def outcome(res: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _massive(stats: dict[str, S.MagnitudeStats], names: Sequence[str]) -> dict[str, Any]:
+def _massive(stats: dict[str, M.MagnitudeStats], names: Sequence[str]) -> dict[str, Any]:
     """The massive dimensions of each hook (core.steering.massive_dims) and their union, which every
     candidate direction leaves out (ablation acts at every layer, so a dimension massive at any is kept
     whole everywhere), with each one's peak |activation| and its ratio to that hook's median."""
-    by_hook = {h: S.massive_dims(stats[h]) for h in names if h in stats}
+    by_hook = {h: M.massive_dims(stats[h]) for h in names if h in stats}
     dims = sorted({d for ds in by_hook.values() for d in ds})
     peaks: dict[str, dict[str, Any]] = {}
     for d in dims:
@@ -290,7 +291,7 @@ def _massive(stats: dict[str, S.MagnitudeStats], names: Sequence[str]) -> dict[s
         peaks[str(d)] = {"hook": h, "peak": value, "ratio_to_median": value / max(stats[h].median, 1e-12)}
     return {
         "criterion": (
-            f"peak |activation| > {S.MASSIVE_MIN:g} and >= {S.MASSIVE_RATIO:g} x the hook's median |activation| "
+            f"peak |activation| > {M.MASSIVE_MIN:g} and >= {M.MASSIVE_RATIO:g} x the hook's median |activation| "
             "(Sun et al. 2024); left out of every direction"
         ),
         "dims": dims,
@@ -299,7 +300,7 @@ def _massive(stats: dict[str, S.MagnitudeStats], names: Sequence[str]) -> dict[s
     }
 
 
-def _peak(st: S.MagnitudeStats) -> Tensor:
+def _peak(st: M.MagnitudeStats) -> Tensor:
     assert st.peak is not None
     return st.peak
 
@@ -363,7 +364,7 @@ def _score_candidates(
         position = p - n_pos
         mu_plus, mu_minus = means["harmful"][hook][p], means["harmless"][hook][p]
         raw = mu_plus - mu_minus
-        r = S.without_dims(raw, massive)
+        r = M.without_dims(raw, massive)
         raw_sq = float(raw.pow(2).sum())
         share = (raw_sq - float(r.pow(2).sum())) / raw_sq if raw_sq > 0 else 0.0
         c = S.Candidate(hook=hook, layer=depth, position=position, norm=float(r.norm()), massive_share=share)
