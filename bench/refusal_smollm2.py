@@ -11,7 +11,7 @@
              activation addition (alpha 1) on the held-out subset
 
 usage: python bench/refusal_smollm2.py [--model /work/smollm2-hf] [--every 2] [--n-dir 32] [--n-select 4]
-       [--n-rates 24] [--n-own 16] [--out result.json]
+       [--n-rates 24] [--n-own 16] [--tokens 16] [--skip-base] [--out result.json]
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ def main() -> None:
     ap.add_argument("--n-rates", type=int, default=24, help="held-out instructions per side for refusal rates")
     ap.add_argument("--tokens", type=int, default=16, help="greedy tokens per completion")
     ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--skip-base", action="store_true", help="skip the unsteered refusal rates")
     ap.add_argument("--out", type=Path, default=None)
     a = ap.parse_args()
 
@@ -76,7 +77,8 @@ def main() -> None:
         say(f"rates.{label}", out)
         return out
 
-    rates(plain, "base")
+    if not a.skip_base:
+        rates(plain, "base")
 
     # every n-th block's resid_pre and the last resid_post (the full run scores all 31 hooks)
     full = D.candidate_hooks

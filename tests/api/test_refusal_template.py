@@ -201,3 +201,16 @@ def test_refusal_tokens_include_the_models_own_refusals(client, refusing_llama):
     assert any(t["prefix"] for t in out["refusal_tokens"])  # the prefixes' first tokens stay
     # its residual at a position is its token's embedding: every post-instruction direction is zero
     assert out["passed"] is False and out["vector_id"] is None and "are zero" in out["reason"]
+
+
+def test_models_api_gives_each_models_chat_format(client, chat_llama):
+    lm, tok = chat_llama
+    listed = client.get("/api/models").json()
+    assert listed["default_id"] == "demo"
+    chats = {m["id"]: m["chat"] for m in listed["models"]}
+    assert chats["demo"] == {"template": False, "user": "User: ", "assistant": "\nAssistant:"}
+    one = client.get(f"/api/models/{lm.id}").json()["chat"]
+    assert one == chats[lm.id] and one["template"] is True
+    assert one["user"] + "hi" + one["assistant"] == tok.apply_chat_template(
+        [{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True
+    )

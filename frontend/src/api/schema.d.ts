@@ -682,6 +682,21 @@ export interface components {
              */
             rows: components["schemas"]["CandidateRow"][];
         };
+        /**
+         * ChatFormatInfo
+         * @description How one user instruction is written for the model: `user + instruction + assistant`.
+         */
+        ChatFormatInfo: {
+            /** Assistant */
+            assistant: string;
+            /**
+             * Template
+             * @description Derived from the tokenizer's chat template (else the plain format).
+             */
+            template: boolean;
+            /** User */
+            user: string;
+        };
         /** CompletionOut */
         CompletionOut: {
             /** Completion */
@@ -1364,6 +1379,8 @@ export interface components {
         };
         /** ModelInfo */
         ModelInfo: {
+            /** @description The one-turn chat format (null if its tokenizer is unreadable). */
+            chat?: components["schemas"]["ChatFormatInfo"] | null;
             /** D Mlp */
             d_mlp: number;
             /** D Model */
@@ -1393,6 +1410,11 @@ export interface components {
         };
         /** ModelList */
         ModelList: {
+            /**
+             * Default Id
+             * @description The model of requests that name none (the world's).
+             */
+            default_id?: string | null;
             /** Models */
             models: components["schemas"]["ModelInfo"][];
         };
