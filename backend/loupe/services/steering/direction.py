@@ -228,6 +228,11 @@ def compute_refusal_direction(
         "n_harmless": len(enc["harmless"]),
         "n_select_harmful": len(enc["sel_harmful"]),
         "n_select_harmless": len(enc["sel_harmless"]),
+        "chat": {
+            "template": lm.chat.template,
+            "post_instruction": lm.chat.post_instruction,
+            "problem": lm.chat_problem,
+        },
         "refusal_token_ids": refusal_ids,
         "refusal_tokens": tokens,
         "own_refusals": own,
