@@ -12,7 +12,7 @@ Refusal tokens are the first tokens of the model's own greedy refusals of harmfu
 first tokens of the standard refusal prefixes as they follow the prompt (Arditi et al. chose theirs by
 hand per model family from its refusals: "I" for Llama-3, Gemma, Yi; "I", "As" for Qwen). Massive
 activations (Sun et al. 2024) are found at every candidate hook and kept out of every direction (see
-core.steering.without_dims). No candidate passing the filters is an answer, not an error: `passed` is
+core.massive.without_dims). No candidate passing the filters is an answer, not an error: `passed` is
 false with the reason and the best candidates' scores, and no model-breaking direction is offered.
 """
 
