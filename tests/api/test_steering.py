@@ -93,13 +93,17 @@ def test_build_stores_the_refusal_direction_with_its_candidate_table(client, lm)
     assert client.get("/api/vectors/nope").status_code == 404
 
 
+def listed_passed(client):
+    return next(v for v in client.get("/api/vectors").json()["vectors"] if v["id"] == VID)["passed"]
+
+
 def test_the_micro_model_refuses_nothing_so_no_candidate_passes_and_the_kept_one_is_kl_safe(client):
     """The micro world's seconds-trained model refuses no prompt (its refusal score is the same on harmful
     and harmless prompts), so no direction induces refusal: the build says so and keeps, flagged, the best
     candidate within the KL bound, never the model-breaking fallback a 2-layer model used to get."""
     d = client.get(f"/api/vectors/{VID}").json()
     sc = d["scores"]
-    assert d["passed"] is False and vs_passed(client) is False
+    assert d["passed"] is False and listed_passed(client) is False
     assert d["reason"].startswith("No candidate direction passes") and "induce > 0" in d["reason"]
     assert abs(sc["base_refusal_score"]["harmful"] - sc["base_refusal_score"]["harmless"]) < 0.1
     assert sc["own_refusals"]["n_refusals"] == 0 and sc["own_refusals"]["n_completions"] > 0
@@ -111,10 +115,6 @@ def test_the_micro_model_refuses_nothing_so_no_candidate_passes_and_the_kept_one
     assert kept["kl"] <= 0.1 and sc["kl"] == kept["kl"] and sc["kept"] is True
     assert all(r["induce_score"] is None or r["induce_score"] <= 0 for r in rows)
     assert 0 < len(sc["best"]) <= 5
-
-
-def vs_passed(client):
-    return next(v for v in client.get("/api/vectors").json()["vectors"] if v["id"] == VID)["passed"]
 
 
 def test_stored_vector_is_the_difference_of_the_stored_means(vector, client):

@@ -43,8 +43,8 @@ class MagnitudeStats:
 # 1,000 times larger than the median magnitude of its hidden state" (7B-scale models). Loupe keeps the
 # absolute bar and flags coordinates 100 times the median, one order looser: on SmolLM2-135M the coordinates
 # between 100x and 1,000x at the attention-sink token (247, 14, 100: 440-970x the median) still break
-# directional ablation when left in (KL on harmless prompts 0.15-0.32 at blocks.16 with only 507, or 507
-# and 247, left out; 0.02-0.04 with all 17 flagged ones left out; bench/RESULTS.md).
+# directional ablation when left in (blocks.16's last post-instruction token: KL on harmless prompts 1.18
+# with nothing left out, 0.17 with 507, 0.15 with 507 and 247, 0.035 with all 17 flagged ones; bench/RESULTS.md).
 MASSIVE_RATIO = 100.0
 MASSIVE_MIN = 100.0
 
