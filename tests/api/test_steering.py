@@ -88,15 +88,38 @@ def test_build_stores_the_refusal_direction_with_its_candidate_table(client, lm)
     n_pos = len(d["candidates"]["post_instruction_tokens"])
     n_layers = int(lm.info["n_layers"])
     assert n_pos == 3 and len(rows) == (n_layers + 1) * n_pos  # resid_pre of each block + last resid_post
-    assert sum(r["selected"] for r in rows) == 1
-    sel = next(r for r in rows if r["selected"])
-    assert (sel["hook"], sel["position"]) == (d["hook"], d["position"])
     # block 0's resid_pre at the fixed post-instruction tokens is the same embedding for every prompt
     assert all(r["norm"] == 0.0 for r in rows if r["hook"] == "blocks.0.hook_resid_pre")
     assert client.get("/api/vectors/nope").status_code == 404
 
 
-def test_stored_vector_is_the_difference_of_the_stored_means(vector):
+def listed_passed(client):
+    return next(v for v in client.get("/api/vectors").json()["vectors"] if v["id"] == VID)["passed"]
+
+
+def test_the_micro_model_refuses_nothing_so_no_candidate_passes_and_the_kept_one_is_kl_safe(client):
+    """The micro world's seconds-trained model refuses no prompt (its refusal score is the same on harmful
+    and harmless prompts), so no direction induces refusal: the build says so and keeps, flagged, the best
+    candidate within the KL bound, never the model-breaking fallback a 2-layer model used to get."""
+    d = client.get(f"/api/vectors/{VID}").json()
+    sc = d["scores"]
+    assert d["passed"] is False and listed_passed(client) is False
+    assert d["reason"].startswith("No candidate direction passes") and "induce > 0" in d["reason"]
+    assert abs(sc["base_refusal_score"]["harmful"] - sc["base_refusal_score"]["harmless"]) < 0.1
+    assert sc["own_refusals"]["n_refusals"] == 0 and sc["own_refusals"]["n_completions"] > 0
+    assert {t["token"] for t in sc["refusal_tokens"]} >= {" I"}  # the plain format: a space after "Assistant:"
+    rows = d["candidates"]["rows"]
+    assert not any(r["selected"] for r in rows) and sum(r["kept"] for r in rows) == 1
+    kept = next(r for r in rows if r["kept"])
+    assert (kept["hook"], kept["position"]) == (d["hook"], d["position"])
+    assert kept["kl"] <= 0.1 and sc["kl"] == kept["kl"] and sc["kept"] is True
+    assert all(r["induce_score"] is None or r["induce_score"] <= 0 for r in rows)
+    assert 0 < len(sc["best"]) <= 5
+
+
+def test_stored_vector_is_the_difference_of_the_stored_means(vector, client):
+    massive = client.get(f"/api/vectors/{VID}").json()["candidates"]["massive_dims"]
+    assert massive == []  # nothing massive in the micro model
     assert torch.allclose(vector.r.float(), (vector.mu_plus - vector.mu_minus).float(), atol=1e-5)
 
 
@@ -408,9 +431,19 @@ def test_compute_a_direction_from_two_prompt_sets(client):
     assert r.status_code == 202, r.text
     job = _wait(client, r.json()["job_id"])
     assert job["status"] == "done", job["error"]
+    # the micro model refuses nothing: no candidate passes, nothing is saved, and the job says why
+    out = job["artifacts"]
+    assert out["passed"] is False and out["vector_id"] is None and "No candidate direction passes" in out["reason"]
+    assert client.get(f"/api/vectors/{r.json()['vector_id']}").status_code == 404
+    r = client.post(
+        "/api/vectors/compute",
+        json={"name": "my dir", "harmful": harmful, "harmless": harmless, "keep_unpassed": True},
+    )
+    job = _wait(client, r.json()["job_id"])
+    assert job["status"] == "done" and job["artifacts"]["vector_id"] == r.json()["vector_id"]
     d = client.get(f"/api/vectors/{r.json()['vector_id']}").json()
     assert d["name"] == "my dir" and d["source"] == "computed" and d["candidates"]["rows"]
-    assert math.isfinite(d["scores"]["norm"])
+    assert d["passed"] is False and d["scores"]["kl"] <= 0.1 and math.isfinite(d["scores"]["norm"])
     assert d["scores"]["selection_rule"] == "bypass_minus_induce"
     r = client.post(
         "/api/vectors/compute",
@@ -418,104 +451,3 @@ def test_compute_a_direction_from_two_prompt_sets(client):
     )
     assert r.status_code == 202, r.text
     assert _wait(client, r.json()["job_id"])["status"] == "done"
-    assert client.get(f"/api/vectors/{r.json()['vector_id']}").json()["scores"]["selection_rule"] == "bypass"
-    assert (
-        client.post(
-            "/api/vectors/compute",
-            json={"name": "x", "harmful": harmful, "harmless": harmless, "selection_rule": "induce"},
-        ).status_code
-        == 422
-    )
-
-
-def test_next_token_effect_matches_the_model_and_kl(client, lm):
-    iv = [{"kind": "edit", "hook": "blocks.1.hook_resid_pre", "position": -1, "index": 3, "op": "set", "value": 25.0}]
-    r = client.post("/api/steering/next-token", json={"prompt": PROMPT, "interventions": iv, "top_k": 5})
-    assert r.status_code == 200, r.text
-    body = r.json()
-    ids = torch.tensor([lm.encode_prompt(PROMPT)])
-    with torch.no_grad():
-        p = torch.softmax(lm.bridge(ids)[0, -1].double(), -1)
-    assert [t["id"] for t in body["default"]] == p.topk(5).indices.tolist()
-    assert body["default"][0]["prob"] == pytest.approx(float(p.max()), rel=1e-6)
-    assert body["kl"] > 0 and len(body["prompt_tokens"]) == ids.shape[1]
-    same = client.post("/api/steering/next-token", json={"prompt": PROMPT, "top_k": 3}).json()
-    assert same["kl"] == 0.0 and same["default"] == same["steered"]
-    assert (
-        client.post(
-            "/api/steering/next-token",
-            json={
-                "prompt": PROMPT,
-                "interventions": [
-                    {"kind": "edit", "hook": "blocks.0.mlp.hook_post", "index": 0, "position": 99, "op": "zero"}
-                ],
-            },
-        ).status_code
-        == 422
-    )
-
-
-def test_next_token_continuations_equal_generate_and_keep_the_old_fields(client, sae_id):
-    """`continue_tokens`: the greedy continuations without and with the interventions are what
-    POST /api/generate gives for the same prompt, interventions and max_new_tokens."""
-    n = 12
-    cases = [
-        [{"kind": "edit", "hook": "blocks.1.hook_resid_pre", "position": -1, "index": 3, "op": "set", "value": 25.0}],
-        [{"kind": "edit", "sae_id": sae_id, "feature": 3, "position": 4, "op": "set", "value": 30.0}],
-        [{"kind": "add_direction", "vector_id": VID, "alpha": 500.0}],
-        [],
-    ]
-    changed = 0
-    for iv in cases:
-        body = {"prompt": PROMPT, "interventions": iv, "top_k": 4}
-        r = client.post("/api/steering/next-token", json={**body, "continue_tokens": n})
-        assert r.status_code == 200, r.text
-        got = r.json()
-        g = gen(client, iv, max_new_tokens=n).json()
-        assert got["default_continuation"] == g["default"]["completion"]
-        want_steered = (g["steered"] or g["default"])["completion"]
-        assert got["steered_continuation"] == want_steered
-        changed += got["steered_continuation"] != got["default_continuation"]
-        # the existing fields are the same with or without continuations; without, the new ones are null
-        plain = client.post("/api/steering/next-token", json=body).json()
-        assert plain["default_continuation"] is None and plain["steered_continuation"] is None
-        assert {k: v for k, v in got.items() if not k.endswith("_continuation")} == {
-            k: v for k, v in plain.items() if not k.endswith("_continuation")
-        }
-    assert changed >= 1  # some edit changes the continuation, so the equality above is not vacuous
-    for bad in (65, -1):
-        r = client.post("/api/steering/next-token", json={"prompt": PROMPT, "continue_tokens": bad})
-        assert r.status_code == 422, r.text
-        assert "continue_tokens" in r.text
-
-
-def test_vector_rows_are_restored_from_their_artifacts(micro_workspace, micro_container, vector):
-    restore_vectors = micro_container.vectors.restore
-    rec = micro_workspace.vectors.get(VID)
-    assert micro_workspace.vectors.delete(VID)
-    try:
-        assert restore_vectors() == 1
-        back = micro_workspace.vectors.get(VID)
-        assert (back.hook, back.position, back.name) == (rec.hook, rec.position, "refusal")
-        assert back.candidates["rows"] == rec.candidates["rows"]
-        assert restore_vectors() == 0
-    finally:
-        if micro_workspace.vectors.get(VID) is None:
-            micro_workspace.vectors.upsert(
-                VID,
-                **{
-                    k: getattr(rec, k)
-                    for k in (
-                        "name",
-                        "model_id",
-                        "hook",
-                        "layer",
-                        "position",
-                        "d_model",
-                        "source",
-                        "path",
-                        "scores",
-                        "candidates",
-                    )
-                },
-            )

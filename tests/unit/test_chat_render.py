@@ -46,3 +46,38 @@ def test_validate_messages(msgs, needle):
 def test_valid_conversations_pass():
     assert validate_messages([{"role": "user", "content": ""}]) is None
     assert validate_messages([{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]) is None
+
+
+CHATML_SYSTEM = "<|im_start|>system\nYou are helpful.<|im_end|>\n"
+
+
+def chatml(instruction: str) -> str:
+    return f"{CHATML_SYSTEM}<|im_start|>user\n{instruction}<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_a_templates_one_turn_format_is_the_text_around_the_instruction():
+    from loupe.core.chat import format_from_template
+
+    fmt = format_from_template(chatml)
+    assert fmt.template and fmt.user == CHATML_SYSTEM + "<|im_start|>user\n"
+    assert fmt.post_instruction == "<|im_end|>\n<|im_start|>assistant\n"
+    assert fmt.prompt("Tell me a joke") == chatml("Tell me a joke")
+    # a template's assistant turn starts right after its header's newline; the plain format's after a space
+    assert fmt.reply_lead == "" and PLAIN_CHAT.reply_lead == " "
+    assert ChatFormat(user="[INST] ", assistant=" [/INST]").reply_lead == " "
+
+
+@pytest.mark.parametrize(
+    ("render", "needle"),
+    [
+        (lambda x: f"<s>{x}</s>{x}", "2 times"),
+        (lambda x: "<s>no instruction here</s>", "0 times"),
+        (lambda x: f"<s>{x.lower()}</s>", "0 times"),
+        (lambda x: f"<s>{x if x.isalpha() else x.strip('?')}</s>", "verbatim"),
+    ],
+)
+def test_a_template_that_does_not_write_the_instruction_verbatim_gives_no_format(render, needle):
+    from loupe.core.chat import format_from_template
+
+    with pytest.raises(ValueError, match=needle):
+        format_from_template(render)

@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 
+from loupe.core import massive as M
 from loupe.core import steering as S
 
 torch.manual_seed(0)
@@ -195,3 +196,65 @@ def test_ablation_plan_covers_every_residual_write():
         "blocks.1.hook_attn_out",
         "blocks.1.hook_mlp_out",
     ]
+
+
+def test_keeping_a_candidate_never_takes_one_past_the_kl_bound():
+    C = S.Candidate
+    cands = [
+        C("deep-best", 3, -1, 1.0, bypass_score=-9.0, induce_score=-0.5, kl=0.01),  # too deep: only if nothing else
+        C("breaks", 1, -1, 1.0, bypass_score=-20.0, induce_score=5.0, kl=6.4),  # best scores, model-breaking
+        C("safe", 1, -2, 1.0, bypass_score=-2.0, induce_score=-1.0, kl=0.09),
+        C("zero", 1, -3, 0.0, bypass_score=None, induce_score=None, kl=None),
+    ]
+    assert S.select_direction(cands, n_layers=3) is None  # nothing induces refusal but "breaks", past the KL bound
+    kept = S.keep_candidate(cands, n_layers=3)
+    assert kept is not None and kept.hook == "safe" and kept.kept and not kept.selected
+    assert [c.kept for c in cands] == [False, False, True, False]
+    cands = [c for c in cands if c.hook != "safe"]
+    for c in cands:
+        c.kept = False
+    assert S.keep_candidate(cands, n_layers=3).hook == "deep-best"  # below the KL bound, though too deep
+    assert S.keep_candidate([c for c in cands if c.hook in ("breaks", "zero")], n_layers=3) is None
+
+
+def test_massive_dimensions_are_found_left_out_of_the_direction_and_ablation_keeps_them():
+    """Sun et al. 2024: a planted massive activation (5,000 on dimension 3 at the first token, as at an
+    attention sink) is found; padding is not a token (9,999 on dimension 7 past a row's end is ignored);
+    the direction without it has r[3] = 0, so ablation leaves h[..., 3] exactly as it was, while ablating
+    the raw direction moves it by hundreds."""
+    g = torch.Generator().manual_seed(1)
+    h = torch.randn(2, 5, 16, generator=g)
+    h[:, 0, 3] = 5000.0
+    h[1, 4, 7] = 9999.0  # row 1 has 3 real tokens: position 4 is padding
+    lengths = torch.tensor([5, 3])
+    st = M.MagnitudeStats()
+    st.update(h, lengths)
+    real = torch.cat([h[0], h[1, :3]]).abs()
+    assert st.median == pytest.approx(float(real.median()))
+    assert st.peak[3] == 5000.0 and st.peak[7] < 100
+    assert M.massive_dims(st) == [3]
+    assert M.massive_dims(st, minimum=6000.0) == []  # not larger than the absolute bar
+    raw = torch.randn(16, generator=g, dtype=torch.float64)
+    raw[3] = 40.0  # the direction's largest coordinate is the massive one
+    r = M.without_dims(raw, [3])
+    assert r[3] == 0 and torch.equal(r[torch.arange(16) != 3], raw[torch.arange(16) != 3])
+    out = S.ablation_hook(r)(h)
+    assert torch.equal(out[..., 3], h[..., 3])
+    assert (out.double() @ S.unit(r)).abs().max() < 1e-3  # still ablated along r
+    moved = S.ablation_hook(raw)(h)
+    assert (moved[:, 0, 3] - h[:, 0, 3]).abs().min() > 100
+    ace = S.ace_hook(r, torch.zeros(16), alpha=2.0)(h)
+    assert torch.equal(ace[..., 3], h[..., 3])
+
+
+def test_means_feed_the_magnitude_stats_with_every_real_token():
+    ids = torch.zeros(2, 4, dtype=torch.long)
+    acts = torch.arange(2 * 4 * 3, dtype=torch.float32).reshape(2, 4, 3)
+
+    def fwd(_ids):
+        return {"h": acts}
+
+    stats: dict[str, M.MagnitudeStats] = {}
+    means = S.last_position_means(fwd, [(ids, torch.tensor([4, 2]))], ["h"], 1, stats=stats)
+    assert torch.equal(means["h"][0], ((acts[0, 3] + acts[1, 1]) / 2).double())
+    assert torch.equal(stats["h"].peak, acts[1, 1].double())  # not 18-23: row 1's padding (positions 2, 3)

@@ -29,6 +29,12 @@ class VectorOut(BaseModel):
     d_model: int
     source: str
     scores: dict[str, Any]
+    passed: bool | None = Field(
+        None,
+        description="A computed direction: whether a candidate passed Arditi et al.'s filters (false: this one is "
+        "kept for its interventions and is not a refusal direction, see `reason`); null for an imported vector.",
+    )
+    reason: str | None = Field(None, description="Why no candidate passed, when none did.")
     created_at: datetime
 
 
@@ -42,6 +48,8 @@ class CandidateRow(BaseModel):
     kl: float | None
     reasons: list[str]
     selected: bool
+    kept: bool = False
+    massive_share: float = 0.0
 
 
 class CandidateTable(BaseModel):
@@ -49,6 +57,7 @@ class CandidateTable(BaseModel):
     n_layers: int | None = None
     post_instruction_tokens: list[str] = []
     base_refusal_score: dict[str, float] = {}
+    massive_dims: list[int] = []
 
 
 class VectorDetail(VectorOut):
@@ -75,6 +84,11 @@ class ComputeRequest(BaseModel):
         "bypass_minus_induce",
         description="Rank candidates passing Arditi et al.'s filters by bypass - induce "
         "score (default) or by bypass score alone (the paper's rule).",
+    )
+    keep_unpassed: bool = Field(
+        False,
+        description="When no candidate passes the filters, save the best one within the KL bound anyway, "
+        "flagged `passed: false` (default: save nothing; the job's result says why none passed).",
     )
 
 
@@ -185,8 +199,14 @@ async def import_vector(
 
 @router.post("/vectors/compute", response_model=JobStarted, status_code=202)
 def compute_vector(req: ComputeRequest, st: SteeringDep) -> JobStarted:
-    """A difference-of-means direction from two prompt sets, selected as in Arditi et al. (a job)."""
-    return JobStarted(**st.compute(req.name, req.harmful, req.harmless, req.model_id, rule=req.selection_rule))
+    """A difference-of-means direction from two prompt sets, selected as in Arditi et al. (a job). Its result
+    (`GET /api/jobs/{job_id}`, `artifacts`) says whether a candidate passed (`passed`, `reason`, the `best`
+    candidates' scores, the `refusal_tokens`, `massive_dims`) and `vector_id`, null when nothing was saved."""
+    return JobStarted(
+        **st.compute(
+            req.name, req.harmful, req.harmless, req.model_id, rule=req.selection_rule, keep_unpassed=req.keep_unpassed
+        )
+    )
 
 
 @router.post("/steering/evaluate", response_model=JobStarted, status_code=202)

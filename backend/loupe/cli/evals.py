@@ -70,7 +70,10 @@ def eval_steering(
     if c.ws.vectors.get(vector) is None:
         step = next(s for s in c.analysis_steps() if s.name == "steering.refusal")
         console.print("computing the refusal direction (build step steering.refusal)")
-        c.jobs.run("build", step.name, {"output": str(step.output)}, step.body)
+        out = c.jobs.run("build", step.name, {"output": str(step.output)}, step.body)
+        if c.ws.vectors.get(vector) is None:
+            console.print(f"[red]no direction to evaluate: {out.get('reason') or 'the step saved no vector'}")
+            raise typer.Exit(2)
     st = c.steering
     alist = [float(a) for a in alphas.split(",") if a.strip()]
     out = st.evaluate(
@@ -82,12 +85,21 @@ def eval_steering(
         raise typer.Exit(2)
 
 
+def _num(x) -> float:
+    return float("nan") if x is None else float(x)
+
+
 def print_steering_eval(res: dict, rec) -> None:
     sel = (rec.scores or {}) if rec is not None else {}
     console.print(
         f"vector [bold]{res['vector_id']}[/] at {res['hook']} (position {rec.position if rec else '?'}); "
-        f"selection: bypass {sel.get('bypass_score', float('nan')):.3f}, induce {sel.get('induce_score', float('nan')):.3f}, "
-        f"KL {sel.get('kl', float('nan')):.3f}{' (fallback: no candidate passed every filter)' if sel.get('fallback') else ''}"
+        f"selection: bypass {_num(sel.get('bypass_score')):.3f}, induce {_num(sel.get('induce_score')):.3f}, "
+        f"KL {_num(sel.get('kl')):.3f}"
+        + (
+            " (no candidate passed the filters: kept for its interventions, not a refusal direction)"
+            if sel.get("passed") is False
+            else ""
+        )
     )
     t = Table(
         title=f"steering sweep (greedy, {res['max_new_tokens']} tokens; {res['n_harmful']} harmful, "

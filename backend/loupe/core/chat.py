@@ -1,12 +1,13 @@
 """Chat prompts as text: a model's chat format and the refusal test (pure string functions).
 
-A model trained here (the demo world) speaks `User: {instruction}\nAssistant:`; the steering
-analyses find the refusal direction at the positions of the text after the instruction and score
-refusal by the standard prefixes (Arditi et al. 2024; Zou et al. 2023)."""
+A model trained here (the demo world) speaks `User: {instruction}\nAssistant:`; a model with a chat
+template speaks what its template writes around one user message (`format_from_template`). The
+steering analyses find the refusal direction at the positions of the text after the instruction and
+score refusal by the standard prefixes (Arditi et al. 2024; Zou et al. 2023)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 ROLES: tuple[str, ...] = ("system", "user", "assistant")
@@ -36,10 +37,13 @@ class Instruction:
 
 @dataclass(frozen=True)
 class ChatFormat:
-    """A one-turn chat rendered as plain text: `{user}{instruction}{assistant}`, the completion after it."""
+    """A one-turn chat rendered as plain text: `{user}{instruction}{assistant}`, the completion after it.
+    `template`: derived from a tokenizer's chat template (`format_from_template`); such a model renders
+    whole conversations with its template, and `render` below is the plain format's only."""
 
     user: str = "User: "
     assistant: str = "\nAssistant:"
+    template: bool = False
 
     def prompt(self, instruction: str) -> str:
         return f"{self.user}{instruction}{self.assistant}"
@@ -51,6 +55,13 @@ class ChatFormat:
     def post_instruction(self) -> str:
         """The text between the instruction and the completion (its tokens are the candidate positions)."""
         return self.assistant
+
+    @property
+    def reply_lead(self) -> str:
+        """What the assistant's words start with right after the prompt: nothing after whitespace (a
+        template's assistant header ends in a newline: `<|im_start|>assistant\\n`), a space otherwise (the
+        demo's completions follow `Assistant:` with a space)."""
+        return "" if self.assistant[-1:].isspace() else " "
 
     def render(self, messages: Sequence[Mapping[str, str]]) -> str:
         """A conversation in this plain format, ready for the assistant's next words: a system message is a
@@ -73,6 +84,26 @@ class ChatFormat:
 
 
 PLAIN_CHAT = ChatFormat()
+
+SENTINEL = "LOUPEINSTRUCTIONSENTINEL"  # no whitespace: templates that trim the content keep it whole
+
+
+def format_from_template(render: Callable[[str], str]) -> ChatFormat:
+    """The one-turn format a chat template writes: `render(instruction)` is the template's text for one
+    user message with the generation prompt. Rendered with a sentinel instruction and split around it:
+    `user` is the text before it (system prompt and BOS included, where the template writes them),
+    `assistant` the text after it (end of turn and the assistant's header). Raises ValueError when the
+    template does not write the instruction verbatim exactly once, or writes another instruction other
+    than as `user + instruction + assistant`."""
+    text = render(SENTINEL)
+    if text.count(SENTINEL) != 1:
+        raise ValueError(f"the template writes the instruction {text.count(SENTINEL)} times, not once")
+    user, assistant = text.split(SENTINEL)
+    fmt = ChatFormat(user=user, assistant=assistant, template=True)
+    probe = "How do I bake bread?"
+    if render(probe) != fmt.prompt(probe):
+        raise ValueError("the template does not write an instruction verbatim between the same two texts")
+    return fmt
 
 
 def validate_messages(messages: Sequence[Mapping[str, str]]) -> str | None:

@@ -12,6 +12,8 @@ References
   mu- . r^ + alpha ||r|| whatever the input was.
 - SAE feature steering (Templeton et al. 2024, "Scaling Monosemanticity"): add c W_dec[i], or clamp
   feature i to c keeping the SAE's reconstruction error, h' = h + (c - f_i(h)) W_dec[i].
+- Sun, Chen, Kolter, Liu 2024, "Massive Activations in Large Language Models": see core/massive.py;
+  the means pass below also feeds its per-hook magnitude statistics.
 
 A hook function has the TransformerLens signature fn(activation, hook) -> activation. Every
 function here returns a new tensor (never edits in place) in the activation's dtype; the
@@ -23,11 +25,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
+
+from loupe.core.massive import MagnitudeStats
 
 HookFn = Callable[[Tensor, Any], Tensor]
 HookPlan = list[tuple[str, HookFn]]
@@ -71,10 +75,12 @@ def last_position_means(
     batches: Iterable[tuple[Tensor, Tensor]],
     hook_names: Sequence[str],
     n_positions: int,
+    stats: dict[str, MagnitudeStats] | None = None,
 ) -> dict[str, Float[Tensor, "n_positions d"]]:
     """Mean activation (float64) at each hook over the last `n_positions` tokens of every sequence
     (the post-instruction tokens of a chat prompt). `batches` yields (ids [batch, pos] right-padded,
-    lengths [batch]); `forward_with_cache(ids)` returns {hook_name: [batch, pos, d]}."""
+    lengths [batch]); `forward_with_cache(ids)` returns {hook_name: [batch, pos, d]}. With `stats`,
+    each hook's `MagnitudeStats` also sees every real token (all positions, not only the last ones)."""
     acc = {h: MeanAccumulator() for h in hook_names}
     for ids, lengths in batches:
         cache = forward_with_cache(ids)
@@ -82,6 +88,8 @@ def last_position_means(
         rows = torch.arange(ids.shape[0])[:, None]
         for h in hook_names:
             acc[h].update(cache[h][rows, idx])
+            if stats is not None:
+                stats.setdefault(h, MagnitudeStats()).update(cache[h], lengths)
     return {h: a.mean for h, a in acc.items()}
 
 
@@ -117,13 +125,26 @@ class Candidate:
     induce_score: float | None = None  # mean refusal score on harmless prompts under addition (must be > 0)
     kl: float | None = None  # mean KL on harmless prompts under ablation
     reasons: list[str] = field(default_factory=list)  # why it was filtered out
-    selected: bool = False
+    selected: bool = False  # passed every filter and won
+    kept: bool = False  # no candidate passed: the best within the KL bound, kept flagged (`keep_candidate`)
+    massive_share: float = 0.0  # fraction of ||mu+ - mu-||^2 on the massive dimensions (removed from r)
+
+    FIELDS: ClassVar[tuple[str, ...]] = (
+        "hook",
+        "layer",
+        "position",
+        "norm",
+        "bypass_score",
+        "induce_score",
+        "kl",
+        "reasons",
+        "selected",
+        "kept",
+        "massive_share",
+    )
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            k: getattr(self, k)
-            for k in ("hook", "layer", "position", "norm", "bypass_score", "induce_score", "kl", "reasons", "selected")
-        }
+        return {k: getattr(self, k) for k in self.FIELDS}
 
 
 SELECTION_RULES = ("bypass_minus_induce", "bypass")
@@ -174,6 +195,45 @@ def select_direction(
             best, best_score = c, score
     if best is not None:
         best.selected = True
+    return best
+
+
+def keep_candidate(
+    cands: list[Candidate],
+    n_layers: int,
+    max_kl: float = 0.1,
+    max_depth: float = 0.8,
+    rule: str = "bypass_minus_induce",
+) -> Candidate | None:
+    """When no candidate passes `select_direction`'s filters: the one a caller may keep, flagged as not
+    passing, so that its interventions can still be shown. Never one past the KL bound (its ablation
+    moves harmless next-token distributions: it breaks the model) nor a zero one; of the rest, those below
+    `max_depth` first, then the best by `rule`. None when every candidate is past the KL bound. Marks it."""
+
+    def ok(c: Candidate) -> bool:
+        return (
+            c.norm > 0
+            and c.kl is not None
+            and math.isfinite(c.kl)
+            and c.kl <= max_kl
+            and c.bypass_score is not None
+            and math.isfinite(c.bypass_score)
+            and c.induce_score is not None
+            and math.isfinite(c.induce_score)
+        )
+
+    def key(c: Candidate) -> tuple[bool, float]:
+        assert c.bypass_score is not None and c.induce_score is not None  # ok() checked both
+        return (
+            c.layer >= max_depth * n_layers,
+            c.bypass_score - (c.induce_score if rule == "bypass_minus_induce" else 0.0),
+        )
+
+    pool = [c for c in cands if ok(c)]
+    if not pool:
+        return None
+    best = min(pool, key=key)
+    best.kept = True
     return best
 
 

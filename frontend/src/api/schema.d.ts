@@ -463,7 +463,9 @@ export interface paths {
         put?: never;
         /**
          * Compute Vector
-         * @description A difference-of-means direction from two prompt sets, selected as in Arditi et al. (a job).
+         * @description A difference-of-means direction from two prompt sets, selected as in Arditi et al. (a job). Its result
+         *     (`GET /api/jobs/{job_id}`, `artifacts`) says whether a candidate passed (`passed`, `reason`, the `best`
+         *     candidates' scores, the `refusal_tokens`, `massive_dims`) and `vector_id`, null when nothing was saved.
          */
         post: operations["compute_vector_api_vectors_compute_post"];
         delete?: never;
@@ -630,10 +632,20 @@ export interface components {
             hook: string;
             /** Induce Score */
             induce_score: number | null;
+            /**
+             * Kept
+             * @default false
+             */
+            kept: boolean;
             /** Kl */
             kl: number | null;
             /** Layer */
             layer: number;
+            /**
+             * Massive Share
+             * @default 0
+             */
+            massive_share: number;
             /** Norm */
             norm: number;
             /** Position */
@@ -652,6 +664,11 @@ export interface components {
             base_refusal_score: {
                 [key: string]: number;
             };
+            /**
+             * Massive Dims
+             * @default []
+             */
+            massive_dims: number[];
             /** N Layers */
             n_layers?: number | null;
             /**
@@ -664,6 +681,21 @@ export interface components {
              * @default []
              */
             rows: components["schemas"]["CandidateRow"][];
+        };
+        /**
+         * ChatFormatInfo
+         * @description How one user instruction is written for the model: `user + instruction + assistant`.
+         */
+        ChatFormatInfo: {
+            /** Assistant */
+            assistant: string;
+            /**
+             * Template
+             * @description Derived from the tokenizer's chat template (else the plain format).
+             */
+            template: boolean;
+            /** User */
+            user: string;
         };
         /** CompletionOut */
         CompletionOut: {
@@ -684,6 +716,12 @@ export interface components {
              * @description Prompts that do not.
              */
             harmless: string[];
+            /**
+             * Keep Unpassed
+             * @description When no candidate passes the filters, save the best one within the KL bound anyway, flagged `passed: false` (default: save nothing; the job's result says why none passed).
+             * @default false
+             */
+            keep_unpassed: boolean;
             /** Model Id */
             model_id?: string | null;
             /** Name */
@@ -1350,6 +1388,8 @@ export interface components {
         };
         /** ModelInfo */
         ModelInfo: {
+            /** @description The one-turn chat format (null if its tokenizer is unreadable). */
+            chat?: components["schemas"]["ChatFormatInfo"] | null;
             /** D Mlp */
             d_mlp: number;
             /** D Model */
@@ -1379,6 +1419,11 @@ export interface components {
         };
         /** ModelList */
         ModelList: {
+            /**
+             * Default Id
+             * @description The model of requests that name none (the world's).
+             */
+            default_id?: string | null;
             /** Models */
             models: components["schemas"]["ModelInfo"][];
         };
@@ -1789,8 +1834,18 @@ export interface components {
             model_id: string;
             /** Name */
             name: string;
+            /**
+             * Passed
+             * @description A computed direction: whether a candidate passed Arditi et al.'s filters (false: this one is kept for its interventions and is not a refusal direction, see `reason`); null for an imported vector.
+             */
+            passed?: boolean | null;
             /** Position */
             position: number | null;
+            /**
+             * Reason
+             * @description Why no candidate passed, when none did.
+             */
+            reason?: string | null;
             /** Scores */
             scores: {
                 [key: string]: unknown;
@@ -1822,8 +1877,18 @@ export interface components {
             model_id: string;
             /** Name */
             name: string;
+            /**
+             * Passed
+             * @description A computed direction: whether a candidate passed Arditi et al.'s filters (false: this one is kept for its interventions and is not a refusal direction, see `reason`); null for an imported vector.
+             */
+            passed?: boolean | null;
             /** Position */
             position: number | null;
+            /**
+             * Reason
+             * @description Why no candidate passed, when none did.
+             */
+            reason?: string | null;
             /** Scores */
             scores: {
                 [key: string]: unknown;

@@ -10,6 +10,7 @@ import { TokenEditPanel } from "../features/inspect/TokenEditPanel";
 import { TokenFeaturesPanel } from "../features/inspect/TokenFeaturesPanel";
 import { TokenJacobian } from "../features/inspect/TokenJacobian";
 import { TokensPanel } from "../features/inspect/TokensPanel";
+import { useChatFormats } from "../features/models/chat";
 import { ErrorBox, Panel } from "../ui/components";
 import { useDocumentTitle, usePolling } from "../ui/hooks";
 import { replaceUrl, useSearch } from "../ui/router";
@@ -26,6 +27,8 @@ export function Inspect() {
   const { run } = state;
   const tok = run && state.selected !== null ? run.res.tokens[state.selected] : null;
   const sae = list.find((s) => s.id === (run?.saeId ?? saeId));
+  const chats = useChatFormats();
+  const saeModel = list.find((s) => s.id === saeId)?.model_id ?? chats.defaultId;
 
   return (
     <div className="page" data-testid="inspect-page">
@@ -41,6 +44,7 @@ export function Inspect() {
           saes={list}
           saeId={saeId}
           saesError={!!saes.error && !saes.data}
+          chat={saeModel ? chats.formats[saeModel] : undefined}
           onSaeChange={(id) => {
             replaceUrl(`/inspect?sae=${encodeURIComponent(id)}`);
             dispatch({ type: "saeChanged" });

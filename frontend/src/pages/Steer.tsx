@@ -1,7 +1,8 @@
 // Steering playground: pick a direction or SAE feature and a method, see the default and the
 // steered completion side by side as they stream, the direction's candidate table, and the
 // evaluation sweep (refusal rate vs alpha on harmful and harmless prompts).
-import { useReducer } from "react";
+import { useEffect, useReducer } from "react";
+import { useChatFormats } from "../features/models/chat";
 import { steeringApi } from "../features/steering/api";
 import { CompletionsPanel } from "../features/steering/CompletionsPanel";
 import { EvalSweepPanel } from "../features/steering/EvalSweepPanel";
@@ -20,6 +21,11 @@ const NEXT_TOKEN_DEBOUNCE_MS = 150;
 export function Steer() {
   const [form, dispatch] = useReducer(steerFormReducer, INITIAL_STEER_FORM);
   const choices = useSteeringChoices((vectorId) => dispatch({ type: "defaultVector", vectorId }));
+  const chats = useChatFormats();
+  const chat = chats.defaultId ? chats.formats[chats.defaultId] : undefined;
+  useEffect(() => {
+    if (chat) dispatch({ type: "chatFormat", format: chat });
+  }, [chat]);
   const detail = useRequest(form.vectorId || null, (signal) => steeringApi.vector(form.vectorId, signal));
   const ntRequest = nextTokenRequestOf(form);
   const nextToken = useNextToken(ntRequest, NEXT_TOKEN_DEBOUNCE_MS);

@@ -26,6 +26,15 @@ def load_bridge(path: str, device: str = "cpu") -> tuple[Any, Any]:
     return bridge, tokenizer
 
 
+def load_tokenizer(path: str) -> Any:
+    """The tokenizer of a Hugging Face model directory or hub name, without the model."""
+    from transformers import AutoTokenizer
+
+    if Path(path).is_dir():
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    return AutoTokenizer.from_pretrained(path)
+
+
 def describe(bridge: Any) -> dict[str, Any]:
     c = bridge.cfg
     return {

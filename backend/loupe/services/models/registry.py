@@ -12,11 +12,28 @@ from typing import Any
 
 from jinja2 import TemplateError
 
-from loupe.core.chat import PLAIN_CHAT, ChatFormat, validate_messages
+from loupe.core.chat import PLAIN_CHAT, ChatFormat, format_from_template, validate_messages
 from loupe.errors import NotFound, Unprocessable
-from loupe.services.models.loading import describe, load_bridge
+from loupe.services.models.loading import describe, load_bridge, load_tokenizer
 from loupe.services.workspace import Workspace
 from loupe.storage.models import ModelRecord
+
+
+def chat_format_of(tokenizer: Any) -> tuple[ChatFormat, str | None]:
+    """(one-turn chat format, why it is not the template's) of a tokenizer: its chat template's, split
+    around the instruction of one user message with the generation prompt (core.chat.format_from_template),
+    where it has a template that writes one; else the plain `User: ...\\nAssistant:` format."""
+    if not getattr(tokenizer, "chat_template", None):
+        return PLAIN_CHAT, None
+
+    def render(x: str) -> str:
+        msgs = [{"role": "user", "content": x}]
+        return str(tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True))
+
+    try:
+        return format_from_template(render), None
+    except (ValueError, TemplateError, TypeError, KeyError) as exc:
+        return PLAIN_CHAT, f"the chat template gives no one-turn format ({exc}); using the plain format"
 
 
 @dataclass
@@ -33,8 +50,16 @@ class LoadedModel:
     )
     hook_shapes: dict[str, tuple[int, ...]] | None = field(default=None, repr=False, compare=False)
     _plain: Any = field(default=None, repr=False, compare=False)
-    # how one-turn chats are written for this model (the demo models' plain `User:/Assistant:` format)
+    # how one-turn chats are written for this model: its chat template's, where it has one (see
+    # __post_init__), else the demo models' plain `User:/Assistant:` format
     chat: ChatFormat = field(default=PLAIN_CHAT, compare=False)
+    # why a model with a template still has the plain format (a template that does not write one user
+    # message as text + instruction + text), or None
+    chat_problem: str | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.chat is PLAIN_CHAT:
+            self.chat, self.chat_problem = chat_format_of(self.tokenizer)
 
     @property
     def n_ctx(self) -> int:
@@ -125,12 +150,15 @@ class ModelService:
         self.ws = ws
         self.preferred = preferred  # the default model of requests that name none (the world's)
         self._loaded: dict[str, LoadedModel] = {}
+        self._formats: dict[str, ChatFormat] = {}
         self._lock = threading.Lock()
 
     def register(self, id: str, path: str, source: str, name: str | None = None) -> ModelRecord:
         if source == "hf-dir" and not Path(path).is_dir():
             raise Unprocessable(f"{path} is not a directory; give a Hugging Face model directory")
         bridge, _ = load_bridge(path, self.ws.settings.device)
+        with self._lock:
+            self._formats.pop(id, None)
         return self.ws.models.upsert(id=id, name=name or id, source=source, path=str(path), config=describe(bridge))
 
     def records(self) -> list[ModelRecord]:
@@ -144,6 +172,21 @@ class ModelService:
         if not recs:
             return None
         return next((r.id for r in recs if r.id == self.preferred), recs[0].id)
+
+    def chat_format(self, id: str) -> ChatFormat:
+        """A registered model's one-turn chat format, from its tokenizer alone (its weights stay unloaded)."""
+        with self._lock:
+            if id in self._loaded:
+                return self._loaded[id].chat
+            if id in self._formats:
+                return self._formats[id]
+        rec = self.ws.models.get(id)
+        if rec is None:
+            raise NotFound(f"unknown model {id!r}")
+        fmt, _ = chat_format_of(load_tokenizer(rec.path))
+        with self._lock:
+            self._formats[id] = fmt
+        return fmt
 
     def is_loaded(self, id: str) -> bool:
         return id in self._loaded

@@ -1,5 +1,11 @@
 """The steering analysis as a build step: a subject's refusal direction, vector `<model_id>-refusal`
-(named `refusal`), from its dataset's train-split instructions."""
+(named `refusal`), from its dataset's train-split instructions.
+
+When no candidate passes Arditi et al.'s filters (the micro world's seconds-trained model does not refuse
+at all, so no direction induces refusal), the step keeps the best candidate within the KL bound, flagged
+`passed: false` with the reason (the vector list and the Steer page say so), so that the world still has
+a direction whose interventions can be shown; it never keeps one past the KL bound (a model-breaking
+ablation), and saves nothing when every candidate is past it."""
 
 from __future__ import annotations
 
@@ -10,7 +16,7 @@ from loupe.jobs.pipeline import Step
 from loupe.jobs.runner import JobContext
 from loupe.services.datasets import Subject
 from loupe.services.models import ModelService
-from loupe.services.steering.direction import compute_refusal_direction
+from loupe.services.steering.direction import compute_refusal_direction, outcome
 from loupe.services.steering.vectors import VectorStore
 
 REFUSAL_VECTOR_NAME = "refusal"
@@ -27,7 +33,7 @@ def refusal_vector_id(model_id: str) -> str:
 
 
 def refusal_step(models: ModelService, vectors: VectorStore, subject: Subject, cfg: SteeringConfig) -> Step:
-    key = subject.model_key + "-refusal-v2"
+    key = subject.model_key + "-refusal-v3"
     vid = refusal_vector_id(subject.model_id)
 
     def body(ctx: JobContext) -> dict[str, Any]:
@@ -38,13 +44,11 @@ def refusal_step(models: ModelService, vectors: VectorStore, subject: Subject, c
         res = compute_refusal_direction(
             lm, harmful[:n], harmless[:n], harmful[n : n + k], harmless[n : n + k], progress=ctx.progress
         )
+        out = outcome(res)
+        if res["hook"] is None:
+            vectors.save_none(vid, out, key=key)
+            return {"vector_id": None, **out}
         vectors.save_direction(vid, REFUSAL_VECTOR_NAME, lm.id, res, "build", key=key)
-        keys = ("bypass_score", "induce_score", "kl", "fallback")
-        return {
-            "vector_id": vid,
-            "hook": res["hook"],
-            "position": res["position"],
-            **{k: res["scores"][k] for k in keys},
-        }
+        return {"vector_id": vid, **out}
 
     return Step("steering.refusal", "refusal direction", vectors.dir(vid), body, background=True, key=key)

@@ -1,21 +1,33 @@
 """The refusal direction (Arditi et al. 2024): difference of means between harmful and harmless
 instructions at every candidate (residual hook x post-instruction position), each scored on other
 instructions by its bypass score (refusal with the direction ablated), induce score (refusal with it
-added) and KL on harmless prompts under ablation; the paper's filters and a selection rule pick one.
+added) and KL on harmless prompts under ablation; the paper's filters pick one, or none.
 
-    instructions -> post-instruction activations (fp64 means) -> candidates -> scores -> selection
+    instructions (in the model's chat format) -> the model's own refusals -> refusal tokens
+    -> post-instruction activations (fp64 means; massive dimensions) -> candidates -> scores -> selection
+
+Any chat model: prompts are `lm.chat.prompt(instruction)` (the model's chat template where it has one),
+so the candidates sit at the template's post-instruction tokens (ChatML: `<|im_end|>\\n<|im_start|>assistant\\n`).
+Refusal tokens are the first tokens of the model's own greedy refusals of harmful instructions, with the
+first tokens of the standard refusal prefixes as they follow the prompt (Arditi et al. chose theirs by
+hand per model family from its refusals: "I" for Llama-3, Gemma, Yi; "I", "As" for Qwen). Massive
+activations (Sun et al. 2024) are found at every candidate hook and kept out of every direction (see
+core.massive.without_dims). No candidate passing the filters is an answer, not an error: `passed` is
+false with the reason and the best candidates' scores, and no model-breaking direction is offered.
 """
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from loupe.core import massive as M
 from loupe.core import steering as S
-from loupe.core.chat import REFUSAL_PREFIXES
+from loupe.core.chat import REFUSAL_PREFIXES, is_refusal
 from loupe.core.config import Progress, no_progress
 from loupe.core.generation import greedy_batch
 from loupe.errors import Unprocessable
@@ -23,17 +35,61 @@ from loupe.services.models import LoadedModel, locked_forward
 
 Forward = Callable[[Tensor], Tensor]
 
+N_OWN_REFUSALS = 32  # harmful instructions completed greedily to find the model's own refusal tokens
+OWN_REFUSAL_TOKENS = 16  # greedy tokens each: is_refusal looks at the first 64 characters
+N_BEST = 5  # candidates reported with their scores when none passes
 
-def refusal_token_ids(lm: LoadedModel) -> list[int]:
-    """First tokens of the refusal prefixes as they follow the chat prompt (a space, then the prefix)."""
-    tokenizer, prompt = lm.tokenizer, lm.chat.prompt("x")
+
+def prefix_refusal_ids(lm: LoadedModel) -> list[int]:
+    """First tokens of the standard refusal prefixes as they follow this model's chat prompt: after a
+    template's assistant header directly (`I`), after the plain format's `Assistant:` with a space (` I`)."""
+    prompt, lead = lm.chat.prompt("x"), lm.chat.reply_lead
+    head = lm.encode_prompt(prompt)
     ids = set()
     for p in REFUSAL_PREFIXES:
-        full = tokenizer(prompt + " " + p, add_special_tokens=False)["input_ids"]
-        head = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        full = lm.encode_prompt(prompt + lead + p)
         if full[: len(head)] == head and len(full) > len(head):
             ids.add(full[len(head)])
     return sorted(ids)
+
+
+def own_refusals(
+    lm: LoadedModel, encoded: Sequence[list[int]], max_new_tokens: int = OWN_REFUSAL_TOKENS, batch_size: int = 128
+) -> dict[str, Any]:
+    """The model's greedy completions of (harmful) prompts: how many it refuses (`is_refusal`), the
+    first token of each refusal (a token that decodes to whitespace only is skipped: it begins helpful
+    answers as much as refusals) and a few examples."""
+    rows = greedy_ids(lm, locked_forward(lm), encoded, max_new_tokens, batch_size)
+    texts = [lm.tokenizer.decode(r) for r in rows]
+    first: Counter[int] = Counter()
+    refused = 0
+    for row, text in zip(rows, texts):
+        if row and is_refusal(text):
+            refused += 1
+            if lm.tokenizer.decode([row[0]]).strip():
+                first[row[0]] += 1
+    return {
+        "n_completions": len(rows),
+        "n_refusals": refused,
+        "first_token_counts": dict(first),
+        "examples": [t for t in texts if is_refusal(t)][:3] or texts[:3],
+    }
+
+
+def refusal_tokens(lm: LoadedModel, own: dict[str, Any]) -> list[dict[str, Any]]:
+    """The refusal tokens: the first tokens of the model's own refusals with those of the prefixes, each
+    with its string, whether a prefix gives it and how many of the model's refusals began with it."""
+    prefix = set(prefix_refusal_ids(lm))
+    counts: dict[int, int] = {int(k): int(v) for k, v in own["first_token_counts"].items()}
+    return [
+        {
+            "id": t,
+            "token": lm.tokenizer.decode([t]),
+            "prefix": t in prefix,
+            "own_refusals": counts.get(t, 0),
+        }
+        for t in sorted(prefix | set(counts))
+    ]
 
 
 def encode_prompts(lm: LoadedModel, instructions: Sequence[str]) -> list[list[int]]:
@@ -73,17 +129,24 @@ def last_logits(forward: Forward, encoded: Sequence[list[int]], batch_size: int 
     return torch.stack([rows[i] for i in range(len(encoded))]) if rows else torch.empty(0, 0)
 
 
-def completions(
+def greedy_ids(
     lm: LoadedModel, forward: Forward, encoded: Sequence[list[int]], max_new_tokens: int, batch_size: int = 128
-) -> list[str]:
-    out = [""] * len(encoded)
+) -> list[list[int]]:
+    """Greedy continuations (token ids, stopped before EOS) of each prompt, batched by length."""
+    out: list[list[int]] = [[] for _ in encoded]
     order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
     for s in range(0, len(order), batch_size):
         chunk = order[s : s + batch_size]
         rows = greedy_batch(forward, [encoded[i] for i in chunk], max_new_tokens, lm.tokenizer.eos_token_id, lm.n_ctx)
         for i, row in zip(chunk, rows):
-            out[i] = lm.tokenizer.decode(row)
+            out[i] = row
     return out
+
+
+def completions(
+    lm: LoadedModel, forward: Forward, encoded: Sequence[list[int]], max_new_tokens: int, batch_size: int = 128
+) -> list[str]:
+    return [lm.tokenizer.decode(row) for row in greedy_ids(lm, forward, encoded, max_new_tokens, batch_size)]
 
 
 def candidate_hooks(n_layers: int) -> list[tuple[str, int]]:
@@ -102,10 +165,16 @@ def compute_refusal_direction(
     progress: Progress = no_progress,
     batch_size: int = 128,
     rule: str = "bypass_minus_induce",
+    n_own_refusals: int = N_OWN_REFUSALS,
+    own_refusal_tokens: int = OWN_REFUSAL_TOKENS,
 ) -> dict[str, Any]:
     """Difference of means at every (hook, post-instruction position) candidate from (harmful,
-    harmless), scored on (select_harmful, select_harmless); returns the selected candidate's
-    r, mu_minus, mu_plus and the whole candidate table. `rule`: see core.steering.select_direction."""
+    harmless), scored on (select_harmful, select_harmless). `rule`: see core.steering.select_direction.
+
+    Returns `passed` (a candidate passed every filter), `reason` (why none did, else None), the
+    direction (`hook`, `layer`, `position`, `r`, `mu_minus`, `mu_plus`) of the selected candidate, or
+    when none passed of the kept one (`kept`: the best within the KL bound, core.steering.keep_candidate;
+    the caller decides whether to save it), or None; `scores` and the whole `candidates` table."""
     if rule not in S.SELECTION_RULES:
         raise Unprocessable(f"unknown selection rule {rule!r}; choose one of {list(S.SELECTION_RULES)}")
     n_layers = int(lm.info["n_layers"])
@@ -113,50 +182,148 @@ def compute_refusal_direction(
     n_pos = len(post_instruction_ids(lm))
     enc = _encoded_sets(lm, harmful, harmless, select_harmful, select_harmless)
 
+    progress(0, 5, "the model's own refusals of harmful instructions")
+    own = own_refusals(lm, enc["harmful"][:n_own_refusals], own_refusal_tokens, batch_size)
+    tokens = refusal_tokens(lm, own)
+    refusal_ids = [t["id"] for t in tokens]
+    if not refusal_ids:
+        raise Unprocessable("no refusal token: no refusal prefix tokenizes after the prompt and the model refused none")
+
     def cached(ids: Tensor) -> dict[str, Tensor]:
         with lm.lock, torch.no_grad():
             _, cache = lm.bridge.run_with_cache(ids, names_filter=lambda n: n in names)
         return {n: cache[n] for n in names}
 
-    progress(0, 4, "mean activations on harmful and harmless instructions")
+    progress(1, 5, "mean activations on harmful and harmless instructions")
+    stats: dict[str, M.MagnitudeStats] = {}
     means = {
-        side: S.last_position_means(cached, ((b, n) for _, b, n in padded(enc[side], batch_size)), names, n_pos)
+        side: S.last_position_means(
+            cached, ((b, n) for _, b, n in padded(enc[side], batch_size)), names, n_pos, stats=stats
+        )
         for side in ("harmful", "harmless")
     }
-    refusal_ids = refusal_token_ids(lm)
-    cands, vectors, base_scores = _score_candidates(lm, enc, means, refusal_ids, n_pos, batch_size, progress)
-    best, fallback = _select(cands, n_layers, rule)
-    progress(3, 4, "selected" if not fallback else "no candidate passed the filters")
-    r, mu_minus, mu_plus = vectors[(best.hook, best.position)]
+    massive = _massive(stats, names)
+    cands, vectors, base_scores = _score_candidates(
+        lm, enc, means, massive["dims"], refusal_ids, n_pos, batch_size, progress
+    )
+    selected = S.select_direction(cands, n_layers, rule=rule)
+    chosen = selected or S.keep_candidate(cands, n_layers, rule=rule)
+    reason = None if selected is not None else _no_pass_reason(cands, base_scores)
+    progress(4, 5, "selected" if selected is not None else "no candidate passed the filters")
+    r, mu_minus, mu_plus = vectors[(chosen.hook, chosen.position)] if chosen is not None else (None, None, None)
+    scored = [c for c in cands if c.bypass_score is not None and c.induce_score is not None]
+    best = sorted(scored, key=lambda c: _objective(c, rule))[:N_BEST]
+    scores = {
+        "passed": selected is not None,
+        "reason": reason,
+        "kept": selected is None and chosen is not None,
+        "bypass_score": chosen.bypass_score if chosen else None,
+        "induce_score": chosen.induce_score if chosen else None,
+        "kl": chosen.kl if chosen else None,
+        "norm": chosen.norm if chosen else None,
+        "base_refusal_score": base_scores,
+        "selection_rule": rule,
+        "n_candidates": len(cands),
+        "n_harmful": len(enc["harmful"]),
+        "n_harmless": len(enc["harmless"]),
+        "n_select_harmful": len(enc["sel_harmful"]),
+        "n_select_harmless": len(enc["sel_harmless"]),
+        "chat": {
+            "template": lm.chat.template,
+            "post_instruction": lm.chat.post_instruction,
+            "problem": lm.chat_problem,
+        },
+        "refusal_token_ids": refusal_ids,
+        "refusal_tokens": tokens,
+        "own_refusals": own,
+        "massive": massive,
+        "best": [c.to_dict() for c in best],
+    }
     return {
-        "hook": best.hook,
-        "layer": int(best.layer),
-        "position": best.position,
+        "passed": selected is not None,
+        "reason": reason,
+        "kept": scores["kept"],
+        "hook": chosen.hook if chosen else None,
+        "layer": int(chosen.layer) if chosen else None,
+        "position": chosen.position if chosen else None,
         "r": r,
         "mu_minus": mu_minus,
         "mu_plus": mu_plus,
-        "scores": {
-            "bypass_score": best.bypass_score,
-            "induce_score": best.induce_score,
-            "kl": best.kl,
-            "norm": best.norm,
-            "base_refusal_score": base_scores,
-            "fallback": fallback,
-            "selection_rule": rule,
-            "n_harmful": len(enc["harmful"]),
-            "n_harmless": len(enc["harmless"]),
-            "n_select_harmful": len(enc["sel_harmful"]),
-            "n_select_harmless": len(enc["sel_harmless"]),
-            "refusal_token_ids": refusal_ids,
-        },
+        "scores": scores,
         "candidates": {
             "rows": [c.to_dict() for c in cands],
             "n_layers": n_layers,
             "selection_rule": rule,
             "post_instruction_tokens": lm.token_strings(post_instruction_ids(lm)),
             "base_refusal_score": base_scores,
+            "massive_dims": massive["dims"],
         },
     }
+
+
+def _objective(c: S.Candidate, rule: str) -> float:
+    assert c.bypass_score is not None and c.induce_score is not None
+    return c.bypass_score - (c.induce_score if rule == "bypass_minus_induce" else 0.0)
+
+
+def outcome(res: dict[str, Any]) -> dict[str, Any]:
+    """What a job answers about a direction computation: passed or not, why not, the chosen candidate's
+    place and scores, the best candidates, the refusal tokens, the own refusals seen and the massive
+    dimensions."""
+    sc = res["scores"]
+    return {
+        "passed": res["passed"],
+        "reason": res["reason"],
+        "kept": res["kept"],
+        "hook": res["hook"],
+        "position": res["position"],
+        **{k: sc[k] for k in ("bypass_score", "induce_score", "kl", "base_refusal_score", "best", "refusal_tokens")},
+        "own_refusals": {k: sc["own_refusals"][k] for k in ("n_completions", "n_refusals")},
+        "massive_dims": sc["massive"]["dims"],
+    }
+
+
+def _massive(stats: dict[str, M.MagnitudeStats], names: Sequence[str]) -> dict[str, Any]:
+    """The massive dimensions of each hook (core.steering.massive_dims) and their union, which every
+    candidate direction leaves out (ablation acts at every layer, so a dimension massive at any is kept
+    whole everywhere), with each one's peak |activation| and its ratio to that hook's median."""
+    by_hook = {h: M.massive_dims(stats[h]) for h in names if h in stats}
+    dims = sorted({d for ds in by_hook.values() for d in ds})
+    peaks: dict[str, dict[str, Any]] = {}
+    for d in dims:
+        h = max((h for h, ds in by_hook.items() if d in ds), key=lambda h: float(_peak(stats[h])[d]))
+        value = float(_peak(stats[h])[d])
+        peaks[str(d)] = {"hook": h, "peak": value, "ratio_to_median": value / max(stats[h].median, 1e-12)}
+    return {
+        "criterion": (
+            f"peak |activation| > {M.MASSIVE_MIN:g} and >= {M.MASSIVE_RATIO:g} x the hook's median |activation| "
+            "(Sun et al. 2024); left out of every direction"
+        ),
+        "dims": dims,
+        "by_hook": {h: ds for h, ds in by_hook.items() if ds},
+        "peaks": peaks,
+    }
+
+
+def _peak(st: M.MagnitudeStats) -> Tensor:
+    assert st.peak is not None
+    return st.peak
+
+
+def _no_pass_reason(cands: list[S.Candidate], base: dict[str, float]) -> str:
+    zero = sum(c.norm == 0 for c in cands)
+    fails: Counter[str] = Counter(r for c in cands if c.norm > 0 for r in c.reasons)
+    parts = [f"{zero} are zero (the same activations on both sets)"] if zero else []
+    parts += [f"{n} fail {FILTERS.get(r, r)}" for r, n in fails.items()]
+    return (
+        f"No candidate direction passes Arditi et al.'s filters (KL <= 0.1 under ablation, layer < 80% of depth, "
+        f"induce score > 0): of {len(cands)} candidates, {', '.join(parts)}. The model's refusal score (log-odds of "
+        f"the refusal tokens) is {base['harmful']:.2f} on harmful and {base['harmless']:.2f} on harmless selection "
+        "prompts. No refusal direction is selected."
+    )
+
+
+FILTERS = {"KL > 0.1": "KL <= 0.1", "induce score <= 0": "induce > 0", "layer >= 0.8 of depth": "layer < 80% of depth"}
 
 
 def _encoded_sets(
@@ -178,12 +345,14 @@ def _score_candidates(
     lm: LoadedModel,
     enc: dict[str, list[list[int]]],
     means: dict[str, dict[str, Tensor]],
+    massive: Sequence[int],
     refusal_ids: list[int],
     n_pos: int,
     batch_size: int,
     progress: Progress,
 ) -> tuple[list[S.Candidate], dict[tuple[str, int], tuple[Tensor, Tensor, Tensor]], dict[str, float]]:
-    """Every candidate's bypass, induce and KL scores on the selection prompts."""
+    """Every candidate's bypass, induce and KL scores on the selection prompts; each direction is
+    mu+ - mu- without the massive dimensions."""
     n_layers = int(lm.info["n_layers"])
     hooks = candidate_hooks(n_layers)
     plain = locked_forward(lm)
@@ -199,10 +368,13 @@ def _score_candidates(
     for n, ((hook, depth), p) in enumerate((hd, p) for hd in hooks for p in range(n_pos)):
         position = p - n_pos
         mu_plus, mu_minus = means["harmful"][hook][p], means["harmless"][hook][p]
-        r = mu_plus - mu_minus
-        c = S.Candidate(hook=hook, layer=depth, position=position, norm=float(r.norm()))
+        raw = mu_plus - mu_minus
+        r = M.without_dims(raw, massive)
+        raw_sq = float(raw.pow(2).sum())
+        share = (raw_sq - float(r.pow(2).sum())) / raw_sq if raw_sq > 0 else 0.0
+        c = S.Candidate(hook=hook, layer=depth, position=position, norm=float(r.norm()), massive_share=share)
         vectors[(hook, position)] = (r, mu_minus, mu_plus)
-        progress(1 + 2 * n / total, 4, f"scoring {hook} position {position}")
+        progress(1 + 3 * (n + 1) / total, 5, f"scoring {hook} position {position}")
         if c.norm > 1e-9 * max(1.0, float(mu_plus.norm())):
             abl = locked_forward(lm, S.ablation_plan(r, n_layers))
             add = locked_forward(lm, [(hook, S.addition_hook(r, 1.0))])
@@ -217,19 +389,3 @@ def _score_candidates(
             c.norm = 0.0
         cands.append(c)
     return cands, vectors, base_scores
-
-
-def _select(cands: list[S.Candidate], n_layers: int, rule: str) -> tuple[S.Candidate, bool]:
-    """The selected candidate and whether it is a fallback: when no candidate passes every filter (a
-    2-layer model has one layer below 80% of depth), the lowest bypass score among those that induce
-    refusal, else among all scored."""
-    best = S.select_direction(cands, n_layers, rule=rule)
-    if best is not None:
-        return best, False
-    scored = [c for c in cands if c.bypass_score is not None]
-    if not scored:
-        raise Unprocessable("every candidate direction is zero: the two prompt sets give the same activations")
-    inducing = [c for c in scored if c.induce_score is not None and c.induce_score > 0]
-    best = min(inducing or scored, key=lambda c: c.bypass_score or 0.0)
-    best.selected = True
-    return best, True

@@ -12,7 +12,7 @@ from loupe.jobs.runner import JobContext, JobRunner
 from loupe.services.datasets import Dataset
 from loupe.services.ids import ID_PATTERN, slug
 from loupe.services.models import LoadedModel, ModelService
-from loupe.services.steering.direction import compute_refusal_direction
+from loupe.services.steering.direction import compute_refusal_direction, outcome
 from loupe.services.steering.evaluation import METHODS, evaluate_steering, steering_targets
 from loupe.services.steering.vectors import Vector, VectorStore
 from loupe.services.workspace import Workspace
@@ -36,8 +36,12 @@ class SteeringService:
         model_id: str | None,
         select_fraction: float = 0.25,
         rule: str = "bypass_minus_induce",
+        keep_unpassed: bool = False,
     ) -> dict[str, Any]:
-        """A direction from any two prompt sets, as a job: part of each set scores the candidates."""
+        """A direction from any two prompt sets, as a job: part of each set scores the candidates. The
+        vector is saved when a candidate passes every filter; when none does, the job's result says so
+        (`passed` false, the reason, the best candidates' scores) and no vector is saved, unless
+        `keep_unpassed` keeps the best candidate within the KL bound, flagged as not passing."""
         lm = self.models.get(model_id)
         if len(harmful) < 2 or len(harmless) < 2:
             raise Unprocessable("give at least 2 prompts in each set")
@@ -55,8 +59,12 @@ class SteeringService:
 
         def body(ctx: JobContext) -> dict[str, Any]:
             res = compute_refusal_direction(lm, h, hl, hs, ls, progress=ctx.progress, rule=rule)
+            out = outcome(res)
+            if res["hook"] is None or not (res["passed"] or keep_unpassed):
+                self.vectors.save_none(vid, out)
+                return {"vector_id": None, **out}
             self.vectors.save_direction(vid, name, lm.id, res, "computed")
-            return {"vector_id": vid}
+            return {"vector_id": vid, **out}
 
         job = self.jobs.submit("steering", f"steering.compute.{vid}", {"name": name, "vector_id": vid}, body)
         return {"job_id": job.id, "status": "queued", "vector_id": vid}

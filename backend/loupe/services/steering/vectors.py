@@ -121,6 +121,15 @@ class VectorStore:
             key=key,
         )
 
+    def save_none(self, vector_id: str, outcome: dict[str, Any], key: str = "") -> None:
+        """A computation that gave no direction to save (none passed, and none was kept): any earlier
+        vector of this id goes (it would answer for a computation that no longer gives it), and the
+        directory holds only a manifest with the outcome, so a build step with this key is done."""
+        if self.ws.vectors.get(vector_id) is not None:
+            self.ws.vectors.delete(vector_id)
+        with atomic_dir(self.dir(vector_id)) as tmp:
+            write_manifest(tmp, {"key": key, "id": vector_id, "saved": False, "outcome": outcome})
+
     def restore(self) -> int:
         """Rows for complete vector directories that have none (a database recreated beside kept
         artifacts, or a kill between the file and the row). Returns how many were added."""
@@ -241,6 +250,10 @@ class VectorStore:
         return st_save({"r": v.r.float(), "mu_minus": v.mu_minus.float(), "mu_plus": v.mu_plus.float()}, metadata=meta)
 
     def describe(self, rec: VectorRecord, detail: bool = False) -> dict[str, Any]:
+        scores = rec.scores or {}
+        # passed: a computed direction passed Arditi et al.'s filters (None: imported, no selection);
+        # vectors computed before `passed` was recorded said `fallback` instead
+        passed = scores.get("passed", (not scores["fallback"]) if "fallback" in scores else None)
         out = {
             "id": rec.id,
             "name": rec.name,
@@ -250,7 +263,9 @@ class VectorStore:
             "position": rec.position,
             "d_model": rec.d_model,
             "source": rec.source,
-            "scores": rec.scores or {},
+            "scores": scores,
+            "passed": passed,
+            "reason": scores.get("reason"),
             "created_at": rec.created_at,
         }
         if detail:

@@ -2,7 +2,8 @@ import type { Dispatch } from "react";
 import { Spinner } from "../../ui/components";
 import type { SAEList } from "../features/api";
 import { SaeOptions } from "../features/SaeOptions";
-import { INSPECT_PRESETS, type InspectorAction, type InspectorState } from "./inspector";
+import type { ChatFormat } from "../models/chat";
+import { inspectPresets, type InspectorAction, type InspectorState } from "./inspector";
 import { onCtrlEnter, submitTo } from "../../ui/events";
 
 /** The inspector's form: SAE, presets, the text; Ctrl/Cmd+Enter runs. */
@@ -12,6 +13,7 @@ export function InspectForm({
   saes,
   saeId,
   saesError,
+  chat,
   onSaeChange,
   onRun,
 }: {
@@ -21,6 +23,8 @@ export function InspectForm({
   saeId: string;
   /** The SAE list could not be fetched (and none is known). */
   saesError: boolean;
+  /** The chat format of the SAE's model, for the chat preset. */
+  chat?: ChatFormat;
   onSaeChange: (saeId: string) => void;
   onRun: () => void;
 }) {
@@ -36,7 +40,7 @@ export function InspectForm({
         </label>
         <div className="presets" role="group" aria-label="Presets">
           <span className="presets-label">Presets</span>
-          {INSPECT_PRESETS.map((p) => (
+          {inspectPresets(chat).map((p) => (
             <button
               key={p.id}
               type="button"

@@ -4,14 +4,17 @@ import { useReducer } from "react";
 import { errorMessage } from "../../api/client";
 import { useAbortable } from "../../ui/hooks";
 import { saesApi, type ActivationsResponse } from "../features/api";
-import { chatPrompt } from "../generate/chat";
+import { PLAIN_CHAT, promptIn, type ChatFormat } from "../models/chat";
 
-export const INSPECT_PRESETS: { id: string; label: string; text: string }[] = [
-  { id: "dna", label: "DNA", text: "GATTACAGGCTAGCATGCCGTAATCGGCTATAGCTTAACG" },
-  { id: "base64", label: "base64", text: "eyJ1c2VyIjogIm1pYSIsICJpZCI6IDQyfQ==" },
-  { id: "chat", label: "Chat", text: chatPrompt("How do I bake bread at home?") },
-  { id: "url", label: "URL", text: "https://docs.example.org/api/v2/users?page=3&sort=name#usage" },
-];
+/** The inspector's preset texts; the chat one in the model's own chat format (its template's text where it has one). */
+export function inspectPresets(chat: ChatFormat = PLAIN_CHAT): { id: string; label: string; text: string }[] {
+  return [
+    { id: "dna", label: "DNA", text: "GATTACAGGCTAGCATGCCGTAATCGGCTATAGCTTAACG" },
+    { id: "base64", label: "base64", text: "eyJ1c2VyIjogIm1pYSIsICJpZCI6IDQyfQ==" },
+    { id: "chat", label: "Chat", text: promptIn(chat, "How do I bake bread at home?") },
+    { id: "url", label: "URL", text: "https://docs.example.org/api/v2/users?page=3&sort=name#usage" },
+  ];
+}
 
 const TOP_K = 8;
 
@@ -46,7 +49,7 @@ export type InspectorAction =
   | { type: "loaded"; run: InspectRun; newText: boolean; keepFeature: boolean };
 
 export const INITIAL_INSPECTOR: InspectorState = {
-  text: INSPECT_PRESETS[0].text,
+  text: inspectPresets()[0].text,
   run: null,
   busy: false,
   error: null,

@@ -57,7 +57,7 @@ export function SteerForm({
             <select value={form.vectorId} onChange={(e) => set("vectorId", e.target.value)} data-testid="steer-vector">
               {vectors.map((v) => (
                 <option key={v.id} value={v.id}>
-                  {v.name} ({v.hook})
+                  {v.name} ({v.hook}){v.passed === false ? " — did not pass: not a refusal direction" : ""}
                 </option>
               ))}
             </select>

@@ -1,6 +1,7 @@
 // The steering form: one intervention (a method and its parameters) on one prompt. A reducer owns
 // it so that the page, the next-token chips ("edit here") and presets all change it the same way.
 import type { Dispatch } from "react";
+import { PLAIN_CHAT, promptIn, type ChatFormat } from "../models/chat";
 import type { Intervention, NextTokenRequest } from "./api";
 
 export type Method = "ablation" | "addition" | "ace" | "sae_feature_add" | "sae_feature_clamp" | "edit";
@@ -33,8 +34,11 @@ export interface SteerForm {
 /** What a preset keeps: the intervention, not the prompt. */
 export type SteerSettings = Omit<SteerForm, "prompt" | "maxNewTokens">;
 
+/** The instruction the form starts with, in the model's chat format once that is known. */
+export const STEER_INSTRUCTION = "How do I make a pipe bomb?";
+
 export const INITIAL_STEER_FORM: SteerForm = {
-  prompt: "User: How do I make a pipe bomb?\nAssistant:",
+  prompt: promptIn(PLAIN_CHAT, STEER_INSTRUCTION),
   maxNewTokens: 24,
   method: "ablation",
   vectorId: "",
@@ -54,7 +58,9 @@ export type SteerFormAction =
   | { type: "defaultVector"; vectorId: string }
   /** A prompt token was clicked: a direct edit at its position. */
   | { type: "editAt"; position: number }
-  | { type: "loadPreset"; settings: SteerSettings };
+  | { type: "loadPreset"; settings: SteerSettings }
+  /** The model's chat format arrived: an untouched starting prompt is rewritten in it. */
+  | { type: "chatFormat"; format: ChatFormat };
 
 export type SteerDispatch = Dispatch<SteerFormAction>;
 
@@ -68,6 +74,8 @@ export function steerFormReducer(form: SteerForm, action: SteerFormAction): Stee
       return { ...form, method: "edit", position: String(action.position) };
     case "loadPreset":
       return { ...form, ...action.settings };
+    case "chatFormat":
+      return form.prompt === INITIAL_STEER_FORM.prompt ? { ...form, prompt: promptIn(action.format, STEER_INSTRUCTION) } : form;
   }
 }
 

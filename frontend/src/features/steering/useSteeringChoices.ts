@@ -4,7 +4,7 @@ import { saesApi, type SAEList } from "../features/api";
 import { steeringApi, type Vector } from "./api";
 
 /** What the steering form chooses from: the stored vectors and the SAEs. Once the vectors arrive,
- * `onDefaultVector` gets the one to start with ("refusal" if there is one). */
+ * `onDefaultVector` gets the one to start with ("refusal" if it passed the selection's filters). */
 export function useSteeringChoices(onDefaultVector: (vectorId: string) => void) {
   const [vectors, setVectors] = useState<Vector[]>([]);
   const [saes, setSaes] = useState<SAEList["saes"]>([]);
@@ -17,7 +17,11 @@ export function useSteeringChoices(onDefaultVector: (vectorId: string) => void) 
       .vectors(c.signal)
       .then((v) => {
         setVectors(v.vectors);
-        const refusal = v.vectors.find((x) => x.name === "refusal") ?? v.vectors[0];
+        // a direction that passed the filters first: "refusal" if it did, any that did, then "refusal" anyway
+        // (flagged in the picker and the candidate panel), then the first
+        const passed = v.vectors.filter((x) => x.passed === true);
+        const refusal =
+          passed.find((x) => x.name === "refusal") ?? passed[0] ?? v.vectors.find((x) => x.name === "refusal") ?? v.vectors[0];
         if (refusal) chooseDefault(refusal.id);
       })
       .catch((e: unknown) => !c.signal.aborted && setError(errorMessage(e)));
