@@ -167,7 +167,7 @@ class DatasetService:
             m = read_manifest(ds.dir) or {}
             out: dict[str, Any] = {
                 "id": ds.id,
-                "name": f"{ds.id} (the world's dataset)",
+                "name": ds.id,
                 "source": "world",
                 "path": str(ds.dir),
                 "format": "documents",
@@ -324,9 +324,9 @@ class DatasetService:
 
         def build(ctx: JobContext) -> dict[str, Any]:
             if not ds.documents_path.exists():
-                raise RuntimeError(
-                    f"the dataset {ds.id!r} is not built yet; run `loupe build` (it writes the world's dataset)"
-                )
+                world = self.world is not None and ds is self.world.dataset
+                how = "run `loupe build` (it writes the world's dataset)" if world else "register it again"
+                raise RuntimeError(f"the documents of dataset {ds.id!r} are missing ({ds.documents_path}); {how}")
             ctx.progress(0, None, f"loading {subject.model_id}")
             lm = self.models.get(subject.model_id)
             out = ds.pack(
