@@ -147,9 +147,7 @@ def test_conversations_are_tokenized_with_the_models_chat_template(client, micro
     path = tmp_path / "chatml"
     shutil.copytree(micro_workspace.artifact("model"), path)
     tok = AutoTokenizer.from_pretrained(path)
-    tok.chat_template = (
-        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    )
+    tok.chat_template = "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
     tok.save_pretrained(path)
     c.models.register("demo-chatml", str(path), "hf-dir")
     rows = [{"messages": CHAT}] * 6 + [{"text": "plain words here"}] * 6

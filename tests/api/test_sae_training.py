@@ -181,7 +181,9 @@ def test_cancelling_a_job_of_the_training_chain(scratch, tmp_path):
     assert victim["status"] == "queued"  # made at once, waiting for the cache
     assert client.delete(f"/api/jobs/{victim['id']}").status_code == 202
     for name in ("saes.train.to-cancel", "saes.eval.to-cancel", "saes.dashboards.to-cancel"):
-        j = wait_until(lambda n=name: (j := client.get(f"/api/jobs/{jobs[n]['id']}").json())["status"] != "queued" and j)
+        j = wait_until(
+            lambda n=name: (j := client.get(f"/api/jobs/{jobs[n]['id']}").json())["status"] != "queued" and j
+        )
         assert j["status"] == "failed" and j["progress"]["message"] in ("cancelled", "skipped"), j
     cache = jobs["saes.cache.demo.rivers-2.blocks.1.hook_resid_pre"]["id"]
     assert wait_until(lambda: client.get(f"/api/jobs/{cache}").json()["status"] == "done")  # the steps before go on
