@@ -58,6 +58,8 @@ def test_train_a_tiny_sae_and_serve_its_dashboards(client, micro_workspace, rive
     # held-out tokens of this dataset: the eval ran on the held-out split of its tokens
     tokens = json.loads((micro_workspace.artifact("tokens", "rivers", "demo-64") / "manifest.json").read_text())
     assert 0 < m["eval_tokens"] <= tokens["heldout"]["tokens"]
+    stored = micro_workspace.evals.list(kind="sae", limit=1)[0].results  # apart from the world's "saes" evals
+    assert stored["saes"]["rivers-topk"]["fvu"] == m["fvu"]
     page = client.get("/api/saes/rivers-topk/features", params={"sort": "density", "order": "desc", "limit": 1}).json()
     top = page["features"][0]
     assert page["total"] == 64 and top["density"] > 0

@@ -240,7 +240,8 @@ class SAEPipeline:
 
     def evaluate(self, ctx: JobContext) -> dict[str, Any]:
         results = self.evaluate_all(ctx.progress)
-        row = self.ws.evals.add("saes", self.model_id, results)
+        # the world's evaluation of all its SAEs is kind "saes"; one SAE trained from the app, "sae"
+        row = self.ws.evals.add("saes" if self.own_id is None else "sae", self.model_id, results)
         for p in self.presets:
             self.register(p)
             self.ws.saes.update(self.sae_id(p), metrics=metric_summary(results["saes"][self.sae_id(p)]))
