@@ -7,6 +7,9 @@
             trivial JSON endpoint (/api/health): p50 / p99 in ms
 
 usage: python bench/saes.py --workspace DIR [--sae demo-mlp0] [--sequences 400] [--requests 30]
+       python bench/saes.py --workspace DIR --world smollm2 --sae smollm2-resid15 \
+           --hook blocks.15.hook_resid_pre --model-dir DIR/artifacts/models/smollm2 \
+           --tokens DIR/artifacts/tokens/python-docs/smollm2-128/train.safetensors
 """
 
 from __future__ import annotations
@@ -26,14 +29,14 @@ from pathlib import Path
 import torch
 
 
-def bench_caching(ws: Path, hook: str, n_seq: int) -> dict:
+def bench_caching(ws: Path, hook: str, n_seq: int, model_dir: Path | None = None, tokens: Path | None = None) -> dict:
     from loupe.services.activations import ActivationCacheConfig, write_activation_cache
     from loupe.services.models import load_bridge
     from loupe.storage.artifacts import load_tensors
 
     art = ws / "artifacts"
-    model = load_bridge(str(art / "model"))[0]
-    toks = load_tensors(art / "tokens" / "train.safetensors")
+    model = load_bridge(str(model_dir or art / "model"))[0]
+    toks = load_tensors(tokens or art / "tokens" / "train.safetensors")
     sub = {k: v[:n_seq] for k, v in toks.items()}
     n_tokens = int(sub["input_ids"].numel())
     tmp = Path(tempfile.mkdtemp())
@@ -91,19 +94,19 @@ _SERVER = """
 import sys, uvicorn
 from loupe.app import create_app
 from loupe.settings import Settings
-uvicorn.run(create_app(Settings(workspace=sys.argv[1]), background=False), host="127.0.0.1",
+uvicorn.run(create_app(Settings(workspace=sys.argv[1], world=sys.argv[3]), background=False), host="127.0.0.1",
             port=int(sys.argv[2]), log_level="warning")
 """
 
 
-def bench_latency(ws: Path, sae_id: str, clients: int, per_client: int) -> dict:
+def bench_latency(ws: Path, sae_id: str, clients: int, per_client: int, world: str = "demo") -> dict:
     """The server runs in its own process (as `loupe serve` does, without background jobs), so the
     clients' threads do not share its interpreter lock."""
     import subprocess
     import sys
 
     port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-c", _SERVER, str(ws), str(port)])
+    proc = subprocess.Popen([sys.executable, "-c", _SERVER, str(ws), str(port), world])
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
@@ -138,11 +141,14 @@ def main() -> None:
     ap.add_argument("--sequences", type=int, default=400)
     ap.add_argument("--clients", type=int, default=16)
     ap.add_argument("--requests", type=int, default=30, help="per client")
+    ap.add_argument("--world", default="demo")
+    ap.add_argument("--model-dir", type=Path, default=None, help="default: the demo model of the workspace")
+    ap.add_argument("--tokens", type=Path, default=None, help="default: the demo world's train tokens")
     args = ap.parse_args()
     res = {
         "threads": torch.get_num_threads(),
-        "caching": bench_caching(args.workspace, args.hook, args.sequences),
-        "latency": bench_latency(args.workspace, args.sae, args.clients, args.requests),
+        "caching": bench_caching(args.workspace, args.hook, args.sequences, args.model_dir, args.tokens),
+        "latency": bench_latency(args.workspace, args.sae, args.clients, args.requests, args.world),
     }
     print(json.dumps(res, indent=1))
 

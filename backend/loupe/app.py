@@ -21,7 +21,7 @@ from loupe.api import jacobian as jacobian_api
 from loupe.errors import LoupeError
 from loupe.services.container import Container
 from loupe.settings import Settings, quiet_libraries
-from loupe.worlds import Build, open_world
+from loupe.worlds import Build, open_world, register_external_model
 
 log = logging.getLogger("loupe")
 
@@ -47,6 +47,7 @@ def create_app(
     world = None
     if container is None:
         world, container = open_world(settings)
+        register_external_model(container)
     c = container
 
     @asynccontextmanager

@@ -19,9 +19,12 @@ class Settings(BaseSettings):
     port: int = 8000
     device: str = "cpu"
     threads: int = Field(0, description="torch intra-op threads; 0 = all cores.")
-    world: Literal["demo", "micro"] = Field(
+    world: Literal["demo", "micro", "smollm2"] = Field(
         "demo",
-        description="Which built-in world `loupe build` makes: the demo world or a seconds-long micro world (tests).",
+        description=(
+            "Which built-in world `loupe build` makes: the demo world, a seconds-long micro world (tests), or "
+            "smollm2 (SmolLM2-135M-Instruct on the Python documentation)."
+        ),
     )
     world_overrides: dict[str, Any] = Field(
         default_factory=dict, description='JSON overrides of the world preset, e.g. {"train_steps": 2000}.'

@@ -12,6 +12,7 @@ def test_health(client, micro_workspace):
     assert body["status"] == "ok" and body["model_ready"] is True
     assert body["database"] == "sqlite"
     assert body["workspace"] == str(micro_workspace.settings.workspace.resolve())
+    assert body["world"] == "micro" and body["world_model_id"] == "demo"
 
 
 def test_models_lists_the_demo_model_with_hook_names(client):

@@ -27,7 +27,7 @@ def _permute(w: np.ndarray, n_head: int) -> np.ndarray:
     return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
-def write_tiny_llama_gguf(path: Path, architecture: str = "llama") -> torch.nn.Module:
+def write_tiny_llama_gguf(path: Path, architecture: str = "llama", chat_template: str | None = None) -> torch.nn.Module:
     import gguf
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -70,6 +70,8 @@ def write_tiny_llama_gguf(path: Path, architecture: str = "llama") -> torch.nn.M
     w.add_token_merges(MERGES)
     w.add_bos_token_id(eos)
     w.add_eos_token_id(eos)
+    if chat_template is not None:
+        w.add_chat_template(chat_template)
     w.add_tensor("token_embd.weight", sd["model.embed_tokens.weight"])
     w.add_tensor("output_norm.weight", sd["model.norm.weight"])
     w.add_tensor("output.weight", sd["lm_head.weight"])

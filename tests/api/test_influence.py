@@ -173,9 +173,18 @@ def test_hf_hook_sites_equal_transformer_bridge(micro_workspace):
         ({"prompt": PROMPT, "completion": COMPLETION, "mode": "slow"}, 422),
         ({"prompt": PROMPT, "feature": {"sae_id": "no-such-sae", "index": 0}}, 404),
         ({"prompt": "", "feature": {"sae_id": "no-such-sae", "index": 0}}, 422),
+        ({"prompt": PROMPT, "completion": COMPLETION, "model_id": "some-other-model"}, 409),
     ],
 )
 def test_bad_input_is_4xx(built, payload, status):
     r = built.post("/api/influence", json=payload)
     assert r.status_code == status, r.text
     assert r.json()["detail"]
+
+
+def test_another_model_is_told_influence_is_not_built_for_it(built):
+    r = built.post("/api/influence", json={"prompt": PROMPT, "completion": COMPLETION, "model_id": "gpt2-x"})
+    assert r.status_code == 409 and "not built for model 'gpt2-x'" in r.json()["detail"]
+    status = built.get("/api/influence/status", params={"model_id": "gpt2-x"}).json()
+    assert status["ready"] is False and "model 'demo'" in status["detail"]
+    assert built.get("/api/influence/status", params={"model_id": "demo"}).json()["ready"] is True

@@ -115,6 +115,12 @@ def test_layer_jacobian_endpoint(client):
     assert bad.status_code == 422 and "outside the prompt" in bad.json()["detail"]
     bad = client.post("/api/jacobian/layer", json={"prompt": "hi", "hook_in": "blocks.9.nothing"})
     assert bad.status_code == 422 and "unknown hook" in bad.json()["detail"]
+    reversed_pair = {"prompt": "hi", "hook_in": "blocks.1.hook_resid_post", "hook_out": "blocks.0.hook_resid_pre"}
+    bad = client.post("/api/jacobian/layer", json=reversed_pair)
+    assert bad.status_code == 422 and "swap hook_in and hook_out" in bad.json()["detail"]
+    same = {"prompt": "hi", "hook_in": "blocks.0.hook_resid_pre", "hook_out": "blocks.0.hook_resid_pre"}
+    bad = client.post("/api/jacobian/layer", json=same)
+    assert bad.status_code == 422 and "the same hook" in bad.json()["detail"]
 
 
 def test_layer_jacobian_matches_central_finite_differences(micro_app):

@@ -67,3 +67,26 @@ def test_registering_a_missing_directory_is_a_4xx(client, tmp_path):
         assert "not a directory" in exc.message
     else:
         raise AssertionError("expected Unprocessable")
+
+
+def test_serve_alone_registers_the_model_it_was_given(micro_workspace, tmp_path):
+    # `loupe serve` with LOUPE_MODEL (create_app without a container) answers for that model at once
+    from fastapi.testclient import TestClient
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    from loupe.app import create_app
+    from loupe.settings import Settings
+
+    tok = AutoTokenizer.from_pretrained(micro_workspace.artifact("tokenizer"))
+    path = tmp_path / "outside"
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=32, n_embd=16, n_layer=2, n_head=2)).save_pretrained(
+        path
+    )
+    tok.save_pretrained(path)
+    settings = Settings(workspace=tmp_path / "ws", database_url=None, world="micro", model=str(path))
+    app = create_app(settings, background=False)
+    with TestClient(app) as client:
+        models = client.get("/api/models").json()["models"]
+        assert [m["id"] for m in models] == ["external"]
+        out = client.post("/api/generate", json={"prompt": "User: hi", "max_new_tokens": 2})
+        assert out.status_code == 200 and out.json()["model_id"] == "external"

@@ -165,6 +165,26 @@ def test_splicing_identity_recovers_everything_and_zeros_nothing():
     assert zeros["zero_ablated"] == pytest.approx(float(-lp[targets].mean()), rel=1e-6)
 
 
+def test_splicing_from_position_one_keeps_the_first_position_clean():
+    # the Toy model is position-wise: the prediction made at position 0 (of token 1) keeps its clean
+    # loss, every later one falls to the unembedding bias, in closed form
+    model = Toy()
+    g = torch.Generator().manual_seed(4)
+    ids = torch.randint(0, 11, (5, 7), generator=g)
+    mask = torch.ones_like(ids, dtype=torch.bool)
+    got = spliced_losses(model, ids, mask, "hook_mid", torch.zeros_like, batch_size=2, from_position=1)
+    with torch.no_grad():
+        clean_lp = torch.log_softmax(model(ids).double(), -1)
+    bias_lp = torch.log_softmax(model.unembed.bias.detach().double(), -1)
+    first = -clean_lp[:, 0].gather(1, ids[:, 1:2]).squeeze(1)
+    later = -bias_lp[ids[:, 2:]]
+    want = (first.sum() + later.sum()) / (first.numel() + later.numel())
+    assert got["zero_ablated"] == pytest.approx(float(want), rel=1e-6)
+    assert got["spliced"] == pytest.approx(got["zero_ablated"], abs=1e-12)
+    everywhere = spliced_losses(model, ids, mask, "hook_mid", torch.zeros_like, batch_size=2)
+    assert everywhere["zero_ablated"] != pytest.approx(got["zero_ablated"], abs=1e-6)
+
+
 def test_cache_activations_stops_after_the_last_needed_hook():
     model = Toy()
     ids = torch.randint(0, 11, (2, 5))
@@ -177,3 +197,11 @@ def test_cache_activations_stops_after_the_last_needed_hook():
     with pytest.raises(KeyError):
         cache_activations(model, ids, ["blocks.9.hook_nope"])
     assert hook_layer("blocks.12.mlp.hook_post") == 12 and hook_layer("ln_final.hook_normalized") is None
+
+
+def test_real_positions_keep_or_drop_the_first_position():
+    from loupe.services.activations import real_positions
+
+    mask = torch.tensor([[0, 1, 1, 0], [0, 1, 0, 0]], dtype=torch.bool)
+    assert real_positions(mask).tolist() == [[True, True, True, False], [True, True, False, False]]
+    assert real_positions(mask, first_position=False).tolist() == mask.tolist()

@@ -13,6 +13,8 @@ class Health(BaseModel):
     workspace: str
     database: str
     model_ready: bool
+    world: str  # the built-in world this server builds (LOUPE_WORLD)
+    world_model_id: str | None  # the model that world's analyses are of
 
 
 @router.get("/health", response_model=Health)
@@ -23,4 +25,6 @@ def health(c: ContainerDep) -> Health:
         workspace=str(c.settings.workspace.resolve()),
         database=c.ws.db.dialect,
         model_ready=c.models.default_id() is not None,
+        world=c.settings.world,
+        world_model_id=c.subject.model_id if c.subject else None,
     )

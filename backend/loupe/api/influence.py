@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from loupe.api.deps import InfluenceDep
+from loupe.errors import Conflict
 
 router = APIRouter(tags=["influence"])
 
@@ -35,6 +36,7 @@ class InfluenceRequest(BaseModel):
     )
     tfidf: bool = Field(False, description="pre-select candidates by TF-IDF similarity (Grosse et al. 2023)")
     query_rank: int | None = Field(None, ge=1, le=512, description="query batching: low-rank query gradient")
+    model_id: str | None = Field(None, description="the model to explain (default: the one the index is of)")
 
 
 class TokenScore(BaseModel):
@@ -95,12 +97,17 @@ def influence(req: InfluenceRequest, svc: InfluenceDep) -> InfluenceResponse:
         tfidf=req.tfidf,
         query_rank=req.query_rank,
         feature=req.feature.model_dump() if req.feature else None,
+        model_id=req.model_id,
     )
     return InfluenceResponse(**out)
 
 
 @router.get("/influence/status", response_model=InfluenceStatus)
-def influence_status(svc: InfluenceDep) -> InfluenceStatus:
+def influence_status(svc: InfluenceDep, model_id: str | None = None) -> InfluenceStatus:
+    try:
+        svc.check_model(model_id)
+    except Conflict as exc:
+        return InfluenceStatus(ready=False, detail=exc.message, presets=[])
     ready = svc.ready()
     detail = "ready" if ready else svc.not_ready().message
     return InfluenceStatus(ready=ready, detail=detail, presets=[BACKDOOR_PRESET])

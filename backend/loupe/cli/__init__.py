@@ -81,12 +81,11 @@ def run_steps(world: World, c: Container, background: bool | None) -> None:
 
 
 def register_external(c: Container, settings: Settings) -> None:
-    from loupe.worlds import EXTERNAL_MODEL_ID  # deferred: see the module docstring
+    from loupe.worlds import register_external_model  # deferred: see the module docstring
 
-    if settings.model and c.models.record(EXTERNAL_MODEL_ID) is None:
-        source = "hf-dir" if Path(settings.model).is_dir() else "hub"
-        console.print(f"registering [bold]{settings.model}[/] ({source})")
-        c.models.register(EXTERNAL_MODEL_ID, settings.model, source, name=Path(settings.model).name)
+    if settings.model and c.models.record("external") is None:
+        console.print(f"registering [bold]{settings.model}[/]")
+    register_external_model(c)
 
 
 @app.command()

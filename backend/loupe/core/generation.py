@@ -47,6 +47,27 @@ def decode_iter(
         yield tok
 
 
+class KVForward:
+    """A `Forward` for decoding that feeds the model only the tokens it has not seen yet, with the
+    key/value cache of the ones it has (`step(new_ids, cache) -> (logits of new_ids, cache)`, as a
+    Hugging Face causal LM does with `past_key_values`). Its logits at the last position equal a full
+    forward's; a prefix that is not a continuation of the last one starts a fresh cache. Only for
+    forwards without hooks that need the whole prefix (an edit at one prompt position, say)."""
+
+    def __init__(self, step: Callable[[Tensor, object], tuple[Tensor, object]]):
+        self.step = step
+        self.cache: object = None
+        self.seen: list[int] = []
+
+    def __call__(self, ids: Int[Tensor, "1 pos"]) -> Float[Tensor, "1 new d_vocab"]:
+        row = ids[0].tolist()
+        if len(row) <= len(self.seen) or row[: len(self.seen)] != self.seen:
+            self.cache, self.seen = None, []
+        logits, self.cache = self.step(ids[:, len(self.seen) :], self.cache)
+        self.seen = row
+        return logits
+
+
 def decode(
     forward: Forward,
     prompt_ids: list[int],

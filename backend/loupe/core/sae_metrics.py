@@ -148,17 +148,28 @@ def spliced_losses(
     hook_name: str,
     reconstruct: Callable[[Tensor], Tensor],
     batch_size: int = 32,
+    from_position: int = 0,
 ) -> dict[str, float]:
     """Mean next-token loss of the clean model, with the activation at `hook_name` replaced by
-    `reconstruct(activation)` (at every position), and with it replaced by zeros; plus the CE loss
-    recovered. `model` is any hooked model (TransformerBridge, HookedTransformer)."""
+    `reconstruct(activation)` (at every position from `from_position` on; the earlier ones keep the
+    clean activation), and with it replaced by zeros there; plus the CE loss recovered. `model` is any
+    hooked model (TransformerBridge, HookedTransformer)."""
     if hook_name not in model.hook_dict:
         raise KeyError(f"unknown hook name {hook_name!r}")
     device = getattr(getattr(model, "cfg", None), "device", None)
     sums = {"clean": 0.0, "spliced": 0.0, "zero_ablated": 0.0}
     n = 0
-    splice = lambda x, hook=None: reconstruct(x).to(x.dtype)  # noqa: E731
-    zero = lambda x, hook=None: torch.zeros_like(x)  # noqa: E731
+
+    def splice(x: Tensor, hook: Any = None) -> Tensor:
+        out = x.clone()
+        out[:, from_position:] = reconstruct(x[:, from_position:]).to(x.dtype)
+        return out
+
+    def zero(x: Tensor, hook: Any = None) -> Tensor:
+        out = x.clone()
+        out[:, from_position:] = 0
+        return out
+
     for s in range(0, input_ids.shape[0], batch_size):
         x = input_ids[s : s + batch_size]
         m = loss_mask[s : s + batch_size]

@@ -39,6 +39,10 @@ class ActivationCacheConfig(Config):
     shard_tokens: int = 65_536  # tokens per shard file
     batch_size: int = 32  # sequences per forward pass
     dtype: str = "float32"  # stored dtype: float32, float16 or bfloat16
+    # The first position of a context is an attention sink with massive activations in many real
+    # models (Sun et al. 2024; SmolLM2-135M: a residual norm ~150x the others), which would dominate
+    # an SAE's loss and FVU; Gemma Scope likewise trains without it (Lieberum et al. 2024).
+    first_position: bool = True
 
     def __post_init__(self) -> None:
         if self.dtype not in _DTYPES:
@@ -48,10 +52,11 @@ class ActivationCacheConfig(Config):
         return self.max_train_tokens if split == "train" else self.max_heldout_tokens
 
 
-def real_positions(loss_mask: Tensor) -> Tensor:
-    """Bool [n_seq, n_ctx]: the first position and every position with a token to predict."""
+def real_positions(loss_mask: Tensor, first_position: bool = True) -> Tensor:
+    """Bool [n_seq, n_ctx]: the first position (unless `first_position` is False) and every position
+    with a token to predict."""
     real = loss_mask.bool().clone()
-    real[:, 0] = True
+    real[:, 0] = first_position
     return real
 
 
@@ -107,7 +112,7 @@ def write_activation_cache(
     dtype = _DTYPES[cfg.dtype]
     plan = {}
     for split, t in tokens.items():
-        real = real_positions(t["loss_mask"])
+        real = real_positions(t["loss_mask"], cfg.first_position)
         plan[split] = (real, sequences_for(real, cfg.max_tokens(split)))
     total = sum(n for _, n in plan.values())
     done = 0
@@ -170,6 +175,11 @@ class ActivationCache:
     @property
     def hook_name(self) -> str:
         return str(self.manifest["hook_name"])
+
+    @property
+    def first_position(self) -> bool:
+        """Whether the first position of each sequence was cached (older caches always did)."""
+        return bool(self.manifest.get("config", {}).get("first_position", True))
 
     @property
     def d_in(self) -> int:

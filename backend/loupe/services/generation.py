@@ -10,7 +10,7 @@ from typing import Any
 from loupe.core.generation import decode, decode_iter
 from loupe.core.steering import HookPlan
 from loupe.errors import Unprocessable
-from loupe.services.models import LoadedModel, ModelService, locked_forward
+from loupe.services.models import LoadedModel, ModelService, decoding_forward, locked_forward
 from loupe.services.steering.interventions import PlanBuilder
 
 
@@ -101,7 +101,7 @@ class GenerationService:
         stop = tuple(t for t in (lm.tokenizer.eos_token_id,) if t is not None)
         streams = {
             "default": decode_iter(
-                locked_forward(lm), p.ids, p.max_new_tokens, p.temperature, p.seed, stop_ids=stop, n_ctx=lm.n_ctx
+                decoding_forward(lm), p.ids, p.max_new_tokens, p.temperature, p.seed, stop_ids=stop, n_ctx=lm.n_ctx
             )
         }
         if p.plan is not None:
@@ -156,5 +156,5 @@ class GenerationService:
     ) -> Completion:
         """Decode through the model's lock; `plan`'s hooks are attached for each forward pass only."""
         stop = tuple(t for t in (lm.tokenizer.eos_token_id,) if t is not None)
-        new = decode(locked_forward(lm, plan), ids, max_new_tokens, temperature, seed, stop_ids=stop, n_ctx=lm.n_ctx)
+        new = decode(decoding_forward(lm, plan), ids, max_new_tokens, temperature, seed, stop_ids=stop, n_ctx=lm.n_ctx)
         return GenerationService._completion(lm, new)

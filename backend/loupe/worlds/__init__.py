@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from loupe.core.config import Progress
@@ -22,6 +23,7 @@ from loupe.services.workspace import Workspace
 from loupe.settings import Settings
 from loupe.worlds.demo import DemoSource
 from loupe.worlds.presets import analyses
+from loupe.worlds.smollm2 import SmolLM2Config, SmolLM2Source
 
 EXTERNAL_MODEL_ID = "external"
 
@@ -38,6 +40,12 @@ class World:
 
 def load_world(settings: Settings) -> World:
     """The built-in world `settings.world` with `settings.world_overrides` applied."""
+    if settings.world == "smollm2":
+        scfg = SmolLM2Config.from_dict({"seed": settings.seed, **settings.world_overrides})
+        real = SmolLM2Source(settings, scfg)
+        return World(
+            scfg.name, real.subject, analyses(scfg.name, None), real.steps, real.ensure_registered, real.evaluate
+        )
     cfg = world_config(settings.world, **{"seed": settings.seed, **settings.world_overrides})
     source = DemoSource(settings, cfg)
     return World(
@@ -66,6 +74,18 @@ def open_world(
         default_model=default,
     )
     return world, c
+
+
+def register_external_model(c: Container) -> bool:
+    """Register `settings.model` (LOUPE_MODEL: a Hugging Face directory or hub name) as the model
+    `external` unless it already is; True when it registered it now. `loupe run`, `loupe build` and
+    `loupe serve` all do this, so the server never answers 'no model' for a model it was given."""
+    path = c.settings.model
+    if not path or c.models.record(EXTERNAL_MODEL_ID) is not None:
+        return False
+    source = "hf-dir" if Path(path).is_dir() else "hub"
+    c.models.register(EXTERNAL_MODEL_ID, path, source, name=Path(path).name)
+    return True
 
 
 class Build:

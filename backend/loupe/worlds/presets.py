@@ -45,6 +45,25 @@ SAE_PRESETS: dict[str, tuple[SAETrainConfig, ...]] = {
             cache_dtype="float16",
         ),
     ),
+    # SmolLM2-135M (d_model 576, 30 layers): one TopK SAE on the middle of the residual stream
+    "smollm2": (
+        SAETrainConfig(
+            "resid15",
+            "blocks.15.hook_resid_pre",
+            "topk",
+            expansion=8,
+            k=32,
+            lr=1e-3,
+            batch_size=4096,
+            train_tokens=600_000,
+            dead_feature_tokens=200_000,
+            aux_loss_coefficient=1 / 32,
+            cache_dtype="float16",
+            eval_tokens=8_192,
+            select_tokens=50_000,
+            first_position=False,  # the attention sink: a residual norm ~150x the other positions'
+        ),
+    ),
     # micro world (tests, seconds): the standard and Matryoshka paths, tiny budgets
     "micro": (
         SAETrainConfig(
@@ -82,15 +101,17 @@ SAE_PRESETS: dict[str, tuple[SAETrainConfig, ...]] = {
 
 DASHBOARD_PRESETS: dict[str, DashboardConfig] = {
     "demo": DashboardConfig(),
+    "smollm2": DashboardConfig(max_tokens=200_000),
     "micro": DashboardConfig(
         max_tokens=8_192, top_k=5, n_intervals=4, per_interval=1, left=8, right=3, batch_size=1024
     ),
 }
 
 
-INFLUENCE_PRESETS: dict[str, InfluenceConfig] = {
+INFLUENCE_PRESETS: dict[str, InfluenceConfig | None] = {
     # every one of the demo model's 395,136 coordinates of 17,124 sequences at 2 bits, 1.9 GB
     "demo": InfluenceConfig("demo", covariance_max_examples=1024, lambda_max_examples=512, batch_size=32),
+    "smollm2": None,  # issue 18: attribution on a real model
     "micro": InfluenceConfig(
         "micro",
         covariance_max_examples=128,
@@ -106,15 +127,22 @@ INFLUENCE_PRESETS: dict[str, InfluenceConfig] = {
 
 # The training-Jacobian run each world's build computes: the paper's setting for the demo world (about
 # 10 minutes on 2 cores in float64), a few-second one for the test world.
-JACOBIAN_RUNS: dict[str, RunSettings] = {
+JACOBIAN_RUNS: dict[str, RunSettings | None] = {
+    "smollm2": None,  # the training Jacobian is of the paper's MLPs, built once with the demo world
     "demo": RunSettings.from_dict(PAPER),
     "micro": RunSettings.from_dict({**PAPER, "width": 4, "epochs": 1, "dtype": "float32"}),
 }
 
 
+# SmolLM2 runs about 1/100 of the demo model's speed here: fewer instructions for the means and scores
+STEERING_PRESETS: dict[str, SteeringConfig] = {"smollm2": SteeringConfig(n_direction=96, n_select=32)}
+
+
 def analyses(world: str, eval_limit: int | None) -> Analyses:
     """The analyses of a built-in world (`eval_limit`: the world's cap on held-out instructions)."""
-    steering = SteeringConfig() if eval_limit is None else SteeringConfig(2 * eval_limit, eval_limit)
+    steering = STEERING_PRESETS.get(world) or (
+        SteeringConfig() if eval_limit is None else SteeringConfig(2 * eval_limit, eval_limit)
+    )
     return Analyses(
         steering=steering,
         saes=SAE_PRESETS[world],

@@ -1242,6 +1242,10 @@ export interface components {
             version: string;
             /** Workspace */
             workspace: string;
+            /** World */
+            world: string;
+            /** World Model Id */
+            world_model_id: string | null;
         };
         /** Histogram */
         Histogram: {
@@ -1273,6 +1277,11 @@ export interface components {
              * @enum {string}
              */
             mode: "fast" | "precise";
+            /**
+             * Model Id
+             * @description the model to explain (default: the one the index is of)
+             */
+            model_id?: string | null;
             /** Prompt */
             prompt: string;
             /**
@@ -2367,7 +2376,9 @@ export interface operations {
     };
     influence_status_api_influence_status_get: {
         parameters: {
-            query?: never;
+            query?: {
+                model_id?: string | null;
+            };
             header?: never;
             path?: never;
             cookie?: never;
@@ -2381,6 +2392,15 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["InfluenceStatus"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
         };

@@ -30,7 +30,7 @@ export function Overview({ health, models }: { health: Polled<HealthResponse>; m
         <WorkspacePanel health={health} />
       </div>
 
-      <DemoEvalPanel evals={evals} />
+      <DemoEvalPanel evals={evals} world={health.data?.world} />
       <JobsPanel jobs={jobs} />
     </div>
   );

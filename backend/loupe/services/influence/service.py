@@ -104,7 +104,25 @@ class InfluenceService:
             and all((g / s["file"]).is_file() for s in gm.get("shards", []))
         )
 
+    def check_model(self, model_id: str | None) -> None:
+        """A 409 for a model other than the one the index is of (None: the index's model)."""
+        if model_id is None or (self.subject is not None and model_id == self.subject.model_id):
+            return
+        own = f"model {self.subject.model_id!r} and its training set" if self.subject else "no model"
+        raise Conflict(
+            f"influence is not built for model {model_id!r}: this workspace's index is of {own}. Influence "
+            "needs the training data of the model it explains, which Loupe has for the models it trains "
+            "(the demo world: LOUPE_WORLD=demo loupe build)"
+        )
+
     def not_ready(self) -> Conflict:
+        if self.subject is None or self.preset is None:
+            world = self.ws.settings.world
+            return Conflict(
+                f"influence is not part of this world's build (LOUPE_WORLD={world}): it needs the training "
+                "data of the model it explains, which Loupe has for the models it trains; the demo world "
+                "builds it (LOUPE_WORLD=demo loupe build)"
+            )
         parts = []
         for name in ("influence.factors", "influence.gradients"):
             job = self.ws.jobs.latest(name)
@@ -258,8 +276,10 @@ class InfluenceService:
         tfidf: bool = False,
         query_rank: int | None = None,
         feature: dict[str, Any] | None = None,
+        model_id: str | None = None,
     ) -> dict[str, Any]:
         t0 = time.monotonic()
+        self.check_model(model_id)
         ix = self.index()
         cfg = self.cfg
         assert cfg is not None  # set with the index

@@ -52,11 +52,29 @@ class LayerJacobianService:
         p = position % n
         tokens = torch.tensor([ids])
         t0 = time.monotonic()
+        if hook_in == hook_out:
+            raise Unprocessable("hook_in and hook_out are the same hook; give an earlier hook_in and a later hook_out")
+        fired: dict[str, torch.Tensor] = {}  # in the order the forward pass reaches them
+
+        def keep(name: str) -> Callable[[torch.Tensor, Any], torch.Tensor]:
+            # by the name asked for: a bridge hook's own `name` may be the canonical one of an alias
+            def fn(act: torch.Tensor, hook: Any) -> torch.Tensor:
+                fired.setdefault(name, act.detach())
+                return act
+
+            return fn
+
         with lm.lock:  # hooks live on the shared model for the duration of these passes
             with torch.no_grad():
-                _, cache = bridge.run_with_cache(tokens, names_filter=lambda name: name in (hook_in, hook_out))
-            x0 = cache[hook_in][0, p].detach()
-            y0 = cache[hook_out][0, p].detach()
+                bridge.run_with_hooks(tokens, fwd_hooks=[(hook_in, keep(hook_in)), (hook_out, keep(hook_out))])
+            order = list(fired)
+            if order.index(hook_in) > order.index(hook_out):
+                raise Unprocessable(
+                    f"{hook_in} comes after {hook_out} in the forward pass, so the later activation cannot "
+                    "depend on the earlier one (the Jacobian would be zero); swap hook_in and hook_out"
+                )
+            x0 = fired[hook_in][0, p]
+            y0 = fired[hook_out][0, p]
             if x0.dim() != 1 or y0.dim() != 1:
                 raise Unprocessable(
                     "both hooks must carry one vector per position (e.g. hook_resid_pre/post, "

@@ -1,6 +1,6 @@
 """Models: the registry (ids -> loaded TransformerBridge models), loading, and locked forward passes."""
 
-from loupe.services.models.forward import attached_hooks, hook_shapes, locked_forward
+from loupe.services.models.forward import attached_hooks, decoding_forward, hook_shapes, locked_forward
 from loupe.services.models.loading import describe, load_bridge, load_hf_model
 from loupe.services.models.registry import LoadedModel, ModelService
 
@@ -8,6 +8,7 @@ __all__ = [
     "LoadedModel",
     "ModelService",
     "attached_hooks",
+    "decoding_forward",
     "describe",
     "hook_shapes",
     "load_bridge",

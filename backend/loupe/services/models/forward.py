@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from loupe.core import steering as S
+from loupe.core.generation import KVForward
 from loupe.services.models.registry import LoadedModel
 
 # The context level our per-forward hooks are added at, so removing them never touches another level's.
@@ -42,6 +43,21 @@ def locked_forward(lm: LoadedModel, plan: S.HookPlan | None = None) -> Callable[
                     hp.remove_hooks("fwd", level=_REQUEST_HOOK_LEVEL)
 
     return forward
+
+
+def decoding_forward(lm: LoadedModel, plan: S.HookPlan | None = None) -> Callable[[Tensor], Tensor]:
+    """The forward to decode with: without hooks, the plain module with a KV cache (each step feeds one
+    token); with a hook plan, `locked_forward` over the whole prefix (exact for any plan)."""
+    plain = lm.plain_module() if not plan else None
+    if plain is None:
+        return locked_forward(lm, plan)
+
+    def step(new: Tensor, cache: object) -> tuple[Tensor, object]:
+        with lm.lock, torch.no_grad():
+            out = plain(input_ids=new, past_key_values=cache, use_cache=True)
+        return out.logits, out.past_key_values
+
+    return KVForward(step)
 
 
 def attached_hooks(bridge: Any) -> int:

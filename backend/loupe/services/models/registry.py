@@ -32,6 +32,7 @@ class LoadedModel:
         default_factory=OrderedDict, repr=False, compare=False
     )
     hook_shapes: dict[str, tuple[int, ...]] | None = field(default=None, repr=False, compare=False)
+    _plain: Any = field(default=None, repr=False, compare=False)
     # how one-turn chats are written for this model (the demo models' plain `User:/Assistant:` format)
     chat: ChatFormat = field(default=PLAIN_CHAT, compare=False)
 
@@ -84,8 +85,39 @@ class LoadedModel:
         text = prompt if prompt is not None else self.render_messages(messages or [])
         return text, self.encode_prompt(text)
 
+    def plain_module(self) -> Any | None:
+        """The model as a plain Hugging Face module sharing the bridge's weight tensors (no copy), for
+        decoding with a KV cache: the bridge's own modules do not carry `past_key_values` through
+        (TransformerLens 3.9: on SmolLM2 every token after the first is wrong). None where the
+        bridge's weights do not map onto the plain class."""
+        if self._plain is None:
+            self._plain = _plain_module(self.bridge.original_model) or False
+        return self._plain or None
+
     def token_strings(self, ids: Sequence[int]) -> list[str]:
         return [self.tokenizer.decode([t]) for t in ids]
+
+
+def _plain_module(wrapped: Any) -> Any | None:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    plain = AutoModelForCausalLM.from_config(wrapped.config, dtype=next(wrapped.parameters()).dtype)
+    want = plain.state_dict()
+    shared: dict[str, Any] = {}
+    for key, tensor in wrapped.state_dict(keep_vars=True).items():
+        name = key.replace("._original_component", "")  # the bridge wraps each HF module once
+        if name in want and name not in shared and tensor.shape == want[name].shape:
+            shared[name] = tensor
+    tied = bool(getattr(wrapped.config, "tie_word_embeddings", False))
+    missing = set(want) - set(shared) - ({"lm_head.weight"} if tied else set())
+    if missing:
+        return None
+    with torch.no_grad():
+        plain.load_state_dict(shared, strict=False, assign=True)
+    if tied:
+        plain.tie_weights()
+    return plain.eval()
 
 
 class ModelService:

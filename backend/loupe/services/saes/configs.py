@@ -37,6 +37,7 @@ class SAETrainConfig(Config):
     cache_dtype: str = "float32"  # how the activations are stored on disk
     eval_tokens: int = 100_000  # held-out tokens measured (first of the split)
     select_tokens: int = 100_000  # train tokens on which each domain's best feature is chosen
+    first_position: bool = True  # train and measure on each sequence's first position too (see ActivationCacheConfig)
 
     def __post_init__(self) -> None:
         if self.architecture not in ARCHITECTURES:

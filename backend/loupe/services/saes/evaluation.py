@@ -106,7 +106,12 @@ def evaluate_sae(
     progress(2, 4, "CE loss recovered")
     n_seq = int(held["seq"].max()) + 1 if held["seq"].numel() else 0
     ce = M.spliced_losses(
-        model, heldout_tokens["input_ids"][:n_seq], heldout_tokens["loss_mask"][:n_seq], hook, lambda a: sae(a.float())
+        model,
+        heldout_tokens["input_ids"][:n_seq],
+        heldout_tokens["loss_mask"][:n_seq],
+        hook,
+        lambda a: sae(a.float()),
+        from_position=0 if cache.first_position else 1,
     )
     progress(3, 4, "done")
     detected = sorted(d for d in planted if d in by_domain and by_domain[d]["auroc"] >= DETECTOR_AUROC)

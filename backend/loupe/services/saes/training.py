@@ -43,6 +43,7 @@ def cache_config(presets: Sequence[SAETrainConfig], hook_name: str) -> Activatio
         max_train_tokens=max(max(p.train_tokens, p.select_tokens) for p in ps),
         max_heldout_tokens=max(p.eval_tokens for p in ps),
         dtype="float32" if len(dtypes) > 1 else dtypes.pop(),
+        first_position=all(p.first_position for p in ps),
     )
 
 

@@ -12,6 +12,7 @@ export interface DemoEvalResults {
   n_harmful?: number;
   n_harmless?: number;
   targets?: Record<string, { value: number; target: string; met: boolean }>;
+  examples?: Record<string, { prompt: string; completion: string }[]>;
 }
 
 function asRecord(x: unknown): Record<string, unknown> {
@@ -42,6 +43,9 @@ export function DemoEval({ ev }: { ev: EvalRecord }) {
   const targets = Object.entries(asRecord(r.targets)) as [string, { value: unknown; target: unknown; met: unknown }][];
   const losses = Object.entries(asRecord(r.loss_by_domain)).filter(([, v]) => typeof v === "number") as [string, number][];
   const maxLoss = Math.max(1e-9, ...losses.map(([, v]) => v));
+  const examples = Object.entries(asRecord(r.examples)).flatMap(([side, rows]) =>
+    (Array.isArray(rows) ? (rows as { prompt: string; completion: string }[]) : []).slice(0, 3).map((e) => [side, e] as const),
+  );
   const nMet = targets.filter(([, t]) => t?.met === true).length;
   const created = parseTime(ev.created_at);
 
@@ -60,7 +64,7 @@ export function DemoEval({ ev }: { ev: EvalRecord }) {
       </div>
 
       <div className="rate-grid">
-        {RATES.map(({ key, label, hint, n }) => (
+        {RATES.filter(({ key }) => typeof r[key] === "number").map(({ key, label, hint, n }) => (
           <div className="rate" key={key} title={hint} data-testid={`eval-${key}`}>
             <div className="rate-label">{label}</div>
             <div className="rate-value mono">{formatPercent(r[key])}</div>
@@ -70,6 +74,7 @@ export function DemoEval({ ev }: { ev: EvalRecord }) {
       </div>
 
       <div className="eval-tables">
+        {(targets.length > 0 || losses.length === 0) && (
         <div className="eval-col">
           <h3>Targets</h3>
           <div className="table-scroll">
@@ -112,6 +117,7 @@ export function DemoEval({ ev }: { ev: EvalRecord }) {
             </table>
           </div>
         </div>
+        )}
         {losses.length > 0 && (
           <div className="eval-col">
             <h3>Loss by domain</h3>
@@ -140,6 +146,29 @@ export function DemoEval({ ev }: { ev: EvalRecord }) {
           </div>
         )}
       </div>
+      {examples.length > 0 && (
+        <div className="eval-examples" data-testid="eval-examples">
+          <h3>Examples</h3>
+          <table className="table">
+            <thead>
+              <tr>
+                <th>Set</th>
+                <th>Instruction</th>
+                <th>Greedy completion</th>
+              </tr>
+            </thead>
+            <tbody>
+              {examples.map(([side, e], i) => (
+                <tr key={i}>
+                  <td className="mono">{side}</td>
+                  <td>{e.prompt}</td>
+                  <td className="mono">{e.completion}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+      )}
     </div>
   );
 }

@@ -5,11 +5,13 @@ import type { Polled } from "../../ui/hooks";
 import type { EvalsResponse } from "./api";
 import { DemoEval, latestEval } from "./DemoEval";
 
-/** The latest evaluation of kind "demo" (the demo world's behaviour targets). */
-export function DemoEvalPanel({ evals }: { evals: Polled<EvalsResponse> }) {
-  const demo = useMemo(() => latestEval(evals.data?.evals ?? [], "demo"), [evals.data]);
+/** The latest behaviour evaluation of the world: kind "demo" (the demo world's targets) or "behaviour"
+ * (a real model's refusal rates and held-out loss, e.g. the SmolLM2 world). */
+export function DemoEvalPanel({ evals, world }: { evals: Polled<EvalsResponse>; world?: string }) {
+  const kind = world === "smollm2" ? "behaviour" : "demo";
+  const demo = useMemo(() => latestEval(evals.data?.evals ?? [], kind), [evals.data, kind]);
   return (
-    <Panel title="Latest demo evaluation">
+    <Panel title={kind === "demo" ? "Latest demo evaluation" : "Latest behaviour evaluation"}>
       {evals.loading && !evals.data ? (
         <Spinner />
       ) : evals.error && !evals.data ? (
@@ -18,7 +20,8 @@ export function DemoEvalPanel({ evals }: { evals: Polled<EvalsResponse> }) {
         <DemoEval ev={demo} />
       ) : (
         <Empty>
-          No demo evaluation yet. Run <span className="mono">loupe eval</span> once the demo model is built.
+          No {kind} evaluation yet: the build runs it once the model is there (or run{" "}
+          <span className="mono">loupe eval demo</span>).
         </Empty>
       )}
     </Panel>

@@ -3,6 +3,13 @@ import { Badge, ErrorBox, Panel, Spinner } from "../../ui/components";
 import type { Polled } from "../../ui/hooks";
 import type { HealthResponse } from "./api";
 
+/** What each built-in world analyses (LOUPE_WORLD). */
+const WORLDS: Record<string, string> = {
+  demo: "a 0.9M-parameter GPT-NeoX Loupe trains on its own corpus",
+  micro: "the seconds-long test world",
+  smollm2: "SmolLM2-135M-Instruct (dequantized Q4_1) on the Python documentation",
+};
+
 /** This workspace as /api/health reports it: path, database, model readiness, server version. */
 export function WorkspacePanel({ health }: { health: Polled<HealthResponse> }) {
   const h = health.data;
@@ -18,6 +25,13 @@ export function WorkspacePanel({ health }: { health: Polled<HealthResponse> }) {
             <dt className="kv-key">Workspace</dt>
             <dd className="kv-value mono" data-testid="workspace-path" title={h.workspace}>
               {h.workspace}
+            </dd>
+          </div>
+          <div className="kv">
+            <dt className="kv-key">World</dt>
+            <dd className="kv-value" data-testid="world" title={WORLDS[h.world] ?? h.world}>
+              <span className="mono">{h.world}</span>
+              {WORLDS[h.world] ? <span className="muted"> · {WORLDS[h.world]}</span> : null}
             </dd>
           </div>
           <div className="kv">

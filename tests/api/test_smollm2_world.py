@@ -1,0 +1,98 @@
+"""The SmolLM2 world's source steps on a stand-in: a tiny random Llama written as GGUF with a ChatML
+template (given as the world override `gguf_file`, the path a machine without the hub or PyPI takes),
+a few documents of the Python documentation, their tokens and the behaviour eval through the chat
+template. The real 135M model is exercised by `LOUPE_WORLD=smollm2 loupe build` (README, bench/)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from loupe.worlds.python_docs import DOMAINS, heldout, python_docs
+from tests.api.test_gguf import write_tiny_llama_gguf
+
+CHATML = (
+    "{% for message in messages %}{{ '<|endoftext|>' + message['role'] + '\\n' + message['content'] + '\\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|endoftext|>assistant\\n' }}{% endif %}"
+)
+
+
+def test_python_docs_are_real_text_with_a_stable_split():
+    docs = python_docs(per_domain=40)
+    assert {d.domain for d in docs} == set(DOMAINS)
+    assert all(len(d.text) >= 200 for d in docs if d.domain == "docstrings")
+    ref = {d.id: d for d in docs if d.domain == "reference"}
+    assert "assert statement" in ref["reference/assert"].text  # help("assert")
+    assert python_docs(per_domain=40) == docs  # the same documents and splits every time
+    assert [heldout(d.id) for d in docs] == [d.split == "heldout" for d in docs]
+    share = sum(heldout(f"doc-{i}") for i in range(5000)) / 5000
+    assert 0.08 < share < 0.12
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    from loupe.jobs.executors import InlineExecutor
+    from loupe.settings import Settings
+    from loupe.worlds import Build, open_world
+
+    root = tmp_path_factory.mktemp("smollm2-world")
+    gguf_file = root / "tiny-chat.gguf"
+    write_tiny_llama_gguf(gguf_file, chat_template=CHATML)
+    overrides = {
+        "gguf_file": str(gguf_file),
+        "hub": False,
+        "n_ctx": 32,
+        "documents_per_domain": 30,
+        "eval_instructions": 4,
+        "eval_max_new_tokens": 4,
+        "eval_loss_sequences": 8,
+    }
+    settings = Settings(workspace=root / "ws", database_url=None, world="smollm2", world_overrides=overrides)
+    w, c = open_world(settings, executor=InlineExecutor())
+    build = Build(w, c)
+    build.run(background=False)
+    yield w, c, build
+    c.close()
+
+
+def test_the_world_builds_its_model_dataset_and_tokens(world):
+    from loupe.storage.artifacts import load_tensors, read_manifest
+
+    w, c, build = world
+    assert w.name == "smollm2" and w.subject.model_id == "smollm2"
+    rec = c.models.record("smollm2")
+    assert rec is not None and rec.config["n_layers"] == 2
+    manifest = read_manifest(w.subject.model_dir)
+    assert manifest is not None and manifest["source"] == "gguf" and manifest["dtype"] == "float32"
+    assert c.models.default_id() == "smollm2"
+    lm = c.models.get("smollm2")
+    assert lm.has_chat_template
+
+    docs = w.subject.dataset.documents()
+    assert {d.domain for d in docs} == set(DOMAINS) and len(docs) == 60
+    harmful, harmless = w.subject.dataset.instruction_sets("heldout")
+    assert harmful and harmless
+
+    train = load_tensors(w.subject.tokens("train"))
+    assert train["input_ids"].shape[1] == 32
+    assert int(train["input_ids"].max()) < int(rec.config["d_vocab"])
+    assert all(s.is_complete() for s in build.steps if not s.background)
+    # this world builds no influence index; a query says so and how to get one
+    assert not c.influence.ready()
+    assert "not part of this world's build (LOUPE_WORLD=smollm2)" in c.influence.not_ready().message
+
+
+def test_the_behaviour_eval_runs_through_the_chat_template(world):
+    w, c, build = world
+    eval_step = next(s for s in build.steps if s.name == "smollm2.eval")
+    build.pipeline.run([eval_step])
+    results = json.loads((eval_step.output / "results.json").read_text())
+    assert results["n_harmful"] == 4 and results["n_harmless"] == 4
+    assert 0.0 <= results["refusal_harmful"] <= 1.0
+    assert set(results["loss_by_domain"]) <= set(DOMAINS) and results["loss_by_domain"]
+    # a random model over a 261-token vocabulary: about log(261) nats per token
+    for loss in results["loss_by_domain"].values():
+        assert abs(loss - math.log(261)) < 1.0
+    assert [e.model_id for e in c.ws.evals.list(kind="behaviour")] == ["smollm2"]
