@@ -14,6 +14,8 @@ import time
 
 import pytest
 
+from loupe.storage.artifacts import read_manifest
+
 TEXTS = [
     f"The river {w} flows past the {v} mill, and the miller counts {i} sacks of grain by the water."
     for i, (w, v) in enumerate([("Avon", "old"), ("Thames", "red"), ("Severn", "stone"), ("Trent", "new")] * 12)
@@ -58,6 +60,8 @@ def test_train_a_tiny_sae_and_serve_its_dashboards(client, micro_workspace, rive
     # held-out tokens of this dataset: the eval ran on the held-out split of its tokens
     tokens = json.loads((micro_workspace.artifact("tokens", "rivers", "demo-64") / "manifest.json").read_text())
     assert 0 < m["eval_tokens"] <= tokens["heldout"]["tokens"]
+    cache = read_manifest(micro_workspace.artifact("activations", "demo", "datasets", "rivers", sae["hook_name"]))
+    assert cache["config"]["first_position"] is False  # the attention sink is left out by default
     stored = micro_workspace.evals.list(kind="sae", limit=1)[0].results  # apart from the world's "saes" evals
     assert stored["saes"]["rivers-topk"]["fvu"] == m["fvu"]
     page = client.get("/api/saes/rivers-topk/features", params={"sort": "density", "order": "desc", "limit": 1}).json()

@@ -195,6 +195,11 @@ class TrainIn(BaseModel):
     k: int = Field(32, ge=1, description="topk, matryoshka: active features per token; jumprelu: the target L0")
     train_tokens: int = Field(400_000, ge=1_000, le=200_000_000, description="tokens seen in training")
     name: str | None = Field(None, description="the new SAE's id; default: <model>-<hook>-<architecture>-<d_sae>")
+    first_position: bool = Field(
+        False,
+        description="also train and measure on each sequence's first position (an attention sink with massive "
+        "activations in many real models; Gemma Scope leaves it out, and so does Loupe by default)",
+    )
 
 
 class TrainOut(BaseModel):
@@ -216,6 +221,7 @@ def train_sae(body: TrainIn, sae_jobs: SAEJobsDep, saes: SAEsDep) -> Any:
         body.k,
         body.train_tokens,
         body.name,
+        body.first_position,
     )
     return {"sae": saes.describe(rec), "jobs": [job_out(j) for j in jobs]}
 

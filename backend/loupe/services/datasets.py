@@ -167,7 +167,7 @@ class DatasetService:
             m = read_manifest(ds.dir) or {}
             out: dict[str, Any] = {
                 "id": ds.id,
-                "name": ds.id,
+                "name": m.get("name", ds.id),
                 "source": "world",
                 "path": str(ds.dir),
                 "format": "documents",

@@ -1989,6 +1989,12 @@ export interface components {
              */
             expansion?: number | null;
             /**
+             * First Position
+             * @description also train and measure on each sequence's first position (an attention sink with massive activations in many real models; Gemma Scope leaves it out, and so does Loupe by default)
+             * @default false
+             */
+            first_position: boolean;
+            /**
              * Hook Name
              * @description a hook of the model with one vector per token, e.g. blocks.6.hook_resid_post
              */

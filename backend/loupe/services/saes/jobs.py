@@ -67,6 +67,7 @@ class SAEJobs:
         k: int = 32,
         train_tokens: int = 400_000,
         name: str | None = None,
+        first_position: bool = False,
     ) -> tuple[SAERecord, list[Job]]:
         """Queue the training of a new SAE; returns its row (dashboards "building") and its jobs."""
         self.models.get(model_id)  # 404 for an unknown model, before any other check
@@ -103,6 +104,7 @@ class SAEJobs:
             batch_size=min(4096, max(128, train_tokens // 100)),  # about a hundred steps at least
             select_tokens=min(100_000, train_tokens),
             dead_feature_tokens=min(100_000, max(1, train_tokens // 4)),
+            first_position=first_position,
         )
         subject = self.datasets.subject(model_id, dataset_id)
         pipeline = SAEPipeline(self.registry, subject, [preset], self.dashboard_cfg, sae_id=sae_id)
