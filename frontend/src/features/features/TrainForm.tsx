@@ -28,6 +28,7 @@ interface Form {
   k: number;
   train_tokens: number;
   name: string;
+  first_position: boolean;
 }
 
 /** One training chain's jobs, polled until they finish. */
@@ -69,6 +70,7 @@ export function TrainForm({ onTrained }: { onTrained: (saeId: string) => void })
     k: 32,
     train_tokens: 400_000,
     name: "",
+    first_position: false,
   });
   const [started, setStarted] = useState<{ sae: string; jobs: number[] } | null>(null);
   const [error, setError] = useState<string | null>(null);
@@ -96,6 +98,7 @@ export function TrainForm({ onTrained }: { onTrained: (saeId: string) => void })
         k: form.k,
         train_tokens: form.train_tokens,
         name: form.name || null,
+        first_position: form.first_position,
       });
       setStarted({ sae: r.sae.id, jobs: r.jobs.map((j) => j.id) });
     } catch (err) {
@@ -169,6 +172,10 @@ export function TrainForm({ onTrained }: { onTrained: (saeId: string) => void })
           <label className="field">
             <span className="field-label">name (optional)</span>
             <input value={form.name} onChange={(e) => setForm({ ...form, name: e.target.value })} placeholder="its id" data-testid="train-name" />
+          </label>
+          <label title="each sequence's first position is an attention sink with massive activations in many real models; Gemma Scope leaves it out">
+            <input type="checkbox" checked={form.first_position} onChange={(e) => setForm({ ...form, first_position: e.target.checked })} data-testid="train-first-position" />{" "}
+            first position
           </label>
           <button type="submit" className="btn btn-primary" disabled={busy || !model || !hook || !dataset} data-testid="train-start">
             Train
