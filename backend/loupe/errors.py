@@ -19,3 +19,7 @@ class Unprocessable(LoupeError):
 
 class Conflict(LoupeError):
     status_code = 409
+
+
+class TooLarge(LoupeError):
+    status_code = 413

@@ -36,6 +36,11 @@ class Settings(BaseSettings):
     seed: int = 0
     max_new_tokens: int = Field(256, description="Upper bound on max_new_tokens per generate request.")
     max_prompt_chars: int = Field(20_000, description="Prompts longer than this are rejected before tokenizing.")
+    max_upload_bytes: int = Field(
+        50_000_000,
+        ge=1,
+        description="Largest dataset file accepted by POST /api/datasets (bytes); larger ones get 413.",
+    )
     frontend_dist: Path | None = Field(None, description="Built frontend; default: frontend/dist beside the package.")
 
     @cached_property

@@ -3,6 +3,7 @@ import { useState } from "react";
 import { INITIAL_GENERATE_STATE, type GenerateState } from "./features/generate/state";
 import { modelsApi } from "./features/models/api";
 import { ServerStatus } from "./features/models/ServerStatus";
+import { Datasets } from "./pages/Datasets";
 import { FeaturePage } from "./pages/Feature";
 import { Features } from "./pages/Features";
 import { Generate } from "./pages/Generate";
@@ -19,6 +20,7 @@ const NAV = [
   { path: "/", label: "Overview", testId: "nav-overview" },
   { path: "/generate", label: "Generate", testId: "nav-generate" },
   { path: "/features", label: "Features", testId: "nav-features" },
+  { path: "/datasets", label: "Datasets", testId: "nav-datasets" },
   { path: "/inspect", label: "Inspect", testId: "nav-inspect" },
   { path: "/steer", label: "Steer", testId: "nav-steer" },
   { path: "/influence", label: "Influence", testId: "nav-influence" },
@@ -51,6 +53,7 @@ export function App() {
   if (path === "/") page = <Overview health={health} models={models} />;
   else if (path === "/generate") page = <Generate state={genState} setState={setGenState} models={models.data?.models ?? []} />;
   else if (path === "/features") page = <Features />;
+  else if (path === "/datasets") page = <Datasets />;
   else if (featureMatch) page = <FeaturePage saeId={safeDecode(featureMatch[1])} index={Number(featureMatch[2])} />;
   else if (path === "/inspect") page = <Inspect />;
   else if (path === "/steer") page = <Steer />;

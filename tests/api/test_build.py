@@ -23,8 +23,11 @@ def _env(ws_dir, **extra):
 
 def _jobs(ws_dir):
     eng = sqlalchemy.create_engine(f"sqlite:///{ws_dir / 'loupe.db'}")
-    with eng.connect() as c:
-        rows = c.execute(sqlalchemy.text("select name, status, progress_done, error from jobs order by id")).all()
+    try:
+        with eng.connect() as c:
+            rows = c.execute(sqlalchemy.text("select name, status, progress_done, error from jobs order by id")).all()
+    except sqlalchemy.exc.OperationalError:  # the builder made the file but has not migrated it yet
+        rows = []
     eng.dispose()
     return rows
 

@@ -123,3 +123,38 @@ def test_run_in_this_thread_raises_the_cancellation(repo):
         runner.run("t", "self-cancelling", {}, body)
     assert repo.latest("self-cancelling").status == "failed"
     runner.shutdown(wait=True)
+
+
+def test_a_chain_makes_every_row_at_once_and_stops_at_a_failure_or_a_cancel(repo):
+    runner = JobRunner(repo, ThreadExecutor(max_workers=2))
+    started, gate, ran = threading.Event(), threading.Event(), []
+
+    def slow(ctx):
+        started.set()
+        while not gate.wait(0.01):
+            ctx.progress(0, 1, "working")  # where a cancel is noticed
+        ran.append("slow")
+
+    def boom(ctx):
+        raise RuntimeError("step two broke")
+
+    a, b, c = runner.submit_chain(
+        "t", [("a", {}, slow), ("b", {}, boom), ("c", {}, lambda ctx: ran.append("c") or None)], priority=INTERACTIVE
+    )
+    assert [j.status for j in (b, c)] == ["queued"] * 2 and c.message == f"waiting for job {b.id}"
+    gate.set()
+    _wait(lambda: repo.get(c.id).status == "failed")
+    assert repo.get(a.id).status == "done" and "step two broke" in repo.get(b.id).error
+    assert repo.get(c.id).message == "skipped" and f"job {b.id} did not finish" in repo.get(c.id).error
+    assert ran == ["slow"]
+
+    # cancelling the running job fails it and the rest of its chain, unrun
+    started.clear()
+    gate.clear()
+    x, y = runner.submit_chain("t", [("x", {}, slow), ("y", {}, lambda ctx: ran.append("y") or None)])
+    assert started.wait(10)
+    assert runner.cancel(x.id)
+    _wait(lambda: repo.get(y.id).status == "failed")
+    assert repo.get(x.id).message == "cancelled" and repo.get(y.id).message == "skipped"
+    assert ran == ["slow"] and not runner.cancel(y.id)
+    runner.shutdown(wait=True)

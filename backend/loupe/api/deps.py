@@ -9,12 +9,14 @@ from typing import Annotated, Any
 from fastapi import Depends, Request
 
 from loupe.services.container import Container
+from loupe.services.datasets import DatasetService
 from loupe.services.generation import GenerationService
 from loupe.services.influence.service import InfluenceService
 from loupe.services.jacobian.layer import LayerJacobianService
 from loupe.services.jacobian.service import JacobianService
 from loupe.services.models import ModelService
 from loupe.services.saes.features import FeatureService
+from loupe.services.saes.jobs import SAEJobs
 from loupe.services.saes.registry import SAERegistry
 from loupe.services.steering.live import LiveEditService
 from loupe.services.steering.service import SteeringService
@@ -37,6 +39,8 @@ ContainerDep = Annotated[Container, Depends(container)]
 ModelsDep = Annotated[ModelService, Depends(_part("models"))]
 GenerationDep = Annotated[GenerationService, Depends(_part("generation"))]
 SAEsDep = Annotated[SAERegistry, Depends(_part("saes"))]
+SAEJobsDep = Annotated[SAEJobs, Depends(_part("sae_jobs"))]
+DatasetsDep = Annotated[DatasetService, Depends(_part("datasets"))]
 FeaturesDep = Annotated[FeatureService, Depends(_part("features"))]
 VectorsDep = Annotated[VectorStore, Depends(_part("vectors"))]
 SteeringDep = Annotated[SteeringService, Depends(_part("steering"))]

@@ -8,14 +8,16 @@ from fastapi import APIRouter, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from loupe.api.deps import ContainerDep, FeaturesDep, SAEsDep
+from loupe.api.deps import FeaturesDep, SAEJobsDep, SAEsDep
+from loupe.api.jobs import JobOut, job_out
 
 router = APIRouter(tags=["saes"])
 
 
 class DashboardStatus(BaseModel):
     state: Literal["ready", "pending", "building", "failed"]
-    job_id: int | None = None
+    job_id: int | None = Field(None, description="the job running, next in line, or that failed")
+    job_name: str | None = None
     progress: float | None = None
     message: str | None = None
 
@@ -27,7 +29,10 @@ class SAEOut(BaseModel):
     architecture: str
     d_in: int
     d_sae: int
-    source: str
+    source: str = Field(description="demo (the world's build), trained (from the app), disk or pretrained")
+    dataset_id: str | None = Field(
+        None, description="what it was trained or its dashboards built on; null: the world's"
+    )
     path: str
     metrics: dict[str, Any] = Field(
         description="held-out quality: fvu, l0, dead_fraction, dense_fraction, "
@@ -170,13 +175,69 @@ class RegisterIn(BaseModel):
     )
     release: str | None = Field(None, description="sae-lens pretrained release (needs the Hugging Face hub)")
     hub_sae_id: str | None = Field(None, description="the SAE's id inside `release`")
+    dataset_id: str | None = Field(None, description="the dataset its dashboards are built on; default: the world's")
 
 
 @router.post("/saes", response_model=SAEOut, status_code=202)
-def register_sae(body: RegisterIn, c: ContainerDep) -> Any:
+def register_sae(body: RegisterIn, sae_jobs: SAEJobsDep, saes: SAEsDep) -> Any:
     """Register an SAE; its dashboards build as background jobs (see `dashboards` and /api/jobs)."""
-    rec = c.register_sae(body.id, body.model_id, body.path, body.release, body.hub_sae_id)
-    return c.saes.describe(rec)
+    rec, _ = sae_jobs.register(body.id, body.model_id, body.path, body.release, body.hub_sae_id, body.dataset_id)
+    return saes.describe(rec)
+
+
+class TrainIn(BaseModel):
+    model_id: str
+    hook_name: str = Field(description="a hook of the model with one vector per token, e.g. blocks.6.hook_resid_post")
+    dataset_id: str
+    architecture: Literal["topk", "standard", "matryoshka", "jumprelu"] = "topk"
+    expansion: int | None = Field(None, ge=1, le=64, description="d_sae = expansion x the hook's width (default 8)")
+    d_sae: int | None = Field(None, ge=1, description="instead of expansion: a multiple of the hook's width")
+    k: int = Field(32, ge=1, description="topk, matryoshka: active features per token; jumprelu: the target L0")
+    train_tokens: int = Field(400_000, ge=1_000, le=200_000_000, description="tokens seen in training")
+    name: str | None = Field(None, description="the new SAE's id; default: <model>-<hook>-<architecture>-<d_sae>")
+    first_position: bool = Field(
+        False,
+        description="also train and measure on each sequence's first position (an attention sink with massive "
+        "activations in many real models; Gemma Scope leaves it out, and so does Loupe by default)",
+    )
+
+
+class TrainOut(BaseModel):
+    sae: SAEOut
+    jobs: list[JobOut] = Field(description="tokens (if missing), cache, train, eval, dashboards: one after another")
+
+
+@router.post("/saes/train", response_model=TrainOut, status_code=202)
+def train_sae(body: TrainIn, sae_jobs: SAEJobsDep, saes: SAEsDep) -> Any:
+    """Train an SAE on any model's hook over a dataset, as a chain of jobs (cancel any with DELETE
+    /api/jobs/{id}); it is then measured on the dataset's held-out tokens and gets dashboards."""
+    rec, jobs = sae_jobs.train(
+        body.model_id,
+        body.hook_name,
+        body.dataset_id,
+        body.architecture,
+        body.expansion,
+        body.d_sae,
+        body.k,
+        body.train_tokens,
+        body.name,
+        body.first_position,
+    )
+    return {"sae": saes.describe(rec), "jobs": [job_out(j) for j in jobs]}
+
+
+@router.post("/saes/{sae_id}/dashboards", response_model=TrainOut, status_code=202)
+def retry_dashboards(sae_id: str, sae_jobs: SAEJobsDep, saes: SAEsDep) -> Any:
+    """Queue an SAE's dashboard steps again (after they failed, or when they are missing)."""
+    rec, jobs = sae_jobs.retry_dashboards(sae_id)
+    return {"sae": saes.describe(rec), "jobs": [job_out(j) for j in jobs]}
+
+
+@router.delete("/saes/{sae_id}", status_code=204)
+def delete_sae(sae_id: str, saes: SAEsDep) -> Response:
+    """Delete an SAE: its row, files, dashboards and labels (409 while a job builds it)."""
+    saes.delete(sae_id)
+    return Response(status_code=204)
 
 
 @router.get("/saes/{sae_id}", response_model=SAEOut)

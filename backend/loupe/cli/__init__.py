@@ -1,4 +1,4 @@
-"""`loupe run | build | serve | eval | openapi | models`.
+"""`loupe run | build | serve | eval | openapi | models | datasets`.
 
 Imports of torch-heavy modules (loupe.worlds, loupe.app, services) happen inside the commands, so
 `loupe --help` and typos answer at once instead of after seconds of loading torch and transformers."""
@@ -25,8 +25,10 @@ if TYPE_CHECKING:
 
 app = typer.Typer(help="Loupe: a self-hosted interpretability workbench.", no_args_is_help=True)
 models_app = typer.Typer(help="Register other Hugging Face models.")
+datasets_app = typer.Typer(help="Register datasets (JSONL, text or parquet files) and list them.", no_args_is_help=True)
 app.add_typer(eval_app, name="eval")
 app.add_typer(models_app, name="models")
+app.add_typer(datasets_app, name="datasets")
 
 
 def setup(settings: Settings) -> None:
@@ -174,6 +176,50 @@ def models_import(file: str, id: str = typer.Option(..., "--id"), name: str = ty
     console.print(
         f"imported [bold]{rec.id}[/] into {rec.path}: {rec.config['n_layers']} layers, d_model {rec.config['d_model']}"
     )
+
+
+@datasets_app.command("add")
+def datasets_add(
+    file: Path,
+    id: str = typer.Option(..., "--id", help="The dataset's id (letters, digits, _ . -)."),
+    name: str = typer.Option(None, help="A name to show; default: the id."),
+) -> None:
+    """Register a dataset file: JSONL ({"text"} or {"messages"} per line), .txt (documents separated by
+    blank lines) or .parquet (a text or messages column). Its documents are stored in the workspace."""
+    settings = Settings()
+    _, c = open_world(settings)
+    try:
+        d = c.datasets.add_file(file, id, name)
+    except LoupeError as exc:
+        console.print(f"[red]cannot register {file}:[/] {exc.message}")
+        raise typer.Exit(1) from exc
+    n = d["counts"]
+    console.print(
+        f"registered [bold]{d['id']}[/]: {n['documents']:,} documents ({n['texts']:,} texts, "
+        f"{n['conversations']:,} conversations), {n['train']:,} train / {n['heldout']:,} held out"
+    )
+
+
+@datasets_app.command("list")
+def datasets_list() -> None:
+    """The workspace's datasets: the world's own and the registered ones."""
+    from rich.table import Table  # deferred: see the module docstring
+
+    settings = Settings()
+    _, c = open_world(settings)
+    table = Table("id", "name", "source", "format", "documents", "conversations", "sha256")
+    for d in c.datasets.list():
+        n = d["counts"]
+        table.add_row(
+            d["id"],
+            d["name"],
+            d["source"],
+            d["format"],
+            f"{n.get('documents', 0):,}",
+            f"{n.get('conversations', 0):,}",
+            (d["sha256"] or "")[:12],
+        )
+    console.print(table)
 
 
 if __name__ == "__main__":

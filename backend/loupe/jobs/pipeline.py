@@ -11,6 +11,7 @@ from typing import Any
 from loupe.core.config import Progress
 from loupe.jobs.runner import BUILD, JobContext, JobRunner
 from loupe.storage.artifacts import read_manifest
+from loupe.storage.models import Job
 
 
 @dataclass(frozen=True)
@@ -70,3 +71,20 @@ class Pipeline:
             )
 
         queue_from(0)
+
+    def submit_chain(self, steps: list[Step], priority: int = BUILD, params: dict[str, Any] | None = None) -> list[Job]:
+        """Queue the unfinished steps as a chain whose job rows are all made now (JobRunner.submit_chain),
+        so a caller can report every job id at once. A step built meanwhile by another chain is skipped
+        when its turn comes."""
+        todo = [s for s in steps if not s.is_complete()]
+        items = [(s.name, {"output": str(s.output), **(params or {})}, _unless_complete(s)) for s in todo]
+        return self.runner.submit_chain("build", items, priority) if items else []
+
+
+def _unless_complete(step: Step) -> Callable[[JobContext], dict[str, Any] | None]:
+    def body(ctx: JobContext) -> dict[str, Any] | None:
+        if step.is_complete():
+            return {"skipped": "already built"}
+        return step.body(ctx)
+
+    return body

@@ -95,6 +95,7 @@ class _Queued:
     job_id: int = field(compare=False)
     body: JobBody = field(compare=False)
     on_success: Callable[[dict[str, Any]], None] | None = field(compare=False, default=None)
+    on_failure: Callable[[], None] | None = field(compare=False, default=None)
 
 
 class JobRunner:
@@ -108,6 +109,8 @@ class JobRunner:
         self._seq = itertools.count()
         self._guard = threading.Lock()
         self._cancel: dict[int, threading.Event] = {}
+        self._waiting: set[int] = set()  # rows of chains made but not yet queued
+        self._chains: dict[int, list[int]] = {}  # job id -> the ids of its chain
 
     def submit(
         self,
@@ -126,6 +129,56 @@ class JobRunner:
         # each submission adds one "run the best queued job" task; the heap decides which job that is
         self.executor.submit(self._run_next)
         return job
+
+    def submit_chain(
+        self, kind: str, items: list[tuple[str, dict[str, Any], JobBody]], priority: int = INTERACTIVE
+    ) -> list[Job]:
+        """Queue (name, params, body) jobs that run one after another. Every row is made now, so a
+        caller can show the whole chain and cancel any part of it; each job is queued when the one
+        before it succeeds, and a failure or a cancel fails the jobs after it ("skipped")."""
+        rows = [self.repo.create(kind, name, params) for name, params, _ in items]
+        ids = [r.id for r in rows]
+        for prev, job_id in zip(ids, ids[1:]):
+            self.repo.progress(job_id, 0, None, f"waiting for job {prev}")
+        with self._guard:
+            for job_id in ids:
+                self._cancel[job_id] = threading.Event()
+                self._chains[job_id] = ids
+            self._waiting.update(ids[1:])
+
+        def push(i: int) -> None:
+            job_id = ids[i]
+            with self._guard:
+                if i > 0 and job_id not in self._waiting:
+                    return  # cancelled while it waited
+                self._waiting.discard(job_id)
+                last = i + 1 == len(ids)
+                heapq.heappush(
+                    self._heap,
+                    _Queued(
+                        priority,
+                        next(self._seq),
+                        job_id,
+                        items[i][2],
+                        on_success=None if last else (lambda _: push(i + 1)),
+                        on_failure=None if last else (lambda: self._skip(ids[i + 1 :], f"job {job_id} did not finish")),
+                    ),
+                )
+            self.executor.submit(self._run_next)
+
+        push(0)
+        return self.repo.many(ids)
+
+    def _skip(self, ids: list[int], reason: str) -> None:
+        """Fail the waiting jobs among `ids` without running them."""
+        with self._guard:
+            skipped = [i for i in ids if i in self._waiting]
+            for i in skipped:
+                self._waiting.discard(i)
+                self._cancel.pop(i, None)
+                self._chains.pop(i, None)
+        for i in skipped:
+            self.repo.fail(i, f"not run: {reason}", message="skipped")
 
     def run(
         self,
@@ -146,19 +199,26 @@ class JobRunner:
                 self._cancel.pop(job.id, None)
 
     def cancel(self, job_id: int) -> bool:
-        """Ask job `job_id` to stop. False when it is not queued or running in this process."""
+        """Ask job `job_id` to stop. False when it is not queued or running in this process. The jobs
+        of its chain after it are failed unrun; those before it go on."""
         with self._guard:
             event = self._cancel.get(job_id)
             if event is None:
                 return False
             event.set()
+            waiting = job_id in self._waiting
+            if waiting:
+                self._waiting.discard(job_id)
+                self._cancel.pop(job_id, None)
             queued = next((q for q in self._heap if q.job_id == job_id), None)
             if queued is not None:
                 self._heap.remove(queued)
                 heapq.heapify(self._heap)
                 self._cancel.pop(job_id, None)
-        if queued is not None:
+            chain = self._chains.pop(job_id, [])
+        if queued is not None or waiting:
             self.repo.fail(job_id, CANCELLED, message="cancelled")
+            self._skip(chain[chain.index(job_id) + 1 :] if chain else [], f"job {job_id} was cancelled")
         return True
 
     def _run_next(self) -> None:
@@ -169,15 +229,18 @@ class JobRunner:
             cancel = self._cancel[item.job_id]
         try:
             artifacts = run_job(self.repo, item.job_id, item.body, cancel=cancel)
-        except JobCancelled:
-            log.info("job %d cancelled", item.job_id)
-            return
-        except Exception:  # recorded on the job row; the worker lives on
-            log.exception("job %d failed", item.job_id)
+        except Exception as exc:  # recorded on the job row; the worker lives on
+            if isinstance(exc, JobCancelled):
+                log.info("job %d cancelled", item.job_id)
+            else:
+                log.exception("job %d failed", item.job_id)
+            if item.on_failure is not None:
+                item.on_failure()
             return
         finally:
             with self._guard:
                 self._cancel.pop(item.job_id, None)
+                self._chains.pop(item.job_id, None)
         if item.on_success is not None:
             item.on_success(artifacts)
 

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from loupe.errors import Conflict, Unprocessable
 from loupe.jobs.executors import Executor
-from loupe.jobs.pipeline import Pipeline, Step
-from loupe.jobs.runner import INTERACTIVE, JobRunner
-from loupe.services.datasets import Subject
+from loupe.jobs.pipeline import Step
+from loupe.jobs.runner import JobRunner
+from loupe.services.datasets import DatasetService, Subject
 from loupe.services.generation import GenerationService
 from loupe.services.influence.build import InfluencePipeline
 from loupe.services.influence.config import InfluenceConfig
@@ -24,9 +23,10 @@ from loupe.services.jacobian.layer import LayerJacobianService
 from loupe.services.jacobian.runs import RunSettings
 from loupe.services.jacobian.service import JacobianService
 from loupe.services.models import ModelService
-from loupe.services.saes.build import SAEPipeline, external_sae_steps
+from loupe.services.saes.build import SAEPipeline
 from loupe.services.saes.configs import DashboardConfig, SAETrainConfig
 from loupe.services.saes.features import FeatureService
+from loupe.services.saes.jobs import SAEJobs
 from loupe.services.saes.registry import SAERegistry
 from loupe.services.steering.build import SteeringConfig, refusal_step
 from loupe.services.steering.interventions import PlanBuilder
@@ -68,6 +68,10 @@ class Container:
         self.models = ModelService(ws, default_model or (subject.model_id if subject else None))
         self.saes = SAERegistry(ws, self.models)
         self.saes.restore()
+        self.datasets = DatasetService(ws, self.models, subject)
+        self.sae_jobs = SAEJobs(
+            self.saes, self.models, self.datasets, self.jobs, self.analyses.dashboards, self.analyses.saes
+        )
         self.vectors = VectorStore(ws, self.models)
         self.vectors.restore()
         self.plans = PlanBuilder(self.vectors, self.saes)
@@ -126,22 +130,11 @@ class Container:
         release: str | None = None,
         hub_sae_id: str | None = None,
         background: bool = True,
+        dataset_id: str | None = None,
     ) -> SAERecord:
         """Register an SAE from disk or sae-lens's registry and queue the jobs that build its
-        dashboards (tokens for its model if needed, its hook's activation cache, the dashboard pass)."""
-        model_id = model_id or self.models.default_id()
-        if model_id is None:
-            raise Conflict("no model is registered yet: wait for the build to train the demo model (see /api/jobs)")
-        if self.subject is None:
-            raise Unprocessable("this workspace has no dataset to build dashboards on")
-        rec = self.saes.register_external(sae_id, model_id, path, release, hub_sae_id)
-        steps = external_sae_steps(self.saes, self.models, sae_id, self.subject, self.analyses.dashboards)
-        pipeline = Pipeline(self.jobs, steps)
-        if background:
-            pipeline.submit(steps, priority=INTERACTIVE)
-        else:
-            pipeline.run(steps)
-        return self.saes.record(rec.id)
+        dashboards (SAEJobs.register)."""
+        return self.sae_jobs.register(sae_id, model_id, path, release, hub_sae_id, dataset_id, background)[0]
 
     def close(self) -> None:
         self.jobs.shutdown()

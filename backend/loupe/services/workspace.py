@@ -9,7 +9,14 @@ from pathlib import Path
 from loupe.settings import Settings
 from loupe.storage.artifacts import clean_scratch
 from loupe.storage.db import Database
-from loupe.storage.repositories import EvalRepository, JobRepository, ModelRepository, SAERepository, VectorRepository
+from loupe.storage.repositories import (
+    DatasetRepository,
+    EvalRepository,
+    JobRepository,
+    ModelRepository,
+    SAERepository,
+    VectorRepository,
+)
 
 
 @dataclass
@@ -35,6 +42,10 @@ class Workspace:
     @cached_property
     def vectors(self) -> VectorRepository:
         return VectorRepository(self.db)
+
+    @cached_property
+    def datasets(self) -> DatasetRepository:
+        return DatasetRepository(self.db)
 
     def artifact(self, *parts: str) -> Path:
         return self.settings.artifacts_dir.joinpath(*parts)

@@ -73,6 +73,8 @@ class SAERecord(Base):
     path: Mapped[str] = mapped_column(Text)
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
     dashboards: Mapped[dict[str, Any]] = mapped_column(default=dict)  # {"status", "dir", "key", ...}
+    # what its dashboards are built on (None: the world's dataset)
+    dataset_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -122,4 +124,20 @@ class VectorRecord(Base):
     path: Mapped[str] = mapped_column(Text)
     scores: Mapped[dict[str, Any]] = mapped_column(default=dict)
     candidates: Mapped[dict[str, Any]] = mapped_column(default=dict)  # {"rows": [...], ...}
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DatasetRecord(Base):
+    """A registered dataset: its documents live under artifacts/datasets/<id>/ (the world's own dataset
+    has no row)."""
+
+    __tablename__ = "datasets"
+
+    id: Mapped[str] = mapped_column(String(100), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    source: Mapped[str] = mapped_column(String(32))  # file | upload
+    path: Mapped[str] = mapped_column(Text)  # where it came from (a path, or an upload's file name)
+    format: Mapped[str] = mapped_column(String(32))  # jsonl-text | jsonl-messages | txt | parquet-text | ...
+    counts: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    sha256: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -11,7 +11,17 @@ from sqlalchemy import delete, func, insert, select
 
 from .artifacts import pid_alive
 from .db import Database
-from .models import EvalResult, FeatureLabel, Job, ModelRecord, SAEFeature, SAERecord, VectorRecord, utcnow
+from .models import (
+    DatasetRecord,
+    EvalResult,
+    FeatureLabel,
+    Job,
+    ModelRecord,
+    SAEFeature,
+    SAERecord,
+    VectorRecord,
+    utcnow,
+)
 
 
 class JobRepository:
@@ -54,6 +64,17 @@ class JobRepository:
     def latest(self, name: str) -> Job | None:
         with self.db.session() as s:
             return s.scalars(select(Job).where(Job.name == name).order_by(Job.id.desc()).limit(1)).first()
+
+    def active(self) -> builtins.list[Job]:
+        """Queued and running jobs."""
+        with self.db.session() as s:
+            return list(s.scalars(select(Job).where(Job.status.in_(("queued", "running"))).order_by(Job.id)))
+
+    def many(self, ids: builtins.list[int]) -> builtins.list[Job]:
+        """The rows of `ids`, in that order (missing ones left out)."""
+        with self.db.session() as s:
+            found = {j.id: j for j in s.scalars(select(Job).where(Job.id.in_(ids)))} if ids else {}
+            return [found[i] for i in ids if i in found]
 
     def mark_running(self, job_id: int) -> None:
         with self.db.session() as s:
@@ -221,6 +242,13 @@ class SAERepository:
                 for k, v in fields.items():
                     setattr(rec, k, v)
 
+    def merge_dashboards(self, id: str, fields: dict[str, Any]) -> None:
+        """Add `fields` to an SAE's dashboards column in one transaction (the dashboard build may write it too)."""
+        with self.db.session() as s:
+            rec = s.get(SAERecord, id)
+            if rec is not None:
+                rec.dashboards = {**(rec.dashboards or {}), **fields}
+
     def get(self, id: str) -> SAERecord | None:
         with self.db.session() as s:
             return s.get(SAERecord, id)
@@ -231,6 +259,17 @@ class SAERepository:
             if model_id:
                 q = q.where(SAERecord.model_id == model_id)
             return list(s.scalars(q))
+
+    def delete(self, id: str) -> bool:
+        """An SAE's row, its feature rows and people's labels of its features."""
+        with self.db.session() as s:
+            s.execute(delete(SAEFeature).where(SAEFeature.sae_id == id))
+            s.execute(delete(FeatureLabel).where(FeatureLabel.sae_id == id))
+            rec = s.get(SAERecord, id)
+            if rec is None:
+                return False
+            s.delete(rec)
+            return True
 
     def replace_features(self, sae_id: str, rows: builtins.list[dict[str, Any]]) -> None:
         """All feature rows of an SAE, swapped in one transaction (readers see old or new, never half)."""
@@ -323,3 +362,31 @@ class SAERepository:
                 s.add(FeatureLabel(sae_id=sae_id, index=index, label=label, updated_at=utcnow()))
             else:
                 row.label, row.updated_at = label, utcnow()
+
+
+class DatasetRepository:
+    def __init__(self, db: Database):
+        self.db = db
+
+    def add(self, id: str, **fields: Any) -> DatasetRecord:
+        with self.db.session() as s:
+            rec = DatasetRecord(id=id, **fields)
+            s.add(rec)
+            s.flush()
+            return rec
+
+    def get(self, id: str) -> DatasetRecord | None:
+        with self.db.session() as s:
+            return s.get(DatasetRecord, id)
+
+    def list(self) -> builtins.list[DatasetRecord]:
+        with self.db.session() as s:
+            return list(s.scalars(select(DatasetRecord).order_by(DatasetRecord.created_at, DatasetRecord.id)))
+
+    def delete(self, id: str) -> bool:
+        with self.db.session() as s:
+            rec = s.get(DatasetRecord, id)
+            if rec is None:
+                return False
+            s.delete(rec)
+            return True

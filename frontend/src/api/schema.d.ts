@@ -4,6 +4,51 @@
  */
 
 export interface paths {
+    "/api/datasets": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List Datasets */
+        get: operations["list_datasets_api_datasets_get"];
+        put?: never;
+        /**
+         * Upload Dataset
+         * @description Register a dataset from an uploaded file (multipart form: file, id, name?). Files over the
+         *     server's limit (LOUPE_MAX_UPLOAD_BYTES) get 413; a malformed file gets 422 naming the line (or row
+         *     and column) to fix. Nothing is written unless the whole file reads.
+         */
+        post: operations["upload_dataset_api_datasets_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/datasets/{dataset_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Get Dataset */
+        get: operations["get_dataset_api_datasets__dataset_id__get"];
+        put?: never;
+        post?: never;
+        /**
+         * Delete Dataset
+         * @description Delete a registered dataset with its tokens and activation caches (409 for the world's own, or
+         *     while a job reads it).
+         */
+        delete: operations["delete_dataset_api_datasets__dataset_id__delete"];
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/evals": {
         parameters: {
             query?: never;
@@ -258,6 +303,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/saes/train": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Train Sae
+         * @description Train an SAE on any model's hook over a dataset, as a chain of jobs (cancel any with DELETE
+         *     /api/jobs/{id}); it is then measured on the dataset's held-out tokens and gets dashboards.
+         */
+        post: operations["train_sae_api_saes_train_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/saes/{sae_id}": {
         parameters: {
             query?: never;
@@ -269,7 +335,11 @@ export interface paths {
         get: operations["get_sae_api_saes__sae_id__get"];
         put?: never;
         post?: never;
-        delete?: never;
+        /**
+         * Delete Sae
+         * @description Delete an SAE: its row, files, dashboards and labels (409 while a job builds it).
+         */
+        delete: operations["delete_sae_api_saes__sae_id__delete"];
         options?: never;
         head?: never;
         patch?: never;
@@ -286,6 +356,26 @@ export interface paths {
         put?: never;
         /** Activations */
         post: operations["activations_api_saes__sae_id__activations_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/saes/{sae_id}/dashboards": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Retry Dashboards
+         * @description Queue an SAE's dashboard steps again (after they failed, or when they are missing).
+         */
+        post: operations["retry_dashboards_api_saes__sae_id__dashboards_post"];
         delete?: never;
         options?: never;
         head?: never;
@@ -782,8 +872,13 @@ export interface components {
         };
         /** DashboardStatus */
         DashboardStatus: {
-            /** Job Id */
+            /**
+             * Job Id
+             * @description the job running, next in line, or that failed
+             */
             job_id?: number | null;
+            /** Job Name */
+            job_name?: string | null;
             /** Message */
             message?: string | null;
             /** Progress */
@@ -793,6 +888,87 @@ export interface components {
              * @enum {string}
              */
             state: "ready" | "pending" | "building" | "failed";
+        };
+        /** DatasetDetail */
+        DatasetDetail: {
+            /**
+             * Built
+             * @description whether its documents exist (the world's dataset is written by the build)
+             */
+            built: boolean;
+            /**
+             * Counts
+             * @description documents, train, heldout, texts, conversations, chars, bytes
+             */
+            counts: {
+                [key: string]: unknown;
+            };
+            /** Created At */
+            created_at: string | null;
+            /** Deletable */
+            deletable: boolean;
+            /** Format */
+            format: string;
+            /** Id */
+            id: string;
+            /** Name */
+            name: string;
+            /** Path */
+            path: string;
+            /** Samples */
+            samples?: components["schemas"]["SampleDocument"][];
+            /**
+             * Sha256
+             * @description of the source file
+             */
+            sha256: string | null;
+            /**
+             * Source
+             * @description world (the world's own), file (CLI) or upload
+             */
+            source: string;
+        };
+        /** DatasetList */
+        DatasetList: {
+            /** Datasets */
+            datasets: components["schemas"]["DatasetOut"][];
+        };
+        /** DatasetOut */
+        DatasetOut: {
+            /**
+             * Built
+             * @description whether its documents exist (the world's dataset is written by the build)
+             */
+            built: boolean;
+            /**
+             * Counts
+             * @description documents, train, heldout, texts, conversations, chars, bytes
+             */
+            counts: {
+                [key: string]: unknown;
+            };
+            /** Created At */
+            created_at: string | null;
+            /** Deletable */
+            deletable: boolean;
+            /** Format */
+            format: string;
+            /** Id */
+            id: string;
+            /** Name */
+            name: string;
+            /** Path */
+            path: string;
+            /**
+             * Sha256
+             * @description of the source file
+             */
+            sha256: string | null;
+            /**
+             * Source
+             * @description world (the world's own), file (CLI) or upload
+             */
+            source: string;
         };
         /**
          * Edit
@@ -1516,6 +1692,11 @@ export interface components {
         /** RegisterIn */
         RegisterIn: {
             /**
+             * Dataset Id
+             * @description the dataset its dashboards are built on; default: the world's
+             */
+            dataset_id?: string | null;
+            /**
              * Hub Sae Id
              * @description the SAE's id inside `release`
              */
@@ -1713,6 +1894,11 @@ export interface components {
             /** D Sae */
             d_sae: number;
             dashboards: components["schemas"]["DashboardStatus"];
+            /**
+             * Dataset Id
+             * @description what it was trained or its dashboards built on; null: the world's
+             */
+            dataset_id?: string | null;
             /** Hook Name */
             hook_name: string;
             /** Id */
@@ -1728,7 +1914,10 @@ export interface components {
             model_id: string;
             /** Path */
             path: string;
-            /** Source */
+            /**
+             * Source
+             * @description demo (the world's build), trained (from the app), disk or pretrained
+             */
             source: string;
         };
         /**
@@ -1765,6 +1954,29 @@ export interface components {
             /** Value */
             value: number;
         };
+        /** SampleDocument */
+        SampleDocument: {
+            /**
+             * Domain
+             * @description text, or chat for a conversation
+             */
+            domain: string;
+            /** Id */
+            id: string;
+            /** Messages */
+            messages?: {
+                [key: string]: string;
+            }[] | null;
+            /** Split */
+            split: string;
+            /**
+             * Text
+             * @description the document (a conversation in the plain User:/Assistant: format)
+             */
+            text: string;
+            /** Truncated */
+            truncated: boolean;
+        };
         /** TokenActivations */
         TokenActivations: {
             /** Features */
@@ -1800,6 +2012,66 @@ export interface components {
             prob: number;
             /** Token */
             token: string;
+        };
+        /** TrainIn */
+        TrainIn: {
+            /**
+             * Architecture
+             * @default topk
+             * @enum {string}
+             */
+            architecture: "topk" | "standard" | "matryoshka" | "jumprelu";
+            /**
+             * D Sae
+             * @description instead of expansion: a multiple of the hook's width
+             */
+            d_sae?: number | null;
+            /** Dataset Id */
+            dataset_id: string;
+            /**
+             * Expansion
+             * @description d_sae = expansion x the hook's width (default 8)
+             */
+            expansion?: number | null;
+            /**
+             * First Position
+             * @description also train and measure on each sequence's first position (an attention sink with massive activations in many real models; Gemma Scope leaves it out, and so does Loupe by default)
+             * @default false
+             */
+            first_position: boolean;
+            /**
+             * Hook Name
+             * @description a hook of the model with one vector per token, e.g. blocks.6.hook_resid_post
+             */
+            hook_name: string;
+            /**
+             * K
+             * @description topk, matryoshka: active features per token; jumprelu: the target L0
+             * @default 32
+             */
+            k: number;
+            /** Model Id */
+            model_id: string;
+            /**
+             * Name
+             * @description the new SAE's id; default: <model>-<hook>-<architecture>-<d_sae>
+             */
+            name?: string | null;
+            /**
+             * Train Tokens
+             * @description tokens seen in training
+             * @default 400000
+             */
+            train_tokens: number;
+        };
+        /** TrainOut */
+        TrainOut: {
+            /**
+             * Jobs
+             * @description tokens (if missing), cache, train, eval, dashboards: one after another
+             */
+            jobs: components["schemas"]["JobOut"][];
+            sae: components["schemas"]["SAEOut"];
         };
         /** ValidationError */
         ValidationError: {
@@ -1905,6 +2177,122 @@ export interface components {
 }
 export type $defs = Record<string, never>;
 export interface operations {
+    list_datasets_api_datasets_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DatasetList"];
+                };
+            };
+        };
+    };
+    upload_dataset_api_datasets_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "multipart/form-data": {
+                    /**
+                     * Format: binary
+                     * @description .jsonl ({text} or {messages} per line), .txt or .parquet
+                     */
+                    file: string;
+                    /** @description the dataset's id (letters, digits, _ . -) */
+                    id: string;
+                    /** @description a name to show; default: the id */
+                    name?: string;
+                };
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DatasetDetail"];
+                };
+            };
+        };
+    };
+    get_dataset_api_datasets__dataset_id__get: {
+        parameters: {
+            query?: {
+                samples?: number;
+            };
+            header?: never;
+            path: {
+                dataset_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DatasetDetail"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    delete_dataset_api_datasets__dataset_id__delete: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                dataset_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
     list_evals_api_evals_get: {
         parameters: {
             query?: {
@@ -2414,6 +2802,39 @@ export interface operations {
             };
         };
     };
+    train_sae_api_saes_train_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["TrainIn"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TrainOut"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
     get_sae_api_saes__sae_id__get: {
         parameters: {
             query?: never;
@@ -2433,6 +2854,35 @@ export interface operations {
                 content: {
                     "application/json": components["schemas"]["SAEOut"];
                 };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    delete_sae_api_saes__sae_id__delete: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                sae_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            204: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content?: never;
             };
             /** @description Validation Error */
             422: {
@@ -2467,6 +2917,37 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["ActivationsOut"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    retry_dashboards_api_saes__sae_id__dashboards_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                sae_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["TrainOut"];
                 };
             };
             /** @description Validation Error */

@@ -1,6 +1,6 @@
 // /features: the SAE picker with quality metrics, the feature table (server-side sort, search,
 // filters, pages) and each SAE's neuron polysemanticity. All state lives in the URL.
-import { useMemo, type ReactNode } from "react";
+import { useMemo, useState, type ReactNode } from "react";
 import { errorMessage } from "../api/client";
 import { saesApi } from "../features/features/api";
 import { DashboardsPending } from "../features/features/DashboardsPending";
@@ -8,6 +8,7 @@ import { FeatureTable } from "../features/features/FeatureTable";
 import { Neurons } from "../features/features/Neurons";
 import { SAEPicker } from "../features/features/SAEPicker";
 import { SAEQuality } from "../features/features/SAEQuality";
+import { TrainForm } from "../features/features/TrainForm";
 import { featuresUrl, parseFeaturesUrl, type FeaturesUrl } from "../features/features/url";
 import { Empty, ErrorBox, Panel, Spinner } from "../ui/components";
 import { useDocumentTitle, usePolling } from "../ui/hooks";
@@ -20,6 +21,7 @@ export function Features() {
   const saes = usePolling(saesApi.saes, (d, e) => (e ? 5000 : d && d.saes.length > 0 && d.saes.every((s) => s.dashboards.state === "ready") ? null : 2000));
   const list = saes.data?.saes ?? [];
   const sae = list.find((s) => s.id === url.sae) ?? list[0];
+  const [training, setTraining] = useState(false);
 
   const set = (patch: Partial<FeaturesUrl>, replace = false) => {
     const next = featuresUrl({ ...url, sae: sae?.id ?? url.sae, ...patch });
@@ -52,7 +54,10 @@ export function Features() {
           </button>
         </div>
         {sae.dashboards.state !== "ready" ? (
-          <DashboardsPending sae={sae} />
+          <DashboardsPending sae={sae} onChanged={saes.refresh} onDeleted={() => {
+            saes.refresh();
+            replaceUrl(featuresUrl({ view: url.view })); // navigate() ignores a change of the query alone
+          }} />
         ) : url.view === "neurons" ? (
           <Neurons sae={sae} />
         ) : (
@@ -66,7 +71,18 @@ export function Features() {
       <header className="page-head">
         <h1>Features</h1>
         <p className="lede">Sparse autoencoder dictionaries of the model’s activations: pick an SAE, then sort, search and open its features.</p>
+        <button type="button" className="btn btn-ghost" onClick={() => setTraining(!training)} aria-expanded={training} data-testid="train-toggle">
+          {training ? "Hide the training form" : "Train an SAE…"}
+        </button>
       </header>
+      {training && (
+        <TrainForm
+          onTrained={(id) => {
+            saes.refresh();
+            navigate(featuresUrl({ sae: id, view: "features" }));
+          }}
+        />
+      )}
       {body}
     </div>
   );

@@ -50,7 +50,14 @@ class SAEPipeline:
         subject: Subject,
         presets: Sequence[SAETrainConfig],
         dashboard_cfg: DashboardConfig,
+        *,
+        sae_id: str | None = None,
     ):
+        """`sae_id`: None for the world's analysis (SAE ids "<model_id>-<preset>", the world's paths
+        and job names); an SAE trained from the app gives its id (one preset), which names its jobs
+        and its evaluation, and registers it as "trained" on the subject's dataset."""
+        self.own_id = sae_id
+        self.source = "demo" if sae_id is None else "trained"
         self.registry = registry
         self.ws = registry.ws
         self.subject = subject
@@ -61,7 +68,9 @@ class SAEPipeline:
         self.cache_keys = {h: fingerprint(subject.model_key, c.to_dict()) for h, c in self.cache_cfgs.items()}
         self.sae_keys = {p.name: fingerprint(self.cache_keys[p.hook_name], p.to_dict()) for p in self.presets}
         self.eval_key = fingerprint("saes-eval-v1", sorted(self.sae_keys.items()))
-        self.eval_dir = self.ws.artifact("evals", "saes")
+        self.eval_dir = (
+            self.ws.artifact("evals", "saes") if sae_id is None else self.ws.artifact("evals", "sae", sae_id)
+        )
         self.dashboard_cfg = dashboard_cfg
         self.dash_keys = {
             p.name: fingerprint(DASHBOARDS_VERSION, self.sae_keys[p.name], dashboard_cfg.to_dict())
@@ -69,10 +78,20 @@ class SAEPipeline:
         }
 
     def cache_dir(self, hook_name: str) -> Path:
-        return self.ws.artifact("activations", self.model_id, hook_name)
+        return cache_root(self.ws, self.subject) / hook_name
 
     def sae_id(self, preset: SAETrainConfig | str) -> str:
+        if self.own_id is not None:
+            return self.own_id
         return f"{self.model_id}-{preset if isinstance(preset, str) else preset.name}"
+
+    def job_name(self, kind: str, part: str) -> str:
+        """A step's job name: the world's by hook or preset, an app-trained SAE's by its id."""
+        if self.own_id is None:
+            return f"saes.{kind}.{part}"
+        if kind == "cache":
+            return f"saes.cache.{self.model_id}.{self.subject.dataset.id}.{part}"
+        return f"saes.{kind}.{self.own_id}"
 
     def sae_dir(self, preset: SAETrainConfig | str) -> Path:
         return self.registry.sae_dir(self.sae_id(preset))
@@ -83,7 +102,7 @@ class SAEPipeline:
     def steps(self) -> list[Step]:
         out = [
             Step(
-                f"saes.cache.{h}",
+                self.job_name("cache", h),
                 f"cache {h}",
                 self.cache_dir(h),
                 partial(self.cache, hook_name=h),
@@ -94,7 +113,7 @@ class SAEPipeline:
         ]
         out += [
             Step(
-                f"saes.train.{p.name}",
+                self.job_name("train", p.name),
                 f"train SAE {p.name}",
                 self.sae_dir(p),
                 partial(self.train, preset=p),
@@ -103,10 +122,11 @@ class SAEPipeline:
             )
             for p in self.presets
         ]
-        out.append(Step("saes.eval", "evaluate SAEs", self.eval_dir, self.evaluate, background=True, key=self.eval_key))
+        eval_job = "saes.eval" if self.own_id is None else f"saes.eval.{self.own_id}"
+        out.append(Step(eval_job, "evaluate SAEs", self.eval_dir, self.evaluate, background=True, key=self.eval_key))
         out += [
             Step(
-                f"saes.dashboards.{p.name}",
+                self.job_name("dashboards", p.name),
                 f"dashboards {p.name}",
                 self.dashboard_dir(p),
                 partial(self.dashboards, preset=p),
@@ -154,6 +174,8 @@ class SAEPipeline:
                 "model_name": self.model_id,
                 "model_id": self.model_id,
                 "context_size": self.subject.n_ctx,
+                "dataset_id": self.subject.dataset.id,
+                **({} if self.own_id is None else {"source": self.source}),
             },
             device=self.ws.settings.device,
         )
@@ -162,7 +184,10 @@ class SAEPipeline:
 
     def register(self, preset: SAETrainConfig) -> None:
         sid = self.sae_id(preset)
-        self.registry.register_trained(sid, self.model_id, preset.hook_name, preset.architecture)
+        dataset_id = None if self.own_id is None else self.subject.dataset.id
+        self.registry.register_trained(
+            sid, self.model_id, preset.hook_name, preset.architecture, source=self.source, dataset_id=dataset_id
+        )
         self.registry.forget(sid)
 
     def dashboards(self, ctx: JobContext, preset: SAETrainConfig) -> dict[str, Any]:
@@ -215,7 +240,8 @@ class SAEPipeline:
 
     def evaluate(self, ctx: JobContext) -> dict[str, Any]:
         results = self.evaluate_all(ctx.progress)
-        row = self.ws.evals.add("saes", self.model_id, results)
+        # the world's evaluation of all its SAEs is kind "saes"; one SAE trained from the app, "sae"
+        row = self.ws.evals.add("saes" if self.own_id is None else "sae", self.model_id, results)
         for p in self.presets:
             self.register(p)
             self.ws.saes.update(self.sae_id(p), metrics=metric_summary(results["saes"][self.sae_id(p)]))
@@ -226,45 +252,36 @@ class SAEPipeline:
         return {"eval_id": row.id, **{sid: {k: r[k] for k in keys} for sid, r in results["saes"].items()}}
 
 
+def cache_root(ws: Any, subject: Subject) -> Path:
+    """Where `subject`'s activation caches live (one directory per hook)."""
+    return subject.cache_root or ws.artifact("activations", subject.model_id)
+
+
 def external_sae_steps(
     registry: SAERegistry,
     models: ModelService,
     sae_id: str,
     subject: Subject,
     dashboard_cfg: DashboardConfig,
+    tokens_step: Step | None = None,
+    tokens_key: str = "",
 ) -> list[Step]:
-    """Steps that give a registered SAE its dashboards: its model's tokens of the subject's dataset
-    (the subject's own tokens when the SAE is on the subject's model), its hook's activation cache,
-    then the same dashboard pass as for the SAEs trained here."""
+    """Steps that give a registered SAE its dashboards: its model's tokens of a dataset (`subject` is
+    that model and dataset; `tokens_step` writes its tokens unless they are the world's), its hook's
+    activation cache, then the same dashboard pass as for the SAEs trained here."""
     ws = registry.ws
     rec = registry.record(sae_id)
     dataset: Dataset = subject.dataset
-    own_model = rec.model_id == subject.model_id
-    tokens_dir = subject.tokens_dir if own_model else ws.artifact("tokens-models", rec.model_id)
-    tokens_key = (
-        (read_manifest(subject.tokens_dir) or {}).get("key", "")
-        if own_model
-        else fingerprint("model-tokens", rec.model_id, dataset.key)
-    )
+    tokens_dir = subject.tokens_dir
     cache_cfg = ActivationCacheConfig(
         hook_name=rec.hook_name, max_train_tokens=dashboard_cfg.max_tokens, max_heldout_tokens=0
     )
-    cache_dir = ws.artifact("activations", rec.model_id, rec.hook_name)
+    cache_dir = cache_root(ws, subject) / rec.hook_name
     cache_key = fingerprint(tokens_key, rec.model_id, cache_cfg.to_dict())
     existing = read_manifest(cache_dir)
     if existing and existing.get("splits", {}).get("train", {}).get("n_tokens", 0) > 0:
         cache_key = existing["key"]  # a cache of this hook already exists (e.g. the trained SAEs'): reuse it
     dash_key = fingerprint(DASHBOARDS_VERSION, sae_id, cache_key, dashboard_cfg.to_dict())
-
-    def build_tokens(ctx: JobContext) -> dict[str, Any]:
-        if not dataset.documents_path.exists():
-            raise RuntimeError(
-                f"the dataset {dataset.id!r} is not built; run `loupe build` once (it supplies the text SAEs are measured on)"
-            )
-        lm = models.get(rec.model_id)
-        return dataset.pack(
-            lm.tokenizer, min(lm.n_ctx, 128), tokens_dir, {"key": tokens_key, "model_id": rec.model_id}, ctx.progress
-        )
 
     def cache(ctx: JobContext) -> dict[str, Any]:
         lm = models.get(rec.model_id)
@@ -301,18 +318,7 @@ def external_sae_steps(
                 ctx.progress,
             )
 
-    steps = []
-    if not own_model:
-        steps.append(
-            Step(
-                f"tokens.{rec.model_id}",
-                f"tokens for {rec.model_id}",
-                tokens_dir,
-                build_tokens,
-                background=True,
-                key=tokens_key,
-            )
-        )
+    steps = [tokens_step] if tokens_step is not None else []
     steps.append(
         Step(
             f"saes.cache.{rec.model_id}.{rec.hook_name}",

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from loupe.core.config import Config
 
-ARCHITECTURES = ("standard", "topk", "matryoshka")
+ARCHITECTURES = ("standard", "topk", "matryoshka", "jumprelu")
 
 
 @dataclass(frozen=True)
@@ -15,14 +15,15 @@ class SAETrainConfig(Config):
 
     name: str  # preset name; the SAE id is "<model_id>-<name>"
     hook_name: str
-    architecture: str = "topk"  # "topk" (TopK + AuxK), "standard" (ReLU + L1) or
-    # "matryoshka" (TopK + nested Matryoshka losses; saved as topk)
+    architecture: str = "topk"  # "topk" (TopK + AuxK), "standard" (ReLU + L1),
+    # "matryoshka" (TopK + nested Matryoshka losses; saved as topk) or "jumprelu" (sae-lens's JumpReLU
+    # with Gemma Scope 2's quadratic penalty around L0 = k)
     expansion: int = 8  # d_sae = expansion * d_in
-    k: int = 32  # topk, matryoshka: active features per token
+    k: int = 32  # topk, matryoshka: active features per token; jumprelu: the target L0
     matryoshka_fractions: tuple[float, ...] = (1 / 32,)  # matryoshka: nested prefixes, as shares of d_sae
     aux_loss_coefficient: float = 1 / 32  # topk, matryoshka: AuxK weight (Gao et al. 2024)
     l1_coefficient: float = 5.0  # standard: L1 weight on normalised activations
-    l1_warm_up_fraction: float = 0.05  # standard: L1 ramps up over this share of steps
+    l1_warm_up_fraction: float = 0.05  # standard, jumprelu: the sparsity penalty ramps up over this share of steps
     lr: float = 1e-3
     lr_warm_up_fraction: float = 0.02
     lr_decay_fraction: float = 0.2  # linear decay to 0 over the last share of steps

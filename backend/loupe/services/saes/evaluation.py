@@ -135,6 +135,7 @@ def evaluate_sae(
     results["targets"] = {
         k: {"value": results[k], "target": f"{op} {v}", "met": results[k] <= v if op == "<=" else results[k] >= v}
         for k, (op, v) in TARGETS.items()
+        if planted or k != "planted_domains_detected"  # a dataset without planted domains has no detectors to find
     }
     return results
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +20,9 @@ from loupe.services.models import LoadedModel, ModelService
 from loupe.services.saes.training import load_sae
 from loupe.services.workspace import Workspace
 from loupe.storage.artifacts import atomic_dir, read_manifest, write_manifest
-from loupe.storage.models import SAERecord
+from loupe.storage.models import Job, SAERecord
 
-ROW_KEYS = ("model_id", "hook_name", "architecture", "d_in", "d_sae", "source")
+ROW_KEYS = ("model_id", "hook_name", "architecture", "d_in", "d_sae", "source", "dataset_id")
 
 
 class SAERegistry:
@@ -78,6 +79,10 @@ class SAERegistry:
         rec = self.record(sae_id)
         with self._lock:
             if sae_id not in self._loaded:
+                if read_manifest(self.sae_dir(sae_id)) is None:
+                    raise Conflict(
+                        f"SAE {sae_id!r} is not trained yet: {self.status(rec).get('message') or 'see /api/jobs'}"
+                    )
                 self._loaded[sae_id] = load_sae(self.sae_dir(sae_id), self.ws.settings.device)
             return self._loaded[sae_id], rec
 
@@ -112,10 +117,24 @@ class SAERegistry:
     def dashboards_ready(self, rec: SAERecord) -> bool:
         return self.dashboard_manifest(rec) is not None
 
+    def chain(self, rec: SAERecord) -> list[Job]:
+        """The jobs last queued to build this SAE or its dashboards (in order), if any were recorded."""
+        return self.ws.jobs.many(list((rec.dashboards or {}).get("jobs", [])))
+
     def status(self, rec: SAERecord) -> dict[str, Any]:
-        """Whether dashboards exist, else the progress of the job building them."""
+        """Whether dashboards exist, else the state of the jobs building them: the first that failed (the
+        ones after it never run), else the one running or next in line."""
         if self.dashboards_ready(rec):
             return {"state": "ready"}
+        chain = self.chain(rec)
+        if chain:
+            failed = next((j for j in chain if j.status == "failed"), None)
+            if failed is not None:
+                return _job_state("failed", failed)
+            active = next((j for j in chain if j.status in ("running", "queued")), None)
+            if active is not None:
+                return _job_state("building", active)
+            return {"state": "failed", "message": "its jobs finished but the dashboards are missing; retry them"}
         job = self.ws.jobs.latest(dashboards_job_name(rec))
         if job is None:
             return {"state": "pending", "message": "dashboards are queued behind the SAE's training and evaluation"}
@@ -135,6 +154,7 @@ class SAERegistry:
             "d_in": rec.d_in,
             "d_sae": rec.d_sae,
             "source": rec.source,
+            "dataset_id": rec.dataset_id,
             "path": str(self.sae_dir(rec.id)),
             "metrics": rec.metrics or {},
             "dashboards": self.status(rec),
@@ -144,19 +164,52 @@ class SAERegistry:
         return [self.describe(r) for r in self.records(model_id)]
 
     # -- registering -------------------------------------------------------------------------
-    def register_trained(self, sae_id: str, model_id: str, hook_name: str, architecture: str) -> SAERecord:
-        """The row of an SAE trained here (kept when it exists: metrics and dashboards stay)."""
+    def register_trained(
+        self,
+        sae_id: str,
+        model_id: str,
+        hook_name: str,
+        architecture: str,
+        source: str = "demo",
+        dataset_id: str | None = None,
+    ) -> SAERecord:
+        """The row of an SAE trained here (kept when it exists: metrics and dashboards stay). `source`:
+        "demo" for the world's SAEs, "trained" for those trained from the app (on `dataset_id`)."""
         m = read_manifest(self.sae_dir(sae_id)) or {}
+        old = self.ws.saes.get(sae_id)
         return self.ws.saes.upsert(
             sae_id,
             model_id=model_id,
             hook_name=hook_name,
             architecture=m.get("architecture", architecture),
-            d_in=int(m.get("d_in", 0)),
-            d_sae=int(m.get("d_sae", 0)),
-            source="demo",
+            d_in=int(m.get("d_in", old.d_in if old else 0)),
+            d_sae=int(m.get("d_sae", old.d_sae if old else 0)),
+            source=source,
             path=str(self.sae_dir(sae_id)),
+            dataset_id=dataset_id,
         )
+
+    def record_jobs(self, sae_id: str, job_ids: Sequence[int]) -> None:
+        """Remember the jobs queued to build this SAE (its status follows them)."""
+        self.ws.saes.merge_dashboards(sae_id, {"jobs": list(job_ids)})
+
+    def busy(self, rec: SAERecord) -> Job | None:
+        """A queued or running job that builds this SAE or its dashboards."""
+        jobs = [*self.chain(rec), *filter(None, [self.ws.jobs.latest(dashboards_job_name(rec))])]
+        return next((j for j in jobs if j.status in ("queued", "running")), None)
+
+    def delete(self, sae_id: str) -> None:
+        """An SAE's row, features, labels, files, dashboards and evaluation; not while a job builds it."""
+        rec = self.record(sae_id)
+        job = self.busy(rec)
+        if job is not None:
+            raise Conflict(
+                f"SAE {sae_id!r} is being built by job {job.id} ({job.name}); cancel it (DELETE /api/jobs/{job.id}) or wait"
+            )
+        self.forget(sae_id)
+        self.ws.saes.delete(sae_id)
+        for d in (self.sae_dir(sae_id), self.dashboard_dir(sae_id), self.ws.artifact("evals", "sae", sae_id)):
+            shutil.rmtree(d, ignore_errors=True)
 
     def register_external(
         self,
@@ -203,6 +256,18 @@ class SAERegistry:
                 tmp, {"key": "external", "sae_id": sae_id, **fields, "origin": path or f"{release}/{hub_sae_id}"}
             )
         return self.ws.saes.upsert(sae_id, **fields, path=str(self.sae_dir(sae_id)))
+
+
+def _job_state(state: str, job: Job) -> dict[str, Any]:
+    failed = job.status == "failed"
+    message = (job.error or "").splitlines()[0] if failed and job.error else job.message
+    return {
+        "state": state,
+        "job_id": job.id,
+        "job_name": job.name,
+        "progress": None if failed or not job.progress_total else job.progress_done / job.progress_total,
+        "message": f"{job.name}: {message}" if failed else message,
+    }
 
 
 def dashboards_job_name(rec: SAERecord) -> str:

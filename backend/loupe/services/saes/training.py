@@ -3,7 +3,7 @@
     cached activations (services.activations) -> SAETrainer (sae-lens) -> SAE.save_inference_model
 
 sae-lens supplies the SAE classes (`StandardTrainingSAE`: ReLU + L1; `TopKTrainingSAE`: TopK +
-AuxK), the trainer (Adam, LR schedule, L1 warm-up, dead-feature tracking, activation-norm scaling
+AuxK; `JumpReLUTrainingSAE`: a learned threshold per feature), the trainer (Adam, LR schedule, L1 warm-up, dead-feature tracking, activation-norm scaling
 folded into the weights at the end) and the file format. Written here: the data provider over
 cached activations (with neighbouring-token pairs for the temporal loss), initialising the decoder
 bias at the data mean (sae-lens 6 no longer does), the Matryoshka TopK variant, and progress.
@@ -67,6 +67,17 @@ def make_training_sae(
     )
     if cfg.architecture == "topk":
         return TopKTrainingSAE(TopKTrainingSAEConfig(k=cfg.k, aux_loss_coefficient=cfg.aux_loss_coefficient, **common))
+    if cfg.architecture == "jumprelu":
+        from sae_lens.saes.jumprelu_sae import JumpReLUTrainingSAE, JumpReLUTrainingSAEConfig
+
+        return JumpReLUTrainingSAE(
+            JumpReLUTrainingSAEConfig(
+                jumprelu_sparsity_loss_mode="quadratic",
+                target_l0=float(cfg.k),
+                l0_warm_up_steps=int(cfg.l1_warm_up_fraction * (steps or cfg.steps)),
+                **common,
+            )
+        )
     if cfg.architecture == "matryoshka":
         return _matryoshka_topk_class()(
             TopKTrainingSAEConfig(k=cfg.k, aux_loss_coefficient=cfg.aux_loss_coefficient, **common),
@@ -217,6 +228,12 @@ def fit_sae(
     with torch.no_grad():
         # decoder bias at the (scaled) data mean: the SAE then spends its features on deviations
         sae.b_dec.data = trainer.activation_scaler.scale(sample).mean(0).to(sae.b_dec.dtype)
+        if cfg.architecture == "jumprelu":
+            # thresholds start where about k features fire per token: from sae-lens's flat 0.01 the
+            # threshold moves about lr per step, far too slowly for a short budget
+            _, pre = sae.encode_with_hidden_pre(trainer.activation_scaler.scale(sample[:4096]))
+            q = 1 - min(1.0, cfg.k / sae.cfg.d_sae)
+            sae.threshold.data = torch.quantile(pre.float(), q, dim=0).clamp(min=0).to(sae.threshold.dtype)
     progress(0, steps, f"{cfg.name}: training {cfg.architecture} SAE, d_sae {sae.cfg.d_sae}")
     trainer.fit()
     seconds = time.monotonic() - t0

@@ -1,5 +1,5 @@
 // SAEs (issue 3): registry, feature lists, dashboards, labels, neurons, activations on text.
-import { queryString, request, type RequestOf, type ResponseOf } from "../../api/client";
+import { queryString, request, type RequestOf, type ResponseOf, type Schemas } from "../../api/client";
 
 export type SAEList = ResponseOf<"/api/saes", "get">;
 export type SAE = ResponseOf<"/api/saes/{sae_id}", "get">;
@@ -14,6 +14,9 @@ export type NeuronsResponse = ResponseOf<"/api/saes/{sae_id}/neurons", "get">;
 export type ActivationsRequest = RequestOf<"/api/saes/{sae_id}/activations", "post">;
 export type ActivationsResponse = ResponseOf<"/api/saes/{sae_id}/activations", "post">;
 export type TokenActivations = ActivationsResponse["tokens"][number];
+export type TrainRequest = RequestOf<"/api/saes/train", "post">;
+/** The new SAE and its chain of jobs (tokens, cache, train, eval, dashboards), answered with 202. */
+export type TrainResponse = Schemas["TrainOut"];
 
 /** Query of GET /api/saes/{sae_id}/features (all optional; the server has the defaults). */
 export interface FeatureQuery {
@@ -41,4 +44,7 @@ export const saesApi = {
   neurons: (saeId: string, signal?: AbortSignal) => request<NeuronsResponse>("GET", `/api/saes/${enc(saeId)}/neurons`, undefined, signal),
   activations: (saeId: string, body: ActivationsRequest, signal?: AbortSignal) =>
     request<ActivationsResponse>("POST", `/api/saes/${enc(saeId)}/activations`, body, signal),
+  train: (body: TrainRequest) => request<TrainResponse>("POST", "/api/saes/train", body),
+  retryDashboards: (saeId: string) => request<TrainResponse>("POST", `/api/saes/${enc(saeId)}/dashboards`, {}),
+  remove: (saeId: string) => request<null>("DELETE", `/api/saes/${enc(saeId)}`),
 };

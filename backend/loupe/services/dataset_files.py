@@ -1,0 +1,157 @@
+"""Reading a dataset a person brings: JSONL of {"text": ...} or {"messages": [{"role", "content"}, ...]},
+plain text (documents separated by blank lines), or parquet with a `text` or `messages` column.
+
+Every problem is an Unprocessable naming the line (JSONL), or the row and column (parquet), so a
+person can fix the file. The documents come out in `core.packing.Document` form with a
+deterministic train/held-out split: one document in ten, chosen by a hash of its index."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from loupe.core.chat import PLAIN_CHAT, validate_messages
+from loupe.core.packing import Document
+from loupe.errors import Unprocessable
+
+FORMATS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".txt": "txt", ".text": "txt", ".md": "txt", ".parquet": "parquet"}
+DOMAINS = ("text", "chat")  # a registered dataset's documents: plain text, or conversations
+HELDOUT_EVERY = 10  # one document in ten is held out (SAE quality is measured on those)
+
+Record = str | list[dict[str, str]]  # a text, or a conversation
+
+
+def file_format(name: str) -> str:
+    """The format of a file, from its name's suffix."""
+    fmt = FORMATS.get(Path(name).suffix.lower())
+    if fmt is None:
+        raise Unprocessable(
+            f'cannot read {Path(name).name!r}: give a .jsonl file (one JSON object per line with "text" or '
+            '"messages"), a .txt file (documents separated by blank lines) or a .parquet file (a "text" or '
+            '"messages" column)'
+        )
+    return fmt
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_records(path: Path, fmt: str) -> list[Record]:
+    """Every document of the file (empty texts left out)."""
+    reader = {"jsonl": _jsonl, "txt": _txt, "parquet": _parquet}[fmt]
+    return [r for r in reader(path) if r]
+
+
+def _messages(value: Any, where: str) -> list[dict[str, str]]:
+    if not isinstance(value, list) or not all(isinstance(m, dict) for m in value):
+        raise Unprocessable(f'{where}: "messages" must be a list of {{"role", "content"}} objects')
+    msgs = [{"role": m.get("role"), "content": m.get("content")} for m in value]
+    problem = validate_messages(msgs)
+    if problem is not None:
+        raise Unprocessable(f"{where}: {problem}")
+    return msgs
+
+
+def _record(obj: Any, where: str) -> Record:
+    if isinstance(obj, dict) and "text" in obj:
+        if not isinstance(obj["text"], str):
+            raise Unprocessable(f'{where}: "text" must be a string, not {type(obj["text"]).__name__}')
+        return obj["text"].strip()
+    if isinstance(obj, dict) and "messages" in obj:
+        return _messages(obj["messages"], where)
+    got = f"an object with keys {sorted(obj)[:6]}" if isinstance(obj, dict) else type(obj).__name__
+    raise Unprocessable(f'{where}: expected an object with "text" (a string) or "messages" (a list), got {got}')
+
+
+def _jsonl(path: Path) -> Iterator[Record]:
+    with open(path, "rb") as fh:
+        for n, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise Unprocessable(f"line {n}, byte {exc.start + 1}: not UTF-8 text") from exc
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise Unprocessable(f"line {n}, column {exc.colno}: not valid JSON ({exc.msg})") from exc
+            yield _record(obj, f"line {n}")
+
+
+def _txt(path: Path) -> Iterator[Record]:
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise Unprocessable(f"line {line}: not UTF-8 text") from exc
+    for part in re.split(r"\n[ \t]*\n", text.replace("\r\n", "\n")):
+        yield part.strip()
+
+
+def _parquet(path: Path) -> Iterator[Record]:
+    import pyarrow.parquet as pq  # only parquet files need it
+
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # noqa: BLE001 - any failure to read is the person's file
+        raise Unprocessable(f"not a readable parquet file: {exc}") from exc
+    names = table.column_names
+    column = "text" if "text" in names else "messages" if "messages" in names else None
+    if column is None:
+        raise Unprocessable(f'the parquet file has no "text" or "messages" column (its columns: {", ".join(names)})')
+    for i, value in enumerate(table.column(column).to_pylist()):
+        where = f"row {i}, column {column!r}"
+        if value is None:
+            continue
+        if column == "text":
+            if not isinstance(value, str):
+                raise Unprocessable(f"{where}: expected a string, got {type(value).__name__}")
+            yield value.strip()
+        else:
+            yield _messages(value, where)
+
+
+def is_heldout(index: int) -> bool:
+    """Whether document `index` is held out: a hash, so the split does not depend on the file's order
+    being random and does not move when documents are appended."""
+    return int(hashlib.sha256(str(index).encode()).hexdigest()[:8], 16) % HELDOUT_EVERY == 0
+
+
+def documents(records: Iterable[Record]) -> list[Document]:
+    """Records as documents with their split; at least one in each split when there are two or more."""
+    docs = []
+    for i, r in enumerate(records):
+        split = "heldout" if is_heldout(i) else "train"
+        if isinstance(r, str):
+            docs.append(Document(id=str(i), domain="text", text=r, spans=[(0, len(r), "text")], split=split))
+        else:
+            shown = PLAIN_CHAT.render(r)  # how it reads on the page; tokenizing renders the model's template
+            docs.append(
+                Document(
+                    id=str(i),
+                    domain="chat",
+                    text=shown,
+                    spans=[(0, len(shown), "chat")],
+                    split=split,
+                    meta={"messages": r},
+                )
+            )
+    if len(docs) < 2:
+        raise Unprocessable(
+            f"the file holds {len(docs)} document(s); a dataset needs at least two (one in ten is held out for evaluation)"
+        )
+    splits = {d.split for d in docs}
+    if splits != {"train", "heldout"}:  # tiny files: move one document to the missing split
+        docs[-1].split = "heldout" if "heldout" not in splits else "train"
+    return docs
