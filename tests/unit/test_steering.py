@@ -258,3 +258,12 @@ def test_means_feed_the_magnitude_stats_with_every_real_token():
     means = S.last_position_means(fwd, [(ids, torch.tensor([4, 2]))], ["h"], 1, stats=stats)
     assert torch.equal(means["h"][0], ((acts[0, 3] + acts[1, 1]) / 2).double())
     assert torch.equal(stats["h"].peak, acts[1, 1].double())  # not 18-23: row 1's padding (positions 2, 3)
+
+
+def test_candidate_hooks_every_nth_layer_and_the_last_resid_post():
+    from loupe.services.steering.direction import candidate_hooks
+
+    every = candidate_hooks(4)
+    assert [d for _, d in every] == [0, 1, 2, 3, 4] and every[-1][0] == "blocks.3.hook_resid_post"
+    third = candidate_hooks(30, 3)
+    assert [d for _, d in third] == [*range(0, 30, 3), 30] and third[0][0] == "blocks.0.hook_resid_pre"

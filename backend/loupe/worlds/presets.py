@@ -137,7 +137,8 @@ JACOBIAN_RUNS: dict[str, RunSettings | None] = {
 
 
 # SmolLM2 runs about 1/100 of the demo model's speed here: fewer instructions for the means and scores
-STEERING_PRESETS: dict[str, SteeringConfig] = {"smollm2": SteeringConfig(n_direction=96, n_select=32)}
+# and every third layer's candidates: 12 hooks x 6 ChatML post-instruction positions
+STEERING_PRESETS: dict[str, SteeringConfig] = {"smollm2": SteeringConfig(n_direction=96, n_select=16, layer_stride=3)}
 
 
 def analyses(world: str, eval_limit: int | None) -> Analyses:

@@ -26,6 +26,7 @@ REFUSAL_VECTOR_NAME = "refusal"
 class SteeringConfig:
     n_direction: int = 256  # instructions per side for the means
     n_select: int = 64  # instructions per side for the selection scores
+    layer_stride: int = 1  # candidate layers: every n-th block's resid_pre (and the last resid_post)
 
 
 def refusal_vector_id(model_id: str) -> str:
@@ -33,7 +34,7 @@ def refusal_vector_id(model_id: str) -> str:
 
 
 def refusal_step(models: ModelService, vectors: VectorStore, subject: Subject, cfg: SteeringConfig) -> Step:
-    key = subject.model_key + "-refusal-v3"
+    key = f"{subject.model_key}-refusal-v3-{cfg.n_direction}-{cfg.n_select}-{cfg.layer_stride}"
     vid = refusal_vector_id(subject.model_id)
 
     def body(ctx: JobContext) -> dict[str, Any]:
@@ -42,7 +43,13 @@ def refusal_step(models: ModelService, vectors: VectorStore, subject: Subject, c
         harmful, harmless = subject.dataset.instruction_sets("train", shuffle_seed=subject.seed)
         n, k = cfg.n_direction, cfg.n_select
         res = compute_refusal_direction(
-            lm, harmful[:n], harmless[:n], harmful[n : n + k], harmless[n : n + k], progress=ctx.progress
+            lm,
+            harmful[:n],
+            harmless[:n],
+            harmful[n : n + k],
+            harmless[n : n + k],
+            progress=ctx.progress,
+            layer_stride=cfg.layer_stride,
         )
         out = outcome(res)
         if res["hook"] is None:

@@ -149,9 +149,10 @@ def completions(
     return [lm.tokenizer.decode(row) for row in greedy_ids(lm, forward, encoded, max_new_tokens, batch_size)]
 
 
-def candidate_hooks(n_layers: int) -> list[tuple[str, int]]:
-    """(hook, depth): resid_pre of every block, and the last block's resid_post."""
-    return [(f"blocks.{layer}.hook_resid_pre", layer) for layer in range(n_layers)] + [
+def candidate_hooks(n_layers: int, layer_stride: int = 1) -> list[tuple[str, int]]:
+    """(hook, depth): resid_pre of every block (every `layer_stride`-th: a cheaper scan of a deep model
+    on a CPU), and the last block's resid_post."""
+    return [(f"blocks.{layer}.hook_resid_pre", layer) for layer in range(0, n_layers, max(1, layer_stride))] + [
         (f"blocks.{n_layers - 1}.hook_resid_post", n_layers)
     ]
 
@@ -167,6 +168,7 @@ def compute_refusal_direction(
     rule: str = "bypass_minus_induce",
     n_own_refusals: int = N_OWN_REFUSALS,
     own_refusal_tokens: int = OWN_REFUSAL_TOKENS,
+    layer_stride: int = 1,
 ) -> dict[str, Any]:
     """Difference of means at every (hook, post-instruction position) candidate from (harmful,
     harmless), scored on (select_harmful, select_harmless). `rule`: see core.steering.select_direction.
@@ -178,7 +180,8 @@ def compute_refusal_direction(
     if rule not in S.SELECTION_RULES:
         raise Unprocessable(f"unknown selection rule {rule!r}; choose one of {list(S.SELECTION_RULES)}")
     n_layers = int(lm.info["n_layers"])
-    names = [h for h, _ in candidate_hooks(n_layers)]
+    hooks = candidate_hooks(n_layers, layer_stride)
+    names = [h for h, _ in hooks]
     n_pos = len(post_instruction_ids(lm))
     enc = _encoded_sets(lm, harmful, harmless, select_harmful, select_harmless)
 
@@ -204,7 +207,7 @@ def compute_refusal_direction(
     }
     massive = _massive(stats, names)
     cands, vectors, base_scores = _score_candidates(
-        lm, enc, means, massive["dims"], refusal_ids, n_pos, batch_size, progress
+        lm, enc, means, massive["dims"], refusal_ids, hooks, n_pos, batch_size, progress
     )
     selected = S.select_direction(cands, n_layers, rule=rule)
     chosen = selected or S.keep_candidate(cands, n_layers, rule=rule)
@@ -347,6 +350,7 @@ def _score_candidates(
     means: dict[str, dict[str, Tensor]],
     massive: Sequence[int],
     refusal_ids: list[int],
+    hooks: list[tuple[str, int]],
     n_pos: int,
     batch_size: int,
     progress: Progress,
@@ -354,7 +358,6 @@ def _score_candidates(
     """Every candidate's bypass, induce and KL scores on the selection prompts; each direction is
     mu+ - mu- without the massive dimensions."""
     n_layers = int(lm.info["n_layers"])
-    hooks = candidate_hooks(n_layers)
     plain = locked_forward(lm)
     base_harmless = last_logits(plain, enc["sel_harmless"], batch_size)
     base_harmful = last_logits(plain, enc["sel_harmful"], batch_size)
