@@ -140,6 +140,9 @@ def _logits(out: Any) -> Tensor:
     return logits
 
 
+MAX_LOGITS = 1 << 25  # logits per forward in spliced_losses (float32: 128 MB)
+
+
 @torch.no_grad()
 def spliced_losses(
     model: HookedModel,
@@ -157,6 +160,9 @@ def spliced_losses(
     if hook_name not in model.hook_dict:
         raise KeyError(f"unknown hook name {hook_name!r}")
     device = getattr(getattr(model, "cfg", None), "device", None)
+    d_vocab = getattr(getattr(model, "cfg", None), "d_vocab", None)
+    if d_vocab:  # a batch's logits (and their log-softmax) stay near 128 MB: 5 sequences of SmolLM2, not 32
+        batch_size = max(1, min(batch_size, MAX_LOGITS // (input_ids.shape[1] * int(d_vocab))))
     sums = {"clean": 0.0, "spliced": 0.0, "zero_ablated": 0.0}
     n = 0
 
