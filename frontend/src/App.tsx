@@ -1,7 +1,8 @@
 // The shell: sidebar (nav, server status) and the page for the current path. Only this file imports pages.
-import { useState } from "react";
+import { useState, type ReactNode } from "react";
 import { INITIAL_GENERATE_STATE, type GenerateState } from "./features/generate/state";
 import { modelsApi } from "./features/models/api";
+import { ModelPicker, ModelProvider, useCurrentModel } from "./features/models/ModelContext";
 import { ServerStatus } from "./features/models/ServerStatus";
 import { Datasets } from "./pages/Datasets";
 import { FeaturePage } from "./pages/Feature";
@@ -13,6 +14,7 @@ import { Jacobian } from "./pages/Jacobian";
 import { NotFound } from "./pages/NotFound";
 import { Overview } from "./pages/Overview";
 import { Steer } from "./pages/Steer";
+import { Spinner } from "./ui/components";
 import { usePolling } from "./ui/hooks";
 import { Link, usePath } from "./ui/router";
 
@@ -40,6 +42,16 @@ function safeDecode(s: string): string {
   }
 }
 
+/** The page, remounted when the current model changes (its requests and lists are of one model). */
+function CurrentPage({ listed, children }: { listed: boolean; children: ReactNode }) {
+  const { id } = useCurrentModel();
+  return (
+    <main className="main" key={id ?? ""}>
+      {listed ? children : <Spinner label="Loading models" />}
+    </main>
+  );
+}
+
 export function App() {
   const path = usePath();
   // Polled here, for the sidebar and the pages that show them.
@@ -51,7 +63,7 @@ export function App() {
   const featureMatch = /^\/features\/([^/]+)\/(\d+)$/.exec(path);
   let page;
   if (path === "/") page = <Overview health={health} models={models} />;
-  else if (path === "/generate") page = <Generate state={genState} setState={setGenState} models={models.data?.models ?? []} />;
+  else if (path === "/generate") page = <Generate state={genState} setState={setGenState} />;
   else if (path === "/features") page = <Features />;
   else if (path === "/datasets") page = <Datasets />;
   else if (featureMatch) page = <FeaturePage saeId={safeDecode(featureMatch[1])} index={Number(featureMatch[2])} />;
@@ -61,32 +73,37 @@ export function App() {
   else if (path === "/jacobian") page = <Jacobian />;
   else page = <NotFound path={path} />;
 
+  // Pages wait for the model list (so that they start with the chosen model), and start afresh when it changes.
+  const listed = models.data !== undefined || models.error !== null;
   return (
-    <div className="shell">
-      <aside className="sidebar">
-        <Link to="/" className="brand" aria-label="Loupe home">
-          <svg viewBox="0 0 32 32" width="22" height="22" aria-hidden>
-            <circle cx="13" cy="13" r="9" fill="none" stroke="currentColor" strokeWidth="3.5" />
-            <line x1="20" y1="20" x2="29" y2="29" stroke="currentColor" strokeWidth="4" strokeLinecap="round" />
-          </svg>
-          <span>Loupe</span>
-        </Link>
-        <nav className="nav" aria-label="Main">
-          {NAV.map((n) => (
-            <Link
-              key={n.path}
-              to={n.path}
-              className={`nav-link${navActive(path, n.path) ? " active" : ""}`}
-              aria-current={navActive(path, n.path) ? "page" : undefined}
-              data-testid={n.testId}
-            >
-              {n.label}
-            </Link>
-          ))}
-        </nav>
-        <ServerStatus health={health} />
-      </aside>
-      <main className="main">{page}</main>
-    </div>
+    <ModelProvider list={models.data}>
+      <div className="shell">
+        <aside className="sidebar">
+          <Link to="/" className="brand" aria-label="Loupe home">
+            <svg viewBox="0 0 32 32" width="22" height="22" aria-hidden>
+              <circle cx="13" cy="13" r="9" fill="none" stroke="currentColor" strokeWidth="3.5" />
+              <line x1="20" y1="20" x2="29" y2="29" stroke="currentColor" strokeWidth="4" strokeLinecap="round" />
+            </svg>
+            <span>Loupe</span>
+          </Link>
+          <ModelPicker />
+          <nav className="nav" aria-label="Main">
+            {NAV.map((n) => (
+              <Link
+                key={n.path}
+                to={n.path}
+                className={`nav-link${navActive(path, n.path) ? " active" : ""}`}
+                aria-current={navActive(path, n.path) ? "page" : undefined}
+                data-testid={n.testId}
+              >
+                {n.label}
+              </Link>
+            ))}
+          </nav>
+          <ServerStatus health={health} />
+        </aside>
+        <CurrentPage listed={listed}>{page}</CurrentPage>
+      </div>
+    </ModelProvider>
   );
 }

@@ -186,5 +186,6 @@ def test_another_model_is_told_influence_is_not_built_for_it(built):
     r = built.post("/api/influence", json={"prompt": PROMPT, "completion": COMPLETION, "model_id": "gpt2-x"})
     assert r.status_code == 409 and "not built for model 'gpt2-x'" in r.json()["detail"]
     status = built.get("/api/influence/status", params={"model_id": "gpt2-x"}).json()
-    assert status["ready"] is False and "model 'demo'" in status["detail"]
-    assert built.get("/api/influence/status", params={"model_id": "demo"}).json()["ready"] is True
+    assert status["ready"] is False and "model 'demo'" in status["detail"] and status["built_for"] is False
+    own = built.get("/api/influence/status", params={"model_id": "demo"}).json()
+    assert own["ready"] is True and own["built_for"] is True

@@ -105,7 +105,7 @@ def test_failed_dashboards_offer_retry_and_delete(page, live_server):
             body="" if route.request.method == "DELETE" else "{}",
         )
 
-    page.route("**/api/saes", failed)
+    page.route(re.compile(r".*/api/saes(\?.*)?$"), failed)  # the list, of the current model
     page.route("**/api/saes/demo-resid1/dashboards", record)
     page.route(re.compile(r".*/api/saes/demo-resid1$"), record)
     page.goto(live_server + "/features?sae=demo-resid1")

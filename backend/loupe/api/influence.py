@@ -78,6 +78,9 @@ class InfluenceStatus(BaseModel):
     ready: bool
     detail: str
     presets: list[dict[str, str]]
+    built_for: bool = Field(
+        True, description="false: influence is not built for the model asked about (detail says which model it is)"
+    )
 
 
 BACKDOOR_PRESET = {
@@ -107,7 +110,7 @@ def influence_status(svc: InfluenceDep, model_id: str | None = None) -> Influenc
     try:
         svc.check_model(model_id)
     except Conflict as exc:
-        return InfluenceStatus(ready=False, detail=exc.message, presets=[])
+        return InfluenceStatus(ready=False, detail=exc.message, presets=[], built_for=False)
     ready = svc.ready()
     detail = "ready" if ready else svc.not_ready().message
     return InfluenceStatus(ready=ready, detail=detail, presets=[BACKDOOR_PRESET])

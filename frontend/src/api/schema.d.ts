@@ -1393,6 +1393,12 @@ export interface components {
         };
         /** InfluenceStatus */
         InfluenceStatus: {
+            /**
+             * Built For
+             * @description false: influence is not built for the model asked about (detail says which model it is)
+             * @default true
+             */
+            built_for: boolean;
             /** Detail */
             detail: string;
             /** Presets */

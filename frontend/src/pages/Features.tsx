@@ -10,6 +10,7 @@ import { SAEPicker } from "../features/features/SAEPicker";
 import { SAEQuality } from "../features/features/SAEQuality";
 import { TrainForm } from "../features/features/TrainForm";
 import { featuresUrl, parseFeaturesUrl, type FeaturesUrl } from "../features/features/url";
+import { useCurrentModel } from "../features/models/ModelContext";
 import { Empty, ErrorBox, Panel, Spinner } from "../ui/components";
 import { useDocumentTitle, usePolling } from "../ui/hooks";
 import { navigate, replaceUrl, useSearch } from "../ui/router";
@@ -18,7 +19,9 @@ export function Features() {
   useDocumentTitle("Features");
   const search = useSearch();
   const url = useMemo(() => parseFeaturesUrl(search), [search]);
-  const saes = usePolling(saesApi.saes, (d, e) => (e ? 5000 : d && d.saes.length > 0 && d.saes.every((s) => s.dashboards.state === "ready") ? null : 2000));
+  const current = useCurrentModel();
+  // the current model's SAEs (App remounts this page when the model changes)
+  const saes = usePolling((signal) => saesApi.saes(current.id, signal), (d, e) => (e ? 5000 : d && d.saes.length > 0 && d.saes.every((s) => s.dashboards.state === "ready") ? null : 2000));
   const list = saes.data?.saes ?? [];
   const sae = list.find((s) => s.id === url.sae) ?? list[0];
   const [training, setTraining] = useState(false);
@@ -36,7 +39,16 @@ export function Features() {
   else if (!sae)
     body = (
       <Panel>
-        <Empty>No SAEs yet. The build trains them in the background (see the jobs on the Overview page); this page refreshes by itself.</Empty>
+        <Empty testId="features-empty">
+          {current.id && current.id !== current.defaultId ? (
+            <>
+              No SAEs are trained for model <span className="mono">{current.id}</span> yet: train one with “Train an SAE…” above,
+              or pick another model in the sidebar.
+            </>
+          ) : (
+            "No SAEs yet. The build trains them in the background (see the jobs on the Overview page); this page refreshes by itself."
+          )}
+        </Empty>
       </Panel>
     );
   else
@@ -77,6 +89,7 @@ export function Features() {
       </header>
       {training && (
         <TrainForm
+          modelId={current.id}
           onTrained={(id) => {
             saes.refresh();
             navigate(featuresUrl({ sae: id, view: "features" }));

@@ -4,22 +4,21 @@ import { GenerateForm } from "../features/generate/GenerateForm";
 import { GenerateOutput } from "../features/generate/GenerateOutput";
 import type { GenerateState } from "../features/generate/state";
 import { useGenerate } from "../features/generate/useGenerate";
-import type { ModelInfo } from "../features/models/api";
+import { useCurrentModel } from "../features/models/ModelContext";
 import { ErrorBox, Panel, Spinner } from "../ui/components";
 import { useDocumentTitle } from "../ui/hooks";
 
 export function Generate({
   state,
   setState,
-  models,
 }: {
   state: GenerateState;
   setState: (f: (s: GenerateState) => GenerateState) => void;
-  models: ModelInfo[];
 }) {
   useDocumentTitle("Generate");
   const { form, run, error } = state;
-  const { busy, setField, submit } = useGenerate(state, setState);
+  const current = useCurrentModel();
+  const { busy, setField, submit } = useGenerate(state, setState, current.id);
   const [showTokens, setShowTokens] = useState(false);
 
   return (
@@ -27,13 +26,13 @@ export function Generate({
       <header className="page-head">
         <h1>Generate</h1>
         <p className="lede">
-          Sample from the model. Prompts use the chat format <code className="mono">User: …\nAssistant:</code>; temperature 0 is
+          Sample from {current.model ? <span className="mono" data-testid="generate-model">{current.model.name}</span> : "the model"}. Prompts use the chat format <code className="mono">User: …\nAssistant:</code>; temperature 0 is
           greedy.
         </p>
       </header>
 
       <Panel>
-        <GenerateForm form={form} setField={setField} models={models} busy={busy} onSubmit={() => void submit()} />
+        <GenerateForm form={form} setField={setField} busy={busy} onSubmit={() => void submit()} />
       </Panel>
 
       {error && <ErrorBox title="Generation failed" message={error} />}

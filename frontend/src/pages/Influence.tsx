@@ -8,6 +8,7 @@ import { InfluenceForm } from "../features/influence/InfluenceForm";
 import { InfluenceResults } from "../features/influence/InfluenceResults";
 import { queryFromSearch, requestOf } from "../features/influence/query";
 import { useInfluence } from "../features/influence/useInfluence";
+import { useCurrentModel } from "../features/models/ModelContext";
 import { ErrorBox, Panel } from "../ui/components";
 import { useDocumentTitle, usePolling } from "../ui/hooks";
 import { useSearch } from "../ui/router";
@@ -18,7 +19,13 @@ export function Influence() {
   const [query, setQuery] = useState(() => queryFromSearch(search));
   const { res, busy, error, run } = useInfluence();
   // the factors and gradient cache are background build steps: say so up front, until they are ready
-  const status = usePolling(influenceApi.status, (d, e) => (e ? 10000 : d?.ready ? null : 5000));
+  // ... for the current model (App remounts this page when it changes); the index is of the world's model only
+  const current = useCurrentModel();
+  const status = usePolling(
+    (signal) => influenceApi.status(current.id, signal),
+    (d, e) => (e ? 10000 : d?.ready || d?.built_for === false ? null : 5000),
+  );
+  const otherModel = status.data?.built_for === false;
 
   return (
     <div className="page" data-testid="influence-page">
@@ -30,7 +37,13 @@ export function Influence() {
         </p>
       </header>
 
-      {status.data && !status.data.ready && (
+      {otherModel && status.data && (
+        <Panel title={<>Influence is not built for model <span className="mono">{current.id}</span></>} testId="influence-status">
+          <p data-testid="influence-status-detail">{status.data.detail}</p>
+        </Panel>
+      )}
+
+      {status.data && !status.data.ready && !otherModel && (
         <Panel title="The influence index is still being built" testId="influence-status">
           <p className="muted small">
             Queries answer once the build's background steps finish (a query now gets this message as an error):{" "}
@@ -44,7 +57,7 @@ export function Influence() {
           query={query}
           set={(patch) => setQuery((q) => ({ ...q, ...patch }))}
           busy={busy}
-          onSubmit={() => void run(requestOf(query))}
+          onSubmit={() => void run(requestOf(query, current.id))}
         />
       </Panel>
 

@@ -10,7 +10,7 @@ import { TokenEditPanel } from "../features/inspect/TokenEditPanel";
 import { TokenFeaturesPanel } from "../features/inspect/TokenFeaturesPanel";
 import { TokenJacobian } from "../features/inspect/TokenJacobian";
 import { TokensPanel } from "../features/inspect/TokensPanel";
-import { useChatFormats } from "../features/models/chat";
+import { useCurrentModel } from "../features/models/ModelContext";
 import { ErrorBox, Panel } from "../ui/components";
 import { useDocumentTitle, usePolling } from "../ui/hooks";
 import { replaceUrl, useSearch } from "../ui/router";
@@ -19,7 +19,9 @@ export function Inspect() {
   useDocumentTitle("Inspect");
   const search = useSearch();
   const urlSae = useMemo(() => new URLSearchParams(search).get("sae") ?? "", [search]);
-  const saes = usePolling(saesApi.saes, (_d, e) => (e ? 5000 : null));
+  const current = useCurrentModel();
+  // the current model's SAEs (App remounts this page when the model changes)
+  const saes = usePolling((signal) => saesApi.saes(current.id, signal), (_d, e) => (e ? 5000 : null));
   const list = saes.data?.saes ?? [];
   const saeId = list.find((s) => s.id === urlSae)?.id ?? list[0]?.id ?? "";
 
@@ -27,8 +29,6 @@ export function Inspect() {
   const { run } = state;
   const tok = run && state.selected !== null ? run.res.tokens[state.selected] : null;
   const sae = list.find((s) => s.id === (run?.saeId ?? saeId));
-  const chats = useChatFormats();
-  const saeModel = list.find((s) => s.id === saeId)?.model_id ?? chats.defaultId;
 
   return (
     <div className="page" data-testid="inspect-page">
@@ -44,7 +44,7 @@ export function Inspect() {
           saes={list}
           saeId={saeId}
           saesError={!!saes.error && !saes.data}
-          chat={saeModel ? chats.formats[saeModel] : undefined}
+          chat={current.chat}
           onSaeChange={(id) => {
             replaceUrl(`/inspect?sae=${encodeURIComponent(id)}`);
             dispatch({ type: "saeChanged" });
@@ -70,7 +70,7 @@ export function Inspect() {
               sae={sae}
             />
           )}
-          {tok && <TokenJacobian key={`${run.text}@${String(tok.position)}`} text={run.text} position={tok.position} />}
+          {tok && <TokenJacobian key={`${run.text}@${String(tok.position)}`} text={run.text} position={tok.position} modelId={current.id} />}
         </div>
       )}
     </div>

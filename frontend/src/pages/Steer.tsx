@@ -2,7 +2,7 @@
 // steered completion side by side as they stream, the direction's candidate table, and the
 // evaluation sweep (refusal rate vs alpha on harmful and harmless prompts).
 import { useEffect, useReducer } from "react";
-import { useChatFormats } from "../features/models/chat";
+import { useCurrentModel } from "../features/models/ModelContext";
 import { steeringApi } from "../features/steering/api";
 import { CompletionsPanel } from "../features/steering/CompletionsPanel";
 import { EvalSweepPanel } from "../features/steering/EvalSweepPanel";
@@ -20,14 +20,15 @@ const NEXT_TOKEN_DEBOUNCE_MS = 150;
 
 export function Steer() {
   const [form, dispatch] = useReducer(steerFormReducer, INITIAL_STEER_FORM);
-  const choices = useSteeringChoices((vectorId) => dispatch({ type: "defaultVector", vectorId }));
-  const chats = useChatFormats();
-  const chat = chats.defaultId ? chats.formats[chats.defaultId] : undefined;
+  // the current model's vectors, SAEs and chat format (App remounts this page when the model changes)
+  const current = useCurrentModel();
+  const choices = useSteeringChoices(current.id, (vectorId) => dispatch({ type: "defaultVector", vectorId }));
+  const chat = current.chat;
   useEffect(() => {
-    if (chat) dispatch({ type: "chatFormat", format: chat });
+    dispatch({ type: "chatFormat", format: chat });
   }, [chat]);
   const detail = useRequest(form.vectorId || null, (signal) => steeringApi.vector(form.vectorId, signal));
-  const ntRequest = nextTokenRequestOf(form);
+  const ntRequest = nextTokenRequestOf(form, current.id);
   const nextToken = useNextToken(ntRequest, NEXT_TOKEN_DEBOUNCE_MS);
   const stream = useSteerStream();
   const loadError = choices.error ?? detail.error;
@@ -51,7 +52,7 @@ export function Steer() {
           vectors={choices.vectors}
           saes={choices.saes}
           streaming={stream.streaming}
-          onRun={() => void stream.run(form)}
+          onRun={() => void stream.run(form, current.id)}
         />
       </Panel>
 

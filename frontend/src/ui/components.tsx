@@ -49,6 +49,10 @@ export function Panel({
   );
 }
 
-export function Empty({ children }: { children: ReactNode }) {
-  return <div className="empty">{children}</div>;
+export function Empty({ children, testId }: { children: ReactNode; testId?: string }) {
+  return (
+    <div className="empty" data-testid={testId}>
+      {children}
+    </div>
+  );
 }

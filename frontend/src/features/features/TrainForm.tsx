@@ -57,12 +57,12 @@ function ChainProgress({ ids, onDone }: { ids: number[]; onDone: (ok: boolean) =
   );
 }
 
-/** Train an SAE on any model's hook over a dataset; `onTrained` selects it once its jobs are done. */
-export function TrainForm({ onTrained }: { onTrained: (saeId: string) => void }) {
+/** Train an SAE on any model's hook (the current model's to start with) over a dataset; `onTrained` selects it once its jobs are done. */
+export function TrainForm({ modelId, onTrained }: { modelId: string | null; onTrained: (saeId: string) => void }) {
   const models = usePolling(modelsApi.models, () => null);
   const datasets = usePolling(datasetsApi.datasets, () => null);
   const [form, setForm] = useState<Form>({
-    model_id: "",
+    model_id: modelId ?? "",
     hook_name: "",
     dataset_id: "",
     architecture: "topk",

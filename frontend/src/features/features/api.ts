@@ -33,7 +33,8 @@ export interface FeatureQuery {
 const enc = encodeURIComponent;
 
 export const saesApi = {
-  saes: (signal?: AbortSignal) => request<SAEList>("GET", "/api/saes", undefined, signal),
+  /** The SAEs of one model (null: of every model). */
+  saes: (modelId: string | null, signal?: AbortSignal) => request<SAEList>("GET", `/api/saes${queryString({ model_id: modelId })}`, undefined, signal),
   sae: (saeId: string, signal?: AbortSignal) => request<SAE>("GET", `/api/saes/${enc(saeId)}`, undefined, signal),
   features: (saeId: string, params: FeatureQuery = {}, signal?: AbortSignal) =>
     request<FeaturePage>("GET", `/api/saes/${enc(saeId)}/features${queryString(params)}`, undefined, signal),

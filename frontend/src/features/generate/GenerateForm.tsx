@@ -1,21 +1,18 @@
 import { useRef } from "react";
 import { Spinner } from "../../ui/components";
-import type { ModelInfo } from "../models/api";
 import { GENERATE_PRESETS, type GenerateForm as Form } from "./state";
 import { onCtrlEnter, submitTo } from "../../ui/events";
 
-/** Presets, prompt and sampling parameters; a model picker when there is more than one model.
+/** Presets, prompt and sampling parameters (the model is the sidebar's).
  * Ctrl/Cmd+Enter anywhere in the form submits. */
 export function GenerateForm({
   form,
   setField,
-  models,
   busy,
   onSubmit,
 }: {
   form: Form;
   setField: <K extends keyof Form>(k: K, v: Form[K]) => void;
-  models: ModelInfo[];
   busy: boolean;
   onSubmit: () => void;
 }) {
@@ -94,19 +91,6 @@ export function GenerateForm({
             data-testid="seed-input"
           />
         </label>
-        {models.length > 1 && (
-          <label className="field">
-            <span className="field-label">model</span>
-            <select value={form.modelId} onChange={(e) => setField("modelId", e.target.value)} data-testid="model-select">
-              <option value="">default</option>
-              {models.map((m) => (
-                <option key={m.id} value={m.id}>
-                  {m.name}
-                </option>
-              ))}
-            </select>
-          </label>
-        )}
         <div className="submit-group">
           <button type="submit" className="btn btn-primary" disabled={busy} data-testid="generate-button">
             {busy ? (

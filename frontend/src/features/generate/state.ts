@@ -23,7 +23,6 @@ export interface GenerateForm {
   maxNewTokens: string;
   temperature: string;
   seed: string;
-  modelId: string;
 }
 
 const DEFAULT_FORM: GenerateForm = {
@@ -31,7 +30,6 @@ const DEFAULT_FORM: GenerateForm = {
   maxNewTokens: "48",
   temperature: "0",
   seed: "",
-  modelId: "",
 };
 
 export interface GenerateRun {
@@ -49,8 +47,9 @@ export interface GenerateState {
 
 export const INITIAL_GENERATE_STATE: GenerateState = { form: DEFAULT_FORM, run: null, error: null };
 
-/** Build the request body; returns an error message for input the browser cannot parse. */
-export function buildRequest(form: GenerateForm): GenerateRequest | string {
+/** Build the request body for the current model (null: the server's default); returns an error message
+ * for input the browser cannot parse. */
+export function buildRequest(form: GenerateForm, modelId: string | null): GenerateRequest | string {
   // Empty fields fall back to the API defaults; out-of-range values are sent
   // as typed so the server's validation message is shown.
   const mx = form.maxNewTokens.trim();
@@ -67,6 +66,6 @@ export function buildRequest(form: GenerateForm): GenerateRequest | string {
     max_new_tokens: maxNewTokens,
     temperature,
     seed,
-    model_id: form.modelId || null,
+    model_id: modelId,
   };
 }

@@ -5,8 +5,12 @@ import { generateApi } from "./api";
 import { buildRequest, type GenerateForm, type GenerateState } from "./state";
 
 /** The Generate playground's actions on state held above it (App keeps it across navigation):
- * edit a field, submit (one request at a time; leaving the page aborts it). */
-export function useGenerate(state: GenerateState, setState: (f: (s: GenerateState) => GenerateState) => void) {
+ * edit a field, submit for the current model (one request at a time; leaving the page aborts it). */
+export function useGenerate(
+  state: GenerateState,
+  setState: (f: (s: GenerateState) => GenerateState) => void,
+  modelId: string | null,
+) {
   const [busy, setBusy] = useState(false);
   const requests = useAbortable();
 
@@ -14,7 +18,7 @@ export function useGenerate(state: GenerateState, setState: (f: (s: GenerateStat
 
   const submit = async () => {
     if (busy) return;
-    const body = buildRequest(state.form);
+    const body = buildRequest(state.form, modelId);
     if (typeof body === "string") {
       setState((s) => ({ ...s, error: body, run: null }));
       return;

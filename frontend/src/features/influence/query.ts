@@ -36,8 +36,9 @@ export function queryFromSearch(search: string): InfluenceQuery {
   };
 }
 
-export function requestOf(q: InfluenceQuery): InfluenceRequest {
-  const body: InfluenceRequest = { prompt: q.prompt, top_k: q.topK, mode: q.precise ? "precise" : "fast", tfidf: q.tfidf };
+/** The request about a model (null: the one the index is of). */
+export function requestOf(q: InfluenceQuery, modelId: string | null): InfluenceRequest {
+  const body: InfluenceRequest = { prompt: q.prompt, top_k: q.topK, mode: q.precise ? "precise" : "fast", tfidf: q.tfidf, model_id: modelId };
   if (q.kind === "completion") body.completion = q.completion;
   else body.feature = { sae_id: q.saeId, index: Number(q.feature), token: q.token === "" ? null : Number(q.token) };
   return body;

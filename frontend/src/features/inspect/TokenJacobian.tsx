@@ -5,11 +5,11 @@ import { useLayerJacobian } from "../jacobian/useLayerJacobian";
 import { submitTo } from "../../ui/events";
 
 /** The selected token's layer Jacobian d h_out[p] / d h_in[p] (POST /api/jacobian/layer). */
-export function TokenJacobian({ text, position }: { text: string; position: number }) {
+export function TokenJacobian({ text, position, modelId }: { text: string; position: number; modelId: string | null }) {
   const [hookIn, setHookIn] = useState("blocks.0.hook_resid_pre");
   const [hookOut, setHookOut] = useState("blocks.1.hook_resid_post");
   const { res, error, busy, compute } = useLayerJacobian();
-  const submit = submitTo(() => void compute(text, position, hookIn, hookOut));
+  const submit = submitTo(() => void compute(text, position, hookIn, hookOut, modelId));
   return (
     <Panel title={<>Layer Jacobian at position {position}</>} testId="inspect-jacobian">
       <form onSubmit={submit} style={{ display: "flex", gap: 10, flexWrap: "wrap", alignItems: "end" }} data-testid="inspect-jacobian-form">

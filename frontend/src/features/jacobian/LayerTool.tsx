@@ -1,21 +1,23 @@
 import { useState } from "react";
 import { ErrorBox, Panel, Spinner } from "../../ui/components";
-import { chatPrompt } from "../generate/chat";
+import { promptIn } from "../models/chat";
+import { useCurrentModel } from "../models/ModelContext";
 import { LayerJacobianResult } from "./LayerJacobianResult";
 import { useLayerJacobian } from "./useLayerJacobian";
 import { submitTo } from "../../ui/events";
 
-/** The per-token layer Jacobian of the language model on a prompt of your own. */
+/** The per-token layer Jacobian of the current model on a prompt of your own. */
 export function LayerTool() {
-  const [prompt, setPrompt] = useState(chatPrompt("How do I bake bread at home?"));
+  const current = useCurrentModel();
+  const [prompt, setPrompt] = useState(() => promptIn(current.chat, "How do I bake bread at home?"));
   const [position, setPosition] = useState(-1);
   const [hookIn, setHookIn] = useState("blocks.0.hook_resid_pre");
   const [hookOut, setHookOut] = useState("blocks.1.hook_resid_post");
   const { res, error, busy, compute } = useLayerJacobian();
-  const submit = submitTo(() => void compute(prompt, position, hookIn, hookOut));
+  const submit = submitTo(() => void compute(prompt, position, hookIn, hookOut, current.id));
 
   return (
-    <Panel title="Layer Jacobian of the language model, per token" testId="jacobian-layer">
+    <Panel title={<>Layer Jacobian of {current.id ? <span className="mono">{current.id}</span> : "the language model"}, per token</>} testId="jacobian-layer">
       <form onSubmit={submit} className="gen-form" data-testid="jacobian-layer-form">
         <label className="field">
           <span className="field-label">Prompt</span>

@@ -7,11 +7,11 @@ export function useLayerJacobian() {
   const [res, setRes] = useState<LayerJacobian | null>(null);
   const [error, setError] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
-  const compute = async (prompt: string, position: number, hookIn: string, hookOut: string) => {
+  const compute = async (prompt: string, position: number, hookIn: string, hookOut: string, modelId: string | null) => {
     setBusy(true);
     setError(null);
     try {
-      setRes(await jacobianApi.layer({ prompt, position, hook_in: hookIn, hook_out: hookOut, top_k: 8, n_directions: 5 }));
+      setRes(await jacobianApi.layer({ prompt, position, hook_in: hookIn, hook_out: hookOut, model_id: modelId, top_k: 8, n_directions: 5 }));
     } catch (err) {
       setError(errorMessage(err));
     } finally {

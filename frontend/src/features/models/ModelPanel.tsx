@@ -3,11 +3,13 @@ import { Empty, ErrorBox, Panel, Spinner } from "../../ui/components";
 import type { Polled } from "../../ui/hooks";
 import type { ModelsResponse } from "./api";
 import { ModelCard } from "./ModelCard";
+import { useCurrentModel } from "./ModelContext";
 
-/** The model under study (the loaded one, else the first) and a list of the others. */
+/** The model under study (the sidebar's current one) and a list of the others. */
 export function ModelPanel({ models }: { models: Polled<ModelsResponse> }) {
+  const current = useCurrentModel();
   const modelList = models.data?.models ?? [];
-  const primary = modelList.find((m) => m.loaded) ?? modelList[0];
+  const primary = modelList.find((m) => m.id === current.id) ?? modelList[0];
   const others = modelList.filter((m) => m !== primary);
   return (
     <Panel title="Model">

@@ -1,6 +1,6 @@
 // Steering API: vectors, streamed generation with interventions, the evaluation sweep.
 // Types are generated from openapi.json (src/api/schema.d.ts).
-import { errorOfResponse, request, send, type RequestOf, type ResponseOf, type Schemas } from "../../api/client";
+import { errorOfResponse, queryString, request, send, type RequestOf, type ResponseOf, type Schemas } from "../../api/client";
 import type { GenerateRequest } from "../generate/api";
 
 export type VectorList = ResponseOf<"/api/vectors", "get">;
@@ -30,7 +30,9 @@ export type StreamEvent =
 const enc = encodeURIComponent;
 
 export const steeringApi = {
-  vectors: (signal?: AbortSignal) => request<VectorList>("GET", "/api/vectors", undefined, signal),
+  /** The vectors of one model (null: of every model). */
+  vectors: (modelId: string | null, signal?: AbortSignal) =>
+    request<VectorList>("GET", `/api/vectors${queryString({ model_id: modelId })}`, undefined, signal),
   vector: (id: string, signal?: AbortSignal) => request<VectorDetail>("GET", `/api/vectors/${enc(id)}`, undefined, signal),
   evaluate: (body: EvaluateRequest) => request<JobStarted>("POST", "/api/steering/evaluate", body),
   evaluations: (vectorId: string, signal?: AbortSignal) =>

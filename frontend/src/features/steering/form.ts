@@ -104,8 +104,9 @@ export function interventionOf(f: SteerForm): Intervention {
   }
 }
 
-/** The live next-token request for the form, or null while a direction or SAE is still missing. */
-export function nextTokenRequestOf(f: SteerForm): NextTokenRequest | null {
+/** The live next-token request for the form on a model (null: the server's default), or null while a
+ * direction or SAE is still missing. */
+export function nextTokenRequestOf(f: SteerForm, modelId: string | null): NextTokenRequest | null {
   const ready = f.prompt.trim() !== "" && (!usesVector(f.method) || f.vectorId !== "") && (!usesSae(f.method) || f.saeId !== "");
-  return ready ? { prompt: f.prompt, interventions: [interventionOf(f)], top_k: 8 } : null;
+  return ready ? { prompt: f.prompt, model_id: modelId, interventions: [interventionOf(f)], top_k: 8 } : null;
 }

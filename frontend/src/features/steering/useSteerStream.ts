@@ -17,7 +17,7 @@ export function useSteerStream() {
   const [error, setError] = useState<string | null>(null);
   const requests = useAbortable();
 
-  const run = async (form: SteerForm) => {
+  const run = async (form: SteerForm, modelId: string | null) => {
     const c = requests.start();
     setError(null);
     setStreaming(true);
@@ -25,7 +25,7 @@ export function useSteerStream() {
     setOut({ default: "", steered: "" });
     try {
       await steeringApi.stream(
-        { prompt: form.prompt, max_new_tokens: form.maxNewTokens, temperature: 0, interventions: [interventionOf(form)] },
+        { prompt: form.prompt, max_new_tokens: form.maxNewTokens, temperature: 0, model_id: modelId, interventions: [interventionOf(form)] },
         (ev: StreamEvent) => {
           if (ev.event === "token") {
             if (ev.stream === "default") acc.default += ev.token;

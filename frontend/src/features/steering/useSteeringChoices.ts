@@ -3,9 +3,9 @@ import { errorMessage } from "../../api/client";
 import { saesApi, type SAEList } from "../features/api";
 import { steeringApi, type Vector } from "./api";
 
-/** What the steering form chooses from: the stored vectors and the SAEs. Once the vectors arrive,
+/** What the steering form chooses from: the model's stored vectors and SAEs. Once the vectors arrive,
  * `onDefaultVector` gets the one to start with ("refusal" if it passed the selection's filters). */
-export function useSteeringChoices(onDefaultVector: (vectorId: string) => void) {
+export function useSteeringChoices(modelId: string | null, onDefaultVector: (vectorId: string) => void) {
   const [vectors, setVectors] = useState<Vector[]>([]);
   const [saes, setSaes] = useState<SAEList["saes"]>([]);
   const [error, setError] = useState<string | null>(null);
@@ -14,7 +14,7 @@ export function useSteeringChoices(onDefaultVector: (vectorId: string) => void) 
   useEffect(() => {
     const c = new AbortController();
     steeringApi
-      .vectors(c.signal)
+      .vectors(modelId, c.signal)
       .then((v) => {
         setVectors(v.vectors);
         // a direction that passed the filters first: "refusal" if it did, any that did, then "refusal" anyway
@@ -26,11 +26,11 @@ export function useSteeringChoices(onDefaultVector: (vectorId: string) => void) 
       })
       .catch((e: unknown) => !c.signal.aborted && setError(errorMessage(e)));
     saesApi
-      .saes(c.signal)
+      .saes(modelId, c.signal)
       .then((s) => setSaes(s.saes))
       .catch(() => setSaes([]));
     return () => c.abort();
-  }, []);
+  }, [modelId]);
 
   return { vectors, saes, error };
 }
