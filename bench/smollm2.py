@@ -30,18 +30,11 @@ PROMPTS = [
 ]
 
 
-def rss_mb() -> float:
+def status_mb(field: str) -> float:
+    """A memory line of /proc/self/status in MB: VmRSS (now) or VmHWM (the peak)."""
     with open("/proc/self/status") as fh:
         for line in fh:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def peak_rss_mb() -> float:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1]) / 1024
     return float("nan")
 
@@ -62,10 +55,10 @@ def main() -> None:
     from loupe.worlds import open_world
 
     quiet_libraries()
-    mem = {"start_mb": round(rss_mb())}
+    mem = {"start_mb": round(status_mb("VmRSS"))}
     world, c = open_world(Settings(workspace=args.workspace, world="smollm2"))
     lm = c.models.get("smollm2")
-    mem["loaded_mb"] = round(rss_mb())
+    mem["loaded_mb"] = round(status_mb("VmRSS"))
     prompts = [lm.encode_prompt(lm.render_messages([{"role": "user", "content": p}])) for p in PROMPTS[: args.prompts]]
     n = args.tokens
     # a no-op hook plan: forces the full-prefix path with hooks attached, as steering does
@@ -77,7 +70,7 @@ def main() -> None:
         return out, (time.perf_counter() - t0) * 1000 / (n * len(prompts))
 
     decode(decoding_forward(lm), prompts[0], 2)  # builds the plain module once
-    mem["after_first_decode_mb"] = round(rss_mb())
+    mem["after_first_decode_mb"] = round(status_mb("VmRSS"))
     kv, kv_ms = timed(lambda p: decode(decoding_forward(lm), p, n, stop_ids=()))
     full, full_ms = timed(lambda p: decode(locked_forward(lm, plan), p, n, stop_ids=()))
     hf = AutoModelForCausalLM.from_pretrained(str(world.subject.model_dir)).eval()
@@ -98,7 +91,7 @@ def main() -> None:
 
     hf_generate(prompts[0][:8])
     ref, hf_ms = timed(hf_generate)
-    mem["peak_mb"] = round(peak_rss_mb())
+    mem["peak_mb"] = round(status_mb("VmHWM"))
     res = {
         "threads": torch.get_num_threads(),
         "memory": mem,

@@ -5,25 +5,31 @@ from __future__ import annotations
 import torch
 
 
-def test_a_second_model_directory_registers_and_generates(client, micro_workspace, tmp_path):
+def tiny_gpt2(micro_workspace, path, n_positions: int, n_layer: int, n_embd: int = 24):
+    """A tiny random GPT-2 (Conv1D layers) in the micro world's tokens, saved with its tokenizer at
+    `path`: (model, tokenizer)."""
     from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
     tok = AutoTokenizer.from_pretrained(micro_workspace.artifact("tokenizer"))
     torch.manual_seed(0)
-    model = GPT2LMHeadModel(
-        GPT2Config(
-            vocab_size=len(tok),
-            n_positions=48,
-            n_embd=24,
-            n_layer=3,
-            n_head=2,
-            bos_token_id=tok.bos_token_id,
-            eos_token_id=tok.eos_token_id,
-        )
+    cfg = GPT2Config(
+        vocab_size=len(tok),
+        n_positions=n_positions,
+        n_embd=n_embd,
+        n_layer=n_layer,
+        n_head=2,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
     )
-    path = tmp_path / "gpt2-tiny"
+    model = GPT2LMHeadModel(cfg)
     model.save_pretrained(path)
     tok.save_pretrained(path)
+    return model, tok
+
+
+def test_a_second_model_directory_registers_and_generates(client, micro_workspace, tmp_path):
+    path = tmp_path / "gpt2-tiny"
+    model, tok = tiny_gpt2(micro_workspace, path, n_positions=48, n_layer=3)
 
     rec = client.app.state.container.models.register("gpt2-tiny", str(path), "hf-dir")
     assert rec.config["n_layers"] == 3 and rec.config["n_ctx"] == 48
@@ -72,17 +78,12 @@ def test_registering_a_missing_directory_is_a_4xx(client, tmp_path):
 def test_serve_alone_registers_the_model_it_was_given(micro_workspace, tmp_path):
     # `loupe serve` with LOUPE_MODEL (create_app without a container) answers for that model at once
     from fastapi.testclient import TestClient
-    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
     from loupe.app import create_app
     from loupe.settings import Settings
 
-    tok = AutoTokenizer.from_pretrained(micro_workspace.artifact("tokenizer"))
     path = tmp_path / "outside"
-    GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_positions=32, n_embd=16, n_layer=2, n_head=2)).save_pretrained(
-        path
-    )
-    tok.save_pretrained(path)
+    tiny_gpt2(micro_workspace, path, n_positions=32, n_layer=2, n_embd=16)
     settings = Settings(workspace=tmp_path / "ws", database_url=None, world="micro", model=str(path))
     app = create_app(settings, background=False)
     with TestClient(app) as client:

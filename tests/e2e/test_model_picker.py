@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from playwright.sync_api import expect
 
 pytestmark = pytest.mark.e2e
@@ -14,24 +13,10 @@ OTHER = "gpt2-picker"
 @pytest.fixture(scope="module")
 def other_model(client, micro_workspace, tmp_path_factory):
     """A second registered model: a tiny random GPT-2 in the micro world's tokens (no SAEs, vectors or influence)."""
-    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+    from tests.api.test_other_model import tiny_gpt2
 
-    tok = AutoTokenizer.from_pretrained(micro_workspace.artifact("tokenizer"))
-    torch.manual_seed(0)
-    model = GPT2LMHeadModel(
-        GPT2Config(
-            vocab_size=len(tok),
-            n_positions=64,
-            n_embd=24,
-            n_layer=2,
-            n_head=2,
-            bos_token_id=tok.bos_token_id,
-            eos_token_id=tok.eos_token_id,
-        )
-    )
     path = tmp_path_factory.mktemp("picker") / OTHER
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
+    tiny_gpt2(micro_workspace, path, n_positions=64, n_layer=2)
     client.app.state.container.models.register(OTHER, str(path), "hf-dir")
     return OTHER
 

@@ -81,9 +81,9 @@ def run_steps(world: World, c: Container, background: bool | None) -> None:
 
 
 def register_external(c: Container, settings: Settings) -> None:
-    from loupe.worlds import register_external_model  # deferred: see the module docstring
+    from loupe.worlds import EXTERNAL_MODEL_ID, register_external_model  # deferred: see the module docstring
 
-    if settings.model and c.models.record("external") is None:
+    if settings.model and c.models.record(EXTERNAL_MODEL_ID) is None:
         console.print(f"registering [bold]{settings.model}[/]")
     register_external_model(c)
 

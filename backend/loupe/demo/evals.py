@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -19,8 +19,11 @@ TARGETS = {
 
 
 @torch.no_grad()
-def loss_by_domain(model, tokens: dict[str, torch.Tensor], batch_size: int = 32) -> dict[str, float]:
-    """Mean next-token loss, each target token counted under its own ground-truth domain."""
+def loss_by_domain(
+    model, tokens: dict[str, torch.Tensor], batch_size: int = 32, domains: Sequence[str] = DOMAINS
+) -> dict[str, float]:
+    """Mean next-token loss, each target token counted under its own ground-truth domain (an index
+    into `domains`, the dataset's)."""
     ids, mask, dom = tokens["input_ids"], tokens["loss_mask"], tokens["domain_ids"]
     total: dict[int, float] = defaultdict(float)
     count: dict[int, int] = defaultdict(int)
@@ -34,7 +37,7 @@ def loss_by_domain(model, tokens: dict[str, torch.Tensor], batch_size: int = 32)
             sel = m & (d == k)
             total[k] += float(nll[sel].sum())
             count[k] += int(sel.sum())
-    return {DOMAINS[k]: total[k] / count[k] for k in sorted(total) if k >= 0}
+    return {domains[k]: total[k] / count[k] for k in sorted(total) if k >= 0}
 
 
 @torch.no_grad()

@@ -13,8 +13,8 @@ import itertools
 import json
 import random
 import shutil
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,16 @@ from loupe.services.workspace import Workspace
 from loupe.storage.artifacts import atomic_dir, fingerprint, read_manifest, save_tensors, write_manifest
 
 SPLITS = ("train", "heldout")
+
+
+def write_documents(directory: Path, docs: Sequence[Document], instructions: Sequence[Instruction] = ()) -> None:
+    """A dataset directory's files, as `Dataset` reads them: documents.jsonl, and instructions.json when
+    there are instructions."""
+    with open(directory / "documents.jsonl", "w") as fh:
+        for d in docs:
+            fh.write(json.dumps(d.to_dict()) + "\n")
+    if instructions:
+        (directory / "instructions.json").write_text(json.dumps([asdict(i) for i in instructions]))
 
 
 @dataclass(frozen=True)
@@ -249,9 +259,7 @@ class DatasetService:
             "bytes": path.stat().st_size,
         }
         with atomic_dir(self.dataset_dir(dataset_id)) as tmp:
-            with open(tmp / "documents.jsonl", "w") as fh:
-                for d in docs:
-                    fh.write(json.dumps(d.to_dict()) + "\n")
+            write_documents(tmp, docs)
             write_manifest(
                 tmp, {"key": sha[:16], "id": dataset_id, "source_sha256": sha, "source": shown, "format": fmt, **counts}
             )

@@ -21,7 +21,7 @@ from loupe.demo.world import WorldConfig
 from loupe.jobs.pipeline import Step
 from loupe.jobs.runner import JobContext
 from loupe.services.container import Container
-from loupe.services.datasets import Dataset, Subject
+from loupe.services.datasets import Dataset, Subject, write_documents
 from loupe.settings import Settings
 from loupe.storage.artifacts import atomic_dir, digest, load_tensors, read_manifest, write_manifest
 
@@ -89,14 +89,7 @@ class DemoSource:
         ins = chat.instructions(self.cfg.seed)
         ctx.progress(1, 2, f"writing {len(docs):,} documents")
         with atomic_dir(self.corpus_dir) as tmp:
-            with open(tmp / "documents.jsonl", "w") as fh:
-                for d in docs:
-                    fh.write(json.dumps(d.to_dict()) + "\n")
-            (tmp / "instructions.json").write_text(
-                json.dumps(
-                    [{"text": i.text, "harmful": i.harmful, "category": i.category, "split": i.split} for i in ins]
-                )
-            )
+            write_documents(tmp, docs, ins)
             counts: dict[str, int] = {}
             chars: dict[str, int] = {}
             for d in docs:

@@ -29,11 +29,12 @@ import torch
 from loupe.core.chat import is_refusal
 from loupe.core.config import Config
 from loupe.demo import chat as demo_chat
+from loupe.demo.evals import loss_by_domain
 from loupe.errors import Unprocessable
 from loupe.jobs.pipeline import Step
 from loupe.jobs.runner import JobContext
 from loupe.services.container import Container
-from loupe.services.datasets import Dataset, Subject
+from loupe.services.datasets import Dataset, Subject, write_documents
 from loupe.services.models.gguf import file_sha256, load_gguf
 from loupe.services.models.loading import load_hf_model
 from loupe.settings import Settings
@@ -204,14 +205,7 @@ class SmolLM2Source:
         ins = demo_chat.instructions(self.cfg.seed)
         ctx.progress(1, 2, f"writing {len(docs):,} documents")
         with atomic_dir(self.dataset_dir) as tmp:
-            with open(tmp / "documents.jsonl", "w") as fh:
-                for d in docs:
-                    fh.write(json.dumps(d.to_dict()) + "\n")
-            (tmp / "instructions.json").write_text(
-                json.dumps(
-                    [{"text": i.text, "harmful": i.harmful, "category": i.category, "split": i.split} for i in ins]
-                )
-            )
+            write_documents(tmp, docs, ins)
             stats = {
                 "documents": len(docs),
                 "by_domain": {dom: sum(d.domain == dom for d in docs) for dom in DOMAINS},
@@ -232,9 +226,9 @@ class SmolLM2Source:
         template) and the held-out loss per domain of the dataset."""
         t0 = time.monotonic()
         lm = c.models.get(SMOLLM2_MODEL_ID)
-        # a plain Hugging Face module for `generate`: the bridge's wrapped modules do not carry a KV
-        # cache through generate (the second token on is garbage), and this eval needs no hooks
-        model = load_hf_model(self.model_dir)
+        # a plain Hugging Face module for `generate` (the bridge's wrapped modules drop the KV cache);
+        # the registry's shares the loaded weights, a second copy only where the weights do not map
+        model = lm.plain_module() or load_hf_model(self.model_dir)
         n = self.cfg.eval_instructions
         harmful, harmless = self.dataset.instruction_sets("heldout", shuffle_seed=self.cfg.seed, limit=n)
         results: dict[str, Any] = {"model_id": SMOLLM2_MODEL_ID, "max_new_tokens": self.cfg.eval_max_new_tokens}
@@ -248,7 +242,8 @@ class SmolLM2Source:
         ctx.progress(2, 3, "held-out loss per domain")
         heldout = load_tensors(self.subject.tokens("heldout"))
         heldout = {k: v[: self.cfg.eval_loss_sequences] for k, v in heldout.items()}
-        results["loss_by_domain"] = loss_by_domain(model, heldout, DOMAINS)
+        losses = loss_by_domain(model, heldout, batch_size=4, domains=DOMAINS)
+        results["loss_by_domain"] = {k: round(v, 4) for k, v in losses.items()}
         results["examples"] = examples
         results["seconds"] = round(time.monotonic() - t0, 1)
         row = c.ws.evals.add("behaviour", SMOLLM2_MODEL_ID, results)
@@ -290,23 +285,3 @@ def chat_completions(
         )
         out += [lm.tokenizer.decode(row[width:], skip_special_tokens=True) for row in gen]
     return out
-
-
-@torch.no_grad()
-def loss_by_domain(
-    model: Any, tokens: dict[str, torch.Tensor], domains: tuple[str, ...], batch_size: int = 16
-) -> dict[str, float]:
-    """Mean next-token cross-entropy (nats) of the packed held-out tokens, by the domain of the target."""
-    ids, mask, dom = tokens["input_ids"], tokens["loss_mask"], tokens["domain_ids"]
-    total = torch.zeros(len(domains), dtype=torch.float64)
-    count = torch.zeros(len(domains), dtype=torch.float64)
-    for s in range(0, ids.shape[0], batch_size):
-        x = ids[s : s + batch_size]
-        logits = model(x).logits[:, :-1].float()
-        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), x[:, 1:], reduction="none")
-        m, d = mask[s : s + batch_size, 1:], dom[s : s + batch_size, 1:].long()
-        for j in range(len(domains)):
-            sel = m & (d == j)
-            total[j] += nll[sel].double().sum()
-            count[j] += sel.sum()
-    return {name: round(float(total[j] / count[j]), 4) for j, name in enumerate(domains) if count[j] > 0}

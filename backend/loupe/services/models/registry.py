@@ -124,10 +124,17 @@ class LoadedModel:
 
 
 def _plain_module(wrapped: Any) -> Any | None:
+    import copy
+
     import torch
     from transformers import AutoModelForCausalLM
 
-    plain = AutoModelForCausalLM.from_config(wrapped.config, dtype=next(wrapped.parameters()).dtype)
+    # the bridge turns on output_attentions in the model's config (for its attention hooks); the plain
+    # module computes no attention maps, and generates as the saved model's generation config says
+    config = copy.deepcopy(wrapped.config)
+    config.output_attentions = False
+    plain = AutoModelForCausalLM.from_config(config, dtype=next(wrapped.parameters()).dtype)
+    plain.generation_config = copy.deepcopy(wrapped.generation_config)
     want = plain.state_dict()
     shared: dict[str, Any] = {}
     for key, tensor in wrapped.state_dict(keep_vars=True).items():
