@@ -1,8 +1,9 @@
 // /generate: the playground. Sample from the model with presets for the demo world's behaviours.
-import { useState } from "react";
+import { useMemo, useState } from "react";
 import { GenerateForm } from "../features/generate/GenerateForm";
 import { GenerateOutput } from "../features/generate/GenerateOutput";
-import type { GenerateState } from "../features/generate/state";
+import { generatePresets, type GenerateState } from "../features/generate/state";
+import { promptIn } from "../features/models/chat";
 import { useGenerate } from "../features/generate/useGenerate";
 import { useCurrentModel } from "../features/models/ModelContext";
 import { ErrorBox, Panel, Spinner } from "../ui/components";
@@ -20,19 +21,20 @@ export function Generate({
   const current = useCurrentModel();
   const { busy, setField, submit } = useGenerate(state, setState, current.id);
   const [showTokens, setShowTokens] = useState(false);
+  const presets = useMemo(() => generatePresets(current.chat), [current.chat]);
 
   return (
     <div className="page generate">
       <header className="page-head">
         <h1>Generate</h1>
         <p className="lede">
-          Sample from {current.model ? <span className="mono" data-testid="generate-model">{current.model.name}</span> : "the model"}. Prompts use the chat format <code className="mono">User: …\nAssistant:</code>; temperature 0 is
+          Sample from {current.model ? <span className="mono" data-testid="generate-model">{current.model.name}</span> : "the model"}. Its chat format: <code className="mono">{JSON.stringify(promptIn(current.chat, "…"))}</code>; temperature 0 is
           greedy.
         </p>
       </header>
 
       <Panel>
-        <GenerateForm form={form} setField={setField} busy={busy} onSubmit={() => void submit()} />
+        <GenerateForm form={form} presets={presets} setField={setField} busy={busy} onSubmit={() => void submit()} />
       </Panel>
 
       {error && <ErrorBox title="Generation failed" message={error} />}

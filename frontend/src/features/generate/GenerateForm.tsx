@@ -1,17 +1,19 @@
 import { useRef } from "react";
 import { Spinner } from "../../ui/components";
-import { GENERATE_PRESETS, type GenerateForm as Form } from "./state";
+import { type GenerateForm as Form, type GeneratePreset } from "./state";
 import { onCtrlEnter, submitTo } from "../../ui/events";
 
 /** Presets, prompt and sampling parameters (the model is the sidebar's).
  * Ctrl/Cmd+Enter anywhere in the form submits. */
 export function GenerateForm({
   form,
+  presets,
   setField,
   busy,
   onSubmit,
 }: {
   form: Form;
+  presets: GeneratePreset[];
   setField: <K extends keyof Form>(k: K, v: Form[K]) => void;
   busy: boolean;
   onSubmit: () => void;
@@ -26,7 +28,7 @@ export function GenerateForm({
     <form className="gen-form" onSubmit={submitTo(onSubmit)} onKeyDown={onCtrlEnter(onSubmit)} noValidate>
       <div className="presets" role="group" aria-label="Preset prompts">
         <span className="presets-label">Presets</span>
-        {GENERATE_PRESETS.map((p) => (
+        {presets.map((p) => (
           <button
             key={p.id}
             type="button"

@@ -1,5 +1,8 @@
 // An influence query as the form holds it: a completion (or an SAE feature at a token) after a prompt.
-import { chatPrompt } from "../generate/chat";
+import { PLAIN_CHAT, promptIn } from "../models/chat";
+
+// the demo world's behaviours, in its plain chat format (influence is built for the demo model)
+const chatPrompt = (instruction: string) => promptIn(PLAIN_CHAT, instruction);
 import type { InfluenceRequest } from "./api";
 
 export const INFLUENCE_PRESETS = [
