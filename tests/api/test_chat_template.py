@@ -10,10 +10,8 @@ import json
 import pytest
 import torch
 
-CHATML = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
+from tests.api.tiny_models import chatml_tokenizer, register, tiny_llama
+
 MODEL_ID = "llama-chat-tiny"
 MESSAGES = [
     {"role": "system", "content": "You are terse."},
@@ -24,37 +22,10 @@ MESSAGES = [
 @pytest.fixture(scope="module")
 def llama_chat(client, micro_workspace, tmp_path_factory):
     """(HF model, tokenizer) of a tiny random Llama with a chat template, registered as MODEL_ID."""
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    tok = AutoTokenizer.from_pretrained(micro_workspace.artifact("tokenizer"))
-    tok.add_special_tokens(
-        {
-            "bos_token": "<|im_start|>",
-            "eos_token": "<|im_end|>",
-            "additional_special_tokens": ["<|im_start|>", "<|im_end|>"],
-        }
-    )
-    tok.chat_template = CHATML
-    torch.manual_seed(0)
-    model = LlamaForCausalLM(
-        LlamaConfig(
-            vocab_size=len(tok),
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=96,
-            initializer_range=0.2,  # larger random weights: clear argmax margins for greedy equality
-            bos_token_id=tok.bos_token_id,
-            eos_token_id=tok.eos_token_id,
-            pad_token_id=tok.eos_token_id,
-        )
-    ).eval()
-    path = tmp_path_factory.mktemp("llama-chat") / "model"
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    client.app.state.container.models.register(MODEL_ID, str(path), "hf-dir")
+    tok = chatml_tokenizer(micro_workspace)
+    # larger random weights: clear argmax margins for greedy equality
+    model = tiny_llama(tok, 0, init=0.2)
+    register(client, tmp_path_factory.mktemp("llama-chat") / "model", MODEL_ID, model, tok)
     return model, tok
 
 

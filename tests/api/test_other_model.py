@@ -4,27 +4,7 @@ from __future__ import annotations
 
 import torch
 
-
-def tiny_gpt2(micro_workspace, path, n_positions: int, n_layer: int, n_embd: int = 24):
-    """A tiny random GPT-2 (Conv1D layers) in the micro world's tokens, saved with its tokenizer at
-    `path`: (model, tokenizer)."""
-    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
-
-    tok = AutoTokenizer.from_pretrained(micro_workspace.artifact("tokenizer"))
-    torch.manual_seed(0)
-    cfg = GPT2Config(
-        vocab_size=len(tok),
-        n_positions=n_positions,
-        n_embd=n_embd,
-        n_layer=n_layer,
-        n_head=2,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-    )
-    model = GPT2LMHeadModel(cfg)
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
-    return model, tok
+from tests.api.tiny_models import tiny_gpt2
 
 
 def test_a_second_model_directory_registers_and_generates(client, micro_workspace, tmp_path):

@@ -13,7 +13,7 @@ OTHER = "gpt2-picker"
 @pytest.fixture(scope="module")
 def other_model(client, micro_workspace, tmp_path_factory):
     """A second registered model: a tiny random GPT-2 in the micro world's tokens (no SAEs, vectors or influence)."""
-    from tests.api.test_other_model import tiny_gpt2
+    from tests.api.tiny_models import tiny_gpt2
 
     path = tmp_path_factory.mktemp("picker") / OTHER
     tiny_gpt2(micro_workspace, path, n_positions=64, n_layer=2)
