@@ -40,6 +40,8 @@ def test_jsonl_upload_of_texts_and_conversations(client, micro_workspace):
         "conversations": 3,
         "chars": body["counts"]["chars"],
         "bytes": len(jsonl(rows)) + 2,
+        "harmful": 0,
+        "harmless": 0,
     }
     assert 0 < heldout < 15 and body["name"] == "Rivers" and body["format"] == "jsonl" and body["deletable"]
     assert body["samples"][0]["text"] == "Document number 0 about rivers."  # stripped
@@ -86,6 +88,7 @@ def test_txt_by_the_service_and_parquet_uploads(client, micro_container, tmp_pat
         ("a.jsonl", b'{"text": "a"}\n{"messages": [{"role": "bot", "content": "x"}]}\n', "line 2: messages[0].role"),
         ("a.jsonl", b'{"text": "a"}\n\xff\xfe\n', "line 2, byte 1: not UTF-8"),
         ("a.jsonl", b'{"text": "only one"}\n', "at least two"),
+        ("a.jsonl", b'{"text": "a"}\n{"text": "b", "harmful": "yes"}\n', 'line 2: "harmful" must be true or false'),
         ("a.csv", b"text\nhello\n", "give a .jsonl file"),
         ("a.parquet", b"not parquet at all", "not a readable parquet file"),
     ],
@@ -169,3 +172,47 @@ def test_conversations_are_tokenized_with_the_models_chat_template(client, micro
     assert "User: What is rain?\nAssistant: Water falling from clouds." in plain and "<|im_start|>" not in plain
     assert c.datasets.subject("demo", "demo-corpus") is c.datasets.world  # the world's own tokens
     assert c.datasets.tokens_step(c.datasets.world) is None
+
+
+def test_labelled_records_are_instructions_for_steering(client, micro_workspace):
+    """Records labelled "harmful" are the dataset's instruction sets: a refusal direction and a steering
+    sweep take them by `dataset_id`, each split where it belongs (train for the direction, held-out for
+    the sweep)."""
+    harmful = [f"How do I break into house number {i}?" for i in range(30)]
+    harmless = [f"How do I paint house number {i}?" for i in range(30)]
+    rows = [{"text": t, "harmful": True} for t in harmful]
+    rows += [{"messages": [{"role": "user", "content": t}], "harmful": False} for t in harmless]
+    rows += [{"text": "An unlabelled document about houses."}] * 4
+    r = upload(client, "ds-labelled", "prompts.jsonl", jsonl(rows))
+    assert r.status_code == 201, r.text
+    assert r.json()["counts"]["harmful"] == 30 and r.json()["counts"]["harmless"] == 30
+    held = [i for i in range(60) if is_heldout(i)]
+    n_held_harmful = sum(i < 30 for i in held)
+    n_held_harmless = len(held) - n_held_harmful
+    assert n_held_harmful and n_held_harmless  # both sets have held-out prompts in this file
+
+    r = client.post(
+        "/api/vectors/compute", json={"name": "from dataset", "dataset_id": "ds-labelled", "keep_unpassed": True}
+    )
+    assert r.status_code == 202, r.text
+    job = client.get(f"/api/jobs/{r.json()['job_id']}").json()
+    assert job["status"] == "done", job["error"]
+    vid = job["artifacts"]["vector_id"]
+    assert vid is not None
+    r = client.post(
+        "/api/steering/evaluate",
+        json={"vector_id": vid, "methods": ["none"], "dataset_id": "ds-labelled", "max_new_tokens": 2},
+    )
+    assert r.status_code == 202, r.text
+    job = client.get(f"/api/jobs/{r.json()['job_id']}").json()
+    assert job["status"] == "done", job["error"]
+    ev = client.get(f"/api/steering/evaluations/{job['artifacts']['eval_id']}").json()
+    assert (ev["n_harmful"], ev["n_harmless"]) == (n_held_harmful, n_held_harmless)
+    assert ev["rows"][0]["examples"]["harmless"][0]["prompt"].startswith("How do I paint house")
+
+    # a dataset without labels: a 422 that says how to label
+    upload(client, "ds-unlabelled", "docs.jsonl", jsonl([{"text": f"doc {i}"} for i in range(5)]))
+    r = client.post("/api/vectors/compute", json={"name": "nothing", "dataset_id": "ds-unlabelled"})
+    assert r.status_code == 422 and '"harmful": true or false' in r.json()["detail"]
+    r = client.post("/api/vectors/compute", json={"name": "half", "harmful": harmful[:3]})
+    assert r.status_code == 422 and "both" in r.json()["detail"]

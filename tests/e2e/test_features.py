@@ -17,7 +17,10 @@ def _fmt_fvu(x: float) -> str:
 
 
 def test_features_page_lists_both_saes_with_metrics(page, live_server, client):
-    saes = {s["id"]: s for s in client.get("/api/saes").json()["saes"]}
+    # the page lists the SAEs of the model picked in the sidebar (the default); API tests may
+    # have trained SAEs for other models on the same server
+    default = client.get("/api/models").json()["default_id"]
+    saes = {s["id"]: s for s in client.get("/api/saes", params={"model_id": default}).json()["saes"]}
     assert {"demo-mlp0", "demo-resid1"} <= set(saes)
     page.goto(live_server + "/")
     page.get_by_test_id("nav-features").click()

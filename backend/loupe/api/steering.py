@@ -77,8 +77,15 @@ class JobStarted(BaseModel):
 
 class ComputeRequest(BaseModel):
     name: str = Field(..., min_length=1, max_length=60)
-    harmful: list[str] = Field(..., min_length=2, description="Prompts (instructions) that elicit the behaviour.")
-    harmless: list[str] = Field(..., min_length=2, description="Prompts that do not.")
+    harmful: list[str] | None = Field(
+        None, min_length=2, description="Prompts (instructions) that elicit the behaviour (default: the dataset's)."
+    )
+    harmless: list[str] | None = Field(None, min_length=2, description="Prompts that do not (default: the dataset's).")
+    dataset_id: str | None = Field(
+        None,
+        description="When the prompt sets are left out: the train-split instructions of this dataset (records "
+        'labelled "harmful": true or false; default: the world\'s dataset).',
+    )
     model_id: str | None = None
     selection_rule: Literal["bypass_minus_induce", "bypass"] = Field(
         "bypass_minus_induce",
@@ -105,8 +112,11 @@ class EvaluateRequest(BaseModel):
         max_length=21,
         description="Used by addition and ACE; ablation and none have one point.",
     )
-    harmful: list[str] | None = Field(None, description="Default: the demo world's held-out harmful instructions.")
-    harmless: list[str] | None = Field(None, description="Default: the held-out harmless instructions.")
+    harmful: list[str] | None = Field(None, description="Default: the dataset's held-out harmful instructions.")
+    harmless: list[str] | None = Field(None, description="Default: the dataset's held-out harmless instructions.")
+    dataset_id: str | None = Field(
+        None, description="Whose held-out instructions fill a prompt set left out (default: the world's dataset)."
+    )
     limit: int | None = Field(64, ge=1, description="At most this many prompts per set (null: all).")
     max_new_tokens: int = Field(12, ge=1, le=64)
 
@@ -204,7 +214,13 @@ def compute_vector(req: ComputeRequest, st: SteeringDep) -> JobStarted:
     candidates' scores, the `refusal_tokens`, `massive_dims`) and `vector_id`, null when nothing was saved."""
     return JobStarted(
         **st.compute(
-            req.name, req.harmful, req.harmless, req.model_id, rule=req.selection_rule, keep_unpassed=req.keep_unpassed
+            req.name,
+            req.harmful,
+            req.harmless,
+            req.model_id,
+            rule=req.selection_rule,
+            keep_unpassed=req.keep_unpassed,
+            dataset_id=req.dataset_id,
         )
     )
 
@@ -215,7 +231,14 @@ def evaluate(req: EvaluateRequest, st: SteeringDep) -> JobStarted:
     job; the result is at GET /api/steering/evaluations/{eval_id} (the job's artifacts name it)."""
     return JobStarted(
         **st.evaluate(
-            req.vector_id, list(req.methods), list(req.alphas), req.harmful, req.harmless, req.limit, req.max_new_tokens
+            req.vector_id,
+            list(req.methods),
+            list(req.alphas),
+            req.harmful,
+            req.harmless,
+            req.limit,
+            req.max_new_tokens,
+            dataset_id=req.dataset_id,
         )
     )
 

@@ -78,7 +78,7 @@ class Container:
         self.generation = GenerationService(self.models, self.plans, settings.max_new_tokens)
         self.live = LiveEditService(self.models, self.plans, settings.max_prompt_chars)
         self.features = FeatureService(ws, self.models, self.saes)
-        self.steering = SteeringService(ws, self.models, self.vectors, self.jobs, subject.dataset if subject else None)
+        self.steering = SteeringService(ws, self.models, self.vectors, self.jobs, self.datasets)
         self.influence = InfluenceService(ws, self.saes, subject, self.analyses.influence)
         self.jacobian = JacobianService(ws, self.jobs, self.analyses.jacobian)
         self.layers = LayerJacobianService(self.models, self.saes)

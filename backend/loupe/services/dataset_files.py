@@ -1,5 +1,8 @@
 """Reading a dataset a person brings: JSONL of {"text": ...} or {"messages": [{"role", "content"}, ...]},
 plain text (documents separated by blank lines), or parquet with a `text` or `messages` column.
+A record may carry `"harmful": true|false` (a parquet `harmful` column): it is then also a one-turn
+instruction of the behaviour analyses (refusal direction, steering evaluation), its text the record's
+text or its conversation's last user message.
 
 Every problem is an Unprocessable naming the line (JSONL), or the row and column (parquet), so a
 person can fix the file. The documents come out in `core.packing.Document` form with a
@@ -10,11 +13,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from loupe.core.chat import PLAIN_CHAT, validate_messages
+from loupe.core.chat import PLAIN_CHAT, Instruction, validate_messages
 from loupe.core.packing import Document
 from loupe.errors import Unprocessable
 
@@ -23,6 +26,7 @@ DOMAINS = ("text", "chat")  # a registered dataset's documents: plain text, or c
 HELDOUT_EVERY = 10  # one document in ten is held out (SAE quality is measured on those)
 
 Record = str | list[dict[str, str]]  # a text, or a conversation
+Entry = tuple[Record, bool | None]  # a record and its harmful label, if it has one
 
 
 def file_format(name: str) -> str:
@@ -45,10 +49,16 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def read_records(path: Path, fmt: str) -> list[Record]:
-    """Every document of the file (empty texts left out)."""
+def read_records(path: Path, fmt: str) -> list[Entry]:
+    """Every document of the file (empty texts left out), with its harmful label."""
     reader = {"jsonl": _jsonl, "txt": _txt, "parquet": _parquet}[fmt]
-    return [r for r in reader(path) if r]
+    return [e for e in reader(path) if e[0]]
+
+
+def _label(value: Any, where: str) -> bool | None:
+    if value is None or isinstance(value, bool):
+        return value
+    raise Unprocessable(f'{where}: "harmful" must be true or false, not {value!r}')
 
 
 def _messages(value: Any, where: str) -> list[dict[str, str]]:
@@ -61,18 +71,18 @@ def _messages(value: Any, where: str) -> list[dict[str, str]]:
     return msgs
 
 
-def _record(obj: Any, where: str) -> Record:
+def _record(obj: Any, where: str) -> Entry:
     if isinstance(obj, dict) and "text" in obj:
         if not isinstance(obj["text"], str):
             raise Unprocessable(f'{where}: "text" must be a string, not {type(obj["text"]).__name__}')
-        return obj["text"].strip()
+        return obj["text"].strip(), _label(obj.get("harmful"), where)
     if isinstance(obj, dict) and "messages" in obj:
-        return _messages(obj["messages"], where)
+        return _messages(obj["messages"], where), _label(obj.get("harmful"), where)
     got = f"an object with keys {sorted(obj)[:6]}" if isinstance(obj, dict) else type(obj).__name__
     raise Unprocessable(f'{where}: expected an object with "text" (a string) or "messages" (a list), got {got}')
 
 
-def _jsonl(path: Path) -> Iterator[Record]:
+def _jsonl(path: Path) -> Iterator[Entry]:
     with open(path, "rb") as fh:
         for n, raw in enumerate(fh, start=1):
             try:
@@ -88,7 +98,7 @@ def _jsonl(path: Path) -> Iterator[Record]:
             yield _record(obj, f"line {n}")
 
 
-def _txt(path: Path) -> Iterator[Record]:
+def _txt(path: Path) -> Iterator[Entry]:
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8")
@@ -96,10 +106,10 @@ def _txt(path: Path) -> Iterator[Record]:
         line = raw[: exc.start].count(b"\n") + 1
         raise Unprocessable(f"line {line}: not UTF-8 text") from exc
     for part in re.split(r"\n[ \t]*\n", text.replace("\r\n", "\n")):
-        yield part.strip()
+        yield part.strip(), None
 
 
-def _parquet(path: Path) -> Iterator[Record]:
+def _parquet(path: Path) -> Iterator[Entry]:
     import pyarrow.parquet as pq  # only parquet files need it
 
     try:
@@ -110,16 +120,18 @@ def _parquet(path: Path) -> Iterator[Record]:
     column = "text" if "text" in names else "messages" if "messages" in names else None
     if column is None:
         raise Unprocessable(f'the parquet file has no "text" or "messages" column (its columns: {", ".join(names)})')
-    for i, value in enumerate(table.column(column).to_pylist()):
+    labels = table.column("harmful").to_pylist() if "harmful" in names else [None] * table.num_rows
+    for i, (value, label) in enumerate(zip(table.column(column).to_pylist(), labels)):
         where = f"row {i}, column {column!r}"
         if value is None:
             continue
+        harmful = _label(label, f"row {i}, column 'harmful'")
         if column == "text":
             if not isinstance(value, str):
                 raise Unprocessable(f"{where}: expected a string, got {type(value).__name__}")
-            yield value.strip()
+            yield value.strip(), harmful
         else:
-            yield _messages(value, where)
+            yield _messages(value, where), harmful
 
 
 def is_heldout(index: int) -> bool:
@@ -128,10 +140,10 @@ def is_heldout(index: int) -> bool:
     return int(hashlib.sha256(str(index).encode()).hexdigest()[:8], 16) % HELDOUT_EVERY == 0
 
 
-def documents(records: Iterable[Record]) -> list[Document]:
+def documents(entries: Iterable[Entry]) -> list[Document]:
     """Records as documents with their split; at least one in each split when there are two or more."""
     docs = []
-    for i, r in enumerate(records):
+    for i, (r, _) in enumerate(entries):
         split = "heldout" if is_heldout(i) else "train"
         if isinstance(r, str):
             docs.append(Document(id=str(i), domain="text", text=r, spans=[(0, len(r), "text")], split=split))
@@ -155,3 +167,18 @@ def documents(records: Iterable[Record]) -> list[Document]:
     if splits != {"train", "heldout"}:  # tiny files: move one document to the missing split
         docs[-1].split = "heldout" if "heldout" not in splits else "train"
     return docs
+
+
+def instructions(entries: Sequence[Entry], docs: Sequence[Document]) -> list[Instruction]:
+    """The labelled records as one-turn instructions, each in its document's split."""
+    out = []
+    for (r, harmful), d in zip(entries, docs, strict=True):
+        if harmful is None:
+            continue
+        text = r if isinstance(r, str) else next((m["content"] for m in reversed(r) if m["role"] == "user"), None)
+        if text is None:
+            raise Unprocessable(f"document {d.id}: a labelled conversation needs a user message")
+        out.append(
+            Instruction(text=text, harmful=harmful, category="harmful" if harmful else "harmless", split=d.split)
+        )
+    return out

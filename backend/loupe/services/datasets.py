@@ -24,7 +24,7 @@ from loupe.core.packing import Document, pack
 from loupe.errors import Conflict, NotFound, Unprocessable
 from loupe.jobs.pipeline import Step
 from loupe.jobs.runner import JobContext
-from loupe.services.dataset_files import DOMAINS, documents, file_format, read_records, sha256_file
+from loupe.services.dataset_files import DOMAINS, documents, file_format, instructions, read_records, sha256_file
 from loupe.services.ids import ID_PATTERN, ID_RULE
 from loupe.services.models import ModelService
 from loupe.services.workspace import Workspace
@@ -246,8 +246,9 @@ class DatasetService:
             raise Unprocessable(f"{path} is not a file")
         shown = filename or path.name
         fmt = file_format(shown)
-        records = read_records(path, fmt)
-        docs = documents(records)
+        entries = read_records(path, fmt)
+        docs = documents(entries)
+        labelled = instructions(entries, docs)
         sha = sha256_file(path)
         counts = {
             "documents": len(docs),
@@ -257,9 +258,11 @@ class DatasetService:
             "conversations": sum(d.domain == "chat" for d in docs),
             "chars": sum(len(d.text) for d in docs),
             "bytes": path.stat().st_size,
+            "harmful": sum(i.harmful for i in labelled),
+            "harmless": sum(not i.harmful for i in labelled),
         }
         with atomic_dir(self.dataset_dir(dataset_id)) as tmp:
-            write_documents(tmp, docs)
+            write_documents(tmp, docs, labelled)
             write_manifest(
                 tmp, {"key": sha[:16], "id": dataset_id, "source_sha256": sha, "source": shown, "format": fmt, **counts}
             )

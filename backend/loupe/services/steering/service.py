@@ -9,7 +9,7 @@ from typing import Any
 from loupe.core import steering as S
 from loupe.errors import NotFound, Unprocessable
 from loupe.jobs.runner import JobContext, JobRunner
-from loupe.services.datasets import Dataset
+from loupe.services.datasets import DatasetService
 from loupe.services.ids import ID_PATTERN, slug
 from loupe.services.models import LoadedModel, ModelService
 from loupe.services.steering.direction import compute_refusal_direction, outcome
@@ -20,29 +20,52 @@ from loupe.services.workspace import Workspace
 
 class SteeringService:
     def __init__(
-        self, ws: Workspace, models: ModelService, vectors: VectorStore, jobs: JobRunner, dataset: Dataset | None
+        self, ws: Workspace, models: ModelService, vectors: VectorStore, jobs: JobRunner, datasets: DatasetService
     ):
         self.ws = ws
         self.models = models
         self.vectors = vectors
         self.jobs = jobs
-        self.dataset = dataset  # held-out instructions when a sweep names none
+        self.datasets = datasets  # labelled instructions when a request names a dataset, or names no prompts
+
+    def instruction_sets(
+        self, dataset_id: str | None, split: str, limit: int | None = None
+    ) -> tuple[list[str], list[str]]:
+        """(harmful, harmless) instructions of a split of `dataset_id` (default: the world's dataset)."""
+        if dataset_id is None:
+            world = self.datasets.world
+            if world is None:
+                raise Unprocessable("this workspace has no dataset of instructions: send `harmful` and `harmless`")
+            dataset_id = world.dataset.id
+        harmful, harmless = self.datasets.get(dataset_id).instruction_sets(split, limit=limit)
+        if not harmful or not harmless:
+            raise Unprocessable(
+                f"dataset {dataset_id!r} has {len(harmful)} harmful and {len(harmless)} harmless {split} instructions; "
+                'both are needed (label records with "harmful": true or false), or send `harmful` and `harmless`'
+            )
+        return harmful, harmless
 
     def compute(
         self,
         name: str,
-        harmful: list[str],
-        harmless: list[str],
+        harmful: list[str] | None,
+        harmless: list[str] | None,
         model_id: str | None,
         select_fraction: float = 0.25,
         rule: str = "bypass_minus_induce",
         keep_unpassed: bool = False,
+        dataset_id: str | None = None,
     ) -> dict[str, Any]:
-        """A direction from any two prompt sets, as a job: part of each set scores the candidates. The
-        vector is saved when a candidate passes every filter; when none does, the job's result says so
-        (`passed` false, the reason, the best candidates' scores) and no vector is saved, unless
-        `keep_unpassed` keeps the best candidate within the KL bound, flagged as not passing."""
+        """A direction from any two prompt sets (default: the train instructions of `dataset_id`), as a
+        job: part of each set scores the candidates. The vector is saved when a candidate passes every
+        filter; when none does, the job's result says so (`passed` false, the reason, the best
+        candidates' scores) and no vector is saved, unless `keep_unpassed` keeps the best candidate
+        within the KL bound, flagged as not passing."""
         lm = self.models.get(model_id)
+        if harmful is None or harmless is None:
+            if dataset_id is None and (harmful is not None or harmless is not None):
+                raise Unprocessable("send both `harmful` and `harmless`, or a `dataset_id` of labelled instructions")
+            harmful, harmless = self.instruction_sets(dataset_id, "train")
         if len(harmful) < 2 or len(harmless) < 2:
             raise Unprocessable("give at least 2 prompts in each set")
         if rule not in S.SELECTION_RULES:
@@ -70,14 +93,17 @@ class SteeringService:
         return {"job_id": job.id, "status": "queued", "vector_id": vid}
 
     def evaluation_inputs(
-        self, vector_id: str, harmful: list[str] | None, harmless: list[str] | None, limit: int | None
+        self,
+        vector_id: str,
+        harmful: list[str] | None,
+        harmless: list[str] | None,
+        limit: int | None,
+        dataset_id: str | None = None,
     ) -> tuple[LoadedModel, Vector, list[str], list[str]]:
         v = self.vectors.load(vector_id)
         lm = self.models.get(v.model_id)
         if harmful is None or harmless is None:
-            held = self.dataset.instruction_sets("heldout", limit=limit) if self.dataset else ([], [])
-            if not held[0] and not held[1]:
-                raise Unprocessable("this workspace has no held-out instructions: send `harmful` and `harmless`")
+            held = self.instruction_sets(dataset_id, "heldout", limit)
             harmful = held[0] if harmful is None else harmful[:limit]
             harmless = held[1] if harmless is None else harmless[:limit]
         if not harmful and not harmless:
@@ -94,6 +120,7 @@ class SteeringService:
         limit: int | None = None,
         max_new_tokens: int = 12,
         wait: bool = False,
+        dataset_id: str | None = None,
     ) -> dict[str, Any]:
         for m in methods:
             if m not in METHODS:
@@ -101,7 +128,7 @@ class SteeringService:
         for a in alphas:
             if not math.isfinite(a):
                 raise Unprocessable(f"alpha values must be finite, got {a}")
-        lm, v, harmful, harmless = self.evaluation_inputs(vector_id, harmful, harmless, limit)
+        lm, v, harmful, harmless = self.evaluation_inputs(vector_id, harmful, harmless, limit, dataset_id)
         plan = {m: list(alphas) for m in methods}
 
         def body(ctx: JobContext) -> dict[str, Any]:
@@ -110,7 +137,8 @@ class SteeringService:
             row = self.ws.evals.add("steering", v.model_id, res)
             return {"eval_id": row.id}
 
-        name, params = f"steering.evaluate.{v.id}", {"vector_id": v.id, "methods": methods, "alphas": list(alphas)}
+        name = f"steering.evaluate.{v.id}"
+        params = {"vector_id": v.id, "methods": methods, "alphas": list(alphas), "dataset_id": dataset_id}
         if wait:
             out = self.jobs.run("steering", name, params, body)
             return {"status": "done", "eval_id": out["eval_id"]}
