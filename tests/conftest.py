@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -81,3 +84,20 @@ def postgres_or_skip(url: str = POSTGRES_URL) -> str:
             pytest.fail(msg)
         pytest.skip(msg)
     return url
+
+
+@contextmanager
+def postgres_schema(base: str) -> Iterator[str]:
+    """A URL of `base` whose tables live in a fresh schema of their own, dropped afterwards."""
+    import sqlalchemy
+
+    schema = f"loupe_test_{uuid.uuid4().hex[:10]}"
+    admin = sqlalchemy.create_engine(base)
+    with admin.begin() as conn:
+        conn.execute(sqlalchemy.text(f'create schema "{schema}"'))
+    try:
+        yield f"{base}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sqlalchemy.text(f'drop schema "{schema}" cascade'))
+        admin.dispose()

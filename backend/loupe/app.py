@@ -18,6 +18,7 @@ from loupe import __version__
 from loupe.api import datasets, evals, generate, health, jobs, models, saes, steering
 from loupe.api import influence as influence_api
 from loupe.api import jacobian as jacobian_api
+from loupe.api.errors import errors as error_responses
 from loupe.errors import LoupeError
 from loupe.services.container import Container
 from loupe.settings import Settings, quiet_libraries
@@ -73,12 +74,15 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError):
-        errors = [{k: v for k, v in e.items() if k in ("loc", "msg", "type")} for e in exc.errors()]
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+            for e in exc.errors()
+        ]
         return JSONResponse({"detail": _validation_message(exc), "errors": errors}, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException):
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+        return JSONResponse({"detail": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
     for r in (
         health.router,
@@ -92,7 +96,9 @@ def create_app(
         steering.router,
         jacobian_api.router,
     ):
-        app.include_router(r, prefix="/api")
+        # the app's error body for 400 (a body that is not text) and 422 (FastAPI would declare its own 422,
+        # whose `detail` is a list)
+        app.include_router(r, prefix="/api", responses=error_responses(400, 422))
 
     dist = settings.resolved_frontend_dist()
     _mount_frontend(app, dist)

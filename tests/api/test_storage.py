@@ -5,15 +5,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import uuid
+import threading
+from datetime import UTC
 
 import pytest
 import sqlalchemy
 from alembic.script import ScriptDirectory
 
 from loupe.storage.db import Database, alembic_config
-from loupe.storage.repositories import EvalRepository, JobRepository, ModelRepository
-from tests.conftest import POSTGRES_URL, postgres_or_skip
+from loupe.storage.repositories import EvalRepository, JobRepository, ModelRepository, SAERepository, VectorRepository
+from tests.conftest import POSTGRES_URL, postgres_or_skip, postgres_schema
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -23,19 +24,12 @@ def db(request, tmp_path):
         yield database
         database.dispose()
         return
-    base = postgres_or_skip()
-    schema = f"loupe_test_{uuid.uuid4().hex[:10]}"
-    admin = sqlalchemy.create_engine(base)
-    with admin.begin() as conn:
-        conn.execute(sqlalchemy.text(f'create schema "{schema}"'))
-    database = Database(f"{base}?options=-csearch_path%3D{schema}")
-    try:
-        yield database
-    finally:
-        database.dispose()
-        with admin.begin() as conn:
-            conn.execute(sqlalchemy.text(f'drop schema "{schema}" cascade'))
-        admin.dispose()
+    with postgres_schema(postgres_or_skip()) as url:
+        database = Database(url)
+        try:
+            yield database
+        finally:
+            database.dispose()
 
 
 def test_migrations_create_tables_and_are_idempotent(db):
@@ -109,3 +103,59 @@ def test_postgres_url_setting_selects_postgres(monkeypatch, tmp_path):
     s = Settings(workspace=tmp_path)
     assert s.resolved_database_url == POSTGRES_URL == url
     assert Database(s.resolved_database_url).dialect == "postgresql"
+
+
+def _at_once(n: int, fn) -> list[BaseException]:
+    """Run fn(i) in n threads released together; the exceptions they raised."""
+    start, errors = threading.Barrier(n), []
+
+    def run(i: int) -> None:
+        start.wait()
+        try:
+            fn(i)
+        except BaseException as exc:  # noqa: BLE001 - collected for the assertion
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return errors
+
+
+def test_concurrent_writes_of_one_label_all_succeed(db):
+    """Two PUTs of one feature's label at once: both read "no label", both inserted, one was an
+    IntegrityError (a 500) before the upsert was one INSERT ... ON CONFLICT DO UPDATE."""
+    db.migrate()
+    saes = SAERepository(db)
+    for index in range(5):
+        labels = [f"feature {index}, writer {i}" for i in range(8)]
+        assert _at_once(8, lambda i, index=index, labels=labels: saes.set_label("sae", index, labels[i])) == []
+        assert saes.label("sae", index) in labels
+    saes.set_label("sae", 0, "")
+    assert saes.label("sae", 0) is None and saes.label("sae", 1) is not None
+
+
+def test_concurrent_upserts_of_one_vector_row_all_succeed(db):
+    db.migrate()
+    vectors = VectorRepository(db)
+    fields = dict(model_id="m", hook="blocks.0.hook_resid_pre", layer=0, position=-1, d_model=4, source="import")
+    errors = _at_once(
+        8, lambda i: vectors.upsert("v", name=f"n{i}", path=f"/p{i}", scores={"i": i}, candidates={}, **fields)
+    )
+    assert errors == []
+    row = vectors.get("v")
+    assert row.name == f"n{row.scores['i']}" and row.path == f"/p{row.scores['i']}"
+
+
+def test_timestamps_read_back_in_utc(db):
+    """SQLite keeps no time zone: rows read back aware, in UTC, on both backends (the API's date-times
+    carry an offset)."""
+    db.migrate()
+    jobs = JobRepository(db)
+    job = jobs.create("build", "x")
+    got = jobs.get(job.id).created_at
+    assert got.tzinfo is not None and got.utcoffset().total_seconds() == 0
+    assert abs((got - job.created_at).total_seconds()) < 1
+    assert got.astimezone(UTC) == got

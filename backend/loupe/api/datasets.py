@@ -17,9 +17,10 @@ from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from loupe.api.deps import DatasetsDep
+from loupe.api.errors import errors
 from loupe.errors import TooLarge, Unprocessable
 
-router = APIRouter(tags=["datasets"])
+router = APIRouter(tags=["datasets"], responses=errors(404, 409))
 
 FORM_OVERHEAD = 64 * 1024  # multipart boundaries and the small fields beside the file
 
@@ -88,7 +89,9 @@ UPLOAD_BODY = {
 }
 
 
-@router.post("/datasets", response_model=DatasetDetail, status_code=201, openapi_extra=UPLOAD_BODY)
+@router.post(
+    "/datasets", response_model=DatasetDetail, status_code=201, openapi_extra=UPLOAD_BODY, responses=errors(413)
+)
 async def upload_dataset(request: Request, datasets: DatasetsDep) -> Any:
     """Register a dataset from an uploaded file (multipart form: file, id, name?). Files over the
     server's limit (LOUPE_MAX_UPLOAD_BYTES) get 413; a malformed file gets 422 naming the line (or row

@@ -1,4 +1,5 @@
 import json
+import logging
 from typing import Annotated, Any, Literal, Self
 
 from fastapi import APIRouter
@@ -6,11 +7,18 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field, model_validator
 
+from loupe.api.bounds import MAX_FEATURES, MAX_NEW_TOKENS, MAX_TEMPERATURE, Magnitude, Position, Seed
 from loupe.api.deps import GenerationDep
+from loupe.api.errors import errors
+from loupe.errors import LoupeError
 
-router = APIRouter(tags=["generate"])
+# 404: an unknown model, vector or SAE; 409: one not built yet
+log = logging.getLogger("loupe.api")
 
-Finite = Annotated[float, Field(allow_inf_nan=False)]
+# 404: an unknown model, vector or SAE; 409: one not built yet
+router = APIRouter(tags=["generate"], responses=errors(404, 409))
+
+FeatureId = Annotated[int, Field(ge=0, le=MAX_FEATURES - 1)]
 
 
 class AblateDirection(BaseModel):
@@ -25,7 +33,7 @@ class AddDirection(BaseModel):
 
     kind: Literal["add_direction"]
     vector_id: str
-    alpha: Finite = 1.0
+    alpha: Magnitude = 1.0
     hook: str | None = None
 
 
@@ -34,7 +42,7 @@ class Ace(BaseModel):
 
     kind: Literal["ace"]
     vector_id: str
-    alpha: Finite = 1.0
+    alpha: Magnitude = 1.0
 
 
 class SaeFeatureAdd(BaseModel):
@@ -42,8 +50,8 @@ class SaeFeatureAdd(BaseModel):
 
     kind: Literal["sae_feature_add"]
     sae_id: str
-    feature: int
-    value: Finite
+    feature: FeatureId
+    value: Magnitude
 
 
 class SaeFeatureClamp(BaseModel):
@@ -51,8 +59,8 @@ class SaeFeatureClamp(BaseModel):
 
     kind: Literal["sae_feature_clamp"]
     sae_id: str
-    feature: int
-    value: Finite
+    feature: FeatureId
+    value: Magnitude
 
 
 class Edit(BaseModel):
@@ -61,12 +69,12 @@ class Edit(BaseModel):
 
     kind: Literal["edit"]
     hook: str | None = None
-    position: int | None = None
-    index: int | None = None
+    position: Position | None = None
+    index: Annotated[int, Field(ge=0, le=MAX_FEATURES - 1)] | None = None
     sae_id: str | None = None
-    feature: int | None = None
+    feature: FeatureId | None = None
     op: Literal["set", "scale", "zero"]
-    value: Finite = 0.0
+    value: Magnitude = 0.0
 
 
 Intervention = Annotated[
@@ -76,6 +84,7 @@ Intervention = Annotated[
 
 MAX_PROMPT_CHARS = 20_000
 MAX_MESSAGES = 64
+MAX_INTERVENTIONS = 32
 
 
 class Message(BaseModel):
@@ -119,13 +128,24 @@ class PromptOrMessages(BaseModel):
 
 class GenerateRequest(PromptOrMessages):
     max_new_tokens: int = Field(
-        48, ge=1, description="Tokens to generate; bounded by the server's limit and the context."
+        48,
+        ge=1,
+        le=MAX_NEW_TOKENS,
+        description="Tokens to generate; bounded by the server's limit (LOUPE_MAX_NEW_TOKENS) and the context.",
     )
-    temperature: float = Field(0.0, ge=0.0, allow_inf_nan=False, description="0 = greedy; > 0 = sampling with `seed`.")
-    seed: int | None = Field(None, description="Sampling seed; same seed, same completion.")
+    temperature: float = Field(
+        0.0,
+        ge=0.0,
+        le=MAX_TEMPERATURE,
+        allow_inf_nan=False,
+        description="0 = greedy; > 0 = sampling with `seed`.",
+    )
+    seed: Seed | None = Field(None, description="Sampling seed; same seed, same completion.")
     model_id: str | None = Field(None, description="Default: the workspace's model.")
     interventions: list[Intervention] | None = Field(
-        None, description="Hook plan for the steered completion, applied in order; none: `steered` is null."
+        None,
+        max_length=MAX_INTERVENTIONS,
+        description="Hook plan for the steered completion, applied in order; none: `steered` is null.",
     )
 
     def plan(self) -> list[dict[str, Any]] | None:
@@ -175,13 +195,21 @@ async def generate_stream(req: GenerateRequest, gen: GenerationDep) -> Streaming
     """The same generation as POST /generate, as newline-delimited JSON events while tokens are made:
     `{"event": "start", "prompt_tokens", "rendered_prompt", "prompt_token_ids", "prompt_token_strings", ...}`,
     `{"event": "token", "stream": "default"|"steered", "index", "token"}`...,
-    `{"event": "done", "default": {...}, "steered": {...}|null}`. Bad input is a 4xx before streaming."""
+    `{"event": "done", "default": {...}, "steered": {...}|null}`. Bad input is a 4xx before streaming; a failure
+    after the stream started ends it with `{"event": "error", "status", "detail"}` instead of `done`."""
     prepared = await run_in_threadpool(
         gen.prepare, req.prompt, req.max_new_tokens, req.temperature, req.seed, req.model_id, req.plan(), req.chat()
     )
 
     def lines():
-        for ev in gen.stream(prepared):
-            yield json.dumps(ev) + "\n"
+        try:
+            for ev in gen.stream(prepared):
+                yield json.dumps(ev) + "\n"
+        except LoupeError as exc:
+            yield json.dumps({"event": "error", "status": exc.status_code, "detail": exc.message}) + "\n"
+        except Exception:  # the 200 is sent: the client learns of the failure from the stream itself
+            log.exception("generate/stream failed after it started")
+            detail = "the generation failed on the server (its log has the traceback)"
+            yield json.dumps({"event": "error", "status": 500, "detail": detail}) + "\n"
 
     return StreamingResponse(lines(), media_type="application/x-ndjson")

@@ -7,18 +7,20 @@ from typing import Any, Literal
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
+from loupe.api.bounds import MAX_FEATURES, Position
 from loupe.api.deps import InfluenceDep
+from loupe.api.errors import errors
 from loupe.errors import Conflict
 
-router = APIRouter(tags=["influence"])
+router = APIRouter(tags=["influence"], responses=errors(404, 409))
 
 MAX_TEXT = 4000  # characters; longer prompts cannot fit the context anyway
 
 
 class FeatureQuery(BaseModel):
     sae_id: str = Field(min_length=1)
-    index: int = Field(ge=0, description="feature index in the SAE")
-    token: int | None = Field(
+    index: int = Field(ge=0, le=MAX_FEATURES - 1, description="feature index in the SAE")
+    token: Position | None = Field(
         None, description="position in the prompt's tokens (BOS at 0; negative counts from the end; default: last)"
     )
 

@@ -8,20 +8,29 @@ from fastapi import APIRouter
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
+from loupe.api.bounds import Position, Seed
 from loupe.api.deps import JacobianDep, LayersDep
-from loupe.services.jacobian.runs import MAX_PARAMS, PAPER, RunSettings
+from loupe.api.errors import errors
+from loupe.services.jacobian.runs import MAX_EPOCHS, MAX_PARAMS, N_TRAIN, PAPER, RunSettings, max_width
 
-router = APIRouter(tags=["jacobian"])
+router = APIRouter(tags=["jacobian"], responses=errors(404, 409))
 
 
 class RunSettingsIn(BaseModel):
-    seed: int = Field(0, ge=0, description="Initialisation seed (data split and batch order stay fixed).")
-    width: int = Field(64, ge=1, le=100_000, description="Hidden width; the paper's 64 gives 4,810 parameters.")
+    seed: Seed = Field(0, description="Initialisation seed (data split and batch order stay fixed).")
+    width: int = Field(
+        64,
+        ge=1,
+        le=max_width(1),
+        description=f"Hidden width; the paper's 64 gives 4,810 parameters (at most {MAX_PARAMS:,} parameters in all).",
+    )
     depth: int = Field(1, ge=1, le=4, description="Hidden layers.")
-    epochs: int = Field(25, ge=1, le=1000, description="Epochs of 25 batches (1,600 examples / 64).")
-    batch_size: int = Field(64, ge=1)
-    lr: float = Field(0.1, allow_inf_nan=False, description="Peak learning rate, cosine-decayed to 0; must be > 0.")
-    momentum: float = Field(0.9, allow_inf_nan=False)
+    epochs: int = Field(25, ge=1, le=MAX_EPOCHS, description="Epochs of 25 batches (1,600 examples / 64).")
+    batch_size: int = Field(64, ge=1, le=N_TRAIN, description="At most the training set.")
+    lr: float = Field(
+        0.1, gt=0, le=10, allow_inf_nan=False, description="Peak learning rate, cosine-decayed to 0; must be > 0."
+    )
+    momentum: float = Field(0.9, ge=0, lt=1, allow_inf_nan=False)
     control: Literal["none", "white_noise", "shuffled_labels"] = "none"
     experiments: bool = Field(True, description="Also run the perturbation experiment.")
     dtype: Literal["float64", "float32"] = "float64"
@@ -73,7 +82,7 @@ class RunOut(BaseModel):
 
 class LayerRequest(BaseModel):
     prompt: str = Field(..., min_length=1, max_length=20_000)
-    position: int = Field(-1, description="Token position (negative counts from the end).")
+    position: Position = Field(-1, description="Token position (negative counts from the end).")
     hook_in: str = Field("blocks.0.hook_resid_pre", description="The earlier activation (TransformerLens hook name).")
     hook_out: str = Field("blocks.1.hook_resid_post", description="The later activation.")
     model_id: str | None = None

@@ -4,7 +4,9 @@ from typing import Any, Literal
 from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
+from loupe.api.bounds import Id
 from loupe.api.deps import ContainerDep
+from loupe.api.errors import errors
 from loupe.errors import Conflict, NotFound
 
 router = APIRouter(tags=["jobs"])
@@ -55,16 +57,16 @@ def list_jobs(c: ContainerDep, kind: str | None = None, limit: int = Query(200, 
     return JobList(jobs=[job_out(j) for j in c.ws.jobs.list(limit=limit, kind=kind)])
 
 
-@router.get("/jobs/{job_id}", response_model=JobOut)
-def get_job(job_id: int, c: ContainerDep) -> JobOut:
+@router.get("/jobs/{job_id}", response_model=JobOut, responses=errors(404))
+def get_job(job_id: Id, c: ContainerDep) -> JobOut:
     job = c.ws.jobs.get(job_id)
     if job is None:
         raise NotFound(f"no job with id {job_id}")
     return job_out(job)
 
 
-@router.delete("/jobs/{job_id}", response_model=JobOut, status_code=202)
-def cancel_job(job_id: int, c: ContainerDep) -> JobOut:
+@router.delete("/jobs/{job_id}", response_model=JobOut, status_code=202, responses=errors(404, 409))
+def cancel_job(job_id: Id, c: ContainerDep) -> JobOut:
     """Cancel a queued or running job: a queued one is failed at once ("cancelled"), a running one stops
     at its next progress report and writes no artifact."""
     job = c.ws.jobs.get(job_id)

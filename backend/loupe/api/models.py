@@ -2,6 +2,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from loupe.api.deps import ModelsDep
+from loupe.api.errors import errors
 from loupe.errors import NotFound
 
 router = APIRouter(tags=["models"])
@@ -61,7 +62,7 @@ def list_models(models: ModelsDep) -> ModelList:
     return ModelList(models=[_info(r, models) for r in models.records()], default_id=models.default_id())
 
 
-@router.get("/models/{model_id}", response_model=ModelInfo)
+@router.get("/models/{model_id}", response_model=ModelInfo, responses=errors(404))
 def get_model(model_id: str, models: ModelsDep) -> ModelInfo:
     rec = models.record(model_id)
     if rec is None:

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
+from loupe.api.bounds import MAX_FEATURES, FeatureIndex, PlainLine
 from loupe.api.deps import FeaturesDep, SAEJobsDep, SAEsDep
+from loupe.api.errors import errors
 from loupe.api.jobs import JobOut, job_out
 
-router = APIRouter(tags=["saes"])
+router = APIRouter(tags=["saes"], responses=errors(404, 409))
 
 
 class DashboardStatus(BaseModel):
@@ -109,7 +111,7 @@ class Dashboard(FeatureRow):
 
 
 class LabelIn(BaseModel):
-    label: str = Field(max_length=200, description="empty to remove the label")
+    label: PlainLine = Field(max_length=200, description="empty to remove the label; one line, no control characters")
 
 
 class LabelOut(BaseModel):
@@ -121,7 +123,7 @@ class LabelOut(BaseModel):
 class ActivationsIn(BaseModel):
     text: str = Field(min_length=1, max_length=20_000)
     top_k: int = Field(5, ge=1, le=64)
-    features: list[int] = Field(
+    features: list[Annotated[int, Field(ge=0, le=MAX_FEATURES - 1)]] = Field(
         default_factory=list,
         max_length=16,
         description="features whose activation on every token to return in feature_activations",
@@ -191,8 +193,12 @@ class TrainIn(BaseModel):
     dataset_id: str
     architecture: Literal["topk", "standard", "matryoshka", "jumprelu"] = "topk"
     expansion: int | None = Field(None, ge=1, le=64, description="d_sae = expansion x the hook's width (default 8)")
-    d_sae: int | None = Field(None, ge=1, description="instead of expansion: a multiple of the hook's width")
-    k: int = Field(32, ge=1, description="topk, matryoshka: active features per token; jumprelu: the target L0")
+    d_sae: int | None = Field(
+        None, ge=1, le=MAX_FEATURES, description="instead of expansion: a multiple of the hook's width"
+    )
+    k: int = Field(
+        32, ge=1, le=MAX_FEATURES, description="topk, matryoshka: active features per token; jumprelu: the target L0"
+    )
     train_tokens: int = Field(400_000, ge=1_000, le=200_000_000, description="tokens seen in training")
     name: str | None = Field(None, description="the new SAE's id; default: <model>-<hook>-<architecture>-<d_sae>")
     first_position: bool = Field(
@@ -251,7 +257,7 @@ def list_features(
     features: FeaturesDep,
     sort: str = Query("index", description="index | density | max_activation | capacity | top_domain_share"),
     order: str = Query("asc", description="asc | desc"),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0, le=MAX_FEATURES),
     limit: int = Query(50, ge=1, le=500),
     q: str | None = Query(None, max_length=200, description="search automatic and people's labels"),
     domain: str | None = None,
@@ -262,7 +268,7 @@ def list_features(
 
 
 @router.get("/saes/{sae_id}/features/{index}", response_model=Dashboard)
-async def feature_dashboard(sae_id: str, index: int, features: FeaturesDep) -> Any:
+async def feature_dashboard(sae_id: str, index: FeatureIndex, features: FeaturesDep) -> Any:
     # Run on the event loop, not the thread pool: the work is about a millisecond of CPU (two indexed
     # queries, one slice of the pages the build rendered), and 16 threads fighting over the interpreter
     # lock tripled its latency under concurrent clients (bench/saes.py). The body is returned as bytes:
@@ -272,7 +278,7 @@ async def feature_dashboard(sae_id: str, index: int, features: FeaturesDep) -> A
 
 
 @router.put("/saes/{sae_id}/features/{index}/label", response_model=LabelOut)
-def set_label(sae_id: str, index: int, body: LabelIn, features: FeaturesDep) -> Any:
+def set_label(sae_id: str, index: FeatureIndex, body: LabelIn, features: FeaturesDep) -> Any:
     return features.set_label(sae_id, index, body.label)
 
 

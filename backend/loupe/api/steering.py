@@ -9,13 +9,15 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
+from loupe.api.bounds import MAX_PROMPTS, Id, Magnitude, PlainLine
 from loupe.api.deps import LiveDep, SteeringDep, VectorsDep
-from loupe.api.generate import Intervention, PromptOrMessages
+from loupe.api.errors import errors
+from loupe.api.generate import MAX_INTERVENTIONS, MAX_PROMPT_CHARS, Intervention, PromptOrMessages
 from loupe.errors import Unprocessable
 from loupe.services.steering.evaluation import DEFAULT_ALPHAS
 from loupe.services.steering.live import MAX_CONTINUE_TOKENS
 
-router = APIRouter(tags=["steering"])
+router = APIRouter(tags=["steering"], responses=errors(404, 409))
 MAX_IMPORT_BYTES = 64 * 1024 * 1024
 
 
@@ -75,12 +77,20 @@ class JobStarted(BaseModel):
     eval_id: int | None = None
 
 
+Prompt = Annotated[str, Field(max_length=MAX_PROMPT_CHARS)]
+
+
 class ComputeRequest(BaseModel):
-    name: str = Field(..., min_length=1, max_length=60)
-    harmful: list[str] | None = Field(
-        None, min_length=2, description="Prompts (instructions) that elicit the behaviour (default: the dataset's)."
+    name: PlainLine = Field(..., min_length=1, max_length=60)
+    harmful: list[Prompt] | None = Field(
+        None,
+        min_length=2,
+        max_length=MAX_PROMPTS,
+        description="Prompts (instructions) that elicit the behaviour (default: the dataset's).",
     )
-    harmless: list[str] | None = Field(None, min_length=2, description="Prompts that do not (default: the dataset's).")
+    harmless: list[Prompt] | None = Field(
+        None, min_length=2, max_length=MAX_PROMPTS, description="Prompts that do not (default: the dataset's)."
+    )
     dataset_id: str | None = Field(
         None,
         description="When the prompt sets are left out: the train-split instructions of this dataset (records "
@@ -106,18 +116,22 @@ EVAL_METHODS: tuple[EvalMethod, ...] = ("none", "ablation", "addition", "ace")
 class EvaluateRequest(BaseModel):
     vector_id: str
     methods: list[EvalMethod] = Field(default_factory=lambda: list(EVAL_METHODS), min_length=1)
-    alphas: list[Annotated[float, Field(allow_inf_nan=False)]] = Field(
+    alphas: list[Magnitude] = Field(
         default_factory=lambda: list(DEFAULT_ALPHAS),
         min_length=1,
         max_length=21,
         description="Used by addition and ACE; ablation and none have one point.",
     )
-    harmful: list[str] | None = Field(None, description="Default: the dataset's held-out harmful instructions.")
-    harmless: list[str] | None = Field(None, description="Default: the dataset's held-out harmless instructions.")
+    harmful: list[Prompt] | None = Field(
+        None, max_length=MAX_PROMPTS, description="Default: the dataset's held-out harmful instructions."
+    )
+    harmless: list[Prompt] | None = Field(
+        None, max_length=MAX_PROMPTS, description="Default: the dataset's held-out harmless instructions."
+    )
     dataset_id: str | None = Field(
         None, description="Whose held-out instructions fill a prompt set left out (default: the world's dataset)."
     )
-    limit: int | None = Field(64, ge=1, description="At most this many prompts per set (null: all).")
+    limit: int = Field(64, ge=1, le=MAX_PROMPTS, description="At most this many prompts per set.")
     max_new_tokens: int = Field(12, ge=1, le=64)
 
 
@@ -249,12 +263,14 @@ def evaluations(st: SteeringDep, vector_id: str | None = None, limit: int = Quer
 
 
 @router.get("/steering/evaluations/{eval_id}", response_model=EvaluationOut)
-def evaluation(eval_id: int, st: SteeringDep) -> EvaluationOut:
+def evaluation(eval_id: Id, st: SteeringDep) -> EvaluationOut:
     return EvaluationOut(**st.evaluation(eval_id))
 
 
 class NextTokenRequest(PromptOrMessages):
-    interventions: list[Intervention] = Field(default_factory=list, description="As in POST /api/generate.")
+    interventions: list[Intervention] = Field(
+        default_factory=list, max_length=MAX_INTERVENTIONS, description="As in POST /api/generate."
+    )
     top_k: int = Field(10, ge=1, le=100)
     model_id: str | None = None
     continue_tokens: int = Field(

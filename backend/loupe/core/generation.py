@@ -12,10 +12,21 @@ from torch import Tensor
 Forward = Callable[[Int[Tensor, "batch pos"]], Float[Tensor, "batch pos d_vocab"]]
 
 
+class NonFiniteLogits(ValueError):
+    """The model's logits hold NaN or no finite maximum (an intervention drove its activations past
+    float range)."""
+
+
 def next_token(logits: Float[Tensor, d_vocab], temperature: float, generator: torch.Generator | None) -> int:
+    top = logits.double().max()
+    if bool(torch.isnan(logits).any()) or not bool(torch.isfinite(top)):
+        raise NonFiniteLogits("the model's next-token logits are not finite (NaN or inf)")
     if temperature == 0:
         return int(torch.argmax(logits).item())
-    probs = torch.softmax(logits.double() / temperature, dim=-1)
+    # the max subtracted before dividing: a tiny temperature then gives 0 and -inf (greedy), where
+    # logits / temperature overflowed to inf and softmax gave NaN
+    scaled = (logits.double() - top) / temperature
+    probs = torch.softmax(scaled, dim=-1)
     return int(torch.multinomial(probs, 1, generator=generator).item())
 
 

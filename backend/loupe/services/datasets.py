@@ -25,7 +25,7 @@ from loupe.errors import Conflict, NotFound, Unprocessable
 from loupe.jobs.pipeline import Step
 from loupe.jobs.runner import JobContext
 from loupe.services.dataset_files import DOMAINS, documents, file_format, instructions, read_records, sha256_file
-from loupe.services.ids import ID_PATTERN, ID_RULE
+from loupe.services.ids import ID_PATTERN, ID_RULE, plain_text
 from loupe.services.models import ModelService
 from loupe.services.workspace import Workspace
 from loupe.storage.artifacts import atomic_dir, fingerprint, read_manifest, save_tensors, write_manifest
@@ -239,6 +239,10 @@ class DatasetService:
         documents are written to the workspace (nothing is written when the file is malformed)."""
         if not ID_PATTERN.match(dataset_id or ""):
             raise Unprocessable(f"id must be {ID_RULE}")
+        if name is not None:
+            plain_text(name, "the dataset's name", 200)
+        if filename is not None:
+            plain_text(filename, "the file's name", 255)
         if dataset_id in self.ids():
             raise Conflict(f"a dataset with id {dataset_id!r} is already registered; choose another id")
         path = Path(path).expanduser()

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from loupe.core.generation import decode, decode_iter
+from loupe.core.generation import NonFiniteLogits, decode, decode_iter
 from loupe.core.steering import HookPlan
 from loupe.errors import Unprocessable
 from loupe.services.models import LoadedModel, ModelService, decoding_forward, locked_forward
@@ -42,6 +43,17 @@ class Prepared:
             "prompt_token_ids": list(self.ids),
             "prompt_token_strings": self.lm.token_strings(self.ids),
         }
+
+
+@contextmanager
+def _finite_logits() -> Iterator[None]:
+    """NaN logits (activations pushed past float range) -> a 422 that says what to change."""
+    try:
+        yield
+    except NonFiniteLogits as exc:
+        raise Unprocessable(
+            f"{exc}: the interventions (alpha, value) are too large for this model; lower them"
+        ) from None
 
 
 class GenerationService:
@@ -87,10 +99,11 @@ class GenerationService:
         messages: Sequence[Mapping[str, str]] | None = None,
     ) -> tuple[Prepared, Completion, Completion | None]:
         p = self.prepare(prompt, max_new_tokens, temperature, seed, model_id, interventions, messages)
-        out = self.complete(p.lm, p.ids, p.max_new_tokens, p.temperature, p.seed)
-        steered = (
-            None if p.plan is None else self.complete(p.lm, p.ids, p.max_new_tokens, p.temperature, p.seed, p.plan)
-        )
+        with _finite_logits():
+            out = self.complete(p.lm, p.ids, p.max_new_tokens, p.temperature, p.seed)
+            steered = (
+                None if p.plan is None else self.complete(p.lm, p.ids, p.max_new_tokens, p.temperature, p.seed, p.plan)
+            )
         return p, out, steered
 
     def stream(self, p: Prepared) -> Iterator[dict[str, Any]]:
@@ -119,7 +132,8 @@ class GenerationService:
         live = dict(streams)
         while live:
             for name in list(live):
-                tok = next(live[name], None)
+                with _finite_logits():
+                    tok = next(live[name], None)
                 if tok is None:
                     del live[name]
                     continue

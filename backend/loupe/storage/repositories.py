@@ -8,6 +8,8 @@ import socket
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
 
 from .artifacts import pid_alive
 from .db import Database
@@ -22,6 +24,20 @@ from .models import (
     VectorRecord,
     utcnow,
 )
+
+
+def _upsert(s: Session, table: Any, key: dict[str, Any], insert: dict[str, Any], update: dict[str, Any]) -> None:
+    """One INSERT ... ON CONFLICT (key) DO UPDATE: atomic, so two requests writing the same row at
+    once both succeed (the later write wins) where a read-then-insert made one of them an IntegrityError."""
+    dialect = s.get_bind().dialect.name
+    stmt: postgresql.Insert | sqlite.Insert
+    if dialect == "postgresql":
+        stmt = postgresql.insert(table).values(**key, **insert)
+    elif dialect == "sqlite":
+        stmt = sqlite.insert(table).values(**key, **insert)
+    else:
+        raise NotImplementedError(f"no upsert for the {dialect} dialect")
+    s.execute(stmt.on_conflict_do_update(index_elements=list(key), set_=update))
 
 
 class JobRepository:
@@ -136,15 +152,11 @@ class ModelRepository:
         self.db = db
 
     def upsert(self, id: str, name: str, source: str, path: str, config: dict[str, Any]) -> ModelRecord:
+        fields = {"name": name, "source": source, "path": path, "config": config}
         with self.db.session() as s:
-            rec = s.get(ModelRecord, id)
-            if rec is None:
-                rec = ModelRecord(id=id, name=name, source=source, path=path, config=config)
-                s.add(rec)
-            else:
-                rec.name, rec.source, rec.path, rec.config = name, source, path, config
-            s.flush()
-            return rec
+            _upsert(s, ModelRecord, {"id": id}, {**fields, "created_at": utcnow()}, fields)
+        with self.db.session() as s:
+            return s.get_one(ModelRecord, id)
 
     def get(self, id: str) -> ModelRecord | None:
         with self.db.session() as s:
@@ -180,15 +192,9 @@ class VectorRepository:
 
     def upsert(self, id: str, **fields: Any) -> VectorRecord:
         with self.db.session() as s:
-            rec = s.get(VectorRecord, id)
-            if rec is None:
-                rec = VectorRecord(id=id, **fields)
-                s.add(rec)
-            else:
-                for k, v in fields.items():
-                    setattr(rec, k, v)
-            s.flush()
-            return rec
+            _upsert(s, VectorRecord, {"id": id}, {"created_at": utcnow(), **fields}, fields)
+        with self.db.session() as s:
+            return s.get_one(VectorRecord, id)
 
     def get(self, id: str) -> VectorRecord | None:
         with self.db.session() as s:
@@ -225,15 +231,11 @@ class SAERepository:
 
     def upsert(self, id: str, **fields: Any) -> SAERecord:
         with self.db.session() as s:
-            rec = s.get(SAERecord, id)
-            if rec is None:
-                rec = SAERecord(id=id, metrics={}, dashboards={}, **fields)
-                s.add(rec)
-            else:
-                for k, v in fields.items():
-                    setattr(rec, k, v)
-            s.flush()
-            return rec
+            _upsert(
+                s, SAERecord, {"id": id}, {"metrics": {}, "dashboards": {}, "created_at": utcnow(), **fields}, fields
+            )
+        with self.db.session() as s:
+            return s.get_one(SAERecord, id)
 
     def update(self, id: str, **fields: Any) -> None:
         with self.db.session() as s:
@@ -352,16 +354,14 @@ class SAERepository:
             return row.label if row else None
 
     def set_label(self, sae_id: str, index: int, label: str) -> None:
+        """A person's label of a feature (empty: none). Atomic: concurrent PUTs of one label never collide."""
+        key = {"sae_id": sae_id, "index": index}
         with self.db.session() as s:
-            row = s.get(FeatureLabel, (sae_id, index))
             if not label:
-                if row is not None:
-                    s.delete(row)
+                s.execute(delete(FeatureLabel).where(FeatureLabel.sae_id == sae_id, FeatureLabel.index == index))
                 return
-            if row is None:
-                s.add(FeatureLabel(sae_id=sae_id, index=index, label=label, updated_at=utcnow()))
-            else:
-                row.label, row.updated_at = label, utcnow()
+            now = utcnow()
+            _upsert(s, FeatureLabel, key, {"label": label, "updated_at": now}, {"label": label, "updated_at": now})
 
 
 class DatasetRepository:

@@ -11,7 +11,7 @@ import torch
 
 from loupe.core import layer_jacobian as lj
 from loupe.errors import Unprocessable
-from loupe.services.models import ModelService
+from loupe.services.models import ModelService, hook_shapes
 from loupe.services.saes.registry import SAERegistry
 
 
@@ -33,11 +33,24 @@ class LayerJacobianService:
         lm = self.models.get(model_id)
         bridge = lm.bridge
         hooks = bridge.hook_dict
+        shapes = hook_shapes(lm)  # the hooks a forward pass computes, with their per-position shapes
         for h in (hook_in, hook_out):
             if h not in hooks:
                 near = [n for n in sorted(hooks) if n.split(".")[-1] == h.split(".")[-1]][:6]
                 raise Unprocessable(
                     f"unknown hook {h!r} for model {lm.id}" + (f"; e.g. {', '.join(near)}" if near else "")
+                )
+            if h not in shapes:
+                raise Unprocessable(
+                    f"hook {h!r} is not computed in a forward pass of {lm.id} as Loupe runs it (TransformerLens "
+                    "only fills it with an option switched on, e.g. split q/k/v inputs or per-head results, or "
+                    "this architecture has no such activation); use a residual, attention-output or MLP hook"
+                )
+            if len(shapes[h]) != 1:
+                raise Unprocessable(
+                    f"hook {h!r} has per-position shape {list(shapes[h])}; the layer Jacobian needs one vector per "
+                    "token (e.g. hook_resid_pre/post, attn.hook_out, mlp.hook_post): attention patterns, scores "
+                    "and per-head activations are not supported"
                 )
         ids = lm.encode_prompt(prompt)
         if not prompt or not ids:

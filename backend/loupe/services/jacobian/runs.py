@@ -14,6 +14,9 @@ from loupe.storage.artifacts import digest
 # matrices are alive at once. 10,000 parameters -> 0.8 GB per matrix, ~4 GB peak: the most this
 # 2-core / 23 GB machine can hold beside the server and the other jobs. Time grows as P x steps.
 MAX_PARAMS = 10_000
+# 8x the paper's 25 epochs; time grows linearly with them (the API's bound).
+MAX_EPOCHS = 200
+N_TRAIN = jac.TrainConfig().n_train
 
 
 JOB_KIND = "jacobian"
@@ -77,17 +80,16 @@ def validate(s: RunSettings) -> None:
         raise Unprocessable(f"lr must be positive (got {s.lr}); the paper's setting is 0.1")
     if not 0 <= s.momentum < 1:
         raise Unprocessable(f"momentum must be in [0, 1) (got {s.momentum})")
-    if s.width < 1 or s.depth < 1 or s.epochs < 1:
-        raise Unprocessable("width, depth and epochs must be at least 1")
+    if s.width < 1 or s.depth < 1 or not 1 <= s.epochs <= MAX_EPOCHS:
+        raise Unprocessable(f"width and depth must be at least 1, epochs between 1 and {MAX_EPOCHS}")
     if s.control not in jac.CONTROLS:
         raise Unprocessable(f"control must be one of {', '.join(jac.CONTROLS)} (got {s.control!r})")
     if s.init not in jac.INITS:
         raise Unprocessable(f"init must be one of {', '.join(jac.INITS)} (got {s.init!r})")
     if s.dtype not in ("float64", "float32"):
         raise Unprocessable(f"dtype must be float64 or float32 (got {s.dtype!r})")
-    n_train = jac.TrainConfig().n_train
-    if not 1 <= s.batch_size <= n_train:
-        raise Unprocessable(f"batch_size must be between 1 and {n_train} (the training set)")
+    if not 1 <= s.batch_size <= N_TRAIN:
+        raise Unprocessable(f"batch_size must be between 1 and {N_TRAIN} (the training set)")
     p = s.n_params
     if p > MAX_PARAMS:
         gb = 8 * p * p / 1e9

@@ -12,6 +12,7 @@ from safetensors import safe_open
 
 from loupe.core.activations import cache_activations
 from loupe.errors import Conflict, NotFound, Unprocessable
+from loupe.services.ids import plain_text
 from loupe.services.models import LoadedModel, ModelService
 from loupe.services.saes.configs import DashboardConfig
 from loupe.services.saes.dashboards import vocab_strings
@@ -106,9 +107,7 @@ class FeatureService:
         rec = self.registry.record(sae_id)
         if not 0 <= index < rec.d_sae:
             raise NotFound(f"{sae_id} has features 0..{rec.d_sae - 1}; there is no feature {index}")
-        label = label.strip()
-        if len(label) > 200:
-            raise Unprocessable(f"a label is at most 200 characters; this one is {len(label)}")
+        label = plain_text(label.strip(), "a label", 200)
         self.ws.saes.set_label(sae_id, index, label)
         return {"sae_id": sae_id, "index": index, "label": label or None}
 

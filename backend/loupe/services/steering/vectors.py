@@ -7,6 +7,7 @@ computed here, imported from a file, exported, listed and deleted.
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 import struct
 import threading
@@ -19,13 +20,15 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import Tensor
 
-from loupe.errors import NotFound, Unprocessable
-from loupe.services.ids import ID_PATTERN, slug
+from loupe.errors import Conflict, NotFound, Unprocessable
+from loupe.services.ids import ID_PATTERN, plain_text, slug
 from loupe.services.models import ModelService
 from loupe.services.steering.hooks import residual_layer
 from loupe.services.workspace import Workspace
 from loupe.storage.artifacts import atomic_dir, load_tensors, read_manifest, save_tensors, write_manifest
 from loupe.storage.models import VectorRecord
+
+log = logging.getLogger("loupe.vectors")
 
 
 @dataclass
@@ -136,31 +139,38 @@ class VectorStore:
         root = self.ws.artifact("vectors")
         n = 0
         for d in sorted(root.iterdir()) if root.exists() else []:
-            m = read_manifest(d)
-            if (
-                not m
-                or "id" not in m
-                or self.ws.vectors.get(m["id"]) is not None
-                or not (d / "vector.safetensors").exists()
-            ):
-                continue
-            r = load_tensors(d / "vector.safetensors")["r"]
-            pos = m.get("position")
-            self.ws.vectors.upsert(
-                m["id"],
-                name=m.get("name", m["id"]),
-                model_id=m.get("model_id", "demo"),
-                hook=m["hook"],
-                layer=int(m.get("layer", 0)),
-                position=int(pos) if pos not in (None, "") else None,
-                d_model=int(r.shape[-1]),
-                source=m.get("source", "build"),
-                path=str(d / "vector.safetensors"),
-                scores=m.get("scores", {}),
-                candidates=m.get("candidates", {"rows": []}),
-            )
-            n += 1
+            try:
+                n += self._restore_one(d)
+            except Exception as exc:  # noqa: BLE001 - one unreadable directory must not stop the server
+                log.warning("vector directory %s is not restored: %s: %s", d, type(exc).__name__, exc)
         return n
+
+    def _restore_one(self, d: Path) -> int:
+        m = read_manifest(d)
+        if (
+            not m
+            or "id" not in m
+            or self.ws.vectors.get(m["id"]) is not None
+            or not (d / "vector.safetensors").exists()
+        ):
+            return 0
+        r = load_tensors(d / "vector.safetensors")["r"]
+        if not ID_PATTERN.match(str(m["id"])) or r.dim() != 1 or not bool(torch.isfinite(r).all()):
+            raise ValueError("its id or its tensor r is not one a vector can have")
+        self.ws.vectors.upsert(
+            m["id"],
+            name=plain_text(str(m.get("name", m["id"])), "name", 200),
+            model_id=str(m.get("model_id", "demo")),
+            hook=str(m["hook"]),
+            layer=_bounded(int(m.get("layer", 0)), 0, MAX_LAYER),
+            position=_position(m.get("position"), MAX_POSITION),
+            d_model=int(r.shape[-1]),
+            source=str(m.get("source", "build")),
+            path=str(d / "vector.safetensors"),
+            scores=_dict(m.get("scores")),
+            candidates=m.get("candidates") if isinstance(m.get("candidates"), dict) else {"rows": []},
+        )
+        return 1
 
     def load(self, vector_id: str) -> Vector:
         rec = self.ws.vectors.get(vector_id)
@@ -171,7 +181,13 @@ class VectorStore:
         with self._guard:
             if key in self._cache:
                 return self._cache[key]
-        t = load_tensors(Path(rec.path))
+        try:
+            t = load_tensors(Path(rec.path))
+        except Exception as exc:  # noqa: BLE001 - a missing or unreadable file is the row's state, not a bug
+            raise Conflict(
+                f"vector {vector_id!r} cannot be read from {rec.path} ({type(exc).__name__}); delete it and "
+                "compute or import it again"
+            ) from None
         v = Vector(
             rec.id,
             rec.name,
@@ -194,6 +210,7 @@ class VectorStore:
         The hook comes from the request or the file's metadata and must be a residual hook of the model."""
         if not data:
             raise Unprocessable("the request body is empty; send the safetensors file as the body")
+        plain_text(name, "the vector's name", 200)
         try:
             tensors = st_load(data)
             with safe_open_bytes(data) as meta:
@@ -221,14 +238,14 @@ class VectorStore:
         vid = vector_id or f"{lm.id}-{slug(name)}"
         if not ID_PATTERN.match(vid):
             raise Unprocessable(f"vector id {vid!r}: use letters, digits, '-', '_' and '.' (at most 100)")
-        pos = file_meta.get("position")
+        position = _position(file_meta.get("position"), lm.n_ctx)
         return self.save(
             vid,
             name,
             lm.id,
             hook,
             layer,
-            int(pos) if pos not in (None, "") else None,
+            position,
             r.double(),
             mu_minus.double(),
             mu_plus.double(),
@@ -250,7 +267,14 @@ class VectorStore:
         return st_save({"r": v.r.float(), "mu_minus": v.mu_minus.float(), "mu_plus": v.mu_plus.float()}, metadata=meta)
 
     def describe(self, rec: VectorRecord, detail: bool = False) -> dict[str, Any]:
-        scores = rec.scores or {}
+        """The row as the API shows it; ValueError for a row no vector can have (so no response fails on it)."""
+        for field in ("layer", "d_model"):
+            _bounded(getattr(rec, field), 0, MAX_LAYER if field == "layer" else MAX_WIDTH)
+        if rec.position is not None:
+            _bounded(rec.position, -MAX_POSITION, MAX_POSITION)
+        if not all(isinstance(getattr(rec, f), str) for f in ("id", "name", "model_id", "hook", "source")):
+            raise ValueError("a text column is not text")
+        scores = _dict(rec.scores)
         # passed: a computed direction passed Arditi et al.'s filters (None: imported, no selection);
         # vectors computed before `passed` was recorded said `fallback` instead
         passed = scores.get("passed", (not scores["fallback"]) if "fallback" in scores else None)
@@ -273,19 +297,69 @@ class VectorStore:
         return out
 
     def list(self, model_id: str | None = None) -> list[dict[str, Any]]:
-        return [self.describe(r) for r in self.ws.vectors.list(model_id)]
+        """Every vector (of a model); a row that cannot be described (written by an older version, or
+        by hand) is left out with a warning instead of failing the whole list."""
+        out = []
+        for rec in self.ws.vectors.list(model_id):
+            try:
+                out.append(self.describe(rec))
+            except (TypeError, ValueError, AttributeError, KeyError) as exc:
+                log.warning("vector row %r is left out of the list: %s", rec.id, exc)
+        return out
 
     def get(self, vector_id: str) -> dict[str, Any]:
         rec = self.ws.vectors.get(vector_id)
         if rec is None:
             self.load(vector_id)  # raises NotFound with the known ids
             raise NotFound(f"unknown vector {vector_id!r}")
-        return self.describe(rec, detail=True)
+        try:
+            return self.describe(rec, detail=True)
+        except (TypeError, ValueError, AttributeError, KeyError) as exc:
+            raise Conflict(
+                f"vector {vector_id!r} is stored damaged ({exc}); delete it and compute or import it again"
+            ) from None
 
     def delete(self, vector_id: str) -> None:
         if not self.ws.vectors.delete(vector_id):
             raise NotFound(f"unknown vector {vector_id!r}")
         shutil.rmtree(self.dir(vector_id), ignore_errors=True)
+
+
+# Bounds of what a stored vector can hold: a row beyond them was not written by this version.
+MAX_LAYER = 10_000
+MAX_WIDTH = 1 << 20
+MAX_POSITION = 1_000_000
+
+
+def _bounded(x: Any, lo: int, hi: int) -> int:
+    if isinstance(x, bool) or not isinstance(x, int) or not lo <= x <= hi:
+        raise ValueError(f"{x!r} is not an integer in {lo}..{hi}")
+    return x
+
+
+def _dict(x: Any) -> dict[str, Any]:
+    if x is None:
+        return {}
+    if not isinstance(x, dict):
+        raise ValueError(f"expected a JSON object, got {type(x).__name__}")
+    return x
+
+
+def _position(raw: Any, n_ctx: int) -> int | None:
+    """A file's `position` metadata (where the direction was read; negative: from the prompt's end):
+    an integer within the model's context, else 422."""
+    if raw in (None, ""):
+        return None
+    try:
+        pos = int(str(raw).strip())
+    except ValueError:
+        raise Unprocessable(f"the file's position metadata {str(raw)[:40]!r} is not an integer") from None
+    if not -n_ctx <= pos < n_ctx:
+        raise Unprocessable(
+            f"the file's position metadata {str(raw)[:40]} is outside the model's context "
+            f"(-{n_ctx}..{n_ctx - 1}, negative from the prompt's end)"
+        )
+    return pos
 
 
 class safe_open_bytes:
@@ -295,7 +369,11 @@ class safe_open_bytes:
         n = struct.unpack("<Q", data[:8])[0]
         if n > len(data) - 8:
             raise ValueError("truncated header")
-        self.meta = json.loads(data[8 : 8 + n]).get("__metadata__") or {}
+        header = json.loads(data[8 : 8 + n])
+        meta = header.get("__metadata__") if isinstance(header, dict) else None
+        if meta is not None and not (isinstance(meta, dict) and all(isinstance(v, str) for v in meta.values())):
+            raise ValueError("__metadata__ is not a map of strings")
+        self.meta: dict[str, str] = meta or {}
 
     def __enter__(self) -> dict[str, str]:
         return self.meta

@@ -1,6 +1,6 @@
 // Steering API: vectors, streamed generation with interventions, the evaluation sweep.
 // Types are generated from openapi.json (src/api/schema.d.ts).
-import { errorOfResponse, queryString, request, send, type RequestOf, type ResponseOf, type Schemas } from "../../api/client";
+import { ApiError, errorOfResponse, queryString, request, send, type RequestOf, type ResponseOf, type Schemas } from "../../api/client";
 import type { GenerateRequest } from "../generate/api";
 
 export type VectorList = ResponseOf<"/api/vectors", "get">;
@@ -25,7 +25,9 @@ export type StreamEvent =
       prompt_tokens: number;
       default: { completion: string; tokens: string[] };
       steered: { completion: string; tokens: string[] } | null;
-    };
+    }
+  // a failure after the stream started (the 200 was already sent): the stream ends with it
+  | { event: "error"; status: number; detail: string };
 
 const enc = encodeURIComponent;
 
@@ -50,6 +52,10 @@ export const steeringApi = {
       signal,
     });
     if (!res.ok || !res.body) throw await errorOfResponse(res);
+    const emit = (ev: StreamEvent) => {
+      if (ev.event === "error") throw new ApiError(ev.status, ev.detail);
+      onEvent(ev);
+    };
     const reader = res.body.getReader();
     const decoder = new TextDecoder();
     let buf = "";
@@ -61,9 +67,9 @@ export const steeringApi = {
       while ((nl = buf.indexOf("\n")) >= 0) {
         const line = buf.slice(0, nl).trim();
         buf = buf.slice(nl + 1);
-        if (line) onEvent(JSON.parse(line) as StreamEvent);
+        if (line) emit(JSON.parse(line) as StreamEvent);
       }
     }
-    if (buf.trim()) onEvent(JSON.parse(buf) as StreamEvent);
+    if (buf.trim()) emit(JSON.parse(buf) as StreamEvent);
   },
 };
