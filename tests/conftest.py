@@ -19,7 +19,7 @@ POSTGRES_URL = os.environ.get("LOUPE_TEST_POSTGRES_URL", "postgresql+psycopg2://
 def micro_settings(workspace: Path, **overrides):
     from loupe.settings import Settings
 
-    return Settings(workspace=workspace, world="micro", database_url=None, threads=0, **overrides)
+    return Settings(**{"workspace": workspace, "world": "micro", "database_url": None, "threads": 0, **overrides})
 
 
 @pytest.fixture(scope="session")
@@ -39,6 +39,15 @@ def micro(tmp_path_factory):
     Build(world, c).run()
     yield world, c
     c.close()
+
+
+def copy_of_micro(micro_container, dest: Path) -> Path:
+    """A copy of the built micro workspace at `dest`, for tests that change what they read (its model
+    rows still point at the original's files, which they only read)."""
+    import shutil
+
+    shutil.copytree(micro_container.settings.workspace, dest, dirs_exist_ok=True)
+    return dest
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from collections.abc import Callable
 from concurrent.futures import Future
 from typing import Any
@@ -27,7 +26,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from loupe.cli import openapi_json
-from tests.conftest import micro_settings
+from tests.conftest import copy_of_micro, micro_settings
 
 SEED = 19
 # per operation, positive and negative cases together; LOUPE_FUZZ_EXAMPLES=200 for a deeper run by hand
@@ -52,8 +51,7 @@ def fuzz_app(micro_container, tmp_path_factory):
     from loupe.app import create_app
     from loupe.worlds import open_world
 
-    root = tmp_path_factory.mktemp("fuzz")
-    shutil.copytree(micro_container.settings.workspace, root, dirs_exist_ok=True)
+    root = copy_of_micro(micro_container, tmp_path_factory.mktemp("fuzz"))
     _, c = open_world(micro_settings(root), executor=QueueOnly())
     yield create_app(container=c, background=False)
     c.close()

@@ -83,7 +83,7 @@ def test_seed_overlap_and_controls_across_runs(client):
 
 def test_bad_settings_are_4xx_with_a_reason(client):
     r = client.post("/api/jacobian/runs", json={**TINY, "lr": 0})
-    assert r.status_code == 422 and "lr must be positive" in r.json()["detail"]
+    assert r.status_code == 422 and "lr: Input should be greater than 0" in r.json()["detail"]
     r = client.post("/api/jacobian/runs", json={**TINY, "lr": -0.5})
     assert r.status_code == 422
     r = client.post("/api/jacobian/runs", json={**TINY, "width": 256})

@@ -21,8 +21,9 @@ class RunSettingsIn(BaseModel):
     width: int = Field(
         64,
         ge=1,
-        le=max_width(1),
-        description=f"Hidden width; the paper's 64 gives 4,810 parameters (at most {MAX_PARAMS:,} parameters in all).",
+        le=MAX_PARAMS,  # a wider layer alone is over the parameter limit; the run's check says by how much
+        description=f"Hidden width; the paper's 64 gives 4,810 parameters (at most {MAX_PARAMS:,} in all: "
+        f"width <= {max_width(1)} at depth 1).",
     )
     depth: int = Field(1, ge=1, le=4, description="Hidden layers.")
     epochs: int = Field(25, ge=1, le=MAX_EPOCHS, description="Epochs of 25 batches (1,600 examples / 64).")

@@ -11,7 +11,7 @@ import torch
 
 from loupe.core import layer_jacobian as lj
 from loupe.errors import Unprocessable
-from loupe.services.models import ModelService, hook_shapes
+from loupe.services.models import ModelService, fired_hooks, hook_shapes
 from loupe.services.saes.registry import SAERegistry
 
 
@@ -40,18 +40,27 @@ class LayerJacobianService:
                 raise Unprocessable(
                     f"unknown hook {h!r} for model {lm.id}" + (f"; e.g. {', '.join(near)}" if near else "")
                 )
-            if h not in shapes:
+            if h not in fired_hooks(lm):
                 raise Unprocessable(
                     f"hook {h!r} is not computed in a forward pass of {lm.id} as Loupe runs it (TransformerLens "
                     "only fills it with an option switched on, e.g. split q/k/v inputs or per-head results, or "
                     "this architecture has no such activation); use a residual, attention-output or MLP hook"
                 )
-            if len(shapes[h]) != 1:
+            if len(shapes.get(h, ())) != 1:
+                shape = f"per-position shape {list(shapes[h])}" if h in shapes else "no per-position shape"
                 raise Unprocessable(
-                    f"hook {h!r} has per-position shape {list(shapes[h])}; the layer Jacobian needs one vector per "
+                    f"hook {h!r} has {shape}; the layer Jacobian needs one vector per "
                     "token (e.g. hook_resid_pre/post, attn.hook_out, mlp.hook_post): attention patterns, scores "
                     "and per-head activations are not supported"
                 )
+        if hook_in == hook_out:
+            raise Unprocessable("hook_in and hook_out are the same hook; give an earlier hook_in and a later hook_out")
+        order = fired_hooks(lm)  # in the order a forward pass reaches them
+        if order.index(hook_in) > order.index(hook_out):
+            raise Unprocessable(
+                f"{hook_in} comes after {hook_out} in the forward pass, so the later activation cannot "
+                "depend on the earlier one (the Jacobian would be zero); swap hook_in and hook_out"
+            )
         ids = lm.encode_prompt(prompt)
         if not prompt or not ids:
             raise Unprocessable("the prompt is empty")
@@ -65,8 +74,6 @@ class LayerJacobianService:
         p = position % n
         tokens = torch.tensor([ids])
         t0 = time.monotonic()
-        if hook_in == hook_out:
-            raise Unprocessable("hook_in and hook_out are the same hook; give an earlier hook_in and a later hook_out")
         fired: dict[str, torch.Tensor] = {}  # in the order the forward pass reaches them
 
         def keep(name: str) -> Callable[[torch.Tensor, Any], torch.Tensor]:
@@ -80,12 +87,6 @@ class LayerJacobianService:
         with lm.lock:  # hooks live on the shared model for the duration of these passes
             with torch.no_grad():
                 bridge.run_with_hooks(tokens, fwd_hooks=[(hook_in, keep(hook_in)), (hook_out, keep(hook_out))])
-            order = list(fired)
-            if order.index(hook_in) > order.index(hook_out):
-                raise Unprocessable(
-                    f"{hook_in} comes after {hook_out} in the forward pass, so the later activation cannot "
-                    "depend on the earlier one (the Jacobian would be zero); swap hook_in and hook_out"
-                )
             x0 = fired[hook_in][0, p]
             y0 = fired[hook_out][0, p]
             if x0.dim() != 1 or y0.dim() != 1:

@@ -71,5 +71,14 @@ def hook_shapes(lm: LoadedModel) -> dict[str, tuple[int, ...]]:
         ids = torch.tensor([[lm.tokenizer.bos_token_id or 0]])
         with lm.lock, torch.no_grad():
             _, cache = lm.bridge.run_with_cache(ids)
+        lm.fired_hooks = tuple(cache.keys())
         lm.hook_shapes = {k: tuple(v.shape[2:]) for k, v in cache.items() if v.dim() >= 3 and v.shape[:2] == (1, 1)}
     return lm.hook_shapes
+
+
+def fired_hooks(lm: LoadedModel) -> tuple[str, ...]:
+    """Every hook a forward pass fills, whatever its shape, in the order it fills them (hooks switched
+    off, or of activations the architecture lacks, are not among them)."""
+    hook_shapes(lm)
+    assert lm.fired_hooks is not None
+    return lm.fired_hooks

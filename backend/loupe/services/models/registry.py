@@ -49,6 +49,7 @@ class LoadedModel:
         default_factory=OrderedDict, repr=False, compare=False
     )
     hook_shapes: dict[str, tuple[int, ...]] | None = field(default=None, repr=False, compare=False)
+    fired_hooks: tuple[str, ...] | None = field(default=None, repr=False, compare=False)
     _plain: Any = field(default=None, repr=False, compare=False)
     # how one-turn chats are written for this model: its chat template's, where it has one (see
     # __post_init__), else the demo models' plain `User:/Assistant:` format
