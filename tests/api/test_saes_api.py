@@ -147,7 +147,7 @@ def test_neurons_polysemanticity(client, micro_workspace):
     [
         ("get", "/api/saes/nope", {}, 404, "unknown SAE"),
         ("get", "/api/saes/demo-mlp0/features/100000", {}, 404, "no feature 100000"),
-        ("get", "/api/saes/demo-mlp0/features/-1", {}, 404, "no feature -1"),
+        ("get", "/api/saes/demo-mlp0/features/-1", {}, 422, "index: Input should be greater than or equal to 0"),
         ("get", "/api/saes/demo-mlp0/features?sort=bogus", {}, 422, "sort must be one of"),
         ("get", "/api/saes/demo-mlp0/features?limit=0", {}, 422, "limit"),
         ("put", "/api/saes/demo-mlp0/features/1/label", {"json": {"label": "x" * 201}}, 422, "label"),
