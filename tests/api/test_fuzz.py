@@ -28,8 +28,9 @@ from schemathesis.specs.openapi.checks import (
 from loupe.cli import openapi_json
 from tests.conftest import copy_of_micro, micro_settings
 
-SEED = 19
-# per operation, positive and negative cases together; LOUPE_FUZZ_EXAMPLES=200 for a deeper run by hand
+SEED = int(os.environ.get("LOUPE_FUZZ_SEED", "19"))
+# per operation, positive and negative cases together; LOUPE_FUZZ_EXAMPLES=200 (and another
+# LOUPE_FUZZ_SEED) for a deeper run by hand
 EXAMPLES = int(os.environ.get("LOUPE_FUZZ_EXAMPLES", "12"))
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 

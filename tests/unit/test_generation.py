@@ -1,8 +1,9 @@
 """decode() against forward functions whose answers are known in closed form."""
 
+import pytest
 import torch
 
-from loupe.core.generation import decode, next_token
+from loupe.core.generation import NonFiniteLogits, decode, next_token
 
 V = 7
 
@@ -58,3 +59,22 @@ def test_greedy_batch_of_ragged_prompts_equals_one_at_a_time():
     alone = [decode(causal, p, 6, stop_ids=(3,)) for p in prompts]
     assert batched == alone
     assert any(len(b) < 6 for b in batched)  # the stop token did cut some row short
+
+
+def test_a_tiny_temperature_is_the_greedy_choice_not_nan():
+    """logits / 5e-324 overflowed to inf and softmax gave NaN; with the max subtracted first the largest
+    logit gets probability 1."""
+    logits = torch.tensor([1.0, 30.0, -4.0, 29.5])
+    g = torch.Generator().manual_seed(0)
+    assert {next_token(logits, t, g) for t in (5e-324, 1e-300, 1e-30) for _ in range(20)} == {1}
+    assert abs(sum(next_token(logits, 1e6, g) == 1 for _ in range(2000)) / 2000 - 0.25) < 0.05  # ~uniform
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+def test_non_finite_logits_raise_a_named_error(bad, temperature):
+    logits = torch.tensor([0.0, bad, 1.0])
+    with pytest.raises(NonFiniteLogits):
+        next_token(logits, temperature, torch.Generator().manual_seed(0))
+    with pytest.raises(NonFiniteLogits):
+        next_token(torch.full((3,), float("-inf")), temperature, torch.Generator().manual_seed(0))
