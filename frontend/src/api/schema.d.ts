@@ -903,7 +903,7 @@ export interface components {
             built: boolean;
             /**
              * Counts
-             * @description documents, train, heldout, texts, conversations, chars, bytes
+             * @description documents, train, heldout, texts, conversations, chars, bytes, and harmful / harmless: the records labelled for refusal directions and steering sweeps
              */
             counts: {
                 [key: string]: unknown;
@@ -947,7 +947,7 @@ export interface components {
             built: boolean;
             /**
              * Counts
-             * @description documents, train, heldout, texts, conversations, chars, bytes
+             * @description documents, train, heldout, texts, conversations, chars, bytes, and harmful / harmless: the records labelled for refusal directions and steering sweeps
              */
             counts: {
                 [key: string]: unknown;
