@@ -17,6 +17,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from loupe.cli.console import console
 from loupe.cli.evals import eval_app
 from loupe.errors import LoupeError
+from loupe.jobs.memory import peak_mb, reset_peak
 from loupe.settings import Settings, quiet_libraries
 
 if TYPE_CHECKING:
@@ -61,9 +62,12 @@ def run_steps(world: World, c: Container, background: bool | None) -> None:
         console=console,
     ) as bars:
         tasks: dict[str, Any] = {}
+        started: dict[str, float] = {}
 
         def listener_for(step: Any) -> Any:
             tasks[step.name] = bars.add_task(step.title, total=None, message="")
+            started[step.name] = time.monotonic()
+            reset_peak()  # steps run one at a time here, so the peak after it is the step's own
 
             def update(done: float, total: float | None, message: str) -> None:
                 bars.update(tasks[step.name], completed=done, total=total, message=message)
@@ -73,6 +77,11 @@ def run_steps(world: World, c: Container, background: bool | None) -> None:
         def finished(step: Any) -> None:
             t = bars.tasks[tasks[step.name]]
             bars.update(tasks[step.name], completed=t.total or 1, total=t.total or 1)
+            peak = peak_mb()
+            bars.console.print(
+                f"{step.name}: {time.monotonic() - started[step.name]:.1f}s"
+                + (f", peak RSS {peak:,.0f} MB" if peak is not None else "")
+            )
 
         def skipped(step: Any) -> None:
             bars.add_task(step.title, total=1, completed=1, message="[dim]already built")
