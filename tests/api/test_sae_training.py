@@ -56,7 +56,13 @@ def test_train_a_tiny_sae_and_serve_its_dashboards(client, micro_workspace, rive
     for k in ("fvu", "l0", "dead_fraction", "ce_loss_recovered"):
         assert math.isfinite(m[k]), (k, m[k])
     assert m["l0"] == pytest.approx(4) and 0 <= m["dead_fraction"] <= 1 and 0 < m["fvu"] < 1.5
-    assert "planted_domains_detected" not in m["targets"]  # the dataset plants nothing
+    # the dataset plants nothing: a real model's targets (issue 17), not the demo world's
+    assert {k: t["target"] for k, t in m["targets"].items()} == {
+        "fvu": "<= 0.2",
+        "dead_fraction": "<= 0.1",
+        "ce_loss_recovered": ">= 0.8",
+    }
+    assert m["targets"]["fvu"]["met"] == (m["fvu"] <= 0.2)
     # held-out tokens of this dataset: the eval ran on the held-out split of its tokens
     tokens = json.loads((micro_workspace.artifact("tokens", "rivers", "demo-64") / "manifest.json").read_text())
     assert 0 < m["eval_tokens"] <= tokens["heldout"]["tokens"]
