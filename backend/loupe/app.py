@@ -15,7 +15,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from loupe import __version__
-from loupe.api import datasets, evals, generate, health, jobs, models, saes, steering
+from loupe.api import datasets, evals, finetune, generate, health, jobs, models, saes, steering
 from loupe.api import influence as influence_api
 from loupe.api import jacobian as jacobian_api
 from loupe.errors import LoupeError
@@ -91,6 +91,7 @@ def create_app(
         influence_api.router,
         steering.router,
         jacobian_api.router,
+        finetune.router,
     ):
         app.include_router(r, prefix="/api")
 

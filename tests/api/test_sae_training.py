@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import time
 
 import pytest
 
 from loupe.storage.artifacts import read_manifest
+from tests.api.conftest import wait_until
 
 TEXTS = [
     f"The river {w} flows past the {v} mill, and the miller counts {i} sacks of grain by the water."
@@ -117,31 +117,6 @@ def test_delete_an_sae(client, micro_container, micro_workspace, rivers):
         assert not micro_workspace.artifact(d, "rivers-jump").exists()
     assert client.delete("/api/saes/rivers-jump").status_code == 404
     assert "rivers-jump" not in {s["id"] for s in client.get("/api/saes").json()["saes"]}
-
-
-@pytest.fixture()
-def scratch(micro_workspace, tmp_path):
-    """A client on a copy of the micro workspace (jobs on worker threads), for failures and cancels."""
-    from fastapi.testclient import TestClient
-
-    from loupe.app import create_app
-    from loupe.worlds import open_world
-    from tests.conftest import micro_settings
-
-    root = tmp_path / "ws"
-    shutil.copytree(micro_workspace.settings.workspace, root)
-    _, c = open_world(micro_settings(root))
-    with TestClient(create_app(container=c, background=False)) as client:
-        yield client, c
-    c.close()
-
-
-def wait_until(pred, timeout=120.0):
-    deadline = time.monotonic() + timeout
-    while not (out := pred()):
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
-    return out
 
 
 def test_failed_dashboards_show_the_error_and_can_be_retried(scratch, micro_workspace, tmp_path, monkeypatch):

@@ -1,3 +1,5 @@
+from typing import Any
+
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
@@ -32,6 +34,10 @@ class ModelInfo(BaseModel):
     chat: ChatFormatInfo | None = Field(
         None, description="The one-turn chat format (null if its tokenizer is unreadable)."
     )
+    parent: str | None = Field(None, description="The model it was fine-tuned from (null: not made by Loupe).")
+    lineage: dict[str, Any] | None = Field(
+        None, description="A fine-tune's parent, dataset_id, method and settings (POST /api/finetunes)."
+    )
 
 
 class ModelList(BaseModel):
@@ -52,6 +58,7 @@ def _info(rec, models) -> ModelInfo:
         path=rec.path,
         loaded=models.is_loaded(rec.id),
         chat=chat,
+        parent=(rec.config.get("lineage") or {}).get("parent"),
         **rec.config,
     )
 

@@ -66,6 +66,46 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/finetunes": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List Finetunes */
+        get: operations["list_finetunes_api_finetunes_get"];
+        put?: never;
+        /**
+         * Start Finetune
+         * @description Queue a fine-tune; follow it at GET /api/finetunes/{model_id} (loss so far) or /api/jobs/{job_id};
+         *     cancel it with DELETE /api/jobs/{job_id}. When it finishes, the tuned model is registered with its
+         *     `parent` and `lineage`.
+         */
+        post: operations["start_finetune_api_finetunes_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/finetunes/{model_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Get Finetune */
+        get: operations["get_finetune_api_finetunes__model_id__get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/generate": {
         parameters: {
             query?: never;
@@ -1209,6 +1249,160 @@ export interface components {
             /** Top Domain Share */
             top_domain_share: number | null;
         };
+        /** FineTuneIn */
+        FineTuneIn: {
+            /**
+             * Batch Size
+             * @default 8
+             */
+            batch_size: number;
+            /**
+             * Dataset Id
+             * @description Its train split: conversations train the assistant's turns, texts all their tokens.
+             */
+            dataset_id: string;
+            /**
+             * Learning Rate
+             * @description Default: 2e-4 for LoRA, 2e-5 for full.
+             */
+            learning_rate?: number | null;
+            /**
+             * Lora Alpha
+             * @default 16
+             */
+            lora_alpha: number;
+            /**
+             * Lora R
+             * @default 8
+             */
+            lora_r: number;
+            /**
+             * Max Length
+             * @description Tokens per example; longer ones are cut.
+             * @default 256
+             */
+            max_length: number;
+            /**
+             * Max Steps
+             * @default 200
+             */
+            max_steps: number;
+            /**
+             * Method
+             * @default lora
+             * @enum {string}
+             */
+            method: "lora" | "full";
+            /**
+             * Model Id
+             * @description The new model's id.
+             */
+            model_id: string;
+            /**
+             * Parent
+             * @description The registered model to start from.
+             */
+            parent: string;
+            /**
+             * Save Steps
+             * @description A checkpoint every this many steps (for resuming).
+             * @default 50
+             */
+            save_steps: number;
+            /**
+             * Seed
+             * @default 0
+             */
+            seed: number;
+            /**
+             * Target Modules
+             * @description LoRA target modules (e.g. ["q_proj", "v_proj"] or ["all-linear"]); default: peft's for the architecture
+             */
+            target_modules?: string[] | null;
+        };
+        /** FineTuneList */
+        FineTuneList: {
+            /** Runs */
+            runs: components["schemas"]["FineTuneRun"][];
+        };
+        /** FineTuneRun */
+        FineTuneRun: {
+            /** Config */
+            config: {
+                [key: string]: unknown;
+            };
+            /** Dataset Id */
+            dataset_id: string;
+            /** Error */
+            error: string | null;
+            /** Heldout Loss After */
+            heldout_loss_after: number | null;
+            /** Heldout Loss Before */
+            heldout_loss_before: number | null;
+            /** Job Id */
+            job_id: number;
+            /** Loss */
+            loss: components["schemas"]["LossPoint"][];
+            /** Message */
+            message: string;
+            /** Model Id */
+            model_id: string;
+            /** Parent */
+            parent: string;
+            /**
+             * Registered
+             * @description whether the tuned model is registered (the job finished)
+             */
+            registered: boolean;
+            /** Status */
+            status: string;
+        };
+        /** FineTuneRunDetail */
+        FineTuneRunDetail: {
+            /** Config */
+            config: {
+                [key: string]: unknown;
+            };
+            /** Dataset Id */
+            dataset_id: string;
+            /** Error */
+            error: string | null;
+            /**
+             * Figure
+             * @description the loss curve (plotly)
+             */
+            figure: {
+                [key: string]: unknown;
+            };
+            /** Heldout Loss After */
+            heldout_loss_after: number | null;
+            /** Heldout Loss Before */
+            heldout_loss_before: number | null;
+            /** Job Id */
+            job_id: number;
+            /** Loss */
+            loss: components["schemas"]["LossPoint"][];
+            /** Message */
+            message: string;
+            /** Model Id */
+            model_id: string;
+            /** Parent */
+            parent: string;
+            /**
+             * Registered
+             * @description whether the tuned model is registered (the job finished)
+             */
+            registered: boolean;
+            /** Status */
+            status: string;
+        };
+        /** FineTuneStarted */
+        FineTuneStarted: {
+            /** Job Id */
+            job_id: number;
+            /** Model Id */
+            model_id: string;
+        };
         /** GenerateRequest */
         GenerateRequest: {
             /**
@@ -1565,6 +1759,13 @@ export interface components {
              */
             top_k: number;
         };
+        /** LossPoint */
+        LossPoint: {
+            /** Loss */
+            loss: number;
+            /** Step */
+            step: number;
+        };
         /**
          * Message
          * @description One turn of a chat: after an optional first system message, user and assistant alternate.
@@ -1592,6 +1793,13 @@ export interface components {
             hook_names: string[];
             /** Id */
             id: string;
+            /**
+             * Lineage
+             * @description A fine-tune's parent, dataset_id, method and settings (POST /api/finetunes).
+             */
+            lineage?: {
+                [key: string]: unknown;
+            } | null;
             /** Loaded */
             loaded: boolean;
             /** N Ctx */
@@ -1604,6 +1812,11 @@ export interface components {
             n_params: number;
             /** Name */
             name: string;
+            /**
+             * Parent
+             * @description The model it was fine-tuned from (null: not made by Loupe).
+             */
+            parent?: string | null;
             /** Path */
             path: string;
             /** Source */
@@ -2328,6 +2541,90 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["EvalList"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    list_finetunes_api_finetunes_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["FineTuneList"];
+                };
+            };
+        };
+    };
+    start_finetune_api_finetunes_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["FineTuneIn"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["FineTuneStarted"];
+                };
+            };
+            /** @description Validation Error */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+        };
+    };
+    get_finetune_api_finetunes__model_id__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                model_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["FineTuneRunDetail"];
                 };
             };
             /** @description Validation Error */

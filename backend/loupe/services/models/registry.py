@@ -160,13 +160,19 @@ class ModelService:
         self._formats: dict[str, ChatFormat] = {}
         self._lock = threading.Lock()
 
-    def register(self, id: str, path: str, source: str, name: str | None = None) -> ModelRecord:
+    def register(
+        self, id: str, path: str, source: str, name: str | None = None, lineage: dict[str, Any] | None = None
+    ) -> ModelRecord:
+        """Register (or replace) model `id` from a Hugging Face directory; `lineage`: what it was made
+        from (a fine-tune's parent, dataset and settings), kept with its description."""
         if source == "hf-dir" and not Path(path).is_dir():
             raise Unprocessable(f"{path} is not a directory; give a Hugging Face model directory")
         bridge, _ = load_bridge(path, self.ws.settings.device)
         with self._lock:
             self._formats.pop(id, None)
-        return self.ws.models.upsert(id=id, name=name or id, source=source, path=str(path), config=describe(bridge))
+            self._loaded.pop(id, None)  # a replaced model is loaded afresh
+        config = describe(bridge) | ({"lineage": lineage} if lineage else {})
+        return self.ws.models.upsert(id=id, name=name or id, source=source, path=str(path), config=config)
 
     def records(self) -> list[ModelRecord]:
         return self.ws.models.list()
