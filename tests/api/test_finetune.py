@@ -52,7 +52,9 @@ def greedy(client, model_id: str, n: int = 8) -> str:
 @pytest.fixture(scope="module")
 def parent(client, micro_workspace, tmp_path_factory):
     tok = chatml_tokenizer(micro_workspace)
-    register(client, tmp_path_factory.mktemp("ft-parent") / "model", "ft-parent", tiny_llama(tok, seed=3, init=0.3), tok)
+    register(
+        client, tmp_path_factory.mktemp("ft-parent") / "model", "ft-parent", tiny_llama(tok, seed=3, init=0.3), tok
+    )
     upload(client, "ft-chats")
     return tok
 
