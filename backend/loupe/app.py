@@ -1,5 +1,5 @@
-"""create_app(settings): the service container, routers, error handlers, the world's background
-build jobs, the built frontend."""
+"""create_app(settings): the service container, routers, error handlers, the security middleware and
+body limits, the world's background build jobs, the built frontend."""
 
 from __future__ import annotations
 
@@ -13,12 +13,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
 
 from loupe import __version__
 from loupe.api import datasets, evals, generate, health, jobs, models, saes, steering
 from loupe.api import influence as influence_api
 from loupe.api import jacobian as jacobian_api
 from loupe.errors import LoupeError
+from loupe.security import SecurityMiddleware, default_allowed_hosts, resolve_auth
 from loupe.services.container import Container
 from loupe.settings import Settings, quiet_libraries
 from loupe.worlds import Build, open_world, register_external_model
@@ -43,6 +45,7 @@ def create_app(
     """The app over `container` (default: the world of `settings` and a container made for it). With
     `background`, the world's pending analyses are queued as jobs when the app starts."""
     settings = settings or (container.settings if container else Settings())
+    auth = resolve_auth(settings)  # before any work: a server that must not start says so at once
     quiet_libraries()
     world = None
     if container is None:
@@ -64,8 +67,21 @@ def create_app(
         version=__version__,
         lifespan=lifespan,
         description="Interpretability workbench API: models, jobs, generation, SAEs, steering, influence, Jacobians.",
+        max_body_size=settings.max_body_bytes,
     )
     app.state.container = c
+    app.state.auth = auth
+    app.add_middleware(
+        SecurityMiddleware,
+        router=app.router,
+        token=auth.token,
+        allowed_hosts=default_allowed_hosts(settings),
+        read_only=settings.read_only,
+        body_types={
+            ("POST", "/api/datasets"): "multipart/form-data",
+            ("POST", "/api/vectors/import"): "application/octet-stream",
+        },
+    )
 
     @app.exception_handler(LoupeError)
     async def _loupe_error(_: Request, exc: LoupeError):
@@ -77,8 +93,11 @@ def create_app(
         return JSONResponse({"detail": _validation_message(exc), "errors": errors}, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, exc: StarletteHTTPException):
-        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        detail = exc.detail
+        if exc.status_code == 413 and MAX_BODY_SIZE_SCOPE_KEY in request.scope:  # FastAPI's body limit
+            detail = f"the request body is larger than this server's limit of {request.scope[MAX_BODY_SIZE_SCOPE_KEY]:,} bytes"
+        return JSONResponse({"detail": detail}, status_code=exc.status_code)
 
     for r in (
         health.router,
@@ -92,7 +111,9 @@ def create_app(
         steering.router,
         jacobian_api.router,
     ):
-        app.include_router(r, prefix="/api")
+        # dataset uploads have their own, larger limit (the route also checks it, with its own message)
+        limit = settings.max_upload_bytes + 2 * datasets.FORM_OVERHEAD if r is datasets.router else None
+        app.include_router(r, prefix="/api", max_body_size=limit)
 
     dist = settings.resolved_frontend_dist()
     _mount_frontend(app, dist)
