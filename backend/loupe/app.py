@@ -13,7 +13,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.middleware.body_limit import MAX_BODY_SIZE_SCOPE_KEY
 
 from loupe import __version__
 from loupe.api import datasets, evals, generate, health, jobs, models, saes, steering
@@ -67,7 +66,6 @@ def create_app(
         version=__version__,
         lifespan=lifespan,
         description="Interpretability workbench API: models, jobs, generation, SAEs, steering, influence, Jacobians.",
-        max_body_size=settings.max_body_bytes,
     )
     app.state.container = c
     app.state.auth = auth
@@ -77,6 +75,9 @@ def create_app(
         token=auth.token,
         allowed_hosts=default_allowed_hosts(settings),
         read_only=settings.read_only,
+        max_body_bytes=settings.max_body_bytes,
+        # dataset uploads have their own, larger limit (the route checks it too, with its own message)
+        body_limits={("POST", "/api/datasets"): settings.max_upload_bytes + 2 * datasets.FORM_OVERHEAD},
         body_types={
             ("POST", "/api/datasets"): "multipart/form-data",
             ("POST", "/api/vectors/import"): "application/octet-stream",
@@ -93,11 +94,8 @@ def create_app(
         return JSONResponse({"detail": _validation_message(exc), "errors": errors}, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException):
-        detail = exc.detail
-        if exc.status_code == 413 and MAX_BODY_SIZE_SCOPE_KEY in request.scope:  # FastAPI's body limit
-            detail = f"the request body is larger than this server's limit of {request.scope[MAX_BODY_SIZE_SCOPE_KEY]:,} bytes"
-        return JSONResponse({"detail": detail}, status_code=exc.status_code)
+    async def _http(_: Request, exc: StarletteHTTPException):
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
 
     for r in (
         health.router,
@@ -111,9 +109,7 @@ def create_app(
         steering.router,
         jacobian_api.router,
     ):
-        # dataset uploads have their own, larger limit (the route also checks it, with its own message)
-        limit = settings.max_upload_bytes + 2 * datasets.FORM_OVERHEAD if r is datasets.router else None
-        app.include_router(r, prefix="/api", max_body_size=limit)
+        app.include_router(r, prefix="/api")
 
     dist = settings.resolved_frontend_dist()
     _mount_frontend(app, dist)

@@ -2,8 +2,10 @@
 
 One ASGI middleware checks each request, in this order: the Host header (400), the bearer token on
 /api (401), for state-changing methods the Origin / Sec-Fetch-Site headers (403), read-only mode
-(403 unless the route is a listed pure analysis) and the body's Content-Type (415). Body size limits
-are FastAPI's own (`max_body_size`, set in app.py), which count the bytes as they arrive.
+(403 unless the route is a listed pure analysis) and the body's Content-Type (415); then the body's
+size (413), by its Content-Length and by counting the bytes as they arrive. (FastAPI's own
+`max_body_size` answers a too-large Content-Length with a fixed text/plain body that replaces any
+other, so the JSON error, and the limit it names, would be lost.)
 
 `resolve_auth` decides at start which token, if any, the server asks for: a non-loopback bind never
 runs without one unless `insecure_no_auth` says so."""
@@ -22,8 +24,10 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
+from fastapi.routing import iter_route_contexts
+from starlette.exceptions import HTTPException
 from starlette.routing import Match, Router
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from loupe.settings import Settings
 
@@ -32,6 +36,7 @@ MIN_TOKEN_CHARS = 16
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 Route = tuple[str, str]  # (HTTP method, route path template)
+Refusal = tuple[int, str, dict[str, str]]  # status, message, headers
 
 # Non-GET routes a read-only server still answers: they compute and return, and write nothing.
 # Any other non-GET route is a write and gets 403 in read-only mode, new ones included.
@@ -131,12 +136,15 @@ class SecurityMiddleware:
         allowed_hosts: Iterable[str],
         read_only: bool = False,
         read_only_allowed: Collection[Route] = PURE_ANALYSES,
+        max_body_bytes: int | None = None,
+        body_limits: Mapping[Route, int] | None = None,
         body_types: Mapping[Route, str] | None = None,
         open_paths: Collection[str] = ("/api/health",),
         api_prefix: str = "/api",
     ):
-        """`router`: the app's, to find a request's route template; `body_types`: routes whose body
-        is not JSON (e.g. a multipart upload) and the media type they take instead."""
+        """`router`: the app's, to find a request's route template; `body_limits`: routes with a limit
+        of their own instead of `max_body_bytes`; `body_types`: routes whose body is not JSON (e.g. a
+        multipart upload) and the media type they take instead."""
         self.app = app
         self.router = router
         self.token = token.encode() if token else None
@@ -144,6 +152,8 @@ class SecurityMiddleware:
         self.any_host = "*" in self.hosts
         self.read_only = read_only
         self.read_only_allowed = frozenset(read_only_allowed)
+        self.max_body_bytes = max_body_bytes
+        self.body_limits = dict(body_limits or {})
         self.body_types = dict(body_types or {})
         self.open_paths = frozenset(open_paths)
         self.api_prefix = api_prefix
@@ -152,11 +162,11 @@ class SecurityMiddleware:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        denied = self.check(scope)
-        if denied is None:
-            await self.app(scope, receive, send)
+        refusal, limit = self.check(scope)
+        if refusal is None:
+            await self.app(scope, receive if limit is None else _counted(receive, limit), send)
             return
-        status, detail, headers = denied
+        status, detail, headers = refusal
         if scope["type"] == "websocket":
             await send({"type": "websocket.close", "code": 1008})
             return
@@ -166,48 +176,54 @@ class SecurityMiddleware:
         await send({"type": "http.response.start", "status": status, "headers": raw})
         await send({"type": "http.response.body", "body": body})
 
-    def check(self, scope: Scope) -> tuple[int, str, dict[str, str]] | None:
-        """(status, message, headers) of the refusal, or None when the request may go on."""
+    def check(self, scope: Scope) -> tuple[Refusal | None, int | None]:
+        """The refusal (None: the request may go on) and the limit on its body (None: no body)."""
         headers = _headers(scope)
         host = headers.get("host", "")
         if not self.any_host and not self._host_allowed(host):
-            return (
-                400,
-                (
-                    f"this server does not answer to the Host {host!r}; add the name clients use to "
-                    "LOUPE_ALLOWED_HOSTS (it guards against DNS rebinding)"
-                ),
-                {},
-            )
+            msg = f"this server does not answer to the Host {host!r}; add the name clients use to LOUPE_ALLOWED_HOSTS"
+            return (400, msg + " (it guards against DNS rebinding)", {}), None
         path: str = scope["path"]
         is_api = path == self.api_prefix or path.startswith(self.api_prefix + "/")
         if self.token is not None and is_api and path not in self.open_paths:
             refusal = self._token_refusal(headers.get("authorization"))
             if refusal is not None:
-                return refusal
+                return refusal, None
         method: str = scope.get("method", "GET")
-        if method not in STATE_CHANGING:
-            return None
+        route = (method, path)
+        has_body = headers.get("content-length", "0") != "0" or "transfer-encoding" in headers
+        if method in STATE_CHANGING:
+            refusal, route = self._write_refusal(scope, headers, has_body)
+            if refusal is not None:
+                return refusal, None
+        limit = self.body_limits.get(route, self.max_body_bytes)
+        if not has_body or limit is None:
+            return None, None
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            return (413, too_large(limit), {}), None
+        return None, limit
+
+    def _write_refusal(self, scope: Scope, headers: dict[str, str], has_body: bool) -> tuple[Refusal | None, Route]:
+        """Same-origin, read-only and Content-Type checks of a state-changing request; its route."""
+        route = (scope["method"], scope["path"])
         if headers.get("sec-fetch-site") == "cross-site":
-            return 403, "cross-site requests may not change this server (Sec-Fetch-Site: cross-site)", {}
+            return (403, "cross-site requests may not change this server (Sec-Fetch-Site: cross-site)", {}), route
         origin = headers.get("origin")
-        if origin is not None and not _same_origin(origin, host):
-            return 403, f"requests from {origin} may not change this server (its Origin is not this host)", {}
-        route = (method, self._template(scope) or path)
+        if origin is not None and not _same_origin(origin, headers.get("host", "")):
+            msg = f"requests from {origin} may not change this server (its Origin is not this host)"
+            return (403, msg, {}), route
+        route = (scope["method"], self._template(scope) or scope["path"])
         if self.read_only and route not in self.read_only_allowed:
-            return (
-                403,
-                ("this server is read-only (LOUPE_READ_ONLY): reads and analyses work, writes and jobs do not"),
-                {},
-            )
+            msg = "this server is read-only (LOUPE_READ_ONLY): reads and analyses work, writes and jobs do not"
+            return (403, msg, {}), route
         expected = self.body_types.get(route, "application/json")
         ctype = headers.get("content-type")
-        has_body = headers.get("content-length", "0") != "0" or "transfer-encoding" in headers
         if (ctype is not None or has_body) and _media_type(ctype or "") != expected:
-            return 415, f"send the body as {expected} (Content-Type: {ctype or 'none'})", {}
-        return None
+            return (415, f"send the body as {expected} (Content-Type: {ctype or 'none'})", {}), route
+        return None, route
 
-    def _token_refusal(self, authorization: str | None) -> tuple[int, str, dict[str, str]] | None:
+    def _token_refusal(self, authorization: str | None) -> Refusal | None:
         assert self.token is not None
         scheme, _, given = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not given.strip():
@@ -231,11 +247,33 @@ class SecurityMiddleware:
         return any(host == p or (p.startswith("*.") and host.endswith(p[1:])) for p in self.hosts)
 
     def _template(self, scope: Scope) -> str | None:
-        for route in self.router.routes:
+        """The path template of the route FastAPI will pick (included routers flattened, as its OpenAPI does)."""
+        for route in iter_route_contexts(self.router.routes):
             match, _ = route.matches(scope)
             if match is Match.FULL:
-                return getattr(route, "path", None)
+                return route.path_format
         return None
+
+
+def too_large(limit: int) -> str:
+    return f"the request body is larger than this server's limit of {limit:,} bytes"
+
+
+def _counted(receive: Receive, limit: int) -> Receive:
+    """`receive`, refusing a body once more than `limit` bytes of it have come (a chunked body has no
+    Content-Length to check first). FastAPI passes an HTTPException raised here on to the handlers."""
+    seen = 0
+
+    async def counted() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise HTTPException(413, too_large(limit))
+        return message
+
+    return counted
 
 
 def _headers(scope: Scope) -> dict[str, str]:

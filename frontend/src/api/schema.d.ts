@@ -797,15 +797,20 @@ export interface components {
         /** ComputeRequest */
         ComputeRequest: {
             /**
-             * Harmful
-             * @description Prompts (instructions) that elicit the behaviour.
+             * Dataset Id
+             * @description When the prompt sets are left out: the train-split instructions of this dataset (records labelled "harmful": true or false; default: the world's dataset).
              */
-            harmful: string[];
+            dataset_id?: string | null;
+            /**
+             * Harmful
+             * @description Prompts (instructions) that elicit the behaviour (default: the dataset's).
+             */
+            harmful?: string[] | null;
             /**
              * Harmless
-             * @description Prompts that do not.
+             * @description Prompts that do not (default: the dataset's).
              */
-            harmless: string[];
+            harmless?: string[] | null;
             /**
              * Keep Unpassed
              * @description When no candidate passes the filters, save the best one within the KL bound anyway, flagged `passed: false` (default: save nothing; the job's result says why none passed).
@@ -1057,13 +1062,18 @@ export interface components {
              */
             alphas?: number[];
             /**
+             * Dataset Id
+             * @description Whose held-out instructions fill a prompt set left out (default: the world's dataset).
+             */
+            dataset_id?: string | null;
+            /**
              * Harmful
-             * @description Default: the demo world's held-out harmful instructions.
+             * @description Default: the dataset's held-out harmful instructions.
              */
             harmful?: string[] | null;
             /**
              * Harmless
-             * @description Default: the held-out harmless instructions.
+             * @description Default: the dataset's held-out harmless instructions.
              */
             harmless?: string[] | null;
             /**
@@ -1719,7 +1729,7 @@ export interface components {
             model_id?: string | null;
             /**
              * Path
-             * @description a sae-lens SAE directory on this machine (cfg.json + sae_weights.safetensors)
+             * @description a sae-lens SAE directory (cfg.json + sae_weights.safetensors) inside one of the server's SAE import folders (LOUPE_SAE_ROOTS, default: imports/ in the workspace); a relative path is taken inside the first; no symbolic links
              */
             path?: string | null;
             /**
