@@ -366,7 +366,10 @@ def test_export_import_round_trip_and_bad_files(client, vector):
     a = gen(client, [{"kind": "ace", "vector_id": VID, "alpha": 3.0}]).json()["steered"]
     b = gen(client, [{"kind": "ace", "vector_id": "demo-copy", "alpha": 3.0}]).json()["steered"]
     assert a == b
-    assert client.post("/api/vectors/import?name=bad", content=b"not a safetensors file", headers=octets).status_code == 422
+    assert (
+        client.post("/api/vectors/import?name=bad", content=b"not a safetensors file", headers=octets).status_code
+        == 422
+    )
     wrong = save({"r": torch.ones(7)})
     r = client.post("/api/vectors/import?name=bad", content=wrong, headers=octets)
     assert r.status_code == 422 and "shape" in r.json()["detail"]
