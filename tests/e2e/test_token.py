@@ -4,10 +4,13 @@ request sends it, the streaming generate included."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
+import torch
 from playwright.sync_api import expect
 from pydantic import SecretStr
+from safetensors.torch import load
 
 from tests.conftest import running_server
 
@@ -54,6 +57,13 @@ def test_the_page_asks_for_the_token_once_and_then_streams(page, token_server, c
     expect(page.get_by_test_id("steer-default")).to_have_text(want["default"]["completion"].strip() or re.compile(".*"))
     expect(page.get_by_test_id("steer-steered")).to_have_text(want["steered"]["completion"].strip() or re.compile(".*"))
     assert page.evaluate("sessionStorage.getItem('loupe.token')") == TOKEN
+    # the direction's export is fetched with the token too (a plain link could not send it)
+    with page.expect_download() as download:
+        page.get_by_test_id("vector-export").click()
+    assert download.value.suggested_filename == "demo-refusal.safetensors"
+    got = load(Path(download.value.path()).read_bytes())
+    want_tensors = load(client.get("/api/vectors/demo-refusal/export").content)
+    assert got.keys() == want_tensors.keys() and all(torch.equal(got[k], want_tensors[k]) for k in got)
 
     # kept for the tab: a reload does not ask again
     page.reload()
