@@ -110,7 +110,7 @@ def _token_file(path: Path) -> Auth:
         with os.fdopen(fd) as f:
             st = os.fstat(f.fileno())
             if st.st_mode & 0o077 or not stat.S_ISREG(st.st_mode):
-                raise ValueError(f"it is readable by others (mode {stat.filemode(st.st_mode)}); chmod 600 it") from None
+                raise ValueError(f"its mode is {stat.filemode(st.st_mode)}, open to others; chmod 600 it") from None
             token = f.read().strip()
         if len(token) < MIN_TOKEN_CHARS:
             raise ValueError(f"it holds {len(token)} characters, fewer than {MIN_TOKEN_CHARS}") from None
