@@ -112,7 +112,7 @@ INSECURE_HELP = (
 
 def server_settings(insecure_no_auth: bool) -> tuple[Settings, Auth]:
     """The settings to serve with and their token, or exit with the reason the server must not start."""
-    from loupe.security import RefuseToStart, resolve_auth
+    from loupe.security import RefuseToStart, resolve_auth  # deferred: it imports FastAPI; see the module docstring
 
     settings = Settings()
     if insecure_no_auth:
