@@ -1,5 +1,5 @@
-"""create_app(settings): the service container, routers, error handlers, the world's background
-build jobs, the built frontend."""
+"""create_app(settings): the service container, routers, error handlers, the security middleware and
+body limits, the world's background build jobs, the built frontend."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from loupe.api import datasets, evals, finetune, generate, health, jobs, models,
 from loupe.api import influence as influence_api
 from loupe.api import jacobian as jacobian_api
 from loupe.errors import LoupeError
+from loupe.security import SecurityMiddleware, default_allowed_hosts, resolve_auth
 from loupe.services.container import Container
 from loupe.settings import Settings, quiet_libraries
 from loupe.worlds import Build, open_world, register_external_model
@@ -43,6 +44,7 @@ def create_app(
     """The app over `container` (default: the world of `settings` and a container made for it). With
     `background`, the world's pending analyses are queued as jobs when the app starts."""
     settings = settings or (container.settings if container else Settings())
+    auth = resolve_auth(settings)  # before any work: a server that must not start says so at once
     quiet_libraries()
     world = None
     if container is None:
@@ -66,6 +68,21 @@ def create_app(
         description="Interpretability workbench API: models, jobs, generation, SAEs, steering, influence, Jacobians.",
     )
     app.state.container = c
+    app.state.auth = auth
+    app.add_middleware(
+        SecurityMiddleware,
+        router=app.router,
+        token=auth.token,
+        allowed_hosts=default_allowed_hosts(settings),
+        read_only=settings.read_only,
+        max_body_bytes=settings.max_body_bytes,
+        # dataset uploads have their own, larger limit (the route checks it too, with its own message)
+        body_limits={("POST", "/api/datasets"): settings.max_upload_bytes + 2 * datasets.FORM_OVERHEAD},
+        body_types={
+            ("POST", "/api/datasets"): "multipart/form-data",
+            ("POST", "/api/vectors/import"): "application/octet-stream",
+        },
+    )
 
     @app.exception_handler(LoupeError)
     async def _loupe_error(_: Request, exc: LoupeError):

@@ -1,5 +1,6 @@
 // The shell: sidebar (nav, server status) and the page for the current path. Only this file imports pages.
 import { useState, type ReactNode } from "react";
+import { TokenDialog } from "./features/auth/TokenDialog";
 import { INITIAL_GENERATE_STATE, type GenerateState } from "./features/generate/state";
 import { modelsApi } from "./features/models/api";
 import { ModelPicker, ModelProvider, useCurrentModel } from "./features/models/ModelContext";
@@ -107,6 +108,7 @@ export function App() {
         </aside>
         <CurrentPage listed={listed}>{page}</CurrentPage>
       </div>
+      <TokenDialog />
     </ModelProvider>
   );
 }

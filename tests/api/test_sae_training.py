@@ -123,7 +123,7 @@ def test_failed_dashboards_show_the_error_and_can_be_retried(scratch, micro_work
     import loupe.services.saes.build as build
 
     client, c = scratch
-    src = tmp_path / "sae"
+    src = c.settings.resolved_sae_roots()[0] / "sae"
     shutil.copytree(micro_workspace.artifact("saes", "demo-resid1"), src)
     # the case: the first step of the chain fails (here: the dataset's documents are gone)
     path = tmp_path / "gone.jsonl"

@@ -171,7 +171,10 @@ class RegisterIn(BaseModel):
     id: str = Field(description="the id to register it under (letters, digits, _ . -)")
     model_id: str | None = Field(None, description="the model whose hook it reads; default: the default model")
     path: str | None = Field(
-        None, description="a sae-lens SAE directory on this machine (cfg.json + sae_weights.safetensors)"
+        None,
+        description="a sae-lens SAE directory (cfg.json + sae_weights.safetensors) inside one of the server's SAE "
+        "import folders (LOUPE_SAE_ROOTS, default: imports/ in the workspace); a relative path is taken inside the "
+        "first; no symbolic links",
     )
     release: str | None = Field(None, description="sae-lens pretrained release (needs the Hugging Face hub)")
     hub_sae_id: str | None = Field(None, description="the SAE's id inside `release`")

@@ -1942,7 +1942,7 @@ export interface components {
             model_id?: string | null;
             /**
              * Path
-             * @description a sae-lens SAE directory on this machine (cfg.json + sae_weights.safetensors)
+             * @description a sae-lens SAE directory (cfg.json + sae_weights.safetensors) inside one of the server's SAE import folders (LOUPE_SAE_ROOTS, default: imports/ in the workspace); a relative path is taken inside the first; no symbolic links
              */
             path?: string | null;
             /**

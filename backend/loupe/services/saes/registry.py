@@ -5,6 +5,7 @@ new ones (validated against their model; their dashboards built by a job)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 from collections.abc import Sequence
@@ -232,16 +233,17 @@ class SAERegistry:
                 "give either `path` (a sae-lens SAE directory) or `release` and `hub_sae_id` (sae-lens's registry)"
             )
         lm = self.models.get(model_id)
-        if path is not None:
-            sae, source = _load_directory(path), "disk"
+        src = None if path is None else sae_source_dir(path, self.ws.settings.resolved_sae_roots())
+        if src is not None:
+            sae, source = _load_directory(src, path or ""), "disk"
         else:
             sae, source = _load_pretrained(release or "", hub_sae_id), "pretrained"
         hook = _check_fits(sae, lm)
         with atomic_dir(self.sae_dir(sae_id)) as tmp:
-            if path is not None:
-                for f in Path(path).expanduser().iterdir():
+            if src is not None:
+                for f in src.iterdir():
                     if f.is_file() and (f.suffix in (".json", ".safetensors")):
-                        shutil.copy2(f, tmp / f.name)
+                        shutil.copy2(f, tmp / f.name, follow_symlinks=False)
             else:
                 sae.save_inference_model(tmp)
             fields = {
@@ -275,12 +277,39 @@ def dashboards_job_name(rec: SAERecord) -> str:
     return f"saes.dashboards.{rec.id.split('-', 1)[-1]}" if rec.source == "demo" else f"saes.dashboards.{rec.id}"
 
 
-def _load_directory(path: str) -> Any:
-    src = Path(path).expanduser()
-    if not src.is_dir():
-        raise Unprocessable(
-            f"{path} is not a directory; give a sae-lens SAE directory (cfg.json + sae_weights.safetensors)"
-        )
+def sae_source_dir(path: str, roots: Sequence[Path]) -> Path:
+    """The SAE directory `path` names (relative paths: under the first root), if it lies inside one of
+    `roots` with no symbolic link on the way. Anything else, missing paths included, gets one and the
+    same message, so that answers do not tell which paths exist outside the roots."""
+    real_roots = [r.expanduser().resolve() for r in roots]
+    refused = Unprocessable(
+        "path must name an SAE directory inside this server's SAE import folders (LOUPE_SAE_ROOTS: "
+        f"{', '.join(map(str, real_roots))}) with no symbolic link on the way; copy the SAE there"
+    )
+    given = Path(path).expanduser()
+    if not given.is_absolute():
+        given = real_roots[0] / given
+    if ".." in given.parts:
+        raise refused
+    for root, real in zip(roots, real_roots, strict=True):
+        for base in dict.fromkeys((Path(os.path.abspath(root.expanduser())), real)):
+            if given == base or not given.is_relative_to(base):
+                continue
+            cur = real  # walk down from the resolved root, refusing each symlink (the root's own path may have some)
+            for part in given.relative_to(base).parts:
+                cur = cur / part
+                if cur.is_symlink():
+                    raise refused
+            if not cur.is_dir() or not cur.resolve().is_relative_to(real):
+                raise refused
+            return cur
+    raise refused
+
+
+def _load_directory(src: Path, path: str) -> Any:
+    links = sorted(f.name for f in src.iterdir() if f.is_symlink())
+    if links:
+        raise Unprocessable(f"{path} holds symbolic links ({', '.join(links)}); copy the files themselves")
     missing = [f for f in ("cfg.json", "sae_weights.safetensors") if not (src / f).is_file()]
     if missing:
         raise Unprocessable(
