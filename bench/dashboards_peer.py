@@ -61,7 +61,13 @@ def locate(art: Path, sae_dir: Path, sae: Any) -> tuple[str, Path, Path, dict[st
 
 
 def loupe_side(
-    sae: Any, model_dir: Path, toks: dict[str, torch.Tensor], first_position: bool, domains: list[str], cfg: Any, tmp: Path
+    sae: Any,
+    model_dir: Path,
+    toks: dict[str, torch.Tensor],
+    first_position: bool,
+    domains: list[str],
+    cfg: Any,
+    tmp: Path,
 ) -> tuple[dict[str, torch.Tensor], dict[str, float], dict[str, torch.Tensor]]:
     """Loupe's activation cache, dashboard pass and pages over `toks`, timed (after a small warm-up)."""
     from transformers import AutoTokenizer
@@ -91,13 +97,22 @@ def loupe_side(
     arrays, rows, _ = build_dashboards(sae, model, tok, cache, toks["input_ids"], domains, cfg)
     seconds["dashboards"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    write_pages(tmp / "pages.bin", arrays, rows, cfg, vocab_strings(tok), {"sae_id": "bench", "hook_name": hook, "d_sae": len(rows)})
+    write_pages(
+        tmp / "pages.bin",
+        arrays,
+        rows,
+        cfg,
+        vocab_strings(tok),
+        {"sae_id": "bench", "hook_name": hook, "d_sae": len(rows)},
+    )
     seconds["pages"] = time.perf_counter() - t0
     check = cache.load("train", max_tokens=1024, fields=["acts", "seq", "pos"])
     return arrays, seconds, check
 
 
-def run_peer(python: Path, model_dir: Path, sae_dir: Path, inputs: dict[str, torch.Tensor], run: dict, out: Path) -> dict:
+def run_peer(
+    python: Path, model_dir: Path, sae_dir: Path, inputs: dict[str, torch.Tensor], run: dict, out: Path
+) -> dict:
     from safetensors.torch import save_file
 
     save_file({k: v.contiguous() for k, v in inputs.items()}, str(out / "peer_input.safetensors"))
@@ -117,19 +132,21 @@ def compare(
     arrays: dict[str, torch.Tensor], peer: dict, k: int, n_ctx: int, left: int, right: int, real: torch.Tensor
 ) -> dict[str, Any]:
     """Per feature: Loupe's top-k (sequence, position) set against the peer's, over all of Loupe's
-    examples and over those at positions the peer can pick; activations of the shared examples; the
-    maxima where Loupe's top example is one the peer can pick."""
-    overlap, overlap_eligible, n_outside, max_rel, act_diff = [], [], 0, [], 0.0
-    n_loupe = n_peer_not_cached = 0
-    full = 0
+    examples and over those at positions the peer can pick; the activations of shared examples; each
+    feature's largest activation at a position the peer can pick, on both sides."""
+    overlap, overlap_pickable, max_rel = [], [], []
+    tol = 1e-4  # the peer rounds activations to 4 decimals
+    misses_not_ties = 0
+    outside = {"first_position": 0, "start": 0, "end": 0}
+    n_loupe = n_peer_not_cached = full = 0
+    act_diff = 0.0
     for f_str, p in peer["features"].items():
         f = int(f_str)
         vals = arrays["ex_values"][f, :k]
-        keep = vals > 0
         ours = {
             (int(s), int(q)): float(v)
-            for s, q, v, ok in zip(arrays["ex_seq"][f, :k], arrays["ex_pos"][f, :k], vals, keep)
-            if ok
+            for s, q, v in zip(arrays["ex_seq"][f, :k], arrays["ex_pos"][f, :k], vals)
+            if v > 0
         }
         theirs = {(int(s), int(q)): float(v) for s, q, v in p["top"] if v > 0}
         n_peer_not_cached += sum(not bool(real[s, q]) for s, q in theirs)
@@ -137,17 +154,22 @@ def compare(
             continue
         n_loupe += len(ours)
         full += len(ours) == k
-        eligible = {key for key in ours if left + 1 <= key[1] < n_ctx - right}
-        n_outside += len(ours) - len(eligible)
+        pickable = {key for key in ours if left + 1 <= key[1] < n_ctx - right}
+        for _, q in ours.keys() - pickable:
+            outside["first_position" if q == 0 else "start" if q <= left else "end"] += 1
         overlap.append(len(ours.keys() & theirs.keys()) / len(ours))
-        if eligible:
-            # every example of Loupe's top-k that the peer could pick ranks in the peer's top-k too
-            overlap_eligible.append(len(eligible & theirs.keys()) / len(eligible))
         for key in ours.keys() & theirs.keys():
             act_diff = max(act_diff, abs(ours[key] - theirs[key]))
-        top = max(ours, key=lambda key: ours[key])
-        if top in eligible and theirs:
-            max_rel.append(abs(ours[top] - max(theirs.values())) / ours[top])
+        if pickable:
+            # every example of Loupe's top-k that the peer could pick must rank in the peer's top-k too;
+            # the largest of them is the feature's largest activation at a pickable position
+            overlap_pickable.append(len(pickable & theirs.keys()) / len(pickable))
+            # a miss is a disagreement unless it ties the peer's k-th activation (equal activations,
+            # e.g. the same tokens in the same context, are ordered arbitrarily by either top-k)
+            kth = min(theirs.values(), default=0.0) if len(theirs) == k else 0.0
+            misses_not_ties += sum(ours[key] > kth + tol for key in pickable - theirs.keys())
+            best = max(ours[key] for key in pickable)
+            max_rel.append(abs(best - max(theirs.values(), default=0.0)) / best)
 
     def summary(xs: list[float]) -> dict[str, Any]:
         return {
@@ -162,12 +184,13 @@ def compare(
         "features_with_examples": len(overlap),
         "features_with_full_top_k": full,
         "topk_overlap": summary(overlap),
-        "topk_overlap_pickable_positions": summary(overlap_eligible),
+        "topk_overlap_pickable_positions": summary(overlap_pickable),
+        "pickable_misses_not_ties": misses_not_ties,
         "loupe_examples": n_loupe,
-        "loupe_examples_outside_peer_positions": n_outside,
+        "loupe_examples_the_peer_cannot_pick": outside,
         "peer_examples_at_positions_loupe_does_not_cache": n_peer_not_cached,
         "shared_examples_max_abs_activation_diff": round(act_diff, 6),
-        "max_activation_rel_diff": {
+        "max_pickable_activation_rel_diff": {
             "features": len(max_rel),
             "max": round(max(max_rel), 6) if max_rel else None,
             "median": round(statistics.median(max_rel), 6) if max_rel else None,
@@ -238,6 +261,15 @@ def main() -> None:
         "check_pos": check["pos"].long(),
     }
     peer = run_peer(args.peer_python, model_dir, sae_dir, inputs, run, out)
+    k = cfg.top_k
+    loupe_top = {
+        f: [
+            [s, q, round(v, 4)]
+            for s, q, v in zip(*(arrays[a][f, :k].tolist() for a in ("ex_seq", "ex_pos", "ex_values")))
+        ]
+        for f in range(int(sae.cfg.d_sae))
+    }
+    (out / "loupe_topk.json").write_text(json.dumps(loupe_top))
 
     loupe_compute = loupe_s["cache"] + loupe_s["dashboards"]
     result = {

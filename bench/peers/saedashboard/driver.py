@@ -199,8 +199,8 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from safetensors.torch import load_file
     from sae_lens import SAE
+    from safetensors.torch import load_file
 
     c = json.loads(args.config.read_text())
     inp = load_file(str(args.input))
@@ -236,7 +236,9 @@ def main() -> None:
         "sequences": int(tokens.shape[0]),
         "torch_threads": torch.get_num_threads(),
         "activation_check": check,
-        "versions": {p: version(p) for p in ("sae-dashboard", "sae-lens", "transformer-lens", "transformers", "torch", "numpy")},
+        "versions": {
+            p: version(p) for p in ("sae-dashboard", "sae-lens", "transformer-lens", "transformers", "torch", "numpy")
+        },
         "features": top_examples(data, features, c["left"]),
     }
     args.out.write_text(json.dumps(result))
