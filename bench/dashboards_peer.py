@@ -60,54 +60,56 @@ def locate(art: Path, sae_dir: Path, sae: Any) -> tuple[str, Path, Path, dict[st
     return model_id, model_dir, tokens, (read_manifest(caches[0].parent) if caches else None)
 
 
-def loupe_side(
-    sae: Any,
-    model_dir: Path,
-    toks: dict[str, torch.Tensor],
-    first_position: bool,
-    domains: list[str],
-    cfg: Any,
-    tmp: Path,
-) -> tuple[dict[str, torch.Tensor], dict[str, float], dict[str, torch.Tensor]]:
-    """Loupe's activation cache, dashboard pass and pages over `toks`, timed (after a small warm-up)."""
-    from transformers import AutoTokenizer
+class LoupeSide:
+    """Loupe's activation cache, dashboard pass and pages over `toks`: the model loaded and both steps
+    warmed up on a few sequences (thread pools, allocator) at construction, untimed; `once` times them."""
 
-    from loupe.services.activations import ActivationCache, ActivationCacheConfig, write_activation_cache
-    from loupe.services.models import load_bridge
-    from loupe.services.saes.dashboards import build_dashboards, vocab_strings
-    from loupe.services.saes.pages import write_pages
+    def __init__(
+        self,
+        sae: Any,
+        model_dir: Path,
+        toks: dict[str, torch.Tensor],
+        first_position: bool,
+        domains: list[str],
+        cfg: Any,
+    ):
+        from transformers import AutoTokenizer
 
-    model = load_bridge(str(model_dir))[0]
-    tok = AutoTokenizer.from_pretrained(str(model_dir))
-    hook = sae.cfg.metadata.hook_name
-    cc = ActivationCacheConfig(hook_name=hook, dtype="float32", first_position=first_position)
-    meta = {"domains": domains}
+        from loupe.services.activations import ActivationCacheConfig
+        from loupe.services.models import load_bridge
 
-    # warm-up: a few sequences through both steps (thread pools, allocator), untimed
-    few = {k: v[:4] for k, v in toks.items()}
-    write_activation_cache(model, {"train": few}, cc, tmp / "warm", meta=meta)
-    build_dashboards(sae, model, tok, ActivationCache(tmp / "warm"), few["input_ids"], domains, cfg)
+        self.sae, self.toks, self.domains, self.cfg = sae, toks, domains, cfg
+        self.model = load_bridge(str(model_dir))[0]
+        self.tok = AutoTokenizer.from_pretrained(str(model_dir))
+        self.hook = sae.cfg.metadata.hook_name
+        self.cc = ActivationCacheConfig(hook_name=self.hook, dtype="float32", first_position=first_position)
+        with tempfile.TemporaryDirectory(prefix="loupe-warm-") as tmp:
+            self.once(Path(tmp), {k: v[:4] for k, v in toks.items()})
 
-    seconds = {}
-    t0 = time.perf_counter()
-    write_activation_cache(model, {"train": toks}, cc, tmp / "cache", meta=meta)
-    seconds["cache"] = time.perf_counter() - t0
-    cache = ActivationCache(tmp / "cache")
-    t0 = time.perf_counter()
-    arrays, rows, _ = build_dashboards(sae, model, tok, cache, toks["input_ids"], domains, cfg)
-    seconds["dashboards"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    write_pages(
-        tmp / "pages.bin",
-        arrays,
-        rows,
-        cfg,
-        vocab_strings(tok),
-        {"sae_id": "bench", "hook_name": hook, "d_sae": len(rows)},
-    )
-    seconds["pages"] = time.perf_counter() - t0
-    check = cache.load("train", max_tokens=1024, fields=["acts", "seq", "pos"])
-    return arrays, seconds, check
+    def once(
+        self, tmp: Path, toks: dict[str, torch.Tensor] | None = None
+    ) -> tuple[dict[str, torch.Tensor], dict[str, float], dict[str, torch.Tensor]]:
+        from loupe.services.activations import ActivationCache, write_activation_cache
+        from loupe.services.saes.dashboards import build_dashboards, vocab_strings
+        from loupe.services.saes.pages import write_pages
+
+        toks = toks or self.toks
+        seconds = {}
+        t0 = time.perf_counter()
+        write_activation_cache(self.model, {"train": toks}, self.cc, tmp / "cache", meta={"domains": self.domains})
+        seconds["cache"] = time.perf_counter() - t0
+        cache = ActivationCache(tmp / "cache")
+        t0 = time.perf_counter()
+        arrays, rows, _ = build_dashboards(
+            self.sae, self.model, self.tok, cache, toks["input_ids"], self.domains, self.cfg
+        )
+        seconds["dashboards"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        page_meta = {"sae_id": "bench", "hook_name": self.hook, "d_sae": len(rows)}
+        write_pages(tmp / "pages.bin", arrays, rows, self.cfg, vocab_strings(self.tok), page_meta)
+        seconds["pages"] = time.perf_counter() - t0
+        check = cache.load("train", max_tokens=1024, fields=["acts", "seq", "pos"])
+        return arrays, seconds, check
 
 
 def run_peer(
@@ -211,11 +213,13 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=None, help="cached tokens (whole sequences; default the preset's)")
     ap.add_argument("--peer-features", default="all", help="'all' or N: the first N features for the peer")
     ap.add_argument("--peer-python", type=Path, default=PEER / ".venv" / "bin" / "python")
+    ap.add_argument("--repeats", type=int, default=1, help="Loupe-then-peer pairs timed (medians reported)")
     ap.add_argument("--out", type=Path, default=None, help="where the exchanged files go (default: a temp dir)")
     args = ap.parse_args()
     if not args.peer_python.exists():
         sys.exit(f"no peer environment at {args.peer_python}: run bash bench/peers/saedashboard/setup.sh")
 
+    load_start = os.getloadavg()
     art = args.workspace / "artifacts"
     sae_dir = art / "saes" / args.sae
     sae = load_sae(sae_dir)
@@ -238,9 +242,6 @@ def main() -> None:
 
     out = args.out or Path(tempfile.mkdtemp(prefix="dashboards-peer-"))
     out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="loupe-side-") as tmp:
-        arrays, loupe_s, check = loupe_side(sae, model_dir, toks, first_position, domains, cfg, Path(tmp))
-
     d_sae = int(sae.cfg.d_sae)
     feats: Any = "all" if args.peer_features == "all" else list(range(min(int(args.peer_features), d_sae)))
     run = {
@@ -254,13 +255,22 @@ def main() -> None:
         "n_logits": cfg.n_logits,
         "ignore_positions": [] if first_position else [0],
     }
-    inputs = {
-        "input_ids": toks["input_ids"].long(),
-        "check_acts": check["acts"].float(),
-        "check_seq": check["seq"].long(),
-        "check_pos": check["pos"].long(),
-    }
-    peer = run_peer(args.peer_python, model_dir, sae_dir, inputs, run, out)
+    loupe = LoupeSide(sae, model_dir, toks, first_position, domains, cfg)
+    loupe_reps: list[dict[str, float]] = []
+    peer_reps: list[dict[str, float]] = []
+    # Loupe then the peer, `repeats` times: the machine's load drifts, so each pair runs close in time
+    for _ in range(args.repeats):
+        with tempfile.TemporaryDirectory(prefix="loupe-side-") as tmp:
+            arrays, loupe_s, check = loupe.once(Path(tmp))
+        loupe_reps.append(loupe_s)
+        inputs = {
+            "input_ids": toks["input_ids"].long(),
+            "check_acts": check["acts"].float(),
+            "check_seq": check["seq"].long(),
+            "check_pos": check["pos"].long(),
+        }
+        peer = run_peer(args.peer_python, model_dir, sae_dir, inputs, run, out)
+        peer_reps.append(peer["seconds"])
     k = cfg.top_k
     loupe_top = {
         f: [
@@ -271,7 +281,9 @@ def main() -> None:
     }
     (out / "loupe_topk.json").write_text(json.dumps(loupe_top))
 
-    loupe_compute = loupe_s["cache"] + loupe_s["dashboards"]
+    loupe_compute = [r["cache"] + r["dashboards"] for r in loupe_reps]
+    loupe_pages = [c + r["pages"] for c, r in zip(loupe_compute, loupe_reps)]
+    peer_run = [r["run"] for r in peer_reps]
     result = {
         "sae": args.sae,
         "model_id": model_id,
@@ -285,15 +297,18 @@ def main() -> None:
         "first_position": first_position,
         "loupe_features": d_sae,
         "peer_features": peer["n_features"],
-        "loupe_seconds": {k: round(v, 2) for k, v in loupe_s.items()},
-        "peer_seconds": peer["seconds"],
-        "ratio_peer_over_loupe_cache_plus_dashboards": round(peer["seconds"]["run"] / loupe_compute, 2),
-        "ratio_peer_over_loupe_with_pages": round(peer["seconds"]["run"] / (loupe_compute + loupe_s["pages"]), 2),
+        "loupe_seconds": [{k: round(v, 2) for k, v in r.items()} for r in loupe_reps],
+        "peer_seconds": peer_reps,
+        "ratio_peer_over_loupe_cache_plus_dashboards": {
+            "median": round(statistics.median(peer_run) / statistics.median(loupe_compute), 2),
+            "per_repeat": [round(p / lc, 2) for p, lc in zip(peer_run, loupe_compute)],
+        },
+        "ratio_peer_over_loupe_with_pages": round(statistics.median(peer_run) / statistics.median(loupe_pages), 2),
         "activation_check": peer["activation_check"],
         "comparison": compare(arrays, peer, cfg.top_k, n_ctx, cfg.left, cfg.right, real),
         "peer_versions": peer["versions"],
         "torch_threads": torch.get_num_threads(),
-        "load_average": os.getloadavg(),
+        "load_average": {"start": load_start, "end": os.getloadavg()},
         "files": str(out),
     }
     (out / "comparison.json").write_text(json.dumps(result, indent=1))
