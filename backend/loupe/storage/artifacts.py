@@ -145,6 +145,15 @@ def clean_scratch(root: Path) -> int:
     return n
 
 
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes (hex): the identity of an artifact's content."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
 def fingerprint(*parts: Any) -> str:
     """A short stable key of JSON-able parts: a step's manifest records it, and an artifact whose
     recorded key differs from the one its inputs give now is stale."""

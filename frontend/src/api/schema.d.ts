@@ -797,15 +797,20 @@ export interface components {
         /** ComputeRequest */
         ComputeRequest: {
             /**
-             * Harmful
-             * @description Prompts (instructions) that elicit the behaviour.
+             * Dataset Id
+             * @description When the prompt sets are left out: the train-split instructions of this dataset (records labelled "harmful": true or false; default: the world's dataset).
              */
-            harmful: string[];
+            dataset_id?: string | null;
+            /**
+             * Harmful
+             * @description Prompts (instructions) that elicit the behaviour (default: the dataset's).
+             */
+            harmful?: string[] | null;
             /**
              * Harmless
-             * @description Prompts that do not.
+             * @description Prompts that do not (default: the dataset's).
              */
-            harmless: string[];
+            harmless?: string[] | null;
             /**
              * Keep Unpassed
              * @description When no candidate passes the filters, save the best one within the KL bound anyway, flagged `passed: false` (default: save nothing; the job's result says why none passed).
@@ -841,7 +846,10 @@ export interface components {
             index: number;
             /** Intervals */
             intervals: components["schemas"]["Interval"][];
-            /** Label */
+            /**
+             * Label
+             * @description a person's label, written for the SAE's current version
+             */
             label: string | null;
             /** Max Activation */
             max_activation: number;
@@ -856,6 +864,8 @@ export interface components {
             };
             /** Sae Id */
             sae_id: string;
+            /** @description a person's label written for an earlier version of the SAE (then `label` is null) */
+            stale_label?: components["schemas"]["StaleLabel"] | null;
             /**
              * Summary
              * @description tokens and domains the feature is enriched in, logit effects, nearest features by decoder cosine, neurons it reads from / writes to
@@ -1057,13 +1067,18 @@ export interface components {
              */
             alphas?: number[];
             /**
+             * Dataset Id
+             * @description Whose held-out instructions fill a prompt set left out (default: the world's dataset).
+             */
+            dataset_id?: string | null;
+            /**
              * Harmful
-             * @description Default: the demo world's held-out harmful instructions.
+             * @description Default: the dataset's held-out harmful instructions.
              */
             harmful?: string[] | null;
             /**
              * Harmless
-             * @description Default: the held-out harmless instructions.
+             * @description Default: the dataset's held-out harmless instructions.
              */
             harmless?: string[] | null;
             /**
@@ -1188,12 +1203,17 @@ export interface components {
             density: number;
             /** Index */
             index: number;
-            /** Label */
+            /**
+             * Label
+             * @description a person's label, written for the SAE's current version
+             */
             label: string | null;
             /** Max Activation */
             max_activation: number;
             /** Mean Activation */
             mean_activation: number;
+            /** @description a person's label written for an earlier version of the SAE (then `label` is null) */
+            stale_label?: components["schemas"]["StaleLabel"] | null;
             /** Top Domain */
             top_domain: string | null;
             /** Top Domain Share */
@@ -1490,6 +1510,11 @@ export interface components {
             label: string | null;
             /** Sae Id */
             sae_id: string;
+            /**
+             * Version
+             * @description the SAE version the label is written for (its current one)
+             */
+            version: number;
         };
         /** LayerOut */
         LayerOut: {
@@ -1925,6 +1950,12 @@ export interface components {
              * @description demo (the world's build), trained (from the app), disk or pretrained
              */
             source: string;
+            /**
+             * Version
+             * @description 1, 2, ...: one more each time its weights change (a retrain under the same id)
+             * @default 1
+             */
+            version: number;
         };
         /**
          * SaeFeatureAdd
@@ -1982,6 +2013,26 @@ export interface components {
             text: string;
             /** Truncated */
             truncated: boolean;
+        };
+        /**
+         * StaleLabel
+         * @description A person's label written for an earlier version of the SAE: its weights changed since, so the
+         *     index may name another feature now; shown as such, never as the feature's label.
+         */
+        StaleLabel: {
+            /** Label */
+            label: string;
+            /**
+             * Stale
+             * @default true
+             * @constant
+             */
+            stale: true;
+            /**
+             * Version
+             * @description the SAE version it was written for
+             */
+            version: number;
         };
         /** TokenActivations */
         TokenActivations: {
@@ -2566,6 +2617,19 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
+            /** @description The job queue is full (LOUPE_MAX_QUEUED_JOBS jobs wait): try again after Retry-After seconds. An identical request joins the job already queued or running instead. */
+            429: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        detail?: string;
+                    };
+                };
+            };
         };
     };
     get_run_api_jacobian_runs__run_id__get: {
@@ -2806,6 +2870,19 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
+            /** @description The job queue is full (LOUPE_MAX_QUEUED_JOBS jobs wait): try again after Retry-After seconds. An identical request joins the job already queued or running instead. */
+            429: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        detail?: string;
+                    };
+                };
+            };
         };
     };
     train_sae_api_saes_train_post: {
@@ -2837,6 +2914,19 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description The job queue is full (LOUPE_MAX_QUEUED_JOBS jobs wait): try again after Retry-After seconds. An identical request joins the job already queued or running instead. */
+            429: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        detail?: string;
+                    };
                 };
             };
         };
@@ -2963,6 +3053,19 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description The job queue is full (LOUPE_MAX_QUEUED_JOBS jobs wait): try again after Retry-After seconds. An identical request joins the job already queued or running instead. */
+            429: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        detail?: string;
+                    };
                 };
             };
         };
@@ -3140,6 +3243,19 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
+            /** @description The job queue is full (LOUPE_MAX_QUEUED_JOBS jobs wait): try again after Retry-After seconds. An identical request joins the job already queued or running instead. */
+            429: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        detail?: string;
+                    };
+                };
+            };
         };
     };
     evaluations_api_steering_evaluations_get: {
@@ -3298,6 +3414,19 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description The job queue is full (LOUPE_MAX_QUEUED_JOBS jobs wait): try again after Retry-After seconds. An identical request joins the job already queued or running instead. */
+            429: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        detail?: string;
+                    };
                 };
             };
         };
