@@ -14,6 +14,7 @@ from jinja2 import TemplateError
 
 from loupe.core.chat import PLAIN_CHAT, ChatFormat, format_from_template, validate_messages
 from loupe.errors import NotFound, Unprocessable
+from loupe.services.models.fairlock import FairRLock
 from loupe.services.models.loading import describe, load_bridge, load_tokenizer
 from loupe.services.workspace import Workspace
 from loupe.storage.models import ModelRecord
@@ -42,8 +43,9 @@ class LoadedModel:
     bridge: Any  # transformer_lens.model_bridge.TransformerBridge
     tokenizer: Any  # transformers PreTrainedTokenizerBase
     info: dict[str, Any]
-    # one forward at a time per model: hook contexts (model.hooks) are per module, not per thread
-    lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
+    # one forward at a time per model: hook contexts (model.hooks) are per module, not per thread; granted
+    # in arrival order, so a flood of generate requests cannot starve another request (fairlock.py)
+    lock: FairRLock = field(default_factory=FairRLock, repr=False, compare=False)
     # unsteered greedy continuations by (prompt ids, tokens): live editing asks for the same one on every edit
     continuations: OrderedDict[tuple[tuple[int, ...], int], Any] = field(
         default_factory=OrderedDict, repr=False, compare=False
