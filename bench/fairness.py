@@ -35,7 +35,7 @@ app = create_app(Settings(workspace=sys.argv[1], world=sys.argv[3]), background=
 lm = app.state.container.models.get()
 if sys.argv[4] == "plain":
     lm.lock = threading.RLock()
-print(type(lm.lock).__name__, flush=True)
+print(type(lm.lock).__name__, file=sys.stderr, flush=True)
 uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
 """
 
