@@ -1,6 +1,7 @@
 """The vector store across re-imports and moves: importing a vector again under the same id (or after a
 delete) serves the new one at once, not a cached old copy; rows hold paths relative to the workspace,
-so a workspace copied to another directory (the old one gone) still loads its vectors."""
+so a workspace copied to another directory (the old one gone) still loads its vectors (and its model,
+whose row an older version wrote with an absolute path)."""
 
 from __future__ import annotations
 
@@ -68,6 +69,7 @@ def test_a_copied_workspace_loads_its_vectors_with_the_original_gone(micro_works
     # as a workspace written before paths were relative: an absolute path, the schema before revision 0006
     with sqlite3.connect(src / "loupe.db") as db:
         db.execute("update vectors set path = ? where id = 'demo-refusal'", (str(file.resolve()),))
+        db.execute("update models set path = ? where id = 'demo'", (str((src / "artifacts" / "model").resolve()),))
         db.execute("update alembic_version set version_num = '0005'")
     moved = tmp_path / "second"
     shutil.copytree(src, moved)
@@ -80,5 +82,11 @@ def test_a_copied_workspace_loads_its_vectors_with_the_original_gone(micro_works
             res = client.get("/api/vectors/demo-refusal/export")
             assert res.status_code == 200, res.text
             assert torch.equal(load(res.content)["r"], expected)
+            # the model, registered by an absolute path into the old place, loads from the new one
+            assert client.get("/api/models/demo").json()["path"] == str(moved / "artifacts" / "model")
+            body = {"prompt": "User: hi\nAssistant:", "max_new_tokens": 3}
+            steer = [{"kind": "add_direction", "vector_id": "demo-refusal", "alpha": 4.0}]
+            res = client.post("/api/generate", json={**body, "interventions": steer})
+            assert res.status_code == 200, res.text
     finally:
         c.close()

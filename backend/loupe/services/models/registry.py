@@ -168,7 +168,25 @@ class ModelService:
         bridge, _ = load_bridge(path, self.ws.settings.device)
         with self._lock:
             self._formats.pop(id, None)
-        return self.ws.models.upsert(id=id, name=name or id, source=source, path=str(path), config=describe(bridge))
+        # a directory inside the workspace is stored relative to it, so a moved workspace keeps its models
+        ws = self.ws.settings.workspace.resolve()
+        p = Path(path).resolve() if Path(path).exists() else None
+        stored = p.relative_to(ws).as_posix() if p is not None and p.is_relative_to(ws) else str(path)
+        return self.ws.models.upsert(id=id, name=name or id, source=source, path=stored, config=describe(bridge))
+
+    def path(self, rec: ModelRecord) -> str:
+        """Where a model's files are: a workspace-relative path resolved in this workspace; an absolute one
+        that is gone but names a directory under `artifacts/` that this workspace has (a row written before
+        paths were relative, in a workspace that has moved since) there; else as stored (a directory or a
+        hub name)."""
+        p, ws = Path(rec.path), self.ws.settings.workspace
+        if not p.is_absolute():
+            return str(ws / p) if (ws / p).exists() else rec.path
+        if not p.exists() and "artifacts" in p.parts:
+            tail = p.parts[max(i for i, part in enumerate(p.parts) if part == "artifacts") :]
+            if ws.joinpath(*tail).exists():
+                return str(ws.joinpath(*tail))
+        return rec.path
 
     def records(self) -> list[ModelRecord]:
         return self.ws.models.list()
@@ -192,7 +210,7 @@ class ModelService:
         rec = self.ws.models.get(id)
         if rec is None:
             raise NotFound(f"unknown model {id!r}")
-        fmt, _ = chat_format_of(load_tokenizer(rec.path))
+        fmt, _ = chat_format_of(load_tokenizer(self.path(rec)))
         with self._lock:
             self._formats[id] = fmt
         return fmt
@@ -212,7 +230,7 @@ class ModelService:
             if rec is None:
                 known = ", ".join(r.id for r in self.records()) or "none"
                 raise NotFound(f"unknown model {id!r}; registered models: {known}")
-            bridge, tokenizer = load_bridge(rec.path, self.ws.settings.device)
+            bridge, tokenizer = load_bridge(self.path(rec), self.ws.settings.device)
             lm = LoadedModel(id=id, bridge=bridge, tokenizer=tokenizer, info={**rec.config, **describe(bridge)})
             self._loaded[id] = lm
             return lm
