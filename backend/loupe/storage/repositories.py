@@ -1,4 +1,7 @@
-"""The only place that speaks SQL. Functions return detached ORM rows or plain dicts."""
+"""The only place that speaks SQL. Functions return detached ORM rows or plain dicts.
+
+Long because every table's queries live here and nowhere else (the architecture's rule): one small
+repository per table, the SAE one the largest (features, labels by version, the dashboards' commit)."""
 
 from __future__ import annotations
 
