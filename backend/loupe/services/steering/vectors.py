@@ -56,9 +56,9 @@ class VectorStore:
     def dir(self, vector_id: str) -> Path:
         return self.ws.artifact("vectors", vector_id)
 
-    def _stored_path(self, vector_id: str) -> str:
-        """The row's path: the vector file relative to the workspace."""
-        return (self.dir(vector_id) / "vector.safetensors").relative_to(self.ws.settings.workspace).as_posix()
+    def _stored_path(self, directory: Path) -> str:
+        """The row's path: the vector file in `directory`, relative to the workspace."""
+        return (directory / "vector.safetensors").relative_to(self.ws.settings.workspace).as_posix()
 
     def file(self, rec: VectorRecord) -> Path:
         """The vector's file: a row's relative path resolved in this workspace (absolute: as it is)."""
@@ -113,7 +113,7 @@ class VectorStore:
                 position=position,
                 d_model=int(r.shape[-1]),
                 source=source,
-                path=self._stored_path(vector_id),
+                path=self._stored_path(out),
                 scores=scores,
                 candidates=candidates,
             )
@@ -175,7 +175,7 @@ class VectorStore:
                 position=int(pos) if pos not in (None, "") else None,
                 d_model=int(r.shape[-1]),
                 source=m.get("source", "build"),
-                path=self._stored_path(m["id"]),
+                path=self._stored_path(d),
                 scores=m.get("scores", {}),
                 candidates=m.get("candidates", {"rows": []}),
             )
