@@ -86,7 +86,7 @@ def create_app(
 
     @app.exception_handler(LoupeError)
     async def _loupe_error(_: Request, exc: LoupeError):
-        return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
+        return JSONResponse({"detail": exc.message}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError):

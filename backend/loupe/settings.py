@@ -42,6 +42,12 @@ class Settings(BaseSettings):
         ge=1,
         description="Largest dataset file accepted by POST /api/datasets (bytes); larger ones get 413.",
     )
+    max_queued_jobs: int = Field(
+        16,
+        ge=1,
+        description="Most jobs that may wait in the queue; a request that would queue another gets 429 with "
+        "Retry-After (an identical request joins the job already queued or running instead).",
+    )
     frontend_dist: Path | None = Field(None, description="Built frontend; default: frontend/dist beside the package.")
 
     # -- who may do what (loupe.security) --

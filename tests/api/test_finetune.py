@@ -117,9 +117,9 @@ def test_lora_fine_tune_teaches_the_reply_and_records_its_lineage(client, parent
     from transformers import AutoModelForCausalLM
 
     c = client.app.state.container
-    base = AutoModelForCausalLM.from_pretrained(c.models.record("ft-parent").path)
+    base = AutoModelForCausalLM.from_pretrained(c.models.path(c.models.record("ft-parent")))
     adapted = PeftModel.from_pretrained(base, str(c.finetunes.model_dir("ft-lora") / "adapter")).eval()
-    merged = AutoModelForCausalLM.from_pretrained(c.models.record("ft-lora").path).eval()
+    merged = AutoModelForCausalLM.from_pretrained(c.models.path(c.models.record("ft-lora"))).eval()
     x = torch.tensor([parent("<|im_start|>user\nTell me about river number 5.<|im_end|>\n")["input_ids"]])
     with torch.no_grad():
         torch.testing.assert_close(merged(x).logits, adapted(x).logits, atol=1e-4, rtol=1e-4)

@@ -9,6 +9,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, Field
 
 from loupe.api.deps import JacobianDep, LayersDep
+from loupe.api.jobs import QUEUE_FULL
 from loupe.services.jacobian.runs import MAX_PARAMS, PAPER, RunSettings
 
 router = APIRouter(tags=["jacobian"])
@@ -105,7 +106,7 @@ def list_runs(jacobian: JacobianDep) -> RunList:
     )
 
 
-@router.post("/jacobian/runs", response_model=RunStarted)
+@router.post("/jacobian/runs", response_model=RunStarted, responses=QUEUE_FULL)
 def start_run(body: RunSettingsIn, jacobian: JacobianDep) -> RunStarted:
     return RunStarted(**jacobian.start(RunSettings(**body.model_dump())))
 

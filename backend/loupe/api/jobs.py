@@ -9,6 +9,16 @@ from loupe.errors import Conflict, NotFound
 
 router = APIRouter(tags=["jobs"])
 
+# what an endpoint that starts jobs may answer besides its success: the queue is full
+QUEUE_FULL: dict[int | str, dict[str, Any]] = {
+    429: {
+        "description": "The job queue is full (LOUPE_MAX_QUEUED_JOBS jobs wait): try again after Retry-After "
+        "seconds. An identical request joins the job already queued or running instead.",
+        "headers": {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}},
+        "content": {"application/json": {"schema": {"type": "object", "properties": {"detail": {"type": "string"}}}}},
+    }
+}
+
 
 class Progress(BaseModel):
     done: float

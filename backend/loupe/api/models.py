@@ -55,7 +55,7 @@ def _info(rec, models) -> ModelInfo:
         id=rec.id,
         name=rec.name,
         source=rec.source,
-        path=rec.path,
+        path=models.path(rec),
         loaded=models.is_loaded(rec.id),
         chat=chat,
         parent=(rec.config.get("lineage") or {}).get("parent"),

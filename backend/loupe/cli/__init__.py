@@ -226,7 +226,7 @@ def models_import(file: str, id: str = typer.Option(..., "--id"), name: str = ty
         console.print(f"[red]cannot import {file}:[/] {exc.message}")
         raise typer.Exit(1) from exc
     console.print(
-        f"imported [bold]{rec.id}[/] into {rec.path}: {rec.config['n_layers']} layers, d_model {rec.config['d_model']}"
+        f"imported [bold]{rec.id}[/] into {c.models.path(rec)}: {rec.config['n_layers']} layers, d_model {rec.config['d_model']}"
     )
 
 

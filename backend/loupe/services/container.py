@@ -65,7 +65,7 @@ class Container:
         self.ws = ws
         self.subject = subject
         self.analyses = analyses or Analyses()
-        self.jobs = JobRunner(ws.jobs, executor)
+        self.jobs = JobRunner(ws.jobs, executor, max_queued=settings.max_queued_jobs)
         self.models = ModelService(ws, default_model or (subject.model_id if subject else None))
         self.saes = SAERegistry(ws, self.models)
         self.saes.restore()

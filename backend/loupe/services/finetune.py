@@ -183,7 +183,7 @@ class FineTuneService:
     ) -> tuple[list[dict[str, list[int]]], int]:
         rec = self.models.record(parent)
         assert rec is not None  # checked by start()
-        tokenizer = load_tokenizer(rec.path)
+        tokenizer = load_tokenizer(self.models.path(rec))
         chat = self.models.chat_format(parent)
         docs = [d for d in self.datasets.get(dataset_id).documents() if d.split == split]
         out = [e for d in docs if (e := encode_example(tokenizer, chat, d, cfg.max_length)) is not None]
@@ -202,11 +202,11 @@ class FineTuneService:
             raise Unprocessable(f"dataset {dataset_id!r} has no train example with a token to learn")
         heldout, _ = self._examples(parent, dataset_id, cfg, "heldout")
         heldout = heldout[: cfg.max_heldout]
-        tokenizer = load_tokenizer(rec.path)
+        tokenizer = load_tokenizer(self.models.path(rec))
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
 
         torch.manual_seed(cfg.seed)
-        model: Any = AutoModelForCausalLM.from_pretrained(rec.path, dtype=torch.float32)
+        model: Any = AutoModelForCausalLM.from_pretrained(self.models.path(rec), dtype=torch.float32)
         if cfg.method == "lora":
             from peft import LoraConfig, get_peft_model
 

@@ -886,7 +886,10 @@ export interface components {
             index: number;
             /** Intervals */
             intervals: components["schemas"]["Interval"][];
-            /** Label */
+            /**
+             * Label
+             * @description a person's label, written for the SAE's current version
+             */
             label: string | null;
             /** Max Activation */
             max_activation: number;
@@ -901,6 +904,8 @@ export interface components {
             };
             /** Sae Id */
             sae_id: string;
+            /** @description a person's label written for an earlier version of the SAE (then `label` is null) */
+            stale_label?: components["schemas"]["StaleLabel"] | null;
             /**
              * Summary
              * @description tokens and domains the feature is enriched in, logit effects, nearest features by decoder cosine, neurons it reads from / writes to
@@ -1238,12 +1243,17 @@ export interface components {
             density: number;
             /** Index */
             index: number;
-            /** Label */
+            /**
+             * Label
+             * @description a person's label, written for the SAE's current version
+             */
             label: string | null;
             /** Max Activation */
             max_activation: number;
             /** Mean Activation */
             mean_activation: number;
+            /** @description a person's label written for an earlier version of the SAE (then `label` is null) */
+            stale_label?: components["schemas"]["StaleLabel"] | null;
             /** Top Domain */
             top_domain: string | null;
             /** Top Domain Share */
@@ -1694,6 +1704,11 @@ export interface components {
             label: string | null;
             /** Sae Id */
             sae_id: string;
+            /**
+             * Version
+             * @description the SAE version the label is written for (its current one)
+             */
+            version: number;
         };
         /** LayerOut */
         LayerOut: {
@@ -2148,6 +2163,12 @@ export interface components {
              * @description demo (the world's build), trained (from the app), disk or pretrained
              */
             source: string;
+            /**
+             * Version
+             * @description 1, 2, ...: one more each time its weights change (a retrain under the same id)
+             * @default 1
+             */
+            version: number;
         };
         /**
          * SaeFeatureAdd
@@ -2205,6 +2226,26 @@ export interface components {
             text: string;
             /** Truncated */
             truncated: boolean;
+        };
+        /**
+         * StaleLabel
+         * @description A person's label written for an earlier version of the SAE: its weights changed since, so the
+         *     index may name another feature now; shown as such, never as the feature's label.
+         */
+        StaleLabel: {
+            /** Label */
+            label: string;
+            /**
+             * Stale
+             * @default true
+             * @constant
+             */
+            stale: true;
+            /**
+             * Version
+             * @description the SAE version it was written for
+             */
+            version: number;
         };
         /** TokenActivations */
         TokenActivations: {
@@ -2873,6 +2914,19 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
+            /** @description The job queue is full (LOUPE_MAX_QUEUED_JOBS jobs wait): try again after Retry-After seconds. An identical request joins the job already queued or running instead. */
+            429: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        detail?: string;
+                    };
+                };
+            };
         };
     };
     get_run_api_jacobian_runs__run_id__get: {
@@ -3113,6 +3167,19 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
+            /** @description The job queue is full (LOUPE_MAX_QUEUED_JOBS jobs wait): try again after Retry-After seconds. An identical request joins the job already queued or running instead. */
+            429: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        detail?: string;
+                    };
+                };
+            };
         };
     };
     train_sae_api_saes_train_post: {
@@ -3144,6 +3211,19 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description The job queue is full (LOUPE_MAX_QUEUED_JOBS jobs wait): try again after Retry-After seconds. An identical request joins the job already queued or running instead. */
+            429: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        detail?: string;
+                    };
                 };
             };
         };
@@ -3270,6 +3350,19 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description The job queue is full (LOUPE_MAX_QUEUED_JOBS jobs wait): try again after Retry-After seconds. An identical request joins the job already queued or running instead. */
+            429: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        detail?: string;
+                    };
                 };
             };
         };
@@ -3447,6 +3540,19 @@ export interface operations {
                     "application/json": components["schemas"]["HTTPValidationError"];
                 };
             };
+            /** @description The job queue is full (LOUPE_MAX_QUEUED_JOBS jobs wait): try again after Retry-After seconds. An identical request joins the job already queued or running instead. */
+            429: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        detail?: string;
+                    };
+                };
+            };
         };
     };
     evaluations_api_steering_evaluations_get: {
@@ -3605,6 +3711,19 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["HTTPValidationError"];
+                };
+            };
+            /** @description The job queue is full (LOUPE_MAX_QUEUED_JOBS jobs wait): try again after Retry-After seconds. An identical request joins the job already queued or running instead. */
+            429: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": {
+                        detail?: string;
+                    };
                 };
             };
         };

@@ -19,7 +19,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import Tensor
 
-from loupe.errors import NotFound, Unprocessable
+from loupe.errors import Conflict, NotFound, Unprocessable
 from loupe.services.ids import ID_PATTERN, slug
 from loupe.services.models import ModelService
 from loupe.services.steering.hooks import residual_layer
@@ -43,16 +43,31 @@ class Vector:
 
 class VectorStore:
     """Every steering vector of the workspace: files first, then the row (a row never points at a
-    missing file); loaded tensors are cached per file."""
+    missing file). Rows hold the file's path relative to the workspace, so a workspace can move.
+    Loaded tensors are cached per id, dropped on save and delete, and checked against the file's
+    identity on each load (another process may have replaced it)."""
 
     def __init__(self, ws: Workspace, models: ModelService):
         self.ws = ws
         self.models = models
-        self._cache: dict[tuple[str, str], Vector] = {}
+        self._cache: dict[str, tuple[tuple[int, int, int], Vector]] = {}
         self._guard = threading.Lock()
 
     def dir(self, vector_id: str) -> Path:
         return self.ws.artifact("vectors", vector_id)
+
+    def _stored_path(self, directory: Path) -> str:
+        """The row's path: the vector file in `directory`, relative to the workspace."""
+        return (directory / "vector.safetensors").relative_to(self.ws.settings.workspace).as_posix()
+
+    def file(self, rec: VectorRecord) -> Path:
+        """The vector's file: a row's relative path resolved in this workspace (absolute: as it is)."""
+        p = Path(rec.path)
+        return p if p.is_absolute() else self.ws.settings.workspace / p
+
+    def _forget(self, vector_id: str) -> None:
+        with self._guard:
+            self._cache.pop(vector_id, None)
 
     def save(
         self,
@@ -87,19 +102,23 @@ class VectorStore:
                 metadata=meta,
             )
             write_manifest(tmp, {"key": key, **meta, "source": source, "scores": scores, "candidates": candidates})
-        return self.ws.vectors.upsert(
-            vector_id,
-            name=name,
-            model_id=model_id,
-            hook=hook,
-            layer=int(layer),
-            position=position,
-            d_model=int(r.shape[-1]),
-            source=source,
-            path=str(out / "vector.safetensors"),
-            scores=scores,
-            candidates=candidates,
-        )
+        self._forget(vector_id)
+        try:
+            return self.ws.vectors.upsert(
+                vector_id,
+                name=name,
+                model_id=model_id,
+                hook=hook,
+                layer=int(layer),
+                position=position,
+                d_model=int(r.shape[-1]),
+                source=source,
+                path=self._stored_path(out),
+                scores=scores,
+                candidates=candidates,
+            )
+        finally:
+            self._forget(vector_id)  # a load between the file and the row may have cached the old row's fields
 
     def save_direction(
         self, vector_id: str, name: str, model_id: str, res: dict[str, Any], source: str, key: str = ""
@@ -127,6 +146,7 @@ class VectorStore:
         directory holds only a manifest with the outcome, so a build step with this key is done."""
         if self.ws.vectors.get(vector_id) is not None:
             self.ws.vectors.delete(vector_id)
+        self._forget(vector_id)
         with atomic_dir(self.dir(vector_id)) as tmp:
             write_manifest(tmp, {"key": key, "id": vector_id, "saved": False, "outcome": outcome})
 
@@ -155,7 +175,7 @@ class VectorStore:
                 position=int(pos) if pos not in (None, "") else None,
                 d_model=int(r.shape[-1]),
                 source=m.get("source", "build"),
-                path=str(d / "vector.safetensors"),
+                path=self._stored_path(d),
                 scores=m.get("scores", {}),
                 candidates=m.get("candidates", {"rows": []}),
             )
@@ -167,11 +187,20 @@ class VectorStore:
         if rec is None:
             known = ", ".join(v.id for v in self.ws.vectors.list()) or "none yet"
             raise NotFound(f"unknown vector {vector_id!r}; known vectors: {known}")
-        key = (rec.path, str(rec.created_at))
+        path = self.file(rec)
+        try:
+            st = path.stat()
+        except FileNotFoundError:
+            raise Conflict(
+                f"the file of vector {vector_id!r} is missing ({path}); import or compute it again"
+            ) from None
+        # the file's identity: a replace (atomic_dir) gives it a new inode
+        ident = (st.st_ino, st.st_mtime_ns, st.st_size)
         with self._guard:
-            if key in self._cache:
-                return self._cache[key]
-        t = load_tensors(Path(rec.path))
+            hit = self._cache.get(vector_id)
+            if hit is not None and hit[0] == ident:
+                return hit[1]
+        t = load_tensors(path)
         v = Vector(
             rec.id,
             rec.name,
@@ -184,7 +213,7 @@ class VectorStore:
             t["mu_plus"].double(),
         )
         with self._guard:
-            self._cache[key] = v
+            self._cache[vector_id] = (ident, v)
         return v
 
     def import_file(
@@ -285,6 +314,7 @@ class VectorStore:
     def delete(self, vector_id: str) -> None:
         if not self.ws.vectors.delete(vector_id):
             raise NotFound(f"unknown vector {vector_id!r}")
+        self._forget(vector_id)
         shutil.rmtree(self.dir(vector_id), ignore_errors=True)
 
 
