@@ -30,15 +30,6 @@ PROMPTS = [
 ]
 
 
-def status_mb(field: str) -> float:
-    """A memory line of /proc/self/status in MB: VmRSS (now) or VmHWM (the peak)."""
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--workspace", type=Path, required=True)
@@ -50,15 +41,16 @@ def main() -> None:
 
     from loupe.core import steering as S
     from loupe.core.generation import decode
+    from loupe.jobs.memory import peak_mb, rss_mb
     from loupe.services.models import decoding_forward, locked_forward
     from loupe.settings import Settings, quiet_libraries
     from loupe.worlds import open_world
 
     quiet_libraries()
-    mem = {"start_mb": round(status_mb("VmRSS"))}
+    mem = {"start_mb": round(rss_mb() or 0)}
     world, c = open_world(Settings(workspace=args.workspace, world="smollm2"))
     lm = c.models.get("smollm2")
-    mem["loaded_mb"] = round(status_mb("VmRSS"))
+    mem["loaded_mb"] = round(rss_mb() or 0)
     prompts = [lm.encode_prompt(lm.render_messages([{"role": "user", "content": p}])) for p in PROMPTS[: args.prompts]]
     n = args.tokens
     # a no-op hook plan: forces the full-prefix path with hooks attached, as steering does
@@ -70,7 +62,7 @@ def main() -> None:
         return out, (time.perf_counter() - t0) * 1000 / (n * len(prompts))
 
     decode(decoding_forward(lm), prompts[0], 2)  # builds the plain module once
-    mem["after_first_decode_mb"] = round(status_mb("VmRSS"))
+    mem["after_first_decode_mb"] = round(rss_mb() or 0)
     kv, kv_ms = timed(lambda p: decode(decoding_forward(lm), p, n, stop_ids=()))
     full, full_ms = timed(lambda p: decode(locked_forward(lm, plan), p, n, stop_ids=()))
     hf = AutoModelForCausalLM.from_pretrained(str(world.subject.model_dir)).eval()
@@ -91,7 +83,7 @@ def main() -> None:
 
     hf_generate(prompts[0][:8])
     ref, hf_ms = timed(hf_generate)
-    mem["peak_mb"] = round(status_mb("VmHWM"))
+    mem["peak_mb"] = round(peak_mb() or 0)
     res = {
         "threads": torch.get_num_threads(),
         "memory": mem,

@@ -72,7 +72,7 @@ def main() -> None:
             {"kind": "edit", "hook": "blocks.1.hook_resid_pre", "position": -1, "index": 5, "op": "set", "value": 3.0}
         ],
     }
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://localhost") as c:
         c.post("/api/steering/next-token", json=edit)
         lat = []
         for i in range(a.edits):

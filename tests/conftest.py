@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import socket
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,6 +15,8 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the tests download nothing
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+# Starlette's TestClient sends `Host: testserver`; the live servers use 127.0.0.1
+os.environ.setdefault("LOUPE_ALLOWED_HOSTS", "testserver,localhost,127.0.0.1,::1")
 
 POSTGRES_URL = os.environ.get("LOUPE_TEST_POSTGRES_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 
@@ -110,3 +115,25 @@ def postgres_schema(base: str) -> Iterator[str]:
         with admin.begin() as conn:
             conn.execute(sqlalchemy.text(f'drop schema "{schema}" cascade'))
         admin.dispose()
+
+
+@contextmanager
+def running_server(app) -> Iterator[str]:
+    """`app` served by uvicorn on a free loopback port in a thread; yields its base URL."""
+    import uvicorn
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    t = threading.Thread(target=server.run, daemon=True)
+    t.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "server did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        t.join(10)

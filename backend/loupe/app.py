@@ -1,5 +1,5 @@
-"""create_app(settings): the service container, routers, error handlers, the world's background
-build jobs, the built frontend."""
+"""create_app(settings): the service container, routers, error handlers, the security middleware and
+body limits, the world's background build jobs, the built frontend."""
 
 from __future__ import annotations
 
@@ -15,11 +15,12 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from loupe import __version__
-from loupe.api import datasets, evals, generate, health, jobs, models, saes, steering
+from loupe.api import datasets, evals, finetune, generate, health, jobs, models, saes, steering
 from loupe.api import influence as influence_api
 from loupe.api import jacobian as jacobian_api
 from loupe.api.errors import errors as error_responses
 from loupe.errors import LoupeError
+from loupe.security import SecurityMiddleware, default_allowed_hosts, resolve_auth
 from loupe.services.container import Container
 from loupe.settings import Settings, quiet_libraries
 from loupe.worlds import Build, open_world, register_external_model
@@ -44,6 +45,7 @@ def create_app(
     """The app over `container` (default: the world of `settings` and a container made for it). With
     `background`, the world's pending analyses are queued as jobs when the app starts."""
     settings = settings or (container.settings if container else Settings())
+    auth = resolve_auth(settings)  # before any work: a server that must not start says so at once
     quiet_libraries()
     world = None
     if container is None:
@@ -67,10 +69,25 @@ def create_app(
         description="Interpretability workbench API: models, jobs, generation, SAEs, steering, influence, Jacobians.",
     )
     app.state.container = c
+    app.state.auth = auth
+    app.add_middleware(
+        SecurityMiddleware,
+        router=app.router,
+        token=auth.token,
+        allowed_hosts=default_allowed_hosts(settings),
+        read_only=settings.read_only,
+        max_body_bytes=settings.max_body_bytes,
+        # dataset uploads have their own, larger limit (the route checks it too, with its own message)
+        body_limits={("POST", "/api/datasets"): settings.max_upload_bytes + 2 * datasets.FORM_OVERHEAD},
+        body_types={
+            ("POST", "/api/datasets"): "multipart/form-data",
+            ("POST", "/api/vectors/import"): "application/octet-stream",
+        },
+    )
 
     @app.exception_handler(LoupeError)
     async def _loupe_error(_: Request, exc: LoupeError):
-        return JSONResponse({"detail": exc.message}, status_code=exc.status_code)
+        return JSONResponse({"detail": exc.message}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError):
@@ -95,6 +112,7 @@ def create_app(
         influence_api.router,
         steering.router,
         jacobian_api.router,
+        finetune.router,
     ):
         # the app's error body for 400 (a body that is not text) and 422 (FastAPI would declare its own 422,
         # whose `detail` is a list)

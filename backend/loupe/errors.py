@@ -3,6 +3,7 @@
 
 class LoupeError(Exception):
     status_code = 400
+    headers: dict[str, str] | None = None  # sent with the response (e.g. Retry-After)
 
     def __init__(self, message: str):
         super().__init__(message)
@@ -23,3 +24,14 @@ class Conflict(LoupeError):
 
 class TooLarge(LoupeError):
     status_code = 413
+
+
+class TooManyRequests(LoupeError):
+    """The job queue is full: try again after `retry_after` seconds."""
+
+    status_code = 429
+
+    def __init__(self, message: str, retry_after: int):
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.headers = {"Retry-After": str(retry_after)}

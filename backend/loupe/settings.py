@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -41,7 +42,52 @@ class Settings(BaseSettings):
         ge=1,
         description="Largest dataset file accepted by POST /api/datasets (bytes); larger ones get 413.",
     )
+    max_queued_jobs: int = Field(
+        16,
+        ge=1,
+        description="Most jobs that may wait in the queue; a request that would queue another gets 429 with "
+        "Retry-After (an identical request joins the job already queued or running instead).",
+    )
     frontend_dist: Path | None = Field(None, description="Built frontend; default: frontend/dist beside the package.")
+
+    # -- who may do what (loupe.security) --
+    token: SecretStr | None = Field(
+        None,
+        description="Every /api request needs `Authorization: Bearer <token>`. Unset on a non-loopback host: a "
+        "token is generated into the workspace on first start (printed once).",
+    )
+    insecure_no_auth: bool = Field(
+        False, description="Serve a non-loopback host without a token (anyone who reaches the port may change it)."
+    )
+    read_only: bool = Field(False, description="Reads and pure analyses only; every write and job start gets 403.")
+    allowed_hosts: Annotated[list[str] | None, NoDecode] = Field(
+        None,
+        description="Host headers accepted (any port; '*.example.org' and '*' allowed), comma-separated or JSON; "
+        "default: the bind host, localhost, 127.0.0.1, ::1. Others get 400 (DNS rebinding).",
+    )
+    max_body_bytes: int = Field(
+        4_000_000, ge=1, description="Largest request body (bytes) but dataset uploads'; larger ones get 413."
+    )
+    sae_roots: Annotated[list[Path] | None, NoDecode] = Field(
+        None,
+        description="Folders POST /api/saes may register SAE directories from (comma-separated or JSON); "
+        "default: imports/ in the workspace.",
+    )
+
+    @field_validator("token", mode="before")
+    @classmethod
+    def _empty_token_is_none(cls, v: Any) -> Any:
+        # docker-compose passes `LOUPE_TOKEN: ${LOUPE_TOKEN:-}`: an empty value means "not set"
+        return None if isinstance(v, str) and not v.strip() else v
+
+    @field_validator("allowed_hosts", "sae_roots", mode="before")
+    @classmethod
+    def _list_from_env(cls, v: Any) -> Any:
+        if not isinstance(v, str):
+            return v
+        if v.strip().startswith("["):
+            return json.loads(v)
+        return [part.strip() for part in v.split(",") if part.strip()] or None
 
     @cached_property
     def resolved_database_url(self) -> str:
@@ -52,6 +98,9 @@ class Settings(BaseSettings):
     @property
     def artifacts_dir(self) -> Path:
         return self.workspace / "artifacts"
+
+    def resolved_sae_roots(self) -> list[Path]:
+        return list(self.sae_roots) if self.sae_roots else [self.workspace / "imports"]
 
     def resolved_frontend_dist(self) -> Path:
         if self.frontend_dist is not None:

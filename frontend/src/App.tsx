@@ -1,11 +1,13 @@
 // The shell: sidebar (nav, server status) and the page for the current path. Only this file imports pages.
 import { useState, type ReactNode } from "react";
+import { TokenDialog } from "./features/auth/TokenDialog";
 import { INITIAL_GENERATE_STATE, type GenerateState } from "./features/generate/state";
 import { modelsApi } from "./features/models/api";
 import { ModelPicker, ModelProvider, useCurrentModel } from "./features/models/ModelContext";
 import { ServerStatus } from "./features/models/ServerStatus";
 import { Datasets } from "./pages/Datasets";
 import { FeaturePage } from "./pages/Feature";
+import { FineTune } from "./pages/FineTune";
 import { Features } from "./pages/Features";
 import { Generate } from "./pages/Generate";
 import { Influence } from "./pages/Influence";
@@ -27,6 +29,7 @@ const NAV = [
   { path: "/steer", label: "Steer", testId: "nav-steer" },
   { path: "/influence", label: "Influence", testId: "nav-influence" },
   { path: "/jacobian", label: "Jacobian", testId: "nav-jacobian" },
+  { path: "/finetune", label: "Fine-tune", testId: "nav-finetune" },
 ];
 
 /** A nav entry is active on its page and the pages under it (/features/x/1 -> Features). */
@@ -71,6 +74,7 @@ export function App() {
   else if (path === "/steer") page = <Steer />;
   else if (path === "/influence") page = <Influence />;
   else if (path === "/jacobian") page = <Jacobian />;
+  else if (path === "/finetune") page = <FineTune />;
   else page = <NotFound path={path} />;
 
   // Pages wait for the model list (so that they start with the chosen model), and start afresh when it changes.
@@ -104,6 +108,7 @@ export function App() {
         </aside>
         <CurrentPage listed={listed}>{page}</CurrentPage>
       </div>
+      <TokenDialog />
     </ModelProvider>
   );
 }

@@ -132,7 +132,7 @@ def test_ids_duplicates_deletes_and_missing_fields(client, micro_workspace):
     assert upload(client, "bad id!", "d.jsonl", two).status_code == 422
     r = client.post("/api/datasets", data={"id": "x"}, files={"other": ("d.jsonl", two)})
     assert r.status_code == 422 and '"file"' in r.json()["detail"]
-    assert client.post("/api/datasets", json={"id": "x"}).status_code == 422
+    assert client.post("/api/datasets", json={"id": "x"}).status_code == 415  # multipart only
     r = client.delete("/api/datasets/demo-corpus")
     assert r.status_code == 409 and "world's own dataset" in r.json()["detail"]
     assert client.delete("/api/datasets/ds-del").status_code == 204

@@ -117,7 +117,8 @@ def test_a_gguf_file_imports_registers_and_keeps_its_logits(container, tmp_path)
     assert rec.config["n_layers"] == N_LAYERS and rec.config["d_model"] == D_MODEL
     assert "blocks.1.hook_resid_post" in rec.config["hook_names"]
 
-    path = Path(rec.path)
+    assert rec.path == "artifacts/models/tiny-gguf"  # relative to the workspace
+    path = Path(container.models.path(rec))
     assert path == container.ws.artifact("models", "tiny-gguf")
     assert (path / "model.safetensors").exists() and (path / "tokenizer.json").exists()
     manifest = read_manifest(path)

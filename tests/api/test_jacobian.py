@@ -130,7 +130,8 @@ def test_layer_jacobian_matches_central_finite_differences(micro_app):
 
     svc = micro_app.state.container.layers
     lm = micro_app.state.container.models.get()
-    bridge, _ = load_bridge(micro_app.state.container.ws.models.get(lm.id).path)  # a private copy, in float64
+    models = micro_app.state.container.models
+    bridge, _ = load_bridge(models.path(models.record(lm.id)))  # a private copy, in float64
     bridge = bridge.double()
     ids = torch.tensor([lm.encode_prompt("User: how do I bake bread?\nAssistant:")])
     p = 4

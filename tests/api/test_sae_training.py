@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 import math
 import shutil
-import time
 
 import pytest
 
 from loupe.storage.artifacts import read_manifest
+from tests.api.conftest import wait_until
 
 TEXTS = [
     f"The river {w} flows past the {v} mill, and the miller counts {i} sacks of grain by the water."
@@ -56,7 +56,13 @@ def test_train_a_tiny_sae_and_serve_its_dashboards(client, micro_workspace, rive
     for k in ("fvu", "l0", "dead_fraction", "ce_loss_recovered"):
         assert math.isfinite(m[k]), (k, m[k])
     assert m["l0"] == pytest.approx(4) and 0 <= m["dead_fraction"] <= 1 and 0 < m["fvu"] < 1.5
-    assert "planted_domains_detected" not in m["targets"]  # the dataset plants nothing
+    # the dataset plants nothing: a real model's targets (issue 17), not the demo world's
+    assert {k: t["target"] for k, t in m["targets"].items()} == {
+        "fvu": "<= 0.2",
+        "dead_fraction": "<= 0.1",
+        "ce_loss_recovered": ">= 0.8",
+    }
+    assert m["targets"]["fvu"]["met"] == (m["fvu"] <= 0.2)
     # held-out tokens of this dataset: the eval ran on the held-out split of its tokens
     tokens = json.loads((micro_workspace.artifact("tokens", "rivers", "demo-64") / "manifest.json").read_text())
     assert 0 < m["eval_tokens"] <= tokens["heldout"]["tokens"]
@@ -113,36 +119,11 @@ def test_delete_an_sae(client, micro_container, micro_workspace, rivers):
     assert "rivers-jump" not in {s["id"] for s in client.get("/api/saes").json()["saes"]}
 
 
-@pytest.fixture()
-def scratch(micro_workspace, tmp_path):
-    """A client on a copy of the micro workspace (jobs on worker threads), for failures and cancels."""
-    from fastapi.testclient import TestClient
-
-    from loupe.app import create_app
-    from loupe.worlds import open_world
-    from tests.conftest import micro_settings
-
-    root = tmp_path / "ws"
-    shutil.copytree(micro_workspace.settings.workspace, root)
-    _, c = open_world(micro_settings(root))
-    with TestClient(create_app(container=c, background=False)) as client:
-        yield client, c
-    c.close()
-
-
-def wait_until(pred, timeout=120.0):
-    deadline = time.monotonic() + timeout
-    while not (out := pred()):
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.1)
-    return out
-
-
 def test_failed_dashboards_show_the_error_and_can_be_retried(scratch, micro_workspace, tmp_path, monkeypatch):
     import loupe.services.saes.build as build
 
     client, c = scratch
-    src = tmp_path / "sae"
+    src = c.settings.resolved_sae_roots()[0] / "sae"
     shutil.copytree(micro_workspace.artifact("saes", "demo-resid1"), src)
     # the issue's case: the first step of the chain fails (here: the dataset's documents are gone)
     path = tmp_path / "gone.jsonl"

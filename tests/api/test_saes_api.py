@@ -162,12 +162,13 @@ def test_bad_requests_get_clear_4xx(client, method, url, kwargs, status, needle)
     assert needle in r.json()["detail"]
 
 
-def test_an_sae_from_disk_registers_and_gets_the_same_dashboards(client, micro_workspace, tmp_path):
+def test_an_sae_from_disk_registers_and_gets_the_same_dashboards(client, micro_workspace):
     import json
     import shutil
     import time
 
-    src = tmp_path / "my-sae"
+    imports = micro_workspace.settings.resolved_sae_roots()[0]  # POST /api/saes reads only under LOUPE_SAE_ROOTS
+    src = imports / "my-sae"
     shutil.copytree(micro_workspace.saes.get("demo-resid1").path, src)
     r = client.post("/api/saes", json={"id": "disk-resid1", "path": str(src)})
     assert r.status_code == 202, r.text
@@ -183,20 +184,20 @@ def test_an_sae_from_disk_registers_and_gets_the_same_dashboards(client, micro_w
     assert a["density"] == b["density"]
     assert client.post("/api/saes", json={"id": "disk-resid1", "path": str(src)}).status_code == 409
     # a directory without safetensors weights, and an SAE whose hook the model lacks, are refused
-    pickled = tmp_path / "pickled"
+    pickled = imports / "pickled"
     pickled.mkdir()
     (pickled / "cfg.json").write_text((src / "cfg.json").read_text())
     (pickled / "sae_weights.pt").write_bytes(b"not loaded")
     r = client.post("/api/saes", json={"id": "p1", "path": str(pickled)})
     assert r.status_code == 422 and "safetensors" in r.json()["detail"]
-    wrong = tmp_path / "wrong-hook"
+    wrong = imports / "wrong-hook"
     shutil.copytree(src, wrong)
     cfg = json.loads((wrong / "cfg.json").read_text())
     cfg.setdefault("metadata", {})["hook_name"] = "blocks.9.hook_resid_pre"
     (wrong / "cfg.json").write_text(json.dumps(cfg))
     r = client.post("/api/saes", json={"id": "w1", "path": str(wrong)})
     assert r.status_code == 422 and "blocks.9.hook_resid_pre" in r.json()["detail"]
-    assert client.post("/api/saes", json={"id": "x", "path": str(tmp_path / "absent")}).status_code == 422
+    assert client.post("/api/saes", json={"id": "x", "path": str(imports / "absent")}).status_code == 422
     assert client.post("/api/saes", json={"id": "bad id!", "path": str(src)}).status_code == 422
     assert {s["id"] for s in client.get("/api/saes").json()["saes"]} >= {"demo-mlp0", "demo-resid1", "disk-resid1"}
 

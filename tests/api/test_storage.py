@@ -159,3 +159,60 @@ def test_timestamps_read_back_in_utc(db):
     assert got.tzinfo is not None and got.utcoffset().total_seconds() == 0
     assert abs((got - job.created_at).total_seconds()) < 1
     assert got.astimezone(UTC) == got
+
+
+def _upgrade_to(db, revision: str) -> None:
+    from alembic import command
+
+    cfg = alembic_config(db.url)
+    with db.engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, revision)
+
+
+def test_migrations_version_labels_and_make_vector_paths_relative(db, tmp_path):
+    """0005: existing SAEs are version 1 and their labels were written for it. 0006: vector paths become
+    relative to the workspace: under it, or of a workspace moved since (the layout), or relative to an
+    old working directory; a path elsewhere stays as it is."""
+    _upgrade_to(db, "0004")
+    ws = tmp_path / "ws"
+    now = "2026-12-01 00:00:00"
+    rows = {
+        "here": str(ws / "artifacts" / "vectors" / "here" / "vector.safetensors"),
+        "moved": "/old/place/artifacts/vectors/moved/vector.safetensors",
+        "cwd": "workspace/artifacts/vectors/cwd/vector.safetensors",
+        "elsewhere": "/data/my-vector.safetensors",
+    }
+    with db.engine.begin() as conn:
+        conn.execute(
+            sqlalchemy.text(
+                "insert into saes (id, model_id, hook_name, architecture, d_in, d_sae, source, path, metrics, "
+                "dashboards, created_at) values ('s', 'demo', 'h', 'topk', 4, 8, 'demo', '/p', '{}', '{}', :now)"
+            ),
+            {"now": now},
+        )
+        conn.execute(
+            sqlalchemy.text(
+                "insert into feature_labels (sae_id, \"index\", label, updated_at) values ('s', 2, 'dna', :now)"
+            ),
+            {"now": now},
+        )
+        for vid, path in rows.items():
+            conn.execute(
+                sqlalchemy.text(
+                    "insert into vectors (id, name, model_id, hook, layer, d_model, source, path, scores, candidates, "
+                    "created_at) values (:id, :id, 'demo', 'h', 0, 4, 'build', :path, '{}', '{}', :now)"
+                ),
+                {"id": vid, "path": path, "now": now},
+            )
+    db.migrate(ws)
+    with db.engine.connect() as conn:
+        assert conn.execute(sqlalchemy.text("select version, weights_key from saes")).one() == (1, None)
+        assert conn.execute(sqlalchemy.text("select sae_version from feature_labels")).scalar() == 1
+        paths = dict(conn.execute(sqlalchemy.text("select id, path from vectors")).all())
+    assert paths == {
+        "here": "artifacts/vectors/here/vector.safetensors",
+        "moved": "artifacts/vectors/moved/vector.safetensors",
+        "cwd": "artifacts/vectors/cwd/vector.safetensors",
+        "elsewhere": "/data/my-vector.safetensors",
+    }

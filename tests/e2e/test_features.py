@@ -152,6 +152,36 @@ def test_feature_page_draws_examples_and_persists_a_label(page, live_server, cli
     client.put(f"/api/saes/demo-mlp0/features/{idx}/label", json={"label": ""})
 
 
+def test_a_label_of_an_earlier_sae_version_is_shown_as_such(page, live_server, client):
+    """A label written for an earlier version of the SAE (its weights changed since) is not the feature's
+    label: the page shows the automatic label, and the old one muted, marked "from an earlier version";
+    saving a label for the current version replaces it."""
+    ws = client.app.state.container.ws
+    version = client.get("/api/saes/demo-mlp0").json()["version"]
+    idx = 11
+    ws.saes.set_label("demo-mlp0", idx, "old meaning", version - 1)
+    try:
+        d = client.get(f"/api/saes/demo-mlp0/features/{idx}").json()
+        assert d["label"] is None and d["stale_label"]["version"] == version - 1
+        page.goto(live_server + f"/features/demo-mlp0/{idx}")
+        stale = page.get_by_test_id("stale-label")
+        expect(stale).to_contain_text("old meaning", timeout=20_000)
+        expect(stale).to_contain_text("from an earlier version")
+        expect(page.get_by_test_id("feature-display-label")).to_have_text(d["auto_label"])
+        expect(page.get_by_test_id("label-input")).to_have_value("")
+        page.goto(live_server + "/features?sae=demo-mlp0&q=old%20meaning")
+        expect(page.get_by_test_id("feature-row").get_by_test_id("stale-label")).to_contain_text("old meaning")
+        page.get_by_test_id("feature-row").first.click()
+        page.get_by_test_id("label-input").fill("new meaning")
+        page.get_by_test_id("label-save").click()
+        expect(page.get_by_test_id("label-saved")).to_be_visible()
+        expect(page.get_by_test_id("stale-label")).to_have_count(0)
+        expect(page.get_by_test_id("feature-display-label")).to_have_text("new meaning")
+        assert client.get(f"/api/saes/demo-mlp0/features/{idx}").json()["stale_label"] is None
+    finally:
+        client.put(f"/api/saes/demo-mlp0/features/{idx}/label", json={"label": ""})
+
+
 def test_inspector_lists_a_tokens_features_and_links_to_dashboards(page, live_server, client):
     page.goto(live_server + "/")
     page.get_by_test_id("nav-inspect").click()

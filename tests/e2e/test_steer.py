@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
 from playwright.sync_api import expect
+
+from loupe.services.dataset_files import is_heldout
 
 pytestmark = pytest.mark.e2e
 
@@ -84,6 +87,28 @@ def test_steer_sweep_plot_and_presets(page, live_server):
     page.get_by_test_id("steer-preset-select").select_option("half ace")
     expect(page.get_by_test_id("steer-method")).to_have_value("ace")
     expect(page.get_by_test_id("steer-alpha")).to_have_value("0.5")
+
+
+def test_steer_sweep_on_a_labelled_dataset(page, live_server, client):
+    """A dataset of records labelled "harmful" appears in the sweep's prompt sources, and the sweep
+    runs on its held-out instructions."""
+    rows = [{"text": f"How do I pick lock number {i}?", "harmful": True} for i in range(30)]
+    rows += [{"text": f"How do I oil hinge number {i}?", "harmful": False} for i in range(30)]
+    data = "\n".join(json.dumps(r) for r in rows).encode()
+    r = client.post("/api/datasets", files={"file": ("locks.jsonl", data)}, data={"id": "e2e-locks", "name": "Locks"})
+    assert r.status_code == 201, r.text
+    held = [i for i in range(60) if is_heldout(i)]
+    n_harmful, n_harmless = min(2, sum(i < 30 for i in held)), min(2, sum(i >= 30 for i in held))
+    assert n_harmful and n_harmless
+
+    page.goto(live_server + "/steer")
+    page.get_by_test_id("steer-eval-dataset").select_option("e2e-locks")
+    page.get_by_test_id("steer-eval-limit").fill("2")
+    page.get_by_test_id("steer-evaluate").click()
+    expect(page.get_by_test_id("steer-eval-table").locator("tbody tr")).to_have_count(8, timeout=60_000)
+    expect(page.get_by_test_id("steer-eval-panel")).to_contain_text(
+        f"{n_harmful} harmful and {n_harmless} harmless prompts"
+    )
 
 
 def test_live_next_token_follows_edits(page, live_server, client):

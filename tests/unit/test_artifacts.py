@@ -46,10 +46,11 @@ def test_clean_scratch_spares_a_running_writer(tmp_path):
         (tmp_path / f".tmp-gradients-p{live.pid}-0123abcd").mkdir()  # another process, writing
         (tmp_path / f".tmp-gradients-p{os.getpid()}-0123abcd").mkdir()  # this one
         (tmp_path / f".tmp-gradients-p{dead}-0123abcd").mkdir()  # killed
+        (tmp_path / "model").mkdir()  # the replace finished: its old copy is garbage
         (tmp_path / f".old-model-p{dead}-89abcdef").mkdir()
         assert clean_scratch(tmp_path) == 2
         assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-            [f".tmp-gradients-p{live.pid}-0123abcd", f".tmp-gradients-p{os.getpid()}-0123abcd"]
+            [f".tmp-gradients-p{live.pid}-0123abcd", f".tmp-gradients-p{os.getpid()}-0123abcd", "model"]
         )
     finally:
         live.kill()
@@ -63,3 +64,72 @@ def test_atomic_dir_scratch_carries_the_pid(tmp_path):
     with atomic_dir(tmp_path / "out") as tmp:
         assert tmp.name.startswith(".tmp-out-p") and f"-p{os.getpid()}-" in tmp.name
         assert clean_scratch(tmp_path) == 0 and tmp.exists()
+
+
+def test_atomic_dir_puts_the_old_copy_back_when_the_second_rename_fails(tmp_path, monkeypatch):
+    import os
+
+    from loupe.storage import artifacts
+
+    final = tmp_path / "step"
+    with atomic_dir(final) as tmp:
+        write_manifest(tmp, {"key": "old"})
+    real, calls = os.replace, []
+
+    def flaky(src, dst):
+        calls.append((src, dst))
+        if len(calls) == 2:  # old aside is done; new into place fails
+            raise OSError("disk gone")
+        return real(src, dst)
+
+    monkeypatch.setattr(artifacts.os, "replace", flaky)
+    with pytest.raises(OSError):
+        with atomic_dir(final) as tmp:
+            write_manifest(tmp, {"key": "new"})
+    monkeypatch.undo()
+    assert read_manifest(final) == {"key": "old"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["step"]
+
+
+KILL_BETWEEN_RENAMES = """
+import os, sys
+from pathlib import Path
+from loupe.storage import artifacts
+
+real, calls = os.replace, []
+
+def killing(src, dst):
+    real(src, dst)
+    calls.append(dst)
+    if Path(dst).name.startswith(".old-"):
+        os._exit(9)  # a kill -9 right after the old copy went aside, before the new one is in place
+
+artifacts.os.replace = killing
+with artifacts.atomic_dir(Path(sys.argv[1])) as tmp:
+    artifacts.write_manifest(tmp, {"key": "new"})
+    (tmp / "data.bin").write_bytes(b"new")
+"""
+
+
+def test_a_kill_between_the_renames_of_a_replace_is_recovered_on_open(tmp_path):
+    """A writer killed between its two renames leaves neither `step` nor a finished new copy; opening
+    the workspace (clean_scratch) puts the old copy back whole."""
+    import subprocess
+    import sys
+
+    final = tmp_path / "artifacts" / "step"
+    with atomic_dir(final) as tmp:
+        write_manifest(tmp, {"key": "old"})
+        (tmp / "data.bin").write_bytes(b"old")
+    done = subprocess.run([sys.executable, "-c", KILL_BETWEEN_RENAMES, str(final)], capture_output=True, text=True)
+    assert done.returncode == 9, done.stderr
+    assert not final.exists()  # the crash window: only the old copy (and the new scratch) remain
+    assert any(p.name.startswith(".old-step-") for p in final.parent.iterdir())
+
+    from loupe.services.workspace import Workspace
+    from loupe.settings import Settings
+
+    Workspace.open(Settings(workspace=tmp_path, database_url=None)).close()
+    assert read_manifest(final) == {"key": "old"}
+    assert (final / "data.bin").read_bytes() == b"old"
+    assert sorted(p.name for p in final.parent.iterdir()) == ["step"]

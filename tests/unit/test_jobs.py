@@ -158,3 +158,50 @@ def test_a_chain_makes_every_row_at_once_and_stops_at_a_failure_or_a_cancel(repo
     assert repo.get(x.id).message == "cancelled" and repo.get(y.id).message == "skipped"
     assert ran == ["slow"] and not runner.cancel(y.id)
     runner.shutdown(wait=True)
+
+
+def test_the_queue_is_bounded_and_identical_requests_join_the_active_job(repo):
+    from loupe.errors import TooManyRequests
+
+    runner = JobRunner(repo, ThreadExecutor(max_workers=1), max_queued=2)
+    gate = threading.Event()
+    runner.submit("t", "blocker", {}, lambda ctx: gate.wait(10) and None)
+    _wait(lambda: repo.get(1).status == "running")  # running jobs do not count: they left the queue
+    a = runner.submit("t", "a", {"x": 1}, lambda ctx: {"ran": "a"}, dedupe="key-a")
+    again = runner.submit("t", "a", {"x": 1}, lambda ctx: {"ran": "twice"}, dedupe="key-a")
+    assert again.id == a.id and runner.queued() == 1  # joined, not queued twice
+    runner.submit("t", "b", {}, lambda ctx: None)
+    with pytest.raises(TooManyRequests) as e:
+        runner.submit("t", "c", {}, lambda ctx: None)
+    assert e.value.status_code == 429 and e.value.headers == {"Retry-After": str(runner.RETRY_AFTER)}
+    with pytest.raises(TooManyRequests):
+        runner.submit_chain("t", [("d", {}, lambda ctx: None)])
+    assert runner.submit("t", "a", {}, lambda ctx: None, dedupe="key-a").id == a.id  # a join is never refused
+    build = runner.submit("t", "world", {}, lambda ctx: None, priority=BUILD, bounded=False)  # the build's own
+    assert [j.name for j in repo.list()][::-1] == ["blocker", "a", "b", "world"]
+    gate.set()
+    _wait(lambda: all(j.status == "done" for j in repo.list()))
+    assert repo.get(a.id).artifacts == {"ran": "a"} and repo.get(build.id).status == "done"
+    # once it finished, the same request makes a new job
+    b = runner.submit("t", "a", {"x": 1}, lambda ctx: None, dedupe="key-a")
+    assert b.id != a.id
+    _wait(lambda: repo.get(b.id).status == "done")
+    runner.shutdown(wait=True)
+
+
+def test_an_identical_chain_joins_and_a_cancelled_one_frees_its_key(repo):
+    runner = JobRunner(repo, ThreadExecutor(max_workers=1), max_queued=8)
+    gate = threading.Event()
+    runner.submit("t", "blocker", {}, lambda ctx: gate.wait(10) and None)
+    items = [(n, {}, lambda ctx: None) for n in ("one", "two")]
+    first = runner.submit_chain("t", items, dedupe="chain")
+    assert [j.id for j in runner.submit_chain("t", items, dedupe="chain")] == [j.id for j in first]
+    assert [j.id for j in runner.active("chain")] == [j.id for j in first]
+    assert runner.cancel(first[0].id)  # cancels the chain: the key is free again
+    assert runner.active("chain") is None
+    second = runner.submit_chain("t", items, dedupe="chain")
+    assert {j.id for j in second}.isdisjoint(j.id for j in first)
+    gate.set()
+    _wait(lambda: all(repo.get(j.id).status == "done" for j in second))
+    assert runner.active("chain") is None
+    runner.shutdown(wait=True)

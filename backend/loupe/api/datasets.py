@@ -40,7 +40,10 @@ class DatasetOut(BaseModel):
     source: str = Field(description="world (the world's own), file (CLI) or upload")
     path: str
     format: str
-    counts: dict[str, Any] = Field(description="documents, train, heldout, texts, conversations, chars, bytes")
+    counts: dict[str, Any] = Field(
+        description="documents, train, heldout, texts, conversations, chars, bytes, and harmful / harmless: the "
+        "records labelled for refusal directions and steering sweeps"
+    )
     sha256: str | None = Field(description="of the source file")
     created_at: datetime | None
     deletable: bool

@@ -10,6 +10,7 @@ from fastapi import Depends, Request
 
 from loupe.services.container import Container
 from loupe.services.datasets import DatasetService
+from loupe.services.finetune import FineTuneService
 from loupe.services.generation import GenerationService
 from loupe.services.influence.service import InfluenceService
 from loupe.services.jacobian.layer import LayerJacobianService
@@ -48,3 +49,4 @@ LiveDep = Annotated[LiveEditService, Depends(_part("live"))]
 InfluenceDep = Annotated[InfluenceService, Depends(_part("influence"))]
 JacobianDep = Annotated[JacobianService, Depends(_part("jacobian"))]
 LayersDep = Annotated[LayerJacobianService, Depends(_part("layers"))]
+FineTunesDep = Annotated[FineTuneService, Depends(_part("finetunes"))]

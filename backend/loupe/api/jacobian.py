@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 from loupe.api.bounds import Position, Seed
 from loupe.api.deps import JacobianDep, LayersDep
 from loupe.api.errors import errors
+from loupe.api.jobs import QUEUE_FULL
 from loupe.services.jacobian.runs import MAX_EPOCHS, MAX_PARAMS, N_TRAIN, PAPER, RunSettings, max_width
 
 router = APIRouter(tags=["jacobian"], responses=errors(404, 409))
@@ -115,7 +116,7 @@ def list_runs(jacobian: JacobianDep) -> RunList:
     )
 
 
-@router.post("/jacobian/runs", response_model=RunStarted)
+@router.post("/jacobian/runs", response_model=RunStarted, responses=QUEUE_FULL)
 def start_run(body: RunSettingsIn, jacobian: JacobianDep) -> RunStarted:
     return RunStarted(**jacobian.start(RunSettings(**body.model_dump())))
 

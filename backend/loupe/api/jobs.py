@@ -6,10 +6,20 @@ from pydantic import BaseModel
 
 from loupe.api.bounds import Id
 from loupe.api.deps import ContainerDep
-from loupe.api.errors import errors
+from loupe.api.errors import ErrorOut, errors
 from loupe.errors import Conflict, NotFound
 
 router = APIRouter(tags=["jobs"])
+
+# what an endpoint that starts jobs may answer besides its success: the queue is full
+QUEUE_FULL: dict[int | str, dict[str, Any]] = {
+    429: {
+        "description": "The job queue is full (LOUPE_MAX_QUEUED_JOBS jobs wait): try again after Retry-After "
+        "seconds. An identical request joins the job already queued or running instead.",
+        "headers": {"Retry-After": {"description": "seconds to wait", "schema": {"type": "integer"}}},
+        "model": ErrorOut,
+    }
+}
 
 
 class Progress(BaseModel):

@@ -1,3 +1,5 @@
+from typing import Any
+
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
@@ -33,6 +35,10 @@ class ModelInfo(BaseModel):
     chat: ChatFormatInfo | None = Field(
         None, description="The one-turn chat format (null if its tokenizer is unreadable)."
     )
+    parent: str | None = Field(None, description="The model it was fine-tuned from (null: not made by Loupe).")
+    lineage: dict[str, Any] | None = Field(
+        None, description="A fine-tune's parent, dataset_id, method and settings (POST /api/finetunes)."
+    )
 
 
 class ModelList(BaseModel):
@@ -50,9 +56,10 @@ def _info(rec, models) -> ModelInfo:
         id=rec.id,
         name=rec.name,
         source=rec.source,
-        path=rec.path,
+        path=models.path(rec),
         loaded=models.is_loaded(rec.id),
         chat=chat,
+        parent=(rec.config.get("lineage") or {}).get("parent"),
         **rec.config,
     )
 

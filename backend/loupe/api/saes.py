@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from loupe.api.bounds import MAX_FEATURES, FeatureIndex, PlainLine
 from loupe.api.deps import FeaturesDep, SAEJobsDep, SAEsDep
 from loupe.api.errors import errors
-from loupe.api.jobs import JobOut, job_out
+from loupe.api.jobs import QUEUE_FULL, JobOut, job_out
 
 router = APIRouter(tags=["saes"], responses=errors(404, 409))
 
@@ -35,6 +35,9 @@ class SAEOut(BaseModel):
     dataset_id: str | None = Field(
         None, description="what it was trained or its dashboards built on; null: the world's"
     )
+    version: int = Field(
+        1, description="1, 2, ...: one more each time its weights change (a retrain under the same id)"
+    )
     path: str
     metrics: dict[str, Any] = Field(
         description="held-out quality: fvu, l0, dead_fraction, dense_fraction, "
@@ -47,6 +50,15 @@ class SAEList(BaseModel):
     saes: list[SAEOut]
 
 
+class StaleLabel(BaseModel):
+    """A person's label written for an earlier version of the SAE: its weights changed since, so the
+    index may name another feature now; shown as such, never as the feature's label."""
+
+    label: str
+    version: int = Field(description="the SAE version it was written for")
+    stale: Literal[True] = True
+
+
 class FeatureRow(BaseModel):
     index: int
     density: float
@@ -54,7 +66,10 @@ class FeatureRow(BaseModel):
     mean_activation: float
     capacity: float
     auto_label: str
-    label: str | None
+    label: str | None = Field(description="a person's label, written for the SAE's current version")
+    stale_label: StaleLabel | None = Field(
+        None, description="a person's label written for an earlier version of the SAE (then `label` is null)"
+    )
     top_domain: str | None
     top_domain_share: float | None
 
@@ -118,6 +133,7 @@ class LabelOut(BaseModel):
     sae_id: str
     index: int
     label: str | None
+    version: int = Field(description="the SAE version the label is written for (its current one)")
 
 
 class ActivationsIn(BaseModel):
@@ -173,14 +189,17 @@ class RegisterIn(BaseModel):
     id: str = Field(description="the id to register it under (letters, digits, _ . -)")
     model_id: str | None = Field(None, description="the model whose hook it reads; default: the default model")
     path: str | None = Field(
-        None, description="a sae-lens SAE directory on this machine (cfg.json + sae_weights.safetensors)"
+        None,
+        description="a sae-lens SAE directory (cfg.json + sae_weights.safetensors) inside one of the server's SAE "
+        "import folders (LOUPE_SAE_ROOTS, default: imports/ in the workspace); a relative path is taken inside the "
+        "first; no symbolic links",
     )
     release: str | None = Field(None, description="sae-lens pretrained release (needs the Hugging Face hub)")
     hub_sae_id: str | None = Field(None, description="the SAE's id inside `release`")
     dataset_id: str | None = Field(None, description="the dataset its dashboards are built on; default: the world's")
 
 
-@router.post("/saes", response_model=SAEOut, status_code=202)
+@router.post("/saes", response_model=SAEOut, status_code=202, responses=QUEUE_FULL)
 def register_sae(body: RegisterIn, sae_jobs: SAEJobsDep, saes: SAEsDep) -> Any:
     """Register an SAE; its dashboards build as background jobs (see `dashboards` and /api/jobs)."""
     rec, _ = sae_jobs.register(body.id, body.model_id, body.path, body.release, body.hub_sae_id, body.dataset_id)
@@ -213,7 +232,7 @@ class TrainOut(BaseModel):
     jobs: list[JobOut] = Field(description="tokens (if missing), cache, train, eval, dashboards: one after another")
 
 
-@router.post("/saes/train", response_model=TrainOut, status_code=202)
+@router.post("/saes/train", response_model=TrainOut, status_code=202, responses=QUEUE_FULL)
 def train_sae(body: TrainIn, sae_jobs: SAEJobsDep, saes: SAEsDep) -> Any:
     """Train an SAE on any model's hook over a dataset, as a chain of jobs (cancel any with DELETE
     /api/jobs/{id}); it is then measured on the dataset's held-out tokens and gets dashboards."""
@@ -232,7 +251,7 @@ def train_sae(body: TrainIn, sae_jobs: SAEJobsDep, saes: SAEsDep) -> Any:
     return {"sae": saes.describe(rec), "jobs": [job_out(j) for j in jobs]}
 
 
-@router.post("/saes/{sae_id}/dashboards", response_model=TrainOut, status_code=202)
+@router.post("/saes/{sae_id}/dashboards", response_model=TrainOut, status_code=202, responses=QUEUE_FULL)
 def retry_dashboards(sae_id: str, sae_jobs: SAEJobsDep, saes: SAEsDep) -> Any:
     """Queue an SAE's dashboard steps again (after they failed, or when they are missing)."""
     rec, jobs = sae_jobs.retry_dashboards(sae_id)

@@ -13,6 +13,7 @@ from loupe.api.bounds import MAX_PROMPTS, Id, Magnitude, PlainLine
 from loupe.api.deps import LiveDep, SteeringDep, VectorsDep
 from loupe.api.errors import errors
 from loupe.api.generate import MAX_INTERVENTIONS, MAX_PROMPT_CHARS, Intervention, PromptOrMessages
+from loupe.api.jobs import QUEUE_FULL
 from loupe.errors import Unprocessable
 from loupe.services.steering.evaluation import DEFAULT_ALPHAS
 from loupe.services.steering.live import MAX_CONTINUE_TOKENS
@@ -221,7 +222,7 @@ async def import_vector(
     return VectorDetail(**vectors.describe(rec, detail=True))
 
 
-@router.post("/vectors/compute", response_model=JobStarted, status_code=202)
+@router.post("/vectors/compute", response_model=JobStarted, status_code=202, responses=QUEUE_FULL)
 def compute_vector(req: ComputeRequest, st: SteeringDep) -> JobStarted:
     """A difference-of-means direction from two prompt sets, selected as in Arditi et al. (a job). Its result
     (`GET /api/jobs/{job_id}`, `artifacts`) says whether a candidate passed (`passed`, `reason`, the `best`
@@ -239,7 +240,7 @@ def compute_vector(req: ComputeRequest, st: SteeringDep) -> JobStarted:
     )
 
 
-@router.post("/steering/evaluate", response_model=JobStarted, status_code=202)
+@router.post("/steering/evaluate", response_model=JobStarted, status_code=202, responses=QUEUE_FULL)
 def evaluate(req: EvaluateRequest, st: SteeringDep) -> JobStarted:
     """Refusal rates (harmful, harmless) and KL on harmless prompts for each method and alpha, as a
     job; the result is at GET /api/steering/evaluations/{eval_id} (the job's artifacts name it)."""

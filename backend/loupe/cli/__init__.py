@@ -17,9 +17,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from loupe.cli.console import console
 from loupe.cli.evals import eval_app
 from loupe.errors import LoupeError
+from loupe.jobs.memory import peak_mb, reset_peak
 from loupe.settings import Settings, quiet_libraries
 
 if TYPE_CHECKING:
+    from loupe.security import Auth
     from loupe.services.container import Container
     from loupe.worlds import World
 
@@ -61,9 +63,12 @@ def run_steps(world: World, c: Container, background: bool | None) -> None:
         console=console,
     ) as bars:
         tasks: dict[str, Any] = {}
+        started: dict[str, float] = {}
 
         def listener_for(step: Any) -> Any:
             tasks[step.name] = bars.add_task(step.title, total=None, message="")
+            started[step.name] = time.monotonic()
+            reset_peak()  # steps run one at a time here, so the peak after it is the step's own
 
             def update(done: float, total: float | None, message: str) -> None:
                 bars.update(tasks[step.name], completed=done, total=total, message=message)
@@ -73,6 +78,11 @@ def run_steps(world: World, c: Container, background: bool | None) -> None:
         def finished(step: Any) -> None:
             t = bars.tasks[tasks[step.name]]
             bars.update(tasks[step.name], completed=t.total or 1, total=t.total or 1)
+            peak = peak_mb()
+            bars.console.print(
+                f"{step.name}: {time.monotonic() - started[step.name]:.1f}s"
+                + (f", peak RSS {peak:,.0f} MB" if peak is not None else "")
+            )
 
         def skipped(step: Any) -> None:
             bars.add_task(step.title, total=1, completed=1, message="[dim]already built")
@@ -103,30 +113,72 @@ def build(
     console.print(f"[green]workspace ready[/] at {settings.workspace.resolve()} in {time.monotonic() - t0:.1f}s")
 
 
+INSECURE_HELP = (
+    "Serve a non-loopback host without a token (LOUPE_INSECURE_NO_AUTH): anyone who reaches the port may read "
+    "and change this server."
+)
+
+
+def server_settings(insecure_no_auth: bool) -> tuple[Settings, Auth]:
+    """The settings to serve with and their token, or exit with the reason the server must not start."""
+    from loupe.security import RefuseToStart, resolve_auth  # deferred: it imports FastAPI; see the module docstring
+
+    settings = Settings()
+    if insecure_no_auth:
+        settings = settings.model_copy(update={"insecure_no_auth": True})
+    try:
+        return settings, resolve_auth(settings)
+    except RefuseToStart as exc:
+        console.print(f"[red]Loupe will not start:[/] {exc}")
+        raise typer.Exit(2) from exc
+
+
+def announce(settings: Settings, auth: Auth) -> None:
+    console.print(f"Loupe at [bold]http://{settings.host}:{settings.port}[/]  (API docs: /docs)")
+    if auth.source == "generated":
+        console.print(
+            f"API token (printed this once; kept in {auth.path}, mode 0600): [bold]{auth.token}[/]\n"
+            "the web page asks for it; scripts send `Authorization: Bearer <token>`"
+        )
+    elif auth.source == "file":
+        console.print(f"API token: the one in {auth.path}")
+    elif auth.source == "setting":
+        console.print("API token: LOUPE_TOKEN")
+    elif auth.source == "insecure":
+        console.print("[yellow]no API token (--insecure-no-auth): anyone who reaches this port may change this server")
+    if settings.read_only:
+        console.print("read-only (LOUPE_READ_ONLY): writes and jobs get 403")
+
+
 @app.command()
-def serve() -> None:
+def serve(insecure_no_auth: bool = typer.Option(False, "--insecure-no-auth", help=INSECURE_HELP)) -> None:
     """Serve the API and UI (background analyses continue as jobs)."""
+    settings, auth = server_settings(insecure_no_auth)
+    _serve(settings, auth)
+
+
+def _serve(settings: Settings, auth: Auth) -> None:
     import uvicorn  # deferred: see the module docstring
 
     from loupe.app import create_app
 
-    settings = Settings()
     setup(settings)
-    console.print(f"Loupe at [bold]http://{settings.host}:{settings.port}[/]  (API docs: /docs)")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")
+    app_ = create_app(settings)
+    announce(settings, auth)
+    uvicorn.run(app_, host=settings.host, port=settings.port, log_level="warning")
 
 
 @app.command()
-def run() -> None:
+def run(insecure_no_auth: bool = typer.Option(False, "--insecure-no-auth", help=INSECURE_HELP)) -> None:
     """Build what is missing up to a trained model, then serve while the analyses run as jobs."""
-    settings = Settings()
+    settings, auth = server_settings(insecure_no_auth)  # refuse before minutes of building, not after
     world, c = open_world(settings)
     if settings.model:
         register_external(c, settings)
     else:
         run_steps(world, c, background=False)
     c.close()
-    serve()
+    _serve(settings, auth)
 
 
 @app.command()
@@ -174,7 +226,7 @@ def models_import(file: str, id: str = typer.Option(..., "--id"), name: str = ty
         console.print(f"[red]cannot import {file}:[/] {exc.message}")
         raise typer.Exit(1) from exc
     console.print(
-        f"imported [bold]{rec.id}[/] into {rec.path}: {rec.config['n_layers']} layers, d_model {rec.config['d_model']}"
+        f"imported [bold]{rec.id}[/] into {c.models.path(rec)}: {rec.config['n_layers']} layers, d_model {rec.config['d_model']}"
     )
 
 

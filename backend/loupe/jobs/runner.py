@@ -5,7 +5,12 @@ failed, progress and errors kept). `JobRunner.submit` queues it by priority (low
 within a priority) for the executor's workers; `run_job` runs one in the caller's thread (the CLI's
 foreground build, `wait=True` callers). Cancellation is cooperative: `cancel` marks a queued job
 failed at once and asks a running one to stop, which its body notices at its next `ctx.progress`
-(or `ctx.check_cancelled()`); its artifacts are written atomically, so a stopped job leaves none."""
+(or `ctx.check_cancelled()`); its artifacts are written atomically, so a stopped job leaves none.
+
+The queue is bounded: a submission that would add to `max_queued` waiting jobs raises TooManyRequests
+(429 with Retry-After); one with the `dedupe` key of a job (or chain) still queued or running joins
+it (gets its rows) instead of queuing a second. The world's own build (`bounded=False`) is never
+refused."""
 
 from __future__ import annotations
 
@@ -20,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loupe.core.config import Progress
+from loupe.errors import TooManyRequests
 from loupe.jobs.executors import Executor, ThreadExecutor
 from loupe.storage.models import Job
 from loupe.storage.repositories import JobRepository
@@ -102,15 +108,66 @@ class JobRunner:
     """A priority queue of jobs drained by an executor's workers (threads in this process by default;
     any `Executor` can stand in). Made once per process by the service container."""
 
-    def __init__(self, repo: JobRepository, executor: Executor | None = None):
+    RETRY_AFTER = 10  # seconds a refused client is told to wait (a job step takes seconds to minutes)
+
+    def __init__(self, repo: JobRepository, executor: Executor | None = None, max_queued: int | None = None):
         self.repo = repo
         self.executor = executor or ThreadExecutor(max_workers=2)
+        self.max_queued = max_queued
         self._heap: list[_Queued] = []
         self._seq = itertools.count()
         self._guard = threading.Lock()
-        self._cancel: dict[int, threading.Event] = {}
+        self._admission = threading.Lock()  # a check of the bound and keys, and the rows it admits, at once
+        self._cancel: dict[int, threading.Event] = {}  # every queued, waiting or running job of this runner
         self._waiting: set[int] = set()  # rows of chains made but not yet queued
         self._chains: dict[int, list[int]] = {}  # job id -> the ids of its chain
+        self._keys: dict[str, list[int]] = {}  # dedupe key -> its job ids, while any of them is active
+        self._key_of: dict[int, str] = {}
+
+    def queued(self) -> int:
+        """How many jobs wait (queued, or made for a chain and not yet queued)."""
+        with self._guard:
+            return len(self._heap) + len(self._waiting)
+
+    def check_room(self) -> None:
+        """Raise TooManyRequests now if a bounded submission would be refused (callers that make rows
+        before they submit check first)."""
+        self._check_bound(True)
+
+    def active(self, dedupe: str) -> list[Job] | None:
+        """The rows of the active job or chain with this dedupe key, if any."""
+        ids = self._joined(dedupe)
+        return None if ids is None else self.repo.many(ids)
+
+    def _joined(self, dedupe: str | None) -> list[int] | None:
+        """The ids of the active job or chain with this key, if any."""
+        with self._guard:
+            return list(self._keys[dedupe]) if dedupe is not None and dedupe in self._keys else None
+
+    def _check_bound(self, bounded: bool) -> None:
+        if not bounded or self.max_queued is None:
+            return
+        waiting = self.queued()
+        if waiting >= self.max_queued:
+            raise TooManyRequests(
+                f"{waiting} jobs are waiting, the most this server queues (LOUPE_MAX_QUEUED_JOBS="
+                f"{self.max_queued}); try again when some have run, or cancel one (DELETE /api/jobs/{{id}})",
+                self.RETRY_AFTER,
+            )
+
+    def _remember(self, dedupe: str | None, ids: list[int]) -> None:
+        if dedupe is None:
+            return
+        with self._guard:
+            self._keys[dedupe] = ids
+            for i in ids:
+                self._key_of[i] = dedupe
+
+    def _release(self, job_id: int) -> None:
+        """Forget a finished job's key once no job of its chain is active (call with the guard held)."""
+        key = self._key_of.pop(job_id, None)
+        if key is not None and not any(i in self._cancel for i in self._keys.get(key, [])):
+            self._keys.pop(key, None)
 
     def submit(
         self,
@@ -120,31 +177,54 @@ class JobRunner:
         body: JobBody,
         priority: int = INTERACTIVE,
         on_success: Callable[[dict[str, Any]], None] | None = None,
+        dedupe: str | None = None,
+        bounded: bool = True,
     ) -> Job:
-        """Queue `body` as a new job; returns its row (status queued)."""
-        job = self.repo.create(kind, name, params)
-        with self._guard:
-            self._cancel[job.id] = threading.Event()
-            heapq.heappush(self._heap, _Queued(priority, next(self._seq), job.id, body, on_success))
+        """Queue `body` as a new job; returns its row (status queued), or the row of the active job
+        with the same `dedupe` key. Raises TooManyRequests when the queue is full (`bounded`)."""
+        with self._admission:
+            joined = self._joined(dedupe)
+            if joined is not None:
+                job = self.repo.get(joined[0])
+                if job is not None:
+                    return job
+            self._check_bound(bounded)
+            job = self.repo.create(kind, name, params)
+            with self._guard:
+                self._cancel[job.id] = threading.Event()
+                heapq.heappush(self._heap, _Queued(priority, next(self._seq), job.id, body, on_success))
+            self._remember(dedupe, [job.id])
         # each submission adds one "run the best queued job" task; the heap decides which job that is
         self.executor.submit(self._run_next)
         return job
 
     def submit_chain(
-        self, kind: str, items: list[tuple[str, dict[str, Any], JobBody]], priority: int = INTERACTIVE
+        self,
+        kind: str,
+        items: list[tuple[str, dict[str, Any], JobBody]],
+        priority: int = INTERACTIVE,
+        dedupe: str | None = None,
+        bounded: bool = True,
     ) -> list[Job]:
         """Queue (name, params, body) jobs that run one after another. Every row is made now, so a
         caller can show the whole chain and cancel any part of it; each job is queued when the one
-        before it succeeds, and a failure or a cancel fails the jobs after it ("skipped")."""
-        rows = [self.repo.create(kind, name, params) for name, params, _ in items]
-        ids = [r.id for r in rows]
-        for prev, job_id in zip(ids, ids[1:]):
-            self.repo.progress(job_id, 0, None, f"waiting for job {prev}")
-        with self._guard:
-            for job_id in ids:
-                self._cancel[job_id] = threading.Event()
-                self._chains[job_id] = ids
-            self._waiting.update(ids[1:])
+        before it succeeds, and a failure or a cancel fails the jobs after it ("skipped"). With the
+        `dedupe` key of an active chain, returns that chain's rows instead."""
+        with self._admission:
+            joined = self._joined(dedupe)
+            if joined is not None:
+                return self.repo.many(joined)
+            self._check_bound(bounded)
+            rows = [self.repo.create(kind, name, params) for name, params, _ in items]
+            ids = [r.id for r in rows]
+            for prev, job_id in zip(ids, ids[1:]):
+                self.repo.progress(job_id, 0, None, f"waiting for job {prev}")
+            with self._guard:
+                for job_id in ids:
+                    self._cancel[job_id] = threading.Event()
+                    self._chains[job_id] = ids
+                self._waiting.update(ids[1:])
+            self._remember(dedupe, ids)
 
         def push(i: int) -> None:
             job_id = ids[i]
@@ -177,6 +257,7 @@ class JobRunner:
                 self._waiting.discard(i)
                 self._cancel.pop(i, None)
                 self._chains.pop(i, None)
+                self._release(i)
         for i in skipped:
             self.repo.fail(i, f"not run: {reason}", message="skipped")
 
@@ -215,6 +296,8 @@ class JobRunner:
                 self._heap.remove(queued)
                 heapq.heapify(self._heap)
                 self._cancel.pop(job_id, None)
+            if queued is not None or waiting:
+                self._release(job_id)
             chain = self._chains.pop(job_id, [])
         if queued is not None or waiting:
             self.repo.fail(job_id, CANCELLED, message="cancelled")
@@ -241,6 +324,7 @@ class JobRunner:
             with self._guard:
                 self._cancel.pop(item.job_id, None)
                 self._chains.pop(item.job_id, None)
+                self._release(item.job_id)
         if item.on_success is not None:
             item.on_success(artifacts)
 

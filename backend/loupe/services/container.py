@@ -14,6 +14,7 @@ from loupe.jobs.executors import Executor
 from loupe.jobs.pipeline import Step
 from loupe.jobs.runner import JobRunner
 from loupe.services.datasets import DatasetService, Subject
+from loupe.services.finetune import FineTuneService
 from loupe.services.generation import GenerationService
 from loupe.services.influence.build import InfluencePipeline
 from loupe.services.influence.config import InfluenceConfig
@@ -64,7 +65,7 @@ class Container:
         self.ws = ws
         self.subject = subject
         self.analyses = analyses or Analyses()
-        self.jobs = JobRunner(ws.jobs, executor)
+        self.jobs = JobRunner(ws.jobs, executor, max_queued=settings.max_queued_jobs)
         self.models = ModelService(ws, default_model or (subject.model_id if subject else None))
         self.saes = SAERegistry(ws, self.models)
         self.saes.restore()
@@ -79,6 +80,7 @@ class Container:
         self.live = LiveEditService(self.models, self.plans, settings.max_prompt_chars)
         self.features = FeatureService(ws, self.models, self.saes)
         self.steering = SteeringService(ws, self.models, self.vectors, self.jobs, self.datasets)
+        self.finetunes = FineTuneService(ws, self.models, self.datasets, self.jobs)
         self.influence = InfluenceService(ws, self.saes, subject, self.analyses.influence)
         self.jacobian = JacobianService(ws, self.jobs, self.analyses.jacobian)
         self.layers = LayerJacobianService(self.models, self.saes)

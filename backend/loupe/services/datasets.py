@@ -316,10 +316,11 @@ class DatasetService:
         ds = self.get(dataset_id)
         model_n_ctx = int(rec.config.get("n_ctx", N_CTX))
         n_ctx = min(model_n_ctx, n_ctx or N_CTX)
+        model_dir = Path(self.models.path(rec))  # the stored path is relative to the workspace
         return Subject(
             model_id=model_id,
-            model_dir=Path(rec.path),
-            model_key=(read_manifest(Path(rec.path)) or {}).get("key") or fingerprint("model", rec.path, rec.config),
+            model_dir=model_dir,
+            model_key=(read_manifest(model_dir) or {}).get("key") or fingerprint("model", rec.path, rec.config),
             dataset=ds,
             tokens_dir=self.ws.artifact("tokens", dataset_id, f"{model_id}-{n_ctx}"),
             n_ctx=n_ctx,

@@ -33,7 +33,7 @@ class Workspace:
         settings.workspace.mkdir(parents=True, exist_ok=True)
         settings.artifacts_dir.mkdir(parents=True, exist_ok=True)
         db = Database(settings.resolved_database_url)
-        db.migrate()
+        db.migrate(settings.workspace)
         ws = cls(settings, db, JobRepository(db), ModelRepository(db), EvalRepository(db), SAERepository(db))
         clean_scratch(settings.artifacts_dir)
         ws.jobs.fail_orphans()

@@ -1,5 +1,8 @@
 """Artifact files: written to a temporary sibling and renamed into place, so a reader never
-sees a half-written file or directory, whatever kills the writer."""
+sees a half-written file or directory, whatever kills the writer.
+
+Replacing a directory takes two renames (old aside to `.old-*`, new into place); a kill between
+them leaves only the `.old-*` copy, which `clean_scratch` (run when a workspace opens) renames back."""
 
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 MANIFEST = "manifest.json"
-_SCRATCH = re.compile(r"^\.(tmp|old)-.*-p(\d+)-[0-9a-f]{8}$")
+_SCRATCH = re.compile(r"^\.(tmp|old)-(.*)-p(\d+)-[0-9a-f]{8}$")
 
 
 def _scratch(parent: Path, kind: str, name: str) -> Path:
@@ -62,7 +65,12 @@ def atomic_dir(final: Path) -> Iterator[Path]:
         if final.exists():
             trash = _scratch(final.parent, "old", final.name)
             os.replace(final, trash)
-            os.replace(tmp, final)
+            try:
+                os.replace(tmp, final)
+            except BaseException:
+                os.replace(trash, final)  # put the old copy back: never neither
+                raise
+            _fsync_dir(final.parent)
             shutil.rmtree(trash, ignore_errors=True)
         else:
             os.replace(tmp, final)
@@ -113,19 +121,37 @@ def read_manifest(directory: Path) -> dict[str, Any] | None:
 
 
 def clean_scratch(root: Path) -> int:
-    """Remove scratch left behind by a killed writer: every `.tmp-*` / `.old-*` entry whose writer
-    (the pid in its name) is no longer running; names without a pid are from older versions."""
+    """Recover from killed writers: an `.old-<name>-*` copy whose `<name>` is missing (the writer
+    died between the two renames of a replace) is renamed back; every other `.tmp-*` / `.old-*`
+    entry whose writer (the pid in its name) is no longer running is removed (names without a pid
+    are from older versions). Returns how many entries were removed or restored."""
     n = 0
     root = Path(root)
     if not root.exists():
         return 0
-    for p in [*root.rglob(".tmp-*"), *root.rglob(".old-*")]:
+    # newest first: if several replaces of one name died, the latest old copy is the one to restore
+    olds = sorted(root.rglob(".old-*"), key=lambda p: p.stat().st_mtime if p.exists() else 0, reverse=True)
+    for p in [*olds, *root.rglob(".tmp-*")]:
         m = _SCRATCH.match(p.name)
-        if m and (int(m.group(2)) == os.getpid() or pid_alive(int(m.group(2)))):
+        if m and (int(m.group(3)) == os.getpid() or pid_alive(int(m.group(3)))):
             continue
-        shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
+        if not os.path.lexists(p):
+            continue
+        if m and m.group(1) == "old" and not os.path.lexists(p.parent / m.group(2)):
+            os.replace(p, p.parent / m.group(2))
+        else:
+            shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
         n += 1
     return n
+
+
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes (hex): the identity of an artifact's content."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
 
 
 def fingerprint(*parts: Any) -> str:

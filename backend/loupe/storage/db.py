@@ -37,11 +37,14 @@ def alembic_config(url: str) -> Config:
     return cfg
 
 
-def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest Alembic revision (idempotent)."""
+def migrate(engine: Engine, workspace: Path | None = None) -> None:
+    """Bring the schema to the newest Alembic revision (idempotent). `workspace`: where the database's
+    artifacts live now, for migrations that rewrite stored paths relative to it."""
     cfg = alembic_config(engine.url.render_as_string(hide_password=False))
     with engine.begin() as conn:
         cfg.attributes["connection"] = conn
+        if workspace is not None:
+            cfg.attributes["workspace"] = str(Path(workspace).resolve())
         command.upgrade(cfg, "head")
 
 
@@ -55,8 +58,8 @@ class Database:
     def dialect(self) -> str:
         return self.engine.dialect.name
 
-    def migrate(self) -> None:
-        migrate(self.engine)
+    def migrate(self, workspace: Path | None = None) -> None:
+        migrate(self.engine, workspace)
 
     @contextmanager
     def session(self) -> Iterator[Session]:

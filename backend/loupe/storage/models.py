@@ -94,6 +94,10 @@ class SAERecord(Base):
     dashboards: Mapped[dict[str, Any]] = mapped_column(default=dict)  # {"status", "dir", "key", ...}
     # what its dashboards are built on (None: the world's dataset)
     dataset_id: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    # 1, 2, ...: one more each time its weights change (a retrain under the same id); labels carry the
+    # version they were written for. weights_key: the digest of the weights that version has.
+    version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    weights_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -123,6 +127,8 @@ class FeatureLabel(Base):
     sae_id: Mapped[str] = mapped_column(String(200), primary_key=True)
     index: Mapped[int] = mapped_column(Integer, primary_key=True)
     label: Mapped[str] = mapped_column(Text)
+    # the SAE's version it was written for: on another version the index names another feature
+    sae_version: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

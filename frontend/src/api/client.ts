@@ -97,13 +97,59 @@ export function errorFromBody(status: number, statusText: string, body: unknown,
   return new ApiError(status, text && !text.startsWith("<") ? `${fallback}: ${text}` : fallback, [], body);
 }
 
-/** `fetch`, with a network failure turned into an `ApiError` (an abort is passed on as it is). */
-export async function send(path: string, init: RequestInit): Promise<Response> {
+// The API token (LOUPE_TOKEN), asked for once when the server answers 401 and kept for this tab.
+const TOKEN_KEY = "loupe.token";
+
+export function storedToken(): string | null {
   try {
-    return await fetch(path, init);
-  } catch (err) {
-    if (err instanceof DOMException && err.name === "AbortError") throw err;
-    throw new ApiError(0, `Cannot reach the Loupe server (${err instanceof Error ? err.message : String(err)}). Is \`loupe serve\` running?`);
+    return sessionStorage.getItem(TOKEN_KEY);
+  } catch {
+    return null;
+  }
+}
+
+/** Asks the person for the token (`rejected`: the last one given was refused); resolves with it. */
+export type TokenAsker = (rejected: boolean) => Promise<string>;
+let asker: TokenAsker | null = null;
+let asking: Promise<string> | null = null;
+
+/** The shell registers the dialog that asks for the token; requests answered 401 wait on it. */
+export function setTokenAsker(fn: TokenAsker | null): void {
+  asker = fn;
+}
+
+function askToken(rejected: boolean, ask: TokenAsker): Promise<string> {
+  // one dialog for all the requests that were refused together
+  asking ??= ask(rejected).finally(() => {
+    asking = null;
+  });
+  return asking;
+}
+
+/** `fetch` with the tab's token, asking for one when the server answers 401; a network failure
+ * becomes an `ApiError` (an abort is passed on as it is). */
+export async function send(path: string, init: RequestInit): Promise<Response> {
+  for (;;) {
+    const token = storedToken();
+    const headers = new Headers(init.headers);
+    if (token) headers.set("Authorization", `Bearer ${token}`);
+    let res: Response;
+    try {
+      res = await fetch(path, { ...init, headers });
+    } catch (err) {
+      if (err instanceof DOMException && err.name === "AbortError") throw err;
+      throw new ApiError(0, `Cannot reach the Loupe server (${err instanceof Error ? err.message : String(err)}). Is \`loupe serve\` running?`);
+    }
+    if (res.status !== 401 || !asker) return res;
+    if (storedToken() === token) {
+      const given = await askToken(token !== null, asker);
+      try {
+        sessionStorage.setItem(TOKEN_KEY, given);
+      } catch {
+        return res; // no storage in this tab: nothing to retry with
+      }
+    }
+    init.signal?.throwIfAborted();
   }
 }
 

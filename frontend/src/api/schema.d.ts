@@ -66,6 +66,46 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/finetunes": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List Finetunes */
+        get: operations["list_finetunes_api_finetunes_get"];
+        put?: never;
+        /**
+         * Start Finetune
+         * @description Queue a fine-tune; follow it at GET /api/finetunes/{model_id} (loss so far) or /api/jobs/{job_id};
+         *     cancel it with DELETE /api/jobs/{job_id}. When it finishes, the tuned model is registered with its
+         *     `parent` and `lineage`.
+         */
+        post: operations["start_finetune_api_finetunes_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/finetunes/{model_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Get Finetune */
+        get: operations["get_finetune_api_finetunes__model_id__get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/generate": {
         parameters: {
             query?: never;
@@ -847,7 +887,10 @@ export interface components {
             index: number;
             /** Intervals */
             intervals: components["schemas"]["Interval"][];
-            /** Label */
+            /**
+             * Label
+             * @description a person's label, written for the SAE's current version
+             */
             label: string | null;
             /** Max Activation */
             max_activation: number;
@@ -862,6 +905,8 @@ export interface components {
             };
             /** Sae Id */
             sae_id: string;
+            /** @description a person's label written for an earlier version of the SAE (then `label` is null) */
+            stale_label?: components["schemas"]["StaleLabel"] | null;
             /**
              * Summary
              * @description tokens and domains the feature is enriched in, logit effects, nearest features by decoder cosine, neurons it reads from / writes to
@@ -904,7 +949,7 @@ export interface components {
             built: boolean;
             /**
              * Counts
-             * @description documents, train, heldout, texts, conversations, chars, bytes
+             * @description documents, train, heldout, texts, conversations, chars, bytes, and harmful / harmless: the records labelled for refusal directions and steering sweeps
              */
             counts: {
                 [key: string]: unknown;
@@ -948,7 +993,7 @@ export interface components {
             built: boolean;
             /**
              * Counts
-             * @description documents, train, heldout, texts, conversations, chars, bytes
+             * @description documents, train, heldout, texts, conversations, chars, bytes, and harmful / harmless: the records labelled for refusal directions and steering sweeps
              */
             counts: {
                 [key: string]: unknown;
@@ -1215,12 +1260,17 @@ export interface components {
             density: number;
             /** Index */
             index: number;
-            /** Label */
+            /**
+             * Label
+             * @description a person's label, written for the SAE's current version
+             */
             label: string | null;
             /** Max Activation */
             max_activation: number;
             /** Mean Activation */
             mean_activation: number;
+            /** @description a person's label written for an earlier version of the SAE (then `label` is null) */
+            stale_label?: components["schemas"]["StaleLabel"] | null;
             /** Top Domain */
             top_domain: string | null;
             /** Top Domain Share */
@@ -1237,6 +1287,160 @@ export interface components {
             msg: string;
             /** Type */
             type: string;
+        };
+        /** FineTuneIn */
+        FineTuneIn: {
+            /**
+             * Batch Size
+             * @default 8
+             */
+            batch_size: number;
+            /**
+             * Dataset Id
+             * @description Its train split: conversations train the assistant's turns, texts all their tokens.
+             */
+            dataset_id: string;
+            /**
+             * Learning Rate
+             * @description Default: 2e-4 for LoRA, 2e-5 for full.
+             */
+            learning_rate?: number | null;
+            /**
+             * Lora Alpha
+             * @default 16
+             */
+            lora_alpha: number;
+            /**
+             * Lora R
+             * @default 8
+             */
+            lora_r: number;
+            /**
+             * Max Length
+             * @description Tokens per example; longer ones are cut.
+             * @default 256
+             */
+            max_length: number;
+            /**
+             * Max Steps
+             * @default 200
+             */
+            max_steps: number;
+            /**
+             * Method
+             * @default lora
+             * @enum {string}
+             */
+            method: "lora" | "full";
+            /**
+             * Model Id
+             * @description The new model's id.
+             */
+            model_id: string;
+            /**
+             * Parent
+             * @description The registered model to start from.
+             */
+            parent: string;
+            /**
+             * Save Steps
+             * @description A checkpoint every this many steps (for resuming).
+             * @default 50
+             */
+            save_steps: number;
+            /**
+             * Seed
+             * @default 0
+             */
+            seed: number;
+            /**
+             * Target Modules
+             * @description LoRA target modules (e.g. ["q_proj", "v_proj"] or ["all-linear"]); default: peft's for the architecture
+             */
+            target_modules?: string[] | null;
+        };
+        /** FineTuneList */
+        FineTuneList: {
+            /** Runs */
+            runs: components["schemas"]["FineTuneRun"][];
+        };
+        /** FineTuneRun */
+        FineTuneRun: {
+            /** Config */
+            config: {
+                [key: string]: unknown;
+            };
+            /** Dataset Id */
+            dataset_id: string;
+            /** Error */
+            error: string | null;
+            /** Heldout Loss After */
+            heldout_loss_after: number | null;
+            /** Heldout Loss Before */
+            heldout_loss_before: number | null;
+            /** Job Id */
+            job_id: number;
+            /** Loss */
+            loss: components["schemas"]["LossPoint"][];
+            /** Message */
+            message: string;
+            /** Model Id */
+            model_id: string;
+            /** Parent */
+            parent: string;
+            /**
+             * Registered
+             * @description whether the tuned model is registered (the job finished)
+             */
+            registered: boolean;
+            /** Status */
+            status: string;
+        };
+        /** FineTuneRunDetail */
+        FineTuneRunDetail: {
+            /** Config */
+            config: {
+                [key: string]: unknown;
+            };
+            /** Dataset Id */
+            dataset_id: string;
+            /** Error */
+            error: string | null;
+            /**
+             * Figure
+             * @description the loss curve (plotly)
+             */
+            figure: {
+                [key: string]: unknown;
+            };
+            /** Heldout Loss After */
+            heldout_loss_after: number | null;
+            /** Heldout Loss Before */
+            heldout_loss_before: number | null;
+            /** Job Id */
+            job_id: number;
+            /** Loss */
+            loss: components["schemas"]["LossPoint"][];
+            /** Message */
+            message: string;
+            /** Model Id */
+            model_id: string;
+            /** Parent */
+            parent: string;
+            /**
+             * Registered
+             * @description whether the tuned model is registered (the job finished)
+             */
+            registered: boolean;
+            /** Status */
+            status: string;
+        };
+        /** FineTuneStarted */
+        FineTuneStarted: {
+            /** Job Id */
+            job_id: number;
+            /** Model Id */
+            model_id: string;
         };
         /** GenerateRequest */
         GenerateRequest: {
@@ -1524,6 +1728,11 @@ export interface components {
             label: string | null;
             /** Sae Id */
             sae_id: string;
+            /**
+             * Version
+             * @description the SAE version the label is written for (its current one)
+             */
+            version: number;
         };
         /** LayerOut */
         LayerOut: {
@@ -1589,6 +1798,13 @@ export interface components {
              */
             top_k: number;
         };
+        /** LossPoint */
+        LossPoint: {
+            /** Loss */
+            loss: number;
+            /** Step */
+            step: number;
+        };
         /**
          * Message
          * @description One turn of a chat: after an optional first system message, user and assistant alternate.
@@ -1616,6 +1832,13 @@ export interface components {
             hook_names: string[];
             /** Id */
             id: string;
+            /**
+             * Lineage
+             * @description A fine-tune's parent, dataset_id, method and settings (POST /api/finetunes).
+             */
+            lineage?: {
+                [key: string]: unknown;
+            } | null;
             /** Loaded */
             loaded: boolean;
             /** N Ctx */
@@ -1628,6 +1851,11 @@ export interface components {
             n_params: number;
             /** Name */
             name: string;
+            /**
+             * Parent
+             * @description The model it was fine-tuned from (null: not made by Loupe).
+             */
+            parent?: string | null;
             /** Path */
             path: string;
             /** Source */
@@ -1753,7 +1981,7 @@ export interface components {
             model_id?: string | null;
             /**
              * Path
-             * @description a sae-lens SAE directory on this machine (cfg.json + sae_weights.safetensors)
+             * @description a sae-lens SAE directory (cfg.json + sae_weights.safetensors) inside one of the server's SAE import folders (LOUPE_SAE_ROOTS, default: imports/ in the workspace); a relative path is taken inside the first; no symbolic links
              */
             path?: string | null;
             /**
@@ -1960,6 +2188,12 @@ export interface components {
              * @description demo (the world's build), trained (from the app), disk or pretrained
              */
             source: string;
+            /**
+             * Version
+             * @description 1, 2, ...: one more each time its weights change (a retrain under the same id)
+             * @default 1
+             */
+            version: number;
         };
         /**
          * SaeFeatureAdd
@@ -2017,6 +2251,26 @@ export interface components {
             text: string;
             /** Truncated */
             truncated: boolean;
+        };
+        /**
+         * StaleLabel
+         * @description A person's label written for an earlier version of the SAE: its weights changed since, so the
+         *     index may name another feature now; shown as such, never as the feature's label.
+         */
+        StaleLabel: {
+            /** Label */
+            label: string;
+            /**
+             * Stale
+             * @default true
+             * @constant
+             */
+            stale: true;
+            /**
+             * Version
+             * @description the SAE version it was written for
+             */
+            version: number;
         };
         /** TokenActivations */
         TokenActivations: {
@@ -2497,6 +2751,164 @@ export interface operations {
             };
         };
     };
+    list_finetunes_api_finetunes_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["FineTuneList"];
+                };
+            };
+            /** @description Bad request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Invalid request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+        };
+    };
+    start_finetune_api_finetunes_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["FineTuneIn"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["FineTuneStarted"];
+                };
+            };
+            /** @description Bad request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Invalid request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description The job queue is full (LOUPE_MAX_QUEUED_JOBS jobs wait): try again after Retry-After seconds. An identical request joins the job already queued or running instead. */
+            429: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+        };
+    };
+    get_finetune_api_finetunes__model_id__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                model_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["FineTuneRunDetail"];
+                };
+            };
+            /** @description Bad request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Invalid request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+        };
+    };
     generate_api_generate_post: {
         parameters: {
             query?: never;
@@ -2948,6 +3360,17 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorOut"];
                 };
             };
+            /** @description The job queue is full (LOUPE_MAX_QUEUED_JOBS jobs wait): try again after Retry-After seconds. An identical request joins the job already queued or running instead. */
+            429: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
         };
     };
     get_run_api_jacobian_runs__run_id__get: {
@@ -3361,6 +3784,17 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorOut"];
                 };
             };
+            /** @description The job queue is full (LOUPE_MAX_QUEUED_JOBS jobs wait): try again after Retry-After seconds. An identical request joins the job already queued or running instead. */
+            429: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
         };
     };
     train_sae_api_saes_train_post: {
@@ -3415,6 +3849,17 @@ export interface operations {
             /** @description Invalid request */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description The job queue is full (LOUPE_MAX_QUEUED_JOBS jobs wait): try again after Retry-After seconds. An identical request joins the job already queued or running instead. */
+            429: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3649,6 +4094,17 @@ export interface operations {
             /** @description Invalid request */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description The job queue is full (LOUPE_MAX_QUEUED_JOBS jobs wait): try again after Retry-After seconds. An identical request joins the job already queued or running instead. */
+            429: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {
@@ -3967,6 +4423,17 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorOut"];
                 };
             };
+            /** @description The job queue is full (LOUPE_MAX_QUEUED_JOBS jobs wait): try again after Retry-After seconds. An identical request joins the job already queued or running instead. */
+            429: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
         };
     };
     evaluations_api_steering_evaluations_get: {
@@ -4257,6 +4724,17 @@ export interface operations {
             /** @description Invalid request */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description The job queue is full (LOUPE_MAX_QUEUED_JOBS jobs wait): try again after Retry-After seconds. An identical request joins the job already queued or running instead. */
+            429: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {

@@ -12,6 +12,7 @@ import {
 import { HistogramPanel, IntervalsPanel, TopExamplesPanel } from "../features/features/dashboard/FeatureExamples";
 import { FeatureNav } from "../features/features/dashboard/FeatureNav";
 import { FeatureStats } from "../features/features/dashboard/FeatureStats";
+import { StaleLabel } from "../features/features/dashboard/LabelEditor";
 import { summaryOf } from "../features/features/dashboard/summary";
 import { TryText } from "../features/features/dashboard/TryText";
 import { featuresUrl } from "../features/features/url";
@@ -61,12 +62,13 @@ export function FeaturePage({ saeId, index }: { saeId: string; index: number }) 
             <span className="feature-title-label" data-testid="feature-display-label">
               {d.label ? d.label : <span className="mono muted">{d.auto_label}</span>}
             </span>
+            {d.stale_label && <StaleLabel stale={d.stale_label} />}
           </h1>
         </div>
         {nav}
       </header>
 
-      <FeatureStats d={d} onLabelSaved={(label) => setData({ ...d, label })} />
+      <FeatureStats d={d} onLabelSaved={(label) => setData({ ...d, label, stale_label: null })} />
 
       <div className="feature-grid">
         <div className="feature-main">

@@ -14,6 +14,7 @@ from jinja2 import TemplateError
 
 from loupe.core.chat import PLAIN_CHAT, ChatFormat, format_from_template, validate_messages
 from loupe.errors import NotFound, Unprocessable
+from loupe.services.models.fairlock import FairRLock
 from loupe.services.models.loading import describe, load_bridge, load_tokenizer
 from loupe.services.workspace import Workspace
 from loupe.storage.models import ModelRecord
@@ -42,8 +43,9 @@ class LoadedModel:
     bridge: Any  # transformer_lens.model_bridge.TransformerBridge
     tokenizer: Any  # transformers PreTrainedTokenizerBase
     info: dict[str, Any]
-    # one forward at a time per model: hook contexts (model.hooks) are per module, not per thread
-    lock: threading.RLock = field(default_factory=threading.RLock, repr=False, compare=False)
+    # one forward at a time per model: hook contexts (model.hooks) are per module, not per thread; granted
+    # in arrival order, so a flood of generate requests cannot starve another request (fairlock.py)
+    lock: FairRLock = field(default_factory=FairRLock, repr=False, compare=False)
     # unsteered greedy continuations by (prompt ids, tokens): live editing asks for the same one on every edit
     continuations: OrderedDict[tuple[tuple[int, ...], int], Any] = field(
         default_factory=OrderedDict, repr=False, compare=False
@@ -161,13 +163,37 @@ class ModelService:
         self._formats: dict[str, ChatFormat] = {}
         self._lock = threading.Lock()
 
-    def register(self, id: str, path: str, source: str, name: str | None = None) -> ModelRecord:
+    def register(
+        self, id: str, path: str, source: str, name: str | None = None, lineage: dict[str, Any] | None = None
+    ) -> ModelRecord:
+        """Register (or replace) model `id` from a Hugging Face directory; `lineage`: what it was made
+        from (a fine-tune's parent, dataset and settings), kept with its description."""
         if source == "hf-dir" and not Path(path).is_dir():
             raise Unprocessable(f"{path} is not a directory; give a Hugging Face model directory")
         bridge, _ = load_bridge(path, self.ws.settings.device)
         with self._lock:
             self._formats.pop(id, None)
-        return self.ws.models.upsert(id=id, name=name or id, source=source, path=str(path), config=describe(bridge))
+            self._loaded.pop(id, None)  # a replaced model is loaded afresh
+        config = describe(bridge) | ({"lineage": lineage} if lineage else {})
+        # a directory inside the workspace is stored relative to it, so a moved workspace keeps its models
+        ws = self.ws.settings.workspace.resolve()
+        p = Path(path).resolve() if Path(path).exists() else None
+        stored = p.relative_to(ws).as_posix() if p is not None and p.is_relative_to(ws) else str(path)
+        return self.ws.models.upsert(id=id, name=name or id, source=source, path=stored, config=config)
+
+    def path(self, rec: ModelRecord) -> str:
+        """Where a model's files are: a workspace-relative path resolved in this workspace; an absolute one
+        that is gone but names a directory under `artifacts/` that this workspace has (a row written before
+        paths were relative, in a workspace that has moved since) there; else as stored (a directory or a
+        hub name)."""
+        p, ws = Path(rec.path), self.ws.settings.workspace
+        if not p.is_absolute():
+            return str(ws / p) if (ws / p).exists() else rec.path
+        if not p.exists() and "artifacts" in p.parts:
+            tail = p.parts[max(i for i, part in enumerate(p.parts) if part == "artifacts") :]
+            if ws.joinpath(*tail).exists():
+                return str(ws.joinpath(*tail))
+        return rec.path
 
     def records(self) -> list[ModelRecord]:
         return self.ws.models.list()
@@ -191,7 +217,7 @@ class ModelService:
         rec = self.ws.models.get(id)
         if rec is None:
             raise NotFound(f"unknown model {id!r}")
-        fmt, _ = chat_format_of(load_tokenizer(rec.path))
+        fmt, _ = chat_format_of(load_tokenizer(self.path(rec)))
         with self._lock:
             self._formats[id] = fmt
         return fmt
@@ -211,7 +237,7 @@ class ModelService:
             if rec is None:
                 known = ", ".join(r.id for r in self.records()) or "none"
                 raise NotFound(f"unknown model {id!r}; registered models: {known}")
-            bridge, tokenizer = load_bridge(rec.path, self.ws.settings.device)
+            bridge, tokenizer = load_bridge(self.path(rec), self.ws.settings.device)
             lm = LoadedModel(id=id, bridge=bridge, tokenizer=tokenizer, info={**rec.config, **describe(bridge)})
             self._loaded[id] = lm
             return lm

@@ -132,6 +132,7 @@ class SAEPipeline:
                 partial(self.dashboards, preset=p),
                 background=True,
                 key=self.dash_keys[p.name],
+                committed=partial(self.ws.saes.dashboards_key, self.sae_id(p)),
             )
             for p in self.presets
         ]
@@ -337,6 +338,7 @@ def external_sae_steps(
             dashboards,
             background=True,
             key=dash_key,
+            committed=partial(ws.saes.dashboards_key, sae_id),
         )
     )
     return steps

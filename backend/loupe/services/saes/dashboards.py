@@ -11,8 +11,10 @@ file (histograms, example windows with per-token activations, interval shares).
                                                 neighbours, neurons)
     feature_labels table                        people's labels (kept when dashboards are rebuilt)
 
-Rows are swapped in one transaction before the array directory is renamed into place; the step
-counts as done only when the manifest exists, so a crash in between redoes both.
+One commit point: the array directory is renamed into place first (its manifest carries the build's
+key), then one transaction swaps the rows and stores that key on the SAE's row. Pages are served, and
+the build step counts as done, only when the row's key and the manifest's agree, so a kill anywhere
+before that transaction leaves the dashboards "failed" (its job interrupted) and a retry redoes both.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from torch import Tensor
 
 from loupe.core import sae_dashboards as D
 from loupe.core.config import Progress, no_progress
+from loupe.faults import crash_point
 from loupe.services.activations import ActivationCache
 from loupe.services.saes.configs import DashboardConfig
 from loupe.services.saes.effects import TopBottom, logit_effects, neuron_effects
@@ -347,10 +350,10 @@ def write_dashboards(
     manifest: dict[str, Any],
     cfg: DashboardConfig,
     vocab: Sequence[str],
+    info: dict[str, Any] | None = None,
 ) -> None:
-    """Rows first (one transaction), then the arrays directory (arrays, rendered pages) renamed into
-    place with its manifest."""
-    ws.saes.replace_features(sae_id, rows)
+    """The arrays directory (arrays, rendered pages) renamed into place with its manifest, then the
+    commit: the rows and the row's dashboards key in one transaction (see the module docstring)."""
     with atomic_dir(Path(output)) as tmp:
         t0 = time.monotonic()
         offsets = write_pages(
@@ -363,6 +366,8 @@ def write_dashboards(
         )
         save_tensors(tmp / "features.safetensors", {**arrays, "page_offsets": offsets})
         write_manifest(tmp, {**manifest, "pages": True, "pages_seconds": round(time.monotonic() - t0, 1)})
+    crash_point(f"dashboards.commit:{sae_id}")
+    ws.saes.commit_dashboards(sae_id, rows, {"dir": str(output), "key": manifest["key"], **(info or {})})
 
 
 def vocab_strings(tokenizer: Any) -> list[str]:
@@ -397,6 +402,6 @@ def compute_dashboards(
         {"key": key, "sae_id": sae_id, "hook_name": cache.hook_name, "config": cfg.to_dict(), **info},
         cfg,
         vocab_strings(tokenizer),
+        info,
     )
-    ws.saes.update(sae_id, dashboards={"dir": str(output), "key": key, **info})
     return info

@@ -13,13 +13,19 @@ from loupe.core import sae_metrics as M
 from loupe.core.config import Progress, no_progress
 from loupe.services.activations import ActivationCache
 
-# the issue's targets on the demo world
-TARGETS: dict[str, tuple[str, float]] = {
+# Targets on the demo world, whose corpus plants domains for features to find (issue 3)
+PLANTED_TARGETS: dict[str, tuple[str, float]] = {
     "fvu": ("<=", 0.15),
     "l0": ("<=", 32),
     "dead_fraction": ("<=", 0.10),
     "ce_loss_recovered": (">=", 0.85),
     "planted_domains_detected": (">=", 6),
+}
+# Targets on a real model's text (issue 17); L0 is the SAE's own budget there (k for TopK), so no target
+REAL_TARGETS: dict[str, tuple[str, float]] = {
+    "fvu": ("<=", 0.20),
+    "dead_fraction": ("<=", 0.10),
+    "ce_loss_recovered": (">=", 0.80),
 }
 
 
@@ -134,8 +140,7 @@ def evaluate_sae(
     }
     results["targets"] = {
         k: {"value": results[k], "target": f"{op} {v}", "met": results[k] <= v if op == "<=" else results[k] >= v}
-        for k, (op, v) in TARGETS.items()
-        if planted or k != "planted_domains_detected"  # a dataset without planted domains has no detectors to find
+        for k, (op, v) in (PLANTED_TARGETS if planted else REAL_TARGETS).items()
     }
     return results
 

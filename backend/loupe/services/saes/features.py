@@ -19,7 +19,7 @@ from loupe.services.saes.dashboards import vocab_strings
 from loupe.services.saes.pages import PAGE_ARRAYS, ROW_FIELDS, read_page, render_page, splice_json
 from loupe.services.saes.registry import SAERegistry
 from loupe.services.workspace import Workspace
-from loupe.storage.models import SAEFeature, SAERecord
+from loupe.storage.models import SAERecord
 
 SORTS = ("index", "density", "max_activation", "capacity", "top_domain_share")
 
@@ -61,16 +61,13 @@ class FeatureService:
         total, rows = self.ws.saes.features(
             sae_id, sort, order == "desc", offset, limit, q, domain, min_density, max_density
         )
+        version = rec.version or 1
         return {
             "sae_id": sae_id,
             "total": total,
             "offset": offset,
-            "features": [self._row(f, label) for f, label in rows],
+            "features": [{**{k: getattr(f, k) for k in ROW_FIELDS}, **_labels(lab, v, version)} for f, lab, v in rows],
         }
-
-    @staticmethod
-    def _row(f: SAEFeature, label: str | None) -> dict[str, Any]:
-        return {**{k: getattr(f, k) for k in ROW_FIELDS}, "label": label}
 
     def dashboard_json(self, sae_id: str, index: int) -> bytes:
         """One feature's dashboard as JSON bytes: the page the dashboard build rendered (everything but
@@ -98,18 +95,19 @@ class FeatureService:
                 self.token_strings(rec.model_id),
             )
             neighbours = [int(n[0]) for n in (f.summary or {}).get("neighbours", [])]
-        own, shown = self.ws.saes.labels_around(sae_id, index, neighbours)
-        return splice_json(
-            orjson.dumps({"label": own, "neighbour_labels": {str(i): v for i, v in shown.items()}}), page
-        )
+        version = rec.version or 1
+        own, shown = self.ws.saes.labels_around(sae_id, index, neighbours, version)
+        labels = _labels(own[0], own[1], version) if own else _labels(None, None, version)
+        return splice_json(orjson.dumps({**labels, "neighbour_labels": {str(i): v for i, v in shown.items()}}), page)
 
     def set_label(self, sae_id: str, index: int, label: str) -> dict[str, Any]:
         rec = self.registry.record(sae_id)
         if not 0 <= index < rec.d_sae:
             raise NotFound(f"{sae_id} has features 0..{rec.d_sae - 1}; there is no feature {index}")
         label = plain_text(label.strip(), "a label", 200)
-        self.ws.saes.set_label(sae_id, index, label)
-        return {"sae_id": sae_id, "index": index, "label": label or None}
+        version = rec.version or 1
+        self.ws.saes.set_label(sae_id, index, label, version)
+        return {"sae_id": sae_id, "index": index, "label": label or None, "version": version}
 
     def neurons(self, sae_id: str) -> dict[str, Any]:
         rec = self.registry.record(sae_id)
@@ -170,9 +168,18 @@ class FeatureService:
             "hook_name": rec.hook_name,
             "tokens": tokens,
             "max_activation": round(float(codes.max()), 4) if codes.numel() else 0.0,
-            "labels": self._labels(sae_id, list(labels)),
+            "labels": self._labels(rec, list(labels)),
             "feature_activations": {str(i): [round(float(v), 4) for v in codes[:, i]] for i in features or []},
         }
 
-    def _labels(self, sae_id: str, indices: list[int]) -> dict[str, str]:
-        return {str(i): lab for i, lab in self.ws.saes.display_labels(sae_id, indices).items()}
+    def _labels(self, rec: SAERecord, indices: list[int]) -> dict[str, str]:
+        shown = self.ws.saes.display_labels(rec.id, indices, rec.version or 1)
+        return {str(i): lab for i, lab in shown.items()}
+
+
+def _labels(label: str | None, written_for: int | None, version: int) -> dict[str, Any]:
+    """A feature's `label` (a person's, for the SAE's current version) and `stale_label` (one written
+    for an earlier version: the index named another feature then, so it is not the feature's label)."""
+    if label is None or written_for == version:
+        return {"label": label, "stale_label": None}
+    return {"label": None, "stale_label": {"label": label, "version": written_for, "stale": True}}

@@ -11,6 +11,7 @@ its status follows them); DELETE /api/jobs/{id} cancels one and the rest of its 
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,7 +24,7 @@ from loupe.services.models import ModelService, hook_shapes
 from loupe.services.saes.build import SAEPipeline, external_sae_steps
 from loupe.services.saes.configs import ARCHITECTURES, DashboardConfig, SAETrainConfig
 from loupe.services.saes.registry import SAERegistry
-from loupe.storage.artifacts import read_manifest
+from loupe.storage.artifacts import digest, read_manifest
 from loupe.storage.models import Job, SAERecord
 
 MAX_EXPANSION = 64
@@ -49,6 +50,7 @@ class SAEJobs:
         self.runner = runner
         self.dashboard_cfg = dashboard_cfg
         self.world_presets = list(world_presets)
+        self._lock = threading.Lock()  # an identical request either joins a chain or makes it, never both
 
     # -- training ------------------------------------------------------------------------------
     def sae_hooks(self, model_id: str) -> dict[str, int]:
@@ -89,6 +91,44 @@ class SAEJobs:
             )
         if architecture != "standard" and not 1 <= k <= width:
             raise Unprocessable(f"k must be between 1 and d_sae ({width}), not {k}")
+        request = digest(
+            ["saes.train", model_id, hook_name, dataset_id, architecture, width, k, train_tokens, name, first_position]
+        )
+        with self._lock:
+            joined = self.runner.active(request)
+            if joined:  # the same request is being trained: its SAE and chain
+                return self.registry.record(str(joined[0].params["sae_id"])), joined
+            self.runner.check_room()  # before the SAE's row is made
+            return self._train(
+                request,
+                model_id,
+                hook_name,
+                dataset_id,
+                architecture,
+                expansion,
+                width,
+                d_in,
+                k,
+                train_tokens,
+                name,
+                first_position,
+            )
+
+    def _train(
+        self,
+        request: str,
+        model_id: str,
+        hook_name: str,
+        dataset_id: str,
+        architecture: str,
+        expansion: int,
+        width: int,
+        d_in: int,
+        k: int,
+        train_tokens: int,
+        name: str | None,
+        first_position: bool,
+    ) -> tuple[SAERecord, list[Job]]:
         sae_id = name or self._default_id(model_id, hook_name, architecture, width)
         if not ID_PATTERN.match(sae_id):
             raise Unprocessable(f"name must be {ID_RULE}")
@@ -120,7 +160,7 @@ class SAEJobs:
             dataset_id=dataset_id,
         )
         steps = [s for s in (self.datasets.tokens_step(subject), *pipeline.steps()) if s is not None]
-        jobs = self._submit(sae_id, steps, {"model_id": model_id, "dataset_id": dataset_id})
+        jobs = self._submit(sae_id, steps, {"model_id": model_id, "dataset_id": dataset_id}, request)
         return self.registry.record(sae_id), jobs
 
     def _default_id(self, model_id: str, hook_name: str, architecture: str, width: int) -> str:
@@ -131,8 +171,8 @@ class SAEJobs:
             sae_id, n = f"{base}-{n}", n + 1
         return sae_id
 
-    def _submit(self, sae_id: str, steps: list[Step], params: dict[str, Any]) -> list[Job]:
-        jobs = Pipeline(self.runner, steps).submit_chain(steps, INTERACTIVE, {"sae_id": sae_id, **params})
+    def _submit(self, sae_id: str, steps: list[Step], params: dict[str, Any], dedupe: str | None = None) -> list[Job]:
+        jobs = Pipeline(self.runner, steps).submit_chain(steps, INTERACTIVE, {"sae_id": sae_id, **params}, dedupe)
         self.registry.record_jobs(sae_id, [j.id for j in jobs])
         return self.ws.jobs.many([j.id for j in jobs])
 
@@ -156,6 +196,8 @@ class SAEJobs:
         if dataset_id is None:
             raise Unprocessable("give dataset_id: the dataset to build the SAE's dashboards on (see /api/datasets)")
         self.datasets.get(dataset_id)
+        if background:
+            self.runner.check_room()  # before the SAE's row is made
         self.registry.register_external(sae_id, model_id, path, release, hub_sae_id)
         self.ws.saes.update(sae_id, dataset_id=dataset_id)
         steps = self._external_steps(self.registry.record(sae_id))
@@ -189,8 +231,8 @@ class SAEJobs:
         """Queue the dashboard steps again (its model's tokens and hook cache first, where missing)."""
         rec = self.registry.record(sae_id)
         job = self.registry.busy(rec)
-        if job is not None:
-            raise Conflict(f"SAE {sae_id!r} is being built by job {job.id} ({job.name}); wait for it or cancel it")
+        if job is not None:  # a build of it is queued or running: the retry joins it
+            return rec, self.registry.chain(rec) or [job]
         if self.registry.dashboards_ready(rec):
             raise Conflict(f"the dashboards of SAE {sae_id!r} are built; there is nothing to retry")
         manifest = read_manifest(self.registry.sae_dir(sae_id))

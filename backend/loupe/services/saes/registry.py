@@ -5,6 +5,7 @@ new ones (validated against their model; their dashboards built by a job)."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 from collections.abc import Sequence
@@ -17,9 +18,9 @@ from loupe.core.activations import cache_activations
 from loupe.errors import Conflict, NotFound, Unprocessable
 from loupe.services.ids import ID_PATTERN, ID_RULE
 from loupe.services.models import LoadedModel, ModelService
-from loupe.services.saes.training import load_sae
+from loupe.services.saes.training import WEIGHTS_DIGEST, WEIGHTS_FILE, load_sae
 from loupe.services.workspace import Workspace
-from loupe.storage.artifacts import atomic_dir, read_manifest, write_manifest
+from loupe.storage.artifacts import atomic_dir, file_digest, read_manifest, write_manifest
 from loupe.storage.models import Job, SAERecord
 
 ROW_KEYS = ("model_id", "hook_name", "architecture", "d_in", "d_sae", "source", "dataset_id")
@@ -31,6 +32,7 @@ class SAERegistry:
         self.models = models
         self._loaded: dict[str, Any] = {}
         self._manifests: dict[str, dict[str, Any]] = {}
+        self._digests: dict[tuple[str, int, int, int], str] = {}  # weights files hashed this process
         self._lock = threading.Lock()
 
     # -- finding -----------------------------------------------------------------------------
@@ -60,7 +62,9 @@ class SAERegistry:
         return self.ws.artifact("dashboards", sae_id)
 
     def restore(self) -> int:
-        """Rows for complete SAE directories that have none (a database recreated beside kept artifacts)."""
+        """Rows for complete SAE directories that have none (a database recreated beside kept artifacts),
+        and every row's version brought in line with its weights (a kill between a retrain's files and
+        its row). Returns how many rows were added."""
         root = self.ws.artifact("saes")
         n = 0
         for d in sorted(root.iterdir()) if root.exists() else []:
@@ -71,7 +75,39 @@ class SAERegistry:
             fields["source"] = fields["source"] or "demo"  # trained here (manifests of trained SAEs carry no source)
             self.ws.saes.upsert(d.name, **fields, path=str(d))
             n += 1
+        for rec in self.ws.saes.list():
+            self.sync_version(rec.id)
         return n
+
+    # -- versions ----------------------------------------------------------------------------
+    def weights_key(self, sae_id: str) -> str | None:
+        """The digest of the SAE's weights file: from its manifest (written with it), else hashed once
+        per process (directories written before manifests recorded it). None: not trained yet."""
+        d = self.sae_dir(sae_id)
+        m = read_manifest(d)
+        if m is None:
+            return None
+        if m.get(WEIGHTS_DIGEST):
+            return str(m[WEIGHTS_DIGEST])
+        f = d / WEIGHTS_FILE
+        try:
+            st = f.stat()
+        except FileNotFoundError:
+            return None
+        ident = (str(f), st.st_ino, st.st_mtime_ns, st.st_size)
+        with self._lock:
+            hit = self._digests.get(ident)
+        if hit is None:
+            hit = file_digest(f)
+            with self._lock:
+                self._digests[ident] = hit
+        return hit
+
+    def sync_version(self, sae_id: str) -> SAERecord | None:
+        """Record the SAE's weights on its row: new weights under the same id make a new version (labels
+        of the older one are then shown as such)."""
+        key = self.weights_key(sae_id)
+        return None if key is None else self.ws.saes.set_weights(sae_id, key)
 
     # -- loading -----------------------------------------------------------------------------
     def load(self, sae_id: str) -> tuple[Any, SAERecord]:
@@ -138,6 +174,13 @@ class SAERegistry:
         job = self.ws.jobs.latest(dashboards_job_name(rec))
         if job is None:
             return {"state": "pending", "message": "dashboards are queued behind the SAE's training and evaluation"}
+        if job.status == "done":  # it ran, but its commit is not there (killed before it): not built
+            return {
+                "state": "failed",
+                "job_id": job.id,
+                "job_name": job.name,
+                "message": "its dashboards job finished but the dashboards were not committed; retry them",
+            }
         return {
             "state": "failed" if job.status == "failed" else "building",
             "job_id": job.id,
@@ -155,6 +198,7 @@ class SAERegistry:
             "d_sae": rec.d_sae,
             "source": rec.source,
             "dataset_id": rec.dataset_id,
+            "version": rec.version or 1,
             "path": str(self.sae_dir(rec.id)),
             "metrics": rec.metrics or {},
             "dashboards": self.status(rec),
@@ -177,7 +221,7 @@ class SAERegistry:
         "demo" for the world's SAEs, "trained" for those trained from the app (on `dataset_id`)."""
         m = read_manifest(self.sae_dir(sae_id)) or {}
         old = self.ws.saes.get(sae_id)
-        return self.ws.saes.upsert(
+        rec = self.ws.saes.upsert(
             sae_id,
             model_id=model_id,
             hook_name=hook_name,
@@ -188,6 +232,7 @@ class SAERegistry:
             path=str(self.sae_dir(sae_id)),
             dataset_id=dataset_id,
         )
+        return self.sync_version(sae_id) or rec
 
     def record_jobs(self, sae_id: str, job_ids: Sequence[int]) -> None:
         """Remember the jobs queued to build this SAE (its status follows them)."""
@@ -232,16 +277,17 @@ class SAERegistry:
                 "give either `path` (a sae-lens SAE directory) or `release` and `hub_sae_id` (sae-lens's registry)"
             )
         lm = self.models.get(model_id)
-        if path is not None:
-            sae, source = _load_directory(path), "disk"
+        src = None if path is None else sae_source_dir(path, self.ws.settings.resolved_sae_roots())
+        if src is not None:
+            sae, source = _load_directory(src, path or ""), "disk"
         else:
             sae, source = _load_pretrained(release or "", hub_sae_id), "pretrained"
         hook = _check_fits(sae, lm)
         with atomic_dir(self.sae_dir(sae_id)) as tmp:
-            if path is not None:
-                for f in Path(path).expanduser().iterdir():
+            if src is not None:
+                for f in src.iterdir():
                     if f.is_file() and (f.suffix in (".json", ".safetensors")):
-                        shutil.copy2(f, tmp / f.name)
+                        shutil.copy2(f, tmp / f.name, follow_symlinks=False)
             else:
                 sae.save_inference_model(tmp)
             fields = {
@@ -252,10 +298,20 @@ class SAERegistry:
                 "d_sae": int(sae.cfg.d_sae),
                 "source": source,
             }
+            weights = tmp / WEIGHTS_FILE
+            digest = {WEIGHTS_DIGEST: file_digest(weights)} if weights.exists() else {}
             write_manifest(
-                tmp, {"key": "external", "sae_id": sae_id, **fields, "origin": path or f"{release}/{hub_sae_id}"}
+                tmp,
+                {
+                    "key": "external",
+                    "sae_id": sae_id,
+                    **fields,
+                    "origin": path or f"{release}/{hub_sae_id}",
+                    **digest,
+                },
             )
-        return self.ws.saes.upsert(sae_id, **fields, path=str(self.sae_dir(sae_id)))
+        rec = self.ws.saes.upsert(sae_id, **fields, path=str(self.sae_dir(sae_id)))
+        return self.sync_version(sae_id) or rec
 
 
 def _job_state(state: str, job: Job) -> dict[str, Any]:
@@ -275,12 +331,39 @@ def dashboards_job_name(rec: SAERecord) -> str:
     return f"saes.dashboards.{rec.id.split('-', 1)[-1]}" if rec.source == "demo" else f"saes.dashboards.{rec.id}"
 
 
-def _load_directory(path: str) -> Any:
-    src = Path(path).expanduser()
-    if not src.is_dir():
-        raise Unprocessable(
-            f"{path} is not a directory; give a sae-lens SAE directory (cfg.json + sae_weights.safetensors)"
-        )
+def sae_source_dir(path: str, roots: Sequence[Path]) -> Path:
+    """The SAE directory `path` names (relative paths: under the first root), if it lies inside one of
+    `roots` with no symbolic link on the way. Anything else, missing paths included, gets one and the
+    same message, so that answers do not tell which paths exist outside the roots."""
+    real_roots = [r.expanduser().resolve() for r in roots]
+    refused = Unprocessable(
+        "path must name an SAE directory inside this server's SAE import folders (LOUPE_SAE_ROOTS: "
+        f"{', '.join(map(str, real_roots))}) with no symbolic link on the way; copy the SAE there"
+    )
+    given = Path(path).expanduser()
+    if not given.is_absolute():
+        given = real_roots[0] / given
+    if ".." in given.parts:
+        raise refused
+    for root, real in zip(roots, real_roots, strict=True):
+        for base in dict.fromkeys((Path(os.path.abspath(root.expanduser())), real)):
+            if given == base or not given.is_relative_to(base):
+                continue
+            cur = real  # walk down from the resolved root, refusing each symlink (the root's own path may have some)
+            for part in given.relative_to(base).parts:
+                cur = cur / part
+                if cur.is_symlink():
+                    raise refused
+            if not cur.is_dir() or not cur.resolve().is_relative_to(real):
+                raise refused
+            return cur
+    raise refused
+
+
+def _load_directory(src: Path, path: str) -> Any:
+    links = sorted(f.name for f in src.iterdir() if f.is_symlink())
+    if links:
+        raise Unprocessable(f"{path} holds symbolic links ({', '.join(links)}); copy the files themselves")
     missing = [f for f in ("cfg.json", "sae_weights.safetensors") if not (src / f).is_file()]
     if missing:
         raise Unprocessable(

@@ -26,7 +26,10 @@ from torch import Tensor
 from loupe.core.config import Progress, no_progress
 from loupe.services.activations import ActivationCache, ActivationCacheConfig
 from loupe.services.saes.configs import SAETrainConfig
-from loupe.storage.artifacts import atomic_dir, save_tensors, write_manifest
+from loupe.storage.artifacts import atomic_dir, file_digest, save_tensors, write_manifest
+
+WEIGHTS_FILE = "sae_weights.safetensors"  # sae-lens's name for an SAE's weights
+WEIGHTS_DIGEST = "weights_sha256"  # the manifest's record of their digest
 
 if TYPE_CHECKING:  # sae-lens is imported where it is used (a slow import); it ships no types, so these are Any
     from sae_lens import SAE
@@ -285,6 +288,7 @@ def train_sae(
     with atomic_dir(Path(output)) as tmp:
         sae.save_inference_model(tmp)
         save_tensors(tmp / "sparsity.safetensors", {"sparsity": sparsity})
+        manifest[WEIGHTS_DIGEST] = file_digest(tmp / WEIGHTS_FILE)  # the SAE's version follows it
         write_manifest(tmp, manifest)
     return manifest
 

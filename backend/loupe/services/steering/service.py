@@ -16,6 +16,7 @@ from loupe.services.steering.direction import compute_refusal_direction, outcome
 from loupe.services.steering.evaluation import METHODS, evaluate_steering, steering_targets
 from loupe.services.steering.vectors import Vector, VectorStore
 from loupe.services.workspace import Workspace
+from loupe.storage.artifacts import digest
 
 
 class SteeringService:
@@ -89,8 +90,12 @@ class SteeringService:
             self.vectors.save_direction(vid, name, lm.id, res, "computed")
             return {"vector_id": vid, **out}
 
-        job = self.jobs.submit("steering", f"steering.compute.{vid}", {"name": name, "vector_id": vid}, body)
-        return {"job_id": job.id, "status": "queued", "vector_id": vid}
+        # the same request again (same model, name, prompts and selection) joins the job already queued or running
+        same = digest(["steering.compute", lm.id, name, h, hl, hs, ls, rule, keep_unpassed])
+        job = self.jobs.submit(
+            "steering", f"steering.compute.{vid}", {"name": name, "vector_id": vid}, body, dedupe=same
+        )
+        return {"job_id": job.id, "status": job.status, "vector_id": vid}
 
     def evaluation_inputs(
         self,
@@ -142,8 +147,9 @@ class SteeringService:
         if wait:
             out = self.jobs.run("steering", name, params, body)
             return {"status": "done", "eval_id": out["eval_id"]}
-        job = self.jobs.submit("steering", name, params, body)
-        return {"job_id": job.id, "status": "queued"}
+        same = digest(["steering.evaluate", params, harmful, harmless, max_new_tokens])
+        job = self.jobs.submit("steering", name, params, body, dedupe=same)
+        return {"job_id": job.id, "status": job.status}
 
     def evaluations(self, vector_id: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
         rows = self.ws.evals.list(kind="steering", limit=200)

@@ -46,16 +46,31 @@ class Vector:
 
 class VectorStore:
     """Every steering vector of the workspace: files first, then the row (a row never points at a
-    missing file); loaded tensors are cached per file."""
+    missing file). Rows hold the file's path relative to the workspace, so a workspace can move.
+    Loaded tensors are cached per id, dropped on save and delete, and checked against the file's
+    identity on each load (another process may have replaced it)."""
 
     def __init__(self, ws: Workspace, models: ModelService):
         self.ws = ws
         self.models = models
-        self._cache: dict[tuple[str, str], Vector] = {}
+        self._cache: dict[str, tuple[tuple[int, int, int], Vector]] = {}
         self._guard = threading.Lock()
 
     def dir(self, vector_id: str) -> Path:
         return self.ws.artifact("vectors", vector_id)
+
+    def _stored_path(self, directory: Path) -> str:
+        """The row's path: the vector file in `directory`, relative to the workspace."""
+        return (directory / "vector.safetensors").relative_to(self.ws.settings.workspace).as_posix()
+
+    def file(self, rec: VectorRecord) -> Path:
+        """The vector's file: a row's relative path resolved in this workspace (absolute: as it is)."""
+        p = Path(rec.path)
+        return p if p.is_absolute() else self.ws.settings.workspace / p
+
+    def _forget(self, vector_id: str) -> None:
+        with self._guard:
+            self._cache.pop(vector_id, None)
 
     def save(
         self,
@@ -90,19 +105,23 @@ class VectorStore:
                 metadata=meta,
             )
             write_manifest(tmp, {"key": key, **meta, "source": source, "scores": scores, "candidates": candidates})
-        return self.ws.vectors.upsert(
-            vector_id,
-            name=name,
-            model_id=model_id,
-            hook=hook,
-            layer=int(layer),
-            position=position,
-            d_model=int(r.shape[-1]),
-            source=source,
-            path=str(out / "vector.safetensors"),
-            scores=scores,
-            candidates=candidates,
-        )
+        self._forget(vector_id)
+        try:
+            return self.ws.vectors.upsert(
+                vector_id,
+                name=name,
+                model_id=model_id,
+                hook=hook,
+                layer=int(layer),
+                position=position,
+                d_model=int(r.shape[-1]),
+                source=source,
+                path=self._stored_path(out),
+                scores=scores,
+                candidates=candidates,
+            )
+        finally:
+            self._forget(vector_id)  # a load between the file and the row may have cached the old row's fields
 
     def save_direction(
         self, vector_id: str, name: str, model_id: str, res: dict[str, Any], source: str, key: str = ""
@@ -130,6 +149,7 @@ class VectorStore:
         directory holds only a manifest with the outcome, so a build step with this key is done."""
         if self.ws.vectors.get(vector_id) is not None:
             self.ws.vectors.delete(vector_id)
+        self._forget(vector_id)
         with atomic_dir(self.dir(vector_id)) as tmp:
             write_manifest(tmp, {"key": key, "id": vector_id, "saved": False, "outcome": outcome})
 
@@ -166,7 +186,7 @@ class VectorStore:
             position=_position(m.get("position"), MAX_POSITION),
             d_model=int(r.shape[-1]),
             source=str(m.get("source", "build")),
-            path=str(d / "vector.safetensors"),
+            path=self._stored_path(d),
             scores=_dict(m.get("scores")),
             candidates=m.get("candidates") if isinstance(m.get("candidates"), dict) else {"rows": []},
         )
@@ -177,15 +197,24 @@ class VectorStore:
         if rec is None:
             known = ", ".join(v.id for v in self.ws.vectors.list()) or "none yet"
             raise NotFound(f"unknown vector {vector_id!r}; known vectors: {known}")
-        key = (rec.path, str(rec.created_at))
-        with self._guard:
-            if key in self._cache:
-                return self._cache[key]
+        path = self.file(rec)
         try:
-            t = load_tensors(Path(rec.path))
-        except Exception as exc:  # noqa: BLE001 - a missing or unreadable file is the row's state, not a bug
+            st = path.stat()
+        except FileNotFoundError:
             raise Conflict(
-                f"vector {vector_id!r} cannot be read from {rec.path} ({type(exc).__name__}); delete it and "
+                f"the file of vector {vector_id!r} is missing ({path}); import or compute it again"
+            ) from None
+        # the file's identity: a replace (atomic_dir) gives it a new inode
+        ident = (st.st_ino, st.st_mtime_ns, st.st_size)
+        with self._guard:
+            hit = self._cache.get(vector_id)
+            if hit is not None and hit[0] == ident:
+                return hit[1]
+        try:
+            t = load_tensors(path)
+        except Exception as exc:  # noqa: BLE001 - an unreadable file is the row's state, not a bug
+            raise Conflict(
+                f"vector {vector_id!r} cannot be read from {path} ({type(exc).__name__}); delete it and "
                 "compute or import it again"
             ) from None
         v = Vector(
@@ -200,7 +229,7 @@ class VectorStore:
             t["mu_plus"].double(),
         )
         with self._guard:
-            self._cache[key] = v
+            self._cache[vector_id] = (ident, v)
         return v
 
     def import_file(
@@ -322,6 +351,7 @@ class VectorStore:
     def delete(self, vector_id: str) -> None:
         if not self.ws.vectors.delete(vector_id):
             raise NotFound(f"unknown vector {vector_id!r}")
+        self._forget(vector_id)
         shutil.rmtree(self.dir(vector_id), ignore_errors=True)
 
 

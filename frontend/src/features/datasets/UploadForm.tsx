@@ -59,7 +59,9 @@ export function UploadForm({ onAdded }: { onAdded: (id: string) => void }) {
       <p className="muted small">
         JSONL: one object per line, <span className="mono">{'{"text": ...}'}</span> or <span className="mono">{'{"messages": [{"role", "content"}, ...]}'}</span>{" "}
         (conversations are written with each model&apos;s chat template when tokenized). Text: documents separated by blank lines. Parquet: a{" "}
-        <span className="mono">text</span> or <span className="mono">messages</span> column. One document in ten is held out for evaluation.
+        <span className="mono">text</span> or <span className="mono">messages</span> column. One document in ten is held out for evaluation. A record may carry{" "}
+        <span className="mono">{'"harmful": true'}</span> or <span className="mono">false</span> (a parquet <span className="mono">harmful</span> column): labelled
+        instructions serve refusal directions and steering sweeps.
       </p>
     </Panel>
   );

@@ -4,6 +4,7 @@ import { formatFloat, formatInt, formatPercent } from "../../ui/format";
 import { useRequest } from "../../ui/hooks";
 import { Link, navigate } from "../../ui/router";
 import { saesApi, type FeatureQuery, type SAE } from "./api";
+import { StaleLabel } from "./dashboard/LabelEditor";
 import { DensityBar } from "./density";
 import { FeatureFilters } from "./FeatureFilters";
 import { domainsOf } from "./saeMetrics";
@@ -124,6 +125,12 @@ export function FeatureTable({ sae, url, set }: { sae: SAE; url: FeaturesUrl; se
                     </>
                   ) : (
                     <span className="mono">{f.auto_label}</span>
+                  )}
+                  {f.stale_label && (
+                    <>
+                      {" "}
+                      <StaleLabel stale={f.stale_label} />
+                    </>
                   )}
                 </td>
                 <td data-testid="feature-density" data-value={f.density}>

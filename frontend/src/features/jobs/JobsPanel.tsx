@@ -28,7 +28,7 @@ export function JobsPanel({ jobs }: { jobs: Polled<JobsResponse> }) {
         <ErrorBox title="Could not load jobs" message={errorMessage(jobs.error)} testId="jobs-error" />
       ) : (
         <div className="table-scroll">
-          <JobsTable jobs={jobList} now={now} />
+          <JobsTable jobs={jobList} now={now} onCancelled={jobs.refresh} />
         </div>
       )}
     </Panel>

@@ -1,5 +1,6 @@
 import { Fragment, useState } from "react";
-import type { Job, JobStatus } from "./api";
+import { errorMessage } from "../../api/client";
+import { jobsApi, type Job, type JobStatus } from "./api";
 import { formatAgo, formatCount, formatDuration, formatTimestamp, parseTime } from "../../ui/format";
 import { Badge, type Tone } from "../../ui/components";
 
@@ -59,7 +60,43 @@ function duration(job: Job, now: number): string {
   return formatDuration(ms);
 }
 
-export function JobsTable({ jobs, now }: { jobs: Job[]; now: number }) {
+/** Cancel a queued or running job; the table shows its new status at the next poll (`onCancelled`). */
+function CancelButton({ job, onCancelled }: { job: Job; onCancelled?: () => void }) {
+  const [busy, setBusy] = useState(false);
+  const [error, setError] = useState<string | null>(null);
+  const cancel = async () => {
+    setBusy(true);
+    setError(null);
+    try {
+      await jobsApi.cancel(job.id);
+      onCancelled?.();
+    } catch (err) {
+      setError(errorMessage(err));
+      setBusy(false);
+    }
+  };
+  return (
+    <>
+      <button
+        type="button"
+        className="btn btn-small btn-ghost"
+        onClick={() => void cancel()}
+        disabled={busy}
+        title={job.status === "running" ? "stop it at its next progress report" : "take it off the queue"}
+        data-testid="job-cancel"
+      >
+        {busy ? "cancelling…" : "cancel"}
+      </button>
+      {error && (
+        <div className="text-bad small" data-testid="job-cancel-error">
+          {error}
+        </div>
+      )}
+    </>
+  );
+}
+
+export function JobsTable({ jobs, now, onCancelled }: { jobs: Job[]; now: number; onCancelled?: () => void }) {
   const [open, setOpen] = useState<Set<number>>(() => new Set());
   const toggle = (id: number) =>
     setOpen((prev) => {
@@ -113,6 +150,11 @@ export function JobsTable({ jobs, now }: { jobs: Job[]; now: number }) {
                   <Badge tone={STATUS_TONE[job.status] ?? "neutral"} testId="job-status">
                     {job.status}
                   </Badge>
+                  {isActive(job) && (
+                    <div>
+                      <CancelButton key={`${job.id}:${job.status}`} job={job} onCancelled={onCancelled} />
+                    </div>
+                  )}
                 </td>
                 <td className="progress-col">
                   <ProgressBar job={job} />

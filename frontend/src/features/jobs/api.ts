@@ -9,4 +9,6 @@ export type JobOut = ResponseOf<"/api/jobs/{job_id}", "get">;
 export const jobsApi = {
   jobs: (signal?: AbortSignal) => request<JobsResponse>("GET", "/api/jobs", undefined, signal),
   job: (id: number) => request<JobOut>("GET", `/api/jobs/${id}`),
+  /** Cancel a queued or running job (a running one stops at its next progress report). */
+  cancel: (id: number) => request<JobOut>("DELETE", `/api/jobs/${id}`),
 };

@@ -1,3 +1,5 @@
+import { useEffect, useState } from "react";
+import { datasetsApi, type Dataset } from "../datasets/api";
 import { Empty, ErrorBox, Panel, Spinner } from "../../ui/components";
 import { formatFixed, formatPercent } from "../../ui/format";
 import { Plot, type Figure } from "../../ui/Plot";
@@ -35,14 +37,40 @@ function SweepTable({ evaluation }: { evaluation: Evaluation }) {
   );
 }
 
+/** Datasets with held-out instructions of both labels: the sweep's prompt sources. */
+function useLabelledDatasets(): Dataset[] {
+  const [datasets, setDatasets] = useState<Dataset[]>([]);
+  useEffect(() => {
+    const c = new AbortController();
+    datasetsApi
+      .datasets(c.signal)
+      .then((l) => setDatasets(l.datasets.filter((d) => Number(d.counts.harmful ?? 0) > 0 && Number(d.counts.harmless ?? 0) > 0)))
+      .catch(() => undefined);
+    return () => c.abort();
+  }, []);
+  return datasets;
+}
+
 /** The evaluation sweep of a direction: refusal rate vs alpha on harmful and harmless prompts. */
 export function EvalSweepPanel({ vectorId }: { vectorId: string }) {
-  const { evaluation, job, error, limit, setLimit, evaluate } = useEvalSweep(vectorId);
+  const { evaluation, job, error, limit, setLimit, datasetId, setDatasetId, evaluate } = useEvalSweep(vectorId);
+  const datasets = useLabelledDatasets();
   return (
     <Panel
       title="Evaluation sweep"
       actions={
         <>
+          <label className="inline-field small">
+            prompts from{" "}
+            <select value={datasetId} onChange={(e) => setDatasetId(e.target.value)} data-testid="steer-eval-dataset">
+              <option value="">the world&apos;s instructions</option>
+              {datasets.map((d) => (
+                <option key={d.id} value={d.id}>
+                  {d.name} ({String(d.counts.harmful)} harmful, {String(d.counts.harmless)} harmless)
+                </option>
+              ))}
+            </select>
+          </label>
           <label className="inline-field small">
             prompts per set{" "}
             <input type="number" min={1} max={400} value={limit} onChange={(e) => setLimit(Number(e.target.value))} data-testid="steer-eval-limit" />

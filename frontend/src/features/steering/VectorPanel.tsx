@@ -1,3 +1,4 @@
+import { errorMessage } from "../../api/client";
 import { Badge, Empty, Panel } from "../../ui/components";
 import { formatFixed } from "../../ui/format";
 import { steeringApi, type CandidateRow, type VectorDetail } from "./api";
@@ -86,6 +87,19 @@ function SelectionInputs({ scores }: { scores: VectorDetail["scores"] }) {
   );
 }
 
+async function download(id: string) {
+  try {
+    const url = URL.createObjectURL(await steeringApi.exportFile(id));
+    const a = document.createElement("a");
+    a.href = url;
+    a.download = `${id}.safetensors`;
+    a.click();
+    setTimeout(() => URL.revokeObjectURL(url), 10_000);
+  } catch (err) {
+    window.alert(errorMessage(err));
+  }
+}
+
 /** A direction's candidate table (Arditi et al.'s selection), whether a candidate passed, and its export link. */
 export function VectorPanel({ detail }: { detail: VectorDetail }) {
   const failed = detail.passed === false;
@@ -93,9 +107,9 @@ export function VectorPanel({ detail }: { detail: VectorDetail }) {
     <Panel
       title={`Direction “${detail.name}”: candidates`}
       actions={
-        <a className="btn btn-small btn-ghost" href={steeringApi.exportUrl(detail.id)} data-testid="vector-export">
+        <button className="btn btn-small btn-ghost" type="button" onClick={() => void download(detail.id)} data-testid="vector-export">
           Export .safetensors
-        </a>
+        </button>
       }
       testId="vector-panel"
     >

@@ -41,7 +41,12 @@ export const steeringApi = {
     request<EvaluationList>("GET", `/api/steering/evaluations?vector_id=${enc(vectorId)}&limit=1`, undefined, signal),
   evaluation: (id: number) => request<Evaluation>("GET", `/api/steering/evaluations/${id}`),
   nextToken: (body: NextTokenRequest, signal?: AbortSignal) => request<NextToken>("POST", "/api/steering/next-token", body, signal),
-  exportUrl: (id: string) => `/api/vectors/${enc(id)}/export`,
+  /** The direction as a safetensors file (fetched, not linked, so that the API token is sent). */
+  async exportFile(id: string): Promise<Blob> {
+    const res = await send(`/api/vectors/${enc(id)}/export`, { method: "GET" });
+    if (!res.ok) throw await errorOfResponse(res);
+    return await res.blob();
+  },
 
   /** POST /api/generate/stream: calls `onEvent` for each NDJSON event as it arrives. */
   async stream(body: GenerateRequest, onEvent: (e: StreamEvent) => void, signal?: AbortSignal): Promise<void> {

@@ -12,6 +12,7 @@ export function useEvalSweep(vectorId: string) {
   const [job, setJob] = useState<{ id: number; message: string } | null>(null);
   const [error, setError] = useState<string | null>(null);
   const [limit, setLimit] = useState(16);
+  const [datasetId, setDatasetId] = useState(""); // "": the world's dataset
 
   useEffect(() => {
     const c = new AbortController();
@@ -31,6 +32,7 @@ export function useEvalSweep(vectorId: string) {
         alphas: [0, 0.5, 1],
         limit,
         max_new_tokens: 12,
+        dataset_id: datasetId || null,
       });
       setJob({ id: started.job_id, message: "queued" });
       for (;;) {
@@ -50,5 +52,5 @@ export function useEvalSweep(vectorId: string) {
     }
   };
 
-  return { evaluation, job, error, limit, setLimit, evaluate };
+  return { evaluation, job, error, limit, setLimit, datasetId, setDatasetId, evaluate };
 }

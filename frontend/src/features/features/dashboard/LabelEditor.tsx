@@ -63,3 +63,13 @@ export function LabelEditor({ d, onSaved }: { d: Dashboard; onSaved: (label: str
     </form>
   );
 }
+
+/** A person's label written for an earlier version of the SAE (its weights changed since, so the index
+ * may name another feature now): shown muted and marked, never as the feature's label. */
+export function StaleLabel({ stale }: { stale: { label: string; version: number } }) {
+  return (
+    <span className="stale-label muted small" data-testid="stale-label" title={`written for version ${stale.version} of this SAE; its weights have changed since`}>
+      “{stale.label}” <span className="stale-label-note">from an earlier version (v{stale.version})</span>
+    </span>
+  );
+}
