@@ -165,14 +165,36 @@ def test_a_cancelled_fine_tune_leaves_no_model(scratch, micro_workspace, tmp_pat
     tok = chatml_tokenizer(micro_workspace)
     register(client, tmp_path / "p", "ft-p", tiny_llama(tok, seed=1), tok)
     upload(client, "ft-c")
-    r = client.post(
-        "/api/finetunes", json={"parent": "ft-p", "dataset_id": "ft-c", "model_id": "ft-cancel", "max_steps": 100_000}
-    )
+    body = {"parent": "ft-p", "dataset_id": "ft-c", "model_id": "ft-cancel", "max_steps": 100_000}
+    r = client.post("/api/finetunes", json=body)
     assert r.status_code == 202, r.text
     job_id = r.json()["job_id"]
     wait_until(lambda: len(client.get("/api/finetunes/ft-cancel").json()["loss"]) >= 2)
+    # the same request joins the running job; another one for the same new model is refused
+    assert client.post("/api/finetunes", json=body).json()["job_id"] == job_id
+    r = client.post("/api/finetunes", json={**body, "max_steps": 5})
+    assert r.status_code == 422 and f"job {job_id}" in r.json()["detail"]
     assert client.delete(f"/api/jobs/{job_id}").status_code == 202
     job = wait_until(lambda: (j := client.get(f"/api/jobs/{job_id}").json())["status"] == "failed" and j)
     assert job["progress"]["message"] == "cancelled"
     assert client.get("/api/models/ft-cancel").status_code == 404
     assert not c.finetunes.run_dir("ft-cancel").exists() and not c.finetunes.model_dir("ft-cancel").exists()
+
+
+def test_the_cli_fine_tunes_into_a_registered_model(scratch, micro_workspace, tmp_path):
+    from typer.testing import CliRunner
+
+    from loupe import cli
+
+    client, c = scratch
+    tok = chatml_tokenizer(micro_workspace)
+    register(client, tmp_path / "p", "ft-cli-parent", tiny_llama(tok, seed=2, init=0.3), tok)
+    upload(client, "ft-cli")
+    env = {"LOUPE_WORKSPACE": str(c.settings.workspace), "LOUPE_WORLD": "micro", "LOUPE_DATABASE_URL": ""}
+    args = ["finetune", "--parent", "ft-cli-parent", "--dataset", "ft-cli", "--id", "ft-cli-child", "--steps", "6"]
+    r = CliRunner().invoke(cli.app, [*args, "--lr", "0.02"], env=env)
+    assert r.exit_code == 0, r.output
+    assert "registered ft-cli-child" in r.output
+    assert c.models.record("ft-cli-child").config["lineage"]["parent"] == "ft-cli-parent"
+    r = CliRunner().invoke(cli.app, ["finetune", "--parent", "nope", "--dataset", "ft-cli", "--id", "x"], env=env)
+    assert r.exit_code != 0 and "unknown model 'nope'" in r.output

@@ -15,7 +15,11 @@ VID = "demo-reimported"
 
 
 def _import(client, r: torch.Tensor):
-    return client.post(f"/api/vectors/import?name=reimported&id={VID}", content=save({"r": r}))
+    return client.post(
+        f"/api/vectors/import?name=reimported&id={VID}",
+        content=save({"r": r}),
+        headers={"Content-Type": "application/octet-stream"},
+    )
 
 
 def _exported(client) -> torch.Tensor:

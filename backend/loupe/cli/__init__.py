@@ -202,6 +202,67 @@ def openapi_json() -> str:
         return json.dumps(schema, indent=2, sort_keys=True) + "\n"
 
 
+@app.command()
+def finetune(
+    parent: str = typer.Option(..., help="The registered model to start from."),
+    dataset: str = typer.Option(..., help="A dataset id: conversations train the assistant's turns, texts all."),
+    id: str = typer.Option(..., "--id", help="The new model's id."),
+    method: str = typer.Option("lora", help="lora or full."),
+    steps: int = typer.Option(200, min=1),
+    lr: float = typer.Option(None, help="Default: 2e-4 for LoRA, 2e-5 for full."),
+    batch_size: int = typer.Option(8, min=1),
+    max_length: int = typer.Option(256, min=8),
+    lora_r: int = typer.Option(8, min=1),
+) -> None:
+    """Fine-tune a model on a dataset into a new registered model, in this process with a progress bar
+    (as POST /api/finetunes does in the server); a rerun after a kill resumes from its last checkpoint."""
+    from loupe.services.finetune import FineTuneConfig  # deferred: see the module docstring
+
+    settings = Settings()
+    _, c = open_world(settings)
+    cfg = FineTuneConfig(
+        method=method,
+        max_steps=steps,
+        learning_rate=lr,
+        batch_size=batch_size,
+        max_length=max_length,
+        lora_r=lora_r,
+        lora_alpha=2 * lora_r,
+    )
+    t0 = time.monotonic()
+    refused: str | None = None
+    with Progress(
+        TextColumn("[bold]fine-tune"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[message]}"),
+        console=console,
+    ) as bars:
+        task = bars.add_task("fine-tune", total=steps, message="")
+
+        def update(done: float, total: float | None, message: str) -> None:
+            bars.update(task, completed=done, total=total, message=message)
+
+        try:
+            job = c.finetunes.start(parent, dataset, id, cfg, listeners=[update])
+        except LoupeError as exc:
+            refused = exc.message
+    if refused is not None:  # printed after the bar is gone
+        console.print(f"[red]cannot fine-tune:[/] {refused}")
+        raise typer.Exit(1)
+    row = c.ws.jobs.get(job.id)
+    if row is None or row.status != "done":
+        console.print(f"[red]fine-tune failed[/]: {row.error if row else 'no job row'}")
+        raise typer.Exit(1)
+    run = c.finetunes.run(id)
+    console.print(
+        f"[green]registered {id}[/] ({method} of {parent} on {dataset}) in {time.monotonic() - t0:.0f}s: train loss "
+        f"{run['loss'][0]['loss']:.3f} -> {run['loss'][-1]['loss']:.3f}, held-out {run['heldout_loss_before']} -> "
+        f"{run['heldout_loss_after']}"
+    )
+
+
 @models_app.command("add")
 def models_add(path: str, id: str = typer.Option(..., "--id"), name: str = typer.Option(None)) -> None:
     """Register a Hugging Face causal LM directory (or hub name) under an id."""

@@ -24,11 +24,11 @@ from typing import Any
 import torch
 
 from loupe.core.chat import ChatFormat
-from loupe.core.config import Config
+from loupe.core.config import Config, Progress
 from loupe.core.finetune import IGNORE_INDEX, labels_in_spans, turn_spans
 from loupe.core.packing import Document
 from loupe.errors import NotFound, Unprocessable
-from loupe.jobs.runner import INTERACTIVE, JobContext, JobRunner
+from loupe.jobs.runner import JobContext, JobRunner
 from loupe.services.datasets import DatasetService
 from loupe.services.ids import ID_PATTERN, ID_RULE
 from loupe.services.models import ModelService
@@ -154,8 +154,16 @@ class FineTuneService:
     def model_dir(self, model_id: str) -> Path:
         return self.ws.artifact("models", model_id)
 
-    def start(self, parent: str, dataset_id: str, model_id: str, cfg: FineTuneConfig) -> Job:
-        """Queue a fine-tune of `parent` on `dataset_id`'s train split into a new model `model_id`."""
+    def start(
+        self,
+        parent: str,
+        dataset_id: str,
+        model_id: str,
+        cfg: FineTuneConfig,
+        listeners: Sequence[Progress] = (),
+    ) -> Job:
+        """Queue a fine-tune of `parent` on `dataset_id`'s train split into a new model `model_id`
+        (`listeners`: progress callbacks besides the job row's, e.g. the CLI's bar)."""
         rec = self.models.record(parent)
         if rec is None:
             raise NotFound(f"unknown model {parent!r}")
@@ -166,16 +174,18 @@ class FineTuneService:
             raise Unprocessable(f"a model with id {model_id!r} already exists; choose another id")
         if cfg.method not in METHODS:
             raise Unprocessable(f"method must be one of {', '.join(METHODS)}, not {cfg.method!r}")
+        params = json.loads(
+            json.dumps({"parent": parent, "dataset_id": dataset_id, "model_id": model_id, "config": cfg.to_dict()})
+        )  # as the job row gives it back (tuples become lists)
         running = [j for j in self.ws.jobs.active() if j.kind == KIND and j.params.get("model_id") == model_id]
-        if running:
+        if running and running[0].params != params:  # the same request joins it (dedupe below)
             raise Unprocessable(f"model {model_id!r} is already being fine-tuned by job {running[0].id}")
-        params = {"parent": parent, "dataset_id": dataset_id, "model_id": model_id, "config": cfg.to_dict()}
         return self.jobs.submit(
             KIND,
             f"finetune.{model_id}",
             params,
-            lambda ctx: self._run(ctx, parent, dataset_id, model_id, cfg),
-            INTERACTIVE,
+            lambda ctx: self._run(ctx, parent, dataset_id, model_id, cfg, listeners),
+            dedupe=f"finetune:{json.dumps(params, sort_keys=True)}",
         )
 
     def _examples(
@@ -189,9 +199,18 @@ class FineTuneService:
         out = [e for d in docs if (e := encode_example(tokenizer, chat, d, cfg.max_length)) is not None]
         return out, len(docs) - len(out)
 
-    def _run(self, ctx: JobContext, parent: str, dataset_id: str, model_id: str, cfg: FineTuneConfig) -> dict[str, Any]:
+    def _run(
+        self,
+        ctx: JobContext,
+        parent: str,
+        dataset_id: str,
+        model_id: str,
+        cfg: FineTuneConfig,
+        listeners: Sequence[Progress] = (),
+    ) -> dict[str, Any]:
         from transformers import AutoModelForCausalLM, Trainer, TrainerCallback, TrainingArguments
 
+        ctx.listeners.extend(listeners)
         t0 = time.monotonic()
         rec = self.models.record(parent)
         if rec is None:
