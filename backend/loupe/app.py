@@ -114,9 +114,10 @@ def create_app(
         jacobian_api.router,
         finetune.router,
     ):
-        # the app's error body for 400 (a body that is not text) and 422 (FastAPI would declare its own 422,
-        # whose `detail` is a list)
-        app.include_router(r, prefix="/api", responses=error_responses(400, 422))
+        # the app's error body for 422 (FastAPI would declare its own, whose `detail` is a list) and for
+        # what loupe.security answers on any route: 400 (Host or a body that is not text), 401 (token),
+        # 403 (cross-site or read-only), 413 (body size), 415 (content type)
+        app.include_router(r, prefix="/api", responses=error_responses(400, 401, 403, 413, 415, 422))
 
     dist = settings.resolved_frontend_dist()
     _mount_frontend(app, dist)

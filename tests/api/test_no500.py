@@ -51,6 +51,9 @@ def _vector_file(client, **meta):
     return save({"r": torch.ones(d)}, metadata=meta)
 
 
+OCTETS = {"Content-Type": "application/octet-stream"}  # what loupe.security lets a vector import send
+
+
 @pytest.mark.parametrize("position", [str(2**70), str(2**63), str(2**40), "64", "-65", "abc", "1e3", "-1.5"])
 def test_import_with_a_position_outside_the_context_is_422_and_writes_nothing(client, position):
     ws = client.app.state.container.ws
@@ -59,6 +62,7 @@ def test_import_with_a_position_outside_the_context_is_422_and_writes_nothing(cl
         "/api/vectors/import",
         params={"name": "bad", "id": "bad-position"},
         content=_vector_file(client, position=position),
+        headers=OCTETS,
     )
     assert r.status_code == 422, r.text
     assert "position" in r.json()["detail"]
@@ -69,7 +73,10 @@ def test_import_with_a_position_outside_the_context_is_422_and_writes_nothing(cl
 
 def test_import_keeps_a_position_inside_the_context(client):
     r = client.post(
-        "/api/vectors/import", params={"name": "ok", "id": "ok-position"}, content=_vector_file(client, position="-3")
+        "/api/vectors/import",
+        params={"name": "ok", "id": "ok-position"},
+        content=_vector_file(client, position="-3"),
+        headers=OCTETS,
     )
     assert r.status_code == 201, r.text
     assert r.json()["position"] == -3
@@ -89,7 +96,10 @@ def test_import_keeps_a_position_inside_the_context(client):
 def test_import_rejects_values_and_shapes_the_model_cannot_use(client, tensors, meta, words):
     assert client.get("/api/models").json()["models"][0]["d_model"] == 32
     r = client.post(
-        "/api/vectors/import", params={"name": "bad", "id": "bad-values"}, content=save(tensors, metadata=meta)
+        "/api/vectors/import",
+        params={"name": "bad", "id": "bad-values"},
+        content=save(tensors, metadata=meta),
+        headers=OCTETS,
     )
     assert r.status_code in (404, 422), r.text
     assert words in r.json()["detail"]
