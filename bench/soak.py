@@ -78,7 +78,7 @@ def pool(base: str, seed: int) -> tuple[dict[str, list[tuple[str, str, Any]]], b
     saes = get("/api/saes")["saes"]
     sae = next(s for s in saes if "mlp" in s["hook_name"]) if saes else None
     assert sae, "the micro world has no SAE: is the build finished?"
-    refusal = next(v["id"] for v in get("/api/vectors")["vectors"] if v["id"].startswith("refusal"))
+    refusal = next(v["id"] for v in get("/api/vectors")["vectors"] if v["name"] == "refusal")
     ready = get("/api/influence/status")["ready"]
     sid, d = sae["id"], sae["d_sae"]
     rng = random.Random(seed)
@@ -122,20 +122,22 @@ def pool(base: str, seed: int) -> tuple[dict[str, list[tuple[str, str, Any]]], b
 
 
 def project(kind: str, body: Any) -> Any:
-    """What must be the same on every answer to one request: all of it but the timings."""
-    if kind == "influence":
-        return {k: v for k, v in body.items() if k != "seconds"}
-    return body
+    """What must be the same on every answer to one request: all of it but the timings, and on a feature
+    page the labels of its neighbours (the soak's label writes change them, as they should)."""
+    drop = {"influence": "seconds", "feature_page": "neighbour_labels"}.get(kind)
+    return {k: v for k, v in body.items() if k != drop}
 
 
-def same(a: Any, b: Any) -> bool:
+def diff(a: Any, b: Any, at: str = "") -> str | None:
+    """Where `b` first differs from `a` (floats within 1e-5 relative), or None."""
     if isinstance(a, float) or isinstance(b, float):
-        return isinstance(a, int | float) and isinstance(b, int | float) and math.isclose(a, b, rel_tol=1e-5)
-    if isinstance(a, dict):
-        return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
-    if isinstance(a, list):
-        return isinstance(b, list) and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
-    return a == b
+        ok = isinstance(a, int | float) and isinstance(b, int | float) and math.isclose(a, b, rel_tol=1e-5)
+        return None if ok else f"{at}: {a!r} != {b!r}"
+    if isinstance(a, dict) and isinstance(b, dict) and a.keys() == b.keys():
+        return next((d for k in a if (d := diff(a[k], b[k], f"{at}.{k}"))), None)
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        return next((d for i, (x, y) in enumerate(zip(a, b)) if (d := diff(x, y, f"{at}[{i}]"))), None)
+    return None if a == b else f"{at}: {str(a)[:80]} != {str(b)[:80]}"
 
 
 def rss_mb(pid: int) -> dict[str, float]:
@@ -182,8 +184,8 @@ async def soak(base: str, pid: int, p: dict, expected: dict, clients: int, n: in
                 errors[f"{kind}: {r.status_code} {r.text[:120]}"] += 1
             elif kind == "label" and r.json()["label"] != body["label"]:
                 mismatches.append({"kind": kind, "path": path, "sent": body["label"], "got": r.json()["label"]})
-            elif kind in COMPARED and not same(project(kind, r.json()), expected[kind, j]):
-                mismatches.append({"kind": kind, "request": [path, body]})
+            elif kind in COMPARED and (d := diff(expected[kind, j], project(kind, r.json()))):
+                mismatches.append({"kind": kind, "request": [path, body], "diff": d})
 
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
     t0 = time.monotonic()
