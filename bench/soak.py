@@ -61,7 +61,8 @@ LABELLED = 8  # the last features of the SAE take the label writes
 def build(ws: Path, influence: bool) -> None:
     """The micro world in `ws` (finished steps are skipped), and its influence index where asked."""
     env = {**os.environ, "LOUPE_WORLD": "micro", "LOUPE_WORKSPACE": str(ws)}
-    subprocess.run([str(Path(sys.executable).with_name("loupe")), "build"], env=env, check=True)
+    # the build's progress to stderr: stdout is the JSON summary
+    subprocess.run([str(Path(sys.executable).with_name("loupe")), "build"], env=env, check=True, stdout=sys.stderr)
     if influence:
         code = (
             "import sys; from loupe.jobs.executors import InlineExecutor; from loupe.jobs.pipeline import Pipeline;"
@@ -69,7 +70,7 @@ def build(ws: Path, influence: bool) -> None:
             "_, c = open_world(Settings(workspace=sys.argv[1], world='micro'), executor=InlineExecutor());"
             "steps = c.influence_pipeline().steps(); Pipeline(c.jobs, steps).run(steps); c.close()"
         )
-        subprocess.run([sys.executable, "-c", code, str(ws)], check=True)
+        subprocess.run([sys.executable, "-c", code, str(ws)], check=True, stdout=sys.stderr)
 
 
 def pool(base: str, seed: int) -> tuple[dict[str, list[tuple[str, str, Any]]], bool]:
