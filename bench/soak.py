@@ -77,7 +77,7 @@ def pool(base: str, seed: int) -> tuple[dict[str, list[tuple[str, str, Any]]], b
     """The distinct requests of each kind as (method, path, json body), and whether influence is ready."""
     get = lambda p: httpx.get(base + p, timeout=60).raise_for_status().json()
     saes = get("/api/saes")["saes"]
-    sae = next(s for s in saes if "mlp" in s["hook_name"]) if saes else None
+    sae = next((s for s in saes if "mlp" in s["hook_name"]), None)
     assert sae, "the micro world has no SAE: is the build finished?"
     refusal = next(v["id"] for v in get("/api/vectors")["vectors"] if v["name"] == "refusal")
     ready = get("/api/influence/status")["ready"]
