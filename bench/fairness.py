@@ -18,14 +18,12 @@ import argparse
 import json
 import os
 import random
-import socket
-import statistics
-import subprocess
-import sys
 import threading
 import time
 import urllib.request
 from pathlib import Path
+
+from harness import latency_stats, server
 
 _SERVER = """
 import sys, threading, uvicorn
@@ -40,12 +38,6 @@ uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _call(url: str, body: dict | None = None) -> float:
     data = None if body is None else json.dumps(body).encode()
     req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"} if data else {})
@@ -56,37 +48,20 @@ def _call(url: str, body: dict | None = None) -> float:
     return (time.perf_counter() - t0) * 1000
 
 
-def _stats(ms: list[float]) -> dict:
-    ms = sorted(ms)
-    return {
-        "requests": len(ms),
-        "p50_ms": round(statistics.median(ms), 1),
-        "p99_ms": round(ms[min(len(ms) - 1, int(0.99 * len(ms)))], 1),
-        "max_ms": round(ms[-1], 1),
-    }
-
-
 def _probe(base: str, sae: str, d_sae: int, n: int) -> dict:
     rng = random.Random(0)
     pages = [_call(f"{base}/api/saes/{sae}/features/{rng.randrange(d_sae)}") for _ in range(n)]
     text = "User: How do I bake bread at home?\nAssistant:"
     acts = [_call(f"{base}/api/saes/{sae}/activations", {"text": text, "top_k": 5}) for _ in range(max(1, n // 4))]
-    return {"feature_page": _stats(pages), "activations": _stats(acts), "load_1m": round(os.getloadavg()[0], 2)}
+    return {
+        "feature_page": latency_stats(pages),
+        "activations": latency_stats(acts),
+        "load_1m": round(os.getloadavg()[0], 2),
+    }
 
 
 def run(ws: Path, world: str, sae: str, lock: str, flood: int, n: int, max_new_tokens: int) -> dict:
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-c", _SERVER, str(ws), str(port), world, lock])
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                _call(f"{base}/api/health")
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "server did not start"
-                time.sleep(0.2)
+    with server(ws, world, _SERVER, [lock]) as (base, _):
         d_sae = json.loads(urllib.request.urlopen(f"{base}/api/saes/{sae}").read())["d_sae"]
         _probe(base, sae, d_sae, 5)  # warm: tokenizer, SAE, model
         idle = _probe(base, sae, d_sae, n)
@@ -110,9 +85,6 @@ def run(ws: Path, world: str, sae: str, lock: str, flood: int, n: int, max_new_t
             t.join(300)
         flooded["generate_per_s"] = round(len(done) / (elapsed + 2.0), 2)
         return {"lock": lock, "idle": idle, f"flood_{flood}": flooded}
-    finally:
-        proc.terminate()
-        proc.wait(30)
 
 
 def main() -> None:

@@ -18,8 +18,6 @@ import argparse
 import json
 import random
 import shutil
-import socket
-import statistics
 import tempfile
 import time
 import urllib.request
@@ -27,6 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
+
+from harness import latency_stats, server
 
 
 def bench_caching(ws: Path, hook: str, n_seq: int, model_dir: Path | None = None, tokens: Path | None = None) -> dict:
@@ -65,12 +65,6 @@ def bench_caching(ws: Path, hook: str, n_seq: int, model_dir: Path | None = None
     }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _get(url: str) -> float:
     t0 = time.perf_counter()
     with urllib.request.urlopen(url, timeout=60) as r:
@@ -81,42 +75,13 @@ def _get(url: str) -> float:
 
 def _load(urls: list[str], clients: int) -> dict:
     with ThreadPoolExecutor(clients) as ex:
-        ms = sorted(ex.map(_get, urls))
-    return {
-        "requests": len(ms),
-        "p50_ms": round(statistics.median(ms), 1),
-        "p99_ms": round(ms[min(len(ms) - 1, int(0.99 * len(ms)))], 1),
-        "max_ms": round(ms[-1], 1),
-    }
-
-
-_SERVER = """
-import sys, uvicorn
-from loupe.app import create_app
-from loupe.settings import Settings
-uvicorn.run(create_app(Settings(workspace=sys.argv[1], world=sys.argv[3]), background=False), host="127.0.0.1",
-            port=int(sys.argv[2]), log_level="warning")
-"""
+        return latency_stats(list(ex.map(_get, urls)))
 
 
 def bench_latency(ws: Path, sae_id: str, clients: int, per_client: int, world: str = "demo") -> dict:
     """The server runs in its own process (as `loupe serve` does, without background jobs), so the
     clients' threads do not share its interpreter lock."""
-    import subprocess
-    import sys
-
-    port = _free_port()
-    proc = subprocess.Popen([sys.executable, "-c", _SERVER, str(ws), str(port), world])
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                _get(f"{base}/api/health")
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "server did not start"
-                time.sleep(0.2)
+    with server(ws, world) as (base, _):
         d_sae = json.loads(urllib.request.urlopen(f"{base}/api/saes/{sae_id}").read())["d_sae"]
         _get(f"{base}/api/saes/{sae_id}/features/0")  # warm: loads the tokenizer once
         rng = random.Random(0)
@@ -128,9 +93,6 @@ def bench_latency(ws: Path, sae_id: str, clients: int, per_client: int, world: s
                 [f"{base}/api/saes/{sae_id}/features/{rng.randrange(d_sae)}" for _ in range(n)], clients
             ),
         }
-    finally:
-        proc.terminate()
-        proc.wait(30)
 
 
 def main() -> None:
