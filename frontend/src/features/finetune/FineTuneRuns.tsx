@@ -47,7 +47,7 @@ function RunDetail({ modelId }: { modelId: string }) {
       testId="finetune-run"
     >
       <p className="small" data-testid="finetune-run-status" data-status={r.status}>
-        <Badge tone={tone(r.status)}>{r.status}</Badge> {r.message}
+        <Badge tone={tone(r.status)}>{r.status}</Badge> {r.message !== r.status && r.message}
         {r.error && <span className="text-bad"> · {r.error.split("\n")[0]}</span>}
       </p>
       {r.loss.length > 0 ? <Plot figure={r.figure as Figure} height={280} testId="finetune-loss-plot" /> : <Empty>No loss logged yet.</Empty>}
