@@ -195,3 +195,17 @@ def test_splice_json_merges_two_objects():
     assert orjson.loads(splice_json(orjson.dumps(a), orjson.dumps(b))) == {**a, **b}
     assert orjson.loads(splice_json(b"{}", orjson.dumps(b))) == b
     assert orjson.loads(splice_json(orjson.dumps(a), b"{}")) == a
+
+
+def test_top_bottom_of_a_product_in_row_chunks_equals_the_whole_product():
+    from loupe.core.sae_dashboards import top_bottom, top_bottom_of_product
+
+    g = torch.Generator().manual_seed(0)
+    A, B = torch.randn(37, 8, generator=g), torch.randn(8, 50, generator=g)
+    whole = top_bottom(A @ B, 5)
+    for rows in (1, 10, 37, 100):
+        for got, want in zip(top_bottom_of_product(A, B, 5, rows=rows), whole):
+            torch.testing.assert_close(got, want)
+    ti, tv, bi, bv = whole
+    M = A @ B
+    assert torch.equal(tv[:, 0], M.max(1).values) and torch.equal(bv[:, 0], M.min(1).values)

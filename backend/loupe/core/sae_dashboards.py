@@ -322,5 +322,17 @@ def nearest_by_cosine(W: Tensor, k: int, block: int = 1024) -> tuple[Tensor, Ten
 def top_bottom(M: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Top-k and bottom-k entries of each row of M: (top idx, top values, bottom idx, bottom values)."""
     tv, ti = M.topk(k, dim=1)
-    bv, bi = (-M).topk(k, dim=1)
-    return ti, tv, bi, -bv
+    bv, bi = M.topk(k, dim=1, largest=False)
+    return ti, tv, bi, bv
+
+
+def top_bottom_of_product(A: Tensor, B: Tensor, k: int, rows: int = 256) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """`top_bottom(A @ B, k)` without holding A @ B: `rows` rows of it at a time (a real model's
+    d_sae x d_vocab logit table is ~1 GB in float32: 4,608 x 49,152 for SmolLM2)."""
+    parts = [top_bottom(A[i : i + rows] @ B, k) for i in range(0, A.shape[0], rows)]
+    return (
+        torch.cat([p[0] for p in parts]),
+        torch.cat([p[1] for p in parts]),
+        torch.cat([p[2] for p in parts]),
+        torch.cat([p[3] for p in parts]),
+    )

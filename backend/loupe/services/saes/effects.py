@@ -64,7 +64,7 @@ def logit_effects(W_dec: Tensor, hook_name: str, model: Any, k: int) -> TopBotto
     resid = residual_directions(W_dec, hook_name, model)
     if resid is None:
         return None
-    return D.top_bottom(resid @ model.W_U.detach().float().cpu(), k)
+    return D.top_bottom_of_product(resid, model.W_U.detach().float().cpu(), k)
 
 
 def neuron_effects(
