@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import shutil
-import socket
-import threading
-import time
 
 import pytest
+
+from tests.conftest import running_server
 
 CHROMIUM_FLAGS = [
     "--headless",
@@ -21,29 +20,12 @@ CHROMIUM_FLAGS = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def live_server(micro_app):
-    import uvicorn
-
     if not (micro_app.state.container.settings.resolved_frontend_dist() / "index.html").exists():
         pytest.fail("the frontend is not built: run `make frontend` (make test does it)")
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(micro_app, host="127.0.0.1", port=port, log_level="warning"))
-    t = threading.Thread(target=server.run, daemon=True)
-    t.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "server did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    t.join(10)
+    with running_server(micro_app) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
