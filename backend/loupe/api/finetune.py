@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path
 from pydantic import BaseModel, Field
 
+from loupe.api.bounds import MAX_LAYER
 from loupe.api.deps import FineTunesDep
 from loupe.api.errors import errors
 from loupe.api.jobs import QUEUE_FULL
@@ -33,6 +34,11 @@ class FineTuneIn(BaseModel):
         max_length=64,
         description='LoRA target modules (e.g. ["q_proj", "v_proj"] or ["all-linear"]); default: peft\'s for the '
         "architecture",
+    )
+    lora_layers: list[Annotated[int, Field(ge=0, le=MAX_LAYER)]] | None = Field(
+        None,
+        max_length=1024,
+        description="LoRA only in these blocks (default: all); upper blocks only also shortens the backward pass",
     )
     save_steps: int = Field(50, ge=1, le=100_000, description="A checkpoint every this many steps (for resuming).")
     seed: int = Field(0, ge=0, le=2**31 - 1)
@@ -76,18 +82,7 @@ def start_finetune(body: FineTuneIn, ft: FineTunesDep) -> FineTuneStarted:
     """Queue a fine-tune; follow it at GET /api/finetunes/{model_id} (loss so far) or /api/jobs/{job_id};
     cancel it with DELETE /api/jobs/{job_id}. When it finishes, the tuned model is registered with its
     `parent` and `lineage`."""
-    cfg = FineTuneConfig(
-        method=body.method,
-        max_steps=body.max_steps,
-        learning_rate=body.learning_rate,
-        batch_size=body.batch_size,
-        max_length=body.max_length,
-        lora_r=body.lora_r,
-        lora_alpha=body.lora_alpha,
-        target_modules=tuple(body.target_modules) if body.target_modules else None,
-        save_steps=body.save_steps,
-        seed=body.seed,
-    )
+    cfg = FineTuneConfig.from_dict(body.model_dump(exclude={"parent", "dataset_id", "model_id"}))
     job = ft.start(body.parent, body.dataset_id, body.model_id, cfg)
     return FineTuneStarted(job_id=job.id, model_id=body.model_id)
 

@@ -107,8 +107,13 @@ def behaviour(
             for name in groups
         },
     }
-    results["targets"] = {
-        k: {"value": results[k], "target": f"{op} {v}", "met": results[k] >= v if op == ">=" else results[k] <= v}
-        for k, (op, v) in TARGETS.items()
-    }
+    results["targets"] = targets_met(results, TARGETS)
     return results
+
+
+def targets_met(results: dict, targets: dict[str, tuple[str, float]]) -> dict:
+    """Each target's value, its bound (">= 0.9") and whether the value meets it."""
+    return {
+        k: {"value": results[k], "target": f"{op} {v}", "met": results[k] >= v if op == ">=" else results[k] <= v}
+        for k, (op, v) in targets.items()
+    }

@@ -51,6 +51,9 @@ class FineTuneConfig(Config):
     lora_r: int = 8
     lora_alpha: int = 16
     target_modules: tuple[str, ...] | None = None  # None: peft's default for the architecture
+    # LoRA only in these blocks (None: all). Upper blocks only also shortens the backward pass, which
+    # stops at the lowest adapted block: on 2 cores that is what keeps a real model's tune affordable.
+    lora_layers: tuple[int, ...] | None = None
     save_steps: int = 50
     max_heldout: int = 64  # held-out examples for the loss before and after
     seed: int = 0
@@ -184,7 +187,7 @@ class FineTuneService:
             KIND,
             f"finetune.{model_id}",
             params,
-            lambda ctx: self._run(ctx, parent, dataset_id, model_id, cfg, listeners),
+            lambda ctx: self.train(ctx, parent, dataset_id, model_id, cfg, listeners),
             dedupe=f"finetune:{json.dumps(params, sort_keys=True)}",
         )
 
@@ -199,7 +202,7 @@ class FineTuneService:
         out = [e for d in docs if (e := encode_example(tokenizer, chat, d, cfg.max_length)) is not None]
         return out, len(docs) - len(out)
 
-    def _run(
+    def train(
         self,
         ctx: JobContext,
         parent: str,
@@ -207,7 +210,10 @@ class FineTuneService:
         model_id: str,
         cfg: FineTuneConfig,
         listeners: Sequence[Progress] = (),
+        key: str | None = None,
     ) -> dict[str, Any]:
+        """The fine-tune itself, in the calling job (`start` queues it; a world's build step calls it
+        with its `key`, written into the model's manifest)."""
         from transformers import AutoModelForCausalLM, Trainer, TrainerCallback, TrainingArguments
 
         ctx.listeners.extend(listeners)
@@ -235,6 +241,7 @@ class FineTuneService:
                     lora_alpha=cfg.lora_alpha,
                     lora_dropout=0.0,
                     target_modules=list(cfg.target_modules) if cfg.target_modules else None,
+                    layers_to_transform=list(cfg.lora_layers) if cfg.lora_layers else None,
                     task_type="CAUSAL_LM",
                 )
                 model = get_peft_model(model, lora)
@@ -326,7 +333,7 @@ class FineTuneService:
                 merged = model
             merged.save_pretrained(str(tmp), safe_serialization=True)
             tokenizer.save_pretrained(str(tmp))
-            write_manifest(tmp, {"key": model_id, **lineage})
+            write_manifest(tmp, {"key": key or model_id, **lineage})
         write_history({"heldout_loss_before": before, "heldout_loss_after": after})
         shutil.rmtree(checkpoints, ignore_errors=True)
         self.models.register(
