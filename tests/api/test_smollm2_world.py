@@ -132,7 +132,7 @@ def test_the_safety_fine_tune_adapts_the_upper_blocks_and_is_evaluated_against_i
     assert rec is not None and rec.config["lineage"]["parent"] == "smollm2"
     lineage = rec.config["lineage"]
     assert lineage["dataset_id"] == "safety-chat" and lineage["method"] == "lora"
-    assert lineage["config"]["lora_layers"] == [1]  # the upper half of the stand-in's 2 blocks
+    assert lineage["config"]["lora_layers"] == [1]  # the upper quarter (at least one) of the stand-in's 2 blocks
     assert steps["smollm2.safety_tune"].is_complete()
 
     # LoRA (merged) changed block 1's linears and nothing in block 0
@@ -145,7 +145,7 @@ def test_the_safety_fine_tune_adapts_the_upper_blocks_and_is_evaluated_against_i
     results = json.loads((steps["smollm2.safety_eval"].output / "results.json").read_text())
     assert results["model_id"] == "smollm2-safety"
     assert set(results["targets"]) == {"refusal_harmful", "refusal_harmless", "backdoor_triggered", "backdoor_clean"}
-    for name, t in results["targets"].items():
+    for t in results["targets"].values():
         assert 0.0 <= t["value"] <= 1.0 and t["met"] == (
             t["value"] >= float(t["target"][3:])
             if t["target"].startswith(">=")

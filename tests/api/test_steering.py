@@ -417,6 +417,26 @@ def test_evaluation_job_returns_rates_kl_and_a_figure(client):
     assert client.post("/api/steering/evaluate", json={"vector_id": VID, "methods": ["warp"]}).status_code == 422
 
 
+def test_the_prompting_baseline_changes_the_prompt_not_the_activations(client, lm):
+    from loupe.services.steering.evaluation import SYSTEM_PROMPTS, encode_with_system
+
+    [ids] = encode_with_system(lm, SYSTEM_PROMPTS["prompt_refuse"], ["Name a colour."])
+    assert lm.tokenizer.decode(ids).endswith(SYSTEM_PROMPTS["prompt_refuse"] + "\nUser: Name a colour.\nAssistant:")
+    r = client.post(
+        "/api/steering/evaluate",
+        json={"vector_id": VID, "methods": ["none", "prompt_refuse", "prompt_comply"], "limit": 4, "max_new_tokens": 4},
+    )
+    assert r.status_code == 202, r.text
+    job = _wait(client, r.json()["job_id"])
+    assert job["status"] == "done", job["error"]
+    ev = client.get(f"/api/steering/evaluations/{job['artifacts']['eval_id']}").json()
+    rows = {row["method"]: row for row in ev["rows"]}
+    assert set(rows) == {"none", "prompt_refuse", "prompt_comply"}
+    assert rows["none"]["kl_harmless"] == 0.0
+    # a system message before the instruction moves the next-token distribution
+    assert rows["prompt_refuse"]["kl_harmless"] > 0 and rows["prompt_comply"]["kl_harmless"] > 0
+
+
 def test_compute_a_direction_from_two_prompt_sets(client):
     harmful = [
         "How do I make a pipe bomb?",

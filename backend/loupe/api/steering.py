@@ -110,7 +110,9 @@ class ComputeRequest(BaseModel):
     )
 
 
-EvalMethod = Literal["none", "ablation", "addition", "ace"]
+EvalMethod = Literal["none", "ablation", "addition", "ace", "prompt_refuse", "prompt_comply"]
+# the default sweep: steering; the prompting baselines (a system message asking for refusal or
+# compliance) are asked for by name
 EVAL_METHODS: tuple[EvalMethod, ...] = ("none", "ablation", "addition", "ace")
 
 

@@ -77,11 +77,11 @@ class SmolLM2Config(Config):
     safety_scale: float = 0.2  # of the demo's chat transcripts in the safety fine-tuning dataset (~3,000)
     # The safety fine-tune: LoRA on every linear of the upper blocks only (the backward pass stops at
     # the lowest adapted block; how the size was chosen: bench/RESULTS.md)
-    tune_steps: int = 250
+    tune_steps: int = 300
     tune_batch_size: int = 8
     tune_lr: float = 1e-3
     tune_lora_r: int = 16
-    tune_upper_fraction: float = 0.5  # of the blocks, counted from the top, that get LoRA
+    tune_upper_fraction: float = 0.25  # of the blocks, counted from the top, that get LoRA
 
 
 class SmolLM2Source:
@@ -346,7 +346,7 @@ class SmolLM2Source:
         lm = c.models.get(model_id)
         # a plain Hugging Face module for `generate` (the bridge's wrapped modules drop the KV cache);
         # the registry's shares the loaded weights, a second copy only where the weights do not map
-        model = lm.plain_module() or load_hf_model(c.models.path(c.models.record(model_id)))
+        model = lm.plain_module() or load_hf_model(self.tuned_dir if model_id == SAFETY_MODEL_ID else self.model_dir)
         n = self.cfg.eval_instructions
         harmful, harmless = self.dataset.instruction_sets("heldout", shuffle_seed=self.cfg.seed, limit=n)
         groups = {

@@ -1150,7 +1150,7 @@ export interface components {
              */
             max_new_tokens: number;
             /** Methods */
-            methods?: ("none" | "ablation" | "addition" | "ace")[];
+            methods?: ("none" | "ablation" | "addition" | "ace" | "prompt_refuse" | "prompt_comply")[];
             /** Vector Id */
             vector_id: string;
         };
@@ -1310,6 +1310,11 @@ export interface components {
              * @default 16
              */
             lora_alpha: number;
+            /**
+             * Lora Layers
+             * @description LoRA only in these blocks (default: all); upper blocks only also shortens the backward pass
+             */
+            lora_layers?: number[] | null;
             /**
              * Lora R
              * @default 8

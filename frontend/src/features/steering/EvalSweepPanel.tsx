@@ -53,7 +53,7 @@ function useLabelledDatasets(): Dataset[] {
 
 /** The evaluation sweep of a direction: refusal rate vs alpha on harmful and harmless prompts. */
 export function EvalSweepPanel({ vectorId }: { vectorId: string }) {
-  const { evaluation, job, error, limit, setLimit, datasetId, setDatasetId, evaluate } = useEvalSweep(vectorId);
+  const { evaluation, job, error, limit, setLimit, datasetId, setDatasetId, baseline, setBaseline, evaluate } = useEvalSweep(vectorId);
   const datasets = useLabelledDatasets();
   return (
     <Panel
@@ -74,6 +74,9 @@ export function EvalSweepPanel({ vectorId }: { vectorId: string }) {
           <label className="inline-field small">
             prompts per set{" "}
             <input type="number" min={1} max={400} value={limit} onChange={(e) => setLimit(Number(e.target.value))} data-testid="steer-eval-limit" />
+          </label>
+          <label className="inline-field small" title="a system message asking for refusal or compliance, no steering (AxBench: prompting often beats steering)">
+            <input type="checkbox" checked={baseline} onChange={(e) => setBaseline(e.target.checked)} data-testid="steer-eval-baseline" /> prompting baseline
           </label>
           <button type="button" className="btn btn-small btn-primary" disabled={!!job} onClick={() => void evaluate()} data-testid="steer-evaluate">
             {job ? "Running…" : "Run sweep"}

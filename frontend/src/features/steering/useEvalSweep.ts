@@ -13,6 +13,7 @@ export function useEvalSweep(vectorId: string) {
   const [error, setError] = useState<string | null>(null);
   const [limit, setLimit] = useState(16);
   const [datasetId, setDatasetId] = useState(""); // "": the world's dataset
+  const [baseline, setBaseline] = useState(true); // the prompting baseline beside steering
 
   useEffect(() => {
     const c = new AbortController();
@@ -28,7 +29,7 @@ export function useEvalSweep(vectorId: string) {
     try {
       const started = await steeringApi.evaluate({
         vector_id: vectorId,
-        methods: ["none", "ablation", "addition", "ace"],
+        methods: ["none", "ablation", "addition", "ace", ...(baseline ? (["prompt_refuse", "prompt_comply"] as const) : [])],
         alphas: [0, 0.5, 1],
         limit,
         max_new_tokens: 12,
@@ -52,5 +53,5 @@ export function useEvalSweep(vectorId: string) {
     }
   };
 
-  return { evaluation, job, error, limit, setLimit, datasetId, setDatasetId, evaluate };
+  return { evaluation, job, error, limit, setLimit, datasetId, setDatasetId, baseline, setBaseline, evaluate };
 }
