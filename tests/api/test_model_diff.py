@@ -11,26 +11,10 @@ import math
 import pytest
 import torch
 
+from tests.api.tiny_models import register_edited_copy
+
 LAYER = 1
 PARAM = f"gpt_neox.layers.{LAYER}.attention.dense.weight"
-
-
-def _copy_with(c, tmp_path, model_id: str, edit) -> dict[str, torch.Tensor]:
-    """The micro model saved at tmp_path with `edit(model)` applied, registered as `model_id` with the micro
-    model as its parent (as a fine-tune records it); returns the parent's parameters."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    parent_id = c.subject.model_id
-    src = c.models.path(c.models.record(parent_id))
-    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
-    before = {k: v.detach().clone() for k, v in model.named_parameters()}
-    with torch.no_grad():
-        edit(model)
-    out = tmp_path / model_id
-    model.save_pretrained(out)
-    AutoTokenizer.from_pretrained(src).save_pretrained(out)
-    c.models.register(model_id, str(out), "finetune", lineage={"parent": parent_id, "dataset_id": c.subject.dataset.id})
-    return before
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +30,7 @@ def perturbed(client, micro_container, tmp_path_factory):
         delta["d"] = d * (0.1 * w.norm() / d.norm())
         w += delta["d"]
 
-    before = _copy_with(c, tmp_path_factory.mktemp("diff"), "diff-perturbed", edit)
+    before = register_edited_copy(c, tmp_path_factory.mktemp("diff") / "m", "diff-perturbed", edit)
     return before, delta["d"]
 
 
@@ -122,7 +106,7 @@ def test_a_shift_along_a_feature_makes_it_the_most_changed(client, micro_contain
     def edit(model):
         model.gpt_neox.layers[0].mlp.dense_4h_to_h.bias += 2.0 * u / u.norm() * 4
 
-    _copy_with(c, tmp_path, "diff-feature", edit)
+    register_edited_copy(c, tmp_path / "m", "diff-feature", edit)
     _, out = _diff(client, model_id="diff-feature", dataset_id=c.subject.dataset.id, sae_id=rec.id, n_tokens=512)
     f = out["result"]["features"]
     assert f["sae_id"] == rec.id and f["n_changed"] > 0

@@ -459,13 +459,14 @@ def diff_figures(result: dict[str, Any]) -> dict[str, Any]:
         return out
 
     w = result["weights"]
+    dtick = max(1, int(result["n_layers"]) // 15)  # whole blocks on the axis
     xs = [str(i) for i in range(len(w["layers"]))] + ["outside"]
     weights = go.Figure(
         go.Bar(x=xs, y=[g["relative"] for g in w["layers"]] + [w["outside"]["relative"]], name="||ΔW|| / ||W||")
     )
     weights.update_layout(
         xaxis_title="block (outside: embeddings, final norm, unembedding)",
-        yaxis_title="relative weight change ||ΔW||_F / ||W||_F",
+        yaxis_title="||ΔW||_F / ||W||_F",
         margin={"t": 10, "r": 10},
     )
     a = result["activations"]["layers"]
@@ -485,9 +486,9 @@ def diff_figures(result: dict[str, Any]) -> dict[str, Any]:
         )
     )
     acts.update_layout(
-        xaxis_title="block (residual stream after it)",
+        xaxis={"title": "block (residual stream after it)", "dtick": dtick},
         yaxis={"title": "relative change", "rangemode": "tozero"},
-        yaxis2={"title": "cosine", "overlaying": "y", "side": "right", "range": [0, 1.05]},
+        yaxis2={"title": "cosine", "overlaying": "y", "side": "right", "range": [0, 1.05], "dtick": 0.25},
         margin={"t": 10, "r": 10},
         legend={"orientation": "h", "y": -0.25},
     )
@@ -506,7 +507,7 @@ def diff_figures(result: dict[str, Any]) -> dict[str, Any]:
                 )
             )
         fig.update_layout(
-            xaxis_title="layer (resid_pre of the block; the last: resid_post of the last block)",
+            xaxis={"title": "layer (resid_pre of the block; the last: resid_post of the last block)", "dtick": dtick},
             yaxis={"title": "cos(r_parent, r_child)", "range": [-1.05, 1.05]},
             margin={"t": 10, "r": 10},
             legend={"title": {"text": "post-instruction position"}},
