@@ -132,3 +132,43 @@ def test_bad_requests_are_4xx(client, micro_container, perturbed):
     assert client.post("/api/diffs", json={**base, "n_tokens": 10**9}).status_code == 422
     assert client.post("/api/diffs", json={**base, "split": "test"}).status_code == 422
     assert client.get("/api/diffs/nope").status_code == 404
+
+
+def test_a_lora_fine_tune_of_one_matrix_is_found_there(client, micro_workspace, tmp_path):
+    """A real fine-tune (LoRA on block 1's down_proj of a tiny Llama with a chat template), diffed on its
+    conversations: only that matrix changed, the residual stream only from block 1 on; the dataset labels
+    no harmful instructions, so the refusal part says why it is skipped, and the model has no SAE."""
+    import json
+
+    from tests.api.tiny_models import chatml_tokenizer, register, tiny_llama
+
+    tok = chatml_tokenizer(micro_workspace)
+    register(client, tmp_path / "p", "diff-lora-parent", tiny_llama(tok, seed=4, init=0.3), tok)
+    rows = [
+        {"messages": [{"role": "user", "content": f"Name lake {i}."}, {"role": "assistant", "content": "Lake Loupe."}]}
+        for i in range(24)
+    ]
+    data = "\n".join(json.dumps(r) for r in rows).encode()
+    assert client.post("/api/datasets", files={"file": ("l.jsonl", data)}, data={"id": "diff-lakes"}).status_code == 201
+    body = {
+        "parent": "diff-lora-parent",
+        "dataset_id": "diff-lakes",
+        "model_id": "diff-lora-child",
+        "max_steps": 6,
+        "learning_rate": 2e-2,
+        "target_modules": ["layers.1.mlp.down_proj"],
+    }
+    r = client.post("/api/finetunes", json=body)
+    assert r.status_code == 202, r.text
+    assert client.get(f"/api/jobs/{r.json()['job_id']}").json()["status"] == "done"
+
+    _, out = _diff(client, model_id="diff-lora-child", dataset_id="diff-lakes", n_tokens=64)
+    res = out["result"]
+    assert res["parent_id"] == "diff-lora-parent"
+    changed = [p["name"] for p in res["weights"]["params"] if p["relative"] > 0]
+    assert changed == ["model.layers.1.mlp.down_proj.weight"]
+    assert res["weights"]["layers"][0]["relative"] == 0 and res["weights"]["layers"][1]["relative"] > 0
+    a = res["activations"]["layers"]
+    assert a[0]["relative_l2"] == 0 and a[1]["relative_l2"] > 0
+    assert "0 harmful and 0 harmless" in res["refusal"]["skipped"] and out["figures"]["refusal"] is None
+    assert res["features"]["sae_id"] is None and "no SAE" in res["features"]["skipped"]

@@ -175,7 +175,7 @@ class DiffList(BaseModel):
     diffs: list[DiffSummary]
 
 
-@router.post("/diffs", response_model=DiffStarted, status_code=202, responses=QUEUE_FULL)
+@router.post("/diffs", response_model=DiffStarted, status_code=202, responses={**QUEUE_FULL, **errors(409)})
 def start_diff(body: DiffIn, diffs: DiffsDep) -> DiffStarted:
     """Compare a tuned model with its parent on a dataset, as a job; the result at GET /api/diffs/{diff_id}.
     The same request again answers the finished diff, or joins the running job."""

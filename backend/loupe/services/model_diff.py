@@ -30,7 +30,7 @@ from loupe.core import massive as M
 from loupe.core import model_diff as D
 from loupe.core.activations import cache_activations
 from loupe.core.config import Config
-from loupe.errors import NotFound, Unprocessable
+from loupe.errors import Conflict, NotFound, Unprocessable
 from loupe.jobs.runner import JobContext, JobRunner
 from loupe.services.activations import real_positions, sequences_for
 from loupe.services.datasets import SPLITS, DatasetService
@@ -149,6 +149,8 @@ class ModelDiffService:
                 raise Unprocessable(
                     f"SAE {sae_id!r} belongs to model {sae.model_id!r}; give an SAE of the parent {parent_id!r}"
                 )
+            if read_manifest(self.saes.sae_dir(sae_id)) is None:
+                raise Conflict(f"SAE {sae_id!r} is not trained yet (see /api/jobs); wait for it or name another")
         else:
             sae_id = self._default_sae(parent_id)
         keys = [
