@@ -139,6 +139,9 @@ class DiffResult(BaseModel):
     activations: Activations
     features: Features
     refusal: Refusal
+    seconds: dict[str, float] = Field(
+        default_factory=dict, description="time of each part: weights, activations (with the SAE), refusal"
+    )
 
 
 class DiffProgress(BaseModel):

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -202,14 +203,21 @@ class ModelDiffService:
         n_layers = int(parent.info["n_layers"])
 
         ctx.progress(0, None, "comparing weights")
+        t0 = time.monotonic()
         try:
             changes = D.weight_changes(hf_parameters(parent), hf_parameters(child))
         except ValueError as exc:
             raise Unprocessable(f"{model_id!r} against {parent_id!r}: {exc}") from exc
         weights = D.layer_weight_change(changes, n_layers)
-
+        t1 = time.monotonic()
         activations, features, sae_info = self._activations(ctx, parent, child, dataset_id, sae_id, cfg, n_layers)
+        t2 = time.monotonic()
         refusal = self._refusal(ctx, parent, child, dataset_id, cfg, n_layers)
+        seconds = {
+            "weights": round(t1 - t0, 2),
+            "activations": round(t2 - t1, 2),
+            "refusal": round(time.monotonic() - t2, 2),
+        }
 
         result = {
             "diff_id": diff_id,
@@ -225,6 +233,7 @@ class ModelDiffService:
             "activations": activations,
             "features": sae_info,
             "refusal": refusal,
+            "seconds": seconds,
         }
         with atomic_dir(self.diff_dir(diff_id)) as tmp:
             (tmp / "result.json").write_text(json.dumps(_finite(result)))

@@ -1191,6 +1191,13 @@ export interface components {
             /** Parent Id */
             parent_id: string;
             refusal: components["schemas"]["Refusal"];
+            /**
+             * Seconds
+             * @description time of each part: weights, activations (with the SAE), refusal
+             */
+            seconds?: {
+                [key: string]: number;
+            };
             weights: components["schemas"]["Weights"];
         };
         /** DiffStarted */
