@@ -105,6 +105,7 @@ function DiffDetail({ diffId }: { diffId: string }) {
   const d = diff.data;
   if (!d) return diff.error ? <ErrorBox message={errorMessage(diff.error)} /> : <Spinner label="Loading the diff" />;
   const p = d.params ?? {};
+  const r = d.result;
   const cancel = async () => {
     if (d.job_id == null) return;
     setError(null);
@@ -115,7 +116,6 @@ function DiffDetail({ diffId }: { diffId: string }) {
       setError(errorMessage(err));
     }
   };
-  const r = d.result;
   const figs = d.figures ?? {};
   const pct = d.progress?.total ? (100 * d.progress.done) / d.progress.total : null;
   return (
@@ -139,6 +139,14 @@ function DiffDetail({ diffId }: { diffId: string }) {
         <Badge tone={tone(d.status)}>{d.status}</Badge> {ACTIVE.has(d.status) && d.progress?.message}
         {pct !== null && ACTIVE.has(d.status) && <> ({pct.toFixed(0)}%)</>}
         {d.error && <span className="text-bad"> · {d.error.split("\n")[0]}</span>}
+        {r?.seconds && Object.keys(r.seconds).length > 0 && (
+          <span className="muted">
+            {" "}
+            computed in {Object.entries(r.seconds)
+              .map(([k, v]) => `${k} ${v.toFixed(1)} s`)
+              .join(", ")}
+          </span>
+        )}
       </p>
       {error && <ErrorBox title="Cannot cancel" message={error} />}
       {r && (
