@@ -27,7 +27,6 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from loupe.core import massive as M
 from loupe.core import model_diff as D
 from loupe.core.activations import cache_activations
 from loupe.core.config import Config
@@ -35,16 +34,9 @@ from loupe.errors import Conflict, NotFound, Unprocessable
 from loupe.jobs.runner import JobContext, JobRunner
 from loupe.services.activations import real_positions, sequences_for
 from loupe.services.datasets import SPLITS, DatasetService
+from loupe.services.model_diff.refusal import refusal_cosines
 from loupe.services.models import LoadedModel, ModelService
 from loupe.services.saes.registry import SAERegistry
-from loupe.services.steering.direction import (
-    candidate_hooks,
-    encode_prompts,
-    massive_summary,
-    post_instruction_ids,
-    post_instruction_means,
-    with_post_instruction,
-)
 from loupe.services.workspace import Workspace
 from loupe.storage.artifacts import (
     atomic_dir,
@@ -323,54 +315,13 @@ class ModelDiffService:
     def _refusal(
         self, ctx: JobContext, parent: LoadedModel, child: LoadedModel, dataset_id: str, cfg: DiffConfig, n_layers: int
     ) -> dict[str, Any]:
-        """Both models' difference-of-means refusal directions at every candidate (block, post-instruction
-        position) from the same instructions, and their cosines; skipped (with the reason) where the dataset
-        has no harmful and harmless instructions or the models write chats differently."""
         harmful, harmless = self.datasets.get(dataset_id).instruction_sets("train", limit=cfg.n_instructions)
         if not harmful or not harmless:
             return {
                 "skipped": f"dataset {dataset_id!r} has {len(harmful)} harmful and {len(harmless)} harmless train "
                 'instructions; a refusal direction needs both (records labelled with "harmful": true or false)'
             }
-        if parent.chat.post_instruction != child.chat.post_instruction:
-            return {"skipped": "the two models write a chat prompt differently (their chat templates differ)"}
-        enc = {
-            side: with_post_instruction(parent, encode_prompts(parent, xs))
-            for side, xs in (("harmful", harmful), ("harmless", harmless))
-        }
-        if not enc["harmful"] or not enc["harmless"]:
-            return {"skipped": "no instruction ends in the chat format's post-instruction tokens"}
-        hooks = candidate_hooks(n_layers, cfg.layer_stride)
-        names = [h for h, _ in hooks]
-        n_pos = len(post_instruction_ids(parent))
-        ctx.progress(0, 2, "refusal directions: the parent")
-        means_p, stats_p = post_instruction_means(parent, enc, names, n_pos)
-        ctx.progress(1, 2, "refusal directions: the child")
-        means_c, stats_c = post_instruction_means(child, enc, names, n_pos)
-        # a coordinate massive in either model is left out of both (as the direction search does)
-        massive = sorted(set(massive_summary(stats_p, names)["dims"]) | set(massive_summary(stats_c, names)["dims"]))
-        rows = []
-        for hook, depth in hooks:
-            r_p = M.without_dims(means_p["harmful"][hook] - means_p["harmless"][hook], massive)  # [n_pos, d]
-            r_c = M.without_dims(means_c["harmful"][hook] - means_c["harmless"][hook], massive)
-            rows.append(
-                {
-                    "hook": hook,
-                    "layer": depth,
-                    "cosine": [_num(x) for x in D.direction_cosines(r_p, r_c).tolist()],
-                    "norm_parent": r_p.norm(dim=-1).tolist(),
-                    "norm_child": r_c.norm(dim=-1).tolist(),
-                }
-            )
-        ctx.progress(2, 2, "refusal directions: done")
-        return {
-            "skipped": None,
-            "n_harmful": len(enc["harmful"]),
-            "n_harmless": len(enc["harmless"]),
-            "positions": parent.token_strings(post_instruction_ids(parent)),
-            "massive_dims": massive,
-            "layers": rows,
-        }
+        return refusal_cosines(parent, child, harmful, harmless, n_layers, cfg.layer_stride, ctx.progress)
 
     # -- reading ------------------------------------------------------------------------------
     def _jobs(self) -> list[Job]:
@@ -458,70 +409,3 @@ def _finite(obj: Any) -> Any:
 
 def _feature_row(ch: dict[str, Tensor], i: int) -> dict[str, Any]:
     return {"index": i, **{k: float(v[i]) for k, v in ch.items()}}
-
-
-def diff_figures(result: dict[str, Any]) -> dict[str, Any]:
-    """Plotly figures of a diff: per-layer weight change (bars), per-layer activation change (lines), and
-    the refusal directions' cosine per layer (a line per post-instruction position)."""
-    import plotly.graph_objects as go
-
-    def as_json(fig: Any) -> dict[str, Any]:
-        out: dict[str, Any] = json.loads(fig.to_json())
-        return out
-
-    w = result["weights"]
-    dtick = max(1, int(result["n_layers"]) // 15)  # whole blocks on the axis
-    xs = [str(i) for i in range(len(w["layers"]))] + ["outside"]
-    weights = go.Figure(
-        go.Bar(x=xs, y=[g["relative"] for g in w["layers"]] + [w["outside"]["relative"]], name="||ΔW|| / ||W||")
-    )
-    weights.update_layout(
-        xaxis_title="block (outside: embeddings, final norm, unembedding)",
-        yaxis_title="||ΔW||_F / ||W||_F",
-        margin={"t": 10, "r": 10},
-    )
-    a = result["activations"]["layers"]
-    acts = go.Figure()
-    acts.add_trace(
-        go.Scatter(
-            x=[r["layer"] for r in a], y=[r["relative_l2"] for r in a], mode="lines+markers", name="mean ||Δh|| / ||h||"
-        )
-    )
-    acts.add_trace(
-        go.Scatter(
-            x=[r["layer"] for r in a],
-            y=[r["cosine"] for r in a],
-            mode="lines+markers",
-            name="mean cos(h_parent, h_child)",
-            yaxis="y2",
-        )
-    )
-    acts.update_layout(
-        xaxis={"title": "block (residual stream after it)", "dtick": dtick},
-        yaxis={"title": "relative change", "rangemode": "tozero"},
-        yaxis2={"title": "cosine", "overlaying": "y", "side": "right", "range": [0, 1.05], "dtick": 0.25},
-        margin={"t": 10, "r": 10},
-        legend={"orientation": "h", "y": -0.25},
-    )
-    figures: dict[str, Any] = {"weights": as_json(weights), "activations": as_json(acts), "refusal": None}
-    ref = result.get("refusal") or {}
-    if not ref.get("skipped") and ref.get("layers"):
-        fig = go.Figure()
-        rows = ref["layers"]
-        for p, tok in enumerate(ref["positions"]):
-            fig.add_trace(
-                go.Scatter(
-                    x=[r["layer"] for r in rows],
-                    y=[r["cosine"][p] for r in rows],
-                    mode="lines+markers",
-                    name=f"{p - len(ref['positions'])}: {tok!r}",
-                )
-            )
-        fig.update_layout(
-            xaxis={"title": "layer (resid_pre of the block; the last: resid_post of the last block)", "dtick": dtick},
-            yaxis={"title": "cos(r_parent, r_child)"},  # autoscaled: a small fine-tune moves it in the third decimal
-            margin={"t": 10, "r": 10},
-            legend={"title": {"text": "post-instruction position"}},
-        )
-        figures["refusal"] = as_json(fig)
-    return figures
