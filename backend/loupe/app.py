@@ -18,6 +18,7 @@ from loupe import __version__
 from loupe.api import datasets, evals, finetune, generate, health, jobs, models, saes, steering
 from loupe.api import influence as influence_api
 from loupe.api import jacobian as jacobian_api
+from loupe.api import model_diff as model_diff_api
 from loupe.api.errors import errors as error_responses
 from loupe.errors import LoupeError
 from loupe.security import SecurityMiddleware, default_allowed_hosts, resolve_auth
@@ -113,6 +114,7 @@ def create_app(
         steering.router,
         jacobian_api.router,
         finetune.router,
+        model_diff_api.router,
     ):
         # the app's error body for 422 (FastAPI would declare its own, whose `detail` is a list) and for
         # what loupe.security answers on any route: 400 (Host or a body that is not text), 401 (token),

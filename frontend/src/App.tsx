@@ -6,6 +6,7 @@ import { modelsApi } from "./features/models/api";
 import { ModelPicker, ModelProvider, useCurrentModel } from "./features/models/ModelContext";
 import { ServerStatus } from "./features/models/ServerStatus";
 import { Datasets } from "./pages/Datasets";
+import { Diff } from "./pages/Diff";
 import { FeaturePage } from "./pages/Feature";
 import { FineTune } from "./pages/FineTune";
 import { Features } from "./pages/Features";
@@ -30,6 +31,7 @@ const NAV = [
   { path: "/influence", label: "Influence", testId: "nav-influence" },
   { path: "/jacobian", label: "Jacobian", testId: "nav-jacobian" },
   { path: "/finetune", label: "Fine-tune", testId: "nav-finetune" },
+  { path: "/diff", label: "Diff", testId: "nav-diff" },
 ];
 
 /** A nav entry is active on its page and the pages under it (/features/x/1 -> Features). */
@@ -75,6 +77,7 @@ export function App() {
   else if (path === "/influence") page = <Influence />;
   else if (path === "/jacobian") page = <Jacobian />;
   else if (path === "/finetune") page = <FineTune />;
+  else if (path === "/diff") page = <Diff />;
   else page = <NotFound path={path} />;
 
   // Pages wait for the model list (so that they start with the chosen model), and start afresh when it changes.

@@ -82,3 +82,21 @@ def register(client, path: Path, model_id: str, model, tok):
     models = client.app.state.container.models
     models.register(model_id, str(path), "hf-dir")
     return models.get(model_id)
+
+
+def register_edited_copy(container, path: Path, model_id: str, edit) -> dict[str, torch.Tensor]:
+    """The container's world model saved at `path` with `edit(model)` applied (under no_grad), registered as
+    `model_id` with the world model as its parent (as a fine-tune records it); returns the parent's parameters."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    parent_id = container.subject.model_id
+    src = container.models.path(container.models.record(parent_id))
+    model = AutoModelForCausalLM.from_pretrained(src, dtype=torch.float32)
+    before = {k: v.detach().clone() for k, v in model.named_parameters()}
+    with torch.no_grad():
+        edit(model)
+    model.save_pretrained(path)
+    AutoTokenizer.from_pretrained(src).save_pretrained(path)
+    lineage = {"parent": parent_id, "dataset_id": container.subject.dataset.id}
+    container.models.register(model_id, str(path), "finetune", lineage=lineage)
+    return before

@@ -238,6 +238,8 @@ def test_massive_dimensions_are_found_left_out_of_the_direction_and_ablation_kee
     raw[3] = 40.0  # the direction's largest coordinate is the massive one
     r = M.without_dims(raw, [3])
     assert r[3] == 0 and torch.equal(r[torch.arange(16) != 3], raw[torch.arange(16) != 3])
+    rows = M.without_dims(torch.stack([raw, 2 * raw]), [3])  # one direction per position: each row's dimension 3
+    assert torch.equal(rows, torch.stack([r, 2 * r]))
     out = S.ablation_hook(r)(h)
     assert torch.equal(out[..., 3], h[..., 3])
     assert (out.double() @ S.unit(r)).abs().max() < 1e-3  # still ablated along r

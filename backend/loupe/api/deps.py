@@ -15,6 +15,7 @@ from loupe.services.generation import GenerationService
 from loupe.services.influence.service import InfluenceService
 from loupe.services.jacobian.layer import LayerJacobianService
 from loupe.services.jacobian.service import JacobianService
+from loupe.services.model_diff import ModelDiffService
 from loupe.services.models import ModelService
 from loupe.services.saes.features import FeatureService
 from loupe.services.saes.jobs import SAEJobs
@@ -50,3 +51,4 @@ InfluenceDep = Annotated[InfluenceService, Depends(_part("influence"))]
 JacobianDep = Annotated[JacobianService, Depends(_part("jacobian"))]
 LayersDep = Annotated[LayerJacobianService, Depends(_part("layers"))]
 FineTunesDep = Annotated[FineTuneService, Depends(_part("finetunes"))]
+DiffsDep = Annotated[ModelDiffService, Depends(_part("diffs"))]

@@ -65,5 +65,5 @@ def without_dims(r: Tensor, dims: Sequence[int]) -> Tensor:
     moving it breaks the model)."""
     out = r.to(torch.float64).clone()
     if len(dims):
-        out[list(dims)] = 0.0
+        out[..., list(dims)] = 0.0  # the last dimension: one direction [d], or one per position [n, d]
     return out

@@ -23,6 +23,7 @@ from loupe.services.jacobian.build import training_jacobian_step
 from loupe.services.jacobian.layer import LayerJacobianService
 from loupe.services.jacobian.runs import RunSettings
 from loupe.services.jacobian.service import JacobianService
+from loupe.services.model_diff import ModelDiffService
 from loupe.services.models import ModelService
 from loupe.services.saes.build import SAEPipeline
 from loupe.services.saes.configs import DashboardConfig, SAETrainConfig
@@ -81,6 +82,7 @@ class Container:
         self.features = FeatureService(ws, self.models, self.saes)
         self.steering = SteeringService(ws, self.models, self.vectors, self.jobs, self.datasets)
         self.finetunes = FineTuneService(ws, self.models, self.datasets, self.jobs)
+        self.diffs = ModelDiffService(ws, self.models, self.datasets, self.saes, self.jobs)
         self.influence = InfluenceService(ws, self.saes, subject, self.analyses.influence)
         self.jacobian = JacobianService(ws, self.jobs, self.analyses.jacobian)
         self.layers = LayerJacobianService(self.models, self.saes)

@@ -49,6 +49,45 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/diffs": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** List Diffs */
+        get: operations["list_diffs_api_diffs_get"];
+        put?: never;
+        /**
+         * Start Diff
+         * @description Compare a tuned model with its parent on a dataset, as a job; the result at GET /api/diffs/{diff_id}.
+         *     The same request again answers the finished diff, or joins the running job.
+         */
+        post: operations["start_diff_api_diffs_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/diffs/{diff_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /** Get Diff */
+        get: operations["get_diff_api_diffs__diff_id__get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/evals": {
         parameters: {
             query?: never;
@@ -695,6 +734,17 @@ export interface components {
             /** Vector Id */
             vector_id: string;
         };
+        /** Activations */
+        Activations: {
+            /** Layers */
+            layers: components["schemas"]["LayerActivation"][];
+            /** N Sequences */
+            n_sequences: number;
+            /** N Tokens */
+            n_tokens: number;
+            /** Split */
+            split: string;
+        };
         /** ActivationsIn */
         ActivationsIn: {
             /**
@@ -1021,6 +1071,175 @@ export interface components {
              */
             source: string;
         };
+        /** DiffIn */
+        DiffIn: {
+            /**
+             * Batch Size
+             * @description Sequences per forward pass.
+             * @default 8
+             */
+            batch_size: number;
+            /**
+             * Dataset Id
+             * @description Tokens to compare activations on (conversations written with the parent's chat template); its harmful and harmless train instructions, where it has them, give the refusal directions.
+             */
+            dataset_id: string;
+            /**
+             * Layer Stride
+             * @description Refusal directions at every n-th block.
+             * @default 1
+             */
+            layer_stride: number;
+            /**
+             * Model Id
+             * @description The tuned model.
+             */
+            model_id: string;
+            /**
+             * N Instructions
+             * @description Harmful and as many harmless instructions.
+             * @default 64
+             */
+            n_instructions: number;
+            /**
+             * N Tokens
+             * @description Tokens compared (whole sequences, at least this many).
+             * @default 4096
+             */
+            n_tokens: number;
+            /**
+             * Parent Id
+             * @description Default: the parent its lineage records.
+             */
+            parent_id?: string | null;
+            /**
+             * Sae Id
+             * @description An SAE of the parent (default: its first; none: no feature part).
+             */
+            sae_id?: string | null;
+            /**
+             * Split
+             * @default train
+             * @enum {string}
+             */
+            split: "train" | "heldout";
+            /**
+             * Top K
+             * @description Features listed per ranking.
+             * @default 50
+             */
+            top_k: number;
+        };
+        /** DiffList */
+        DiffList: {
+            /** Diffs */
+            diffs: components["schemas"]["DiffSummary"][];
+        };
+        /** DiffOut */
+        DiffOut: {
+            /** Diff Id */
+            diff_id: string;
+            /** Error */
+            error: string | null;
+            /**
+             * Figures
+             * @description plotly figures once done: weights (bars per block), activations (per block), refusal (per layer; null when skipped)
+             */
+            figures: {
+                [key: string]: unknown;
+            } | null;
+            /** Job Id */
+            job_id: number | null;
+            /** Params */
+            params: {
+                [key: string]: unknown;
+            } | null;
+            progress: components["schemas"]["DiffProgress"] | null;
+            /** @description once done */
+            result: components["schemas"]["DiffResult"] | null;
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "queued" | "running" | "done" | "failed";
+        };
+        /** DiffProgress */
+        DiffProgress: {
+            /** Done */
+            done: number;
+            /** Message */
+            message: string;
+            /** Total */
+            total: number | null;
+        };
+        /** DiffResult */
+        DiffResult: {
+            activations: components["schemas"]["Activations"];
+            /** Config */
+            config: {
+                [key: string]: unknown;
+            };
+            /** Dataset Id */
+            dataset_id: string;
+            /** Diff Id */
+            diff_id: string;
+            features: components["schemas"]["Features"];
+            /** Model Id */
+            model_id: string;
+            /** N Layers */
+            n_layers: number;
+            /** Parent Id */
+            parent_id: string;
+            refusal: components["schemas"]["Refusal"];
+            /**
+             * Seconds
+             * @description time of each part: weights, activations (with the SAE), refusal
+             */
+            seconds?: {
+                [key: string]: number;
+            };
+            weights: components["schemas"]["Weights"];
+        };
+        /** DiffStarted */
+        DiffStarted: {
+            /** Diff Id */
+            diff_id: string;
+            /**
+             * Job Id
+             * @description null when this diff was computed before (its result is ready)
+             */
+            job_id: number | null;
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "queued" | "running" | "done" | "failed";
+        };
+        /** DiffSummary */
+        DiffSummary: {
+            /**
+             * Created At
+             * Format: date-time
+             */
+            created_at: string;
+            /** Dataset Id */
+            dataset_id: string | null;
+            /** Diff Id */
+            diff_id: string;
+            /** Job Id */
+            job_id: number;
+            /** Model Id */
+            model_id: string | null;
+            /** Parent Id */
+            parent_id: string | null;
+            /** Sae Id */
+            sae_id: string | null;
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "queued" | "running" | "done" | "failed";
+        };
         /**
          * Edit
          * @description Set, scale or zero one neuron (`hook`, `index`) or SAE feature (`sae_id`, `feature`) at one
@@ -1224,6 +1443,30 @@ export interface components {
             /** Token */
             token: string;
         };
+        /** FeatureChange */
+        FeatureChange: {
+            /** Delta Freq */
+            delta_freq: number;
+            /** Delta Mean */
+            delta_mean: number;
+            /** Freq Child */
+            freq_child: number;
+            /** Freq Parent */
+            freq_parent: number;
+            /** Index */
+            index: number;
+            /** Label */
+            label?: string | null;
+            /** Mean Child */
+            mean_child: number;
+            /** Mean Parent */
+            mean_parent: number;
+            /**
+             * Standardized
+             * @description delta_mean / the pooled standard deviation (Cohen's d)
+             */
+            standardized: number;
+        };
         /** FeaturePage */
         FeaturePage: {
             /** Features */
@@ -1275,6 +1518,31 @@ export interface components {
             top_domain: string | null;
             /** Top Domain Share */
             top_domain_share: number | null;
+        };
+        /** Features */
+        Features: {
+            /** D Sae */
+            d_sae?: number | null;
+            /** Hook Name */
+            hook_name?: string | null;
+            /** N Changed */
+            n_changed?: number | null;
+            /** N Tokens */
+            n_tokens?: number | null;
+            /** Sae Id */
+            sae_id: string | null;
+            /**
+             * Skipped
+             * @description why there is no feature part, or null
+             */
+            skipped: string | null;
+            /**
+             * Top
+             * @description by ranking (delta_mean, standardized, delta_freq): the most changed features, largest |change| first
+             */
+            top?: {
+                [key: string]: components["schemas"]["FeatureChange"][];
+            } | null;
         };
         /** FieldError */
         FieldError: {
@@ -1739,6 +2007,30 @@ export interface components {
              */
             version: number;
         };
+        /** LayerActivation */
+        LayerActivation: {
+            /**
+             * Cosine
+             * @description mean over tokens of cos(h_parent, h_child)
+             */
+            cosine: number;
+            /** Hook */
+            hook: string;
+            /** Layer */
+            layer: number;
+            /** N Tokens */
+            n_tokens: number;
+            /**
+             * Pooled Relative
+             * @description sqrt(sum ||h_child - h_parent||^2 / sum ||h_parent||^2)
+             */
+            pooled_relative: number;
+            /**
+             * Relative L2
+             * @description mean over tokens of ||h_child - h_parent|| / ||h_parent||
+             */
+            relative_l2: number;
+        };
         /** LayerOut */
         LayerOut: {
             /** Definition */
@@ -1802,6 +2094,27 @@ export interface components {
              * @default 8
              */
             top_k: number;
+        };
+        /** LayerWeight */
+        LayerWeight: {
+            /** Diff Norm */
+            diff_norm: number;
+            /** N Params */
+            n_params: number;
+            /** Norm */
+            norm: number;
+            /**
+             * Relative
+             * @description ||W_child - W_parent||_F / ||W_parent||_F over the block's tensors
+             */
+            relative: number | null;
+            /**
+             * Top Param
+             * @description its most changed tensor (null: none changed)
+             */
+            top_param: string | null;
+            /** Top Relative */
+            top_relative: number | null;
         };
         /** LossPoint */
         LossPoint: {
@@ -1953,6 +2266,21 @@ export interface components {
              */
             steered_continuation?: string | null;
         };
+        /** ParamChange */
+        ParamChange: {
+            /** Diff Norm */
+            diff_norm: number;
+            /** Layer */
+            layer: number | null;
+            /** Name */
+            name: string;
+            /** Norm */
+            norm: number;
+            /** Relative */
+            relative: number | null;
+            /** Shape */
+            shape: number[];
+        };
         /** Progress */
         Progress: {
             /** Done */
@@ -1961,6 +2289,40 @@ export interface components {
             message: string;
             /** Total */
             total: number | null;
+        };
+        /** Refusal */
+        Refusal: {
+            /** Layers */
+            layers?: components["schemas"]["RefusalLayer"][] | null;
+            /** Massive Dims */
+            massive_dims?: number[] | null;
+            /** N Harmful */
+            n_harmful?: number | null;
+            /** N Harmless */
+            n_harmless?: number | null;
+            /** Positions */
+            positions?: string[] | null;
+            /**
+             * Skipped
+             * @description why there is no refusal part, or null
+             */
+            skipped: string | null;
+        };
+        /** RefusalLayer */
+        RefusalLayer: {
+            /**
+             * Cosine
+             * @description per post-instruction position; null where a direction is zero
+             */
+            cosine: (number | null)[];
+            /** Hook */
+            hook: string;
+            /** Layer */
+            layer: number;
+            /** Norm Child */
+            norm_child: number[];
+            /** Norm Parent */
+            norm_parent: number[];
         };
         /** RegisterIn */
         RegisterIn: {
@@ -2455,6 +2817,18 @@ export interface components {
             /** Source */
             source: string;
         };
+        /** Weights */
+        Weights: {
+            /** Layers */
+            layers: components["schemas"]["LayerWeight"][];
+            /** @description embeddings, final norm, unembedding */
+            outside: components["schemas"]["LayerWeight"];
+            /**
+             * Params
+             * @description every tensor, most changed first
+             */
+            params: components["schemas"]["ParamChange"][];
+        };
     };
     responses: never;
     parameters: never;
@@ -2814,6 +3188,281 @@ export interface operations {
             };
             /** @description Conflict with the current state (not built yet, in use, or already there) */
             409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Request body too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Unsupported content type */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Invalid request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+        };
+    };
+    list_diffs_api_diffs_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DiffList"];
+                };
+            };
+            /** @description Bad request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Missing or wrong credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Not allowed */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Request body too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Unsupported content type */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Invalid request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+        };
+    };
+    start_diff_api_diffs_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["DiffIn"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DiffStarted"];
+                };
+            };
+            /** @description Bad request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Missing or wrong credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Not allowed */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Conflict with the current state (not built yet, in use, or already there) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Request body too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Unsupported content type */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Invalid request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description The job queue is full (LOUPE_MAX_QUEUED_JOBS jobs wait): try again after Retry-After seconds. An identical request joins the job already queued or running instead. */
+            429: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: number;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+        };
+    };
+    get_diff_api_diffs__diff_id__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                diff_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["DiffOut"];
+                };
+            };
+            /** @description Bad request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Missing or wrong credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Not allowed */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Not found */
+            404: {
                 headers: {
                     [name: string]: unknown;
                 };

@@ -19,7 +19,7 @@ false with the reason and the best candidates' scores, and no model-breaking dir
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -157,6 +157,31 @@ def candidate_hooks(n_layers: int, layer_stride: int = 1) -> list[tuple[str, int
     ]
 
 
+def post_instruction_means(
+    lm: LoadedModel,
+    enc: Mapping[str, Sequence[list[int]]],
+    names: Sequence[str],
+    n_pos: int,
+    batch_size: int = 128,
+) -> tuple[dict[str, dict[str, Tensor]], dict[str, M.MagnitudeStats]]:
+    """({"harmful"|"harmless": {hook: mean activation (float64) at each of the last `n_pos` tokens, [n_pos, d]}},
+    each hook's magnitude statistics over every real token of both sets) of the encoded prompts `enc`."""
+
+    def cached(ids: Tensor) -> dict[str, Tensor]:
+        with lm.lock, torch.no_grad():
+            _, cache = lm.bridge.run_with_cache(ids, names_filter=lambda n: n in names)
+        return {n: cache[n] for n in names}
+
+    stats: dict[str, M.MagnitudeStats] = {}
+    means = {
+        side: S.last_position_means(
+            cached, ((b, n) for _, b, n in padded(enc[side], batch_size)), names, n_pos, stats=stats
+        )
+        for side in ("harmful", "harmless")
+    }
+    return means, stats
+
+
 def compute_refusal_direction(
     lm: LoadedModel,
     harmful: Sequence[str],
@@ -183,7 +208,7 @@ def compute_refusal_direction(
     hooks = candidate_hooks(n_layers, layer_stride)
     names = [h for h, _ in hooks]
     n_pos = len(post_instruction_ids(lm))
-    enc = _encoded_sets(lm, harmful, harmless, select_harmful, select_harmless)
+    enc = encoded_sets(lm, harmful, harmless, select_harmful, select_harmless)
 
     progress(0, 5, "the model's own refusals of harmful instructions")
     own = own_refusals(lm, enc["harmful"][:n_own_refusals], own_refusal_tokens, batch_size)
@@ -192,20 +217,9 @@ def compute_refusal_direction(
     if not refusal_ids:
         raise Unprocessable("no refusal token: no refusal prefix tokenizes after the prompt and the model refused none")
 
-    def cached(ids: Tensor) -> dict[str, Tensor]:
-        with lm.lock, torch.no_grad():
-            _, cache = lm.bridge.run_with_cache(ids, names_filter=lambda n: n in names)
-        return {n: cache[n] for n in names}
-
     progress(1, 5, "mean activations on harmful and harmless instructions")
-    stats: dict[str, M.MagnitudeStats] = {}
-    means = {
-        side: S.last_position_means(
-            cached, ((b, n) for _, b, n in padded(enc[side], batch_size)), names, n_pos, stats=stats
-        )
-        for side in ("harmful", "harmless")
-    }
-    massive = _massive(stats, names)
+    means, stats = post_instruction_means(lm, enc, names, n_pos, batch_size)
+    massive = massive_summary(stats, names)
     cands, vectors, base_scores = _score_candidates(
         lm, enc, means, massive["dims"], refusal_ids, hooks, n_pos, batch_size, progress
     )
@@ -286,7 +300,7 @@ def outcome(res: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _massive(stats: dict[str, M.MagnitudeStats], names: Sequence[str]) -> dict[str, Any]:
+def massive_summary(stats: dict[str, M.MagnitudeStats], names: Sequence[str]) -> dict[str, Any]:
     """The massive dimensions of each hook (core.steering.massive_dims) and their union, which every
     candidate direction leaves out (ablation acts at every layer, so a dimension massive at any is kept
     whole everywhere), with each one's peak |activation| and its ratio to that hook's median."""
@@ -329,7 +343,7 @@ def _no_pass_reason(cands: list[S.Candidate], base: dict[str, float]) -> str:
 FILTERS = {"KL > 0.1": "KL <= 0.1", "induce score <= 0": "induce > 0", "layer >= 0.8 of depth": "layer < 80% of depth"}
 
 
-def _encoded_sets(
+def encoded_sets(
     lm: LoadedModel,
     harmful: Sequence[str],
     harmless: Sequence[str],
