@@ -77,7 +77,7 @@ class SmolLM2Config(Config):
     safety_scale: float = 0.2  # of the demo's chat transcripts in the safety fine-tuning dataset (~3,000)
     # The safety fine-tune: LoRA on every linear of the upper blocks only (the backward pass stops at
     # the lowest adapted block; how the size was chosen: bench/RESULTS.md)
-    tune_steps: int = 300
+    tune_steps: int = 150
     tune_batch_size: int = 8
     tune_lr: float = 1e-3
     tune_lora_r: int = 16
@@ -318,6 +318,7 @@ class SmolLM2Source:
             target_modules=ALL_LINEAR,
             lora_layers=tuple(range(first, n_layers)),
             save_steps=25,
+            max_heldout=32,
             seed=self.cfg.seed,
         )
 
