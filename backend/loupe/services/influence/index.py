@@ -13,7 +13,9 @@ from torch import Tensor
 
 from loupe.core import influence as I
 from loupe.core import packed as P
+from loupe.core.chat import ChatFormat
 from loupe.services.activations import real_positions
+from loupe.services.influence.training import TrainingSet
 from loupe.storage.artifacts import load_tensors, read_manifest
 
 
@@ -31,8 +33,10 @@ def load_factors(factors_dir: Path) -> dict[str, I.LayerFactors]:
 class InfluenceIndex:
     """Everything a query needs, loaded once."""
 
+    ts: TrainingSet  # what the index is of (its model loader, directories, domains)
     model: Any
     tokenizer: Any
+    chat: ChatFormat  # how the model's conversations are written (its chat template, else the plain format)
     names: list[str]
     factors: dict[str, I.LayerFactors]
     projs: dict[str, I.Projection]
@@ -40,6 +44,7 @@ class InfluenceIndex:
     tokens: dict[str, Tensor]
     n_ctx: int
     lock: threading.Lock
+    doc_ids: list[str] | None = None  # each row's document (an index on a registered dataset)
     _tfidf: tuple[Any, Any] | None = None
 
     @property
@@ -53,10 +58,16 @@ class InfluenceIndex:
             from sklearn.feature_extraction.text import TfidfVectorizer
 
             vec = TfidfVectorizer(token_pattern=r"\S+", lowercase=False, sublinear_tf=True)
-            real = real_positions(self.tokens["loss_mask"])
+            real = self.real()
             docs = [" ".join(map(str, row[r].tolist())) for row, r in zip(self.tokens["input_ids"], real)]
             self._tfidf = (vec, vec.fit_transform(docs))
         return self._tfidf
+
+    def real(self) -> Tensor:
+        """[n, n_ctx] positions that are not padding (the world's packed tokens: the first and every predicted one)."""
+        if "real" in self.tokens:
+            return self.tokens["real"].bool()
+        return real_positions(self.tokens["loss_mask"])
 
     def query_vector(self, grads: dict[str, Tensor], rank: int | None) -> Tensor:
         """The measurement's whitened kept eigen-coordinates, layers concatenated as the cache's rows."""
