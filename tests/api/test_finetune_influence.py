@@ -233,3 +233,41 @@ def test_hook_sites_equal_transformer_bridge_on_each_family(micro_workspace, tmp
         with torch.no_grad(), HookCapture(hf, hook) as cap:
             hf(input_ids=ids)
         torch.testing.assert_close(cap.captured, cache[hook], atol=1e-5, rtol=1e-4, msg=hook)
+
+
+def test_a_planted_flag_in_a_dataset_file(tmp_path):
+    from loupe.errors import Unprocessable
+    from loupe.services.dataset_files import documents, read_records
+
+    chat = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]
+    path = tmp_path / "d.jsonl"
+    rows = [{"messages": chat, "triggered": True}, {"text": "plain", "poisoned": True}, {"text": "clean"}]
+    path.write_text("\n".join(json.dumps(r) for r in rows))
+    assert [d.poisoned for d in documents(read_records(path, "jsonl"))] == [True, True, False]
+    path.write_text(json.dumps({"text": "x", "poisoned": "yes"}))
+    with pytest.raises(Unprocessable, match="line 1"):
+        read_records(path, "jsonl")
+
+
+def test_a_workspace_of_the_old_layout_keeps_its_world_index(micro_container, tmp_path):
+    """artifacts/influence/{factors,gradients} (one index per workspace) move to the world's index directory."""
+    import shutil
+
+    from loupe.worlds import open_world
+    from tests.conftest import copy_of_micro, micro_settings
+
+    root = copy_of_micro(micro_container, tmp_path / "ws")
+    legacy = root / "artifacts" / "influence"
+    shutil.rmtree(legacy, ignore_errors=True)  # whatever the session's tests built in the new layout
+    for name in ("factors", "gradients"):
+        (legacy / name).mkdir(parents=True, exist_ok=True)
+        (legacy / name / "manifest.json").write_text(json.dumps({"key": name}))
+    _, c = open_world(micro_settings(root))
+    try:
+        ref = c.influence.world_ref()
+        moved = c.influence.root(ref)
+        assert moved == legacy / ref.model_id / ref.dataset_id / "mlp"
+        assert json.loads((moved / "gradients" / "manifest.json").read_text()) == {"key": "gradients"}
+        assert not (legacy / "factors").exists()
+    finally:
+        c.close()
