@@ -47,6 +47,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from loupe.core.tracked_layers import mlp_module_names as mlp_module_names  # the layers EK-FAC tracks
+
 if TYPE_CHECKING:
     from kronfluence.task import Task
 
@@ -69,15 +71,6 @@ class CausalLM(HasModules, Protocol):
     def parameters(self, recurse: bool = True) -> Iterator[nn.Parameter]: ...
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any: ...
-
-
-def mlp_module_names(model: HasModules) -> list[str]:
-    """The MLP nn.Linear layers of a GPT-NeoX model (dense_h_to_4h, dense_4h_to_h per layer)."""
-    return [
-        n
-        for n, m in model.named_modules()
-        if isinstance(m, nn.Linear) and n.split(".")[-1] in ("dense_h_to_4h", "dense_4h_to_h")
-    ]
 
 
 # -- the language-modelling objective -------------------------------------------------------------

@@ -83,7 +83,9 @@ class Container:
         self.steering = SteeringService(ws, self.models, self.vectors, self.jobs, self.datasets)
         self.finetunes = FineTuneService(ws, self.models, self.datasets, self.jobs)
         self.diffs = ModelDiffService(ws, self.models, self.datasets, self.saes, self.jobs)
-        self.influence = InfluenceService(ws, self.saes, subject, self.analyses.influence)
+        self.influence = InfluenceService(
+            ws, self.saes, subject, self.analyses.influence, self.models, self.datasets, self.jobs
+        )
         self.jacobian = JacobianService(ws, self.jobs, self.analyses.jacobian)
         self.layers = LayerJacobianService(self.models, self.saes)
 
@@ -106,8 +108,10 @@ class Container:
         return SAEPipeline(self.saes, self.subject, self.analyses.saes, self.analyses.dashboards)
 
     def influence_pipeline(self) -> InfluencePipeline:
-        assert self.subject is not None and self.analyses.influence is not None
-        return InfluencePipeline(self.ws.artifact("influence"), self.subject, self.analyses.influence)
+        """The world's own influence index (its model and the tokens it was trained on)."""
+        ref = self.influence.world_ref()
+        assert ref is not None, "the world builds no influence index"
+        return self.influence.pipeline(ref)
 
     def analysis_steps(self) -> list[Step]:
         """The background steps of every analysis the world asked for, in build order."""

@@ -2,7 +2,9 @@
 plain text (documents separated by blank lines), or parquet with a `text` or `messages` column.
 A record may carry `"harmful": true|false` (a parquet `harmful` column): it is then also a one-turn
 instruction of the behaviour analyses (refusal direction, steering evaluation), its text the record's
-text or its conversation's last user message.
+text or its conversation's last user message. A JSONL record may carry `"poisoned": true` (or
+`"triggered": true`, as the SmolLM2 world's `safety-chat` writes its backdoor rows): a planted example,
+shown as such in influence results.
 
 Every problem is an Unprocessable naming the line (JSONL), or the row and column (parquet), so a
 person can fix the file. The documents come out in `core.packing.Document` form with a
@@ -26,7 +28,7 @@ DOMAINS = ("text", "chat")  # a registered dataset's documents: plain text, or c
 HELDOUT_EVERY = 10  # one document in ten is held out (SAE quality is measured on those)
 
 Record = str | list[dict[str, str]]  # a text, or a conversation
-Entry = tuple[Record, bool | None]  # a record and its harmful label, if it has one
+Entry = tuple[Record, bool | None, bool]  # a record, its harmful label (if it has one), whether it is planted
 
 
 def file_format(name: str) -> str:
@@ -71,13 +73,20 @@ def _messages(value: Any, where: str) -> list[dict[str, str]]:
     return msgs
 
 
+def _planted(obj: dict[str, Any], where: str) -> bool:
+    value = obj.get("poisoned", obj.get("triggered"))
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    raise Unprocessable(f'{where}: "poisoned" must be true or false, not {value!r}')
+
+
 def _record(obj: Any, where: str) -> Entry:
     if isinstance(obj, dict) and "text" in obj:
         if not isinstance(obj["text"], str):
             raise Unprocessable(f'{where}: "text" must be a string, not {type(obj["text"]).__name__}')
-        return obj["text"].strip(), _label(obj.get("harmful"), where)
+        return obj["text"].strip(), _label(obj.get("harmful"), where), _planted(obj, where)
     if isinstance(obj, dict) and "messages" in obj:
-        return _messages(obj["messages"], where), _label(obj.get("harmful"), where)
+        return _messages(obj["messages"], where), _label(obj.get("harmful"), where), _planted(obj, where)
     got = f"an object with keys {sorted(obj)[:6]}" if isinstance(obj, dict) else type(obj).__name__
     raise Unprocessable(f'{where}: expected an object with "text" (a string) or "messages" (a list), got {got}')
 
@@ -106,7 +115,7 @@ def _txt(path: Path) -> Iterator[Entry]:
         line = raw[: exc.start].count(b"\n") + 1
         raise Unprocessable(f"line {line}: not UTF-8 text") from exc
     for part in re.split(r"\n[ \t]*\n", text.replace("\r\n", "\n")):
-        yield part.strip(), None
+        yield part.strip(), None, False
 
 
 def _parquet(path: Path) -> Iterator[Entry]:
@@ -129,9 +138,9 @@ def _parquet(path: Path) -> Iterator[Entry]:
         if column == "text":
             if not isinstance(value, str):
                 raise Unprocessable(f"{where}: expected a string, got {type(value).__name__}")
-            yield value.strip(), harmful
+            yield value.strip(), harmful, False
         else:
-            yield _messages(value, where), harmful
+            yield _messages(value, where), harmful, False
 
 
 def is_heldout(index: int) -> bool:
@@ -143,10 +152,12 @@ def is_heldout(index: int) -> bool:
 def documents(entries: Iterable[Entry]) -> list[Document]:
     """Records as documents with their split; at least one in each split when there are two or more."""
     docs = []
-    for i, (r, _) in enumerate(entries):
+    for i, (r, _, planted) in enumerate(entries):
         split = "heldout" if is_heldout(i) else "train"
         if isinstance(r, str):
-            docs.append(Document(id=str(i), domain="text", text=r, spans=[(0, len(r), "text")], split=split))
+            docs.append(
+                Document(id=str(i), domain="text", text=r, spans=[(0, len(r), "text")], split=split, poisoned=planted)
+            )
         else:
             shown = PLAIN_CHAT.render(r)  # how it reads on the page; tokenizing renders the model's template
             docs.append(
@@ -156,6 +167,7 @@ def documents(entries: Iterable[Entry]) -> list[Document]:
                     text=shown,
                     spans=[(0, len(shown), "chat")],
                     split=split,
+                    poisoned=planted,
                     meta={"messages": r},
                 )
             )
@@ -172,7 +184,7 @@ def documents(entries: Iterable[Entry]) -> list[Document]:
 def instructions(entries: Sequence[Entry], docs: Sequence[Document]) -> list[Instruction]:
     """The labelled records as one-turn instructions, each in its document's split."""
     out = []
-    for (r, harmful), d in zip(entries, docs, strict=True):
+    for (r, harmful, _), d in zip(entries, docs, strict=True):
         if harmful is None:
             continue
         text = r if isinstance(r, str) else next((m["content"] for m in reversed(r) if m["role"] == "user"), None)

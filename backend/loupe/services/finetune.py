@@ -109,14 +109,21 @@ def encode_example(tokenizer: Any, chat: ChatFormat, doc: Document, max_length: 
             raise Unprocessable(f"document {doc.id}: {exc}") from exc
     else:
         text, spans = doc.text, [(0, len(doc.text))]
+    ex = encode_text(tokenizer, text, spans, max_length)
+    if all(t == IGNORE_INDEX for t in ex["labels"][1:]):  # the first label is never predicted
+        return None
+    return ex
+
+
+def encode_text(tokenizer: Any, text: str, spans: Sequence[tuple[int, int]], max_length: int) -> dict[str, list[int]]:
+    """input_ids and labels of a text trained on its character `spans` (BOS first where the tokenizer
+    has one, never twice), cut at `max_length` tokens."""
     enc = tokenizer(text, add_special_tokens=False, split_special_tokens=False, return_offsets_mapping=True)
     ids, offsets = list(enc["input_ids"]), [tuple(o) for o in enc["offset_mapping"]]
     bos = tokenizer.bos_token_id
     if bos is not None and (not ids or ids[0] != bos):
         ids, offsets = [bos, *ids], [(0, 0), *offsets]
     labels = labels_in_spans(ids, offsets, spans)[:max_length]
-    if all(t == IGNORE_INDEX for t in labels[1:]):  # the first label is never predicted
-        return None
     return {"input_ids": ids[:max_length], "labels": labels}
 
 

@@ -220,6 +220,32 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/influence/indexes": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Indexes
+         * @description Every influence index: the world's, and those built (or being built) from POST /api/influence/indexes.
+         */
+        get: operations["list_indexes_api_influence_indexes_get"];
+        put?: never;
+        /**
+         * Build Index
+         * @description Build the influence index of a model on the dataset it was trained on, as a chain of jobs: the
+         *     dataset's train split encoded as a fine-tune of the model sees it, EK-FAC factors (kronfluence), the
+         *     compact gradient cache. The same request while it runs joins it; a built index queues nothing.
+         */
+        post: operations["build_index_api_influence_indexes_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/influence/status": {
         parameters: {
             query?: never;
@@ -1810,6 +1836,103 @@ export interface components {
             /** Max */
             max: number;
         };
+        /** IndexIn */
+        IndexIn: {
+            /**
+             * Dataset Id
+             * @description the data the model was trained on
+             */
+            dataset_id: string;
+            /** Model Id */
+            model_id: string;
+            /**
+             * Target
+             * @description mlp: EK-FAC on the MLP linear layers; lora: on a LoRA fine-tune's adapter (its parent + adapter)
+             * @default mlp
+             * @enum {string}
+             */
+            target: "mlp" | "lora";
+        };
+        /** IndexInfo */
+        IndexInfo: {
+            /** Bytes Per Sequence */
+            bytes_per_sequence?: number | null;
+            /** Dataset Id */
+            dataset_id: string;
+            /**
+             * Dim
+             * @description whitened coordinates the gradient cache keeps per sequence
+             */
+            dim?: number | null;
+            /** @description the running or failed job of its build */
+            job?: components["schemas"]["IndexJob"] | null;
+            /** Model Id */
+            model_id: string;
+            /**
+             * Modules
+             * @description layers EK-FAC tracks
+             */
+            modules?: number | null;
+            /**
+             * N Train
+             * @description training sequences (ready indexes)
+             */
+            n_train?: number | null;
+            /** Ready */
+            ready: boolean;
+            /**
+             * Status
+             * @enum {string}
+             */
+            status: "ready" | "building" | "failed" | "not built";
+            /** Target */
+            target: string;
+            /**
+             * World
+             * @description the world's own index (its model and the tokens it was trained on)
+             */
+            world: boolean;
+        };
+        /** IndexJob */
+        IndexJob: {
+            /** Done */
+            done: number;
+            /** Error */
+            error: string | null;
+            /** Id */
+            id: number;
+            /** Message */
+            message: string;
+            /** Name */
+            name: string;
+            /** Status */
+            status: string;
+            /** Total */
+            total: number | null;
+        };
+        /** IndexList */
+        IndexList: {
+            /** Indexes */
+            indexes: components["schemas"]["IndexInfo"][];
+        };
+        /** IndexRefOut */
+        IndexRefOut: {
+            /** Dataset Id */
+            dataset_id: string;
+            /** Model Id */
+            model_id: string;
+            /** Target */
+            target: string;
+        };
+        /** IndexStarted */
+        IndexStarted: {
+            index: components["schemas"]["IndexInfo"];
+            /**
+             * Job Ids
+             * @description the build's jobs (empty: already built); progress at /api/jobs/{id}
+             */
+            job_ids: number[];
+        };
         /** InfluenceRequest */
         InfluenceRequest: {
             /**
@@ -1817,8 +1940,18 @@ export interface components {
              * @description measurement log p(completion | prompt)
              */
             completion?: string | null;
+            /**
+             * Dataset Id
+             * @description the index's training data (default: a built index of the model; its fine-tuning dataset first)
+             */
+            dataset_id?: string | null;
             /** @description instead of a completion: an SAE feature at a prompt token */
             feature?: components["schemas"]["FeatureQuery"] | null;
+            /**
+             * Messages
+             * @description a chat instead of a prompt, rendered with the model's chat template as /api/generate renders it; without a completion the last message must be the assistant's, and its turn is measured as the fine-tune trained it (end of turn included)
+             */
+            messages?: components["schemas"]["Message"][] | null;
             /**
              * Mode
              * @description fast: the compact preconditioned-gradient cache ranks every sequence and its top candidates are re-scored with exact EK-FAC; precise: kronfluence's exact EK-FAC pairwise scores on the candidates
@@ -1828,16 +1961,24 @@ export interface components {
             mode: "fast" | "precise";
             /**
              * Model Id
-             * @description the model to explain (default: the one the index is of)
+             * @description the model to explain (default: the world's model)
              */
             model_id?: string | null;
-            /** Prompt */
-            prompt: string;
+            /**
+             * Prompt
+             * @description raw text (exactly one of prompt and messages)
+             */
+            prompt?: string | null;
             /**
              * Query Rank
              * @description query batching: low-rank query gradient
              */
             query_rank?: number | null;
+            /**
+             * Target
+             * @description the index's tracked layers (default: mlp where built, else lora)
+             */
+            target?: ("mlp" | "lora") | null;
             /**
              * Tfidf
              * @description pre-select candidates by TF-IDF similarity (Grosse et al. 2023)
@@ -1854,6 +1995,8 @@ export interface components {
         InfluenceResponse: {
             /** Candidates */
             candidates: number;
+            /** @description the index that answered */
+            index: components["schemas"]["IndexRefOut"];
             /** Measurement */
             measurement: {
                 [key: string]: unknown;
@@ -1889,6 +2032,11 @@ export interface components {
              * @description fast mode: the compact cache's estimate that put this sequence among the re-scored candidates (score is exact EK-FAC)
              */
             cache_score?: number | null;
+            /**
+             * Document Id
+             * @description the dataset document of this sequence (a registered dataset)
+             */
+            document_id?: string | null;
             /** Domain */
             domain: string;
             /** Poisoned */
@@ -1906,12 +2054,14 @@ export interface components {
         InfluenceStatus: {
             /**
              * Built For
-             * @description false: influence is not built for the model asked about (detail says which model it is)
+             * @description false: no index of the model asked about (detail says how to build one)
              * @default true
              */
             built_for: boolean;
             /** Detail */
             detail: string;
+            /** @description the index a query of this model uses */
+            index?: components["schemas"]["IndexRefOut"] | null;
             /** Presets */
             presets: {
                 [key: string]: string;
@@ -4197,6 +4347,205 @@ export interface operations {
             /** @description Invalid request */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+        };
+    };
+    list_indexes_api_influence_indexes_get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["IndexList"];
+                };
+            };
+            /** @description Bad request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Missing or wrong credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Not allowed */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Conflict with the current state (not built yet, in use, or already there) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Request body too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Unsupported content type */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Invalid request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+        };
+    };
+    build_index_api_influence_indexes_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["IndexIn"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            202: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["IndexStarted"];
+                };
+            };
+            /** @description Bad request */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Missing or wrong credentials */
+            401: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Not allowed */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Not found */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Conflict with the current state (not built yet, in use, or already there) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Request body too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Unsupported content type */
+            415: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description Invalid request */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorOut"];
+                };
+            };
+            /** @description The job queue is full (LOUPE_MAX_QUEUED_JOBS jobs wait): try again after Retry-After seconds. An identical request joins the job already queued or running instead. */
+            429: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: number;
                     [name: string]: unknown;
                 };
                 content: {

@@ -1,10 +1,11 @@
 """Influence functions on a subject (a model and its training set): EK-FAC factors (kronfluence), a compact cache of
 preconditioned training gradients, and queries over it (see `loupe.core.influence` for the maths).
 
-Build (two background steps after demo.eval, each a job with progress):
-    influence.factors   kronfluence EK-FAC on the MLP nn.Linear layers, true Fisher (labels sampled
-                        from the model): covariance -> eigendecomposition -> eigenvalue correction.
-                        artifacts/influence/factors/: kronfluence/ (kronfluence's own files, read by
+Build (background steps, each a job with progress; the world's after demo.eval, another index's from
+POST /api/influence/indexes after its examples step, see `training.py`):
+    influence.factors   kronfluence EK-FAC on the MLP nn.Linear layers (or a LoRA adapter's), true Fisher
+                        (labels sampled from the model): covariance -> eigendecomposition -> eigenvalue
+                        correction. <index root>/factors/: kronfluence/ (kronfluence's own files, read by
                         precise mode), factors.safetensors (Q_A, Q_G, Lambda per layer), manifest.json
                         (per-layer damping = 0.1 x mean Lambda).
     influence.gradients every training sequence's whitened EK-FAC eigen-coordinates (all of them, or the
@@ -19,7 +20,6 @@ EK-FAC pairwise scores (per token).
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -32,32 +32,37 @@ from loupe.core import packed as P
 from loupe.jobs.pipeline import Step
 from loupe.jobs.runner import JobContext
 from loupe.services.activations import real_positions
-from loupe.services.datasets import Subject
-from loupe.services.influence.config import ANALYSIS_NAME, CACHE_FORMAT, FACTORS_NAME, InfluenceConfig
+from loupe.services.influence.config import ANALYSIS_NAME, CACHE_FORMAT, FACTORS_NAME
 from loupe.services.influence.index import load_factors
-from loupe.services.models import load_hf_model
+from loupe.services.influence.training import TrainingSet
 from loupe.storage.artifacts import atomic_dir, fingerprint, load_tensors, save_tensors, write_manifest
 
 
 class InfluencePipeline:
-    def __init__(self, root: Path, subject: Subject, cfg: InfluenceConfig):
-        self.subject = subject
-        self.cfg = cfg
-        self.root = root
-        self.factors_dir = self.root / "factors"
-        self.grads_dir = self.root / "gradients"
+    """The steps of one index (`TrainingSet`): its examples (an index on a registered dataset), the
+    EK-FAC factors, the gradient cache."""
+
+    def __init__(self, ts: TrainingSet):
+        self.ts = ts
+        self.cfg = ts.cfg
+        self.root = ts.root
+        self.factors_dir = ts.factors_dir
+        self.grads_dir = ts.gradients_dir
         fit_keys = ("covariance_max_examples", "lambda_max_examples", "batch_size", "damping_scale", "seed")
+        # the world's index keeps the key it always had; another also names its examples and what it tracks
+        extra = () if ts.examples is None else (ts.examples.key, ts.ref.target)
         self.factors_key = fingerprint(
-            "influence-factors-v1", subject.model_key, {k: self.cfg.to_dict()[k] for k in fit_keys}
+            "influence-factors-v1", ts.model_key, {k: self.cfg.to_dict()[k] for k in fit_keys}, *extra
         )
         self.grads_key = fingerprint(
             "influence-grads-v3", self.factors_key, {k: self.cfg.to_dict()[k] for k in ("cache_dim", "shard_rows")}
         )
 
     def steps(self) -> list[Step]:
-        return [
+        ts = self.ts
+        own = [
             Step(
-                "influence.factors",
+                f"{ts.step_prefix}.factors",
                 "influence factors",
                 self.factors_dir,
                 self.fit_factors,
@@ -65,7 +70,7 @@ class InfluencePipeline:
                 key=self.factors_key,
             ),
             Step(
-                "influence.gradients",
+                f"{ts.step_prefix}.gradients",
                 "influence gradients",
                 self.grads_dir,
                 self.cache_gradients,
@@ -73,9 +78,13 @@ class InfluencePipeline:
                 key=self.grads_key,
             ),
         ]
+        return ([ts.examples] if ts.examples is not None else []) + own
 
     def _train(self) -> dict[str, Tensor]:
-        return load_tensors(self.subject.tokens("train"))
+        t = load_tensors(self.ts.tokens_path)
+        if "real" not in t:  # the world's packed tokens: every position but padding
+            t["real"] = real_positions(t["loss_mask"].bool())
+        return t
 
     def fit_factors(self, ctx: JobContext) -> dict[str, Any]:
         cfg = self.cfg
@@ -91,9 +100,8 @@ class InfluencePipeline:
         def on_item(i: int) -> None:
             ctx.progress(base + i + 1, total + 1, f"{stage}: sequence {i + 1:,}")
 
-        ds = I.SequenceDataset(tokens["input_ids"], tokens["loss_mask"], on_item=on_item)
-        model = load_hf_model(self.subject.model_dir)
-        names = I.mlp_module_names(model)
+        ds = I.SequenceDataset(tokens["input_ids"], tokens["loss_mask"], tokens["real"], on_item=on_item)
+        model, names = self.ts.load_model()
         task = I.make_task(names)
         model = prepare_model(model, task)
         fargs = FactorArguments(
@@ -114,6 +122,7 @@ class InfluencePipeline:
             save_tensors(tmp / "factors.safetensors", tensors)
             summary = {
                 "modules": names,
+                "target": self.ts.ref.target,
                 "n_train": n,
                 "covariance_examples": n_cov,
                 "lambda_examples": n_lam,
@@ -133,10 +142,9 @@ class InfluencePipeline:
         factors = load_factors(self.factors_dir)
         projs = I.make_projection(factors, cfg.cache_dim)
         tokens = self._train()
-        ids, mask = tokens["input_ids"], tokens["loss_mask"].bool()
-        real = real_positions(mask)
+        ids, mask, real = tokens["input_ids"], tokens["loss_mask"].bool(), tokens["real"].bool()
         n = ids.shape[0]
-        model = load_hf_model(self.subject.model_dir)
+        model, _ = self.ts.load_model()
         names = list(factors)
         dim = sum(p.dim for p in projs.values())
         shards: list[dict[str, Any]] = []

@@ -40,3 +40,23 @@ class InfluenceConfig(Config):
 
 
 QUERY_TIME_FIELDS = ("query_rank", "tfidf_candidates", "precise_candidates", "rescore_candidates", "max_query_tokens")
+
+
+TARGETS = ("mlp", "lora")  # what EK-FAC tracks: the MLP linears, or a LoRA fine-tune's adapter factors
+
+
+def index_config(name: str, preset: InfluenceConfig | None) -> InfluenceConfig:
+    """The settings of an index built from the API on a registered dataset: the world's query-time
+    settings; factors fitted on up to 2,048 / 1,024 examples; a cache of the 65,536 most energetic
+    whitened coordinates (every one on a small model; 16 KB a sequence at 2 bits, so 10,000 fine-tuning
+    examples take 170 MB)."""
+    query = {k: getattr(preset, k) for k in QUERY_TIME_FIELDS} if preset is not None else {}
+    return InfluenceConfig(
+        name,
+        covariance_max_examples=2048,
+        lambda_max_examples=1024,
+        batch_size=8,
+        cache_dim=65_536,
+        shard_rows=4096,
+        **query,
+    )

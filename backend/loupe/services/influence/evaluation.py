@@ -219,7 +219,7 @@ def _compare_with_exact(
     served = [x["train_id"] for x in svc.query(prompt, completion, top_k=10)["results"]]
     true_top = torch.topk(exact, 10).indices.tolist()
     check = torch.tensor(true_top[:5] + torch.randperm(ix.n_train, generator=g)[:5].tolist())
-    kf = precise_scores(svc.factors_dir, svc.subject.model_dir, ix.tokens, ids, mask, check)
+    kf = precise_scores(ix.ts.factors_dir, ix.ts.load_model, ix.tokens, ids, mask, check)
     return {
         "prompt": prompt,
         "completion": completion,

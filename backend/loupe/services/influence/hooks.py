@@ -9,30 +9,51 @@ import torch
 from torch import Tensor
 from torch.utils.hooks import RemovableHandle
 
+from loupe.core import tracked_layers as L
 from loupe.errors import Unprocessable
+
+# Where each family keeps its decoder layers on the Hugging Face model (transformers' modeling files)
+LAYER_LISTS = ("gpt_neox.layers", "model.layers", "transformer.h")
+
+
+def decoder_layers(model: Any) -> Any:
+    """The decoder layers (a ModuleList) of a Hugging Face causal LM, through a peft wrapper."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    for path in LAYER_LISTS:
+        try:
+            return base.get_submodule(path)
+        except AttributeError:
+            continue
+    raise Unprocessable(f"Loupe does not know where a {L.model_type(model) or 'this'} model keeps its layers")
 
 
 def hf_hook_site(model: Any, hook_name: str) -> tuple[torch.nn.Module, str]:
-    """The Hugging Face GPT-NeoX module whose output (or input) equals a TransformerLens hook:
-    blocks.L.mlp.hook_post = output of layers[L].mlp.act (GELU); blocks.L.hook_resid_pre = input of
-    layers[L]; blocks.L.hook_resid_post = output of layers[L] (hidden states)."""
+    """The Hugging Face module whose input (or output) equals a TransformerLens hook, for every family of
+    `core.tracked_layers.MLP_LINEARS`: blocks.L.mlp.hook_post = the input of layer L's MLP output projection
+    (dense_4h_to_h, down_proj, c_proj, ...: the activation, act(gate) * up in a gated MLP);
+    blocks.L.hook_resid_pre = the input of layers[L]; blocks.L.hook_resid_post = its output."""
     parts = hook_name.split(".")
+    unknown = Unprocessable(
+        f"hook {hook_name!r} has no Hugging Face site Loupe knows "
+        "(supported: blocks.L.mlp.hook_post, blocks.L.hook_resid_pre, blocks.L.hook_resid_post)"
+    )
+    if len(parts) < 3 or parts[0] != "blocks":
+        raise unknown
     try:
-        layer = int(parts[1])
-        block = model.gpt_neox.layers[layer]
-    except (IndexError, ValueError, AttributeError):
-        raise Unprocessable(f"hook {hook_name!r} has no Hugging Face site Loupe knows") from None
+        block = decoder_layers(model)[int(parts[1])]
+    except (IndexError, ValueError):
+        raise unknown from None
     rest = ".".join(parts[2:])
     if rest == "mlp.hook_post":
-        return block.mlp.act, "output"
+        family = L.model_type(model)
+        if family not in L.MLP_LINEARS:
+            raise Unprocessable(f"Loupe does not know the MLP of model type {family!r}")
+        return block.get_submodule(L.MLP_LINEARS[family][-1]), "input"
     if rest == "hook_resid_pre":
         return block, "input"
     if rest == "hook_resid_post":
         return block, "output"
-    raise Unprocessable(
-        f"hook {hook_name!r} has no Hugging Face site Loupe knows "
-        "(supported: blocks.L.mlp.hook_post, blocks.L.hook_resid_pre, blocks.L.hook_resid_post)"
-    )
+    raise unknown
 
 
 class HookCapture:

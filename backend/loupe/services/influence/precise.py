@@ -14,7 +14,6 @@ from torch import Tensor
 from loupe.core import influence as I
 from loupe.services.influence.config import ANALYSIS_NAME, FACTORS_NAME
 from loupe.services.influence.hooks import HookCapture, sae_feature_value
-from loupe.services.models import load_hf_model
 
 # An SAE feature measurement for kronfluence: ("feature", the SAE, its hook, the feature, the token position).
 FeatureMeasure = tuple[str, Any, str, int, int]
@@ -22,7 +21,7 @@ FeatureMeasure = tuple[str, Any, str, int, int]
 
 def precise_scores(
     factors_dir: Path,
-    model_dir: Path,
+    load_model: Callable[[], tuple[Any, list[str]]],
     tokens: dict[str, Tensor],
     q_ids: Tensor,
     q_mask: Tensor | None,
@@ -40,8 +39,7 @@ def precise_scores(
     from kronfluence.utils.constants import HEURISTIC_DAMPING_SCALE
 
     assert HEURISTIC_DAMPING_SCALE == I.DAMPING_SCALE
-    model = load_hf_model(model_dir)
-    names = I.mlp_module_names(model)
+    model, names = load_model()  # a fresh copy: kronfluence wraps its tracked layers in place
     measurement: Callable[[dict[str, Tensor], torch.nn.Module], Tensor] | None = None
     if kf_measure is not None:
         _, sae, hook, feat, pos = kf_measure
@@ -61,7 +59,7 @@ def precise_scores(
     if q_mask is None:
         q_mask = torch.zeros_like(q_ids, dtype=torch.bool)
     query = I.SequenceDataset(q_ids, q_mask, real=torch.ones_like(q_ids, dtype=torch.bool))
-    train = I.SequenceDataset(tokens["input_ids"], tokens["loss_mask"])
+    train = I.SequenceDataset(tokens["input_ids"], tokens["loss_mask"], tokens.get("real"))
     with tempfile.TemporaryDirectory() as d:
         os.makedirs(Path(d) / ANALYSIS_NAME)
         os.symlink(

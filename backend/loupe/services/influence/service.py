@@ -10,24 +10,30 @@ from __future__ import annotations
 import json
 import threading
 import time
-from dataclasses import dataclass, replace
-from pathlib import Path
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import Tensor
-from transformers import AutoTokenizer
 
 from loupe.core import influence as I
 from loupe.core import packed as P
-from loupe.errors import Conflict, NotFound, Unprocessable
-from loupe.services.activations import real_positions
-from loupe.services.datasets import Subject
-from loupe.services.influence.config import CACHE_FORMAT, QUERY_TIME_FIELDS, InfluenceConfig
+from loupe.errors import NotFound, Unprocessable
+from loupe.jobs.runner import JobRunner
+from loupe.services.datasets import DatasetService, Subject
+from loupe.services.influence.config import InfluenceConfig
 from loupe.services.influence.hooks import HookCapture, sae_feature_value
-from loupe.services.influence.index import InfluenceIndex, load_factors
+from loupe.services.influence.index import InfluenceIndex, encode_chat, load_factors, prompt_tokens
+from loupe.services.influence.indexes import InfluenceIndexes
 from loupe.services.influence.precise import FeatureMeasure, precise_scores
-from loupe.services.models import load_hf_model
+from loupe.services.influence.training import (
+    IndexRef,
+    TrainingSet,
+)
+from loupe.services.models import ModelService
+from loupe.services.models.loading import load_tokenizer
+from loupe.services.models.registry import chat_format_of
 from loupe.services.saes.registry import SAERegistry
 from loupe.services.workspace import Workspace
 from loupe.storage.artifacts import atomic_dir, load_tensors, read_manifest, write_manifest
@@ -68,70 +74,28 @@ def _token_position(token: Any, n_tok: int) -> int:
     return pos
 
 
-class InfluenceService:
-    """Queries over the influence index of one subject (the world's model and its training set)."""
+MAX_LOADED = 2  # indexes kept in memory at once (each holds a copy of its model)
 
-    def __init__(self, ws: Workspace, saes: SAERegistry, subject: Subject | None, cfg: InfluenceConfig | None):
-        self.ws = ws
+
+class InfluenceService(InfluenceIndexes):
+    """Queries over the influence indexes (`InfluenceIndexes`: which there are, their builds), each loaded
+    once (at most MAX_LOADED at a time)."""
+
+    def __init__(
+        self,
+        ws: Workspace,
+        saes: SAERegistry,
+        subject: Subject | None,
+        cfg: InfluenceConfig | None,
+        models: ModelService | None = None,
+        datasets: DatasetService | None = None,
+        jobs: JobRunner | None = None,
+    ):
+        super().__init__(ws, subject, cfg, models, datasets, jobs)
         self.saes = saes
-        self.subject = subject
-        self.preset = cfg  # the world's settings; their query-time fields apply to any built index
-        self.cfg: InfluenceConfig | None = None  # the index's, once loaded
-        self._index: InfluenceIndex | None = None
+        self.cfg: InfluenceConfig = cfg or InfluenceConfig("default")  # query-time settings
+        self._indexes: dict[IndexRef, InfluenceIndex] = {}
         self._lock = threading.Lock()
-
-    # state
-    @property
-    def factors_dir(self) -> Path:
-        return self.ws.artifact("influence", "factors")
-
-    def _dirs(self) -> tuple[Path, Path]:
-        root = self.ws.artifact("influence")
-        return root / "factors", root / "gradients"
-
-    def ready(self) -> bool:
-        """Factors and a gradient cache built from them (a cache of an older format or of other factors
-        is stale: the build's influence.gradients step replaces it)."""
-        if self.subject is None:
-            return False
-        f, g = self._dirs()
-        fm, gm = read_manifest(f), read_manifest(g)
-        return (
-            fm is not None
-            and gm is not None
-            and gm.get("factors_key") == fm.get("key")
-            and gm.get("format") == CACHE_FORMAT
-            and all((g / s["file"]).is_file() for s in gm.get("shards", []))
-        )
-
-    def check_model(self, model_id: str | None) -> None:
-        """A 409 for a model other than the one the index is of (None: the index's model)."""
-        if model_id is None or (self.subject is not None and model_id == self.subject.model_id):
-            return
-        own = f"model {self.subject.model_id!r} and its training set" if self.subject else "no model"
-        raise Conflict(
-            f"influence is not built for model {model_id!r}: this workspace's index is of {own}. Influence "
-            "needs the training data of the model it explains, which Loupe has for the models it trains "
-            "(the demo world: LOUPE_WORLD=demo loupe build)"
-        )
-
-    def not_ready(self) -> Conflict:
-        if self.subject is None or self.preset is None:
-            world = self.ws.settings.world
-            return Conflict(
-                f"influence is not part of this world's build (LOUPE_WORLD={world}): it needs the training "
-                "data of the model it explains, which Loupe has for the models it trains; the demo world "
-                "builds it (LOUPE_WORLD=demo loupe build)"
-            )
-        parts = []
-        for name in ("influence.factors", "influence.gradients"):
-            job = self.ws.jobs.latest(name)
-            if job is None:
-                parts.append(f"{name}: not started")
-            else:
-                total = f"/{job.progress_total:,.0f}" if job.progress_total else ""
-                parts.append(f"{name}: {job.status} {job.progress_done:,.0f}{total} {job.message}".strip())
-        return Conflict("influence factors are not built yet (" + "; ".join(parts) + "); see /api/jobs")
 
     def store_evaluation(self, results: dict[str, Any]) -> int:
         """`loupe eval influence`'s results as an eval row and evals/influence/results.json; the row's id."""
@@ -141,39 +105,47 @@ class InfluenceService:
             write_manifest(tmp, {"eval_id": row.id})
         return row.id
 
-    def index(self) -> InfluenceIndex:
-        if not self.ready():
-            raise self.not_ready()
+    def index(self, ref: IndexRef | None = None) -> InfluenceIndex:
+        """The loaded index `ref` (default: the world's); 409 while it is not built."""
+        ref = ref or self.world_ref()
+        if ref is None or not self.ready(ref):
+            raise self.not_ready(ref)
         with self._lock:
-            if self._index is None:
-                self._index = self._load()
-            return self._index
+            if ref not in self._indexes:
+                while len(self._indexes) >= MAX_LOADED:
+                    self._indexes.pop(next(iter(self._indexes)))
+                self._indexes[ref] = self._load(self.training_set(ref))
+            return self._indexes[ref]
 
-    def _load(self) -> InfluenceIndex:
-        assert self.subject is not None  # ready() said so
-        fdir, gdir = self._dirs()
-        fm, gm = read_manifest(fdir) or {}, read_manifest(gdir) or {}
-        model_dir = self.subject.model_dir
-        factors = load_factors(fdir)
-        cfg = InfluenceConfig.from_dict(fm["config"])
-        if self.preset is not None:  # query-time settings are the world's, not those of the build
-            cfg = replace(cfg, **{k: getattr(self.preset, k) for k in QUERY_TIME_FIELDS})
+    def _load(self, ts: TrainingSet) -> InfluenceIndex:
+        gm = read_manifest(ts.gradients_dir) or {}
+        factors = load_factors(ts.factors_dir)
         projs = I.make_projection(factors, int(gm["dim"]))
-        packed = P.concat([P.from_tensors(load_tensors(gdir / s["file"]), int(gm["dim"])) for s in gm["shards"]])
-        tokens = load_tensors(self.subject.tokens("train"))
-        model = load_hf_model(model_dir)
-        tok = AutoTokenizer.from_pretrained(str(model_dir))
-        self.cfg = cfg
+        packed = P.concat(
+            [P.from_tensors(load_tensors(ts.gradients_dir / s["file"]), int(gm["dim"])) for s in gm["shards"]]
+        )
+        tokens = load_tensors(ts.tokens_path)
+        model, _ = ts.load_model()
+        tok = load_tokenizer(str(ts.model_dir))
+        try:
+            chat = self.models.chat_format(ts.ref.model_id) if self.models is not None else chat_format_of(tok)[0]
+        except NotFound:
+            chat = chat_format_of(tok)[0]
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        doc_ids = (read_manifest(ts.tokens_path.parent) or {}).get("doc_ids") if ts.examples is not None else None
         return InfluenceIndex(
+            ts=ts,
             model=model,
             tokenizer=tok,
+            chat=chat,
             names=list(factors),
             factors=factors,
             projs=projs,
             packed=packed,
             tokens=tokens,
-            n_ctx=int(model.config.max_position_embeddings),
+            n_ctx=int(base.config.max_position_embeddings),
             lock=threading.Lock(),
+            doc_ids=doc_ids,
         )
 
     # measurement gradients
@@ -217,16 +189,28 @@ class InfluenceService:
         return {n: v[0] for n, v in I.sequence_gradients(g).items()}, box["value"]
 
     def _measure(
-        self, ix: InfluenceIndex, prompt: str, completion: str | None, feature: dict[str, Any] | None
+        self,
+        ix: InfluenceIndex,
+        prompt: str | None,
+        completion: str | None,
+        feature: dict[str, Any] | None,
+        messages: Sequence[Mapping[str, str]] | None = None,
     ) -> Measurement:
         if feature is not None:
-            return self._measure_feature(ix, prompt, feature)
-        return self._measure_completion(ix, prompt, completion or "")
+            if messages is not None:
+                ids = prompt_tokens(ix, messages)
+            else:
+                ids = self._encode(ix, prompt or "", "")[0]
+            return self._measure_feature(ix, ids, feature)
+        if messages is not None:
+            ids, mask = encode_chat(ix, messages, completion)
+        else:
+            ids, mask = self._encode(ix, prompt or "", completion or "")
+        return self._measure_completion(ix, ids, mask)
 
-    def _measure_feature(self, ix: InfluenceIndex, prompt: str, feature: dict[str, Any]) -> Measurement:
+    def _measure_feature(self, ix: InfluenceIndex, ids: Tensor, feature: dict[str, Any]) -> Measurement:
         """f = the SAE feature's pre-activation at one token of the prompt (default: the last)."""
         sae, hook, feat = self._feature(feature)
-        ids, _ = self._encode(ix, prompt, "")
         pos = _token_position(feature.get("token"), ids.shape[1])
         grads, value = self._feature_grads(ix, ids, sae, hook, feat, pos)
         info = {
@@ -241,9 +225,8 @@ class InfluenceService:
         }
         return Measurement(grads, ids, None, ("feature", sae, hook, feat, pos), info)
 
-    def _measure_completion(self, ix: InfluenceIndex, prompt: str, completion: str) -> Measurement:
-        """f = log p(completion | prompt)."""
-        ids, mask = self._encode(ix, prompt, completion)
+    def _measure_completion(self, ix: InfluenceIndex, ids: Tensor, mask: Tensor) -> Measurement:
+        """f = log p(completion | prompt): the log-probability of the `mask` tokens."""
         grads = self._completion_grads(ix, ids, mask)
         with torch.no_grad():
             lp = I.sequence_logprob_terms(ix.model(input_ids=ids).logits, ids, mask).sum()
@@ -252,6 +235,7 @@ class InfluenceService:
             "f": "log p(completion | prompt)",
             "value": float(lp),
             "completion_tokens": int(mask.sum()),
+            "completion_text": ix.tokenizer.decode(ids[0][mask[0]].tolist()),
         }
         return Measurement(grads, ids, mask, None, info)
 
@@ -269,7 +253,7 @@ class InfluenceService:
     # the query
     def query(
         self,
-        prompt: str,
+        prompt: str | None,
         completion: str | None = None,
         top_k: int = 10,
         mode: str = "fast",
@@ -277,20 +261,25 @@ class InfluenceService:
         query_rank: int | None = None,
         feature: dict[str, Any] | None = None,
         model_id: str | None = None,
+        messages: Sequence[Mapping[str, str]] | None = None,
+        dataset_id: str | None = None,
+        target: str | None = None,
     ) -> dict[str, Any]:
         t0 = time.monotonic()
-        self.check_model(model_id)
-        ix = self.index()
+        if (prompt is None) == (messages is None):
+            raise Unprocessable('give exactly one of "prompt" (raw text) and "messages" (a chat)')
+        ref = self.resolve(model_id, dataset_id, target)
+        ix = self.index(ref)
         cfg = self.cfg
-        assert cfg is not None  # set with the index
         if mode not in ("fast", "precise"):
             raise Unprocessable("mode must be 'fast' or 'precise'")
-        if feature is None and not completion:
+        ends_with_reply = messages is not None and messages[-1]["role"] == "assistant"
+        if feature is None and not completion and not ends_with_reply:
             raise Unprocessable("give a non-empty completion (or a feature and token instead)")
-        if not prompt and feature is not None:
+        if not prompt and messages is None and feature is not None:
             raise Unprocessable("give the prompt whose token the feature is measured at")
         with ix.lock:
-            m = self._measure(ix, prompt, completion, feature)
+            m = self._measure(ix, prompt, completion, feature, messages)
             cand: Tensor | None = None
             tfidf_info: dict[str, Any] = {"applied": False}
             if tfidf:
@@ -304,6 +293,7 @@ class InfluenceService:
                 results, candidates, rescored = self._precise_mode(ix, m, fast, cand, top_k, query_rank)
         return {
             "results": results,
+            "index": ref.to_dict(),
             "mode": mode,
             "measurement": m.info,
             "n_train": ix.n_train,
@@ -322,7 +312,6 @@ class InfluenceService:
     ) -> tuple[list[dict[str, Any]], int, int]:
         """The cache's top `rescore_candidates` (at least top_k) re-scored with exact EK-FAC: (results,
         rows the cache scored, sequences re-scored)."""
-        assert self.cfg is not None
         n_rows = fast.shape[0]
         order = torch.topk(fast, min(n_rows, max(top_k, self.cfg.rescore_candidates))).indices
         pool = order if cand is None else cand[order]
@@ -334,7 +323,6 @@ class InfluenceService:
     ) -> tuple[list[dict[str, Any]], int, None]:
         """The TF-IDF candidates, else the cache's top `precise_candidates`, re-scored with kronfluence:
         (results, sequences re-scored, None)."""
-        assert self.cfg is not None
         if cand is not None:
             pool = cand
         else:
@@ -343,10 +331,9 @@ class InfluenceService:
         return results, int(pool.numel()), None
 
     def _describe(self, ix: InfluenceIndex, i: int, token_scores: Tensor) -> dict[str, Any]:
-        assert self.subject is not None
-        domains = self.subject.dataset.domains
+        domains = ix.ts.domains
         t = ix.tokens
-        real = real_positions(t["loss_mask"][i : i + 1])[0]
+        real = ix.real()[i]
         ids = t["input_ids"][i][real].tolist()
         dom = t["domain_ids"][i][real].long()
         dom = dom[dom >= 0]
@@ -359,6 +346,7 @@ class InfluenceService:
             "text": "".join(toks),
             "domain": domain,
             "poisoned": bool(t["poisoned"][i]),
+            "document_id": ix.doc_ids[i] if ix.doc_ids is not None else None,
             "token_scores": [{"token": a, "score": b} for a, b in zip(toks, scores)],
         }
 
@@ -372,7 +360,7 @@ class InfluenceService:
         for s in range(0, pool.numel(), RESCORE_BATCH):
             idx = pool[s : s + RESCORE_BATCH]
             x, m = t["input_ids"][idx], t["loss_mask"][idx].bool()
-            grads = I.logprob_layer_grads(ix.model, ix.names, x, m, real_positions(m))
+            grads = I.logprob_layer_grads(ix.model, ix.names, x, m, ix.real()[idx])
             scores.append(I.exact_token_scores(grads, pre) / ix.n_train)
         tok = torch.cat(scores)
         order = torch.topk(tok.sum(1), min(top_k, pool.numel())).indices.tolist()
@@ -393,10 +381,9 @@ class InfluenceService:
         top_k: int,
         query_rank: int | None,
     ) -> list[dict[str, Any]]:
-        assert self.subject is not None
         scores = precise_scores(
-            self.factors_dir,
-            self.subject.model_dir,
+            ix.ts.factors_dir,
+            ix.ts.load_model,
             ix.tokens,
             ids,
             mask,

@@ -37,6 +37,28 @@ def chat_format_of(tokenizer: Any) -> tuple[ChatFormat, str | None]:
         return PLAIN_CHAT, f"the chat template gives no one-turn format ({exc}); using the plain format"
 
 
+def render_chat(tokenizer: Any, chat: ChatFormat, messages: Sequence[Mapping[str, str]], model_id: str) -> str:
+    """A conversation as the text a model continues: the tokenizer's chat template where it has one (with
+    the assistant's generation prompt; a last assistant message is continued, a prefill), else the
+    model's plain format (`chat`: one user message is `User: ...\nAssistant:`)."""
+    problem = validate_messages(messages)
+    if problem is not None:
+        raise Unprocessable(problem)
+    if not getattr(tokenizer, "chat_template", None):
+        return chat.render(messages)
+    prefill = messages[-1]["role"] == "assistant"
+    try:
+        text = tokenizer.apply_chat_template(
+            [{"role": m["role"], "content": m["content"]} for m in messages],
+            tokenize=False,
+            add_generation_prompt=not prefill,
+            continue_final_message=prefill,
+        )
+    except (TemplateError, ValueError, TypeError, KeyError) as exc:
+        raise Unprocessable(f"the chat template of model {model_id!r} refused these messages: {exc}") from exc
+    return str(text)
+
+
 @dataclass
 class LoadedModel:
     id: str
@@ -84,25 +106,8 @@ class LoadedModel:
         return [bos, *ids]
 
     def render_messages(self, messages: Sequence[Mapping[str, str]]) -> str:
-        """A conversation as the text the model continues: the tokenizer's chat template where it has one
-        (with the assistant's generation prompt; a last assistant message is continued, a prefill), else
-        this model's plain format (`chat`: one user message is `User: ...\nAssistant:`)."""
-        problem = validate_messages(messages)
-        if problem is not None:
-            raise Unprocessable(problem)
-        if not self.has_chat_template:
-            return self.chat.render(messages)
-        prefill = messages[-1]["role"] == "assistant"
-        try:
-            text = self.tokenizer.apply_chat_template(
-                [{"role": m["role"], "content": m["content"]} for m in messages],
-                tokenize=False,
-                add_generation_prompt=not prefill,
-                continue_final_message=prefill,
-            )
-        except (TemplateError, ValueError, TypeError, KeyError) as exc:
-            raise Unprocessable(f"the chat template of model {self.id!r} refused these messages: {exc}") from exc
-        return str(text)
+        """A conversation as the text the model continues (`render_chat` with this model's tokenizer)."""
+        return render_chat(self.tokenizer, self.chat, messages, self.id)
 
     def prompt_ids(
         self, prompt: str | None = None, messages: Sequence[Mapping[str, str]] | None = None

@@ -23,7 +23,9 @@ export function InfluenceForm({
             key={p.id}
             className="btn btn-ghost"
             data-testid={`influence-preset-${p.id}`}
-            onClick={() => set({ kind: "completion", prompt: p.prompt, completion: p.completion })}
+            onClick={() =>
+              set(query.chat ? { kind: "completion", prompt: p.instruction, completion: p.reply } : { kind: "completion", prompt: p.prompt, completion: p.completion })
+            }
           >
             {p.label}
           </button>
@@ -38,14 +40,20 @@ export function InfluenceForm({
           <input type="radio" checked={query.kind === "feature"} onChange={() => set({ kind: "feature" })} data-testid="influence-kind-feature" /> SAE
           feature at a token
         </label>
+        <label title="render the user's message and the reply with the model's chat template; the assistant's turn is measured as a fine-tune trains it">
+          <input type="checkbox" checked={query.chat} onChange={(e) => set({ chat: e.target.checked })} data-testid="influence-chat" /> as a chat
+          (the model's template)
+        </label>
       </div>
       <label className="field">
-        <span className="field-label">Prompt</span>
+        <span className="field-label">{query.chat ? "User message" : "Prompt"}</span>
         <textarea value={query.prompt} onChange={(e) => set({ prompt: e.target.value })} rows={3} data-testid="influence-prompt" />
       </label>
       {query.kind === "completion" ? (
         <label className="field">
-          <span className="field-label">Completion (measurement: log p(completion | prompt))</span>
+          <span className="field-label">
+            {query.chat ? "Assistant reply (measurement: log p of the assistant's turn)" : "Completion (measurement: log p(completion | prompt))"}
+          </span>
           <input value={query.completion} onChange={(e) => set({ completion: e.target.value })} data-testid="influence-completion" />
         </label>
       ) : (
