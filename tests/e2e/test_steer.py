@@ -74,8 +74,10 @@ def test_steer_sweep_plot_and_presets(page, live_server):
     page.get_by_test_id("steer-eval-limit").fill("3")
     page.get_by_test_id("steer-evaluate").click()
     table = page.get_by_test_id("steer-eval-table")
-    # none, ablation, addition x {0, 0.5, 1}, ace x {0, 0.5, 1}
-    expect(table.locator("tbody tr")).to_have_count(8, timeout=60_000)
+    # none, ablation, addition x {0, 0.5, 1}, ace x {0, 0.5, 1}, and the prompting baseline's two
+    expect(table.locator("tbody tr")).to_have_count(10, timeout=60_000)
+    expect(table).to_contain_text("prompt_refuse")
+    expect(table).to_contain_text("prompt_comply")
     expect(page.get_by_test_id("steer-plot").locator(".main-svg").first).to_be_visible(timeout=30_000)
 
     page.get_by_test_id("steer-method").select_option("ace")
@@ -104,6 +106,7 @@ def test_steer_sweep_on_a_labelled_dataset(page, live_server, client):
     page.goto(live_server + "/steer")
     page.get_by_test_id("steer-eval-dataset").select_option("e2e-locks")
     page.get_by_test_id("steer-eval-limit").fill("2")
+    page.get_by_test_id("steer-eval-baseline").uncheck()  # steering alone: 8 points
     page.get_by_test_id("steer-evaluate").click()
     expect(page.get_by_test_id("steer-eval-table").locator("tbody tr")).to_have_count(8, timeout=60_000)
     expect(page.get_by_test_id("steer-eval-panel")).to_contain_text(

