@@ -19,6 +19,8 @@ EK-FAC pairwise scores (per token).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,7 @@ from torch import Tensor
 
 from loupe.core import influence as I
 from loupe.core import packed as P
+from loupe.jobs.fanout import blocks
 from loupe.jobs.pipeline import Step
 from loupe.jobs.runner import JobContext
 from loupe.services.activations import real_positions
@@ -132,13 +135,17 @@ class InfluencePipeline:
         t0 = time.monotonic()
         factors = load_factors(self.factors_dir)
         projs = I.make_projection(factors, cfg.cache_dim)
-        tokens = self._train()
-        ids, mask = tokens["input_ids"], tokens["loss_mask"].bool()
-        real = real_positions(mask)
-        n = ids.shape[0]
-        model = load_hf_model(self.subject.model_dir)
-        names = list(factors)
+        n = int(self._train()["input_ids"].shape[0])
         dim = sum(p.dim for p in projs.values())
+        units = ctx.units()
+        worker = GradientWorker(
+            str(self.subject.model_dir.resolve()),
+            str(self.factors_dir.resolve()),
+            str(self.subject.tokens("train").resolve()),
+            cfg.cache_dim,
+            cfg.batch_size,
+        )
+        parts = blocks(n, units.size(n, cfg.batch_size), cfg.batch_size)
         shards: list[dict[str, Any]] = []
         with atomic_dir(self.grads_dir) as tmp:
             buf: list[P.PackedRows] = []
@@ -155,16 +162,13 @@ class InfluencePipeline:
                 start += rows.n
                 buf = []
 
-            for s in range(0, n, cfg.batch_size):
-                sl = slice(s, min(n, s + cfg.batch_size))
-                x, m = ids[sl], mask[sl]
-                grads = I.logprob_layer_grads(model, names, x, m, real[sl])
-                buf.append(
-                    P.pack_rows(torch.cat([I.compact_sequence(a, g, projs[nm]) for nm, (a, g) in grads.items()], 1))
-                )
-                if sum(b.n for b in buf) >= cfg.shard_rows:
-                    flush()
-                ctx.progress(sl.stop, n, f"sequence {sl.stop:,} of {n:,}")
+            # each unit's batches in order, flushed as one pass over all of them would (the same shards)
+            for (_, stop), batches in zip(parts, units.map(worker, parts)):
+                for rows in batches:
+                    buf.append(rows)
+                    if sum(b.n for b in buf) >= cfg.shard_rows:
+                        flush()
+                ctx.progress(stop, n, f"sequence {stop:,} of {n:,}")
             flush()
             summary = {
                 "n_train": n,
@@ -180,3 +184,51 @@ class InfluencePipeline:
             write_manifest(tmp, {"key": self.grads_key, "factors_key": self.factors_key, "shards": shards, **summary})
         ctx.progress(n, n, f"done: {n:,} sequences x {dim:,} coordinates at 2 bits")
         return summary
+
+
+@dataclass(frozen=True)
+class GradientWorker:
+    """A worker factory of the gradient cache's units (blocks of whole batches of training sequences):
+    loads the model, the factors and the token file once, where the units run (loupe.jobs.fanout)."""
+
+    model_dir: str
+    factors_dir: str
+    tokens_file: str
+    cache_dim: int | None
+    batch_size: int
+
+    def __call__(self) -> Callable[[tuple[int, int]], list[P.PackedRows]]:
+        factors = load_factors(Path(self.factors_dir))
+        tokens = load_tensors(Path(self.tokens_file))
+        mask = tokens["loss_mask"].bool()
+        return _GradientBlocks(
+            load_hf_model(Path(self.model_dir)),
+            list(factors),
+            I.make_projection(factors, self.cache_dim),
+            tokens["input_ids"],
+            mask,
+            real_positions(mask),
+            self.batch_size,
+        )
+
+
+@dataclass(frozen=True)
+class _GradientBlocks:
+    model: Any
+    names: list[str]
+    projs: dict[str, I.Projection]
+    ids: Tensor
+    mask: Tensor
+    real: Tensor
+    batch_size: int
+
+    def __call__(self, unit: tuple[int, int]) -> list[P.PackedRows]:
+        """Each batch of sequences [start, stop): their 2-bit packed, preconditioned gradients."""
+        out = []
+        for s in range(unit[0], unit[1], self.batch_size):
+            sl = slice(s, min(unit[1], s + self.batch_size))
+            grads = I.logprob_layer_grads(self.model, self.names, self.ids[sl], self.mask[sl], self.real[sl])
+            out.append(
+                P.pack_rows(torch.cat([I.compact_sequence(a, g, self.projs[nm]) for nm, (a, g) in grads.items()], 1))
+            )
+        return out

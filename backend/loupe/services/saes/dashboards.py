@@ -23,6 +23,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,11 +33,12 @@ from torch import Tensor
 from loupe.core import sae_dashboards as D
 from loupe.core.config import Progress, no_progress
 from loupe.faults import crash_point
+from loupe.jobs.fanout import LOCAL, Units, blocks
 from loupe.services.activations import ActivationCache
 from loupe.services.saes.configs import DashboardConfig
 from loupe.services.saes.effects import TopBottom, logit_effects, neuron_effects
 from loupe.services.saes.pages import PAGES_FILE, gc_paused, rounded_list, write_pages
-from loupe.storage.artifacts import atomic_dir, save_tensors, write_manifest
+from loupe.storage.artifacts import atomic_dir, load_tensors, save_tensors, write_manifest
 
 if TYPE_CHECKING:
     from loupe.services.workspace import Workspace
@@ -104,16 +106,19 @@ def build_dashboards(
     domain_names: Sequence[str],
     cfg: DashboardConfig = DashboardConfig(),
     progress: Progress = no_progress,
+    units: Units = LOCAL,
+    sae_dir: Path | None = None,
 ) -> tuple[dict[str, Tensor], list[dict[str, Any]], dict[str, Any]]:
-    """(arrays, feature rows, SAE-level stats) for every feature of `sae` at the cache's hook."""
+    """(arrays, feature rows, SAE-level stats) for every feature of `sae` at the cache's hook; the
+    encoding pass runs as `units` (on Ray actors, which load the SAE from `sae_dir`)."""
     t0 = time.monotonic()
     n_total = min(cache.n_tokens("train"), cfg.max_tokens)
-    codes, meta = _encode_pass(sae, cache, n_total, cfg.batch_size, progress)
+    codes, meta, top_rows = _encode_pass(sae, cache, n_total, cfg.batch_size, progress, cfg.top_k, units, sae_dir)
     progress(n_total, n_total, f"statistics over {codes.values.numel():,} nonzero codes")
 
     stats = D.feature_stats(codes)
     hist = D.histograms(codes, stats["max"], cfg.hist_bins)
-    examples = _example_arrays(codes, stats["max"], meta, input_ids, cfg)
+    examples = _example_arrays(codes, top_rows, stats["max"], meta, input_ids, cfg)
 
     progress(n_total, n_total, "enrichment, logits, neighbours, capacity")
     tables = _feature_tables(sae, model, len(tokenizer), cache.hook_name, codes, stats, meta, len(domain_names), cfg)
@@ -137,43 +142,118 @@ def build_dashboards(
     return arrays, rows, info
 
 
+@dataclass(frozen=True)
+class EncodeWorker:
+    """A worker factory of the dashboard pass's units: loads the SAE (from its directory) once, on
+    whichever process runs it (loupe.jobs.fanout), and encodes ranges of the cache's shards."""
+
+    sae_dir: str
+    device: str
+    cache_dir: str
+    batch_size: int
+    top_k: int
+
+    def __call__(self) -> Callable[[tuple[int, int, int, int]], dict[str, Tensor]]:
+        from loupe.services.saes.training import load_sae
+
+        return _Encoder(load_sae(self.sae_dir, self.device), self.cache_dir, self.batch_size, self.top_k)
+
+
+class _Encoder:
+    """Encodes a unit (shard index, first row, stop row, the shard's first row in the pass): the
+    nonzero codes of its batches and their top-k candidates (the reduce's input)."""
+
+    def __init__(self, sae: Any, cache_dir: str | Path, batch_size: int, top_k: int):
+        self.sae = sae
+        self.cache = ActivationCache(Path(cache_dir))
+        self.batch_size = batch_size
+        self.top_k = top_k
+        self._shard: tuple[int, Tensor] | None = None  # the last shard read (a worker's units are runs of one)
+
+    def _acts(self, i: int) -> Tensor:
+        if self._shard is None or self._shard[0] != i:
+            f = self.cache.manifest["splits"]["train"]["shards"][i]["file"]
+            self._shard = (i, load_tensors(self.cache.dir / f)["acts"])
+        return self._shard[1]
+
+    @torch.no_grad()
+    def __call__(self, unit: tuple[int, int, int, int]) -> dict[str, Tensor]:
+        shard, start, stop, offset = unit
+        acts = self._acts(shard)
+        with sparse_topk(self.sae):
+            codes = D.encode_sparse(
+                lambda x: nonzero_codes(self.sae.encode(x.to(self.sae.device))),
+                (acts[s : min(s + self.batch_size, stop)].float() for s in range(start, stop, self.batch_size)),
+                int(self.sae.cfg.d_sae),
+            )
+        rows = codes.rows + offset + start
+        f, r, v = D.top_k_candidates(codes.features, rows, codes.values, self.top_k)
+        return {"rows": rows, "features": codes.features, "values": codes.values, "top_f": f, "top_r": r, "top_v": v}
+
+
 def _encode_pass(
-    sae: Any, cache: ActivationCache, n_total: int, batch_size: int, progress: Progress
-) -> tuple[D.SparseCodes, dict[str, Tensor]]:
-    """The SAE's nonzero codes over the cache's first `n_total` train tokens, in one streaming pass,
-    and those tokens' seq, pos, domain and token columns."""
+    sae: Any,
+    cache: ActivationCache,
+    n_total: int,
+    batch_size: int,
+    progress: Progress,
+    top_k: int,
+    units: Units = LOCAL,
+    sae_dir: Path | None = None,
+) -> tuple[D.SparseCodes, dict[str, Tensor], Tensor]:
+    """The SAE's nonzero codes over the cache's first `n_total` train tokens, those tokens' seq, pos,
+    domain and token columns, and each feature's top-k rows [d_sae, top_k]. The encoding runs as
+    units of whole batches (`units`: in this thread, or on Ray actors, which load the SAE from
+    `sae_dir`); their codes are merged here in one sort, their top-k candidates reduced to the top k."""
     meta_parts: dict[str, list[Tensor]] = {k: [] for k in ("seq", "pos", "domain", "token")}
-
-    def batches() -> Iterator[Tensor]:
-        n = 0
-        for shard in cache.iter_shards("train"):
-            take = min(shard["acts"].shape[0], n_total - n)
-            if take <= 0:
-                return
-            for k in meta_parts:
-                meta_parts[k].append(shard[k][:take])
-            for s in range(0, take, batch_size):
-                yield shard["acts"][s : min(s + batch_size, take)].float()
-            n += take
-
-    with sparse_topk(sae):
-        codes = D.encode_sparse(
-            lambda x: nonzero_codes(sae.encode(x.to(sae.device))),
-            batches(),
-            int(sae.cfg.d_sae),
-            progress=lambda n: progress(n, n_total, f"encoding {n:,}/{n_total:,} tokens"),
+    parts: list[tuple[int, int, int, int]] = []
+    n = 0
+    for i, shard in enumerate(cache.iter_shards("train", fields=list(meta_parts))):
+        take = min(next(iter(shard.values())).shape[0], n_total - n)
+        if take <= 0:
+            break
+        for k in meta_parts:
+            meta_parts[k].append(shard[k][:take])
+        size = units.size(take, batch_size)
+        parts += [(i, a, b, n) for a, b in blocks(take, size, batch_size)]
+        n += take
+    d_sae = int(sae.cfg.d_sae)
+    if units.distributed and sae_dir is not None:
+        factory: Callable[[], Callable[[tuple[int, int, int, int]], dict[str, Tensor]]] = EncodeWorker(
+            str(Path(sae_dir).resolve()), str(sae.device), str(cache.dir.resolve()), batch_size, top_k
         )
-    return codes, {k: torch.cat(v) for k, v in meta_parts.items()}
+    else:
+        factory = partial(_Encoder, sae, cache.dir, batch_size, top_k)
+    got: dict[str, list[Tensor]] = {}
+    for (_, _, stop, offset), out in zip(parts, units.map(factory, parts)):
+        for k, v in out.items():
+            got.setdefault(k, []).append(v)
+        progress(offset + stop, n_total, f"encoding {offset + stop:,}/{n_total:,} tokens")
+
+    def cat(k: str, dtype: torch.dtype) -> Tensor:
+        return torch.cat(got[k]) if got.get(k) else torch.zeros(0, dtype=dtype)
+
+    rows, feats, vals = cat("rows", torch.long), cat("features", torch.long), cat("values", torch.float32)
+    o = D.sort_int64(feats * max(n, 1) + rows)
+    codes = D.SparseCodes(rows[o], feats[o], vals[o], n, d_sae)
+    top_rows, _ = D.top_k_table(
+        cat("top_f", torch.long), cat("top_r", torch.long), cat("top_v", torch.float32), d_sae, top_k
+    )
+    return codes, {k: torch.cat(v) for k, v in meta_parts.items()}, top_rows
 
 
 def _example_arrays(
-    codes: D.SparseCodes, max_act: Tensor, meta: dict[str, Tensor], input_ids: Tensor, cfg: DashboardConfig
+    codes: D.SparseCodes,
+    top_rows: Tensor,
+    max_act: Tensor,
+    meta: dict[str, Tensor],
+    input_ids: Tensor,
+    cfg: DashboardConfig,
 ) -> dict[str, Tensor]:
     """Each feature's examples (its top-k tokens, then `per_interval` random tokens of each activation
     interval) as stored arrays: activation, sequence, position, the context window's tokens and
     activations; and the intervals' shares of the feature's activations."""
     d_sae = codes.d_sae
-    top_rows, _ = D.top_k(codes, cfg.top_k)
     g = torch.Generator().manual_seed(cfg.seed)
     iv_rows, iv_shares = D.interval_samples(codes, max_act, cfg.n_intervals, cfg.per_interval, g)
     ex_rows = torch.cat([top_rows, iv_rows.flatten(1)], dim=1)  # [d_sae, E]
@@ -388,11 +468,15 @@ def compute_dashboards(
     output: Path,
     key: str,
     progress: Progress = no_progress,
+    units: Units = LOCAL,
+    sae_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Dashboards of one SAE: one pass over `cache`, rows into the database, arrays into `output`."""
     if cache.hook_name != sae.cfg.metadata.hook_name:
         raise ValueError(f"the cache holds {cache.hook_name}, the SAE reads {sae.cfg.metadata.hook_name}")
-    arrays, rows, info = build_dashboards(sae, model, tokenizer, cache, input_ids, domain_names, cfg, progress)
+    arrays, rows, info = build_dashboards(
+        sae, model, tokenizer, cache, input_ids, domain_names, cfg, progress, units, sae_dir
+    )
     write_dashboards(
         ws,
         sae_id,
