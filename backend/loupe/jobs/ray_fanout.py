@@ -24,6 +24,8 @@ from typing import Any, TypeVar
 
 import ray
 
+from loupe.faults import crash_point
+
 log = logging.getLogger("loupe.jobs")
 
 U = TypeVar("U")
@@ -53,11 +55,11 @@ class _Worker:
         return self._fn(unit)
 
 
-def _init_options(address: str, object_store_mb: int) -> dict[str, Any]:
+def _init_options(address: str, object_store_mb: int, cpus: int = 0) -> dict[str, Any]:
     if address:
         return {"address": address, "ignore_reinit_error": True, "log_to_driver": False}
     return {
-        "num_cpus": os.cpu_count() or 1,
+        "num_cpus": cpus or os.cpu_count() or 1,
         "object_store_memory": object_store_mb * 1024 * 1024,
         "include_dashboard": False,
         "ignore_reinit_error": True,
@@ -80,8 +82,10 @@ class RayFanout:
     name = "ray"
     distributed = True
 
-    def __init__(self, address: str = "", workers: int = 0, object_store_mb: int = 80):
+    def __init__(self, address: str = "", workers: int = 0, object_store_mb: int = 80, cpus: int = 0):
+        """`cpus`: the CPUs a local Ray advertises (0: this machine's cores); each actor takes one."""
         self.address = address
+        self.cpus = cpus
         self.object_store_mb = object_store_mb
         self.requested_workers = workers
         self._lock = threading.Lock()
@@ -91,7 +95,7 @@ class RayFanout:
     # -- the cluster and the pool ---------------------------------------------------------------
     def _connect(self) -> None:
         if not ray.is_initialized():
-            ray.init(**_init_options(self.address, self.object_store_mb))
+            ray.init(**_init_options(self.address, self.object_store_mb, self.cpus))
             self._started_ray = not self.address
 
     @property
@@ -155,10 +159,13 @@ class RayFanout:
                     results[i] = ray.get(ref)  # a unit's exception is raised here, as Ray's RayTaskError(cause)
                 while nxt in results:
                     check()
+                    # every unit is back once the last is: nothing left to stop if the caller stops here
+                    finished = nxt == len(units) - 1
+                    crash_point(f"units.{nxt}")  # a driver killed mid-job (tests/api/test_ray_executor.py)
                     yield results.pop(nxt)
                     nxt += 1
-                check()
-            finished = True
+                if nxt < len(units):
+                    check()
         finally:
             if not finished:  # cancelled, failed, or the caller stopped: nothing of this job runs on
                 for ref in owner:

@@ -363,4 +363,3 @@ class JobRunner:
             for event in self._cancel.values():
                 event.set()
         self.executor.shutdown(wait=wait)
-        self.fanout.shutdown()

@@ -67,6 +67,7 @@ class Container:
         self.ws = ws
         self.subject = subject
         self.analyses = analyses or Analyses()
+        self._own_fanout = fanout is None  # one handed in (tests share a Ray) outlives this container
         fanout = fanout or make_fanout(
             settings.executor, settings.ray_address, settings.ray_workers, settings.ray_object_store_mb
         )
@@ -145,4 +146,6 @@ class Container:
 
     def close(self) -> None:
         self.jobs.shutdown()
+        if self._own_fanout:
+            self.jobs.fanout.shutdown()  # a local Ray this process started stops with it
         self.ws.close()
