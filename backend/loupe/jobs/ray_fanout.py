@@ -70,7 +70,7 @@ def _init_options(address: str, object_store_mb: int, cpus: int = 0) -> dict[str
 
 
 def _import_roots() -> list[str]:
-    import loupe
+    import loupe  # where this package was imported from, for the workers' path
 
     # the package's root, and the working directory (where tests' modules import from)
     roots = [os.path.dirname(os.path.dirname(os.path.abspath(loupe.__file__))), os.getcwd()]

@@ -28,6 +28,7 @@ from torch import Tensor
 from loupe.core.activations import check_hook_names, iter_activations
 from loupe.core.config import Config, Progress, no_progress
 from loupe.jobs.fanout import LOCAL, Units, blocks
+from loupe.services.models.loading import load_bridge
 from loupe.storage.artifacts import atomic_dir, load_tensors, read_manifest, save_tensors, write_manifest
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -145,8 +146,6 @@ class CacheWorker:
     cfg: ActivationCacheConfig
 
     def __call__(self) -> Callable[[tuple[str, int, int]], list[dict[str, Tensor]]]:
-        from loupe.services.models import load_bridge
-
         model = load_bridge(self.model_dir, self.device)[0]
         check_hook_names(model, [self.cfg.hook_name])
         tokens = {split: load_tensors(Path(f)) for split, f in self.token_files}

@@ -20,10 +20,8 @@ before that transaction leaves the dashboards "failed" (its job interrupted) and
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,12 +31,13 @@ from torch import Tensor
 from loupe.core import sae_dashboards as D
 from loupe.core.config import Progress, no_progress
 from loupe.faults import crash_point
-from loupe.jobs.fanout import LOCAL, Units, blocks
+from loupe.jobs.fanout import LOCAL, Units
 from loupe.services.activations import ActivationCache
 from loupe.services.saes.configs import DashboardConfig
 from loupe.services.saes.effects import TopBottom, logit_effects, neuron_effects
+from loupe.services.saes.encode import encode_pass
 from loupe.services.saes.pages import PAGES_FILE, gc_paused, rounded_list, write_pages
-from loupe.storage.artifacts import atomic_dir, load_tensors, save_tensors, write_manifest
+from loupe.storage.artifacts import atomic_dir, save_tensors, write_manifest
 
 if TYPE_CHECKING:
     from loupe.services.workspace import Workspace
@@ -49,36 +48,6 @@ DASHBOARDS_VERSION = "dashboards-v4"  # in every dashboard key (demo and registe
 def _pair_lists(idx: Tensor, vals: Tensor, digits: int = 4) -> list[list[list[float]]]:
     """Per row of idx/vals [n, k]: [[index, value rounded], ...]."""
     return [[[i, v] for i, v in zip(ir, vr)] for ir, vr in zip(idx.tolist(), rounded_list(vals, digits))]
-
-
-@contextmanager
-def sparse_topk(sae: Any) -> Iterator[None]:
-    """While inside, a TopK SAE's encode returns sae-lens's sparse COO codes (its TopK activation
-    with use_sparse_activations) instead of scattering k values per token into a dense
-    [tokens, d_sae] matrix that would then be scanned for its nonzeros; other SAEs are untouched."""
-    from sae_lens.saes.topk_sae import TopK
-
-    act: Any = getattr(sae, "activation_fn", None)  # sae-lens is untyped: isinstance does not narrow
-    switch = isinstance(act, TopK) and not act.use_sparse_activations
-    if switch:
-        act.use_sparse_activations = True
-    try:
-        # sae-lens builds the COO codes from topk's own indices, valid by construction: opt out of
-        # the invariant checks explicitly (torch warns when they are off implicitly)
-        with torch.sparse.check_sparse_tensor_invariants(enable=False):
-            yield
-    finally:
-        if switch:
-            act.use_sparse_activations = False
-
-
-def nonzero_codes(c: Tensor) -> Tensor | tuple[Tensor, Tensor, Tensor]:
-    """Dense codes as they are; sparse [b, d_sae] codes as (rows, features, values > 0) on the CPU."""
-    if not c.is_sparse:
-        return c.cpu()
-    idx, v = c._indices().cpu(), c._values().cpu()  # uncoalesced: TopK writes each (row, feature) once
-    keep = v > 0
-    return idx[0][keep], idx[1][keep], v[keep]
 
 
 @dataclass
@@ -113,7 +82,7 @@ def build_dashboards(
     encoding pass runs as `units` (on Ray actors, which load the SAE from `sae_dir`)."""
     t0 = time.monotonic()
     n_total = min(cache.n_tokens("train"), cfg.max_tokens)
-    codes, meta, top_rows = _encode_pass(sae, cache, n_total, cfg.batch_size, progress, cfg.top_k, units, sae_dir)
+    codes, meta, top_rows = encode_pass(sae, cache, n_total, cfg.batch_size, progress, cfg.top_k, units, sae_dir)
     progress(n_total, n_total, f"statistics over {codes.values.numel():,} nonzero codes")
 
     stats = D.feature_stats(codes)
@@ -140,106 +109,6 @@ def build_dashboards(
         "neurons": {k: v for k, v in tables.neuron_stats.items() if k != "polysemanticity"},
     }
     return arrays, rows, info
-
-
-@dataclass(frozen=True)
-class EncodeWorker:
-    """A worker factory of the dashboard pass's units: loads the SAE (from its directory) once, on
-    whichever process runs it (loupe.jobs.fanout), and encodes ranges of the cache's shards."""
-
-    sae_dir: str
-    device: str
-    cache_dir: str
-    batch_size: int
-    top_k: int
-
-    def __call__(self) -> Callable[[tuple[int, int, int, int]], dict[str, Tensor]]:
-        from loupe.services.saes.training import load_sae
-
-        return _Encoder(load_sae(self.sae_dir, self.device), self.cache_dir, self.batch_size, self.top_k)
-
-
-class _Encoder:
-    """Encodes a unit (shard index, first row, stop row, the shard's first row in the pass): the
-    nonzero codes of its batches and their top-k candidates (the reduce's input)."""
-
-    def __init__(self, sae: Any, cache_dir: str | Path, batch_size: int, top_k: int):
-        self.sae = sae
-        self.cache = ActivationCache(Path(cache_dir))
-        self.batch_size = batch_size
-        self.top_k = top_k
-        self._shard: tuple[int, Tensor] | None = None  # the last shard read (a worker's units are runs of one)
-
-    def _acts(self, i: int) -> Tensor:
-        if self._shard is None or self._shard[0] != i:
-            f = self.cache.manifest["splits"]["train"]["shards"][i]["file"]
-            self._shard = (i, load_tensors(self.cache.dir / f)["acts"])
-        return self._shard[1]
-
-    @torch.no_grad()
-    def __call__(self, unit: tuple[int, int, int, int]) -> dict[str, Tensor]:
-        shard, start, stop, offset = unit
-        acts = self._acts(shard)
-        with sparse_topk(self.sae):
-            codes = D.encode_sparse(
-                lambda x: nonzero_codes(self.sae.encode(x.to(self.sae.device))),
-                (acts[s : min(s + self.batch_size, stop)].float() for s in range(start, stop, self.batch_size)),
-                int(self.sae.cfg.d_sae),
-            )
-        rows = codes.rows + offset + start
-        f, r, v = D.top_k_candidates(codes.features, rows, codes.values, self.top_k)
-        return {"rows": rows, "features": codes.features, "values": codes.values, "top_f": f, "top_r": r, "top_v": v}
-
-
-def _encode_pass(
-    sae: Any,
-    cache: ActivationCache,
-    n_total: int,
-    batch_size: int,
-    progress: Progress,
-    top_k: int,
-    units: Units = LOCAL,
-    sae_dir: Path | None = None,
-) -> tuple[D.SparseCodes, dict[str, Tensor], Tensor]:
-    """The SAE's nonzero codes over the cache's first `n_total` train tokens, those tokens' seq, pos,
-    domain and token columns, and each feature's top-k rows [d_sae, top_k]. The encoding runs as
-    units of whole batches (`units`: in this thread, or on Ray actors, which load the SAE from
-    `sae_dir`); their codes are merged here in one sort, their top-k candidates reduced to the top k."""
-    meta_parts: dict[str, list[Tensor]] = {k: [] for k in ("seq", "pos", "domain", "token")}
-    parts: list[tuple[int, int, int, int]] = []
-    n = 0
-    for i, shard in enumerate(cache.iter_shards("train", fields=list(meta_parts))):
-        take = min(next(iter(shard.values())).shape[0], n_total - n)
-        if take <= 0:
-            break
-        for k in meta_parts:
-            meta_parts[k].append(shard[k][:take])
-        size = units.size(take, batch_size)
-        parts += [(i, a, b, n) for a, b in blocks(take, size, batch_size)]
-        n += take
-    d_sae = int(sae.cfg.d_sae)
-    if units.distributed and sae_dir is not None:
-        factory: Callable[[], Callable[[tuple[int, int, int, int]], dict[str, Tensor]]] = EncodeWorker(
-            str(Path(sae_dir).resolve()), str(sae.device), str(cache.dir.resolve()), batch_size, top_k
-        )
-    else:
-        factory = partial(_Encoder, sae, cache.dir, batch_size, top_k)
-    got: dict[str, list[Tensor]] = {}
-    for (_, _, stop, offset), out in zip(parts, units.map(factory, parts)):
-        for k, v in out.items():
-            got.setdefault(k, []).append(v)
-        progress(offset + stop, n_total, f"encoding {offset + stop:,}/{n_total:,} tokens")
-
-    def cat(k: str, dtype: torch.dtype) -> Tensor:
-        return torch.cat(got[k]) if got.get(k) else torch.zeros(0, dtype=dtype)
-
-    rows, feats, vals = cat("rows", torch.long), cat("features", torch.long), cat("values", torch.float32)
-    o = D.sort_int64(feats * max(n, 1) + rows)
-    codes = D.SparseCodes(rows[o], feats[o], vals[o], n, d_sae)
-    top_rows, _ = D.top_k_table(
-        cat("top_f", torch.long), cat("top_r", torch.long), cat("top_v", torch.float32), d_sae, top_k
-    )
-    return codes, {k: torch.cat(v) for k, v in meta_parts.items()}, top_rows
 
 
 def _example_arrays(
