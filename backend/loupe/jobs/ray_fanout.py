@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, TypeVar
@@ -35,6 +36,7 @@ POLL = 0.2  # seconds between cancellation checks while units run
 IN_FLIGHT = 2  # units queued per actor
 MAX_RESTARTS = 3  # per actor, over the pool's life
 MAX_TASK_RETRIES = 3  # per unit, when its actor dies under it
+CONNECT_TRIES = 30  # 2 s apart: joining a cluster whose head is still starting
 
 
 class _Worker:
@@ -46,6 +48,10 @@ class _Worker:
 
     def pid(self) -> int:
         return os.getpid()
+
+    def node(self) -> str:
+        """The Ray node this actor lives on (which machine of a cluster)."""
+        return str(ray.get_runtime_context().get_node_id())
 
     def run(self, token: str, factory: Callable[[], Callable[[Any], Any]], unit: Any) -> Any:
         if self._token != token or self._fn is None:
@@ -90,13 +96,23 @@ class RayFanout:
         self.requested_workers = workers
         self._lock = threading.Lock()
         self._actors: list[Any] = []
-        self._started_ray = False
+        self._connected = False
 
     # -- the cluster and the pool ---------------------------------------------------------------
     def _connect(self) -> None:
-        if not ray.is_initialized():
-            ray.init(**_init_options(self.address, self.object_store_mb, self.cpus))
-            self._started_ray = not self.address
+        if ray.is_initialized():
+            return
+        opts = _init_options(self.address, self.object_store_mb, self.cpus)
+        for attempt in range(CONNECT_TRIES):
+            try:
+                ray.init(**opts)
+                break
+            except ConnectionError:  # a head that is still starting (docker compose starts them together)
+                if not self.address or attempt + 1 == CONNECT_TRIES:
+                    raise
+                log.warning("no Ray head at %s yet; retrying", self.address)
+                time.sleep(2)
+        self._connected = True
 
     @property
     def workers(self) -> int:
@@ -180,6 +196,6 @@ class RayFanout:
                 ray.kill(a, no_restart=True)
             except Exception:
                 log.debug("actor already gone", exc_info=True)
-        if self._started_ray and ray.is_initialized():
-            ray.shutdown()
-            self._started_ray = False
+        if self._connected and ray.is_initialized():
+            ray.shutdown()  # a local Ray stops; a joined cluster goes on, this driver leaves it
+            self._connected = False
