@@ -74,8 +74,9 @@ def time_steps(src: Path, dest: Path, fanout) -> dict[str, float]:
 
         Pipeline(c.jobs, steps).run(steps, on_skip=skipped, on_done=done)
         t0 = time.monotonic()
-        c.steering.evaluate("demo-refusal", ["none", "ablation", "addition", "ace"], [0.0, 0.5, 1.0], wait=True)
-        out["steering sweep (4 methods, 3 alphas)"] = time.monotonic() - t0
+        methods = ["none", "ablation", "addition", "ace"]
+        c.steering.evaluate("demo-refusal", methods, [0.0, 0.5, 1.0], limit=64, wait=True)
+        out["steering sweep (8 points, 64+64 prompts)"] = time.monotonic() - t0
     finally:
         c.close()
     return out

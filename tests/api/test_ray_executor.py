@@ -311,3 +311,36 @@ def test_the_settings_choose_the_executor(tmp_path):
     assert isinstance(make_fanout("thread"), LocalFanout)
     with pytest.raises(ValueError):
         make_fanout("dask")
+
+
+class _Double:
+    def __call__(self):
+        return lambda i: 2 * i
+
+
+def test_a_cancel_leaves_another_jobs_units_alone(fanout, tmp_path):
+    """Two jobs on one pool take it in turns: cancelling the one on the actors (which kills them) does
+    not fail the one waiting; it gets a new pool and finishes."""
+    from loupe.jobs.runner import JobRunner
+    from loupe.services.workspace import Workspace
+    from tests.api.conftest import wait_until
+    from tests.conftest import micro_settings
+
+    ws = Workspace.open(micro_settings(tmp_path / "ws"))
+    runner = JobRunner(ws.jobs, ThreadExecutor(2), fanout=fanout)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    try:
+        slow = runner.submit("test", "slow", {}, lambda ctx: {"r": list(ctx.map_units(_SlowUnits(str(marks)), [0, 1]))})
+        wait_until(lambda: list(marks.glob("start-*")), 120)
+        quick = runner.submit("test", "quick", {}, lambda ctx: {"r": list(ctx.map_units(_Double(), list(range(7))))})
+        time.sleep(1)
+        assert ws.jobs.get(quick.id).status == "running"  # waiting for the pool
+        assert runner.cancel(slow.id)
+        done = wait_until(lambda: (j := ws.jobs.get(quick.id)).status in ("done", "failed") and j, 120)
+        assert done.status == "done", done.error
+        assert done.artifacts == {"r": [0, 2, 4, 6, 8, 10, 12]}
+        assert ws.jobs.get(slow.id).status == "failed" and not list(marks.glob("end-*"))
+    finally:
+        runner.shutdown()
+        ws.close()

@@ -65,6 +65,9 @@ def _init_options(address: str, object_store_mb: int, cpus: int = 0) -> dict[str
     if address:
         return {"address": address, "ignore_reinit_error": True, "log_to_driver": False}
     return {
+        # "local": a new Ray for this process, never one that `ray start` left running on this machine
+        # (which ray.init() without an address would join)
+        "address": "local",
         "num_cpus": cpus or os.cpu_count() or 1,
         "object_store_memory": object_store_mb * 1024 * 1024,
         "include_dashboard": False,
@@ -95,6 +98,7 @@ class RayFanout:
         self.object_store_mb = object_store_mb
         self.requested_workers = workers
         self._lock = threading.Lock()
+        self._busy = threading.Lock()  # held by the job whose units are on the pool
         self._actors: list[Any] = []
         self._connected = False
 
@@ -152,6 +156,21 @@ class RayFanout:
     ) -> Iterator[R]:
         if not units:
             return
+        # one job at a time on the pool: a cancel kills the pool's actors, which must not take another
+        # job's units with them (and two jobs' workers would load in turns on the same actors)
+        while not self._busy.acquire(timeout=POLL):
+            check()
+        try:
+            yield from self._map(factory, units, check)
+        finally:
+            self._busy.release()
+
+    def _map(
+        self,
+        factory: Callable[[], Callable[[U], R]],
+        units: Sequence[U],
+        check: Callable[[], None],
+    ) -> Iterator[R]:
         actors = self.actors()
         token = uuid.uuid4().hex
         fref = ray.put(factory)

@@ -202,7 +202,7 @@ def write_activation_cache(
             n_seq = plan[split]
             writer = _ShardWriter(tmp / split, cfg.shard_tokens)
             parts = [(split, a, b) for a, b in blocks(n_seq, units.size(n_seq, cfg.batch_size), cfg.batch_size)]
-            for (_, _, stop), rows in zip(parts, units.map(factory, parts)):
+            for rows, (_, _, stop) in zip(units.map(factory, parts), parts):
                 for r in rows:
                     d_in = r["acts"].shape[-1]
                     writer.add(r)

@@ -163,7 +163,7 @@ class InfluencePipeline:
                 buf = []
 
             # each unit's batches in order, flushed as one pass over all of them would (the same shards)
-            for (_, stop), batches in zip(parts, units.map(worker, parts)):
+            for batches, (_, stop) in zip(units.map(worker, parts), parts):
                 for rows in batches:
                     buf.append(rows)
                     if sum(b.n for b in buf) >= cfg.shard_rows:

@@ -135,7 +135,7 @@ def encode_pass(
     else:
         factory = partial(_Encoder, sae, cache.dir, batch_size, top_k)
     got: dict[str, list[Tensor]] = {}
-    for (_, _, stop, offset), out in zip(parts, units.map(factory, parts)):
+    for out, (_, _, stop, offset) in zip(units.map(factory, parts), parts):
         for k, v in out.items():
             got.setdefault(k, []).append(v)
         progress(offset + stop, n_total, f"encoding {offset + stop:,}/{n_total:,} tokens")

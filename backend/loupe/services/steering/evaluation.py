@@ -132,7 +132,7 @@ def evaluate_steering(
     )
     point_units = Counter(n for n, *_ in plan)
     finished: Counter[int] = Counter()
-    for (n, what, side, idx), out in zip(plan, units.map(factory, todo)):
+    for out, (n, what, side, idx) in zip(units.map(factory, todo), plan):
         if what == "logits":
             assert isinstance(out, torch.Tensor)
             rows = logits.setdefault(n, {})
