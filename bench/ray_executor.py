@@ -172,6 +172,16 @@ def main() -> None:
     extra: dict[str, float | bool] = {}
     results["thread"] = time_steps(src, tmp / "thread", LocalFanout())
     print("thread", {k: round(v, 2) for k, v in results["thread"].items()}, flush=True)
+    # the control: in-process with one torch thread, as a Ray actor computes (Ray sets OMP_NUM_THREADS
+    # to an actor's 1 CPU); on a loaded 2-core machine torch's default of 2 threads can be far slower
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        results["thread1"] = time_steps(src, tmp / "thread1", LocalFanout())
+    finally:
+        torch.set_num_threads(threads)
+    extra["thread_torch_threads"] = threads
+    print("thread1", {k: round(v, 2) for k, v in results["thread1"].items()}, flush=True)
     for workers in (1, 2):
         f = RayFanout("", workers=workers, object_store_mb=80)
         t0 = time.monotonic()
@@ -187,16 +197,18 @@ def main() -> None:
     units = unit_costs()
     grads = gradient_costs(tmp / "thread", results["thread"]["influence.gradients"])
     print(json.dumps({"extra": extra, "units": units, "gradients": grads}, indent=1))
-    print("\n| step | thread (s) | ray, 1 actor (s) | ray, 2 actors (s) | ray 1 / thread | ray 2 / thread |")
-    print("|---|---|---|---|---|---|")
-    for name, t in results["thread"].items():
-        r1, r2 = results["ray1"].get(name, float("nan")), results["ray2"].get(name, float("nan"))
-        print(f"| {name} | {t:.2f} | {r1:.2f} | {r2:.2f} | {r1 / t:.2f}x | {r2 / t:.2f}x |")
-    tot = {k: sum(v.values()) for k, v in results.items()}
+    cols = ("thread", "thread1", "ray1", "ray2")
     print(
-        f"| all | {tot['thread']:.1f} | {tot['ray1']:.1f} | {tot['ray2']:.1f} | "
-        f"{tot['ray1'] / tot['thread']:.2f}x | {tot['ray2'] / tot['thread']:.2f}x |"
+        "\n| step | in-process (s) | in-process, 1 torch thread (s) | ray, 1 actor (s) | ray, 2 actors (s) "
+        "| ray 1 / in-process 1 thread | ray 2 / in-process 1 thread | ray 2 / in-process |"
     )
+    print("|---|---|---|---|---|---|---|---|")
+    rows = [(name, [results[c].get(name, float("nan")) for c in cols]) for name in results["thread"]]
+    rows.append(("all", [sum(results[c].values()) for c in cols]))
+    for name, (t, t1, r1, r2) in rows:
+        print(
+            f"| {name} | {t:.2f} | {t1:.2f} | {r1:.2f} | {r2:.2f} | {r1 / t1:.2f}x | {r2 / t1:.2f}x | {r2 / t:.2f}x |"
+        )
     a.out.write_text(json.dumps({"steps": results, "extra": extra, "units": units, "gradients": grads}, indent=1))
     shutil.rmtree(tmp, ignore_errors=True)
 
