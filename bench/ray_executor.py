@@ -28,8 +28,6 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-FANNED_OUT = ("activations", "dashboards", "influence/gradients", "jacobian")
-
 
 def build_micro(root: Path) -> None:
     from tests.conftest import micro_settings
@@ -47,6 +45,7 @@ def build_micro(root: Path) -> None:
 
 def time_steps(src: Path, dest: Path, fanout) -> dict[str, float]:
     """Seconds per fanned-out step (and a steering sweep) rebuilt on a copy of `src`."""
+    from tests.api.test_ray_executor import _fresh_copy
     from tests.conftest import micro_settings
 
     from loupe.jobs.executors import InlineExecutor
@@ -54,9 +53,7 @@ def time_steps(src: Path, dest: Path, fanout) -> dict[str, float]:
     from loupe.worlds import Build, open_world
 
     shutil.rmtree(dest, ignore_errors=True)
-    shutil.copytree(src, dest)
-    for d in FANNED_OUT:
-        shutil.rmtree(dest / "artifacts" / d)
+    _fresh_copy(src, dest)
     world, c = open_world(micro_settings(dest), executor=InlineExecutor(), fanout=fanout)
     out: dict[str, float] = {}
     try:

@@ -25,8 +25,8 @@ from loupe.jobs.pipeline import Pipeline
 
 ray = pytest.importorskip("ray", reason="LOUPE_EXECUTOR=ray needs ray: make install installs it (the cluster extra)")
 
-# the steps that fan out, by artifact directory: rebuilt on Ray and compared with the default's
-FANNED_OUT = ("activations", "dashboards", "influence/gradients", "jacobian")
+# the steps that fan out (by job name prefix): rebuilt on Ray and their artifacts compared with the default's
+FANNED_OUT_STEPS = ("saes.cache.", "saes.dashboards.", "jacobian.", "influence.gradients")
 # manifest and results fields that are wall-clock times, not results
 TIMES = {"seconds", "pages_seconds", "finished_at"}
 
@@ -60,11 +60,25 @@ def reference(micro_workspace, tmp_path_factory):
     return root
 
 
+def fanned_out(root: Path) -> list[str]:
+    """The artifact directories (relative to the workspace) of the micro world's fanned-out steps: its
+    caches, dashboards, Jacobian run and gradient cache (not those other tests add to the workspace)."""
+    from loupe.worlds import Build, open_world
+    from tests.conftest import micro_settings
+
+    world, c = open_world(micro_settings(root), executor=InlineExecutor())
+    try:
+        steps = Build(world, c).steps + c.influence_pipeline().steps()
+        return [str(s.output.relative_to(root)) for s in steps if s.name.startswith(FANNED_OUT_STEPS)]
+    finally:
+        c.close()
+
+
 def _fresh_copy(reference: Path, dest: Path) -> Path:
     """`reference` without the fanned-out steps' artifacts (so a build makes them again)."""
     shutil.copytree(reference, dest)
-    for d in FANNED_OUT:
-        shutil.rmtree(dest / "artifacts" / d)
+    for d in fanned_out(dest):
+        shutil.rmtree(dest / d)
     return dest
 
 
@@ -80,12 +94,12 @@ def _files(root: Path) -> dict[str, Path]:
     return {str(p.relative_to(root)): p for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def assert_same_artifacts(a: Path, b: Path, dirs=FANNED_OUT) -> int:
-    """Every file of `dirs` byte for byte (JSON files: equal once their wall-clock fields are
-    dropped); returns how many files were compared."""
+def assert_same_artifacts(a: Path, b: Path, dirs: list[str] | None = None) -> int:
+    """Every file of `dirs` (default: the fanned-out steps') byte for byte (JSON files: equal once
+    their wall-clock fields are dropped); returns how many files were compared."""
     n = 0
-    for d in dirs:
-        fa, fb = _files(a / "artifacts" / d), _files(b / "artifacts" / d)
+    for d in fanned_out(b) if dirs is None else dirs:
+        fa, fb = _files(a / d), _files(b / d)
         assert sorted(fa) == sorted(fb), d
         for rel, p in fa.items():
             if p.suffix == ".json":
@@ -238,7 +252,7 @@ def test_a_driver_killed_mid_job_leaves_nothing_half_and_a_rerun_gives_the_same(
         assert build.pipeline.pending() == []
     finally:
         c.close()
-    assert_same_artifacts(reference, root, dirs=("activations",))
+    assert_same_artifacts(reference, root, dirs=[f"artifacts/activations/demo/{hook}"])
 
 
 class _SlowUnits:
