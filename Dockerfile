@@ -14,7 +14,8 @@ ENV PIP_NO_CACHE_DIR=1 PYTHONUNBUFFERED=1
 RUN pip install --index-url https://download.pytorch.org/whl/cpu torch==2.13.0
 COPY pyproject.toml README.md ./
 COPY backend/ backend/
-RUN pip install . && pip install --no-deps kronfluence==1.0.1
+# the cluster extra (Ray, with its client) too: the same image runs the app and the ray profile's head and workers
+RUN pip install '.[cluster]' && pip install --no-deps kronfluence==1.0.1
 COPY --from=frontend /src/frontend/dist /app/frontend/dist
 ENV LOUPE_WORKSPACE=/workspace LOUPE_FRONTEND_DIST=/app/frontend/dist LOUPE_HOST=0.0.0.0
 VOLUME /workspace

@@ -33,7 +33,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,cluster]'
 	$(BIN)/pip install -q --no-deps kronfluence==1.0.1
 	@if $(BIN)/pip show -q torchvision 2>/dev/null; then $(BIN)/pip uninstall -y -q torchvision; fi
 	touch $(STAMP)

@@ -48,6 +48,20 @@ class Settings(BaseSettings):
         description="Most jobs that may wait in the queue; a request that would queue another gets 429 with "
         "Retry-After (an identical request joins the job already queued or running instead).",
     )
+    executor: Literal["thread", "ray"] = Field(
+        "thread",
+        description="Where the heavy jobs' parallel units run (caching, dashboards, gradient cache, steering sweeps, "
+        "Jacobian chunks): `thread` in the job's own thread, `ray` on Ray actors (pip install 'loupe[cluster]').",
+    )
+    ray_address: str = Field(
+        "",
+        description="With LOUPE_EXECUTOR=ray: empty starts a local Ray on this machine's cores; `auto` or "
+        "`ray://host:10001` joins a running cluster.",
+    )
+    ray_workers: int = Field(0, ge=0, description="Ray actors per job; 0 = one per CPU of the cluster.")
+    ray_object_store_mb: int = Field(
+        80, ge=75, description="Object store of a local Ray (MB); Ray's least is 75 MB. Ignored when joining a cluster."
+    )
     frontend_dist: Path | None = Field(None, description="Built frontend; default: frontend/dist beside the package.")
 
     # -- who may do what (loupe.security) --

@@ -205,3 +205,35 @@ def test_an_identical_chain_joins_and_a_cancelled_one_frees_its_key(repo):
     _wait(lambda: all(repo.get(j.id).status == "done" for j in second))
     assert runner.active("chain") is None
     runner.shutdown(wait=True)
+
+
+def test_units_in_process_run_in_order_with_one_worker_and_stop_at_a_cancel():
+    """LocalFanout: one worker made for all the units, results in unit order, the job's check between
+    units; the unit helpers cover the range in aligned blocks."""
+    from loupe.jobs.fanout import LocalFanout, Units, blocks, local_map, unit_size
+
+    made = []
+
+    def factory():
+        made.append(1)
+        return lambda u: u * 10
+
+    assert list(LocalFanout().map(factory, [3, 1, 2])) == [30, 10, 20] and made == [1]
+    assert list(LocalFanout().map(factory, [])) == [] and made == [1]  # no units: no worker loaded
+    calls = []
+
+    def check():
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("cancelled")
+
+    out = []
+    with pytest.raises(RuntimeError):
+        for r in LocalFanout().map(factory, list(range(10)), check):
+            out.append(r)
+    assert out == [0, 10]
+    assert blocks(10, 4, 3) == [(0, 6), (6, 10)]  # 4 rounded up to whole batches of 3
+    assert blocks(0, 4) == []
+    assert unit_size(1000, 2, align=32) == 128  # ~4 units per worker, whole batches
+    assert Units(local_map).size(1000, 32) == 32  # in-process: one batch a unit
+    assert Units(local_map, 2, True).size(1000, 32) == 128

@@ -163,7 +163,7 @@ def test_segment_topk_matches_a_sort_within_each_segment():
 def test_sparse_topk_encode_gives_the_dense_nonzeros():
     from sae_lens.saes.topk_sae import TopKSAE, TopKSAEConfig
 
-    from loupe.services.saes.dashboards import nonzero_codes, sparse_topk
+    from loupe.services.saes.encode import nonzero_codes, sparse_topk
 
     torch.manual_seed(0)
     sae = TopKSAE(TopKSAEConfig(d_in=16, d_sae=64, k=8, dtype="float32", device="cpu"))
@@ -209,3 +209,30 @@ def test_top_bottom_of_a_product_in_row_chunks_equals_the_whole_product():
     ti, tv, bi, bv = whole
     M = A @ B
     assert torch.equal(tv[:, 0], M.max(1).values) and torch.equal(bv[:, 0], M.min(1).values)
+
+
+def test_top_k_reduce_of_any_parts_equals_the_top_k_of_all():
+    """The dashboards' reduce: each part's top-k candidates, merged, give each feature's top k of
+    everything, ranked by (value descending, row ascending), ties included, whatever the parts."""
+    g = torch.Generator().manual_seed(3)
+    n, d_sae, k = 400, 7, 5
+    rows = torch.arange(n).repeat_interleave(2)
+    feats = torch.randint(0, d_sae, (2 * n,), generator=g)
+    vals = torch.randint(1, 6, (2 * n,), generator=g).float()  # few distinct values: many ties
+    # brute force: sort each feature's entries by (-value, row), keep k
+    want_rows = torch.full((d_sae, k), -1, dtype=torch.long)
+    for f in range(d_sae):
+        entries = sorted((-float(v), int(r)) for r, ff, v in zip(rows, feats, vals) if int(ff) == f)[:k]
+        want_rows[f, : len(entries)] = torch.tensor([r for _, r in entries])
+    got_rows, got_vals = D.top_k_table(feats, rows, vals, d_sae, k)
+    assert torch.equal(got_rows, want_rows)
+    for cuts in ([0, 800], [0, 1, 2, 800], [0, 123, 456, 457, 800], list(range(0, 801, 50))):
+        parts = [D.top_k_candidates(feats[a:b], rows[a:b], vals[a:b], k) for a, b in zip(cuts, cuts[1:])]
+        merged = D.top_k_table(*(torch.cat([p[i] for p in parts]) for i in range(3)), d_sae, k)
+        assert torch.equal(merged[0], want_rows) and torch.equal(merged[1], got_vals)
+    # without ties it is the top k of the codes (D.top_k), values and rows
+    vals = torch.rand(2 * n, generator=g) + 0.1
+    codes = D.encode_sparse(lambda x: x, [torch.zeros(n, d_sae).index_put_((rows, feats), vals)], d_sae)
+    r1, v1 = D.top_k(codes, k)
+    r2, v2 = D.top_k_table(codes.features, codes.rows, codes.values, d_sae, k)
+    assert torch.equal(r1, r2) and torch.equal(v1, v2)

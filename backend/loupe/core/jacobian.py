@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -426,10 +426,42 @@ class RunResult:
     seconds_jacobian: float
 
 
+class JacobianColumns:
+    """Columns [start, stop) of the training Jacobian of one config, as `training_jacobian` computes
+    them (the same tangents, one vmap per range): a worker holds one and is handed ranges, so the
+    chunks of tangent seeds can run on several processes. Returns rows J e_j, [stop - start, P]."""
+
+    def __init__(self, cfg: TrainConfig, dtype: torch.dtype = torch.float64):
+        self.model = FlatMLP(cfg.width, cfg.depth, dtype=dtype)
+        self.data = load_data(cfg, dtype)
+        self.theta0 = self.model.init(cfg.seed, cfg.init)
+        self.cfg = cfg
+
+    def f(self, th: Tensor) -> Tensor:
+        d, c = self.data, self.cfg
+        return train(self.model, th, d.x_train, d.y_train, d.batches, c.lr, c.momentum)
+
+    def __call__(self, block: tuple[int, int]) -> Tensor:
+        start, stop = block
+        p = self.theta0.numel()
+        tangents = torch.zeros(stop - start, p, dtype=self.theta0.dtype)
+        tangents[torch.arange(stop - start), torch.arange(start, stop)] = 1
+        push = vmap(lambda v: jvp(self.f, (self.theta0,), (v,))[1])
+        with FORWARD_AD:
+            cols: Tensor = push(tangents)
+        return cols
+
+
 def run(
-    cfg: TrainConfig, chunk: int = DEFAULT_CHUNK, dtype: torch.dtype = torch.float64, progress: Progress | None = None
+    cfg: TrainConfig,
+    chunk: int = DEFAULT_CHUNK,
+    dtype: torch.dtype = torch.float64,
+    progress: Progress | None = None,
+    map_chunks: Callable[[list[tuple[int, int]]], Iterable[Tensor]] | None = None,
 ) -> RunResult:
-    """Train once (primal), then compute the full training Jacobian and its SVD."""
+    """Train once (primal), then compute the full training Jacobian and its SVD. `map_chunks`, when
+    given, computes the chunks of columns instead of this thread (each range by a `JacobianColumns`
+    of `cfg`, wherever it runs: the caller's fan-out), yielding them in order."""
     model = FlatMLP(cfg.width, cfg.depth, dtype=dtype)
     data = load_data(cfg, dtype)
     theta0 = model.init(cfg.seed, cfg.init)
@@ -458,7 +490,10 @@ def run(
         thetaT = train(model, theta0, data.x_train, data.y_train, data.batches, cfg.lr, cfg.momentum)
     metrics = {"initial": evaluate(model, theta0, data), "final": evaluate(model, thetaT, data)}
     state["t0"] = t0 = time.monotonic()
-    J = training_jacobian(f, theta0, chunk, chunk_done)
+    if map_chunks is None:
+        J = training_jacobian(f, theta0, chunk, chunk_done)
+    else:
+        J = torch.cat(list(map_chunks([(s, min(p, s + chunk)) for s in range(0, p, chunk)]))).T.contiguous()
     secs = time.monotonic() - t0
     spec = spectrum(J)
     return RunResult(cfg, theta0, thetaT, J, spec, metrics, secs)

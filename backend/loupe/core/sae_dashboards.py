@@ -154,6 +154,40 @@ def top_k(codes: SparseCodes, k: int, dense_elements: int = 1 << 24) -> tuple[Te
     return torch.where(ok, codes.rows[idx.clamp(min=0)], -1), torch.where(ok, v, 0.0)
 
 
+def top_k_candidates(features: Tensor, rows: Tensor, values: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The entries that are among their feature's k highest, ranked by (value descending, row
+    ascending): a total order, so the top k of a union of parts equals the top k of the parts' own
+    top k's, whatever the parts (the reduce of a sharded pass). Returns (features, rows, values) of
+    the kept entries, sorted by (feature, rank)."""
+    if features.numel() == 0 or k <= 0:
+        return features[:0], rows[:0], values[:0]
+    o = torch.sort(rows, stable=True).indices
+    o = o[torch.sort(values[o], descending=True, stable=True).indices]
+    o = o[torch.sort(features[o], stable=True).indices]
+    f = features[o]
+    first = torch.ones_like(f, dtype=torch.bool)
+    first[1:] = f[1:] != f[:-1]
+    seg_start = torch.cummax(torch.where(first, torch.arange(f.numel()), 0), 0).values
+    keep = o[(torch.arange(f.numel()) - seg_start) < k]
+    return features[keep], rows[keep], values[keep]
+
+
+def top_k_table(features: Tensor, rows: Tensor, values: Tensor, d_sae: int, k: int) -> tuple[Tensor, Tensor]:
+    """`top_k_candidates` of everything, as rows [d_sae, k] (-1 where a feature fired fewer than k
+    times) and values [d_sae, k], highest first."""
+    f, r, v = top_k_candidates(features, rows, values, k)
+    out_rows = torch.full((d_sae, k), -1, dtype=torch.long)
+    out_vals = torch.zeros((d_sae, k), dtype=values.dtype)
+    if f.numel():
+        first = torch.ones_like(f, dtype=torch.bool)
+        first[1:] = f[1:] != f[:-1]
+        seg_start = torch.cummax(torch.where(first, torch.arange(f.numel()), 0), 0).values
+        rank = torch.arange(f.numel()) - seg_start
+        out_rows[f, rank] = r.long()
+        out_vals[f, rank] = v
+    return out_rows, out_vals
+
+
 def bin_index(codes: SparseCodes, max_act: Tensor, n_bins: int) -> Tensor:
     """Each nonzero's bin among `n_bins` equal bins of (0, max activation of its feature]."""
     m = max_act[codes.features].clamp(min=1e-12)

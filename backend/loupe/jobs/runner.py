@@ -20,13 +20,14 @@ import logging
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from loupe.core.config import Progress
 from loupe.errors import TooManyRequests
 from loupe.jobs.executors import Executor, ThreadExecutor
+from loupe.jobs.fanout import Fanout, LocalFanout, Units
 from loupe.storage.models import Job
 from loupe.storage.repositories import JobRepository
 
@@ -39,6 +40,9 @@ INTERACTIVE = 0
 BUILD = 10
 
 CANCELLED = "cancelled by request"
+
+U = TypeVar("U")
+R = TypeVar("R")
 
 
 class JobCancelled(Exception):
@@ -55,11 +59,23 @@ class JobContext:
     listeners: list[Progress] = field(default_factory=list)
     interval: float = 0.5
     cancel: threading.Event = field(default_factory=threading.Event)
+    fanout: Fanout = field(default_factory=LocalFanout)
     _last: float = 0.0
 
     def check_cancelled(self) -> None:
         if self.cancel.is_set():
             raise JobCancelled(CANCELLED)
+
+    def map_units(self, factory: Callable[[], Callable[[U], R]], units: Sequence[U]) -> Iterator[R]:
+        """Each unit's result in unit order, computed where the runner's fan-out puts it (this thread,
+        or Ray actors: loupe.jobs.fanout); a cancel stops the units still running."""
+        return self.fanout.map(factory, units, self.check_cancelled)
+
+    def units(self) -> Units:
+        """`map_units` with the fan-out's width, for bodies that size their units by it."""
+        if not self.fanout.distributed:
+            return Units(self.map_units)
+        return Units(self.map_units, self.fanout.workers, True)
 
     def progress(self, done: float, total: float | None = None, message: str = "") -> None:
         self.check_cancelled()
@@ -77,10 +93,17 @@ def run_job(
     body: JobBody,
     listeners: list[Progress] | None = None,
     cancel: threading.Event | None = None,
+    fanout: Fanout | None = None,
 ) -> dict[str, Any]:
     """Run `body` as job `job_id` in this thread: running -> done (with its artifacts) or failed."""
     repo.mark_running(job_id)
-    ctx = JobContext(job_id=job_id, repo=repo, listeners=list(listeners or []), cancel=cancel or threading.Event())
+    ctx = JobContext(
+        job_id=job_id,
+        repo=repo,
+        listeners=list(listeners or []),
+        cancel=cancel or threading.Event(),
+        fanout=fanout or LocalFanout(),
+    )
     try:
         ctx.check_cancelled()
         artifacts = body(ctx) or {}
@@ -110,9 +133,16 @@ class JobRunner:
 
     RETRY_AFTER = 10  # seconds a refused client is told to wait (a job step takes seconds to minutes)
 
-    def __init__(self, repo: JobRepository, executor: Executor | None = None, max_queued: int | None = None):
+    def __init__(
+        self,
+        repo: JobRepository,
+        executor: Executor | None = None,
+        max_queued: int | None = None,
+        fanout: Fanout | None = None,
+    ):
         self.repo = repo
         self.executor = executor or ThreadExecutor(max_workers=2)
+        self.fanout = fanout or LocalFanout()  # where a job's parallel units run (JobContext.map_units)
         self.max_queued = max_queued
         self._heap: list[_Queued] = []
         self._seq = itertools.count()
@@ -274,7 +304,7 @@ class JobRunner:
         with self._guard:
             cancel = self._cancel[job.id] = threading.Event()
         try:
-            return run_job(self.repo, job.id, body, listeners, cancel)
+            return run_job(self.repo, job.id, body, listeners, cancel, self.fanout)
         finally:
             with self._guard:
                 self._cancel.pop(job.id, None)
@@ -311,7 +341,7 @@ class JobRunner:
             item = heapq.heappop(self._heap)
             cancel = self._cancel[item.job_id]
         try:
-            artifacts = run_job(self.repo, item.job_id, item.body, cancel=cancel)
+            artifacts = run_job(self.repo, item.job_id, item.body, cancel=cancel, fanout=self.fanout)
         except Exception as exc:  # recorded on the job row; the worker lives on
             if isinstance(exc, JobCancelled):
                 log.info("job %d cancelled", item.job_id)

@@ -16,8 +16,9 @@ never sees a partial cache (`loupe.storage.artifacts.atomic_dir`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,8 @@ from torch import Tensor
 
 from loupe.core.activations import check_hook_names, iter_activations
 from loupe.core.config import Config, Progress, no_progress
+from loupe.jobs.fanout import LOCAL, Units, blocks
+from loupe.services.models.loading import load_bridge
 from loupe.storage.artifacts import atomic_dir, load_tensors, read_manifest, save_tensors, write_manifest
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -98,24 +101,92 @@ class _ShardWriter:
         return self.shards
 
 
-def write_activation_cache(
+@torch.no_grad()
+def activation_rows(
     model: Any,  # a TransformerBridge (hooks by hook name)
+    t: dict[str, Tensor],  # one split's {"input_ids", "loss_mask", "domain_ids"}
+    cfg: ActivationCacheConfig,
+    start: int,
+    stop: int,
+) -> list[dict[str, Tensor]]:
+    """The cached rows of sequences [start, stop), one dict per forward batch of `cfg.batch_size`
+    (`start` a multiple of it, so the batches are those of one pass over the whole split)."""
+    dtype = _DTYPES[cfg.dtype]
+    real = real_positions(t["loss_mask"][start:stop], cfg.first_position)
+    ids = t["input_ids"][start:stop]
+    out = []
+    for b0, cache in iter_activations(model, ids, [cfg.hook_name], cfg.batch_size):
+        acts = cache[cfg.hook_name]
+        b = acts.shape[0]
+        r = real[b0 : b0 + b]
+        seq, pos = torch.nonzero(r, as_tuple=True)
+        a = acts[r.to(acts.device)].to("cpu", dtype)
+        if not torch.isfinite(a).all():
+            raise ValueError(f"activations of {cfg.hook_name} overflow {cfg.dtype}; cache them as float32")
+        out.append(
+            {
+                "acts": a,
+                "seq": (seq + start + b0).int(),
+                "pos": pos.short(),
+                "domain": t["domain_ids"][start + b0 : start + b0 + b][r].short(),
+                "token": ids[b0 : b0 + b][r].int(),
+            }
+        )
+    return out
+
+
+@dataclass(frozen=True)
+class CacheWorker:
+    """A worker factory of the cache's units (split, start, stop): loads the model and the token
+    files once, on whichever process runs it (loupe.jobs.fanout)."""
+
+    model_dir: str
+    device: str
+    token_files: tuple[tuple[str, str], ...]  # (split, safetensors path)
+    cfg: ActivationCacheConfig
+
+    def __call__(self) -> Callable[[tuple[str, int, int]], list[dict[str, Tensor]]]:
+        model = load_bridge(self.model_dir, self.device)[0]
+        check_hook_names(model, [self.cfg.hook_name])
+        tokens = {split: load_tensors(Path(f)) for split, f in self.token_files}
+        return _InMemoryCache(model, tokens, self.cfg)
+
+
+@dataclass(frozen=True)
+class _InMemoryCache:
+    model: Any
+    tokens: dict[str, dict[str, Tensor]]
+    cfg: ActivationCacheConfig
+
+    def __call__(self, unit: tuple[str, int, int]) -> list[dict[str, Tensor]]:
+        split, start, stop = unit
+        return activation_rows(self.model, self.tokens[split], self.cfg, start, stop)
+
+
+def write_activation_cache(
+    model: Any,  # a TransformerBridge (hooks by hook name), or a CacheWorker that loads one where units run
     tokens: dict[str, dict[str, Tensor]],  # split -> {"input_ids", "loss_mask", "domain_ids"}
     cfg: ActivationCacheConfig,
     output: Path,
     key: str = "",
     progress: Progress = no_progress,
     meta: dict[str, Any] | None = None,
+    units: Units = LOCAL,
 ) -> dict[str, Any]:
-    """Cache `cfg.hook_name` over each split in `tokens`; returns the manifest written."""
-    check_hook_names(model, [cfg.hook_name])
-    dtype = _DTYPES[cfg.dtype]
+    """Cache `cfg.hook_name` over each split in `tokens`; returns the manifest written. The forward
+    passes run as units of whole batches (`units`: in this thread, or on Ray actors, which need a
+    CacheWorker); this process writes their rows, in order, into the same shards either way."""
+    if isinstance(model, CacheWorker):
+        factory: Callable[[], Callable[[tuple[str, int, int]], list[dict[str, Tensor]]]] = model
+    else:
+        check_hook_names(model, [cfg.hook_name])
+        factory = partial(_InMemoryCache, model, tokens, cfg)
     plan = {}
     for split, t in tokens.items():
         real = real_positions(t["loss_mask"], cfg.first_position)
-        plan[split] = (real, sequences_for(real, cfg.max_tokens(split)))
-    total = sum(n for _, n in plan.values())
-    done = 0
+        plan[split] = sequences_for(real, cfg.max_tokens(split))
+    total = sum(plan.values())
+    before = 0  # sequences of the splits already written
     manifest: dict[str, Any] = {
         "key": key,
         "hook_name": cfg.hook_name,
@@ -127,30 +198,16 @@ def write_activation_cache(
     }
     d_in = None
     with atomic_dir(Path(output)) as tmp:
-        for split, t in tokens.items():
-            real, n_seq = plan[split]
-            ids = t["input_ids"][:n_seq]
+        for split in tokens:
+            n_seq = plan[split]
             writer = _ShardWriter(tmp / split, cfg.shard_tokens)
-            for start, cache in iter_activations(model, ids, [cfg.hook_name], cfg.batch_size):
-                acts = cache[cfg.hook_name]
-                b = acts.shape[0]
-                r = real[start : start + b]
-                seq, pos = torch.nonzero(r, as_tuple=True)
-                a = acts[r.to(acts.device)].to("cpu", dtype)
-                if not torch.isfinite(a).all():
-                    raise ValueError(f"activations of {cfg.hook_name} overflow {cfg.dtype}; cache them as float32")
-                d_in = a.shape[-1]
-                writer.add(
-                    {
-                        "acts": a,
-                        "seq": (seq + start).int(),
-                        "pos": pos.short(),
-                        "domain": t["domain_ids"][start : start + b][r].short(),
-                        "token": ids[start : start + b][r].int(),
-                    }
-                )
-                done += b
-                progress(done, total, f"{split}: {start + b:,}/{n_seq:,} sequences")
+            parts = [(split, a, b) for a, b in blocks(n_seq, units.size(n_seq, cfg.batch_size), cfg.batch_size)]
+            for rows, (_, _, stop) in zip(units.map(factory, parts), parts):
+                for r in rows:
+                    d_in = r["acts"].shape[-1]
+                    writer.add(r)
+                progress(before + stop, total, f"{split}: {stop:,}/{n_seq:,} sequences")
+            before += n_seq
             shards = writer.close()
             manifest["splits"][split] = {
                 "n_tokens": sum(s["n_tokens"] for s in shards),

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from loupe.jobs.executors import Executor
+from loupe.jobs.fanout import Fanout, make_fanout
 from loupe.jobs.pipeline import Step
 from loupe.jobs.runner import JobRunner
 from loupe.services.datasets import DatasetService, Subject
@@ -61,12 +62,17 @@ class Container:
         analyses: Analyses | None = None,
         executor: Executor | None = None,
         default_model: str | None = None,
+        fanout: Fanout | None = None,
     ):
         self.settings = settings
         self.ws = ws
         self.subject = subject
         self.analyses = analyses or Analyses()
-        self.jobs = JobRunner(ws.jobs, executor, max_queued=settings.max_queued_jobs)
+        self._own_fanout = fanout is None  # one handed in (tests share a Ray) outlives this container
+        fanout = fanout or make_fanout(
+            settings.executor, settings.ray_address, settings.ray_workers, settings.ray_object_store_mb
+        )
+        self.jobs = JobRunner(ws.jobs, executor, max_queued=settings.max_queued_jobs, fanout=fanout)
         self.models = ModelService(ws, default_model or (subject.model_id if subject else None))
         self.saes = SAERegistry(ws, self.models)
         self.saes.restore()
@@ -146,4 +152,6 @@ class Container:
 
     def close(self) -> None:
         self.jobs.shutdown()
+        if self._own_fanout:
+            self.jobs.fanout.shutdown()  # a local Ray this process started stops with it
         self.ws.close()

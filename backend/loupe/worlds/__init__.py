@@ -15,6 +15,7 @@ from typing import Any
 from loupe.core.config import Progress
 from loupe.demo.world import world_config
 from loupe.jobs.executors import Executor
+from loupe.jobs.fanout import Fanout
 from loupe.jobs.pipeline import Pipeline, Step
 from loupe.jobs.runner import BUILD, JobContext
 from loupe.services.container import Analyses, Container
@@ -59,10 +60,11 @@ def load_world(settings: Settings) -> World:
 
 
 def open_world(
-    settings: Settings, ws: Workspace | None = None, *, executor: Executor | None = None
+    settings: Settings, ws: Workspace | None = None, *, executor: Executor | None = None, fanout: Fanout | None = None
 ) -> tuple[World, Container]:
     """The world of `settings` and the service container made for it (one per process); `executor`
-    runs its jobs (default: the container's, a thread pool)."""
+    runs its jobs (default: the container's, a thread pool), `fanout` their units (default: the one
+    LOUPE_EXECUTOR names)."""
     world = load_world(settings)
     default = EXTERNAL_MODEL_ID if settings.model else None
     c = Container(
@@ -72,6 +74,7 @@ def open_world(
         world.analyses,
         executor=executor,
         default_model=default,
+        fanout=fanout,
     )
     return world, c
 

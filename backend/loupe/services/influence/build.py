@@ -20,6 +20,9 @@ EK-FAC pairwise scores (per token).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,12 +32,13 @@ from torch import Tensor
 
 from loupe.core import influence as I
 from loupe.core import packed as P
+from loupe.jobs.fanout import blocks
 from loupe.jobs.pipeline import Step
 from loupe.jobs.runner import JobContext
 from loupe.services.activations import real_positions
 from loupe.services.influence.config import ANALYSIS_NAME, CACHE_FORMAT, FACTORS_NAME
 from loupe.services.influence.index import load_factors
-from loupe.services.influence.training import TrainingSet
+from loupe.services.influence.training import ModelLoader, TrainingSet
 from loupe.storage.artifacts import atomic_dir, fingerprint, load_tensors, save_tensors, write_manifest
 
 
@@ -141,12 +145,17 @@ class InfluencePipeline:
         t0 = time.monotonic()
         factors = load_factors(self.factors_dir)
         projs = I.make_projection(factors, cfg.cache_dim)
-        tokens = self._train()
-        ids, mask, real = tokens["input_ids"], tokens["loss_mask"].bool(), tokens["real"].bool()
-        n = ids.shape[0]
-        model, _ = self.ts.load_model()
-        names = list(factors)
+        n = int(self._train()["input_ids"].shape[0])
         dim = sum(p.dim for p in projs.values())
+        units = ctx.units()
+        worker = GradientWorker(
+            self.ts.load_model,
+            str(self.factors_dir.resolve()),
+            str(self.ts.tokens_path.resolve()),
+            cfg.cache_dim,
+            cfg.batch_size,
+        )
+        parts = blocks(n, units.size(n, cfg.batch_size), cfg.batch_size)
         shards: list[dict[str, Any]] = []
         with atomic_dir(self.grads_dir) as tmp:
             buf: list[P.PackedRows] = []
@@ -163,16 +172,13 @@ class InfluencePipeline:
                 start += rows.n
                 buf = []
 
-            for s in range(0, n, cfg.batch_size):
-                sl = slice(s, min(n, s + cfg.batch_size))
-                x, m = ids[sl], mask[sl]
-                grads = I.logprob_layer_grads(model, names, x, m, real[sl])
-                buf.append(
-                    P.pack_rows(torch.cat([I.compact_sequence(a, g, projs[nm]) for nm, (a, g) in grads.items()], 1))
-                )
-                if sum(b.n for b in buf) >= cfg.shard_rows:
-                    flush()
-                ctx.progress(sl.stop, n, f"sequence {sl.stop:,} of {n:,}")
+            # each unit's batches in order, flushed as one pass over all of them would (the same shards)
+            for batches, (_, stop) in zip(units.map(worker, parts), parts):
+                for rows in batches:
+                    buf.append(rows)
+                    if sum(b.n for b in buf) >= cfg.shard_rows:
+                        flush()
+                ctx.progress(stop, n, f"sequence {stop:,} of {n:,}")
             flush()
             summary = {
                 "n_train": n,
@@ -188,3 +194,53 @@ class InfluencePipeline:
             write_manifest(tmp, {"key": self.grads_key, "factors_key": self.factors_key, "shards": shards, **summary})
         ctx.progress(n, n, f"done: {n:,} sequences x {dim:,} coordinates at 2 bits")
         return summary
+
+
+@dataclass(frozen=True)
+class GradientWorker:
+    """A worker factory of the gradient cache's units (blocks of whole batches of training sequences):
+    loads the model, the factors and the token file once, where the units run (loupe.jobs.fanout)."""
+
+    load_model: ModelLoader  # the model as the index tracks it (a picklable loader: actors call it)
+    factors_dir: str
+    tokens_file: str
+    cache_dim: int | None
+    batch_size: int
+
+    def __call__(self) -> Callable[[tuple[int, int]], list[P.PackedRows]]:
+        factors = load_factors(Path(self.factors_dir))
+        tokens = load_tensors(Path(self.tokens_file))
+        mask = tokens["loss_mask"].bool()
+        # an index's examples carry their real positions; the world's packed tokens: all but padding
+        real = tokens["real"].bool() if "real" in tokens else real_positions(mask)
+        return _GradientBlocks(
+            self.load_model()[0],
+            list(factors),
+            I.make_projection(factors, self.cache_dim),
+            tokens["input_ids"],
+            mask,
+            real,
+            self.batch_size,
+        )
+
+
+@dataclass(frozen=True)
+class _GradientBlocks:
+    model: Any
+    names: list[str]
+    projs: dict[str, I.Projection]
+    ids: Tensor
+    mask: Tensor
+    real: Tensor
+    batch_size: int
+
+    def __call__(self, unit: tuple[int, int]) -> list[P.PackedRows]:
+        """Each batch of sequences [start, stop): their 2-bit packed, preconditioned gradients."""
+        out = []
+        for s in range(unit[0], unit[1], self.batch_size):
+            sl = slice(s, min(unit[1], s + self.batch_size))
+            grads = I.logprob_layer_grads(self.model, self.names, self.ids[sl], self.mask[sl], self.real[sl])
+            out.append(
+                P.pack_rows(torch.cat([I.compact_sequence(a, g, self.projs[nm]) for nm, (a, g) in grads.items()], 1))
+            )
+        return out

@@ -13,7 +13,7 @@ def training_jacobian_step(svc: JacobianService, run: RunSettings) -> Step:
         svc.job_name(run.run_id),
         "training Jacobian (paper settings)",
         svc.run_dir(run.run_id),
-        lambda ctx: svc.compute(run, ctx.progress),
+        lambda ctx: svc.compute(run, ctx.progress, ctx.units()),
         background=True,
         key=run.run_id,
     )

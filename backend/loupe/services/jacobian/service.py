@@ -19,6 +19,8 @@ import builtins
 import json
 import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +29,23 @@ import torch
 from loupe.core import jacobian as jac
 from loupe.core.config import Progress
 from loupe.errors import Conflict, NotFound
+from loupe.jobs.fanout import LOCAL, Units
 from loupe.jobs.runner import JobRunner
 from loupe.services.jacobian.figures import alignment_figure, overlap_figure, perturbation_figure, spectrum_figure
 from loupe.services.jacobian.runs import JOB_KIND, RunSettings, validate
 from loupe.services.workspace import Workspace
 from loupe.storage.artifacts import atomic_dir, load_tensors, read_manifest, save_tensors, write_manifest
+
+
+@dataclass(frozen=True)
+class ColumnsWorker:
+    """A worker factory of the Jacobian's chunks of tangent seeds (loupe.jobs.fanout)."""
+
+    cfg: jac.TrainConfig
+    dtype: str
+
+    def __call__(self) -> jac.JacobianColumns:
+        return jac.JacobianColumns(self.cfg, getattr(torch, self.dtype))
 
 
 class JacobianService:
@@ -109,13 +123,14 @@ class JacobianService:
                 JOB_KIND,
                 self.job_name(rid),
                 {"run_id": rid, "settings": s.to_dict()},
-                lambda ctx: self.compute(s, ctx.progress),
+                lambda ctx: self.compute(s, ctx.progress, ctx.units()),
             )
         return {"run_id": rid, "job_id": job.id, "status": "queued", "existing": False}
 
-    def compute(self, s: RunSettings, progress: Progress) -> dict[str, Any]:
+    def compute(self, s: RunSettings, progress: Progress, units: Units = LOCAL) -> dict[str, Any]:
         """The job body: J, SVD, (experiments), artifacts. Progress: J columns (steps x chunks), then the
-        SVD and the perturbation retrainings, on one 0..1 scale."""
+        SVD and the perturbation retrainings, on one 0..1 scale. On a cluster (`units` distributed) the
+        chunks of tangent seeds run on its workers, progress counted per chunk."""
         validate(s)
         cfg = s.train_config()
         dtype = getattr(torch, s.dtype)
@@ -130,7 +145,17 @@ class JacobianService:
             assert total is not None
             progress(1 - w_exp + w_exp * done / total, 1.0, msg)
 
-        res = jac.run(cfg, chunk=min(jac.DEFAULT_CHUNK, s.n_params), dtype=dtype, progress=p_j)
+        chunk = min(jac.DEFAULT_CHUNK, s.n_params)
+        map_chunks = None
+        if units.distributed:
+            n_chunks = -(-s.n_params // chunk)
+
+            def map_chunks(blocks: builtins.list[tuple[int, int]]) -> Iterator[torch.Tensor]:
+                for i, cols in enumerate(units.map(ColumnsWorker(cfg, s.dtype), blocks)):
+                    p_j(i + 1, n_chunks, f"J chunk {i + 1}/{n_chunks} ({chunk} tangents each)")
+                    yield cols
+
+        res = jac.run(cfg, chunk=chunk, dtype=dtype, progress=p_j, map_chunks=map_chunks)
         progress((1 - w_exp), 1.0, "SVD done")
         summary = res.spec.summary()
         results: dict[str, Any] = {

@@ -25,7 +25,7 @@ from transformers import AutoTokenizer
 from loupe.core.config import Progress, no_progress
 from loupe.jobs.pipeline import Step
 from loupe.jobs.runner import JobContext
-from loupe.services.activations import ActivationCache, ActivationCacheConfig, write_activation_cache
+from loupe.services.activations import ActivationCache, ActivationCacheConfig, CacheWorker, write_activation_cache
 from loupe.services.datasets import SPLITS, Dataset, Subject
 from loupe.services.models import ModelService, load_bridge
 from loupe.services.saes.configs import DashboardConfig, SAETrainConfig
@@ -147,14 +147,22 @@ class SAEPipeline:
 
     def cache(self, ctx: JobContext, hook_name: str) -> dict[str, Any]:
         ctx.progress(0, None, "loading model")
+        cfg = self.cache_cfgs[hook_name]
+        worker = CacheWorker(
+            str(self.subject.model_dir.resolve()),
+            self.ws.settings.device,
+            tuple((s, str(self.subject.tokens(s).resolve())) for s in SPLITS),
+            cfg,
+        )
         m = write_activation_cache(
-            self._bridge(),
+            worker,
             {s: self._tokens(s) for s in SPLITS},
-            self.cache_cfgs[hook_name],
+            cfg,
             self.cache_dir(hook_name),
             key=self.cache_keys[hook_name],
             progress=ctx.progress,
             meta={"model_id": self.model_id, "domains": list(self.subject.dataset.domains)},
+            units=ctx.units(),
         )
         return {
             "dir": str(self.cache_dir(hook_name)),
@@ -208,6 +216,8 @@ class SAEPipeline:
             self.dashboard_dir(preset),
             self.dash_keys[preset.name],
             ctx.progress,
+            ctx.units(),
+            self.sae_dir(preset),
         )
         return {"sae_id": sid, "dir": str(self.dashboard_dir(preset)), **info}
 
@@ -285,8 +295,24 @@ def external_sae_steps(
     dash_key = fingerprint(DASHBOARDS_VERSION, sae_id, cache_key, dashboard_cfg.to_dict())
 
     def cache(ctx: JobContext) -> dict[str, Any]:
-        lm = models.get(rec.model_id)
         toks = {s: load_tensors(tokens_dir / f"{s}.safetensors") for s in SPLITS}
+        if ctx.fanout.distributed:  # the actors load the model; this process only writes the shards
+            record = models.record(rec.model_id)
+            assert record is not None, rec.model_id
+            files = tuple((s, str((tokens_dir / f"{s}.safetensors").resolve())) for s in SPLITS)
+            worker = CacheWorker(models.path(record), ws.settings.device, files, cache_cfg)
+            m = write_activation_cache(
+                worker,
+                toks,
+                cache_cfg,
+                cache_dir,
+                key=cache_key,
+                progress=ctx.progress,
+                meta={"model_id": rec.model_id, "domains": list(dataset.domains)},
+                units=ctx.units(),
+            )
+            return {"dir": str(cache_dir), "train_tokens": m["splits"]["train"]["n_tokens"]}
+        lm = models.get(rec.model_id)
         with lm.lock:
             m = write_activation_cache(
                 lm.bridge,
@@ -317,6 +343,8 @@ def external_sae_steps(
                 registry.dashboard_dir(sae_id),
                 dash_key,
                 ctx.progress,
+                ctx.units(),
+                registry.sae_dir(sae_id),
             )
 
     steps = [tokens_step] if tokens_step is not None else []

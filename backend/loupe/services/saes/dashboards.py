@@ -20,8 +20,7 @@ before that transaction leaves the dashboards "failed" (its job interrupted) and
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,9 +31,11 @@ from torch import Tensor
 from loupe.core import sae_dashboards as D
 from loupe.core.config import Progress, no_progress
 from loupe.faults import crash_point
+from loupe.jobs.fanout import LOCAL, Units
 from loupe.services.activations import ActivationCache
 from loupe.services.saes.configs import DashboardConfig
 from loupe.services.saes.effects import TopBottom, logit_effects, neuron_effects
+from loupe.services.saes.encode import encode_pass
 from loupe.services.saes.pages import PAGES_FILE, gc_paused, rounded_list, write_pages
 from loupe.storage.artifacts import atomic_dir, save_tensors, write_manifest
 
@@ -47,36 +48,6 @@ DASHBOARDS_VERSION = "dashboards-v4"  # in every dashboard key (demo and registe
 def _pair_lists(idx: Tensor, vals: Tensor, digits: int = 4) -> list[list[list[float]]]:
     """Per row of idx/vals [n, k]: [[index, value rounded], ...]."""
     return [[[i, v] for i, v in zip(ir, vr)] for ir, vr in zip(idx.tolist(), rounded_list(vals, digits))]
-
-
-@contextmanager
-def sparse_topk(sae: Any) -> Iterator[None]:
-    """While inside, a TopK SAE's encode returns sae-lens's sparse COO codes (its TopK activation
-    with use_sparse_activations) instead of scattering k values per token into a dense
-    [tokens, d_sae] matrix that would then be scanned for its nonzeros; other SAEs are untouched."""
-    from sae_lens.saes.topk_sae import TopK
-
-    act: Any = getattr(sae, "activation_fn", None)  # sae-lens is untyped: isinstance does not narrow
-    switch = isinstance(act, TopK) and not act.use_sparse_activations
-    if switch:
-        act.use_sparse_activations = True
-    try:
-        # sae-lens builds the COO codes from topk's own indices, valid by construction: opt out of
-        # the invariant checks explicitly (torch warns when they are off implicitly)
-        with torch.sparse.check_sparse_tensor_invariants(enable=False):
-            yield
-    finally:
-        if switch:
-            act.use_sparse_activations = False
-
-
-def nonzero_codes(c: Tensor) -> Tensor | tuple[Tensor, Tensor, Tensor]:
-    """Dense codes as they are; sparse [b, d_sae] codes as (rows, features, values > 0) on the CPU."""
-    if not c.is_sparse:
-        return c.cpu()
-    idx, v = c._indices().cpu(), c._values().cpu()  # uncoalesced: TopK writes each (row, feature) once
-    keep = v > 0
-    return idx[0][keep], idx[1][keep], v[keep]
 
 
 @dataclass
@@ -104,16 +75,19 @@ def build_dashboards(
     domain_names: Sequence[str],
     cfg: DashboardConfig = DashboardConfig(),
     progress: Progress = no_progress,
+    units: Units = LOCAL,
+    sae_dir: Path | None = None,
 ) -> tuple[dict[str, Tensor], list[dict[str, Any]], dict[str, Any]]:
-    """(arrays, feature rows, SAE-level stats) for every feature of `sae` at the cache's hook."""
+    """(arrays, feature rows, SAE-level stats) for every feature of `sae` at the cache's hook; the
+    encoding pass runs as `units` (on Ray actors, which load the SAE from `sae_dir`)."""
     t0 = time.monotonic()
     n_total = min(cache.n_tokens("train"), cfg.max_tokens)
-    codes, meta = _encode_pass(sae, cache, n_total, cfg.batch_size, progress)
+    codes, meta, top_rows = encode_pass(sae, cache, n_total, cfg.batch_size, progress, cfg.top_k, units, sae_dir)
     progress(n_total, n_total, f"statistics over {codes.values.numel():,} nonzero codes")
 
     stats = D.feature_stats(codes)
     hist = D.histograms(codes, stats["max"], cfg.hist_bins)
-    examples = _example_arrays(codes, stats["max"], meta, input_ids, cfg)
+    examples = _example_arrays(codes, top_rows, stats["max"], meta, input_ids, cfg)
 
     progress(n_total, n_total, "enrichment, logits, neighbours, capacity")
     tables = _feature_tables(sae, model, len(tokenizer), cache.hook_name, codes, stats, meta, len(domain_names), cfg)
@@ -137,43 +111,18 @@ def build_dashboards(
     return arrays, rows, info
 
 
-def _encode_pass(
-    sae: Any, cache: ActivationCache, n_total: int, batch_size: int, progress: Progress
-) -> tuple[D.SparseCodes, dict[str, Tensor]]:
-    """The SAE's nonzero codes over the cache's first `n_total` train tokens, in one streaming pass,
-    and those tokens' seq, pos, domain and token columns."""
-    meta_parts: dict[str, list[Tensor]] = {k: [] for k in ("seq", "pos", "domain", "token")}
-
-    def batches() -> Iterator[Tensor]:
-        n = 0
-        for shard in cache.iter_shards("train"):
-            take = min(shard["acts"].shape[0], n_total - n)
-            if take <= 0:
-                return
-            for k in meta_parts:
-                meta_parts[k].append(shard[k][:take])
-            for s in range(0, take, batch_size):
-                yield shard["acts"][s : min(s + batch_size, take)].float()
-            n += take
-
-    with sparse_topk(sae):
-        codes = D.encode_sparse(
-            lambda x: nonzero_codes(sae.encode(x.to(sae.device))),
-            batches(),
-            int(sae.cfg.d_sae),
-            progress=lambda n: progress(n, n_total, f"encoding {n:,}/{n_total:,} tokens"),
-        )
-    return codes, {k: torch.cat(v) for k, v in meta_parts.items()}
-
-
 def _example_arrays(
-    codes: D.SparseCodes, max_act: Tensor, meta: dict[str, Tensor], input_ids: Tensor, cfg: DashboardConfig
+    codes: D.SparseCodes,
+    top_rows: Tensor,
+    max_act: Tensor,
+    meta: dict[str, Tensor],
+    input_ids: Tensor,
+    cfg: DashboardConfig,
 ) -> dict[str, Tensor]:
     """Each feature's examples (its top-k tokens, then `per_interval` random tokens of each activation
     interval) as stored arrays: activation, sequence, position, the context window's tokens and
     activations; and the intervals' shares of the feature's activations."""
     d_sae = codes.d_sae
-    top_rows, _ = D.top_k(codes, cfg.top_k)
     g = torch.Generator().manual_seed(cfg.seed)
     iv_rows, iv_shares = D.interval_samples(codes, max_act, cfg.n_intervals, cfg.per_interval, g)
     ex_rows = torch.cat([top_rows, iv_rows.flatten(1)], dim=1)  # [d_sae, E]
@@ -388,11 +337,15 @@ def compute_dashboards(
     output: Path,
     key: str,
     progress: Progress = no_progress,
+    units: Units = LOCAL,
+    sae_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Dashboards of one SAE: one pass over `cache`, rows into the database, arrays into `output`."""
     if cache.hook_name != sae.cfg.metadata.hook_name:
         raise ValueError(f"the cache holds {cache.hook_name}, the SAE reads {sae.cfg.metadata.hook_name}")
-    arrays, rows, info = build_dashboards(sae, model, tokenizer, cache, input_ids, domain_names, cfg, progress)
+    arrays, rows, info = build_dashboards(
+        sae, model, tokenizer, cache, input_ids, domain_names, cfg, progress, units, sae_dir
+    )
     write_dashboards(
         ws,
         sae_id,

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import plotly.graph_objects as go
@@ -16,7 +19,9 @@ from loupe.core import steering as S
 from loupe.core.chat import is_refusal
 from loupe.core.config import Progress, no_progress
 from loupe.errors import Unprocessable
-from loupe.services.models import LoadedModel, locked_forward
+from loupe.jobs.fanout import LOCAL, Units
+from loupe.services.models import LoadedModel, load_bridge, locked_forward
+from loupe.services.models.loading import describe
 from loupe.services.steering.direction import completions, encode_prompts, last_logits
 from loupe.services.steering.vectors import Vector
 
@@ -53,6 +58,52 @@ def encode_with_system(lm: LoadedModel, system: str, instructions: Sequence[str]
     ]
 
 
+# A unit of the sweep: (method, alpha, what, prompts) with `what` "complete" (greedy completions) or
+# "logits" (next-token logits), `prompts` one batch of encoded prompts in the order one pass batches them.
+SweepUnit = tuple[str, float, str, tuple[tuple[int, ...], ...]]
+
+
+class _SweepUnits:
+    """Runs sweep units on one loaded model (the job's own, or an actor's)."""
+
+    def __init__(self, lm: LoadedModel, v: Vector, max_new_tokens: int, batch_size: int):
+        self.lm, self.v, self.max_new_tokens, self.batch_size = lm, v, max_new_tokens, batch_size
+        self.n_layers = int(lm.info["n_layers"])
+
+    def __call__(self, unit: SweepUnit) -> list[str] | torch.Tensor:
+        method, alpha, what, prompts = unit
+        fwd = locked_forward(self.lm, method_plan(self.v, method, alpha, self.n_layers))
+        enc = [list(p) for p in prompts]
+        if what == "logits":
+            return last_logits(fwd, enc, self.batch_size)
+        return completions(self.lm, fwd, enc, self.max_new_tokens, self.batch_size)
+
+
+@dataclass(frozen=True)
+class SweepWorker:
+    """A worker factory of the sweep's units: loads the model from its directory once, where the
+    units run (loupe.jobs.fanout)."""
+
+    model_id: str
+    model_path: str
+    config: dict[str, Any]
+    device: str
+    vector: Vector
+    max_new_tokens: int
+    batch_size: int
+
+    def __call__(self) -> _SweepUnits:
+        bridge, tokenizer = load_bridge(self.model_path, self.device)
+        lm = LoadedModel(id=self.model_id, bridge=bridge, tokenizer=tokenizer, info={**self.config, **describe(bridge)})
+        return _SweepUnits(lm, self.vector, self.max_new_tokens, self.batch_size)
+
+
+def _batches(encoded: Sequence[list[int]], batch_size: int) -> list[list[int]]:
+    """The prompts' indices in the batches `completions` and `last_logits` make (sorted by length)."""
+    order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))
+    return [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+
+
 def evaluate_steering(
     lm: LoadedModel,
     v: Vector,
@@ -62,31 +113,86 @@ def evaluate_steering(
     max_new_tokens: int = 12,
     progress: Progress = no_progress,
     batch_size: int = 128,
+    units: Units = LOCAL,
+    worker: SweepWorker | None = None,
 ) -> dict[str, Any]:
     """For each method and alpha: refusal rate (greedy completion starts with a refusal prefix within
     64 characters) on harmful and harmless prompts, the gap between the two, and the mean
     KL(base || steered) of the next-token distribution on harmless prompts. The prompting baselines
     (`prompt_refuse`, `prompt_comply`) change the prompt instead of the activations; their KL compares
-    the next-token distributions after the same instruction with and without the system message."""
+    the next-token distributions after the same instruction with and without the system message. Each
+    (method, alpha, prompt batch) is a unit (`units`: in this thread, or on Ray actors that load the model through
+    `worker`)."""
     t0 = time.monotonic()
-    n_layers = int(lm.info["n_layers"])
     enc_harmful, enc_harmless = encode_prompts(lm, harmful), encode_prompts(lm, harmless)
-    base = last_logits(locked_forward(lm), enc_harmless, batch_size)
     points = [(m, float(a)) for m, alphas in methods.items() for a in (alphas if m in ("addition", "ace") else [0.0])]
-    rows = []
-    for n, (method, alpha) in enumerate(points):
-        progress(n, len(points), f"{method} alpha={alpha:g}")
-        fwd = locked_forward(lm, method_plan(v, method, alpha, n_layers))
-        on_harmful, on_harmless = enc_harmful, enc_harmless
-        if method in SYSTEM_PROMPTS:
-            on_harmful = encode_with_system(lm, SYSTEM_PROMPTS[method], harmful)
-            on_harmless = encode_with_system(lm, SYSTEM_PROMPTS[method], harmless)
-        comp_h = completions(lm, fwd, on_harmful, max_new_tokens, batch_size)
-        comp_l = completions(lm, fwd, on_harmless, max_new_tokens, batch_size)
-        kl = S.kl_divergence(base, last_logits(fwd, on_harmless, batch_size)) if on_harmless else torch.zeros(0)
+    sides = {"harmful": enc_harmful, "harmless": enc_harmless}
+    # a prompting baseline's prompts carry its system message
+    prompted = {
+        m: {
+            "harmful": encode_with_system(lm, SYSTEM_PROMPTS[m], harmful),
+            "harmless": encode_with_system(lm, SYSTEM_PROMPTS[m], harmless),
+        }
+        for m in methods
+        if m in SYSTEM_PROMPTS
+    }
+    batches = {
+        (m, side): _batches(enc, batch_size)
+        for m, by_side in [("", sides), *prompted.items()]
+        for side, enc in by_side.items()
+    }
+
+    def prompts_of(method: str) -> str:
+        return method if method in prompted else ""
+
+    def unit(method: str, alpha: float, what: str, side: str, idx: list[int]) -> SweepUnit:
+        enc = prompted[method][side] if method in prompted else sides[side]
+        return (method, alpha, what, tuple(tuple(enc[i]) for i in idx))
+
+    plan: list[tuple[int, str, str, list[int]]] = []  # (point, what, side, prompt indices) per unit
+    todo: list[SweepUnit] = []
+    for n, (method, alpha) in enumerate([("none", 0.0), *points]):  # the unsteered logits first: KL's base
+        jobs = [("logits", "harmless")] if n == 0 else [("complete", "harmful"), ("complete", "harmless")]
+        if n > 0 and enc_harmless:
+            jobs.append(("logits", "harmless"))
+        for what, side in jobs:
+            for idx in batches[(prompts_of(method), side)]:
+                plan.append((n, what, side, idx))
+                todo.append(unit(method, alpha, what, side, idx))
+    comps: dict[tuple[int, str], list[str]] = {}
+    logits: dict[int, dict[int, torch.Tensor]] = {}
+    factory = (
+        worker if units.distributed and worker is not None else partial(_SweepUnits, lm, v, max_new_tokens, batch_size)
+    )
+    point_units = Counter(n for n, *_ in plan)
+    finished: Counter[int] = Counter()
+    for out, (n, what, side, idx) in zip(units.map(factory, todo), plan):
+        if what == "logits":
+            assert isinstance(out, torch.Tensor)
+            rows = logits.setdefault(n, {})
+            for i, row in zip(idx, out):
+                rows[i] = row
+        else:
+            texts = comps.setdefault((n, side), [""] * len(sides[side]))
+            for i, text in zip(idx, out):
+                texts[i] = text
+        finished[n] += 1
+        if n > 0 and finished[n] == point_units[n]:
+            method, alpha = points[n - 1]
+            progress(n, len(points), f"{method} alpha={alpha:g}")
+
+    def stacked(n: int) -> torch.Tensor:
+        rows = logits.get(n, {})
+        return torch.stack([rows[i] for i in range(len(enc_harmless))]) if rows else torch.empty(0, 0)
+
+    base = stacked(0)
+    rows_out = []
+    for n, (method, alpha) in enumerate(points, start=1):
+        comp_h, comp_l = comps.get((n, "harmful"), []), comps.get((n, "harmless"), [])
+        kl = S.kl_divergence(base, stacked(n)) if enc_harmless else torch.zeros(0)
         rh = sum(map(is_refusal, comp_h)) / max(1, len(comp_h))
         rl = sum(map(is_refusal, comp_l)) / max(1, len(comp_l))
-        rows.append(
+        rows_out.append(
             {
                 "method": method,
                 "alpha": alpha,
@@ -105,12 +211,12 @@ def evaluate_steering(
         "vector_id": v.id,
         "model_id": v.model_id,
         "hook": v.hook,
-        "rows": rows,
+        "rows": rows_out,
         "n_harmful": len(harmful),
         "n_harmless": len(harmless),
         "max_new_tokens": max_new_tokens,
         "seconds": round(time.monotonic() - t0, 1),
-        "figure": sweep_figure(rows),
+        "figure": sweep_figure(rows_out),
     }
 
 

@@ -4,6 +4,7 @@ and run the evaluation sweep, each as a job; read the sweeps' results."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 from typing import Any
 
 from loupe.core import steering as S
@@ -13,7 +14,7 @@ from loupe.services.datasets import DatasetService
 from loupe.services.ids import ID_PATTERN, slug
 from loupe.services.models import LoadedModel, ModelService
 from loupe.services.steering.direction import compute_refusal_direction, outcome
-from loupe.services.steering.evaluation import METHODS, evaluate_steering, steering_targets
+from loupe.services.steering.evaluation import METHODS, SweepWorker, evaluate_steering, steering_targets
 from loupe.services.steering.vectors import Vector, VectorStore
 from loupe.services.workspace import Workspace
 from loupe.storage.artifacts import digest
@@ -137,7 +138,11 @@ class SteeringService:
         plan = {m: list(alphas) for m in methods}
 
         def body(ctx: JobContext) -> dict[str, Any]:
-            res = evaluate_steering(lm, v, plan, harmful, harmless, max_new_tokens, progress=ctx.progress)
+            units = ctx.units()
+            worker = self.sweep_worker(lm, v, max_new_tokens) if units.distributed else None
+            res = evaluate_steering(
+                lm, v, plan, harmful, harmless, max_new_tokens, progress=ctx.progress, units=units, worker=worker
+            )
             res["targets"] = steering_targets(res)
             row = self.ws.evals.add("steering", v.model_id, res)
             return {"eval_id": row.id}
@@ -150,6 +155,15 @@ class SteeringService:
         same = digest(["steering.evaluate", params, harmful, harmless, max_new_tokens])
         job = self.jobs.submit("steering", name, params, body, dedupe=same)
         return {"job_id": job.id, "status": job.status}
+
+    def sweep_worker(self, lm: LoadedModel, v: Vector, max_new_tokens: int) -> SweepWorker:
+        """What a Ray actor needs to load `lm` itself for the sweep's units."""
+        rec = self.models.record(lm.id)
+        if rec is None:
+            raise NotFound(f"unknown model {lm.id!r}")
+        path = self.models.path(rec)
+        path = str(Path(path).resolve()) if Path(path).exists() else path
+        return SweepWorker(lm.id, path, dict(rec.config), self.ws.settings.device, v, max_new_tokens, 128)
 
     def evaluations(self, vector_id: str | None = None, limit: int = 20) -> list[dict[str, Any]]:
         rows = self.ws.evals.list(kind="steering", limit=200)
