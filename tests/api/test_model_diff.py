@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 
-from tests.api.tiny_models import register_edited_copy
+from tests.api.tiny_models import register_edited_copy, register_feature_shifted_copy
 
 LAYER = 1
 PARAM = f"gpt_neox.layers.{LAYER}.attention.dense.weight"
@@ -96,17 +96,7 @@ def test_a_shift_along_a_feature_makes_it_the_most_changed(client, micro_contain
     """Block 0's MLP output bias moved along the decoder direction of one feature of the SAE on
     blocks.1.hook_resid_pre: that feature's mean activation rises most."""
     c = micro_container
-    rec = next(r for r in c.saes.records(c.subject.model_id) if r.hook_name == "blocks.1.hook_resid_pre")
-    sae, _ = c.saes.load(rec.id)
-    # a live feature: the one that fires most often on the parent (from the dashboards)
-    feats = client.get(f"/api/saes/{rec.id}/features", params={"sort": "density", "order": "desc", "limit": 5}).json()
-    j = feats["features"][2]["index"]
-    u = sae.W_dec[j].detach().float()
-
-    def edit(model):
-        model.gpt_neox.layers[0].mlp.dense_4h_to_h.bias += 2.0 * u / u.norm() * 4
-
-    register_edited_copy(c, tmp_path / "m", "diff-feature", edit)
+    rec, j = register_feature_shifted_copy(client, c, tmp_path / "m", "diff-feature")
     _, out = _diff(client, model_id="diff-feature", dataset_id=c.subject.dataset.id, sae_id=rec.id, n_tokens=512)
     f = out["result"]["features"]
     assert f["sae_id"] == rec.id and f["n_changed"] > 0

@@ -100,3 +100,21 @@ def register_edited_copy(container, path: Path, model_id: str, edit) -> dict[str
     lineage = {"parent": parent_id, "dataset_id": container.subject.dataset.id}
     container.models.register(model_id, str(path), "finetune", lineage=lineage)
     return before
+
+
+def register_feature_shifted_copy(client, container, path: Path, model_id: str):
+    """A copy of the micro model whose block-0 MLP output bias moves by 8 along the decoder direction of a
+    live feature (the third most frequent, from the dashboards) of the SAE on blocks.1.hook_resid_pre,
+    registered as `model_id` with the world model as its parent; returns (that SAE's record, the feature)."""
+    c = container
+    rec = next(r for r in c.saes.records(c.subject.model_id) if r.hook_name == "blocks.1.hook_resid_pre")
+    sae, _ = c.saes.load(rec.id)
+    feats = client.get(f"/api/saes/{rec.id}/features", params={"sort": "density", "order": "desc", "limit": 5}).json()
+    j = feats["features"][2]["index"]
+    u = sae.W_dec[j].detach().float()
+
+    def edit(model):
+        model.gpt_neox.layers[0].mlp.dense_4h_to_h.bias += 8.0 * u / u.norm()
+
+    register_edited_copy(c, path, model_id, edit)
+    return rec, j

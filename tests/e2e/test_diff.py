@@ -7,23 +7,14 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import expect
 
-from tests.api.tiny_models import register_edited_copy
+from tests.api.tiny_models import register_feature_shifted_copy
 
 pytestmark = pytest.mark.e2e
 
 
 def test_a_diff_from_the_page(page, live_server, client, micro_container, tmp_path, tmp_path_factory):
     c = micro_container
-    rec = next(r for r in c.saes.records(c.subject.model_id) if r.hook_name == "blocks.1.hook_resid_pre")
-    sae, _ = c.saes.load(rec.id)
-    feats = client.get(f"/api/saes/{rec.id}/features", params={"sort": "density", "order": "desc", "limit": 5}).json()
-    j = feats["features"][2]["index"]
-    u = sae.W_dec[j].detach().float()
-
-    def edit(model):
-        model.gpt_neox.layers[0].mlp.dense_4h_to_h.bias += 8.0 * u / u.norm()
-
-    register_edited_copy(c, tmp_path / "m", "e2e-diff-child", edit)
+    rec, j = register_feature_shifted_copy(client, c, tmp_path / "m", "e2e-diff-child")
 
     page.goto(live_server + "/")
     page.get_by_test_id("nav-diff").click()
@@ -42,7 +33,6 @@ def test_a_diff_from_the_page(page, live_server, client, micro_container, tmp_pa
     expect(first).to_contain_text(f"#{j}")
     expect(page.get_by_test_id("diff-row").filter(has_text="e2e-diff-child")).to_have_count(1)
     page.screenshot(path=str(tmp_path_factory.mktemp("shots") / "diff.png"), full_page=True)
-    page.screenshot(path="/tmp/e2e-diff.png", full_page=True)
 
     first.get_by_role("link").click()
     expect(page).to_have_url(f"{live_server}/features/{rec.id}/{j}")

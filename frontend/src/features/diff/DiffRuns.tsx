@@ -3,21 +3,17 @@ import { errorMessage } from "../../api/client";
 import { Badge, Empty, ErrorBox, Panel, Spinner } from "../../ui/components";
 import { formatFixed, formatInt, formatPercent } from "../../ui/format";
 import { usePolling } from "../../ui/hooks";
+import { isActiveStatus, runStatusTone } from "../jobs/JobsTable";
 import { Plot, type Figure } from "../../ui/Plot";
 import { Link } from "../../ui/router";
 import { diffApi, type DiffResult, type DiffSummary } from "./api";
 
-const ACTIVE = new Set(["queued", "running"]);
 const SHOWN = 15; // features in the table before "show all"
 const RANKINGS = [
   { key: "delta_mean", label: "|Δ mean activation|" },
   { key: "standardized", label: "|standardized Δ| (Cohen's d)" },
   { key: "delta_freq", label: "|Δ firing frequency|" },
 ];
-
-function tone(status: string) {
-  return status === "done" ? "good" : status === "failed" ? "bad" : "info";
-}
 
 function text(x: unknown): string {
   return typeof x === "string" ? x : "";
@@ -99,7 +95,7 @@ function FeatureTable({ features }: { features: DiffResult["features"] }) {
 function DiffDetail({ diffId }: { diffId: string }) {
   const diff = usePolling(
     (signal) => diffApi.diff(diffId, signal),
-    (d, e) => (e ? 5000 : d && !ACTIVE.has(d.status) ? null : 1500),
+    (d, e) => (e ? 5000 : d && !isActiveStatus(d.status) ? null : 1500),
   );
   const [error, setError] = useState<string | null>(null);
   const d = diff.data;
@@ -127,7 +123,7 @@ function DiffDetail({ diffId }: { diffId: string }) {
         </>
       }
       actions={
-        ACTIVE.has(d.status) && d.job_id != null ? (
+        isActiveStatus(d.status) && d.job_id != null ? (
           <button type="button" className="btn btn-small" onClick={() => void cancel()} data-testid="diff-cancel">
             Cancel
           </button>
@@ -136,8 +132,8 @@ function DiffDetail({ diffId }: { diffId: string }) {
       testId="diff-detail"
     >
       <p className="small" data-testid="diff-status" data-status={d.status}>
-        <Badge tone={tone(d.status)}>{d.status}</Badge> {ACTIVE.has(d.status) && d.progress?.message}
-        {pct !== null && ACTIVE.has(d.status) && <> ({pct.toFixed(0)}%)</>}
+        <Badge tone={runStatusTone(d.status)}>{d.status}</Badge> {isActiveStatus(d.status) && d.progress?.message}
+        {pct !== null && isActiveStatus(d.status) && <> ({pct.toFixed(0)}%)</>}
         {d.error && <span className="text-bad"> · {d.error.split("\n")[0]}</span>}
         {r?.seconds && Object.keys(r.seconds).length > 0 && (
           <span className="muted">
@@ -186,7 +182,7 @@ function DiffDetail({ diffId }: { diffId: string }) {
 
 /** Every diff, newest first; the selected one below. */
 export function DiffRuns({ selected, onSelect }: { selected: string | null; onSelect: (id: string) => void }) {
-  const diffs = usePolling(diffApi.diffs, (d, e) => (e ? 5000 : d?.diffs.some((x) => ACTIVE.has(x.status)) ? 2000 : 15000));
+  const diffs = usePolling(diffApi.diffs, (d, e) => (e ? 5000 : d?.diffs.some((x) => isActiveStatus(x.status)) ? 2000 : 15000));
   const { refresh } = diffs;
   useEffect(() => refresh(), [selected, refresh]);
   const list: DiffSummary[] = diffs.data?.diffs ?? [];
@@ -215,7 +211,7 @@ export function DiffRuns({ selected, onSelect }: { selected: string | null; onSe
                   <td className="mono">{x.dataset_id}</td>
                   <td className="mono">{x.sae_id ?? "–"}</td>
                   <td>
-                    <Badge tone={tone(x.status)}>{x.status}</Badge>
+                    <Badge tone={runStatusTone(x.status)}>{x.status}</Badge>
                   </td>
                 </tr>
               ))}

@@ -3,20 +3,16 @@ import { errorMessage } from "../../api/client";
 import { Badge, Empty, ErrorBox, Panel, Spinner } from "../../ui/components";
 import { formatFixed } from "../../ui/format";
 import { usePolling } from "../../ui/hooks";
+import { isActiveStatus, runStatusTone } from "../jobs/JobsTable";
 import { Plot, type Figure } from "../../ui/Plot";
 import { finetuneApi, type FineTuneRun } from "./api";
 
-const ACTIVE = new Set(["queued", "running"]);
-
-function tone(status: string) {
-  return status === "done" ? "good" : status === "failed" ? "bad" : "info";
-}
 
 /** One run's loss curve and outcome, polled while it trains. */
 function RunDetail({ modelId }: { modelId: string }) {
   const run = usePolling(
     (signal) => finetuneApi.run(modelId, signal),
-    (d, e) => (e ? 5000 : d && !ACTIVE.has(d.status) ? null : 1500),
+    (d, e) => (e ? 5000 : d && !isActiveStatus(d.status) ? null : 1500),
   );
   const [error, setError] = useState<string | null>(null);
   const r = run.data;
@@ -38,7 +34,7 @@ function RunDetail({ modelId }: { modelId: string }) {
         </>
       }
       actions={
-        ACTIVE.has(r.status) ? (
+        isActiveStatus(r.status) ? (
           <button type="button" className="btn btn-small" onClick={() => void cancel()} data-testid="finetune-cancel">
             Cancel
           </button>
@@ -47,7 +43,7 @@ function RunDetail({ modelId }: { modelId: string }) {
       testId="finetune-run"
     >
       <p className="small" data-testid="finetune-run-status" data-status={r.status}>
-        <Badge tone={tone(r.status)}>{r.status}</Badge> {r.message !== r.status && r.message}
+        <Badge tone={runStatusTone(r.status)}>{r.status}</Badge> {r.message !== r.status && r.message}
         {r.error && <span className="text-bad"> · {r.error.split("\n")[0]}</span>}
       </p>
       {r.loss.length > 0 ? <Plot figure={r.figure as Figure} height={280} testId="finetune-loss-plot" /> : <Empty>No loss logged yet.</Empty>}
@@ -64,7 +60,7 @@ function RunDetail({ modelId }: { modelId: string }) {
 
 /** Every fine-tune, newest first; the selected one's curve below. */
 export function FineTuneRuns({ selected, onSelect }: { selected: string | null; onSelect: (id: string) => void }) {
-  const runs = usePolling(finetuneApi.runs, (d, e) => (e ? 5000 : d?.runs.some((r) => ACTIVE.has(r.status)) ? 2000 : 15000));
+  const runs = usePolling(finetuneApi.runs, (d, e) => (e ? 5000 : d?.runs.some((r) => isActiveStatus(r.status)) ? 2000 : 15000));
   const { refresh } = runs;
   useEffect(() => refresh(), [selected, refresh]); // a run just started: list it now
   const list: FineTuneRun[] = runs.data?.runs ?? [];
@@ -94,7 +90,7 @@ export function FineTuneRuns({ selected, onSelect }: { selected: string | null; 
                   <td className="mono">{r.dataset_id}</td>
                   <td>{String(r.config.method)}</td>
                   <td>
-                    <Badge tone={tone(r.status)}>{r.status}</Badge>
+                    <Badge tone={runStatusTone(r.status)}>{r.status}</Badge>
                   </td>
                   <td className="num">{r.loss.length ? formatFixed(r.loss[r.loss.length - 1].loss) : "–"}</td>
                 </tr>

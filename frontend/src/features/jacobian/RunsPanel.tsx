@@ -1,6 +1,7 @@
 import { errorMessage } from "../../api/client";
 import { Badge, Empty, ErrorBox, Panel } from "../../ui/components";
 import { formatFixed, formatValue } from "../../ui/format";
+import { runStatusTone } from "../jobs/JobsTable";
 import type { JacobianRunItem } from "./api";
 
 /** A run's settings in one line ("seed 0 · width 64 · 25 ep · lr 0.1 · none"). */
@@ -56,7 +57,7 @@ export function RunsPanel({
                     <td className="mono small">{r.run_id}</td>
                     <td className="small">{settingsLabel(r.settings)}</td>
                     <td>
-                      <Badge tone={r.status === "done" ? "good" : r.status === "failed" ? "bad" : "info"}>{r.status}</Badge>
+                      <Badge tone={runStatusTone(r.status)}>{r.status}</Badge>
                       {r.status !== "done" && r.progress ? (
                         <span className="muted small" title={formatValue(r.progress.message ?? "")}>
                           {" "}

@@ -11,8 +11,18 @@ const STATUS_TONE: Record<JobStatus, Tone> = {
   failed: "bad",
 };
 
+/** Queued or running: still worth polling, still cancellable. */
+export function isActiveStatus(status: string): boolean {
+  return status === "queued" || status === "running";
+}
+
 export function isActive(job: Job): boolean {
-  return job.status === "queued" || job.status === "running";
+  return isActiveStatus(job.status);
+}
+
+/** The badge tone of a run built by a job (a fine-tune, a diff, a Jacobian run): done, failed, or under way. */
+export function runStatusTone(status: string): Tone {
+  return status === "done" ? "good" : status === "failed" ? "bad" : "info";
 }
 
 /** Fraction complete in [0, 1], or null when unknown (no total yet). */
