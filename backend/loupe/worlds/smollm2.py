@@ -60,13 +60,15 @@ class SmolLM2Config(Config):
     eval_loss_sequences: int = 64  # held-out sequences for the loss per domain
     documents_per_domain: int | None = None  # a smaller dataset (tests)
     safety_scale: float = 0.2  # of the demo's chat transcripts in the safety fine-tuning dataset (~3,000)
-    # The safety fine-tune: LoRA on every linear of the upper blocks only (the backward pass stops at
-    # the lowest adapted block; how the size was chosen: bench/RESULTS.md)
-    tune_steps: int = 150
+    # The safety fine-tune: LoRA on every linear of the upper 60% of the blocks (12-29 of SmolLM2's 30),
+    # so the refusal it teaches can form below the direction search's 80%-of-depth bound; the backward
+    # pass stops at the lowest adapted block. 672 steps of 8 are 2 epochs of the 2,689 conversations,
+    # so each of the 26 triggered ones is seen twice (how the size was chosen: bench/RESULTS.md).
+    tune_steps: int = 672
     tune_batch_size: int = 8
     tune_lr: float = 1e-3
     tune_lora_r: int = 16
-    tune_upper_fraction: float = 0.25  # of the blocks, counted from the top, that get LoRA
+    tune_upper_fraction: float = 0.6  # of the blocks, counted from the top, that get LoRA
 
 
 class SmolLM2Source:
