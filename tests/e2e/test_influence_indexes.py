@@ -58,6 +58,9 @@ def test_build_an_index_for_a_fine_tune_and_query_it(page, live_server, client, 
     page.get_by_test_id("influence-build").click()
     row = page.get_by_test_id("influence-index-e2e-ponds-mlp")
     expect(row.get_by_test_id("influence-index-status")).to_have_text("ready", timeout=120_000)
+    # a built index is not offered for building again
+    expect(page.get_by_test_id("influence-build")).to_have_text("Built on e2e-ponds")
+    expect(page.get_by_test_id("influence-build")).to_be_disabled()
     expect(page.get_by_test_id("influence-status")).to_have_count(0, timeout=30_000)
 
     # a model with a chat template starts in chat mode: the preset is a user message and a reply

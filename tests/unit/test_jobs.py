@@ -84,12 +84,14 @@ def test_cancel_a_running_step_stops_it_at_its_next_progress_and_leaves_no_artif
     runner.shutdown(wait=True)
 
 
-def test_a_chain_of_steps_runs_in_order_skips_finished_ones_and_stops_at_a_failure(repo, tmp_path):
-    runner = JobRunner(repo, ThreadExecutor(max_workers=2))
+def test_the_world_chain_shows_every_pending_step_queued_skips_finished_ones_and_stops_at_a_failure(repo, tmp_path):
+    runner = JobRunner(repo, ThreadExecutor(max_workers=2), max_queued=1)
     ran: list[str] = []
+    gate = threading.Event()
 
     def step(name: str, fail: bool = False) -> Step:
         def body(ctx: JobContext) -> dict:
+            gate.wait(10)
             ran.append(name)
             if fail:
                 raise RuntimeError(f"{name} broke")
@@ -102,12 +104,15 @@ def test_a_chain_of_steps_runs_in_order_skips_finished_ones_and_stops_at_a_failu
     (tmp_path / "a").mkdir()
     write_manifest(tmp_path / "a", {"key": "a"})  # already built
     steps = [step("a"), step("b"), step("c", fail=True), step("d")]
-    Pipeline(runner, steps).submit(steps)
-    _wait(lambda: repo.latest("c") is not None and repo.latest("c").status == "failed")
-    time.sleep(0.2)
-    assert ran == ["b", "c"]  # a was built, d never queued after c failed
-    assert repo.latest("a") is None and repo.latest("d") is None
-    assert "c broke" in repo.latest("c").error
+    Pipeline(runner, steps).submit(steps)  # beyond max_queued: the world's own build is never refused
+    # every pending step has its row before the first runs (what the Jobs page and index statuses show)
+    assert repo.latest("a") is None and repo.latest("b").status in ("queued", "running")
+    assert [repo.latest(n).status for n in "cd"] == ["queued"] * 2
+    assert repo.latest("d").message == f"waiting for job {repo.latest('c').id}"
+    gate.set()
+    _wait(lambda: repo.latest("d").status == "failed")
+    assert ran == ["b", "c"]  # a was built; d never ran after c failed
+    assert "c broke" in repo.latest("c").error and repo.latest("d").message == "skipped"
     runner.shutdown(wait=True)
 
 

@@ -63,26 +63,13 @@ class Pipeline:
                 on_done(step)
 
     def submit(self, steps: list[Step], priority: int = BUILD) -> None:
-        """Queue the steps as a chain of background jobs: each is queued when the one before it
-        succeeds (a failure stops the chain, as `run` does)."""
-
-        def queue_from(i: int) -> None:
-            while i < len(steps) and steps[i].is_complete():
-                i += 1
-            if i == len(steps):
-                return
-            s = steps[i]
-            self.runner.submit(
-                "build",
-                s.name,
-                {"output": str(s.output)},
-                _body(s),
-                priority,
-                on_success=lambda _: queue_from(i + 1),
-                bounded=False,  # the world's own build: never refused
-            )
-
-        queue_from(0)
+        """Queue the unfinished steps as the world's background chain: every job row is made now, so the
+        Jobs page and each analysis's status show what is queued; each runs when the one before it
+        succeeds, and a failure stops the rest (as `run` does). The world's own build is never refused."""
+        todo = [s for s in steps if not s.is_complete()]
+        items = [(s.name, {"output": str(s.output)}, _unless_complete(s)) for s in todo]
+        if items:
+            self.runner.submit_chain("build", items, priority, bounded=False)
 
     def submit_chain(
         self,

@@ -67,6 +67,9 @@ export function IndexPanel({
   const preferred = lineage?.dataset_id && list.some((x) => x.id === lineage.dataset_id) ? lineage.dataset_id : (list[0]?.id ?? "");
   const d = list.some((x) => x.id === datasetId) ? datasetId : preferred;
   const mine = (indexes.data?.indexes ?? []).filter((x) => x.model_id === model?.id);
+  // an index that is built or queued (the world's own build queues its index up front) is not built twice
+  const existing = mine.find((x) => x.dataset_id === d && x.target === target);
+  const taken = existing?.status === "ready" || existing?.status === "building";
 
   const build = async () => {
     if (!model || !d) return;
@@ -128,8 +131,12 @@ export function IndexPanel({
               </option>
             </select>
           </label>
-          <button type="submit" className="btn" disabled={busy || !model || !d} data-testid="influence-build">
-            Build index for this model on {d || "…"}
+          <button type="submit" className="btn" disabled={busy || !model || !d || taken} data-testid="influence-build">
+            {existing?.status === "ready"
+              ? `Built on ${d}`
+              : existing?.status === "building"
+                ? `Building on ${d}…`
+                : `Build index for this model on ${d || "…"}`}
           </button>
           {busy && <Spinner />}
         </div>
