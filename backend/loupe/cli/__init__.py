@@ -12,9 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from loupe.cli.console import console
+from loupe.cli.console import console, progress_bars
 from loupe.cli.evals import eval_app
 from loupe.errors import LoupeError
 from loupe.jobs.memory import peak_mb, reset_peak
@@ -54,14 +53,7 @@ def run_steps(world: World, c: Container, background: bool | None) -> None:
     """The world's steps in this thread with a progress bar each; finished ones are skipped."""
     from loupe.worlds import Build  # deferred: see the module docstring
 
-    with Progress(
-        TextColumn("[bold]{task.description:<22}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[message]}"),
-        console=console,
-    ) as bars:
+    with progress_bars() as bars:
         tasks: dict[str, Any] = {}
         started: dict[str, float] = {}
 
@@ -231,14 +223,7 @@ def finetune(
     )
     t0 = time.monotonic()
     refused: str | None = None
-    with Progress(
-        TextColumn("[bold]fine-tune"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[message]}"),
-        console=console,
-    ) as bars:
+    with progress_bars("fine-tune") as bars:
         task = bars.add_task("fine-tune", total=steps, message="")
 
         def update(done: float, total: float | None, message: str) -> None:
