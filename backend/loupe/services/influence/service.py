@@ -306,6 +306,29 @@ class InfluenceService(InfluenceIndexes):
             "seconds": round(time.monotonic() - t0, 3),
         }
 
+    def all_scores(
+        self,
+        prompt: str | None = None,
+        completion: str | None = None,
+        *,
+        messages: Sequence[Mapping[str, str]] | None = None,
+        model_id: str | None = None,
+        dataset_id: str | None = None,
+        target: str | None = None,
+        query_rank: int | None = None,
+    ) -> tuple[Tensor, Measurement]:
+        """The cache's score of every training sequence for a completion's log-probability, in the index's
+        row order and normalised as a query's, with the measurement (its gradients and tokens): the whole
+        ranking whose top a fast query re-scores, for evaluations that need every score (bench/)."""
+        if (prompt is None) == (messages is None):
+            raise Unprocessable('give exactly one of "prompt" (raw text) and "messages" (a chat)')
+        if not completion and not (messages and messages[-1]["role"] == "assistant"):
+            raise Unprocessable("give a non-empty completion, or end the messages with the assistant's turn")
+        ix = self.index(self.resolve(model_id, dataset_id, target))
+        with ix.lock:
+            m = self._measure(ix, prompt, completion, None, messages)
+            return ix.cache_scores(m.grads, query_rank), m
+
     # results
     def _fast_mode(
         self, ix: InfluenceIndex, m: Measurement, fast: Tensor, cand: Tensor | None, top_k: int, query_rank: int | None
