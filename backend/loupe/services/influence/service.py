@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from loupe.core import influence as I
@@ -379,12 +380,15 @@ class InfluenceService(InfluenceIndexes):
         """The cache ranks every training sequence; its top `pool` are re-scored with exact EK-FAC
         (one backward pass each, per-token terms that sum to the score) and the best `top_k` returned."""
         t = ix.tokens
+        width = t["input_ids"].shape[1]
         scores = []
         for s in range(0, pool.numel(), RESCORE_BATCH):
             idx = pool[s : s + RESCORE_BATCH]
-            x, m = t["input_ids"][idx], t["loss_mask"][idx].bool()
-            grads = I.logprob_layer_grads(ix.model, ix.names, x, m, ix.real()[idx])
-            scores.append(I.exact_token_scores(grads, pre) / ix.n_train)
+            real = ix.real()[idx]
+            w = I.real_width(real)
+            x, m = t["input_ids"][idx, :w], t["loss_mask"][idx, :w].bool()
+            grads = I.logprob_layer_grads(ix.model, ix.names, x, m, real[:, :w])
+            scores.append(F.pad(I.exact_token_scores(grads, pre) / ix.n_train, (0, width - w)))
         tok = torch.cat(scores)
         order = torch.topk(tok.sum(1), min(top_k, pool.numel())).indices.tolist()
         out = []
