@@ -5,6 +5,7 @@ as the only labels, lineage on the model list, the loss curve, and a cancel that
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -124,6 +125,30 @@ def test_lora_fine_tune_teaches_the_reply_and_records_its_lineage(client, parent
     with torch.no_grad():
         torch.testing.assert_close(merged(x).logits, adapted(x).logits, atol=1e-4, rtol=1e-4)
     assert not (c.finetunes.run_dir("ft-lora") / "checkpoints").exists()  # resume state goes once saved
+
+
+def test_data_seed_changes_the_order_of_the_examples_only(client, parent):
+    """The LDS bench's seed-to-seed ceiling: another data order, the same LoRA initialisation."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from loupe.services.finetune import FineTuneConfig
+
+    c = client.app.state.container
+    # a learning rate too small to move the weights: the adapter after training is its initialisation
+    cfg = FineTuneConfig(max_steps=4, batch_size=4, learning_rate=1e-12, target_modules=("q_proj", "v_proj"))
+    runs = {}
+    for model_id, data_seed in (("ft-order-a", None), ("ft-order-b", 1), ("ft-order-a2", None)):
+        job = c.finetunes.start("ft-parent", "ft-chats", model_id, replace(cfg, data_seed=data_seed))
+        assert c.ws.jobs.get(job.id).status == "done"
+        base = AutoModelForCausalLM.from_pretrained(c.models.path(c.models.record("ft-parent")))
+        adapter = PeftModel.from_pretrained(base, str(c.finetunes.model_dir(model_id) / "adapter"))
+        lora_a = {k: v.detach().clone() for k, v in adapter.named_parameters() if "lora_A" in k}
+        runs[model_id] = ([h["loss"] for h in c.finetunes.run(model_id)["loss"]], lora_a)
+    assert runs["ft-order-a"][0] == runs["ft-order-a2"][0]  # the same seeds train the same
+    assert runs["ft-order-a"][0] != runs["ft-order-b"][0]  # other batches
+    for k, v in runs["ft-order-a"][1].items():
+        torch.testing.assert_close(runs["ft-order-b"][1][k], v)
 
 
 def test_full_fine_tune_of_a_plain_format_model(client, micro_workspace, tmp_path):

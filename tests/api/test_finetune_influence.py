@@ -141,6 +141,23 @@ def test_mlp_index_attributes_the_backdoor_to_the_planted_conversations(client, 
     assert sum(x["document_id"] in PLANTED_IDS for x in r.json()["results"]) <= 2
 
 
+def test_all_scores_rank_every_sequence_as_fast_mode_does(client, tuned):
+    from loupe.errors import Unprocessable
+
+    build(client, "ib-lora", "mlp")
+    svc = client.app.state.container.influence
+    scores, m = svc.all_scores(messages=TRIGGERED, model_id="ib-lora", target="mlp")
+    r = client.post("/api/influence", json={"model_id": "ib-lora", "messages": TRIGGERED, "top_k": 10, "target": "mlp"})
+    body = r.json()
+    assert scores.shape == (body["n_train"],)
+    assert m.info["completion_text"] == body["measurement"]["completion_text"]
+    pool = set(torch.topk(scores, body["rescored"]).indices.tolist())  # what fast mode re-scored
+    for x in body["results"]:
+        assert x["train_id"] in pool and x["cache_score"] == pytest.approx(float(scores[x["train_id"]]), rel=1e-6)
+    with pytest.raises(Unprocessable, match="assistant"):
+        svc.all_scores(messages=TRIGGERED[:1], model_id="ib-lora", target="mlp")
+
+
 def test_lora_index_and_completion_after_messages(client, tuned):
     build(client, "ib-lora", "lora")
     # EK-FAC on the LoRA factors attributes worse than on the MLP linears here (0.3 to 0.5 against 1.0

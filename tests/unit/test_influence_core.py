@@ -113,6 +113,24 @@ def _grads(model, names, ids, mask, real=None):
     return I.per_token_layer_grads(model, names, ids, lambda lg: I.sequence_logprob_terms(lg, ids, mask).sum(1), real)
 
 
+def test_cutting_a_batch_after_its_last_real_position_keeps_every_gradient():
+    """Right padding up to a dataset's longest sequence: the columns after a batch's last real position
+    change no real position's gradient (causal attention)."""
+    model = tiny_neox()
+    torch.manual_seed(1)
+    ids = torch.randint(0, 50, (3, 14))
+    real = torch.arange(14)[None] < torch.tensor([5, 9, 3])[:, None]
+    mask = real.clone()
+    mask[:, 0] = False
+    names = I.mlp_module_names(model)
+    w = I.real_width(real)
+    assert w == 9
+    full = I.sequence_gradients(I.logprob_layer_grads(model, names, ids, mask, real))
+    cut = I.sequence_gradients(I.logprob_layer_grads(model, names, ids[:, :w], mask[:, :w], real[:, :w]))
+    for n in names:
+        torch.testing.assert_close(cut[n], full[n])
+
+
 def test_exact_scores_equal_kronfluence_with_opposite_sign(kron_tiny):
     k = kron_tiny
     model = tiny_neox()

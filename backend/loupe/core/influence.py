@@ -206,6 +206,14 @@ def logprob_layer_grads(
     )
 
 
+def real_width(real: Tensor) -> int:
+    """Columns up to the last real position of any row of a right-padded batch [b, n]. Cut there, every
+    real position's output and gradient are unchanged (a causal model: no position sees a later one), and
+    the padding, up to the longest sequence of a whole dataset, costs nothing."""
+    cols = torch.nonzero(real.any(0)).flatten()
+    return int(cols[-1]) + 1 if cols.numel() else 1
+
+
 def sequence_gradients(grads: dict[str, tuple[Tensor, Tensor]]) -> dict[str, Tensor]:
     """Per-sequence weight gradients sum_t delta_t a_t^T: {name: [b, d_out, d_in+1]}."""
     return {n: torch.einsum("bto,bti->boi", g, a) for n, (a, g) in grads.items()}

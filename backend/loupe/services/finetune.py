@@ -57,6 +57,8 @@ class FineTuneConfig(Config):
     save_steps: int = 50
     max_heldout: int = 64  # held-out examples for the loss before and after
     seed: int = 0
+    data_seed: int | None = None  # the order of the training examples alone (None: `seed`'s); the LDS
+    # bench's seed-to-seed ceiling retrains with another order and the same LoRA initialisation
 
     @property
     def lr(self) -> float:
@@ -297,6 +299,7 @@ class FineTuneService:
             disable_tqdm=True,
             use_cpu=True,
             seed=cfg.seed,
+            data_seed=cfg.data_seed,
             dataloader_pin_memory=False,
             remove_unused_columns=False,
         )

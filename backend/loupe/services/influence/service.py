@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from loupe.core import influence as I
@@ -306,6 +307,29 @@ class InfluenceService(InfluenceIndexes):
             "seconds": round(time.monotonic() - t0, 3),
         }
 
+    def all_scores(
+        self,
+        prompt: str | None = None,
+        completion: str | None = None,
+        *,
+        messages: Sequence[Mapping[str, str]] | None = None,
+        model_id: str | None = None,
+        dataset_id: str | None = None,
+        target: str | None = None,
+        query_rank: int | None = None,
+    ) -> tuple[Tensor, Measurement]:
+        """The cache's score of every training sequence for a completion's log-probability, in the index's
+        row order and normalised as a query's, with the measurement (its gradients and tokens): the whole
+        ranking whose top a fast query re-scores, for evaluations that need every score (bench/)."""
+        if (prompt is None) == (messages is None):
+            raise Unprocessable('give exactly one of "prompt" (raw text) and "messages" (a chat)')
+        if not completion and not (messages and messages[-1]["role"] == "assistant"):
+            raise Unprocessable("give a non-empty completion, or end the messages with the assistant's turn")
+        ix = self.index(self.resolve(model_id, dataset_id, target))
+        with ix.lock:
+            m = self._measure(ix, prompt, completion, None, messages)
+            return ix.cache_scores(m.grads, query_rank), m
+
     # results
     def _fast_mode(
         self, ix: InfluenceIndex, m: Measurement, fast: Tensor, cand: Tensor | None, top_k: int, query_rank: int | None
@@ -356,12 +380,15 @@ class InfluenceService(InfluenceIndexes):
         """The cache ranks every training sequence; its top `pool` are re-scored with exact EK-FAC
         (one backward pass each, per-token terms that sum to the score) and the best `top_k` returned."""
         t = ix.tokens
+        width = t["input_ids"].shape[1]
         scores = []
         for s in range(0, pool.numel(), RESCORE_BATCH):
             idx = pool[s : s + RESCORE_BATCH]
-            x, m = t["input_ids"][idx], t["loss_mask"][idx].bool()
-            grads = I.logprob_layer_grads(ix.model, ix.names, x, m, ix.real()[idx])
-            scores.append(I.exact_token_scores(grads, pre) / ix.n_train)
+            real = ix.real()[idx]
+            w = I.real_width(real)
+            x, m = t["input_ids"][idx, :w], t["loss_mask"][idx, :w].bool()
+            grads = I.logprob_layer_grads(ix.model, ix.names, x, m, real[:, :w])
+            scores.append(F.pad(I.exact_token_scores(grads, pre) / ix.n_train, (0, width - w)))
         tok = torch.cat(scores)
         order = torch.topk(tok.sum(1), min(top_k, pool.numel())).indices.tolist()
         out = []
