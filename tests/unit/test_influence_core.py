@@ -109,6 +109,29 @@ def kron_tiny():
     }
 
 
+def test_the_backward_pass_stops_at_the_lowest_tracked_layer_and_the_gradients_match_autograd():
+    """Tracking only the upper block's MLP (as a LoRA on the upper blocks does): the gradients equal
+    autograd's weight gradients, and no backward runs through the block below it."""
+    model = tiny_neox(3)
+    names = [n for n in I.mlp_module_names(model) if ".layers.1." in n]
+    ids = torch.randint(0, 50, (2, 8))
+    mask = torch.ones(2, 8, dtype=torch.bool)
+    below = []
+    h = model.gpt_neox.layers[0].mlp.dense_4h_to_h.register_full_backward_hook(lambda *a: below.append(1))
+    try:
+        grads = I.sequence_gradients(_grads(model, names, ids, mask))
+    finally:
+        h.remove()
+    assert below == []
+    mods = dict(model.named_modules())
+    for b in range(2):
+        model.zero_grad()
+        I.sequence_logprob_terms(model(input_ids=ids[b : b + 1]).logits, ids[b : b + 1], mask[b : b + 1]).sum().backward()
+        for n in names:
+            full = torch.cat([mods[n].weight.grad, mods[n].bias.grad[:, None]], 1)
+            assert torch.allclose(grads[n][b], full, atol=1e-5), n
+
+
 def _grads(model, names, ids, mask, real=None):
     return I.per_token_layer_grads(model, names, ids, lambda lg: I.sequence_logprob_terms(lg, ids, mask).sum(1), real)
 

@@ -142,6 +142,15 @@ def capture_linear(model: HasModules, names: Sequence[str]) -> Iterator[dict[str
     for n in names:
         mod = modules[n]
 
+        def pre(m: nn.Module, inp: tuple[Any, ...]) -> tuple[Any, ...] | None:
+            # The gradient reaches each tracked output from the loss alone, so the backward pass can stop
+            # at the lowest tracked layer: its input becomes a leaf here instead of the embeddings (a
+            # LoRA on the upper blocks then costs a backward through those blocks only).
+            x = inp[0]
+            if torch.is_grad_enabled() and not x.requires_grad:
+                return (x.detach().requires_grad_(True), *inp[1:])
+            return None
+
         def fwd(m: nn.Module, inp: tuple[Any, ...], out: Tensor, n: str = n) -> None:
             a = inp[0].detach()
             if m.bias is not None:
@@ -150,6 +159,7 @@ def capture_linear(model: HasModules, names: Sequence[str]) -> Iterator[dict[str
             if out.requires_grad:
                 out.register_hook(lambda g, n=n: store[n].__setitem__("g", g.detach()))
 
+        handles.append(mod.register_forward_pre_hook(pre))
         handles.append(mod.register_forward_hook(fwd))
     try:
         yield store
@@ -175,9 +185,11 @@ def per_token_layer_grads(
     emb = model.get_input_embeddings()
     try:
         with capture_linear(model, names) as store:
-            x = emb(input_ids).detach().requires_grad_(True)  # gradients flow without parameter grads
+            x = emb(input_ids).detach()  # no parameter grads: capture_linear's leaves start the graph
             logits = model(inputs_embeds=x).logits
-            objective(logits).sum().backward()
+            total = objective(logits).sum()
+            if total.requires_grad:  # else no tracked layer lies below what is measured: every delta is 0
+                total.backward()
     finally:  # a failed pass must not leave the model's parameters frozen
         for p, r in zip(params, req):
             p.requires_grad_(r)
