@@ -126,7 +126,9 @@ def test_the_backward_pass_stops_at_the_lowest_tracked_layer_and_the_gradients_m
     mods = dict(model.named_modules())
     for b in range(2):
         model.zero_grad()
-        I.sequence_logprob_terms(model(input_ids=ids[b : b + 1]).logits, ids[b : b + 1], mask[b : b + 1]).sum().backward()
+        I.sequence_logprob_terms(
+            model(input_ids=ids[b : b + 1]).logits, ids[b : b + 1], mask[b : b + 1]
+        ).sum().backward()
         for n in names:
             full = torch.cat([mods[n].weight.grad, mods[n].bias.grad[:, None]], 1)
             assert torch.allclose(grads[n][b], full, atol=1e-5), n
