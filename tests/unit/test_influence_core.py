@@ -109,6 +109,40 @@ def kron_tiny():
     }
 
 
+def test_covariance_fitted_on_batches_cut_after_their_last_real_position_is_unchanged():
+    """kronfluence's covariance pass over right-padded rows, with and without collate_cut: the same
+    activation and gradient covariances (empirical Fisher, so no sampled labels differ)."""
+    from kronfluence.analyzer import Analyzer, prepare_model
+    from kronfluence.arguments import FactorArguments
+    from kronfluence.utils.dataset import DataLoaderKwargs
+
+    torch.manual_seed(2)
+    ids = torch.randint(0, 50, (6, 14))
+    real = torch.arange(14)[None] < torch.tensor([5, 9, 3, 7, 4, 6])[:, None]  # the longest row is 9 of 14
+    mask = real.clone()
+    mask[:, 0] = False
+    batch = I.collate_cut([I.SequenceDataset(ids, mask, real)[i] for i in range(3)])
+    assert batch["input_ids"].shape == (3, 9) and batch["real"].all(0)[:3].all()
+    names = I.mlp_module_names(tiny_neox())
+    task = I.make_task(names)
+    covs = []
+    for loader in (None, DataLoaderKwargs(collate_fn=I.collate_cut)):
+        with tempfile.TemporaryDirectory() as d:
+            an = Analyzer("t", prepare_model(tiny_neox(), task), task, cpu=True, disable_tqdm=True, output_dir=d)
+            args = FactorArguments(strategy="ekfac", use_empirical_fisher=True)
+            an.fit_covariance_matrices(
+                "f",
+                I.SequenceDataset(ids, mask, real),
+                per_device_batch_size=3,
+                factor_args=args,
+                dataloader_kwargs=loader,
+            )
+            covs.append(an.load_covariance_matrices("f"))
+    for kind, per_module in covs[0].items():
+        for name, cov in per_module.items():
+            torch.testing.assert_close(covs[1][kind][name], cov, msg=f"{kind} {name}")
+
+
 def test_the_backward_pass_stops_at_the_lowest_tracked_layer_and_the_gradients_match_autograd():
     """Tracking only the upper block's MLP (as a LoRA on the upper blocks does): the gradients equal
     autograd's weight gradients, and no backward runs through the block below it."""

@@ -403,6 +403,15 @@ def make_task(module_names: Sequence[str], measurement: Callable[[Batch, nn.Modu
     return CausalLMTask()
 
 
+def collate_cut(items: Sequence[Batch]) -> Batch:
+    """kronfluence's batches of SequenceDataset items, cut after their last real position (real_width):
+    the rows are padded to the dataset's longest, and the padding's columns change nothing the fit
+    counts (get_attention_mask leaves them out) while costing a whole forward and backward."""
+    batch = {k: torch.stack([it[k] for it in items]) for k in items[0]}
+    w = real_width(batch["real"])
+    return {k: v[:, :w] for k, v in batch.items()}
+
+
 class SequenceDataset(torch.utils.data.Dataset[Batch]):
     """Rows of packed token tensors as kronfluence batches; `on_item(i)` is called per item read
     (progress of kronfluence's passes, which run in this process)."""

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 from kronfluence.analyzer import Analyzer, prepare_model
 from kronfluence.arguments import FactorArguments
+from kronfluence.utils.dataset import DataLoaderKwargs
 from torch import Tensor
 
 from loupe.core import influence as I
@@ -114,11 +115,16 @@ class InfluencePipeline:
         torch.manual_seed(cfg.seed)  # the sampled labels of the true Fisher
         with atomic_dir(self.factors_dir) as tmp:
             an = Analyzer(ANALYSIS_NAME, model, task, cpu=True, disable_tqdm=True, output_dir=str(tmp / "kronfluence"))
-            an.fit_covariance_matrices(FACTORS_NAME, ds, per_device_batch_size=cfg.batch_size, factor_args=fargs)
+            loader = DataLoaderKwargs(collate_fn=I.collate_cut)
+            an.fit_covariance_matrices(
+                FACTORS_NAME, ds, per_device_batch_size=cfg.batch_size, factor_args=fargs, dataloader_kwargs=loader
+            )
             ctx.progress(n_cov, total + 1, "eigendecomposition")
             an.perform_eigendecomposition(FACTORS_NAME, factor_args=fargs)
             base, stage = n_cov, "eigenvalue correction"
-            an.fit_lambda_matrices(FACTORS_NAME, ds, per_device_batch_size=cfg.batch_size, factor_args=fargs)
+            an.fit_lambda_matrices(
+                FACTORS_NAME, ds, per_device_batch_size=cfg.batch_size, factor_args=fargs, dataloader_kwargs=loader
+            )
             facs = I.factors_from_kronfluence(an.load_all_factors(FACTORS_NAME), cfg.damping_scale)
             tensors = {}
             for name, f in facs.items():
