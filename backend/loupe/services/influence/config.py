@@ -45,16 +45,19 @@ QUERY_TIME_FIELDS = ("query_rank", "tfidf_candidates", "precise_candidates", "re
 TARGETS = ("mlp", "lora")  # what EK-FAC tracks: the MLP linears, or a LoRA fine-tune's adapter factors
 
 
-def index_config(name: str, preset: InfluenceConfig | None) -> InfluenceConfig:
+def index_config(name: str, preset: InfluenceConfig | None, target: str = "mlp") -> InfluenceConfig:
     """The settings of an index built from the API on a registered dataset: the world's query-time
-    settings; factors fitted on up to 2,048 / 1,024 examples; a cache of the 65,536 most energetic
-    whitened coordinates (every one on a small model; 16 KB a sequence at 2 bits, so 10,000 fine-tuning
-    examples take 170 MB)."""
+    settings; factors fitted on up to 2,048 / 1,024 examples (a LoRA target: 512 / 256, since its largest
+    Kronecker factor is (d_model + 1)^2, 577^2 on SmolLM2, which 512 conversations' ~38 k tokens estimate
+    well, and each example is a forward and backward pass of the whole model); a cache of the 65,536 most
+    energetic whitened coordinates (every one on a small model; 16 KB a sequence at 2 bits, so 10,000
+    fine-tuning examples take 170 MB)."""
     query = {k: getattr(preset, k) for k in QUERY_TIME_FIELDS} if preset is not None else {}
+    lora = target == "lora"
     return InfluenceConfig(
         name,
-        covariance_max_examples=2048,
-        lambda_max_examples=1024,
+        covariance_max_examples=512 if lora else 2048,
+        lambda_max_examples=256 if lora else 1024,
         batch_size=8,
         cache_dim=65_536,
         shard_rows=4096,

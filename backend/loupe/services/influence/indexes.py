@@ -166,7 +166,7 @@ class InfluenceIndexes:
             tokens_path=pair / "examples" / "train.safetensors",
             domains=EXAMPLE_DOMAINS,
             load_model=load_model,
-            cfg=index_config(f"{ref.model_id}/{ref.dataset_id}/{ref.target}", self.preset),
+            cfg=index_config(f"{ref.model_id}/{ref.dataset_id}/{ref.target}", self.preset, ref.target),
             step_prefix=f"{prefix}.{ref.target}",
             examples=examples,
             model_dir=model_dir,
