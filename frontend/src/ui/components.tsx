@@ -56,3 +56,38 @@ export function Empty({ children, testId }: { children: ReactNode; testId?: stri
     </div>
   );
 }
+
+export type SelectOption = string | { value: string; label: ReactNode; disabled?: boolean };
+
+/** A labelled select: the forms' pickers of a model, dataset, SAE or method. */
+export function SelectField({
+  label,
+  value,
+  onChange,
+  options,
+  testId,
+  title,
+}: {
+  label: ReactNode;
+  value: string;
+  onChange: (value: string) => void;
+  options: SelectOption[];
+  testId?: string;
+  title?: string;
+}) {
+  return (
+    <label className="field" title={title}>
+      <span className="field-label">{label}</span>
+      <select value={value} onChange={(e) => onChange(e.target.value)} data-testid={testId}>
+        {options.map((o) => {
+          const x = typeof o === "string" ? { value: o, label: o, disabled: false } : o;
+          return (
+            <option key={x.value} value={x.value} disabled={x.disabled}>
+              {x.label}
+            </option>
+          );
+        })}
+      </select>
+    </label>
+  );
+}

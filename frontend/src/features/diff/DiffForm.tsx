@@ -1,6 +1,6 @@
 import { useState } from "react";
 import { errorMessage } from "../../api/client";
-import { ErrorBox, Panel, Spinner } from "../../ui/components";
+import { ErrorBox, Panel, SelectField, Spinner } from "../../ui/components";
 import { submitTo } from "../../ui/events";
 import { usePolling } from "../../ui/hooks";
 import { datasetsApi } from "../datasets/api";
@@ -67,67 +67,44 @@ export function DiffForm({ modelId, onStarted }: { modelId: string | null; onSta
       )}
       <form onSubmit={submitTo(() => void start())} className="gen-form" data-testid="diff-form">
         <div style={{ display: "flex", gap: 10, flexWrap: "wrap", alignItems: "end" }}>
-          <label className="field">
-            <span className="field-label">tuned model</span>
-            <select
-              value={c}
-              onChange={(e) => {
-                setChild(e.target.value);
-                setParentChoice(null);
-                setDatasetChoice(null);
-                setSaeChoice(null);
-              }}
-              data-testid="diff-model"
-            >
-              {tuned.map((m) => (
-                <option key={m.id} value={m.id}>
-                  {m.id}
-                </option>
-              ))}
-            </select>
-          </label>
-          <label className="field" title="from the tuned model's lineage">
-            <span className="field-label">parent</span>
-            <select
-              value={parent}
-              onChange={(e) => {
-                setParentChoice(e.target.value);
-                setSaeChoice(null);
-              }}
-              data-testid="diff-parent"
-            >
-              {list
-                .filter((m) => m.id !== c)
-                .map((m) => (
-                  <option key={m.id} value={m.id}>
-                    {m.id}
-                    {m.id === lineageParent ? " (lineage)" : ""}
-                  </option>
-                ))}
-            </select>
-          </label>
-          <label className="field">
-            <span className="field-label">dataset</span>
-            <select value={d} onChange={(e) => setDatasetChoice(e.target.value)} data-testid="diff-dataset">
-              {datasetList.map((x) => (
-                <option key={x.id} value={x.id}>
-                  {x.id}
-                  {x.id === lineageDataset ? " (tuned on)" : ""}
-                </option>
-              ))}
-            </select>
-          </label>
-          <label className="field" title="an SAE trained on the parent; its features are compared on both models">
-            <span className="field-label">SAE of the parent</span>
-            <select value={sae} onChange={(e) => setSaeChoice(e.target.value)} data-testid="diff-sae">
-              <option value="">none</option>
-              {parentSaes.map((s) => (
-                <option key={s.id} value={s.id}>
-                  {s.id} ({s.hook_name})
-                </option>
-              ))}
-            </select>
-          </label>
+          <SelectField
+            label="tuned model"
+            value={c}
+            onChange={(v) => {
+              setChild(v);
+              setParentChoice(null);
+              setDatasetChoice(null);
+              setSaeChoice(null);
+            }}
+            options={tuned.map((m) => m.id)}
+            testId="diff-model"
+          />
+          <SelectField
+            label="parent"
+            title="from the tuned model's lineage"
+            value={parent}
+            onChange={(v) => {
+              setParentChoice(v);
+              setSaeChoice(null);
+            }}
+            options={list.filter((m) => m.id !== c).map((m) => ({ value: m.id, label: m.id + (m.id === lineageParent ? " (lineage)" : "") }))}
+            testId="diff-parent"
+          />
+          <SelectField
+            label="dataset"
+            value={d}
+            onChange={setDatasetChoice}
+            options={datasetList.map((x) => ({ value: x.id, label: x.id + (x.id === lineageDataset ? " (tuned on)" : "") }))}
+            testId="diff-dataset"
+          />
+          <SelectField
+            label="SAE of the parent"
+            title="an SAE trained on the parent; its features are compared on both models"
+            value={sae}
+            onChange={setSaeChoice}
+            options={[{ value: "", label: "none" }, ...parentSaes.map((s) => ({ value: s.id, label: `${s.id} (${s.hook_name})` }))]}
+            testId="diff-sae"
+          />
           <label className="field">
             <span className="field-label">tokens</span>
             <input type="number" min={16} max={200000} value={nTokens} onChange={(e) => setNTokens(Number(e.target.value))} style={{ width: 90 }} data-testid="diff-tokens" />

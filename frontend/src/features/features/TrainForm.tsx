@@ -1,6 +1,6 @@
 import { useEffect, useEffectEvent, useState } from "react";
 import { errorMessage } from "../../api/client";
-import { ErrorBox, Panel, Spinner } from "../../ui/components";
+import { ErrorBox, Panel, SelectField, Spinner } from "../../ui/components";
 import { submitTo } from "../../ui/events";
 import { formatInt } from "../../ui/format";
 import { usePolling } from "../../ui/hooks";
@@ -113,50 +113,28 @@ export function TrainForm({ modelId, onTrained }: { modelId: string | null; onTr
     <Panel title="Train an SAE" testId="train-panel">
       <form onSubmit={submitTo(() => void start())} className="gen-form" data-testid="train-form">
         <div style={{ display: "flex", gap: 10, flexWrap: "wrap", alignItems: "end" }}>
-          <label className="field">
-            <span className="field-label">model</span>
-            <select value={model?.id ?? ""} onChange={(e) => setForm({ ...form, model_id: e.target.value, hook_name: "" })} data-testid="train-model">
-              {modelList.map((m) => (
-                <option key={m.id} value={m.id}>
-                  {m.id}
-                </option>
-              ))}
-            </select>
-          </label>
-          <label className="field">
-            <span className="field-label">hook</span>
-            <select value={hook} onChange={(e) => setForm({ ...form, hook_name: e.target.value })} data-testid="train-hook">
-              {hooks.map((h) => (
-                <option key={h} value={h}>
-                  {h}
-                </option>
-              ))}
-            </select>
-          </label>
-          <label className="field">
-            <span className="field-label">dataset</span>
-            <select value={dataset} onChange={(e) => setForm({ ...form, dataset_id: e.target.value })} data-testid="train-dataset">
-              {datasetList.map((d) => (
-                <option key={d.id} value={d.id}>
-                  {d.id}
-                </option>
-              ))}
-            </select>
-          </label>
-          <label className="field">
-            <span className="field-label">architecture</span>
-            <select
-              value={form.architecture}
-              onChange={(e) => setForm({ ...form, architecture: e.target.value as Form["architecture"] })}
-              data-testid="train-architecture"
-            >
-              {ARCHITECTURES.map((a) => (
-                <option key={a.value} value={a.value}>
-                  {a.label}
-                </option>
-              ))}
-            </select>
-          </label>
+          <SelectField
+            label="model"
+            value={model?.id ?? ""}
+            onChange={(v) => setForm({ ...form, model_id: v, hook_name: "" })}
+            options={modelList.map((m) => m.id)}
+            testId="train-model"
+          />
+          <SelectField label="hook" value={hook} onChange={(v) => setForm({ ...form, hook_name: v })} options={hooks} testId="train-hook" />
+          <SelectField
+            label="dataset"
+            value={dataset}
+            onChange={(v) => setForm({ ...form, dataset_id: v })}
+            options={datasetList.map((d) => d.id)}
+            testId="train-dataset"
+          />
+          <SelectField
+            label="architecture"
+            value={form.architecture}
+            onChange={(v) => setForm({ ...form, architecture: v as Form["architecture"] })}
+            options={ARCHITECTURES}
+            testId="train-architecture"
+          />
           <label className="field" title="d_sae = expansion × the hook's width">
             <span className="field-label">width (× hook)</span>
             <input type="number" min={1} max={64} value={form.expansion} onChange={(e) => num("expansion")(e.target.value)} style={{ width: 70 }} data-testid="train-expansion" />

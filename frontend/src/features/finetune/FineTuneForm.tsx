@@ -1,6 +1,6 @@
 import { useState } from "react";
 import { errorMessage } from "../../api/client";
-import { ErrorBox, Panel, Spinner } from "../../ui/components";
+import { ErrorBox, Panel, SelectField, Spinner } from "../../ui/components";
 import { submitTo } from "../../ui/events";
 import { usePolling } from "../../ui/hooks";
 import { datasetsApi } from "../datasets/api";
@@ -62,33 +62,18 @@ export function FineTuneForm({ parentId, onStarted }: { parentId: string | null;
     <Panel title="Fine-tune a model" testId="finetune-panel">
       <form onSubmit={submitTo(() => void start())} className="gen-form" data-testid="finetune-form">
         <div style={{ display: "flex", gap: 10, flexWrap: "wrap", alignItems: "end" }}>
-          <label className="field">
-            <span className="field-label">parent model</span>
-            <select value={p} onChange={(e) => setParent(e.target.value)} data-testid="finetune-parent">
-              {modelList.map((m) => (
-                <option key={m.id} value={m.id}>
-                  {m.id}
-                </option>
-              ))}
-            </select>
-          </label>
-          <label className="field">
-            <span className="field-label">dataset</span>
-            <select value={d} onChange={(e) => setDatasetId(e.target.value)} data-testid="finetune-dataset">
-              {datasetList.map((x) => (
-                <option key={x.id} value={x.id}>
-                  {x.id}
-                </option>
-              ))}
-            </select>
-          </label>
-          <label className="field">
-            <span className="field-label">method</span>
-            <select value={method} onChange={(e) => setMethod(e.target.value as Method)} data-testid="finetune-method">
-              <option value="lora">LoRA (peft)</option>
-              <option value="full">full fine-tuning</option>
-            </select>
-          </label>
+          <SelectField label="parent model" value={p} onChange={setParent} options={modelList.map((m) => m.id)} testId="finetune-parent" />
+          <SelectField label="dataset" value={d} onChange={setDatasetId} options={datasetList.map((x) => x.id)} testId="finetune-dataset" />
+          <SelectField
+            label="method"
+            value={method}
+            onChange={(v) => setMethod(v as Method)}
+            options={[
+              { value: "lora", label: "LoRA (peft)" },
+              { value: "full", label: "full fine-tuning" },
+            ]}
+            testId="finetune-method"
+          />
           <label className="field">
             <span className="field-label">steps</span>
             <input type="number" min={1} max={100000} value={steps} onChange={(e) => setSteps(Number(e.target.value))} style={{ width: 80 }} data-testid="finetune-steps" />

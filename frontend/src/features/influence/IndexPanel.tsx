@@ -2,7 +2,7 @@
 // one: "build the index of this model on dataset X" as a chain of jobs, with its progress.
 import { useState } from "react";
 import { errorMessage } from "../../api/client";
-import { Badge, ErrorBox, Panel, Spinner, type Tone } from "../../ui/components";
+import { Badge, ErrorBox, Panel, SelectField, Spinner, type Tone } from "../../ui/components";
 import { submitTo } from "../../ui/events";
 import { usePolling, type Polled } from "../../ui/hooks";
 import { datasetsApi } from "../datasets/api";
@@ -111,26 +111,23 @@ export function IndexPanel({
       )}
       <form className="gen-form" onSubmit={submitTo(() => void build())} data-testid="influence-build-form">
         <div style={{ display: "flex", gap: 10, flexWrap: "wrap", alignItems: "end" }}>
-          <label className="field">
-            <span className="field-label">dataset</span>
-            <select value={d} onChange={(e) => setDatasetId(e.target.value)} data-testid="influence-build-dataset">
-              {list.map((x) => (
-                <option key={x.id} value={x.id}>
-                  {x.id}
-                  {x.id === lineage?.dataset_id ? " (its fine-tuning data)" : ""}
-                </option>
-              ))}
-            </select>
-          </label>
-          <label className="field">
-            <span className="field-label">EK-FAC on</span>
-            <select value={target} onChange={(e) => setTarget(e.target.value as Target)} data-testid="influence-build-target">
-              <option value="mlp">the MLP linear layers</option>
-              <option value="lora" disabled={lineage?.method !== "lora"}>
-                the LoRA factors (a LoRA fine-tune)
-              </option>
-            </select>
-          </label>
+          <SelectField
+            label="dataset"
+            value={d}
+            onChange={setDatasetId}
+            options={list.map((x) => ({ value: x.id, label: x.id + (x.id === lineage?.dataset_id ? " (its fine-tuning data)" : "") }))}
+            testId="influence-build-dataset"
+          />
+          <SelectField
+            label="EK-FAC on"
+            value={target}
+            onChange={(v) => setTarget(v as Target)}
+            options={[
+              { value: "mlp", label: "the MLP linear layers" },
+              { value: "lora", label: "the LoRA factors (a LoRA fine-tune)", disabled: lineage?.method !== "lora" },
+            ]}
+            testId="influence-build-target"
+          />
           <button type="submit" className="btn" disabled={busy || !model || !d || taken} data-testid="influence-build">
             {existing?.status === "ready"
               ? `Built on ${d}`
