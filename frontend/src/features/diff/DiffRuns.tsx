@@ -4,6 +4,7 @@ import { Badge, Empty, ErrorBox, Panel, Spinner } from "../../ui/components";
 import { formatFixed, formatInt, formatPercent } from "../../ui/format";
 import { usePolling } from "../../ui/hooks";
 import { isActiveStatus, runStatusTone } from "../jobs/JobsTable";
+import { useJobRun } from "../jobs/useJobRun";
 import { Plot, type Figure } from "../../ui/Plot";
 import { Link } from "../../ui/router";
 import { diffApi, type DiffResult, type DiffSummary } from "./api";
@@ -93,25 +94,19 @@ function FeatureTable({ features }: { features: DiffResult["features"] }) {
 
 /** One diff: progress while it runs, then its plots and the feature table. */
 function DiffDetail({ diffId }: { diffId: string }) {
-  const diff = usePolling(
+  const {
+    run: diff,
+    error,
+    cancel,
+  } = useJobRun(
     (signal) => diffApi.diff(diffId, signal),
-    (d, e) => (e ? 5000 : d && !isActiveStatus(d.status) ? null : 1500),
+    (d) => d.job_id,
+    (id) => diffApi.cancel(id),
   );
-  const [error, setError] = useState<string | null>(null);
   const d = diff.data;
   if (!d) return diff.error ? <ErrorBox message={errorMessage(diff.error)} /> : <Spinner label="Loading the diff" />;
   const p = d.params ?? {};
   const r = d.result;
-  const cancel = async () => {
-    if (d.job_id == null) return;
-    setError(null);
-    try {
-      await diffApi.cancel(d.job_id);
-      diff.refresh();
-    } catch (err) {
-      setError(errorMessage(err));
-    }
-  };
   const figs = d.figures ?? {};
   const pct = d.progress?.total ? (100 * d.progress.done) / d.progress.total : null;
   return (

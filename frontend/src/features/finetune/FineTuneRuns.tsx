@@ -1,31 +1,23 @@
-import { useEffect, useState } from "react";
+import { useEffect } from "react";
 import { errorMessage } from "../../api/client";
 import { Badge, Empty, ErrorBox, Panel, Spinner } from "../../ui/components";
 import { formatFixed } from "../../ui/format";
 import { usePolling } from "../../ui/hooks";
 import { isActiveStatus, runStatusTone } from "../jobs/JobsTable";
+import { useJobRun } from "../jobs/useJobRun";
 import { Plot, type Figure } from "../../ui/Plot";
 import { finetuneApi, type FineTuneRun } from "./api";
 
 
 /** One run's loss curve and outcome, polled while it trains. */
 function RunDetail({ modelId }: { modelId: string }) {
-  const run = usePolling(
+  const { run, error, cancel } = useJobRun(
     (signal) => finetuneApi.run(modelId, signal),
-    (d, e) => (e ? 5000 : d && !isActiveStatus(d.status) ? null : 1500),
+    (d) => d.job_id,
+    (id) => finetuneApi.cancel(id),
   );
-  const [error, setError] = useState<string | null>(null);
   const r = run.data;
   if (!r) return run.error ? <ErrorBox message={errorMessage(run.error)} /> : <Spinner label="Loading the run" />;
-  const cancel = async () => {
-    setError(null);
-    try {
-      await finetuneApi.cancel(r.job_id);
-      run.refresh();
-    } catch (err) {
-      setError(errorMessage(err));
-    }
-  };
   return (
     <Panel
       title={
