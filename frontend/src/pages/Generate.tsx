@@ -1,9 +1,9 @@
 // /generate: the playground. Sample from the model with presets for the demo world's behaviours.
-import { useMemo, useState } from "react";
+import { useEffect, useMemo, useRef, useState } from "react";
 import { GenerateForm } from "../features/generate/GenerateForm";
 import { GenerateOutput } from "../features/generate/GenerateOutput";
 import { generatePresets, type GenerateState } from "../features/generate/state";
-import { promptIn } from "../features/models/chat";
+import { PLAIN_CHAT, promptIn } from "../features/models/chat";
 import { useGenerate } from "../features/generate/useGenerate";
 import { useCurrentModel } from "../features/models/ModelContext";
 import { ErrorBox, Panel, Spinner } from "../ui/components";
@@ -22,6 +22,14 @@ export function Generate({
   const { busy, setField, submit } = useGenerate(state, setState, current.id);
   const [showTokens, setShowTokens] = useState(false);
   const presets = useMemo(() => generatePresets(current.chat), [current.chat]);
+  // A preset left as it was follows the model's chat format (the first form is written before the
+  // model is known, in the plain one); a prompt the user edited is kept.
+  const shown = useRef(generatePresets(PLAIN_CHAT));
+  useEffect(() => {
+    const i = shown.current.findIndex((p) => p.prompt === state.form.prompt);
+    shown.current = presets;
+    if (i >= 0 && presets[i].prompt !== state.form.prompt) setState((s) => ({ ...s, form: { ...s.form, prompt: presets[i].prompt } }));
+  }, [presets, state.form.prompt, setState]);
 
   return (
     <div className="page generate">

@@ -28,7 +28,7 @@ export function RunsPanel({
     <Panel title="Runs" testId="jacobian-runs">
       {error ? <ErrorBox message={errorMessage(error)} /> : null}
       {runs.length === 0 ? (
-        <Empty>No runs yet. The build computes the paper&apos;s setting (4,810 parameters, 625 steps; about 10 minutes on 2 CPU cores) as its last background step; other settings start below.</Empty>
+        <Empty>No runs yet. The demo world&apos;s build computes the paper&apos;s setting (4,810 parameters, 625 steps; about 10 minutes on 2 CPU cores) as its last background step; in any world, a run starts below.</Empty>
       ) : (
         <div className="table-scroll">
           <table className="table compact">
