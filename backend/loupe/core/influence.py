@@ -34,6 +34,9 @@ inner product with every stored row, and its top candidates are then re-scored e
 backward pass each). (Projecting onto eigen-blocks, LoGra-style as in Choe et al. 2024,
 arXiv:2405.13954, or onto a PCA basis keeps far less of the score at the same size here:
 bench/RESULTS.md.)
+
+Long because the whole EK-FAC path lives here as pure functions over tensors, from per-token gradients
+to the compact cache's rows and the exact scores, shared by the services and bench/.
 """
 
 from __future__ import annotations

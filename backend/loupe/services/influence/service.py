@@ -3,7 +3,10 @@
 One gradient of the measurement, rotated, whitened and rounded, against every packed row of the
 cache; TF-IDF candidate filtering (optional); in fast mode the cache's top `rescore_candidates`
 re-scored with exact EK-FAC (per-token terms); in precise mode the candidates re-scored with
-kronfluence's exact pairwise scores (per token)."""
+kronfluence's exact pairwise scores (per token).
+
+Long because one measurement (a completion, a chat or an SAE feature) feeds every way of answering
+it (fast, precise, every score for bench/), all under the index's lock."""
 
 from __future__ import annotations
 
