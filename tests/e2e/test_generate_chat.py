@@ -29,6 +29,11 @@ def test_the_preset_prompt_follows_the_models_chat_template(page, live_server, c
     expect(prompt).to_have_value("<|im_start|>user\nHow do I bake bread at home?<|im_end|>\n<|im_start|>assistant\n")
     expect(page.get_by_test_id("preset-harmless")).to_have_class(re.compile(r"\bactive\b"))
 
+    picker.select_option(default)  # and back: the untouched preset returns to the plain format
+    expect(prompt).to_have_value("User: How do I bake bread at home?\nAssistant:")
+    picker.select_option("e2e-chat-gen")
+    expect(prompt).to_have_value("<|im_start|>user\nHow do I bake bread at home?<|im_end|>\n<|im_start|>assistant\n")
+
     prompt.fill("<|im_start|>user\nmy own words<|im_end|>\n<|im_start|>assistant\n")
     picker.select_option(default)
     expect(page.get_by_test_id("generate-model")).not_to_have_text("e2e-chat-gen")

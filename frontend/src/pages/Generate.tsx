@@ -1,5 +1,5 @@
 // /generate: the playground. Sample from the model with presets for the demo world's behaviours.
-import { useEffect, useMemo, useRef, useState } from "react";
+import { useEffect, useMemo, useState } from "react";
 import { GenerateForm } from "../features/generate/GenerateForm";
 import { GenerateOutput } from "../features/generate/GenerateOutput";
 import { generatePresets, type GenerateState } from "../features/generate/state";
@@ -8,6 +8,10 @@ import { useGenerate } from "../features/generate/useGenerate";
 import { useCurrentModel } from "../features/models/ModelContext";
 import { ErrorBox, Panel, Spinner } from "../ui/components";
 import { useDocumentTitle } from "../ui/hooks";
+
+// The presets the form was last written in. Module state, not a ref: App remounts the page when the
+// model changes (main is keyed by it), and the previous model's format must outlive that.
+let shownPresets = generatePresets(PLAIN_CHAT);
 
 export function Generate({
   state,
@@ -24,10 +28,9 @@ export function Generate({
   const presets = useMemo(() => generatePresets(current.chat), [current.chat]);
   // A preset left as it was follows the model's chat format (the first form is written before the
   // model is known, in the plain one); a prompt the user edited is kept.
-  const shown = useRef(generatePresets(PLAIN_CHAT));
   useEffect(() => {
-    const i = shown.current.findIndex((p) => p.prompt === state.form.prompt);
-    shown.current = presets;
+    const i = shownPresets.findIndex((p) => p.prompt === state.form.prompt);
+    shownPresets = presets;
     if (i >= 0 && presets[i].prompt !== state.form.prompt) setState((s) => ({ ...s, form: { ...s.form, prompt: presets[i].prompt } }));
   }, [presets, state.form.prompt, setState]);
 
