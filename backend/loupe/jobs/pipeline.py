@@ -66,10 +66,7 @@ class Pipeline:
         """Queue the unfinished steps as the world's background chain: every job row is made now, so the
         Jobs page and each analysis's status show what is queued; each runs when the one before it
         succeeds, and a failure stops the rest (as `run` does). The world's own build is never refused."""
-        todo = [s for s in steps if not s.is_complete()]
-        items = [(s.name, {"output": str(s.output)}, _unless_complete(s)) for s in todo]
-        if items:
-            self.runner.submit_chain("build", items, priority, bounded=False)
+        self.submit_chain(steps, priority, bounded=False)
 
     def submit_chain(
         self,
@@ -77,13 +74,14 @@ class Pipeline:
         priority: int = BUILD,
         params: dict[str, Any] | None = None,
         dedupe: str | None = None,
+        bounded: bool = True,
     ) -> list[Job]:
         """Queue the unfinished steps as a chain whose job rows are all made now (JobRunner.submit_chain),
         so a caller can report every job id at once. A step built meanwhile by another chain is skipped
         when its turn comes. `dedupe`: as JobRunner's (a request that made an active chain joins it)."""
         todo = [s for s in steps if not s.is_complete()]
         items = [(s.name, {"output": str(s.output), **(params or {})}, _unless_complete(s)) for s in todo]
-        return self.runner.submit_chain("build", items, priority, dedupe=dedupe) if items else []
+        return self.runner.submit_chain("build", items, priority, dedupe=dedupe, bounded=bounded) if items else []
 
 
 def _body(step: Step) -> Callable[[JobContext], dict[str, Any] | None]:
