@@ -515,9 +515,7 @@ def exact_and_dot(ix: InfluenceIndex, rq: dict[str, Tensor], first: dict[str, Te
     check = None
     for s in range(0, n, batch):
         sl = slice(s, min(n, s + batch))
-        w = I.real_width(real[sl])
-        ids, mask = t["input_ids"][sl, :w], t["loss_mask"][sl, :w].bool()
-        grads = I.logprob_layer_grads(ix.model, names, ids, mask, real[sl, :w])
+        grads = I.logprob_layer_grads(ix.model, names, t["input_ids"][sl], t["loss_mask"][sl].bool(), real[sl])
         for nm, (a, g) in grads.items():
             rz = torch.einsum("btg,bta->bga", g @ f[nm].q_g, a @ f[nm].q_a).flatten(1)
             dot[:, sl] += rq[nm] @ rz.T

@@ -184,8 +184,10 @@ def test_cutting_a_batch_after_its_last_real_position_keeps_every_gradient():
     names = I.mlp_module_names(model)
     w = I.real_width(real)
     assert w == 9
-    full = I.sequence_gradients(I.logprob_layer_grads(model, names, ids, mask, real))
-    cut = I.sequence_gradients(I.logprob_layer_grads(model, names, ids[:, :w], mask[:, :w], real[:, :w]))
+    full = I.sequence_gradients(_grads(model, names, ids, mask, real))  # every column
+    per_token = I.logprob_layer_grads(model, names, ids, mask, real)  # cut after column w
+    assert all(a.shape[1] == w and g.shape[1] == w for a, g in per_token.values())
+    cut = I.sequence_gradients(per_token)
     for n in names:
         torch.testing.assert_close(cut[n], full[n])
 

@@ -269,3 +269,12 @@ def test_candidate_hooks_every_nth_layer_and_the_last_resid_post():
     assert [d for _, d in every] == [0, 1, 2, 3, 4] and every[-1][0] == "blocks.3.hook_resid_post"
     third = candidate_hooks(30, 3)
     assert [d for _, d in third] == [*range(0, 30, 3), 30] and third[0][0] == "blocks.0.hook_resid_pre"
+
+
+def test_candidate_hooks_dense_from_every_block_up_to_the_selection_bound():
+    from loupe.services.steering.direction import candidate_hooks
+
+    got = [d for _, d in candidate_hooks(30, 3, dense_from=0.4)]
+    # every third block, every block from 12 up to 23 (24 = 0.8 x 30 is past the bound), the resid_post
+    assert got == [0, 3, 6, 9, *range(12, 24), 24, 27, 30]
+    assert candidate_hooks(30, 3, dense_from=None) == candidate_hooks(30, 3)

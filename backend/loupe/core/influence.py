@@ -215,7 +215,11 @@ def logprob_layer_grads(
     model: CausalLM, names: Sequence[str], input_ids: Tensor, mask: Tensor, real: Tensor | None = None
 ) -> dict[str, tuple[Tensor, Tensor]]:
     """per_token_layer_grads of each sequence's log-probability of its `mask` tokens (a training
-    sequence's log p(z), or a completion's log p(completion | prompt))."""
+    sequence's log p(z), or a completion's log p(completion | prompt)). Given `real`, the batch is cut
+    after its last real position first (real_width): the per-token tensors are [b, that width, ...]."""
+    if real is not None:
+        w = real_width(real)
+        input_ids, mask, real = input_ids[:, :w], mask[:, :w], real[:, :w]
     return per_token_layer_grads(
         model, names, input_ids, lambda lg: sequence_logprob_terms(lg, input_ids, mask).sum(1), real
     )

@@ -148,13 +148,14 @@ class Candidate:
 
 
 SELECTION_RULES = ("bypass_minus_induce", "bypass")
+MAX_DEPTH = 0.8  # Arditi et al.'s bound: a direction from a block at or past 0.8 L is not selected
 
 
 def select_direction(
     cands: list[Candidate],
     n_layers: int,
     max_kl: float = 0.1,
-    max_depth: float = 0.8,
+    max_depth: float = MAX_DEPTH,
     rule: str = "bypass_minus_induce",
 ) -> Candidate | None:
     """Arditi et al. 2024, sec. 2.4 / appendix C: drop candidates with KL > max_kl, layer >= max_depth * L
@@ -202,7 +203,7 @@ def keep_candidate(
     cands: list[Candidate],
     n_layers: int,
     max_kl: float = 0.1,
-    max_depth: float = 0.8,
+    max_depth: float = MAX_DEPTH,
     rule: str = "bypass_minus_induce",
 ) -> Candidate | None:
     """When no candidate passes `select_direction`'s filters: the one a caller may keep, flagged as not

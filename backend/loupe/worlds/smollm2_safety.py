@@ -57,7 +57,6 @@ class SafetyTune:
         self.tuned_dir = settings.artifacts_dir / "models" / SAFETY_MODEL_ID
         self.tuned_eval_dir = settings.artifacts_dir / "evals" / SAFETY_MODEL_ID
         self.tuned_steering_dir = settings.artifacts_dir / "evals" / f"{SAFETY_MODEL_ID}-steering"
-        self.keys["tune_steering"] = digest({"tune": self.keys["tune"], "eval": self.cfg.to_dict(), "v": 1})
 
     def steps(self, c: Container) -> list[Step]:
         return [
@@ -98,7 +97,12 @@ class SafetyTune:
         steering sweep on held-out instructions, beside the prompting baseline."""
         if c.analyses.steering is None:
             return []
-        search = refusal_step(c.models, c.vectors, self.tuned_subject(), c.analyses.steering)
+        # every adapted block below the selection's bound is a candidate: the fine-tune's refusal forms there
+        cfg = replace(c.analyses.steering, dense_from=1.0 - self.cfg.tune_upper_fraction)
+        search = refusal_step(c.models, c.vectors, self.tuned_subject(), cfg)
+        self.keys["tune_steering"] = digest(
+            {"tune": self.keys["tune"], "search": search.key, "eval": self.cfg.to_dict()}
+        )
         return [
             replace(search, name="smollm2.safety_refusal", title="refusal direction of the safety fine-tune"),
             Step(

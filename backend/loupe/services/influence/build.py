@@ -245,9 +245,7 @@ class _GradientBlocks:
         out = []
         for s in range(unit[0], unit[1], self.batch_size):
             sl = slice(s, min(unit[1], s + self.batch_size))
-            w = I.real_width(self.real[sl])
-            ids, mask, real = self.ids[sl, :w], self.mask[sl, :w], self.real[sl, :w]
-            grads = I.logprob_layer_grads(self.model, self.names, ids, mask, real)
+            grads = I.logprob_layer_grads(self.model, self.names, self.ids[sl], self.mask[sl], self.real[sl])
             out.append(
                 P.pack_rows(torch.cat([I.compact_sequence(a, g, self.projs[nm]) for nm, (a, g) in grads.items()], 1))
             )

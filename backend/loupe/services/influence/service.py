@@ -387,11 +387,11 @@ class InfluenceService(InfluenceIndexes):
         scores = []
         for s in range(0, pool.numel(), RESCORE_BATCH):
             idx = pool[s : s + RESCORE_BATCH]
-            real = ix.real()[idx]
-            w = I.real_width(real)
-            x, m = t["input_ids"][idx, :w], t["loss_mask"][idx, :w].bool()
-            grads = I.logprob_layer_grads(ix.model, ix.names, x, m, real[:, :w])
-            scores.append(F.pad(I.exact_token_scores(grads, pre) / ix.n_train, (0, width - w)))
+            grads = I.logprob_layer_grads(
+                ix.model, ix.names, t["input_ids"][idx], t["loss_mask"][idx].bool(), ix.real()[idx]
+            )
+            batch_tok = I.exact_token_scores(grads, pre) / ix.n_train
+            scores.append(F.pad(batch_tok, (0, width - batch_tok.shape[1])))
         tok = torch.cat(scores)
         order = torch.topk(tok.sum(1), min(top_k, pool.numel())).indices.tolist()
         out = []

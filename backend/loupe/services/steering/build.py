@@ -27,6 +27,7 @@ class SteeringConfig:
     n_direction: int = 256  # instructions per side for the means
     n_select: int = 64  # instructions per side for the selection scores
     layer_stride: int = 1  # candidate layers: every n-th block's resid_pre (and the last resid_post)
+    dense_from: float | None = None  # and every block from this fraction of the depth to the selection's bound
 
 
 def refusal_vector_id(model_id: str) -> str:
@@ -35,6 +36,8 @@ def refusal_vector_id(model_id: str) -> str:
 
 def refusal_step(models: ModelService, vectors: VectorStore, subject: Subject, cfg: SteeringConfig) -> Step:
     key = f"{subject.model_key}-refusal-v3-{cfg.n_direction}-{cfg.n_select}-{cfg.layer_stride}"
+    if cfg.dense_from is not None:
+        key += f"-dense{cfg.dense_from}"
     vid = refusal_vector_id(subject.model_id)
 
     def body(ctx: JobContext) -> dict[str, Any]:
@@ -50,6 +53,7 @@ def refusal_step(models: ModelService, vectors: VectorStore, subject: Subject, c
             harmless[n : n + k],
             progress=ctx.progress,
             layer_stride=cfg.layer_stride,
+            dense_from=cfg.dense_from,
         )
         out = outcome(res)
         if res["hook"] is None:

@@ -149,10 +149,18 @@ def completions(
     return [lm.tokenizer.decode(row) for row in greedy_ids(lm, forward, encoded, max_new_tokens, batch_size)]
 
 
-def candidate_hooks(n_layers: int, layer_stride: int = 1) -> list[tuple[str, int]]:
+def candidate_hooks(
+    n_layers: int, layer_stride: int = 1, dense_from: float | None = None, max_depth: float = S.MAX_DEPTH
+) -> list[tuple[str, int]]:
     """(hook, depth): resid_pre of every block (every `layer_stride`-th: a cheaper scan of a deep model
-    on a CPU), and the last block's resid_post."""
-    return [(f"blocks.{layer}.hook_resid_pre", layer) for layer in range(0, n_layers, max(1, layer_stride))] + [
+    on a CPU), and the last block's resid_post. `dense_from`: also every block from that fraction of the
+    depth up to the selection's bound (`max_depth`), where a stride would skip the layers that matter,
+    such as a fine-tune's adapted blocks below the bound."""
+    layers = set(range(0, n_layers, max(1, layer_stride)))
+    if dense_from is not None:
+        first = round(dense_from * n_layers)
+        layers |= {b for b in range(first, n_layers) if b < max_depth * n_layers}
+    return [(f"blocks.{layer}.hook_resid_pre", layer) for layer in sorted(layers)] + [
         (f"blocks.{n_layers - 1}.hook_resid_post", n_layers)
     ]
 
@@ -194,6 +202,7 @@ def compute_refusal_direction(
     n_own_refusals: int = N_OWN_REFUSALS,
     own_refusal_tokens: int = OWN_REFUSAL_TOKENS,
     layer_stride: int = 1,
+    dense_from: float | None = None,
 ) -> dict[str, Any]:
     """Difference of means at every (hook, post-instruction position) candidate from (harmful,
     harmless), scored on (select_harmful, select_harmless). `rule`: see core.steering.select_direction.
@@ -205,7 +214,7 @@ def compute_refusal_direction(
     if rule not in S.SELECTION_RULES:
         raise Unprocessable(f"unknown selection rule {rule!r}; choose one of {list(S.SELECTION_RULES)}")
     n_layers = int(lm.info["n_layers"])
-    hooks = candidate_hooks(n_layers, layer_stride)
+    hooks = candidate_hooks(n_layers, layer_stride, dense_from)
     names = [h for h, _ in hooks]
     n_pos = len(post_instruction_ids(lm))
     enc = encoded_sets(lm, harmful, harmless, select_harmful, select_harmless)
