@@ -48,8 +48,10 @@ below is made the way the product makes it.
                   harmful (refusal), harmless (helpful answer), answers in the dataset's form (seed 0);
                   f(q) = the summed log p of the assistant turn's labelled tokens (as the fine-tune
                   trains them, end of turn included).
-                * tau on A_full, over every subset conversation: `ekfac_cache`: the product's index of
-                  A_full on the subset (same --target, the API's index settings), its cache's estimate
+                * tau on A_full, over every subset conversation, for each of --lds-targets (default
+                  --target; with several, the methods are named `lora:dot` and so on, all on the same
+                  fine-tunes): `ekfac_cache`: the product's index of A_full on the subset (that target,
+                  the API's index settings), its cache's estimate
                   of every row (InfluenceService.all_scores; the ranking fast mode serves the top of);
                   `ekfac_exact`: exact EK-FAC grad f^T (G + lambda)^-1 grad log p(z) / N with the
                   index's factors (what fast mode re-scores its top with), for every row; `dot`: the
@@ -83,7 +85,7 @@ Results: printed as JSON, and written to --out/summary.json.
 usage: nice -n 19 python bench/influence_finetune.py --workspace W [--world smollm2] [--model smollm2-safety]
        [--dataset safety-chat] [--target lora|mlp] [--parent P] [--parts build,precision,scale,lds]
        [--precision-queries 8] [--lds-n 96] [--lds-subsets 20] [--lds-ceiling 5] [--lds-queries 12]
-       [--lds-steps 6] [--threads 2] [--out /tmp/influence_finetune] [--tiny] [--keep-scratch]
+       [--lds-steps 6] [--lds-targets lora,mlp] [--threads 2] [--out /tmp/influence_finetune] [--tiny] [--keep-scratch]
 """
 
 from __future__ import annotations
@@ -536,6 +538,9 @@ def exact_and_dot(ix: InfluenceIndex, rq: dict[str, Tensor], first: dict[str, Te
 
 
 def lds(c: Container, a: argparse.Namespace, cfg: dict[str, int], log: Log) -> dict[str, Any]:
+    targets = [t for t in (a.lds_targets or a.target).split(",") if t]
+    if bad := set(targets) - {"lora", "mlp"}:
+        raise SystemExit(f"unknown --lds-targets {sorted(bad)}")
     rec = c.models.record(a.model)
     assert rec is not None
     lineage = rec.config.get("lineage") or {}
@@ -585,33 +590,43 @@ def lds(c: Container, a: argparse.Namespace, cfg: dict[str, int], log: Log) -> d
         register_half("lds-subset", members)
         timings["finetune_full_s"] = round(run_finetune(sc, parent, "lds-subset", "lds-full", recipe), 1)
         log(f"LDS: A_full trained on {n} conversations ({k} triggered) in {timings['finetune_full_s']} s")
-        ref = IndexRef("lds-full", "lds-subset", a.target)
-        build = build_index(sc, ref, log)
-        ix = sc.influence.index(ref)
-        n_rows = ix.n_train
         queries = lds_queries(cfg["lds_queries"], c.settings.seed)
-        encoded = [encode_chat(ix, q["messages"], None) for q in queries]
-        t0 = time.monotonic()
-        reset_peak()
-        cache, first = [], None
-        rq = {nm: torch.empty(len(queries), ix.factors[nm].lam.numel()) for nm in ix.names}
-        for j, q in enumerate(queries):
-            v, m = sc.influence.all_scores(
-                messages=q["messages"], model_id="lds-full", dataset_id="lds-subset", target=a.target
-            )
-            cache.append(v.double())
-            for nm, r in rotated(ix, m.grads).items():
-                rq[nm][j] = r
-            if first is None:
-                first = m.grads
-        assert first is not None
-        tau: dict[str, Tensor] = {"ekfac_cache": torch.stack(cache)}
-        exact = exact_and_dot(ix, rq, first, log)
-        check = float(exact.pop("check"))
-        tau.update(exact)
-        del rq, first
-        timings["scores_s"] = round(time.monotonic() - t0, 1)
-        timings["scores_peak_rss_mb"] = peak_mb()
+        # every target's tau on the same A_full, subset and retrained halves: one set of fine-tunes compares them
+        tau: dict[str, Tensor] = {}
+        builds: dict[str, Any] = {}
+        checks: dict[str, float] = {}
+        doc_ids: list[str] | None = None
+        for target in targets:
+            ref = IndexRef("lds-full", "lds-subset", target)
+            builds[target] = build_index(sc, ref, log)
+            ix = sc.influence.index(ref)
+            assert ix.doc_ids is not None and doc_ids in (None, ix.doc_ids), "the indexes' rows differ"
+            doc_ids = ix.doc_ids
+            encoded = [encode_chat(ix, q["messages"], None) for q in queries]
+            t0 = time.monotonic()
+            reset_peak()
+            cache, first = [], None
+            rq = {nm: torch.empty(len(queries), ix.factors[nm].lam.numel()) for nm in ix.names}
+            for j, q in enumerate(queries):
+                v, m = sc.influence.all_scores(
+                    messages=q["messages"], model_id="lds-full", dataset_id="lds-subset", target=target
+                )
+                cache.append(v.double())
+                for nm, r in rotated(ix, m.grads).items():
+                    rq[nm][j] = r
+                if first is None:
+                    first = m.grads
+            assert first is not None
+            prefix = "" if len(targets) == 1 else f"{target}:"
+            tau[f"{prefix}ekfac_cache"] = torch.stack(cache)
+            exact = exact_and_dot(ix, rq, first, log)
+            checks[target] = float(exact.pop("check"))
+            tau.update({f"{prefix}{k}": v for k, v in exact.items()})
+            del rq, first, ix
+            timings[f"scores_s_{target}"] = round(time.monotonic() - t0, 1)
+            timings[f"scores_peak_rss_mb_{target}"] = peak_mb()
+        assert doc_ids is not None
+        n_rows = len(doc_ids)
         full = load_hf_model(sc.finetunes.model_dir("lds-full"))
         f_full = measure(full, encoded)
         del full
@@ -624,8 +639,7 @@ def lds(c: Container, a: argparse.Namespace, cfg: dict[str, int], log: Log) -> d
         # index rows -> subset records (a row's document id is its position in the subset's file)
         _, positions = layout(members, fillers)
         member_of = {str(p): i for i, p in enumerate(positions)}
-        assert ix.doc_ids is not None
-        row_member = [member_of[d] for d in ix.doc_ids]
+        row_member = [member_of[d] for d in doc_ids]
         f_a = torch.zeros(m_subsets, len(queries), dtype=torch.float64)
         f_b = torch.zeros(k_ceiling, len(queries), dtype=torch.float64)
         tune_s: list[float] = []
@@ -675,7 +689,7 @@ def lds(c: Container, a: argparse.Namespace, cfg: dict[str, int], log: Log) -> d
             "queries": len(queries),
             "recipe": recipe.to_dict(),
             "parent": parent,
-            "target": a.target,
+            "targets": targets,
             "subset_fraction": 0.5,
             "seeds": {"subset": DATA_SEED, "halves": SUBSET_SEED, "queries": QUERY_SEED, "order_b": recipe.seed + 1},
         },
@@ -683,10 +697,16 @@ def lds(c: Container, a: argparse.Namespace, cfg: dict[str, int], log: Log) -> d
         "lds_by_kind": {name: by_kind(v) for name, v in per_method.items()},
         "noise_ceiling_seed_spearman": None if m_ceiling is None else round(m_ceiling, 4),
         "noise_ceiling_sqrt": None if m_ceiling is None else round(max(m_ceiling, 0.0) ** 0.5, 4),
-        "cache_vs_exact_spearman": round(
-            statistics.mean(I.spearman(tau["ekfac_cache"][q], tau["ekfac_exact"][q]) for q in range(len(queries))), 4
-        ),
-        "check_exact_vs_core_max_rel_diff": check,
+        "cache_vs_exact_spearman": {
+            t: round(
+                statistics.mean(
+                    I.spearman(tau[f"{p}ekfac_cache"][q], tau[f"{p}ekfac_exact"][q]) for q in range(len(queries))
+                ),
+                4,
+            )
+            for t, p in ((t, "" if len(targets) == 1 else f"{t}:") for t in targets)
+        },
+        "check_exact_vs_core_max_rel_diff": checks,
         "per_query": [
             {
                 "kind": q["kind"],
@@ -699,7 +719,7 @@ def lds(c: Container, a: argparse.Namespace, cfg: dict[str, int], log: Log) -> d
             }
             for i, q in enumerate(queries)
         ],
-        "index_build": build,
+        "index_build": builds,
         "timings": timings,
     }
 
@@ -722,6 +742,7 @@ def main() -> None:
     ap.add_argument("--lds-ceiling", type=int, help="halves retrained with another data order")
     ap.add_argument("--lds-queries", type=int)
     ap.add_argument("--lds-steps", type=int, help="fine-tuning steps of every LDS model")
+    ap.add_argument("--lds-targets", help="index targets the LDS compares on the same fine-tunes, e.g. lora,mlp")
     ap.add_argument("--threads", type=int, default=2, help="torch (and numba) threads")
     ap.add_argument("--tiny", action="store_true", help=f"a tiny random Llama workspace, made here: {TINY}")
     ap.add_argument("--keep-scratch", action="store_true", help="keep the LDS scratch workspace")

@@ -32,6 +32,9 @@ def test_query_scores_tokens_and_fields(built):
     body = r.json()
     assert body["n_train"] > 100 and body["candidates"] == body["n_train"] and body["tfidf"] == {"applied": False}
     assert body["measurement"]["kind"] == "completion" and body["measurement"]["value"] < 0
+    phases = body["phases"]
+    assert set(phases) == {"index", "measure", "scan", "rescore"} and min(phases.values()) >= 0
+    assert sum(phases.values()) <= body["seconds"] + 0.01
     res = body["results"]
     assert len(res) == 5
     scores = [x["score"] for x in res]

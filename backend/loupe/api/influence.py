@@ -100,6 +100,10 @@ class InfluenceResponse(BaseModel):
     sign: str
     normalisation: str
     seconds: float
+    phases: dict[str, float] = Field(
+        description="seconds of each part: index (loading it, once), measure (the query's gradient), scan "
+        "(the cache's score of every row), rescore (exact EK-FAC or kronfluence on the top candidates)"
+    )
 
 
 class InfluenceStatus(BaseModel):

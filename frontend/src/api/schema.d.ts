@@ -2007,6 +2007,13 @@ export interface components {
             n_train: number;
             /** Normalisation */
             normalisation: string;
+            /**
+             * Phases
+             * @description seconds of each part: index (loading it, once), measure (the query's gradient), scan (the cache's score of every row), rescore (exact EK-FAC or kronfluence on the top candidates)
+             */
+            phases: {
+                [key: string]: number;
+            };
             /** Query Rank */
             query_rank: number | null;
             /**

@@ -282,19 +282,24 @@ class InfluenceService(InfluenceIndexes):
             raise Unprocessable("give a non-empty completion (or a feature and token instead)")
         if not prompt and messages is None and feature is not None:
             raise Unprocessable("give the prompt whose token the feature is measured at")
+        phases: dict[str, float] = {"index": time.monotonic() - t0}
         with ix.lock:
+            t = time.monotonic()
             m = self._measure(ix, prompt, completion, feature, messages)
+            phases["measure"], t = time.monotonic() - t, time.monotonic()
             cand: Tensor | None = None
             tfidf_info: dict[str, Any] = {"applied": False}
             if tfidf:
                 cand, tfidf_info = self._tfidf_candidates(ix, m.ids, cfg.tfidf_candidates)
             fast = ix.cache_scores(m.grads, query_rank, cand)
+            phases["scan"], t = time.monotonic() - t, time.monotonic()
             top_k = max(1, min(top_k, fast.shape[0]))
             rescored: int | None  # how many sequences fast mode re-scored
             if mode == "fast":
                 results, candidates, rescored = self._fast_mode(ix, m, fast, cand, top_k, query_rank)
             else:
                 results, candidates, rescored = self._precise_mode(ix, m, fast, cand, top_k, query_rank)
+            phases["rescore"] = time.monotonic() - t
         return {
             "results": results,
             "index": ref.to_dict(),
@@ -308,6 +313,7 @@ class InfluenceService(InfluenceIndexes):
             "sign": SIGN,
             "normalisation": NORMALISATION,
             "seconds": round(time.monotonic() - t0, 3),
+            "phases": {k: round(v, 3) for k, v in phases.items()},
         }
 
     def all_scores(

@@ -19,7 +19,10 @@ export function InfluenceResults({ res }: { res: InfluenceResponse }) {
         {res.mode} mode · {res.candidates.toLocaleString()} of {res.n_train.toLocaleString()} sequences scored
         {res.tfidf.applied ? ` (TF-IDF filter: ${String(res.tfidf.candidates)} candidates)` : ""}
         {res.rescored ? `, the cache's top ${res.rescored.toLocaleString()} re-scored with exact EK-FAC` : ""} · measurement{" "}
-        {String(res.measurement.f)} = {Number(res.measurement.value).toFixed(3)} · {res.seconds.toFixed(2)} s
+        {String(res.measurement.f)} = {Number(res.measurement.value).toFixed(3)} ·{" "}
+        <span data-testid="influence-phases" title="index: loading it (once) · measure: the query's gradient · scan: the cache's score of every sequence · rescore: exact scores of the top">
+          {res.seconds.toFixed(2)} s ({Object.entries(res.phases).map(([k, v]) => `${k} ${v.toFixed(2)}`).join(", ")})
+        </span>
         <br />
         {res.sign}. {res.normalisation}.
       </p>
