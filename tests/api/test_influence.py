@@ -47,6 +47,23 @@ def test_query_scores_tokens_and_fields(built):
         assert "".join(t["token"] for t in x["token_scores"]) == x["text"]
 
 
+def test_rescore_0_serves_the_cache_ranking_without_token_scores(built):
+    body = {"prompt": PROMPT, "completion": COMPLETION, "top_k": 5}
+    exact = built.post("/api/influence", json=body).json()
+    r = built.post("/api/influence", json={**body, "rescore": 0})
+    assert r.status_code == 200, r.text
+    got = r.json()
+    assert got["rescored"] == 0 and len(got["results"]) == 5
+    scores = [x["score"] for x in got["results"]]
+    assert scores == sorted(scores, reverse=True) and all(x["cache_score"] == x["score"] for x in got["results"])
+    for x in got["results"]:
+        assert all(t["score"] is None for t in x["token_scores"])
+        assert "".join(t["token"] for t in x["token_scores"]) == x["text"]
+    # the cache's top sequences are those the default query re-scored from: its best cache score is the top's
+    assert max(x["cache_score"] for x in exact["results"]) <= scores[0] + 1e-12
+    assert built.post("/api/influence", json={**body, "rescore": -1}).status_code == 422
+
+
 def test_fast_mode_rescores_its_candidates_with_exact_ekfac(built, micro_workspace, monkeypatch):
     """With every training sequence a candidate, fast mode returns exactly the exact-EK-FAC top k,
     with the exact scores (computed here independently with exact_scores)."""

@@ -45,6 +45,17 @@ def test_influence_explorer_backdoor_query(page, live_server, client, influence_
     expect(toks).to_have_count(len(expected["results"][0]["token_scores"]))
     expect(page.get_by_test_id("influence-meta")).to_contain_text("fast mode")
     expect(page.get_by_test_id("influence-status")).to_have_count(0)  # the index is built: no notice
+    expect(page.get_by_test_id("influence-phases")).to_contain_text("rescore")
+
+    # the cache's ranking alone: the cache's top 10, tokens shown unscored
+    cache_only = client.post("/api/influence", json={**body, "rescore": 0}).json()
+    page.get_by_test_id("influence-exact").uncheck()
+    page.get_by_test_id("influence-run").click()
+    expect(page.get_by_test_id("influence-meta")).to_contain_text("ranked by the cache alone", timeout=60_000)
+    ids = [int(results.nth(i).get_attribute("data-train-id")) for i in range(10)]
+    assert ids == [r["train_id"] for r in cache_only["results"]]
+    expect(results.first.locator("span.tok[data-score]")).to_have_count(0)
+    page.get_by_test_id("influence-exact").check()
 
     # TF-IDF filter and precise mode toggles
     page.get_by_test_id("influence-tfidf").check()

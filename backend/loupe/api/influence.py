@@ -50,6 +50,14 @@ class InfluenceRequest(BaseModel):
         "EK-FAC; precise: kronfluence's exact EK-FAC pairwise scores on the candidates",
     )
     tfidf: bool = Field(False, description="pre-select candidates by TF-IDF similarity (Grosse et al. 2023)")
+    rescore: int | None = Field(
+        None,
+        ge=0,
+        le=256,
+        description="fast mode: how many of the cache's top sequences are re-scored with exact EK-FAC, at least "
+        "top_k (default: the index's setting, 16); each costs a backward pass. 0: the cache's ranking alone, "
+        "without token scores (the fastest query: one backward pass, the query's)",
+    )
     query_rank: int | None = Field(None, ge=1, le=512, description="query batching: low-rank query gradient")
     model_id: str | None = Field(None, description="the model to explain (default: the world's model)")
     dataset_id: str | None = Field(
@@ -61,7 +69,7 @@ class InfluenceRequest(BaseModel):
 
 class TokenScore(BaseModel):
     token: str
-    score: float
+    score: float | None = Field(description="null: not computed (the cache's ranking alone, rescore 0)")
 
 
 class InfluenceResult(BaseModel):
@@ -75,7 +83,7 @@ class InfluenceResult(BaseModel):
     cache_score: float | None = Field(
         None,
         description="fast mode: the compact cache's estimate that put this "
-        "sequence among the re-scored candidates (score is exact EK-FAC)",
+        "sequence among the re-scored candidates (score is exact EK-FAC; with rescore 0, score is this)",
     )
 
 
@@ -177,6 +185,7 @@ def influence(req: InfluenceRequest, svc: InfluenceDep) -> InfluenceResponse:
         query_rank=req.query_rank,
         feature=req.feature.model_dump() if req.feature else None,
         model_id=req.model_id,
+        rescore=req.rescore,
     )
     return InfluenceResponse(**out)
 

@@ -1975,6 +1975,11 @@ export interface components {
              */
             query_rank?: number | null;
             /**
+             * Rescore
+             * @description fast mode: how many of the cache's top sequences are re-scored with exact EK-FAC, at least top_k (default: the index's setting, 16); each costs a backward pass. 0: the cache's ranking alone, without token scores (the fastest query: one backward pass, the query's)
+             */
+            rescore?: number | null;
+            /**
              * Target
              * @description the index's tracked layers (default: mlp where built, else lora)
              */
@@ -2036,7 +2041,7 @@ export interface components {
         InfluenceResult: {
             /**
              * Cache Score
-             * @description fast mode: the compact cache's estimate that put this sequence among the re-scored candidates (score is exact EK-FAC)
+             * @description fast mode: the compact cache's estimate that put this sequence among the re-scored candidates (score is exact EK-FAC; with rescore 0, score is this)
              */
             cache_score?: number | null;
             /**
@@ -2816,8 +2821,11 @@ export interface components {
         };
         /** TokenScore */
         TokenScore: {
-            /** Score */
-            score: number;
+            /**
+             * Score
+             * @description null: not computed (the cache's ranking alone, rescore 0)
+             */
+            score: number | null;
             /** Token */
             token: string;
         };

@@ -268,7 +268,11 @@ class InfluenceService(InfluenceIndexes):
         messages: Sequence[Mapping[str, str]] | None = None,
         dataset_id: str | None = None,
         target: str | None = None,
+        rescore: int | None = None,
     ) -> dict[str, Any]:
+        """`rescore` (fast mode): how many of the cache's top sequences are re-scored exactly, at least
+        top_k (None: the index's rescore_candidates); 0 serves the cache's ranking alone, without token
+        scores: one backward pass (the query's), where each re-scored sequence costs another."""
         t0 = time.monotonic()
         if (prompt is None) == (messages is None):
             raise Unprocessable('give exactly one of "prompt" (raw text) and "messages" (a chat)')
@@ -296,7 +300,7 @@ class InfluenceService(InfluenceIndexes):
             top_k = max(1, min(top_k, fast.shape[0]))
             rescored: int | None  # how many sequences fast mode re-scored
             if mode == "fast":
-                results, candidates, rescored = self._fast_mode(ix, m, fast, cand, top_k, query_rank)
+                results, candidates, rescored = self._fast_mode(ix, m, fast, cand, top_k, query_rank, rescore)
             else:
                 results, candidates, rescored = self._precise_mode(ix, m, fast, cand, top_k, query_rank)
             phases["rescore"] = time.monotonic() - t
@@ -341,12 +345,29 @@ class InfluenceService(InfluenceIndexes):
 
     # results
     def _fast_mode(
-        self, ix: InfluenceIndex, m: Measurement, fast: Tensor, cand: Tensor | None, top_k: int, query_rank: int | None
+        self,
+        ix: InfluenceIndex,
+        m: Measurement,
+        fast: Tensor,
+        cand: Tensor | None,
+        top_k: int,
+        query_rank: int | None,
+        rescore: int | None,
     ) -> tuple[list[dict[str, Any]], int, int]:
-        """The cache's top `rescore_candidates` (at least top_k) re-scored with exact EK-FAC: (results,
-        rows the cache scored, sequences re-scored)."""
+        """The cache's top `rescore` (default rescore_candidates; at least top_k) re-scored with exact EK-FAC,
+        or with 0 its top_k as the cache ranks them: (results, rows the cache scored, sequences re-scored)."""
         n_rows = fast.shape[0]
-        order = torch.topk(fast, min(n_rows, max(top_k, self.cfg.rescore_candidates))).indices
+        n = self.cfg.rescore_candidates if rescore is None else rescore
+        if n == 0:
+            order = torch.topk(fast, min(n_rows, top_k)).indices
+            pool = order if cand is None else cand[order]
+            results = []
+            for j, i in zip(order.tolist(), pool.tolist()):
+                r = self._describe(ix, int(i), None, float(fast[j]))
+                r["cache_score"] = r["score"]
+                results.append(r)
+            return results, n_rows, 0
+        order = torch.topk(fast, min(n_rows, max(top_k, n))).indices
         pool = order if cand is None else cand[order]
         pre = I.precondition(m.grads, ix.factors, query_rank)
         return self._fast_results(ix, pool, fast[order], pre, top_k), n_rows, int(pool.numel())
@@ -363,7 +384,10 @@ class InfluenceService(InfluenceIndexes):
         results = self._precise_results(ix, m.ids, m.mask, pool, m.kf_measure, top_k, query_rank)
         return results, int(pool.numel()), None
 
-    def _describe(self, ix: InfluenceIndex, i: int, token_scores: Tensor) -> dict[str, Any]:
+    def _describe(
+        self, ix: InfluenceIndex, i: int, token_scores: Tensor | None, score: float | None = None
+    ) -> dict[str, Any]:
+        """Training sequence `i` with its per-token scores (None: not computed; then `score` is given)."""
         domains = ix.ts.domains
         t = ix.tokens
         real = ix.real()[i]
@@ -371,11 +395,14 @@ class InfluenceService(InfluenceIndexes):
         dom = t["domain_ids"][i][real].long()
         dom = dom[dom >= 0]
         domain = domains[int(torch.mode(dom).values)] if dom.numel() else "unknown"
-        scores = token_scores[real].tolist()
         toks = [ix.tokenizer.decode([x]) for x in ids]
+        scores: list[float | None] = [None] * len(toks) if token_scores is None else token_scores[real].tolist()
+        if token_scores is not None:
+            score = float(sum(token_scores[real].tolist()))
+        assert score is not None
         return {
             "train_id": int(i),
-            "score": float(sum(scores)),
+            "score": score,
             "text": "".join(toks),
             "domain": domain,
             "poisoned": bool(t["poisoned"][i]),

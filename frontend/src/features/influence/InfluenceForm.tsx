@@ -80,6 +80,10 @@ export function InfluenceForm({
         <label>
           <input type="checkbox" checked={query.tfidf} onChange={(e) => set({ tfidf: e.target.checked })} data-testid="influence-tfidf" /> TF-IDF filter
         </label>
+        <label title="Unchecked: the cache's ranking alone, without token scores (one backward pass, the query's)">
+          <input type="checkbox" checked={query.exact} disabled={query.precise} onChange={(e) => set({ exact: e.target.checked })} data-testid="influence-exact" /> exact
+          re-scoring of the top (token scores)
+        </label>
         <label>
           <input type="checkbox" checked={query.precise} onChange={(e) => set({ precise: e.target.checked })} data-testid="influence-precise" /> precise
           (kronfluence, exact EK-FAC on the candidates)

@@ -18,7 +18,8 @@ export function InfluenceResults({ res }: { res: InfluenceResponse }) {
       <p className="muted small" data-testid="influence-meta">
         {res.mode} mode · {res.candidates.toLocaleString()} of {res.n_train.toLocaleString()} sequences scored
         {res.tfidf.applied ? ` (TF-IDF filter: ${String(res.tfidf.candidates)} candidates)` : ""}
-        {res.rescored ? `, the cache's top ${res.rescored.toLocaleString()} re-scored with exact EK-FAC` : ""} · measurement{" "}
+        {res.rescored ? `, the cache's top ${res.rescored.toLocaleString()} re-scored with exact EK-FAC` : ""}
+        {res.rescored === 0 ? ", ranked by the cache alone (no token scores)" : ""} · measurement{" "}
         {String(res.measurement.f)} = {Number(res.measurement.value).toFixed(3)} ·{" "}
         <span data-testid="influence-phases" title="index: loading it (once) · measure: the query's gradient · scan: the cache's score of every sequence · rescore: exact scores of the top">
           {res.seconds.toFixed(2)} s ({Object.entries(res.phases).map(([k, v]) => `${k} ${v.toFixed(2)}`).join(", ")})
@@ -31,7 +32,7 @@ export function InfluenceResults({ res }: { res: InfluenceResponse }) {
       ) : (
         <ol style={{ listStyle: "none", padding: 0, margin: 0 }}>
           {res.results.map((r) => {
-            const tokMax = Math.max(1e-30, ...r.token_scores.map((t) => Math.abs(t.score)));
+            const tokMax = Math.max(1e-30, ...r.token_scores.map((t) => Math.abs(t.score ?? 0)));
             return (
               <li key={r.train_id} style={{ padding: "10px 0", borderBottom: "1px solid rgba(128,128,128,0.2)" }} data-testid="influence-result" data-train-id={r.train_id} data-poisoned={r.poisoned}>
                 <div style={{ display: "flex", alignItems: "center", gap: 10, marginBottom: 6 }}>
@@ -64,9 +65,9 @@ export function InfluenceResults({ res }: { res: InfluenceResponse }) {
                     <span
                       key={i}
                       className="tok"
-                      style={tokenStyle(t.score, tokMax)}
-                      data-tip={`${JSON.stringify(t.token)}  ${t.score.toExponential(2)}`}
-                      data-score={t.score}
+                      style={t.score === null ? undefined : tokenStyle(t.score, tokMax)}
+                      data-tip={`${JSON.stringify(t.token)}  ${t.score === null ? "not scored" : t.score.toExponential(2)}`}
+                      data-score={t.score ?? undefined}
                     >
                       {showToken(t.token)}
                     </span>

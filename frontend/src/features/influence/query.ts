@@ -29,6 +29,8 @@ export interface InfluenceQuery {
   token: string;
   topK: number;
   precise: boolean;
+  /** Fast mode: re-score the cache's top exactly (token scores; a backward pass each), else its ranking alone. */
+  exact: boolean;
   tfidf: boolean;
   /** As a chat: `prompt` is the user's message and `completion` the assistant's reply, rendered with the
    * model's chat template and measured on the assistant's turn as a fine-tune trains it. */
@@ -52,6 +54,7 @@ export function queryFromSearch(search: string, chat = false): InfluenceQuery {
     token: params.get("token") ?? "",
     topK: 10,
     precise: false,
+    exact: true,
     tfidf: false,
     chat: asChat,
     index: "",
@@ -61,6 +64,7 @@ export function queryFromSearch(search: string, chat = false): InfluenceQuery {
 /** The request about a model (null: the world's). */
 export function requestOf(q: InfluenceQuery, modelId: string | null): InfluenceRequest {
   const body: InfluenceRequest = { top_k: q.topK, mode: q.precise ? "precise" : "fast", tfidf: q.tfidf, model_id: modelId };
+  if (!q.precise && !q.exact) body.rescore = 0;
   if (q.index) {
     const [dataset, target] = q.index.split("/");
     body.dataset_id = dataset;
