@@ -105,6 +105,7 @@ def test_409_names_how_to_build_an_index(client, tuned):
     detail = r.json()["detail"]
     assert "not built for model 'ib-lora'" in detail and "POST /api/influence/indexes" in detail
     assert '"dataset_id": "ib-chats"' in detail  # the model's fine-tuning dataset, from its lineage
+    assert '"target": "lora"' in detail  # a LoRA fine-tune: its adapter factors, as the page's picker
     status = client.get("/api/influence/status", params={"model_id": "ib-lora"}).json()
     assert status["built_for"] is False and "POST /api/influence/indexes" in status["detail"]
 

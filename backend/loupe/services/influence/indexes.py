@@ -264,11 +264,19 @@ class InfluenceIndexes:
         rec = self.models.record(model_id) if self.models is not None and model_id else None
         return ((rec.config.get("lineage") or {}).get("dataset_id") if rec is not None else None) or None
 
+    def _suggested_target(self, model_id: str | None) -> str:
+        """lora for a LoRA fine-tune (its adapter is what it learnt), else mlp (as the page's picker)."""
+        rec = self.models.record(model_id) if self.models is not None and model_id else None
+        lineage = (rec.config.get("lineage") or {}) if rec is not None else {}
+        return "lora" if (lineage.get("config") or {}).get("method") == "lora" else "mlp"
+
     def not_built(self, model_id: str | None, dataset_id: str | None = None, target: str | None = None) -> Conflict:
         dataset = dataset_id or self._lineage_dataset(model_id) or "DATASET"
         have = [f"model {r.model_id!r} on {r.dataset_id!r} ({r.target})" for r in self.refs() if self.ready(r)]
         built = f"this workspace's indexes: {'; '.join(have)}" if have else "this workspace has no built index"
-        body = json.dumps({"model_id": model_id, "dataset_id": dataset, "target": target or "mlp"})
+        body = json.dumps(
+            {"model_id": model_id, "dataset_id": dataset, "target": target or self._suggested_target(model_id)}
+        )
         what = f" on dataset {dataset_id!r}" if dataset_id else ""
         return Conflict(
             f"influence is not built for model {model_id!r}{what} ({built}). Influence needs the data the model "
