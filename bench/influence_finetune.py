@@ -541,6 +541,10 @@ def lds(c: Container, a: argparse.Namespace, cfg: dict[str, int], log: Log) -> d
     targets = [t for t in (a.lds_targets or a.target).split(",") if t]
     if bad := set(targets) - {"lora", "mlp"}:
         raise SystemExit(f"unknown --lds-targets {sorted(bad)}")
+
+    def prefix(target: str) -> str:  # the methods' names: plain with one target, `lora:dot` with several
+        return "" if len(targets) == 1 else f"{target}:"
+
     rec = c.models.record(a.model)
     assert rec is not None
     lineage = rec.config.get("lineage") or {}
@@ -617,11 +621,10 @@ def lds(c: Container, a: argparse.Namespace, cfg: dict[str, int], log: Log) -> d
                 if first is None:
                     first = m.grads
             assert first is not None
-            prefix = "" if len(targets) == 1 else f"{target}:"
-            tau[f"{prefix}ekfac_cache"] = torch.stack(cache)
+            tau[f"{prefix(target)}ekfac_cache"] = torch.stack(cache)
             exact = exact_and_dot(ix, rq, first, log)
             checks[target] = float(exact.pop("check"))
-            tau.update({f"{prefix}{k}": v for k, v in exact.items()})
+            tau.update({f"{prefix(target)}{k}": v for k, v in exact.items()})
             del rq, first, ix
             timings[f"scores_s_{target}"] = round(time.monotonic() - t0, 1)
             timings[f"scores_peak_rss_mb_{target}"] = peak_mb()
@@ -700,11 +703,12 @@ def lds(c: Container, a: argparse.Namespace, cfg: dict[str, int], log: Log) -> d
         "cache_vs_exact_spearman": {
             t: round(
                 statistics.mean(
-                    I.spearman(tau[f"{p}ekfac_cache"][q], tau[f"{p}ekfac_exact"][q]) for q in range(len(queries))
+                    I.spearman(tau[f"{prefix(t)}ekfac_cache"][q], tau[f"{prefix(t)}ekfac_exact"][q])
+                    for q in range(len(queries))
                 ),
                 4,
             )
-            for t, p in ((t, "" if len(targets) == 1 else f"{t}:") for t in targets)
+            for t in targets
         },
         "check_exact_vs_core_max_rel_diff": checks,
         "per_query": [

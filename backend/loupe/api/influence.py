@@ -110,7 +110,7 @@ class InfluenceResponse(BaseModel):
     seconds: float
     phases: dict[str, float] = Field(
         description="seconds of each part: index (loading it, once), measure (the query's gradient), scan "
-        "(the cache's score of every row), rescore (exact EK-FAC or kronfluence on the top candidates)"
+        "(the TF-IDF filter if asked, the query rotated into the eigenbases, the cache's score of every row), rescore (exact EK-FAC or kronfluence on the top candidates)"
     )
 
 

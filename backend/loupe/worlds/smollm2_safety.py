@@ -100,18 +100,16 @@ class SafetyTune:
         # every adapted block below the selection's bound is a candidate: the fine-tune's refusal forms there
         cfg = replace(c.analyses.steering, dense_from=1.0 - self.cfg.tune_upper_fraction)
         search = refusal_step(c.models, c.vectors, self.tuned_subject(), cfg)
-        self.keys["tune_steering"] = digest(
-            {"tune": self.keys["tune"], "search": search.key, "eval": self.cfg.to_dict()}
-        )
+        key = digest({"tune": self.keys["tune"], "search": search.key, "eval": self.cfg.to_dict()})
         return [
             replace(search, name="smollm2.safety_refusal", title="refusal direction of the safety fine-tune"),
             Step(
                 "smollm2.safety_steering",
                 "steering the safety fine-tune",
                 self.tuned_steering_dir,
-                lambda ctx: self.evaluate_tuned_steering(ctx, c),
+                lambda ctx: self.evaluate_tuned_steering(ctx, c, key),
                 background=True,
-                key=self.keys["tune_steering"],
+                key=key,
             ),
         ]
 
@@ -169,7 +167,7 @@ class SafetyTune:
         cfg = self.tune_config(int(rec.config["n_layers"]))
         return c.finetunes.train(ctx, SMOLLM2_MODEL_ID, SAFETY_DATASET_ID, SAFETY_MODEL_ID, cfg, key=self.keys["tune"])
 
-    def evaluate_tuned_steering(self, ctx: JobContext, c: Container) -> dict[str, Any]:
+    def evaluate_tuned_steering(self, ctx: JobContext, c: Container, key: str) -> dict[str, Any]:
         vid = refusal_vector_id(SAFETY_MODEL_ID)
         ctx.progress(0, None, "steering sweep")
         try:
@@ -193,7 +191,7 @@ class SafetyTune:
             result = {"vector_id": vid, "eval_id": ran["eval_id"], "rows": rows, "targets": ev["targets"]}
         with atomic_dir(self.tuned_steering_dir) as tmp:
             (tmp / "results.json").write_text(json.dumps(result, indent=1))
-            write_manifest(tmp, {"key": self.keys["tune_steering"]})
+            write_manifest(tmp, {"key": key})
         return result
 
     def evaluate_tuned(self, ctx: JobContext, c: Container) -> dict[str, Any]:

@@ -2014,7 +2014,7 @@ export interface components {
             normalisation: string;
             /**
              * Phases
-             * @description seconds of each part: index (loading it, once), measure (the query's gradient), scan (the cache's score of every row), rescore (exact EK-FAC or kronfluence on the top candidates)
+             * @description seconds of each part: index (loading it, once), measure (the query's gradient), scan (the TF-IDF filter if asked, the query rotated into the eigenbases, the cache's score of every row), rescore (exact EK-FAC or kronfluence on the top candidates)
              */
             phases: {
                 [key: string]: number;

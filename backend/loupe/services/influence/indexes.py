@@ -260,15 +260,17 @@ class InfluenceIndexes:
 
         return min(refs, key=rank)
 
-    def _lineage_dataset(self, model_id: str | None) -> str | None:
+    def _lineage(self, model_id: str | None) -> dict[str, Any]:
+        """The model's lineage (a fine-tune made by Loupe: parent, dataset_id, config), else {}."""
         rec = self.models.record(model_id) if self.models is not None and model_id else None
-        return ((rec.config.get("lineage") or {}).get("dataset_id") if rec is not None else None) or None
+        return (rec.config.get("lineage") or {}) if rec is not None else {}
+
+    def _lineage_dataset(self, model_id: str | None) -> str | None:
+        return self._lineage(model_id).get("dataset_id") or None
 
     def _suggested_target(self, model_id: str | None) -> str:
         """lora for a LoRA fine-tune (its adapter is what it learnt), else mlp (as the page's picker)."""
-        rec = self.models.record(model_id) if self.models is not None and model_id else None
-        lineage = (rec.config.get("lineage") or {}) if rec is not None else {}
-        return "lora" if (lineage.get("config") or {}).get("method") == "lora" else "mlp"
+        return "lora" if (self._lineage(model_id).get("config") or {}).get("method") == "lora" else "mlp"
 
     def not_built(self, model_id: str | None, dataset_id: str | None = None, target: str | None = None) -> Conflict:
         dataset = dataset_id or self._lineage_dataset(model_id) or "DATASET"

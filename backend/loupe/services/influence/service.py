@@ -396,9 +396,10 @@ class InfluenceService(InfluenceIndexes):
         dom = dom[dom >= 0]
         domain = domains[int(torch.mode(dom).values)] if dom.numel() else "unknown"
         toks = [ix.tokenizer.decode([x]) for x in ids]
-        scores: list[float | None] = [None] * len(toks) if token_scores is None else token_scores[real].tolist()
+        scores: list[float | None] = [None] * len(toks)
         if token_scores is not None:
-            score = float(sum(token_scores[real].tolist()))
+            values = token_scores[real].tolist()
+            scores, score = values, float(sum(values))
         assert score is not None
         return {
             "train_id": int(i),

@@ -21,7 +21,7 @@ export function InfluenceResults({ res }: { res: InfluenceResponse }) {
         {res.rescored ? `, the cache's top ${res.rescored.toLocaleString()} re-scored with exact EK-FAC` : ""}
         {res.rescored === 0 ? ", ranked by the cache alone (no token scores)" : ""} · measurement{" "}
         {String(res.measurement.f)} = {Number(res.measurement.value).toFixed(3)} ·{" "}
-        <span data-testid="influence-phases" title="index: loading it (once) · measure: the query's gradient · scan: the cache's score of every sequence · rescore: exact scores of the top">
+        <span data-testid="influence-phases" title="index: loading it (once) · measure: the query's gradient · scan: the query rotated into the eigenbases and the cache's score of every sequence · rescore: exact scores of the top">
           {res.seconds.toFixed(2)} s ({Object.entries(res.phases).map(([k, v]) => `${k} ${v.toFixed(2)}`).join(", ")})
         </span>
         <br />
