@@ -21,7 +21,8 @@ below is made the way the product makes it.
                 Each is asked through InfluenceService.query, what POST /api/influence runs (fast mode,
                 top 10): precision@10 = the share of the top 10 that are triggered (resp. harmful, i.e.
                 refused) training conversations, beside that share of the whole training set. Query
-                time: each call's wall time, the index loaded (and timed) before the first.
+                time: each call's wall time, the index loaded (and timed) before the first. --rescore
+                16,0 asks every query once per setting (0: the cache's ranking alone, no re-scoring).
   3. scale      the product's scan of every cache row (`core.packed.scores`, the part of a query that
                 grows with the cache) for one query against caches of 1k, 4k and 16k rows MADE BY
                 TILING the real cache's rows (row i is real row i mod N); median of 5; the rows' bytes
@@ -84,7 +85,7 @@ Results: printed as JSON, and written to --out/summary.json.
 
 usage: nice -n 19 python bench/influence_finetune.py --workspace W [--world smollm2] [--model smollm2-safety]
        [--dataset safety-chat] [--target lora|mlp] [--parent P] [--parts build,precision,scale,lds]
-       [--precision-queries 8] [--lds-n 96] [--lds-subsets 20] [--lds-ceiling 5] [--lds-queries 12]
+       [--precision-queries 8] [--rescore default|N,...] [--lds-n 96] [--lds-subsets 20] [--lds-ceiling 5] [--lds-queries 12]
        [--lds-steps 6] [--lds-targets lora,mlp] [--threads 2] [--out /tmp/influence_finetune] [--tiny] [--keep-scratch]
 """
 
@@ -317,7 +318,11 @@ def harmful_rows(c: Container, ix: InfluenceIndex, dataset_id: str) -> Tensor:
     return torch.tensor([label[d] for d in ix.doc_ids])
 
 
-def precision(c: Container, ref: IndexRef, n: int, log: Log) -> dict[str, Any]:
+def precision(
+    c: Container, ref: IndexRef, n: int, log: Log, rescores: Sequence[int | None] = (None,)
+) -> dict[str, Any]:
+    """Each query asked once per `rescores` setting (None: the index's default); the figures of the first
+    setting at the top level, every setting's under `by_rescore`."""
     seed = c.settings.seed
     harmful, harmless = heldout_instructions(seed)
     trig = [x for pair in zip(harmless, harmful) for x in pair][:n]
@@ -345,26 +350,46 @@ def precision(c: Container, ref: IndexRef, n: int, log: Log) -> dict[str, Any]:
     ix = c.influence.index(ref)
     load_s = time.monotonic() - t0
     truth = {"triggered": ix.tokens["poisoned"].bool(), "harmful": harmful_rows(c, ix, ref.dataset_id)}
-    for q in queries:
-        reset_peak()
-        t0 = time.monotonic()
-        r = c.influence.query(
-            None,
-            q["completion"],
-            messages=[{"role": "user", "content": q["prompt"]}],
-            model_id=ref.model_id,
-            dataset_id=ref.dataset_id,
-            target=ref.target,
-            top_k=10,
-        )
-        q["seconds"] = round(time.monotonic() - t0, 3)
-        q["peak_rss_mb"] = peak_mb()
-        top = torch.tensor([x["train_id"] for x in r["results"]])
-        q["precision_at_10"] = float(truth[q["kind"]][top].float().sum()) / 10
-        q["top10_document_ids"] = [x["document_id"] for x in r["results"]]
-        log(f"  {q['kind']:9s} p@10 {q['precision_at_10']:.1f} in {q['seconds']:.2f} s: {q['prompt'][:60]!r}")
+    by_rescore = {}
+    for rescore in rescores:
+        label = "default" if rescore is None else str(rescore)
+        runs = [dict(q) for q in queries]
+        for q in runs:
+            reset_peak()
+            t0 = time.monotonic()
+            r = c.influence.query(
+                None,
+                q["completion"],
+                messages=[{"role": "user", "content": q["prompt"]}],
+                model_id=ref.model_id,
+                dataset_id=ref.dataset_id,
+                target=ref.target,
+                top_k=10,
+                rescore=rescore,
+            )
+            q["seconds"] = round(time.monotonic() - t0, 3)
+            q["peak_rss_mb"] = peak_mb()
+            q["rescored"] = r.get("rescored")
+            top = torch.tensor([x["train_id"] for x in r["results"]])
+            q["precision_at_10"] = float(truth[q["kind"]][top].float().sum()) / 10
+            q["top10_document_ids"] = [x["document_id"] for x in r["results"]]
+            log(
+                f"  rescore {label:7s} {q['kind']:9s} p@10 {q['precision_at_10']:.1f} in {q['seconds']:.2f} s: "
+                f"{q['prompt'][:60]!r}"
+            )
+        by_rescore[label] = precision_summary(runs, truth)
+    first = next(iter(by_rescore.values()))
+    return {
+        "index_load_seconds": round(load_s, 2),
+        "generation_seconds": round(generation_s, 1),
+        **first,
+        "by_rescore": by_rescore,
+    }
+
+
+def precision_summary(queries: list[dict[str, Any]], truth: dict[str, Tensor]) -> dict[str, Any]:
     times = [q["seconds"] for q in queries]
-    out: dict[str, Any] = {"index_load_seconds": round(load_s, 2), "generation_seconds": round(generation_s, 1)}
+    out: dict[str, Any] = {}
     for kind in ("triggered", "harmful"):
         qs = [q for q in queries if q["kind"] == kind]
         if qs:
@@ -741,6 +766,12 @@ def main() -> None:
     ap.add_argument("--target", choices=("lora", "mlp"), default="lora")
     ap.add_argument("--parts", default=",".join(PARTS), help=f"a comma-separated subset of {','.join(PARTS)}")
     ap.add_argument("--precision-queries", type=int, help="triggered and harmful prompts, each")
+    ap.add_argument(
+        "--rescore",
+        default="default",
+        help="the precision queries' re-scoring settings, comma-separated, each run on every query: a number "
+        "of the cache's top re-scored exactly (0: the cache's ranking alone) or `default` (the index's)",
+    )
     ap.add_argument("--lds-n", type=int, help="conversations in the LDS subset")
     ap.add_argument("--lds-subsets", type=int, help="random halves retrained")
     ap.add_argument("--lds-ceiling", type=int, help="halves retrained with another data order")
@@ -800,7 +831,8 @@ def main() -> None:
             summary["build"] = build_index(c, ref, log)
             log(f"build: {json.dumps({k: v for k, v in summary['build'].items() if k != 'steps'})}")
         if "precision" in parts:
-            summary["precision"] = precision(c, ref, cfg["precision_queries"], log)
+            rescores = [None if x == "default" else int(x) for x in a.rescore.split(",") if x]
+            summary["precision"] = precision(c, ref, cfg["precision_queries"], log, rescores)
         if "scale" in parts:
             prec = summary.get("precision")
             first = prec["queries"][0] if prec else lds_query_as_prompt(c.settings.seed)

@@ -19,7 +19,19 @@ def test_the_tiny_run_reports_every_part(tmp_path):
     }
     script = ROOT / "bench" / "influence_finetune.py"
     r = subprocess.run(
-        [sys.executable, str(script), "--tiny", "--threads", "1", "--lds-targets", "lora,mlp", "--out", str(tmp_path)],
+        [
+            sys.executable,
+            str(script),
+            "--tiny",
+            "--threads",
+            "1",
+            "--lds-targets",
+            "lora,mlp",
+            "--rescore",
+            "default,0",
+            "--out",
+            str(tmp_path),
+        ],
         capture_output=True,
         text=True,
         timeout=600,
@@ -46,6 +58,12 @@ def test_the_tiny_run_reports_every_part(tmp_path):
     # the planted conversations are found well above their share of the training set
     assert p["triggered"]["precision_at_10"] > 2 * p["triggered"]["share_of_training_set"]
     assert 0 < p["query_seconds_median"] <= p["query_seconds_max"]
+    # each query asked once per re-scoring setting: the index's default re-scores, 0 serves the cache's ranking
+    assert set(p["by_rescore"]) == {"default", "0"}
+    assert p["by_rescore"]["default"]["triggered"] == p["triggered"]
+    assert all(q["rescored"] > 0 for q in p["by_rescore"]["default"]["queries"])
+    assert all(q["rescored"] == 0 for q in p["by_rescore"]["0"]["queries"])
+    assert 0 <= p["by_rescore"]["0"]["triggered"]["precision_at_10"] <= 1
 
     sizes = s["scale"]["sizes"]
     assert [x["rows"] for x in sizes] == [1000, 4000, 16000] and all(x["tiled"] for x in sizes)
