@@ -151,6 +151,55 @@ def test_data_seed_changes_the_order_of_the_examples_only(client, parent):
         torch.testing.assert_close(runs["ft-order-b"][1][k], v)
 
 
+def test_a_crashed_fine_tune_resumes_from_its_checkpoint_and_trains_what_an_unbroken_one_does(client, parent):
+    """A crash after the step-4 checkpoint; the same request again resumes there (not from step 0) and ends
+    with the weights and the loss curve of a run that never stopped."""
+    from loupe.services.finetune import FineTuneConfig
+
+    c = client.app.state.container
+    cfg = FineTuneConfig(
+        max_steps=8, batch_size=4, learning_rate=3e-2, save_steps=4, target_modules=("q_proj", "v_proj")
+    )
+
+    def crash_at_step_6(done: float, total: float | None, message: str) -> None:
+        if message.startswith("step") and done >= 6:
+            raise RuntimeError("simulated crash")
+
+    job = c.finetunes.start("ft-parent", "ft-chats", "ft-resumed", cfg, listeners=[crash_at_step_6])
+    row = c.ws.jobs.get(job.id)
+    assert row.status == "failed" and "simulated crash" in row.error
+    assert c.models.record("ft-resumed") is None and not c.finetunes.model_dir("ft-resumed").exists()
+    assert (c.finetunes.run_dir("ft-resumed") / "checkpoints" / "checkpoint-4").is_dir()
+
+    steps_run: list[float] = []
+    job = c.finetunes.start(
+        "ft-parent",
+        "ft-chats",
+        "ft-resumed",
+        cfg,
+        listeners=[lambda d, t, m: steps_run.append(d) if m.startswith("step") else None],
+    )
+    assert c.ws.jobs.get(job.id).status == "done"
+    assert steps_run == [5, 6, 7, 8]  # resumed after the checkpoint, not from the start
+    job = c.finetunes.start("ft-parent", "ft-chats", "ft-unbroken", cfg)
+    assert c.ws.jobs.get(job.id).status == "done"
+
+    resumed, unbroken = c.finetunes.run("ft-resumed")["loss"], c.finetunes.run("ft-unbroken")["loss"]
+    assert [h["step"] for h in resumed] == list(range(1, 9))
+    for a, b in zip(resumed, unbroken):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4)
+    from safetensors.torch import load_file
+
+    def adapter(model_id: str) -> dict[str, torch.Tensor]:
+        return load_file(str(c.finetunes.model_dir(model_id) / "adapter" / "adapter_model.safetensors"))
+
+    got, want = adapter("ft-resumed"), adapter("ft-unbroken")
+    assert got.keys() == want.keys()
+    for k, v in want.items():
+        torch.testing.assert_close(got[k], v, atol=1e-5, rtol=1e-4)
+    assert any(float(v.abs().max()) > 0 for k, v in got.items() if "lora_B" in k)  # it did train
+
+
 def test_full_fine_tune_of_a_plain_format_model(client, micro_workspace, tmp_path):
     model, tok = tiny_gpt2(micro_workspace, tmp_path / "gpt2", n_positions=96, n_layer=2)
     client.app.state.container.models.register("ft-gpt2", str(tmp_path / "gpt2"), "hf-dir")
