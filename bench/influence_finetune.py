@@ -318,6 +318,16 @@ def harmful_rows(c: Container, ix: InfluenceIndex, dataset_id: str) -> Tensor:
     return torch.tensor([label[d] for d in ix.doc_ids])
 
 
+def chat_query(ref: IndexRef, q: dict[str, Any]) -> dict[str, Any]:
+    """The arguments that ask index `ref` about `q`'s prompt as a one-turn chat (its completion apart)."""
+    return {
+        "messages": [{"role": "user", "content": q["prompt"]}],
+        "model_id": ref.model_id,
+        "dataset_id": ref.dataset_id,
+        "target": ref.target,
+    }
+
+
 def precision(
     c: Container, ref: IndexRef, n: int, log: Log, rescores: Sequence[int | None] = (None,)
 ) -> dict[str, Any]:
@@ -357,16 +367,7 @@ def precision(
         for q in runs:
             reset_peak()
             t0 = time.monotonic()
-            r = c.influence.query(
-                None,
-                q["completion"],
-                messages=[{"role": "user", "content": q["prompt"]}],
-                model_id=ref.model_id,
-                dataset_id=ref.dataset_id,
-                target=ref.target,
-                top_k=10,
-                rescore=rescore,
-            )
+            r = c.influence.query(None, q["completion"], **chat_query(ref, q), top_k=10, rescore=rescore)
             q["seconds"] = round(time.monotonic() - t0, 3)
             q["peak_rss_mb"] = peak_mb()
             q["rescored"] = r.get("rescored")
@@ -421,14 +422,7 @@ def tiled(p: P.PackedRows, n: int) -> P.PackedRows:
 
 def scale(c: Container, ref: IndexRef, query: dict[str, Any], query_median: float | None) -> dict[str, Any]:
     ix = c.influence.index(ref)
-    _, m = c.influence.all_scores(
-        None,
-        query["completion"],
-        messages=[{"role": "user", "content": query["prompt"]}],
-        model_id=ref.model_id,
-        dataset_id=ref.dataset_id,
-        target=ref.target,
-    )
+    _, m = c.influence.all_scores(None, query["completion"], **chat_query(ref, query))
     pq = P.pack_query(ix.query_vector(m.grads, None))
 
     def scan(rows: P.PackedRows, reps: int = 5) -> float:
@@ -798,6 +792,12 @@ def main() -> None:
             ap.error("--workspace is required (or --tiny)")
         a.workspace = a.out / "tiny-ws"
     parts = [p for p in a.parts.split(",") if p]
+    try:
+        rescores = [None if x == "default" else int(x) for x in a.rescore.split(",") if x]
+    except ValueError:
+        ap.error(f"--rescore takes `default` or numbers, comma-separated, not {a.rescore!r}")
+    if not rescores:
+        ap.error("--rescore names no setting")
     if unknown := set(parts) - set(PARTS):
         ap.error(f"unknown parts {sorted(unknown)}; choose from {','.join(PARTS)}")
     t_start = time.monotonic()
@@ -831,7 +831,6 @@ def main() -> None:
             summary["build"] = build_index(c, ref, log)
             log(f"build: {json.dumps({k: v for k, v in summary['build'].items() if k != 'steps'})}")
         if "precision" in parts:
-            rescores = [None if x == "default" else int(x) for x in a.rescore.split(",") if x]
             summary["precision"] = precision(c, ref, cfg["precision_queries"], log, rescores)
         if "scale" in parts:
             prec = summary.get("precision")
