@@ -151,12 +151,34 @@ def test_data_seed_changes_the_order_of_the_examples_only(client, parent):
         torch.testing.assert_close(runs["ft-order-b"][1][k], v)
 
 
-def test_a_crashed_fine_tune_resumes_from_its_checkpoint_and_trains_what_an_unbroken_one_does(client, parent):
+@pytest.fixture
+def inline_scratch(micro_workspace, tmp_path):
+    """A client on a copy of the micro workspace whose jobs run in the caller's thread: the failed job a
+    crash leaves stays out of the shared workspace, whose pages expect every job done."""
+    from fastapi.testclient import TestClient
+
+    from loupe.app import create_app
+    from loupe.jobs.executors import InlineExecutor
+    from loupe.worlds import open_world
+    from tests.conftest import copy_of_micro, micro_settings
+
+    _, c = open_world(micro_settings(copy_of_micro(micro_workspace, tmp_path / "ws")), executor=InlineExecutor())
+    with TestClient(create_app(container=c, background=False)) as client:
+        yield client, c
+    c.close()
+
+
+def test_a_crashed_fine_tune_resumes_from_its_checkpoint_and_trains_what_an_unbroken_one_does(
+    inline_scratch, micro_workspace, tmp_path
+):
     """A crash after the step-4 checkpoint; the same request again resumes there (not from step 0) and ends
     with the weights and the loss curve of a run that never stopped."""
     from loupe.services.finetune import FineTuneConfig
 
-    c = client.app.state.container
+    client, c = inline_scratch
+    tok = chatml_tokenizer(micro_workspace)
+    register(client, tmp_path / "parent", "crash-parent", tiny_llama(tok, seed=3, init=0.3), tok)
+    upload(client, "crash-chats")
     cfg = FineTuneConfig(
         max_steps=8, batch_size=4, learning_rate=3e-2, save_steps=4, target_modules=("q_proj", "v_proj")
     )
@@ -165,7 +187,7 @@ def test_a_crashed_fine_tune_resumes_from_its_checkpoint_and_trains_what_an_unbr
         if message.startswith("step") and done >= 6:
             raise RuntimeError("simulated crash")
 
-    job = c.finetunes.start("ft-parent", "ft-chats", "ft-resumed", cfg, listeners=[crash_at_step_6])
+    job = c.finetunes.start("crash-parent", "crash-chats", "ft-resumed", cfg, listeners=[crash_at_step_6])
     row = c.ws.jobs.get(job.id)
     assert row.status == "failed" and "simulated crash" in row.error
     assert c.models.record("ft-resumed") is None and not c.finetunes.model_dir("ft-resumed").exists()
@@ -173,15 +195,15 @@ def test_a_crashed_fine_tune_resumes_from_its_checkpoint_and_trains_what_an_unbr
 
     steps_run: list[float] = []
     job = c.finetunes.start(
-        "ft-parent",
-        "ft-chats",
+        "crash-parent",
+        "crash-chats",
         "ft-resumed",
         cfg,
         listeners=[lambda d, t, m: steps_run.append(d) if m.startswith("step") else None],
     )
     assert c.ws.jobs.get(job.id).status == "done"
     assert steps_run == [5, 6, 7, 8]  # resumed after the checkpoint, not from the start
-    job = c.finetunes.start("ft-parent", "ft-chats", "ft-unbroken", cfg)
+    job = c.finetunes.start("crash-parent", "crash-chats", "ft-unbroken", cfg)
     assert c.ws.jobs.get(job.id).status == "done"
 
     resumed, unbroken = c.finetunes.run("ft-resumed")["loss"], c.finetunes.run("ft-unbroken")["loss"]

