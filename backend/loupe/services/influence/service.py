@@ -358,17 +358,15 @@ class InfluenceService(InfluenceIndexes):
         or with 0 its top_k as the cache ranks them: (results, rows the cache scored, sequences re-scored)."""
         n_rows = fast.shape[0]
         n = self.cfg.rescore_candidates if rescore is None else rescore
+        order = torch.topk(fast, min(n_rows, max(top_k, n) if n else top_k)).indices
+        pool = order if cand is None else cand[order]
         if n == 0:
-            order = torch.topk(fast, min(n_rows, top_k)).indices
-            pool = order if cand is None else cand[order]
             results = []
             for j, i in zip(order.tolist(), pool.tolist()):
                 r = self._describe(ix, int(i), None, float(fast[j]))
                 r["cache_score"] = r["score"]
                 results.append(r)
             return results, n_rows, 0
-        order = torch.topk(fast, min(n_rows, max(top_k, n))).indices
-        pool = order if cand is None else cand[order]
         pre = I.precondition(m.grads, ix.factors, query_rank)
         return self._fast_results(ix, pool, fast[order], pre, top_k), n_rows, int(pool.numel())
 
