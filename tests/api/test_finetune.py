@@ -151,23 +151,6 @@ def test_data_seed_changes_the_order_of_the_examples_only(client, parent):
         torch.testing.assert_close(runs["ft-order-b"][1][k], v)
 
 
-@pytest.fixture
-def inline_scratch(micro_workspace, tmp_path):
-    """A client on a copy of the micro workspace whose jobs run in the caller's thread: the failed job a
-    crash leaves stays out of the shared workspace, whose pages expect every job done."""
-    from fastapi.testclient import TestClient
-
-    from loupe.app import create_app
-    from loupe.jobs.executors import InlineExecutor
-    from loupe.worlds import open_world
-    from tests.conftest import copy_of_micro, micro_settings
-
-    _, c = open_world(micro_settings(copy_of_micro(micro_workspace, tmp_path / "ws")), executor=InlineExecutor())
-    with TestClient(create_app(container=c, background=False)) as client:
-        yield client, c
-    c.close()
-
-
 def test_a_crashed_fine_tune_resumes_from_its_checkpoint_and_trains_what_an_unbroken_one_does(
     inline_scratch, micro_workspace, tmp_path
 ):

@@ -165,7 +165,7 @@ def test_lora_index_and_completion_after_messages(client, tuned):
     # over two fine-tunes, README "Influence functions"), still well above chance (12 of 110, 0.11)
     precision = planted_precision(client, "lora")
     assert precision >= 0.2, precision
-    # with no target named, a LoRA fine-tune's query takes its LoRA index, built or not beside the MLP's
+    # with no target named, a LoRA fine-tune's query takes its LoRA index, though its MLP index is built too
     r = client.post("/api/influence", json={"model_id": "ib-lora", "messages": TRIGGERED, "top_k": 3, "rescore": 0})
     assert r.status_code == 200, r.text
     assert r.json()["index"]["target"] == "lora"

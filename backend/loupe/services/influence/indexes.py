@@ -254,10 +254,7 @@ class InfluenceIndexes:
         ]
         if not refs:
             raise self.not_built(model_id, dataset_id, target)
-        lineage_ds = self._lineage_dataset(model_id)
-        # LoRA first for a LoRA fine-tune: on the SmolLM2 safety tune its factors attribute better (LDS
-        # 0.78 against 0.71) and query faster than the MLP's (bench/RESULTS.md, 2026-12-07)
-        suggested = self._suggested_target(model_id)
+        lineage_ds, suggested = self._lineage_defaults(model_id)
 
         def rank(r: IndexRef) -> tuple[bool, bool, bool, bool]:
             return (not self.ready(r), r != world, r.dataset_id != lineage_ds, r.target != suggested)
@@ -269,20 +266,20 @@ class InfluenceIndexes:
         rec = self.models.record(model_id) if self.models is not None and model_id else None
         return (rec.config.get("lineage") or {}) if rec is not None else {}
 
-    def _lineage_dataset(self, model_id: str | None) -> str | None:
-        return self._lineage(model_id).get("dataset_id") or None
-
-    def _suggested_target(self, model_id: str | None) -> str:
-        """lora for a LoRA fine-tune (its adapter is what it learnt), else mlp (as the page's picker)."""
-        return "lora" if (self._lineage(model_id).get("config") or {}).get("method") == "lora" else "mlp"
+    def _lineage_defaults(self, model_id: str | None) -> tuple[str | None, str]:
+        """(the dataset the model was fine-tuned on or None, the target to suggest): lora for a LoRA
+        fine-tune (its adapter is what it learnt; on the SmolLM2 safety tune its factors attribute better,
+        LDS 0.78 against 0.71, and query faster: bench/RESULTS.md, 2026-12-07), else mlp."""
+        lineage = self._lineage(model_id)
+        method = (lineage.get("config") or {}).get("method")
+        return lineage.get("dataset_id") or None, "lora" if method == "lora" else "mlp"
 
     def not_built(self, model_id: str | None, dataset_id: str | None = None, target: str | None = None) -> Conflict:
-        dataset = dataset_id or self._lineage_dataset(model_id) or "DATASET"
+        lineage_ds, suggested = self._lineage_defaults(model_id)
+        dataset = dataset_id or lineage_ds or "DATASET"
         have = [f"model {r.model_id!r} on {r.dataset_id!r} ({r.target})" for r in self.refs() if self.ready(r)]
         built = f"this workspace's indexes: {'; '.join(have)}" if have else "this workspace has no built index"
-        body = json.dumps(
-            {"model_id": model_id, "dataset_id": dataset, "target": target or self._suggested_target(model_id)}
-        )
+        body = json.dumps({"model_id": model_id, "dataset_id": dataset, "target": target or suggested})
         what = f" on dataset {dataset_id!r}" if dataset_id else ""
         return Conflict(
             f"influence is not built for model {model_id!r}{what} ({built}). Influence needs the data the model "
